@@ -1,0 +1,20 @@
+//! cohort-core: every protocol rule of cohort, as deterministic sans-IO state machines.
+//!
+//! This crate owns the rules; drivers (`cohort-io-mio`, `cohort-io-sim`) own the sockets, disks,
+//! clocks and processes. Nothing here may touch the operating system: no sockets, files,
+//! threads, processes, clocks or OS randomness. Time enters as a value ([`time::Instant`],
+//! [`time::WallClock`]), randomness from a seeded [`rng::SeededRng`]. A test under `tests/`
+//! fails if that rule is broken.
+
+pub mod channel;
+pub mod identity;
+pub mod machine;
+pub mod rng;
+pub mod router;
+pub mod time;
+pub mod trace;
+pub mod wire;
+
+pub use identity::{KeyDigest, NodeId, NodeKeys, PublicIdentity};
+pub use machine::Machine;
+pub use time::{Instant, WallClock};
