@@ -59,7 +59,8 @@ impl fmt::Display for Instant {
     /// Seconds with millisecond precision: the form traces show.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = self.0 / 1_000_000;
-        write!(f, "{}.{:03}", millis / 1000, millis % 1000)
+        // `pad` so traces can right-align times with `{:>9}`.
+        f.pad(&format!("{}.{:03}", millis / 1000, millis % 1000))
     }
 }
 

@@ -105,4 +105,41 @@ mod tests {
         let bytes = [PROTOCOL_VERSION, 0, 0xff, 0xff, 0xff, 0xff, 0x0f];
         assert!(matches!(decode::<Envelope>(&bytes), Err(WireError::Decode(_))));
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn role() -> impl Strategy<Value = RoleTag> {
+            prop::sample::select(vec![
+                RoleTag::Member,
+                RoleTag::PolicyMaster,
+                RoleTag::PolicyLocal,
+                RoleTag::PolicyAgent,
+                RoleTag::Kdc,
+                RoleTag::Gateway,
+                RoleTag::ExecDaemon,
+                RoleTag::AuditCollector,
+                RoleTag::Admin,
+            ])
+        }
+
+        proptest! {
+            #[test]
+            fn any_envelope_round_trips(role in role(), body in prop::collection::vec(any::<u8>(), 0..2048)) {
+                let env = Envelope { role, body };
+                prop_assert_eq!(decode::<Envelope>(&encode(&env).expect("encodes")), Ok(env));
+            }
+
+            #[test]
+            fn random_bytes_decode_to_an_error_or_a_value_that_re_encodes_identically(
+                bytes in prop::collection::vec(any::<u8>(), 0..512)
+            ) {
+                // Canonical form: whatever decodes must encode back to exactly the same bytes.
+                if let Ok(env) = decode::<Envelope>(&bytes) {
+                    prop_assert_eq!(encode(&env).expect("encodes"), bytes);
+                }
+            }
+        }
+    }
 }
