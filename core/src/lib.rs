@@ -9,8 +9,11 @@
 pub mod channel;
 pub mod identity;
 pub mod machine;
+pub mod member;
 pub mod rng;
 pub mod router;
+pub mod seal;
+pub mod signed;
 pub mod time;
 pub mod trace;
 pub mod wire;

@@ -1,0 +1,305 @@
+//! The cluster configuration document: its [`Version`], roster of members, operator keys and
+//! settings, and the [`Change`]s an operator may make to it. Owns the bounds every configuration
+//! must satisfy and the one deterministic way a change applies. It never decides who may change it
+//! (the member machine does) and never touches storage.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::identity::{KeyDigest, NodeId, PublicIdentity};
+
+/// A configuration version. Ordered by counter, then author: the highest wins (rule 6), and two
+/// concurrent changes (same counter) resolve the same way at every member.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Version {
+    pub counter: u64,
+    pub author: NodeId,
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "v{}@{}", self.counter, &self.author.to_hex()[..8])
+    }
+}
+
+impl fmt::Debug for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A member of the cluster as the configuration records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub name: String,
+    pub identity: PublicIdentity,
+    /// Where the member listens (`host:port`); drivers resolve it.
+    pub address: String,
+}
+
+/// An operator allowed to sign change requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorInfo {
+    pub name: String,
+    /// Ed25519 verifying key.
+    pub signing: [u8; 32],
+}
+
+impl OperatorInfo {
+    pub fn id(&self) -> NodeId {
+        NodeId::of_signing_key(&self.signing)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterConfig {
+    pub cluster_id: String,
+    pub version: Version,
+    pub members: BTreeMap<NodeId, MemberInfo>,
+    pub operators: BTreeMap<NodeId, OperatorInfo>,
+    pub settings: BTreeMap<String, String>,
+}
+
+/// One edit an operator requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    Set { key: String, value: String },
+    Unset { key: String },
+    AddMember(MemberInfo),
+    RemoveMember(NodeId),
+    AddOperator(OperatorInfo),
+    RemoveOperator(NodeId),
+}
+
+pub const MAX_CLUSTER_ID_LEN: usize = 64;
+pub const MAX_MEMBERS: usize = 256;
+pub const MAX_OPERATORS: usize = 64;
+pub const MAX_SETTINGS: usize = 1024;
+pub const MAX_KEY_LEN: usize = 128;
+pub const MAX_VALUE_LEN: usize = 4096;
+pub const MAX_NAME_LEN: usize = 128;
+pub const MAX_CHANGES: usize = 256;
+/// The encoded configuration must fit a fetch reply datagram with room for the header.
+pub const MAX_ENCODED_CONFIG: usize = 40 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cluster id must be 1 to {MAX_CLUSTER_ID_LEN} characters")]
+    BadClusterId,
+    #[error("a configuration needs at least one member")]
+    NoMembers,
+    #[error("a configuration needs at least one operator, or nobody could ever change it")]
+    NoOperators,
+    #[error("{what} limit is {limit}")]
+    TooMany { what: &'static str, limit: usize },
+    #[error("{what} `{text}` is empty or longer than {limit} bytes")]
+    BadText { what: &'static str, text: String, limit: usize },
+    #[error("member {0} is listed under another member's id")]
+    MemberIdMismatch(NodeId),
+    #[error("two members share one X25519 key")]
+    DuplicateAgreementKey,
+    #[error("operator {0} is listed under another operator's id")]
+    OperatorIdMismatch(NodeId),
+    #[error("member {0} is already in the configuration")]
+    AlreadyMember(NodeId),
+    #[error("node {0} is not a member")]
+    NotAMember(NodeId),
+    #[error("operator {0} is not listed")]
+    NotAnOperator(NodeId),
+    #[error("setting `{0}` is not set")]
+    NoSuchSetting(String),
+    #[error("the configuration encodes to {len} bytes, over the {MAX_ENCODED_CONFIG}-byte limit")]
+    TooLarge { len: usize },
+    #[error("a change request carries {0} changes; at most {MAX_CHANGES}")]
+    TooManyChanges(usize),
+    #[error("could not encode the configuration: {0}")]
+    Encode(String),
+}
+
+fn check_text(what: &'static str, text: &str, limit: usize) -> Result<(), ConfigError> {
+    if text.is_empty() || text.len() > limit {
+        return Err(ConfigError::BadText { what, text: text.chars().take(40).collect(), limit });
+    }
+    Ok(())
+}
+
+impl ClusterConfig {
+    /// Checks every bound. Run on every configuration made or received.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster_id.is_empty() || self.cluster_id.len() > MAX_CLUSTER_ID_LEN {
+            return Err(ConfigError::BadClusterId);
+        }
+        if self.members.is_empty() {
+            return Err(ConfigError::NoMembers);
+        }
+        if self.operators.is_empty() {
+            return Err(ConfigError::NoOperators);
+        }
+        for (what, count, limit) in [
+            ("members", self.members.len(), MAX_MEMBERS),
+            ("operators", self.operators.len(), MAX_OPERATORS),
+            ("settings", self.settings.len(), MAX_SETTINGS),
+        ] {
+            if count > limit {
+                return Err(ConfigError::TooMany { what, limit });
+            }
+        }
+        let mut agreement_keys = std::collections::BTreeSet::new();
+        for (id, member) in &self.members {
+            if member.identity.node_id() != *id {
+                return Err(ConfigError::MemberIdMismatch(*id));
+            }
+            if !agreement_keys.insert(member.identity.agreement) {
+                return Err(ConfigError::DuplicateAgreementKey);
+            }
+            check_text("member name", &member.name, MAX_NAME_LEN)?;
+            check_text("member address", &member.address, MAX_NAME_LEN)?;
+        }
+        for (id, operator) in &self.operators {
+            if operator.id() != *id {
+                return Err(ConfigError::OperatorIdMismatch(*id));
+            }
+            check_text("operator name", &operator.name, MAX_NAME_LEN)?;
+        }
+        for (key, value) in &self.settings {
+            check_text("setting key", key, MAX_KEY_LEN)?;
+            if value.len() > MAX_VALUE_LEN {
+                return Err(ConfigError::BadText {
+                    what: "setting value",
+                    text: key.clone(),
+                    limit: MAX_VALUE_LEN,
+                });
+            }
+        }
+        let len = self.encode()?.len();
+        if len > MAX_ENCODED_CONFIG {
+            return Err(ConfigError::TooLarge { len });
+        }
+        Ok(())
+    }
+
+    /// The canonical encoding: what is sealed for each member and what the header hashes.
+    pub fn encode(&self) -> Result<Vec<u8>, ConfigError> {
+        postcard::to_allocvec(self).map_err(|e| ConfigError::Encode(e.to_string()))
+    }
+
+    /// SHA-256 of the canonical encoding: one configuration, one hash, at every member.
+    pub fn hash(&self) -> Result<[u8; 32], ConfigError> {
+        Ok(Sha256::digest(self.encode()?).into())
+    }
+
+    pub fn is_member(&self, id: &NodeId) -> bool {
+        self.members.contains_key(id)
+    }
+
+    pub fn member_by_digest(&self, digest: &KeyDigest) -> Option<&MemberInfo> {
+        self.members.values().find(|m| m.identity.key_digest() == *digest)
+    }
+
+    /// The key digests of every member: the recipients of a block and of a Status.
+    pub fn member_digests(&self) -> impl Iterator<Item = KeyDigest> + '_ {
+        self.members.values().map(|m| m.identity.key_digest())
+    }
+
+    /// This configuration with `changes` applied in order, under `version`. Fails on the first
+    /// change that does not apply; the result is validated.
+    pub fn with_changes(&self, changes: &[Change], version: Version) -> Result<ClusterConfig, ConfigError> {
+        if changes.len() > MAX_CHANGES {
+            return Err(ConfigError::TooManyChanges(changes.len()));
+        }
+        let mut next = self.clone();
+        next.version = version;
+        for change in changes {
+            match change {
+                Change::Set { key, value } => {
+                    next.settings.insert(key.clone(), value.clone());
+                }
+                Change::Unset { key } => {
+                    next.settings.remove(key).ok_or_else(|| ConfigError::NoSuchSetting(key.clone()))?;
+                }
+                Change::AddMember(member) => {
+                    let id = member.identity.node_id();
+                    if next.members.insert(id, member.clone()).is_some() {
+                        return Err(ConfigError::AlreadyMember(id));
+                    }
+                }
+                Change::RemoveMember(id) => {
+                    next.members.remove(id).ok_or(ConfigError::NotAMember(*id))?;
+                }
+                Change::AddOperator(operator) => {
+                    next.operators.insert(operator.id(), operator.clone());
+                }
+                Change::RemoveOperator(id) => {
+                    next.operators.remove(id).ok_or(ConfigError::NotAnOperator(*id))?;
+                }
+            }
+        }
+        next.validate()?;
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NodeKeys;
+    use crate::rng::seeded;
+
+    pub(crate) fn sample(members: usize) -> ClusterConfig {
+        let mut rng = seeded(42);
+        let operator = NodeKeys::generate(&mut rng);
+        let op = OperatorInfo { name: "ops".into(), signing: operator.public().signing };
+        let members = (0..members)
+            .map(|i| {
+                let identity = NodeKeys::generate(&mut rng).public();
+                (
+                    identity.node_id(),
+                    MemberInfo { name: format!("m{i}"), identity, address: format!("m{i}:7000") },
+                )
+            })
+            .collect();
+        ClusterConfig {
+            cluster_id: "test".into(),
+            version: Version { counter: 1, author: op.id() },
+            members,
+            operators: [(op.id(), op)].into_iter().collect(),
+            settings: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn versions_order_by_counter_then_author() {
+        let (a, b) = (NodeId([1; 16]), NodeId([2; 16]));
+        assert!(Version { counter: 2, author: a } > Version { counter: 1, author: b });
+        assert!(Version { counter: 2, author: b } > Version { counter: 2, author: a });
+    }
+
+    #[test]
+    fn changes_apply_in_order_and_the_result_is_validated() {
+        let config = sample(3);
+        let v2 = Version { counter: 2, author: NodeId([0; 16]) };
+        let next = config
+            .with_changes(&[Change::Set { key: "dns".into(), value: "10.0.0.53".into() }], v2)
+            .expect("applies");
+        assert_eq!(next.settings.get("dns").map(String::as_str), Some("10.0.0.53"));
+        assert_eq!(next.version, v2);
+        assert_eq!(
+            config.with_changes(&[Change::Unset { key: "nope".into() }], v2),
+            Err(ConfigError::NoSuchSetting("nope".into()))
+        );
+        let all: Vec<Change> = config.members.keys().map(|id| Change::RemoveMember(*id)).collect();
+        assert_eq!(config.with_changes(&all, v2), Err(ConfigError::NoMembers));
+    }
+
+    #[test]
+    fn a_member_listed_under_the_wrong_id_is_refused() {
+        let mut config = sample(2);
+        let (id, member) = config.members.pop_first().expect("a member");
+        config.members.insert(NodeId([9; 16]), member);
+        let _ = id;
+        assert_eq!(config.validate(), Err(ConfigError::MemberIdMismatch(NodeId([9; 16]))));
+    }
+}

@@ -1,0 +1,692 @@
+//! The cluster member machine (rules 1-9 of DESIGN.md "Cluster member"). Owns heartbeats, Status
+//! validation, version ordering, fetching, staging, the install rule, the syncing state and
+//! operator changes. Persistence precedes action: staged and installed configurations, and the boot
+//! epoch that keeps sequence numbers rising across restarts, take effect only when the driver
+//! answers [`MemberInput::Persisted`]; drivers must answer persists in the order they were asked.
+//! It never trusts a message it has not verified against its own configuration.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::block::{Author, BlockError, ConfigBlock, TrustedAuthors, verify_and_open};
+use super::config::{ClusterConfig, ConfigError, Version};
+use super::messages::{ChangeRequest, FetchRequest, MemberMessage, Status};
+use crate::identity::{KeyDigest, NodeId, NodeKeys};
+use crate::machine::Machine;
+use crate::rng::SeededRng;
+use crate::signed::Signed;
+use crate::time::Instant;
+use crate::wire::WireError;
+
+/// A configuration as a member stores it: the block (all entries if this member authored it,
+/// else only its own) and the opened configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredConfig {
+    pub block: ConfigBlock,
+    pub config: ClusterConfig,
+}
+
+impl StoredConfig {
+    pub fn version(&self) -> Version {
+        self.config.version
+    }
+}
+
+/// Everything a member keeps across a crash. The driver writes each one whole and atomically.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Raised at every start, before the first heartbeat: the high half of Status sequence
+    /// numbers, so a restarted member's heartbeats are never taken for replays.
+    pub boot_epoch: u64,
+    pub active: StoredConfig,
+    pub staged: Option<StoredConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberSettings {
+    pub heartbeat: Duration,
+    /// How long to wait for a fetch reply before asking again (possibly someone else).
+    pub fetch_retry: Duration,
+}
+
+impl Default for MemberSettings {
+    fn default() -> Self {
+        MemberSettings { heartbeat: Duration::from_secs(1), fetch_retry: Duration::from_millis(500) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PersistToken(pub u64);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberInput {
+    /// A member message as it arrived (datagram or channel message), not yet decoded.
+    Received(Vec<u8>),
+    /// Storage holds the record of `Persist { token }` durably.
+    Persisted(PersistToken),
+    Timeout,
+    /// An operator's change request, from the admin channel.
+    Change {
+        request_id: u64,
+        request: Signed<ChangeRequest>,
+    },
+    /// A service lookup: one setting, or all settings when `key` is `None` (rule 9).
+    Lookup {
+        request_id: u64,
+        key: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberOutput {
+    Send {
+        to: NodeId,
+        address: String,
+        message: MemberMessage,
+    },
+    /// Write `record` whole; answer `Persisted(token)` once it is durable.
+    Persist {
+        token: PersistToken,
+        record: Box<MemberRecord>,
+    },
+    /// A verified configuration is now staged and advertised.
+    Staged {
+        version: Version,
+    },
+    /// A configuration is now active.
+    Installed {
+        version: Version,
+        config_hash: [u8; 32],
+    },
+    /// A message was refused; counted in [`Member::drops`].
+    Dropped {
+        reason: DropReason,
+    },
+    ChangeAccepted {
+        request_id: u64,
+        version: Version,
+    },
+    ChangeRejected {
+        request_id: u64,
+        error: ChangeError,
+    },
+    LookupAnswer {
+        request_id: u64,
+        answer: LookupAnswer,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupAnswer {
+    Value {
+        version: Version,
+        key: String,
+        value: Option<String>,
+    },
+    Settings {
+        version: Version,
+        settings: BTreeMap<String, String>,
+    },
+    /// Syncing: ask again after the hint, never answered from a half-installed version.
+    Declined {
+        retry_after: Duration,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DropReason {
+    #[error("undecodable message: {0}")]
+    Undecodable(WireError),
+    #[error("message for another cluster")]
+    WrongCluster,
+    #[error("sender {0} is not a member")]
+    UnknownSender(NodeId),
+    #[error("bad signature from {0}")]
+    BadSignature(NodeId),
+    #[error("stale or replayed sequence number from {0}")]
+    StaleSequence(NodeId),
+    #[error("status from {0} does not name this member as a recipient")]
+    NotARecipient(NodeId),
+    #[error("rejected block {version}: {error}")]
+    BadBlock { version: Version, error: BlockError },
+    #[error("reply for {0}, which is not newer than what this member holds")]
+    StaleReply(Version),
+}
+
+impl DropReason {
+    /// A stable name for counting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DropReason::Undecodable(_) => "undecodable",
+            DropReason::WrongCluster => "wrong-cluster",
+            DropReason::UnknownSender(_) => "unknown-sender",
+            DropReason::BadSignature(_) => "bad-signature",
+            DropReason::StaleSequence(_) => "stale-sequence",
+            DropReason::NotARecipient(_) => "not-a-recipient",
+            DropReason::BadBlock { .. } => "bad-block",
+            DropReason::StaleReply(_) => "stale-reply",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChangeError {
+    #[error("request is for cluster `{0}`")]
+    WrongCluster(String),
+    #[error("operator key {0} is not listed in the active configuration")]
+    UnknownOperator(NodeId),
+    #[error("request signature does not verify")]
+    BadSignature,
+    #[error("request is based on {base}, but {active} is already active; read the configuration again")]
+    Stale { base: Version, active: Version },
+    #[error("this member is syncing to a newer configuration; retry after {retry_after:?}")]
+    Syncing { retry_after: Duration },
+    #[error("this node is not a member of its active configuration and cannot author a change")]
+    NotAMember,
+    #[error("the change does not apply: {0}")]
+    Invalid(#[from] ConfigError),
+    #[error("could not seal the new configuration: {0}")]
+    Seal(BlockError),
+}
+
+enum Effect {
+    Boot,
+    Stage(Version),
+    Install(Version),
+}
+
+struct Fetch {
+    version: Version,
+    /// Who may hold it: the author first, then members that advertised it.
+    sources: Vec<NodeId>,
+    next_source: usize,
+    deadline: Instant,
+}
+
+/// One cluster member. See the module docs.
+pub struct Member {
+    keys: NodeKeys,
+    id: NodeId,
+    digest: KeyDigest,
+    settings: MemberSettings,
+    rng: SeededRng,
+    /// What storage has confirmed: the state this member acts on.
+    durable: MemberRecord,
+    /// What this member has asked storage to hold: durable plus writes in flight.
+    intended: MemberRecord,
+    pending: VecDeque<(PersistToken, Effect, MemberRecord)>,
+    next_token: u64,
+    running: bool,
+    seq_low: u32,
+    /// Status messages advertising the staged version, per sender, since it was staged.
+    announcements: BTreeMap<NodeId, u32>,
+    last_seq: BTreeMap<NodeId, u64>,
+    highest_seen: Version,
+    fetch: Option<Fetch>,
+    next_heartbeat: Option<Instant>,
+    outputs: VecDeque<MemberOutput>,
+    drops: BTreeMap<&'static str, u64>,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Member")
+            .field("id", &self.id)
+            .field("active", &self.active_version())
+            .field("staged", &self.staged_version())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Member {
+    /// Starts (or restarts) a member from what storage holds. The first output persists a raised
+    /// boot epoch; heartbeats begin once that is durable.
+    pub fn new(
+        now: Instant,
+        keys: NodeKeys,
+        record: MemberRecord,
+        settings: MemberSettings,
+        rng: SeededRng,
+    ) -> Member {
+        let id = keys.node_id();
+        let digest = keys.public().key_digest();
+        let highest_seen = record.staged.as_ref().map_or(record.active.version(), |s| s.version());
+        let mut member = Member {
+            keys,
+            id,
+            digest,
+            settings,
+            rng,
+            intended: record.clone(),
+            durable: record,
+            pending: VecDeque::new(),
+            next_token: 0,
+            running: false,
+            seq_low: 0,
+            announcements: BTreeMap::new(),
+            last_seq: BTreeMap::new(),
+            highest_seen,
+            fetch: None,
+            next_heartbeat: None,
+            outputs: VecDeque::new(),
+            drops: BTreeMap::new(),
+        };
+        member.intended.boot_epoch = member.intended.boot_epoch.saturating_add(1);
+        member.persist(now, Effect::Boot);
+        member
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn active(&self) -> &StoredConfig {
+        &self.durable.active
+    }
+
+    pub fn active_version(&self) -> Version {
+        self.durable.active.version()
+    }
+
+    pub fn staged_version(&self) -> Option<Version> {
+        self.durable.staged.as_ref().map(StoredConfig::version)
+    }
+
+    /// Rule 3: a newer version is known than the one active; service requests are declined.
+    pub fn is_syncing(&self) -> bool {
+        self.highest_seen > self.active_version()
+    }
+
+    /// Refused messages, by kind.
+    pub fn drops(&self) -> &BTreeMap<&'static str, u64> {
+        &self.drops
+    }
+
+    /// The record as storage last confirmed it.
+    pub fn durable_record(&self) -> &MemberRecord {
+        &self.durable
+    }
+
+    fn persist(&mut self, _now: Instant, effect: Effect) {
+        let token = PersistToken(self.next_token);
+        self.next_token += 1;
+        let record = self.intended.clone();
+        self.outputs.push_back(MemberOutput::Persist { token, record: Box::new(record.clone()) });
+        self.pending.push_back((token, effect, record));
+    }
+
+    fn drop_message(&mut self, reason: DropReason) {
+        *self.drops.entry(reason.kind()).or_default() += 1;
+        self.outputs.push_back(MemberOutput::Dropped { reason });
+    }
+
+    /// Members this node currently recognises: its active roster plus its verified staged one.
+    fn known_member(&self, id: &NodeId) -> Option<&super::config::MemberInfo> {
+        self.durable
+            .staged
+            .as_ref()
+            .and_then(|s| s.config.members.get(id))
+            .or_else(|| self.durable.active.config.members.get(id))
+    }
+
+    fn known_members(&self) -> BTreeMap<NodeId, &super::config::MemberInfo> {
+        let mut all: BTreeMap<NodeId, &super::config::MemberInfo> =
+            self.durable.active.config.members.iter().map(|(id, m)| (*id, m)).collect();
+        if let Some(staged) = &self.durable.staged {
+            all.extend(staged.config.members.iter().map(|(id, m)| (*id, m)));
+        }
+        all
+    }
+
+    fn trusted_authors(&self) -> TrustedAuthors {
+        let active = &self.durable.active.config;
+        TrustedAuthors {
+            members: self.known_members().into_iter().map(|(id, m)| (id, m.identity)).collect(),
+            operators: active.operators.iter().map(|(id, o)| (*id, o.signing)).collect(),
+        }
+    }
+
+    fn cluster_id(&self) -> &str {
+        &self.durable.active.config.cluster_id
+    }
+
+    // ---- heartbeats -------------------------------------------------------------------------
+
+    fn send_status(&mut self, now: Instant) {
+        if !self.running {
+            return;
+        }
+        self.seq_low = self.seq_low.saturating_add(1);
+        let recipients: Vec<(NodeId, String, KeyDigest)> = self
+            .known_members()
+            .into_iter()
+            .filter(|(id, _)| *id != self.id)
+            .map(|(id, m)| (id, m.address.clone(), m.identity.key_digest()))
+            .collect();
+        let status = Status {
+            cluster_id: self.cluster_id().to_owned(),
+            sender: self.id,
+            active: self.active_version(),
+            staged: self.staged_version(),
+            seq: (self.durable.boot_epoch << 32) | u64::from(self.seq_low),
+            recipients: recipients.iter().map(|(_, _, d)| *d).collect(),
+        };
+        let Ok(signed) = Signed::sign(status, &self.keys) else { return };
+        for (to, address, _) in recipients {
+            let message = MemberMessage::Status(signed.clone());
+            self.outputs.push_back(MemberOutput::Send { to, address, message });
+        }
+        self.next_heartbeat = Some(now + self.settings.heartbeat);
+    }
+
+    fn handle_status(&mut self, now: Instant, signed: Signed<Status>) {
+        let status = &signed.body;
+        let sender = status.sender;
+        if status.cluster_id != self.cluster_id() {
+            return self.drop_message(DropReason::WrongCluster);
+        }
+        let Some(identity) = self.known_member(&sender).map(|m| m.identity) else {
+            return self.drop_message(DropReason::UnknownSender(sender));
+        };
+        if signed.verify(&identity).is_err() {
+            return self.drop_message(DropReason::BadSignature(sender));
+        }
+        if self.last_seq.get(&sender).is_some_and(|last| status.seq <= *last) {
+            return self.drop_message(DropReason::StaleSequence(sender));
+        }
+        if !status.recipients.contains(&self.digest) {
+            return self.drop_message(DropReason::NotARecipient(sender));
+        }
+        self.last_seq.insert(sender, status.seq);
+
+        if let Some(staged) = &self.durable.staged
+            && status.advertises(staged.version())
+            && staged.config.is_member(&sender)
+        {
+            *self.announcements.entry(sender).or_default() += 1;
+        }
+        let newest = status.newest();
+        self.highest_seen = self.highest_seen.max(newest);
+        if newest > self.newest_intended() {
+            self.want(now, newest, sender);
+        }
+        self.try_install(now);
+    }
+
+    /// The newest version this member holds or is about to hold.
+    fn newest_intended(&self) -> Version {
+        let active = self.intended.active.version();
+        self.intended.staged.as_ref().map_or(active, |s| s.version().max(active))
+    }
+
+    // ---- fetching ---------------------------------------------------------------------------
+
+    fn want(&mut self, now: Instant, version: Version, advertiser: NodeId) {
+        match &mut self.fetch {
+            Some(fetch) if fetch.version == version => {
+                if !fetch.sources.contains(&advertiser) {
+                    fetch.sources.push(advertiser);
+                }
+                return;
+            }
+            Some(fetch) if fetch.version > version => return,
+            _ => {}
+        }
+        let mut sources = Vec::new();
+        if version.author != self.id && self.known_member(&version.author).is_some() {
+            sources.push(version.author);
+        }
+        if !sources.contains(&advertiser) {
+            sources.push(advertiser);
+        }
+        self.fetch = Some(Fetch { version, sources, next_source: 0, deadline: now });
+        self.send_fetch(now);
+    }
+
+    fn send_fetch(&mut self, now: Instant) {
+        let Some(fetch) = &mut self.fetch else { return };
+        let Some(&to) = fetch.sources.get(fetch.next_source % fetch.sources.len().max(1)) else {
+            return;
+        };
+        fetch.next_source = fetch.next_source.wrapping_add(1);
+        fetch.deadline = now + self.settings.fetch_retry;
+        let version = fetch.version;
+        let request = FetchRequest { cluster_id: self.cluster_id().to_owned(), requester: self.id, version };
+        let Some(address) = self.known_member(&to).map(|m| m.address.clone()) else { return };
+        let Ok(signed) = Signed::sign(request, &self.keys) else { return };
+        self.outputs.push_back(MemberOutput::Send { to, address, message: MemberMessage::Fetch(signed) });
+    }
+
+    fn handle_fetch(&mut self, signed: Signed<FetchRequest>) {
+        let request = &signed.body;
+        if request.cluster_id != self.cluster_id() {
+            return self.drop_message(DropReason::WrongCluster);
+        }
+        let Some(requester) = self.known_member(&request.requester).cloned() else {
+            return self.drop_message(DropReason::UnknownSender(request.requester));
+        };
+        if signed.verify(&requester.identity).is_err() {
+            return self.drop_message(DropReason::BadSignature(request.requester));
+        }
+        let held = [Some(&self.durable.active), self.durable.staged.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|s| s.version() == request.version);
+        let reply = held
+            .and_then(|s| s.block.entry_for(&requester.identity.key_digest()))
+            .map(|(header, entry)| MemberMessage::FetchReply { header, entry })
+            .unwrap_or(MemberMessage::FetchRefused { version: request.version });
+        self.outputs.push_back(MemberOutput::Send {
+            to: request.requester,
+            address: requester.address,
+            message: reply,
+        });
+    }
+
+    fn handle_fetch_reply(
+        &mut self,
+        now: Instant,
+        header: super::block::SignedHeader,
+        entry: crate::seal::SealedBox,
+    ) {
+        let version = header.body.version;
+        if version <= self.newest_intended() {
+            return self.drop_message(DropReason::StaleReply(version));
+        }
+        let config = match verify_and_open(
+            &self.cluster_id().to_owned(),
+            &header,
+            &entry,
+            &self.keys,
+            &self.trusted_authors(),
+        ) {
+            Ok(config) => config,
+            Err(error) => return self.drop_message(DropReason::BadBlock { version, error }),
+        };
+        let block = ConfigBlock { header, entries: [(self.digest, entry)].into_iter().collect() };
+        self.stage(now, StoredConfig { block, config });
+    }
+
+    fn handle_fetch_refused(&mut self, now: Instant, version: Version) {
+        // Another source may hold it: move on at once rather than wait out the retry.
+        if self.fetch.as_ref().is_some_and(|f| f.version == version) {
+            self.send_fetch(now);
+        }
+    }
+
+    // ---- staging and install ----------------------------------------------------------------
+
+    fn stage(&mut self, now: Instant, stored: StoredConfig) {
+        let version = stored.version();
+        self.highest_seen = self.highest_seen.max(version);
+        if self.fetch.as_ref().is_some_and(|f| f.version <= version) {
+            self.fetch = None;
+        }
+        // Rule 6: a lower staged version is simply replaced.
+        self.intended.staged = Some(stored);
+        self.persist(now, Effect::Stage(version));
+    }
+
+    /// Rule 5: install the staged version once every other member of its roster has advertised it
+    /// at least twice since it was staged.
+    fn try_install(&mut self, now: Instant) {
+        let Some(staged) = &self.durable.staged else { return };
+        let version = staged.version();
+        if version <= self.active_version()
+            || self.pending.iter().any(|(_, e, _)| matches!(e, Effect::Install(v) if *v == version))
+        {
+            return;
+        }
+        let ready = staged
+            .config
+            .members
+            .keys()
+            .filter(|id| **id != self.id)
+            .all(|id| self.announcements.get(id).copied().unwrap_or(0) >= 2);
+        if !ready {
+            return;
+        }
+        if self.intended.staged.as_ref().is_some_and(|s| s.version() == version) {
+            self.intended.staged = None;
+        }
+        self.intended.active = staged.clone();
+        self.persist(now, Effect::Install(version));
+    }
+
+    fn handle_persisted(&mut self, now: Instant, token: PersistToken) {
+        // Drivers answer in order, so everything up to `token` is durable too.
+        let Some(position) = self.pending.iter().position(|(t, _, _)| *t == token) else { return };
+        let done: Vec<_> = self.pending.drain(..=position).collect();
+        for (_, effect, record) in done {
+            self.durable = record;
+            match effect {
+                Effect::Boot => {
+                    self.running = true;
+                    self.send_status(now);
+                }
+                Effect::Stage(version) => {
+                    if self.staged_version() == Some(version) {
+                        self.announcements.clear();
+                        self.outputs.push_back(MemberOutput::Staged { version });
+                        self.send_status(now);
+                    }
+                }
+                Effect::Install(version) => {
+                    if self.active_version() == version {
+                        self.announcements.clear();
+                        let config_hash = self.durable.active.config.hash().unwrap_or_default();
+                        self.outputs.push_back(MemberOutput::Installed { version, config_hash });
+                        self.send_status(now);
+                    }
+                }
+            }
+        }
+        self.try_install(now);
+    }
+
+    // ---- operators and service --------------------------------------------------------------
+
+    fn handle_change(&mut self, now: Instant, request_id: u64, signed: Signed<ChangeRequest>) {
+        let outcome = self.author_change(now, &signed);
+        self.outputs.push_back(match outcome {
+            Ok(version) => MemberOutput::ChangeAccepted { request_id, version },
+            Err(error) => MemberOutput::ChangeRejected { request_id, error },
+        });
+    }
+
+    /// Rule 7: verify the operator's request, then seal the changed configuration for every
+    /// member under counter = highest seen + 1, and stage it.
+    fn author_change(
+        &mut self,
+        now: Instant,
+        signed: &Signed<ChangeRequest>,
+    ) -> Result<Version, ChangeError> {
+        let request = &signed.body;
+        let active = &self.durable.active.config;
+        if request.cluster_id != active.cluster_id {
+            return Err(ChangeError::WrongCluster(request.cluster_id.chars().take(64).collect()));
+        }
+        let operator_id = NodeId::of_signing_key(&request.operator);
+        if !active.operators.contains_key(&operator_id) {
+            return Err(ChangeError::UnknownOperator(operator_id));
+        }
+        signed.verify_with_signing_key(&request.operator).map_err(|_| ChangeError::BadSignature)?;
+        if request.base < active.version {
+            return Err(ChangeError::Stale { base: request.base, active: active.version });
+        }
+        if !active.is_member(&self.id) {
+            return Err(ChangeError::NotAMember);
+        }
+        if self.fetch.is_some() {
+            return Err(ChangeError::Syncing { retry_after: self.settings.heartbeat });
+        }
+        let base = self.intended.staged.as_ref().unwrap_or(&self.intended.active).config.clone();
+        let counter = self.highest_seen.max(self.newest_intended()).counter.saturating_add(1);
+        let version = Version { counter, author: self.id };
+        let config = base.with_changes(&request.changes, version)?;
+        let block = ConfigBlock::seal(&config, Author::Member(self.id), &self.keys, &mut self.rng)
+            .map_err(ChangeError::Seal)?;
+        self.stage(now, StoredConfig { block, config });
+        Ok(version)
+    }
+
+    fn handle_lookup(&mut self, request_id: u64, key: Option<String>) {
+        let active = &self.durable.active.config;
+        let answer = if self.is_syncing() {
+            LookupAnswer::Declined { retry_after: self.settings.heartbeat }
+        } else {
+            match key {
+                Some(key) => LookupAnswer::Value {
+                    version: active.version,
+                    value: active.settings.get(&key).cloned(),
+                    key,
+                },
+                None => LookupAnswer::Settings { version: active.version, settings: active.settings.clone() },
+            }
+        };
+        self.outputs.push_back(MemberOutput::LookupAnswer { request_id, answer });
+    }
+
+    fn handle_received(&mut self, now: Instant, bytes: &[u8]) {
+        match MemberMessage::from_wire(bytes) {
+            Err(e) => self.drop_message(DropReason::Undecodable(e)),
+            Ok(MemberMessage::Status(status)) => self.handle_status(now, status),
+            Ok(MemberMessage::Fetch(request)) => self.handle_fetch(request),
+            Ok(MemberMessage::FetchReply { header, entry }) => self.handle_fetch_reply(now, header, entry),
+            Ok(MemberMessage::FetchRefused { version }) => self.handle_fetch_refused(now, version),
+        }
+    }
+}
+
+impl Machine for Member {
+    type Input = MemberInput;
+    type Output = MemberOutput;
+
+    fn handle(&mut self, now: Instant, input: MemberInput) {
+        match input {
+            MemberInput::Received(bytes) => self.handle_received(now, &bytes),
+            MemberInput::Persisted(token) => self.handle_persisted(now, token),
+            MemberInput::Change { request_id, request } => self.handle_change(now, request_id, request),
+            MemberInput::Lookup { request_id, key } => self.handle_lookup(request_id, key),
+            MemberInput::Timeout => {
+                if self.next_heartbeat.is_some_and(|t| now >= t) {
+                    self.send_status(now);
+                }
+                if self.fetch.as_ref().is_some_and(|f| now >= f.deadline) {
+                    self.send_fetch(now);
+                }
+            }
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<MemberOutput> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let fetch = self.fetch.as_ref().map(|f| f.deadline);
+        [self.next_heartbeat, fetch].into_iter().flatten().min()
+    }
+}

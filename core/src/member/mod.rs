@@ -1,0 +1,21 @@
+//! The cluster member role (source 000): every member holds the same signed, versioned
+//! configuration; a change made at any member reaches all, sealed for each member alone, and is
+//! installed everywhere only once every member has it.
+//!
+//! One module per concern: [`config`] the document and its changes, [`block`] sealing and
+//! opening, [`messages`] the wire, [`machine`] the rules, [`trace`] how it reads in a trace.
+
+pub mod block;
+pub mod config;
+pub mod genesis;
+pub mod machine;
+pub mod messages;
+pub mod trace;
+
+pub use block::{Author, ConfigBlock};
+pub use config::{Change, ClusterConfig, MemberInfo, OperatorInfo, Version};
+pub use machine::{
+    ChangeError, DropReason, LookupAnswer, Member, MemberInput, MemberOutput, MemberRecord, MemberSettings,
+    PersistToken, StoredConfig,
+};
+pub use messages::{ChangeRequest, FetchRequest, MemberMessage, Status};
