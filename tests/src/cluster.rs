@@ -298,6 +298,21 @@ impl MemCluster {
         self.members.iter().flatten().all(|m| m.active_version() == version)
     }
 
+    /// Every message member `from` sent, with the index of its addressee, in order.
+    pub fn sent_by(&self, from: usize) -> Vec<(usize, &MemberMessage)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Output { member, output: MemberOutput::Send { to, message, .. } }
+                    if *member == from =>
+                {
+                    Some((self.index_of(to)?, &**message))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn drops_of(&self, i: usize, kind: &str) -> u64 {
         self.member(i).drops().get(kind).copied().unwrap_or(0)
     }

@@ -84,7 +84,7 @@ pub enum MemberOutput {
     Send {
         to: NodeId,
         address: String,
-        message: MemberMessage,
+        message: Box<MemberMessage>,
     },
     /// Write `record` whole; answer `Persisted(token)` once it is durable.
     Persist {
@@ -376,7 +376,7 @@ impl Member {
         let Ok(signed) = Signed::sign(status, &self.keys) else { return };
         for (to, address, _) in recipients {
             let message = MemberMessage::Status(signed.clone());
-            self.outputs.push_back(MemberOutput::Send { to, address, message });
+            self.outputs.push_back(MemberOutput::Send { to, address, message: Box::new(message) });
         }
         self.next_heartbeat = Some(now + self.settings.heartbeat);
     }
@@ -456,7 +456,11 @@ impl Member {
         let request = FetchRequest { cluster_id: self.cluster_id().to_owned(), requester: self.id, version };
         let Some(address) = self.known_member(&to).map(|m| m.address.clone()) else { return };
         let Ok(signed) = Signed::sign(request, &self.keys) else { return };
-        self.outputs.push_back(MemberOutput::Send { to, address, message: MemberMessage::Fetch(signed) });
+        self.outputs.push_back(MemberOutput::Send {
+            to,
+            address,
+            message: Box::new(MemberMessage::Fetch(signed)),
+        });
     }
 
     fn handle_fetch(&mut self, signed: Signed<FetchRequest>) {
@@ -481,7 +485,7 @@ impl Member {
         self.outputs.push_back(MemberOutput::Send {
             to: request.requester,
             address: requester.address,
-            message: reply,
+            message: Box::new(reply),
         });
     }
 
@@ -495,16 +499,11 @@ impl Member {
         if version <= self.newest_intended() {
             return self.drop_message(DropReason::StaleReply(version));
         }
-        let config = match verify_and_open(
-            &self.cluster_id().to_owned(),
-            &header,
-            &entry,
-            &self.keys,
-            &self.trusted_authors(),
-        ) {
-            Ok(config) => config,
-            Err(error) => return self.drop_message(DropReason::BadBlock { version, error }),
-        };
+        let config =
+            match verify_and_open(self.cluster_id(), &header, &entry, &self.keys, &self.trusted_authors()) {
+                Ok(config) => config,
+                Err(error) => return self.drop_message(DropReason::BadBlock { version, error }),
+            };
         let block = ConfigBlock { header, entries: [(self.digest, entry)].into_iter().collect() };
         self.stage(now, StoredConfig { block, config });
     }
