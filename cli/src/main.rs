@@ -2,6 +2,7 @@
 //! every protocol rule lives in cohort-core and every OS interaction in the drivers.
 
 mod keygen;
+mod sim;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,9 @@ enum Command {
     Key(keygen::KeyCommand),
     /// Run a local demonstration cluster on loopback.
     Demo,
+    /// Run a protocol scenario on simulated hosts (turmoil) and report what happened.
+    #[command(subcommand)]
+    Sim(sim::SimCommand),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(&args),
         Command::Key(command) => keygen::run_key(&command),
+        Command::Sim(command) => sim::run(&command),
         Command::Demo => {
             println!(
                 "cohort demo: not yet. The local demo cluster arrives with the production node \

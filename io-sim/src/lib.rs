@@ -1,4 +1,11 @@
-//! cohort-io-sim: the turmoil driver. Owns simulated hosts and links, simulated commands and
-//! in-memory storage that loses unsynced writes on a crash, so cohort-core's machines run under
-//! partitions, loss and crashes with every run replayable from its seed. Protocol rules never live
-//! here. The harness lands with the configuration-agreement issue.
+//! cohort-io-sim: the turmoil driver. Owns simulated hosts and links, in-memory storage that loses
+//! unsynced writes on a crash, fault schedules (loss, partitions, crashes) and the invariants
+//! checked while a run goes, so cohort-core's machines run under chaos with every run replayable
+//! from its seed. Protocol rules never live here: they belong to core.
+
+pub mod config_change;
+mod member_host;
+pub mod observer;
+pub mod storage;
+
+pub use config_change::{ConfigChangeReport, ConfigChangeScenario, run_config_change};

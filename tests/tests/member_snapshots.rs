@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
+use cohort_core::NodeKeys;
 use cohort_core::member::{Change, MemberMessage, Status};
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
 use cohort_core::trace::Trace;
-use cohort_core::NodeKeys;
 use cohort_tests::cluster::MemCluster;
 
 const HEARTBEAT: Duration = Duration::from_secs(1);

@@ -1,0 +1,188 @@
+//! Invariants checked while a simulated run goes, from what the hosts report: one configuration
+//! per version cluster-wide, every installed configuration signed by a key its member trusted, and
+//! no install of a version before every other member of its roster announced it twice to the
+//! installer. The first violation is kept with the simulated time it happened.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cohort_core::NodeId;
+use cohort_core::member::block::Author;
+use cohort_core::member::{ClusterConfig, MemberMessage, MemberRecord, StoredConfig, Version};
+
+#[derive(Debug, Clone, Default)]
+pub struct Observer {
+    inner: Arc<Mutex<Observations>>,
+}
+
+#[derive(Debug, Default)]
+pub struct Observations {
+    /// The configuration hash seen active under each version, anywhere.
+    pub active_by_version: BTreeMap<Version, [u8; 32]>,
+    /// Status announcements delivered: (receiver, sender, version) → count.
+    pub announced: BTreeMap<(NodeId, NodeId, Version), u32>,
+    /// Each member's last active configuration, to judge who it trusted at its next install.
+    pub last_active: BTreeMap<NodeId, ClusterConfig>,
+    /// When each member installed each version.
+    pub installs: Vec<(NodeId, Version, Duration)>,
+    pub change_accepted: Option<(Version, Duration)>,
+    /// Each boot after the first: who, when, and the active and staged versions it recovered.
+    pub recoveries: Vec<(NodeId, Duration, Version, Option<Version>)>,
+    boots: BTreeMap<NodeId, u32>,
+    pub messages_sent: BTreeMap<NodeId, u64>,
+    pub bytes_sent: BTreeMap<NodeId, u64>,
+    pub violation: Option<String>,
+}
+
+impl Observer {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Observations> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn violate(state: &mut Observations, at: Duration, what: String) {
+        if state.violation.is_none() {
+            state.violation = Some(format!("at {:.3}s: {what}", at.as_secs_f64()));
+        }
+    }
+
+    /// A member started from `record` (first boot or restart).
+    pub fn booted(&self, member: NodeId, record: &MemberRecord, at: Duration) {
+        let mut state = self.lock();
+        let active = &record.active;
+        let boots = state.boots.entry(member).or_default();
+        *boots += 1;
+        if *boots > 1 {
+            let staged = record.staged.as_ref().map(StoredConfig::version);
+            state.recoveries.push((member, at, active.version(), staged));
+        }
+        Self::record_active(&mut state, member, active, at);
+        state.last_active.insert(member, active.config.clone());
+    }
+
+    pub fn sent(&self, member: NodeId, bytes: usize) {
+        let mut state = self.lock();
+        *state.messages_sent.entry(member).or_default() += 1;
+        *state.bytes_sent.entry(member).or_default() += bytes as u64;
+    }
+
+    /// A datagram reached `receiver`; Status announcements are counted.
+    pub fn delivered(&self, receiver: NodeId, bytes: &[u8]) {
+        if let Ok(MemberMessage::Status(status)) = MemberMessage::from_wire(bytes) {
+            let mut state = self.lock();
+            for version in [Some(status.body.active), status.body.staged].into_iter().flatten() {
+                *state.announced.entry((receiver, status.body.sender, version)).or_default() += 1;
+            }
+        }
+    }
+
+    pub fn change_accepted(&self, version: Version, at: Duration) {
+        self.lock().change_accepted.get_or_insert((version, at));
+    }
+
+    /// `member` installed `active`; checks all three invariants.
+    pub fn installed(&self, member: NodeId, active: &StoredConfig, at: Duration) {
+        let mut state = self.lock();
+        let version = active.version();
+        Self::record_active(&mut state, member, active, at);
+
+        // Signed by a key the member trusted: a member or operator of its previous configuration.
+        let header = &active.block.header;
+        let trusted = state.last_active.get(&member).is_some_and(|previous| match header.body.author {
+            Author::Member(id) => {
+                previous.members.get(&id).is_some_and(|m| header.verify(&m.identity).is_ok())
+            }
+            Author::Operator(key) => {
+                previous.operators.contains_key(&NodeId::of_signing_key(&key))
+                    && header.verify_with_signing_key(&key).is_ok()
+            }
+        });
+        if !trusted {
+            Self::violate(
+                &mut state,
+                at,
+                format!("{member} installed {version}, not signed by a key it trusted"),
+            );
+        }
+
+        // Announced twice by every other member of the roster, to this member.
+        for other in active.config.members.keys().filter(|id| **id != member) {
+            let heard = state.announced.get(&(member, *other, version)).copied().unwrap_or(0);
+            if heard < 2 {
+                Self::violate(
+                    &mut state,
+                    at,
+                    format!("{member} installed {version} after hearing it from {other} only {heard} times"),
+                );
+            }
+        }
+        state.last_active.insert(member, active.config.clone());
+        state.installs.push((member, version, at));
+    }
+
+    fn record_active(state: &mut Observations, member: NodeId, active: &StoredConfig, at: Duration) {
+        let version = active.version();
+        let hash = active.config.hash().unwrap_or_default();
+        match state.active_by_version.get(&version) {
+            Some(seen) if *seen != hash => Self::violate(
+                state,
+                at,
+                format!("{member} has a different configuration active under {version} than another member"),
+            ),
+            _ => {
+                state.active_by_version.insert(version, hash);
+            }
+        }
+    }
+
+    pub fn violation(&self) -> Option<String> {
+        self.lock().violation.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_core::NodeKeys;
+    use cohort_core::member::genesis::{genesis_config, genesis_records};
+    use cohort_core::member::{Change, MemberInfo};
+    use cohort_core::rng::seeded;
+
+    /// The checker must catch what it claims to: two configurations under one version.
+    #[test]
+    fn two_configurations_under_one_version_is_a_violation() {
+        let mut rng = seeded(1);
+        let operator = NodeKeys::generate(&mut rng);
+        let member = NodeKeys::generate(&mut rng);
+        let info = MemberInfo { name: "m0".into(), identity: member.public(), address: "m0:1".into() };
+        let config = genesis_config("c", "ops", &operator, [info], BTreeMap::new());
+        let records = genesis_records(&config, &operator, &mut rng).expect("seals");
+        let record = records.values().next().expect("one record").clone();
+        let observer = Observer::default();
+        observer.booted(member.node_id(), &record, Duration::ZERO);
+        assert_eq!(observer.violation(), None);
+        let mut other = record.clone();
+        other.active.config = config
+            .with_changes(&[Change::Set { key: "x".into(), value: "y".into() }], config.version)
+            .expect("applies");
+        observer.booted(NodeId([7; 16]), &other, Duration::from_secs(1));
+        assert!(observer.violation().expect("caught").contains("different configuration"));
+    }
+
+    #[test]
+    fn an_install_without_two_announcements_is_a_violation() {
+        let mut rng = seeded(2);
+        let operator = NodeKeys::generate(&mut rng);
+        let a = NodeKeys::generate(&mut rng);
+        let b = NodeKeys::generate(&mut rng);
+        let infos =
+            [&a, &b].map(|k| MemberInfo { name: "m".into(), identity: k.public(), address: "m:1".into() });
+        let config = genesis_config("c", "ops", &operator, infos, BTreeMap::new());
+        let records = genesis_records(&config, &operator, &mut rng).expect("seals");
+        let record = records.get(&a.node_id()).expect("a's record");
+        let observer = Observer::default();
+        observer.booted(a.node_id(), record, Duration::ZERO);
+        observer.installed(a.node_id(), &record.active, Duration::from_secs(1));
+        assert!(observer.violation().expect("caught").contains("only 0 times"));
+    }
+}
