@@ -1,6 +1,7 @@
 //! The `cohort` command. Owns argument parsing, reading the operator's files and showing results;
 //! every protocol rule lives in cohort-core and every OS interaction in the drivers.
 
+mod change;
 mod keygen;
 mod sim;
 
@@ -19,6 +20,9 @@ struct Cli {
 enum Command {
     /// Create a node key file (Ed25519 + X25519) and print the node's public identity.
     Keygen(keygen::Args),
+    /// Sign or inspect an operator's configuration change request.
+    #[command(subcommand)]
+    Change(change::ChangeCommand),
     /// Inspect an existing key file.
     #[command(subcommand)]
     Key(keygen::KeyCommand),
@@ -34,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Keygen(args) => keygen::run(&args),
         Command::Key(command) => keygen::run_key(&command),
+        Command::Change(command) => change::run(&command),
         Command::Sim(command) => sim::run(&command),
         Command::Demo => {
             println!(

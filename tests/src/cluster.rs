@@ -64,18 +64,34 @@ pub fn name(i: usize) -> String {
 
 impl MemCluster {
     pub fn new(n: usize, seed: u64) -> MemCluster {
+        MemCluster::with_joiners(n, 0, seed)
+    }
+
+    /// `n` founding members plus `joiners` nodes that are not in the genesis roster. A joiner
+    /// is provisioned as an operator would: with the genesis configuration (header only, no entry
+    /// of its own) as its trust anchor, waiting to be added by a change.
+    pub fn with_joiners(n: usize, joiners: usize, seed: u64) -> MemCluster {
         let mut rng = seeded(seed);
         let operator = NodeKeys::generate(&mut rng);
-        let keys: Vec<NodeKeys> = (0..n).map(|_| NodeKeys::generate(&mut rng)).collect();
-        let infos = keys.iter().enumerate().map(|(i, k)| MemberInfo {
+        let keys: Vec<NodeKeys> = (0..n + joiners).map(|_| NodeKeys::generate(&mut rng)).collect();
+        let infos = keys[..n].iter().enumerate().map(|(i, k)| MemberInfo {
             name: name(i),
             identity: k.public(),
             address: name(i),
         });
         let config = genesis_config("test-cluster", "ops", &operator, infos, BTreeMap::new());
         let records = genesis_records(&config, &operator, &mut rng).expect("genesis seals");
-        let storage: Vec<MemberRecord> =
-            keys.iter().map(|k| records.get(&k.node_id()).expect("a record per member").clone()).collect();
+        let founder = records.values().next().expect("at least one founder").clone();
+        let storage: Vec<MemberRecord> = keys
+            .iter()
+            .map(|k| {
+                records.get(&k.node_id()).cloned().unwrap_or_else(|| {
+                    let mut joiner = founder.clone();
+                    joiner.active.block.entries.clear();
+                    joiner
+                })
+            })
+            .collect();
         let mut cluster = MemCluster {
             keys,
             operator,
@@ -93,7 +109,7 @@ impl MemCluster {
             traced: true,
             announced: BTreeMap::new(),
         };
-        for i in 0..n {
+        for i in 0..n + joiners {
             let member = cluster.boot(i);
             cluster.members.push(Some(member));
         }
@@ -104,6 +120,11 @@ impl MemCluster {
     fn boot(&mut self, i: usize) -> Member {
         let rng = fork(&mut self.rng);
         Member::new(self.now, self.keys[i].clone(), self.storage[i].clone(), self.settings, rng)
+    }
+
+    /// Member `i`'s roster entry, for an add-member change.
+    pub fn info(&self, i: usize) -> MemberInfo {
+        MemberInfo { name: name(i), identity: self.keys[i].public(), address: name(i) }
     }
 
     pub fn with_drop_rule(&mut self, rule: DropRule) {

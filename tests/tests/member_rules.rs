@@ -315,6 +315,26 @@ fn rule8_a_removed_members_messages_are_dropped_after_install() {
 }
 
 #[test]
+fn rule8_an_added_member_joins_and_the_install_waits_for_it() {
+    // Three founders; node 3 was provisioned with the genesis configuration but is not a member.
+    let mut cluster = MemCluster::with_joiners(3, 1, 14);
+    cluster.run_for(HEARTBEAT * 2);
+    let joiner = cluster.keys[3].node_id();
+    assert!(cluster.drops_of(0, "unknown-sender") > 0, "a non-member's heartbeats are dropped");
+    cluster.change(1, vec![Change::AddMember(cluster.info(3))]);
+    let version = accepted_version(&cluster, 1);
+    cluster.run_for(HEARTBEAT * 4);
+    assert!(cluster.installed_everywhere(version), "all four, the joiner included, run {version}");
+    for i in 0..4 {
+        assert!(cluster.member(i).active().config.is_member(&joiner));
+    }
+    // Now the joiner's heartbeats count: no new drops of its messages.
+    let before = cluster.drops_of(0, "unknown-sender");
+    cluster.run_for(HEARTBEAT * 2);
+    assert_eq!(cluster.drops_of(0, "unknown-sender"), before);
+}
+
+#[test]
 fn a_member_crashed_while_staging_recovers_its_staged_state_from_storage() {
     let mut cluster = MemCluster::new(3, 9);
     cluster.run_for(HEARTBEAT);

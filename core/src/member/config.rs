@@ -25,6 +25,29 @@ impl fmt::Display for Version {
     }
 }
 
+impl Version {
+    /// `COUNTER@AUTHOR` with the author's full hex id: the form operators type and scripts parse.
+    pub fn to_full_string(&self) -> String {
+        format!("{}@{}", self.counter, self.author.to_hex())
+    }
+}
+
+impl std::str::FromStr for Version {
+    type Err = String;
+
+    /// Parses `COUNTER@AUTHOR` (author: 32 hex digits), as printed by [`Version::to_full_string`].
+    fn from_str(text: &str) -> Result<Version, String> {
+        let (counter, author) = text
+            .split_once('@')
+            .ok_or_else(|| format!("`{text}` is not a version; expected COUNTER@AUTHOR (32 hex digits)"))?;
+        let counter = counter.parse().map_err(|_| format!("`{counter}` is not a version counter"))?;
+        let mut id = [0u8; 16];
+        hex::decode_to_slice(author, &mut id)
+            .map_err(|_| format!("`{author}` is not a 32-hex-digit node id"))?;
+        Ok(Version { counter, author: NodeId(id) })
+    }
+}
+
 impl fmt::Debug for Version {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
@@ -268,6 +291,15 @@ mod tests {
             operators: [(op.id(), op)].into_iter().collect(),
             settings: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn versions_parse_from_their_full_form_only() {
+        let v = Version { counter: 7, author: NodeId([0xab; 16]) };
+        assert_eq!(v.to_full_string().parse::<Version>(), Ok(v));
+        assert!("7".parse::<Version>().is_err());
+        assert!("x@abab".parse::<Version>().is_err());
+        assert!("7@abab".parse::<Version>().is_err());
     }
 
     #[test]

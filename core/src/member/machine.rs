@@ -648,8 +648,8 @@ impl Member {
         self.outputs.push_back(MemberOutput::LookupAnswer { request_id, answer });
     }
 
-    fn handle_received(&mut self, now: Instant, bytes: &[u8]) {
-        match MemberMessage::from_wire(bytes) {
+    fn handle_decoded(&mut self, now: Instant, decoded: Result<MemberMessage, WireError>) {
+        match decoded {
             Err(e) => self.drop_message(DropReason::Undecodable(e)),
             Ok(MemberMessage::Status(status)) => self.handle_status(now, status),
             Ok(MemberMessage::Fetch(request)) => self.handle_fetch(request),
@@ -665,7 +665,7 @@ impl Machine for Member {
 
     fn handle(&mut self, now: Instant, input: MemberInput) {
         match input {
-            MemberInput::Received(bytes) => self.handle_received(now, &bytes),
+            MemberInput::Received(bytes) => self.handle_decoded(now, MemberMessage::from_wire(&bytes)),
             MemberInput::Persisted(token) => self.handle_persisted(now, token),
             MemberInput::Change { request_id, request } => self.handle_change(now, request_id, request),
             MemberInput::Lookup { request_id, key } => self.handle_lookup(request_id, key),
@@ -687,5 +687,29 @@ impl Machine for Member {
     fn poll_timeout(&self) -> Option<Instant> {
         let fetch = self.fetch.as_ref().map(|f| f.deadline);
         [self.next_heartbeat, fetch].into_iter().flatten().min()
+    }
+}
+
+/// Hosted by a node's router: the envelope is already opened, so only the body is decoded here.
+/// Every member message authenticates itself by signature, so the channel peer's id is not used.
+impl crate::router::Role<MemberOutput> for Member {
+    fn tag(&self) -> crate::wire::RoleTag {
+        crate::wire::RoleTag::Member
+    }
+
+    fn handle_message(&mut self, now: Instant, _from: NodeId, body: &[u8]) {
+        self.handle_decoded(now, MemberMessage::from_body(body));
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.handle(now, MemberInput::Timeout);
+    }
+
+    fn poll_output(&mut self) -> Option<MemberOutput> {
+        Machine::poll_output(self)
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        Machine::poll_timeout(self)
     }
 }
