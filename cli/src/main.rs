@@ -1,8 +1,13 @@
 //! The `cohort` command. Owns argument parsing, reading the operator's files and showing results;
 //! every protocol rule lives in cohort-core and every OS interaction in the drivers.
 
+mod admin;
 mod change;
+mod cluster_file;
+mod demo;
+mod init;
 mod keygen;
+mod node;
 mod sim;
 
 use std::process::ExitCode;
@@ -28,9 +33,27 @@ enum Command {
     Key(keygen::KeyCommand),
     /// Run a local demonstration cluster on loopback.
     Demo,
+    /// Create a cluster: operator key, member keys, genesis configuration, one directory per member.
+    Init(init::Args),
+    /// Run a node.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
+    /// Show a node's view of the cluster.
+    Status(admin::StatusArgs),
+    /// Look up a setting (or all settings) in a member's active configuration.
+    Get(admin::GetArgs),
+    /// Change the configuration through a member (signed with the operator key).
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Run a protocol scenario on simulated hosts (turmoil) and report what happened.
     #[command(subcommand)]
     Sim(sim::SimCommand),
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
 fn main() -> ExitCode {
@@ -40,13 +63,15 @@ fn main() -> ExitCode {
         Command::Key(command) => keygen::run_key(&command),
         Command::Change(command) => change::run(&command),
         Command::Sim(command) => sim::run(&command),
-        Command::Demo => {
-            println!(
-                "cohort demo: not yet. The local demo cluster arrives with the production node \
-                 (issue 4). Run the tests with `cargo test --workspace`."
-            );
-            Ok(())
+        Command::Demo => demo::run(),
+        Command::Init(args) => init::run(&args),
+        Command::Node(command) => {
+            init_logging();
+            node::run(&command)
         }
+        Command::Status(args) => admin::status(&args),
+        Command::Get(args) => admin::get(&args),
+        Command::Admin(command) => admin::admin(&command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

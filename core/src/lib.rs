@@ -6,6 +6,7 @@
 //! [`time::WallClock`]), randomness from a seeded [`rng::SeededRng`]. A test under `tests/`
 //! fails if that rule is broken.
 
+pub mod admin;
 pub mod channel;
 pub mod identity;
 pub mod machine;

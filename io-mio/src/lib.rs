@@ -1,6 +1,11 @@
 //! cohort-io-mio: the production driver. Owns everything cohort-core must not touch: key files
-//! on disk, OS randomness, and (as later issues land) the mio event loop, sockets, timers, child
-//! processes and SQLite storage. Protocol rules never live here: they belong to core.
+//! on disk, OS randomness, the mio event loop, sockets, timers, signals and SQLite storage.
+//! Protocol rules never live here: they belong to core.
 
+pub mod admin_client;
+mod admin_conn;
 pub mod entropy;
 pub mod keyfile;
+pub mod node;
+pub mod node_config;
+pub mod store;

@@ -219,7 +219,7 @@ mod tests {
         let mut rng = seeded(7);
         let operator = NodeKeys::generate(&mut rng);
         let members: Vec<NodeKeys> = (0..3).map(|_| NodeKeys::generate(&mut rng)).collect();
-        let op = OperatorInfo { name: "ops".into(), signing: operator.public().signing };
+        let op = OperatorInfo { name: "ops".into(), identity: operator.public() };
         let config = ClusterConfig {
             cluster_id: "c1".into(),
             version: Version { counter: 1, author: op.id() },
@@ -239,7 +239,7 @@ mod tests {
         };
         let trusted = TrustedAuthors {
             members: config.members.iter().map(|(id, m)| (*id, m.identity)).collect(),
-            operators: [(op.id(), op.signing)].into_iter().collect(),
+            operators: [(op.id(), op.signing())].into_iter().collect(),
         };
         Fixture { operator, members, config, trusted }
     }

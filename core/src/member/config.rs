@@ -63,17 +63,22 @@ pub struct MemberInfo {
     pub address: String,
 }
 
-/// An operator allowed to sign change requests.
+/// An operator allowed to sign change requests (with the Ed25519 key) and to open the admin
+/// channel (with the X25519 key).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OperatorInfo {
     pub name: String,
-    /// Ed25519 verifying key.
-    pub signing: [u8; 32],
+    pub identity: PublicIdentity,
 }
 
 impl OperatorInfo {
     pub fn id(&self) -> NodeId {
-        NodeId::of_signing_key(&self.signing)
+        self.identity.node_id()
+    }
+
+    /// The Ed25519 key change requests are checked against.
+    pub fn signing(&self) -> [u8; 32] {
+        self.identity.signing
     }
 }
 
@@ -274,7 +279,7 @@ mod tests {
     pub(crate) fn sample(members: usize) -> ClusterConfig {
         let mut rng = seeded(42);
         let operator = NodeKeys::generate(&mut rng);
-        let op = OperatorInfo { name: "ops".into(), signing: operator.public().signing };
+        let op = OperatorInfo { name: "ops".into(), identity: operator.public() };
         let members = (0..members)
             .map(|i| {
                 let identity = NodeKeys::generate(&mut rng).public();

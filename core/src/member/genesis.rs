@@ -18,7 +18,7 @@ pub fn genesis_config(
     members: impl IntoIterator<Item = MemberInfo>,
     settings: BTreeMap<String, String>,
 ) -> ClusterConfig {
-    let op = OperatorInfo { name: operator_name.to_owned(), signing: operator.public().signing };
+    let op = OperatorInfo { name: operator_name.to_owned(), identity: operator.public() };
     ClusterConfig {
         cluster_id: cluster_id.to_owned(),
         version: Version { counter: 1, author: op.id() },

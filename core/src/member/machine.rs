@@ -191,6 +191,14 @@ pub enum ChangeError {
     Seal(BlockError),
 }
 
+/// A peer as this member last heard of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerView {
+    pub last_heard: Instant,
+    pub active: Version,
+    pub staged: Option<Version>,
+}
+
 enum Effect {
     Boot,
     Stage(Version),
@@ -223,6 +231,8 @@ pub struct Member {
     /// Status messages advertising the staged version, per sender, since it was staged.
     announcements: BTreeMap<NodeId, u32>,
     last_seq: BTreeMap<NodeId, u64>,
+    /// What each peer last told this member, from its last valid Status.
+    peers: BTreeMap<NodeId, PeerView>,
     highest_seen: Version,
     fetch: Option<Fetch>,
     next_heartbeat: Option<Instant>,
@@ -267,6 +277,7 @@ impl Member {
             seq_low: 0,
             announcements: BTreeMap::new(),
             last_seq: BTreeMap::new(),
+            peers: BTreeMap::new(),
             highest_seen,
             fetch: None,
             next_heartbeat: None,
@@ -297,6 +308,16 @@ impl Member {
     /// Rule 3: a newer version is known than the one active; service requests are declined.
     pub fn is_syncing(&self) -> bool {
         self.highest_seen > self.active_version()
+    }
+
+    /// Each peer's last valid Status, by sender.
+    pub fn peers(&self) -> &BTreeMap<NodeId, PeerView> {
+        &self.peers
+    }
+
+    /// The staged configuration, once durable.
+    pub fn staged(&self) -> Option<&StoredConfig> {
+        self.durable.staged.as_ref()
     }
 
     /// Refused messages, by kind.
@@ -344,7 +365,7 @@ impl Member {
         let active = &self.durable.active.config;
         TrustedAuthors {
             members: self.known_members().into_iter().map(|(id, m)| (id, m.identity)).collect(),
-            operators: active.operators.iter().map(|(id, o)| (*id, o.signing)).collect(),
+            operators: active.operators.iter().map(|(id, o)| (*id, o.signing())).collect(),
         }
     }
 
@@ -400,6 +421,7 @@ impl Member {
             return self.drop_message(DropReason::NotARecipient(sender));
         }
         self.last_seq.insert(sender, status.seq);
+        self.peers.insert(sender, PeerView { last_heard: now, active: status.active, staged: status.staged });
 
         if let Some(staged) = &self.durable.staged
             && status.advertises(staged.version())

@@ -16,6 +16,6 @@ pub use block::{Author, ConfigBlock};
 pub use config::{Change, ClusterConfig, MemberInfo, OperatorInfo, Version};
 pub use machine::{
     ChangeError, DropReason, LookupAnswer, Member, MemberInput, MemberOutput, MemberRecord, MemberSettings,
-    PersistToken, StoredConfig,
+    PeerView, PersistToken, StoredConfig,
 };
 pub use messages::{ChangeRequest, FetchRequest, MemberMessage, Status};

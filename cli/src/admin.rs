@@ -1,0 +1,310 @@
+//! `cohort status`, `cohort get` and `cohort admin …`: talk to a running node over its admin
+//! channel. Changes are signed here with the operator's key; the node checks that signature
+//! against its configuration, so the channel alone grants no power to change anything.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant as StdInstant};
+
+use anyhow::{Context, bail};
+use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply, NodeStatus};
+use cohort_core::member::{ChangeRequest, Version};
+use cohort_core::signed::Signed;
+use cohort_core::{NodeKeys, PublicIdentity};
+use cohort_io_mio::admin_client;
+use cohort_io_mio::keyfile;
+use cohort_io_mio::node_config::NodeConfig;
+
+use crate::change::parse_changes;
+use crate::cluster_file::ClusterFile;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TargetArgs {
+    /// A node's config file: talk to that node, opening the channel with its own key (or --key).
+    #[arg(long, value_name = "FILE", conflicts_with = "cluster")]
+    pub config: Option<PathBuf>,
+    /// The operator's cluster.toml (from `cohort init`); pick a member with --member.
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+    /// Which member of --cluster to talk to (default: the first).
+    #[arg(long, value_name = "NAME")]
+    pub member: Option<String>,
+    /// The operator key file: opens the channel, and signs changes.
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 10)]
+    pub timeout_secs: u64,
+}
+
+/// A node to talk to, and the key to talk with.
+#[derive(Debug)]
+pub struct Target {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub identity: PublicIdentity,
+    pub keys: NodeKeys,
+    pub timeout: Duration,
+}
+
+impl TargetArgs {
+    pub fn resolve(&self) -> anyhow::Result<Target> {
+        let timeout = Duration::from_secs(self.timeout_secs.max(1));
+        let operator = self
+            .key
+            .as_ref()
+            .map(|path| keyfile::read_key_file(path).context("could not read the key given with --key"))
+            .transpose()?;
+        if let Some(path) = &self.config {
+            let config = NodeConfig::load(path)?;
+            let node_keys = keyfile::read_key_file(&config.key_file).context("could not read the node's key")?;
+            return Ok(Target {
+                name: path.display().to_string(),
+                addr: config.admin_listen,
+                identity: node_keys.public(),
+                keys: operator.unwrap_or(node_keys),
+                timeout,
+            });
+        }
+        let Some(path) = &self.cluster else {
+            bail!("say which node: --config NODE.toml, or --cluster cluster.toml [--member NAME] --key operator.key");
+        };
+        let file = ClusterFile::load(path)?;
+        let entry = file.member(self.member.as_deref())?;
+        let keys = operator.context("--cluster needs --key with the operator's key file")?;
+        Ok(Target { name: entry.name.clone(), addr: entry.admin, identity: entry.identity()?, keys, timeout })
+    }
+
+    /// Every member of --cluster, each as a target (for waiting on a cluster-wide install).
+    pub fn all_members(&self) -> anyhow::Result<Vec<Target>> {
+        let Some(path) = &self.cluster else { return Ok(vec![self.resolve()?]) };
+        let file = ClusterFile::load(path)?;
+        file.members
+            .iter()
+            .map(|entry| {
+                let mut args = self.clone();
+                args.member = Some(entry.name.clone());
+                args.resolve()
+            })
+            .collect()
+    }
+}
+
+impl Target {
+    pub fn ask(&self, request: &AdminRequest) -> anyhow::Result<AdminResponse> {
+        admin_client::request(self.addr, self.identity, &self.keys, request, self.timeout)
+            .with_context(|| format!("admin request to {} ({}) failed", self.name, self.addr))
+    }
+
+    pub fn status(&self) -> anyhow::Result<NodeStatus> {
+        match self.ask(&AdminRequest::Status)? {
+            AdminResponse::Status(status) => Ok(status),
+            AdminResponse::Error(e) => bail!("{} refused the status request: {e}", self.name),
+            other => bail!("{} answered a status request with {other:?}", self.name),
+        }
+    }
+
+    /// Signs `changes` against the node's active version and sends them. Returns the new version.
+    pub fn change(&self, changes: Vec<cohort_core::member::Change>) -> anyhow::Result<Version> {
+        let status = self.status()?;
+        let request = ChangeRequest {
+            cluster_id: status.cluster_id,
+            base: status.active,
+            changes,
+            operator: self.keys.public().signing,
+        };
+        let signed = Signed::sign(request, &self.keys).context("could not sign the change")?;
+        match self.ask(&AdminRequest::Change(signed))? {
+            AdminResponse::ChangeAccepted { version } => Ok(version),
+            AdminResponse::ChangeRejected { reason } => bail!("{} rejected the change: {reason}", self.name),
+            AdminResponse::Error(e) => bail!("{} refused the change: {e}", self.name),
+            other => bail!("{} answered a change with {other:?}", self.name),
+        }
+    }
+}
+
+/// Polls every target until each reports `version` (or later) active. Returns the time taken.
+pub fn wait_installed(targets: &[Target], version: Version, limit: Duration) -> anyhow::Result<Duration> {
+    let started = StdInstant::now();
+    let mut pending: Vec<&Target> = targets.iter().collect();
+    while !pending.is_empty() {
+        if started.elapsed() > limit {
+            let names: Vec<&str> = pending.iter().map(|t| t.name.as_str()).collect();
+            bail!("{version} not installed on {} within {limit:?}", names.join(", "));
+        }
+        pending.retain(|t| !t.status().is_ok_and(|s| s.active >= version));
+        if !pending.is_empty() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(started.elapsed())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let status = args.target.resolve()?.status()?;
+    if args.json {
+        println!("{}", serde_json::to_string(&status_json(&status))?);
+    } else {
+        print!("{}", render_status(&status));
+    }
+    Ok(())
+}
+
+fn version_text(version: Option<Version>) -> String {
+    version.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+pub fn status_json(status: &NodeStatus) -> serde_json::Value {
+    let members: Vec<serde_json::Value> = status
+        .members
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "name": m.name,
+                "node_id": m.node_id.to_hex(),
+                "address": m.address,
+                "self": m.is_self,
+                "active": m.active.map(|v| v.to_full_string()),
+                "staged": m.staged.map(|v| v.to_full_string()),
+                "last_heard_ms": m.last_heard_ms,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "node": status.name,
+        "node_id": status.node_id.to_hex(),
+        "cluster_id": status.cluster_id,
+        "active": status.active.to_full_string(),
+        "staged": status.staged.map(|v| v.to_full_string()),
+        "state": if status.syncing { "syncing" } else { "serving" },
+        "settings": status.settings,
+        "members": members,
+        "dropped": status.dropped.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+    })
+}
+
+pub fn render_status(status: &NodeStatus) -> String {
+    let mut out = format!(
+        "{} ({}) in cluster `{}`: active {}, staged {}, {}\n",
+        status.name,
+        &status.node_id.to_hex()[..8],
+        status.cluster_id,
+        status.active,
+        version_text(status.staged),
+        if status.syncing { "syncing" } else { "serving" },
+    );
+    out.push_str(&format!("  {:<10} {:<22} {:<14} {:<14} {}\n", "member", "address", "active", "staged", "last heard"));
+    let mut members: Vec<_> = status.members.iter().collect();
+    members.sort_by(|a, b| a.name.cmp(&b.name));
+    for m in members {
+        let heard = if m.is_self {
+            "(this node)".to_owned()
+        } else {
+            m.last_heard_ms.map_or_else(|| "never".to_owned(), |ms| format!("{:.1}s ago", ms as f64 / 1000.0))
+        };
+        out.push_str(&format!(
+            "  {:<10} {:<22} {:<14} {:<14} {}\n",
+            m.name,
+            m.address,
+            version_text(m.active),
+            version_text(m.staged),
+            heard
+        ));
+    }
+    if !status.dropped.is_empty() {
+        let drops: Vec<String> = status.dropped.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        out.push_str(&format!("  dropped messages: {}\n", drops.join(", ")));
+    }
+    out
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Set settings: KEY=VALUE …
+    Set {
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        pairs: Vec<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Wait until every member in --cluster has installed the change.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Add a member: NAME,ADDRESS,ED25519_PUBLIC_HEX,X25519_PUBLIC_HEX
+    AddMember {
+        #[arg(value_name = "SPEC")]
+        spec: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+    /// Remove a member by node id.
+    RemoveMember {
+        #[arg(value_name = "NODE_ID")]
+        node_id: String,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+pub fn admin(command: &AdminCommand) -> anyhow::Result<()> {
+    let (changes, target, wait) = match command {
+        AdminCommand::Set { pairs, target, wait } => (parse_changes(pairs, &[], &[], &[])?, target, *wait),
+        AdminCommand::AddMember { spec, target } => {
+            (parse_changes(&[], &[], std::slice::from_ref(spec), &[])?, target, false)
+        }
+        AdminCommand::RemoveMember { node_id, target } => {
+            (parse_changes(&[], &[], &[], std::slice::from_ref(node_id))?, target, false)
+        }
+    };
+    let node = target.resolve()?;
+    let version = node.change(changes)?;
+    println!("{} accepted the change as {}", node.name, version.to_full_string());
+    if wait {
+        let took = wait_installed(&target.all_members()?, version, Duration::from_secs(60))?;
+        println!("installed on every member {:.2}s later", took.as_secs_f64());
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GetArgs {
+    /// The setting to look up; all settings when omitted.
+    #[arg(value_name = "KEY")]
+    pub key: Option<String>,
+    #[command(flatten)]
+    pub target: TargetArgs,
+}
+
+/// `cohort get KEY`: the network service lookup (rule 9).
+pub fn get(args: &GetArgs) -> anyhow::Result<()> {
+    let node = args.target.resolve()?;
+    match node.ask(&AdminRequest::Lookup { key: args.key.clone() })? {
+        AdminResponse::Lookup(LookupReply::Value { version, key, value: Some(value) }) => {
+            println!("{value}");
+            eprintln!("({key} from {})", version.to_full_string());
+        }
+        AdminResponse::Lookup(LookupReply::Value { version, key, value: None }) => {
+            bail!("`{key}` is not set in {}", version.to_full_string())
+        }
+        AdminResponse::Lookup(LookupReply::Settings { version, settings }) => {
+            for (key, value) in settings {
+                println!("{key}={value}");
+            }
+            eprintln!("(from {})", version.to_full_string());
+        }
+        AdminResponse::Lookup(LookupReply::Declined { retry_after_ms }) => {
+            bail!("{} is syncing to a newer configuration; retry in {retry_after_ms} ms", node.name)
+        }
+        other => bail!("{} answered a lookup with {other:?}", node.name),
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+//! `cluster.toml`: the operator's map of a cluster, written by `cohort init`: the cluster id and,
+//! per member, its name, addresses and public keys. Admin commands use it to find a member and to
+//! pin its key. It holds no secret.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use cohort_core::PublicIdentity;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    pub cluster_id: String,
+    pub members: Vec<MemberEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberEntry {
+    pub name: String,
+    /// The member protocol's UDP address.
+    pub address: SocketAddr,
+    /// The admin channel's TCP address.
+    pub admin: SocketAddr,
+    pub ed25519: String,
+    pub x25519: String,
+}
+
+impl MemberEntry {
+    pub fn identity(&self) -> anyhow::Result<PublicIdentity> {
+        let key = |text: &str, what: &str| -> anyhow::Result<[u8; 32]> {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(text, &mut out)
+                .with_context(|| format!("member {}: {what} key is not 64 hex digits", self.name))?;
+            Ok(out)
+        };
+        Ok(PublicIdentity { signing: key(&self.ed25519, "ed25519")?, agreement: key(&self.x25519, "x25519")? })
+    }
+}
+
+impl ClusterFile {
+    pub fn load(path: &Path) -> anyhow::Result<ClusterFile> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
+        let file: ClusterFile =
+            toml::from_str(&text).with_context(|| format!("{} is not a cluster file", path.display()))?;
+        if file.members.is_empty() {
+            bail!("{} lists no members", path.display());
+        }
+        Ok(file)
+    }
+
+    pub fn member(&self, name: Option<&str>) -> anyhow::Result<&MemberEntry> {
+        match name {
+            None => self.members.first().context("the cluster file lists no members"),
+            Some(name) => self.members.iter().find(|m| m.name == name).with_context(|| {
+                let names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
+                format!("no member `{name}` in the cluster file (members: {})", names.join(", "))
+            }),
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `cohort init`: creates a cluster on disk: an operator key, one directory per member (key,
+//! node.toml, and a database holding the operator-signed genesis configuration), and the
+//! operator's `cluster.toml`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use cohort_core::NodeKeys;
+use cohort_core::member::MemberInfo;
+use cohort_core::member::genesis::{genesis_config, genesis_records};
+use cohort_io_mio::entropy::os_seeded_rng;
+use cohort_io_mio::keyfile;
+use cohort_io_mio::node_config::NodeConfig;
+use cohort_io_mio::store::Store;
+
+use crate::cluster_file::{ClusterFile, MemberEntry};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory to create the cluster in (must not exist or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The cluster's id.
+    #[arg(long, default_value = "cohort")]
+    pub cluster: String,
+    /// Number of founding members.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub members: u16,
+    /// Address members listen on. Use distinct loopback addresses or real host addresses.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// First port; member i uses base + i for both its UDP member socket and its TCP admin socket.
+    #[arg(long, default_value_t = 7100)]
+    pub base_port: u16,
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
+}
+
+/// What `init` made, for callers (the demo) that go on to start it.
+#[derive(Debug)]
+pub struct Created {
+    pub cluster_file: PathBuf,
+    pub operator_key: PathBuf,
+    pub node_configs: Vec<PathBuf>,
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    let created = create(args)?;
+    println!("created cluster `{}` in {}", args.cluster, args.dir.display());
+    println!("  operator key  {}", created.operator_key.display());
+    println!("  cluster file  {}", created.cluster_file.display());
+    for config in &created.node_configs {
+        println!("  member        cohort node run --config {}", config.display());
+    }
+    Ok(())
+}
+
+pub fn create(args: &Args) -> anyhow::Result<Created> {
+    let addresses = (0..args.members)
+        .map(|i| {
+            let port = args
+                .base_port
+                .checked_add(i)
+                .with_context(|| format!("port {} + {i} is past 65535", args.base_port))?;
+            Ok(SocketAddr::new(args.host, port))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    create_at(args, &addresses)
+}
+
+/// Like [`create`], with each member's address given (the demo picks free ports).
+pub fn create_at(args: &Args, addresses: &[SocketAddr]) -> anyhow::Result<Created> {
+    if args.dir.exists() && std::fs::read_dir(&args.dir)?.next().is_some() {
+        bail!("{} exists and is not empty; choose a new directory", args.dir.display());
+    }
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("could not create {}", args.dir.display()))?;
+    let mut rng = os_seeded_rng();
+    let operator = NodeKeys::generate(&mut rng);
+    let operator_key = args.dir.join("operator.key");
+    keyfile::write_key_file(&operator_key, &operator, false)?;
+
+    let keys: Vec<NodeKeys> = addresses.iter().map(|_| NodeKeys::generate(&mut rng)).collect();
+    let mut entries = Vec::new();
+    for (i, (member_keys, address)) in keys.iter().zip(addresses).enumerate() {
+        let address = *address;
+        let public = member_keys.public();
+        entries.push(MemberEntry {
+            name: format!("m{i}"),
+            address,
+            admin: address,
+            ed25519: hex::encode(public.signing),
+            x25519: hex::encode(public.agreement),
+        });
+    }
+    let infos = keys.iter().zip(&entries).map(|(k, e)| MemberInfo {
+        name: e.name.clone(),
+        identity: k.public(),
+        address: e.address.to_string(),
+    });
+    let config = genesis_config(&args.cluster, "operator", &operator, infos, BTreeMap::new());
+    config.validate().context("the genesis configuration is invalid")?;
+    let records = genesis_records(&config, &operator, &mut rng).context("could not seal the genesis")?;
+
+    let mut node_configs = Vec::new();
+    for (member_keys, entry) in keys.iter().zip(&entries) {
+        let dir = args.dir.join(&entry.name);
+        std::fs::create_dir_all(&dir)?;
+        keyfile::write_key_file(&dir.join("node.key"), member_keys, false)?;
+        let node = NodeConfig {
+            listen: entry.address,
+            admin_listen: entry.admin,
+            data_dir: PathBuf::from("."),
+            key_file: PathBuf::from("node.key"),
+            roles: vec!["member".into()],
+            heartbeat_ms: args.heartbeat_ms,
+        };
+        let config_path = dir.join("node.toml");
+        std::fs::write(&config_path, node.to_toml())?;
+        let record = records.get(&member_keys.node_id()).context("a genesis record per member")?;
+        let mut store = Store::open(&dir.join("node.db"))?;
+        store.save_member(record, 0)?;
+        node_configs.push(config_path);
+    }
+    let cluster_file = args.dir.join("cluster.toml");
+    let file = ClusterFile { cluster_id: args.cluster.clone(), members: entries };
+    std::fs::write(&cluster_file, toml::to_string(&file)?)?;
+    Ok(Created { cluster_file, operator_key, node_configs })
+}

@@ -1,0 +1,91 @@
+//! One admin connection inside the event loop: a non-blocking TCP stream, core's channel machine,
+//! and a bounded queue of bytes waiting to be written. It never buffers more than its limit for a
+//! peer that does not read, and never reads more than a fair share per wake-up.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use cohort_core::channel::{Channel, ChannelInput};
+use cohort_core::{Instant, Machine};
+use mio::net::TcpStream;
+
+/// Bytes queued for one peer before it is judged stalled and dropped.
+pub const MAX_QUEUED_WRITE: usize = 1024 * 1024;
+/// Bytes read from one connection per wake-up, so one busy peer cannot starve the rest.
+const READ_BUDGET: usize = 256 * 1024;
+
+#[derive(Debug)]
+pub struct AdminConn {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub channel: Channel,
+    outgoing: Vec<u8>,
+    /// The single request in flight, if any: answers go back in order, one at a time.
+    pub awaiting: Option<u64>,
+    /// Stopped reading at the budget with bytes still waiting: read again next pass.
+    pub more_to_read: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Read what there was; the socket would block now.
+    Drained,
+    /// Hit the per-wake budget; more may be waiting.
+    Budget,
+    Eof,
+}
+
+impl AdminConn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, channel: Channel) -> AdminConn {
+        AdminConn { stream, peer, channel, outgoing: Vec::new(), awaiting: None, more_to_read: false }
+    }
+
+    /// Reads what the socket has (up to the budget) into the channel.
+    pub fn read(&mut self, now: Instant) -> io::Result<ReadOutcome> {
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0;
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.channel.handle(now, ChannelInput::PeerClosed);
+                    return Ok(ReadOutcome::Eof);
+                }
+                Ok(n) => {
+                    self.channel.handle(now, ChannelInput::Received(buf[..n].to_vec()));
+                    total += n;
+                    if total >= READ_BUDGET || self.channel.is_closed() {
+                        return Ok(ReadOutcome::Budget);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Drained),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Queues bytes; false if the peer has let too much pile up.
+    pub fn queue(&mut self, bytes: &[u8]) -> bool {
+        if self.outgoing.len() + bytes.len() > MAX_QUEUED_WRITE {
+            return false;
+        }
+        self.outgoing.extend_from_slice(bytes);
+        true
+    }
+
+    /// Writes what the socket takes. Returns whether bytes remain queued.
+    pub fn flush(&mut self) -> io::Result<bool> {
+        while !self.outgoing.is_empty() {
+            match self.stream.write(&self.outgoing) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "peer stopped accepting bytes")),
+                Ok(n) => {
+                    self.outgoing.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(false)
+    }
+}

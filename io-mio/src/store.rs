@@ -1,0 +1,146 @@
+//! Durable node state in SQLite (bundled, WAL, synchronous=FULL). Owns the schema, its versioned
+//! migrations, and writing a member record whole inside one transaction, so the driver answers
+//! `Persisted` only after the commit. It never interprets the record: core owns what it means.
+
+use std::path::{Path, PathBuf};
+
+use cohort_core::member::MemberRecord;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Each entry upgrades the schema from its index to the next version (`PRAGMA user_version`).
+const MIGRATIONS: &[&str] = &[
+    // 0 → 1: the member's record, one row.
+    "CREATE TABLE member_record (
+         id INTEGER PRIMARY KEY CHECK (id = 1),
+         record BLOB NOT NULL,
+         written_unix_ms INTEGER NOT NULL
+     );",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "database {path} has schema version {found}, newer than this cohort understands ({known}); \
+         run a newer cohort"
+    )]
+    TooNew { path: PathBuf, found: i64, known: usize },
+    #[error("database {path} holds a member record that does not decode ({reason}); restore it from a backup")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("could not encode the member record: {0}")]
+    Encode(String),
+}
+
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    conn: Connection,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let err = |source| StoreError::Sqlite { path: path.to_owned(), source };
+        let mut conn = Connection::open(path).map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(err)?;
+        let known = MIGRATIONS.len();
+        if version < 0 || version as usize > known {
+            return Err(StoreError::TooNew { path: path.to_owned(), found: version, known });
+        }
+        for (index, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(migration).map_err(err)?;
+            tx.pragma_update(None, "user_version", (index + 1) as i64).map_err(err)?;
+            tx.commit().map_err(err)?;
+        }
+        Ok(Store { path: path.to_owned(), conn })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite { path: self.path.clone(), source }
+    }
+
+    /// The member record, if one was ever written.
+    pub fn load_member(&self) -> Result<Option<MemberRecord>, StoreError> {
+        let blob: Option<Vec<u8>> = self
+            .conn
+            .query_row("SELECT record FROM member_record WHERE id = 1", [], |row| row.get(0))
+            .optional()
+            .map_err(|e| self.err(e))?;
+        blob.map(|bytes| {
+            cohort_core::wire::decode(&bytes)
+                .map_err(|e| StoreError::Corrupt { path: self.path.clone(), reason: e.to_string() })
+        })
+        .transpose()
+    }
+
+    /// Replaces the member record; durable when this returns.
+    pub fn save_member(&mut self, record: &MemberRecord, unix_ms: u64) -> Result<(), StoreError> {
+        let bytes = cohort_core::wire::encode(record).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+        tx.execute(
+            "INSERT INTO member_record (id, record, written_unix_ms) VALUES (1, ?1, ?2)
+             ON CONFLICT (id) DO UPDATE SET record = excluded.record, written_unix_ms = excluded.written_unix_ms",
+            params![bytes, unix_ms as i64],
+        )
+        .map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+        tx.commit().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_core::NodeKeys;
+    use cohort_core::member::MemberInfo;
+    use cohort_core::member::genesis::{genesis_config, genesis_records};
+    use cohort_core::rng::seeded;
+
+    fn record() -> MemberRecord {
+        let mut rng = seeded(1);
+        let operator = NodeKeys::generate(&mut rng);
+        let member = NodeKeys::generate(&mut rng);
+        let info = MemberInfo { name: "m0".into(), identity: member.public(), address: "127.0.0.1:1".into() };
+        let config = genesis_config("c", "ops", &operator, [info], Default::default());
+        genesis_records(&config, &operator, &mut rng).expect("seals").into_values().next().expect("one")
+    }
+
+    #[test]
+    fn a_saved_record_survives_reopening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.db");
+        let mut store = Store::open(&path).expect("opens");
+        assert_eq!(store.load_member().expect("loads"), None);
+        let mut rec = record();
+        store.save_member(&rec, 1).expect("saves");
+        rec.boot_epoch = 9;
+        store.save_member(&rec, 2).expect("saves");
+        drop(store);
+        let store = Store::open(&path).expect("reopens");
+        assert_eq!(store.load_member().expect("loads"), Some(rec));
+    }
+
+    #[test]
+    fn a_corrupt_record_is_reported_not_used() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.db");
+        let store = Store::open(&path).expect("opens");
+        store.conn.execute("INSERT INTO member_record VALUES (1, x'01ff', 0)", []).expect("insert");
+        assert!(matches!(store.load_member(), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.db");
+        drop(Store::open(&path).expect("opens"));
+        let conn = Connection::open(&path).expect("raw open");
+        conn.pragma_update(None, "user_version", 99).expect("bump");
+        drop(conn);
+        assert!(matches!(Store::open(&path), Err(StoreError::TooNew { found: 99, .. })));
+    }
+}
