@@ -57,7 +57,8 @@ impl TargetArgs {
             .transpose()?;
         if let Some(path) = &self.config {
             let config = NodeConfig::load(path)?;
-            let node_keys = keyfile::read_key_file(&config.key_file).context("could not read the node's key")?;
+            let node_keys =
+                keyfile::read_key_file(&config.key_file).context("could not read the node's key")?;
             return Ok(Target {
                 name: path.display().to_string(),
                 addr: config.admin_listen,
@@ -67,7 +68,9 @@ impl TargetArgs {
             });
         }
         let Some(path) = &self.cluster else {
-            bail!("say which node: --config NODE.toml, or --cluster cluster.toml [--member NAME] --key operator.key");
+            bail!(
+                "say which node: --config NODE.toml, or --cluster cluster.toml [--member NAME] --key operator.key"
+            );
         };
         let file = ClusterFile::load(path)?;
         let entry = file.member(self.member.as_deref())?;
@@ -202,7 +205,10 @@ pub fn render_status(status: &NodeStatus) -> String {
         version_text(status.staged),
         if status.syncing { "syncing" } else { "serving" },
     );
-    out.push_str(&format!("  {:<10} {:<22} {:<14} {:<14} {}\n", "member", "address", "active", "staged", "last heard"));
+    out.push_str(&format!(
+        "  {:<10} {:<22} {:<14} {:<14} {}\n",
+        "member", "address", "active", "staged", "last heard"
+    ));
     let mut members: Vec<_> = status.members.iter().collect();
     members.sort_by(|a, b| a.name.cmp(&b.name));
     for m in members {
@@ -279,7 +285,7 @@ pub fn admin(command: &AdminCommand) -> anyhow::Result<()> {
 pub struct GetArgs {
     /// The setting to look up; all settings when omitted.
     #[arg(value_name = "KEY")]
-    pub key: Option<String>,
+    pub setting: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -287,7 +293,7 @@ pub struct GetArgs {
 /// `cohort get KEY`: the network service lookup (rule 9).
 pub fn get(args: &GetArgs) -> anyhow::Result<()> {
     let node = args.target.resolve()?;
-    match node.ask(&AdminRequest::Lookup { key: args.key.clone() })? {
+    match node.ask(&AdminRequest::Lookup { key: args.setting.clone() })? {
         AdminResponse::Lookup(LookupReply::Value { version, key, value: Some(value) }) => {
             println!("{value}");
             eprintln!("({key} from {})", version.to_full_string());

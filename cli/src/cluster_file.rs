@@ -36,13 +36,17 @@ impl MemberEntry {
                 .with_context(|| format!("member {}: {what} key is not 64 hex digits", self.name))?;
             Ok(out)
         };
-        Ok(PublicIdentity { signing: key(&self.ed25519, "ed25519")?, agreement: key(&self.x25519, "x25519")? })
+        Ok(PublicIdentity {
+            signing: key(&self.ed25519, "ed25519")?,
+            agreement: key(&self.x25519, "x25519")?,
+        })
     }
 }
 
 impl ClusterFile {
     pub fn load(path: &Path) -> anyhow::Result<ClusterFile> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("could not read {}", path.display()))?;
         let file: ClusterFile =
             toml::from_str(&text).with_context(|| format!("{} is not a cluster file", path.display()))?;
         if file.members.is_empty() {

@@ -28,7 +28,10 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         for (_, child) in &mut self.children {
             if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -80,12 +83,16 @@ pub fn run() -> anyhow::Result<()> {
         heartbeat_ms: HEARTBEAT_MS,
     };
     let created = init::create_at(&args, &free_addresses(usize::from(MEMBERS))?)?;
-    step(started, "created an operator key, 3 member keys and a genesis configuration signed by the operator");
+    step(
+        started,
+        "created an operator key, 3 member keys and a genesis configuration signed by the operator",
+    );
 
     let exe = std::env::current_exe().context("could not find the cohort executable")?;
     let mut fleet = Fleet { children: Vec::new() };
     for config in &created.node_configs {
-        let name = config.parent().and_then(Path::file_name).map_or("node".into(), |n| n.to_string_lossy().into());
+        let name =
+            config.parent().and_then(Path::file_name).map_or("node".into(), |n| n.to_string_lossy().into());
         let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
         let child = Command::new(&exe)
             .args(["node", "run", "--config"])
@@ -100,7 +107,10 @@ pub fn run() -> anyhow::Result<()> {
     }
     let targets = targets(&created.cluster_file, &created.operator_key)?;
     wait_serving(&targets, &mut fleet, Duration::from_secs(20))?;
-    step(started, &format!("{MEMBERS} member processes up, exchanging signed heartbeats every {HEARTBEAT_MS} ms"));
+    step(
+        started,
+        &format!("{MEMBERS} member processes up, exchanging signed heartbeats every {HEARTBEAT_MS} ms"),
+    );
 
     let at = &targets[1];
     let change_started = Instant::now();

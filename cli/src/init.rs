@@ -115,6 +115,8 @@ pub fn create_at(args: &Args, addresses: &[SocketAddr]) -> anyhow::Result<Create
             key_file: PathBuf::from("node.key"),
             roles: vec!["member".into()],
             heartbeat_ms: args.heartbeat_ms,
+            admin_handshake_timeout_ms: 5000,
+            admin_max_handshaking: 32,
         };
         let config_path = dir.join("node.toml");
         std::fs::write(&config_path, node.to_toml())?;

@@ -18,6 +18,7 @@ pub enum NodeCommand {
 pub fn run(command: &NodeCommand) -> anyhow::Result<()> {
     let NodeCommand::Run { config } = command;
     let config = NodeConfig::load(config)?;
-    let mut node = Node::start(config, AdminLimits::default()).context("the node could not start")?;
+    let limits = AdminLimits::from_config(&config);
+    let mut node = Node::start(config, limits).context("the node could not start")?;
     node.run().context("the node stopped on an error")
 }

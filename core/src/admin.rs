@@ -20,8 +20,12 @@ pub enum AdminRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminResponse {
     Status(NodeStatus),
-    ChangeAccepted { version: Version },
-    ChangeRejected { reason: String },
+    ChangeAccepted {
+        version: Version,
+    },
+    ChangeRejected {
+        reason: String,
+    },
     Lookup(LookupReply),
     /// The request could not be served; the text says why and what to do.
     Error(String),
@@ -41,9 +45,9 @@ impl From<LookupAnswer> for LookupReply {
             LookupAnswer::Settings { version, settings } => {
                 LookupReply::Settings { version, settings: settings.into_iter().collect() }
             }
-            LookupAnswer::Declined { retry_after } => {
-                LookupReply::Declined { retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX) }
-            }
+            LookupAnswer::Declined { retry_after } => LookupReply::Declined {
+                retry_after_ms: u64::try_from(retry_after.as_millis()).unwrap_or(u64::MAX),
+            },
         }
     }
 }

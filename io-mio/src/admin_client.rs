@@ -39,8 +39,8 @@ pub fn request(
     let started = StdInstant::now();
     let now = || Instant::from_nanos(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
     let io = |source| AdminClientError::Io { addr, source };
-    let mut stream =
-        TcpStream::connect_timeout(&addr, timeout).map_err(|source| AdminClientError::Connect { addr, source })?;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|source| AdminClientError::Connect { addr, source })?;
     stream.set_nodelay(true).map_err(io)?;
     let trust: TrustSet = [node].into_iter().collect();
     let config = ChannelConfig { handshake_timeout: timeout, ..ChannelConfig::default() };
@@ -61,7 +61,9 @@ pub fn request(
                 ChannelOutput::Closed(reason) => {
                     let reason = match reason {
                         CloseReason::Failed(e) => e.to_string(),
-                        CloseReason::PeerClosed => "the node hung up (is this key allowed to connect?)".into(),
+                        CloseReason::PeerClosed => {
+                            "the node hung up (is this key allowed to connect?)".into()
+                        }
                         CloseReason::Local => "closed locally".into(),
                     };
                     return Err(AdminClientError::Closed { addr, reason });

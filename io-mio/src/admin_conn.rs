@@ -77,7 +77,9 @@ impl AdminConn {
     pub fn flush(&mut self) -> io::Result<bool> {
         while !self.outgoing.is_empty() {
             match self.stream.write(&self.outgoing) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "peer stopped accepting bytes")),
+                Ok(0) => {
+                    return Err(io::Error::new(io::ErrorKind::WriteZero, "peer stopped accepting bytes"));
+                }
                 Ok(n) => {
                     self.outgoing.drain(..n);
                 }

@@ -41,6 +41,17 @@ pub struct AdminLimits {
     pub max_message: usize,
 }
 
+impl AdminLimits {
+    /// The limits a node configuration asks for; the rest default.
+    pub fn from_config(config: &NodeConfig) -> AdminLimits {
+        AdminLimits {
+            max_handshaking: config.admin_max_handshaking,
+            handshake_timeout: config.admin_handshake_timeout(),
+            ..AdminLimits::default()
+        }
+    }
+}
+
 impl Default for AdminLimits {
     fn default() -> Self {
         AdminLimits {
@@ -303,13 +314,14 @@ impl Node {
                 max_queued_bytes: self.limits.max_message,
             };
             let now = self.now();
-            let channel = match Channel::responder(now, config, &self.keys, self.admin_trust(), fork(&mut self.rng)) {
-                Ok(channel) => channel,
-                Err(e) => {
-                    warn!(%peer, error = %e, "could not start an admin channel");
-                    continue;
-                }
-            };
+            let channel =
+                match Channel::responder(now, config, &self.keys, self.admin_trust(), fork(&mut self.rng)) {
+                    Ok(channel) => channel,
+                    Err(e) => {
+                        warn!(%peer, error = %e, "could not start an admin channel");
+                        continue;
+                    }
+                };
             let token = Token(self.next_conn);
             self.next_conn += 1;
             if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {

@@ -23,6 +23,20 @@ pub struct NodeConfig {
     pub roles: Vec<String>,
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// An admin connection must finish its handshake within this long.
+    #[serde(default = "default_handshake_timeout_ms")]
+    pub admin_handshake_timeout_ms: u64,
+    /// Admin connections allowed to be mid-handshake at once; more are refused at accept.
+    #[serde(default = "default_max_handshaking")]
+    pub admin_max_handshaking: usize,
+}
+
+fn default_handshake_timeout_ms() -> u64 {
+    5000
+}
+
+fn default_max_handshaking() -> usize {
+    32
 }
 
 fn default_roles() -> Vec<String> {
@@ -54,6 +68,14 @@ impl NodeConfig {
         if !(10..=60_000).contains(&config.heartbeat_ms) {
             return Err(NodeConfigError::Heartbeat { path: path.to_owned(), got: config.heartbeat_ms });
         }
+        if !(100..=60_000).contains(&config.admin_handshake_timeout_ms) || config.admin_max_handshaking == 0 {
+            return Err(NodeConfigError::Parse {
+                path: path.to_owned(),
+                message:
+                    "admin_handshake_timeout_ms must be 100 to 60000 and admin_max_handshaking at least 1"
+                        .into(),
+            });
+        }
         if let Some(role) = config.roles.iter().find(|r| r.as_str() != "member") {
             return Err(NodeConfigError::UnknownRole { path: path.to_owned(), role: role.clone() });
         }
@@ -69,6 +91,10 @@ impl NodeConfig {
 
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn admin_handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.admin_handshake_timeout_ms)
     }
 
     pub fn database(&self) -> PathBuf {

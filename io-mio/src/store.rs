@@ -26,7 +26,9 @@ pub enum StoreError {
          run a newer cohort"
     )]
     TooNew { path: PathBuf, found: i64, known: usize },
-    #[error("database {path} holds a member record that does not decode ({reason}); restore it from a backup")]
+    #[error(
+        "database {path} holds a member record that does not decode ({reason}); restore it from a backup"
+    )]
     Corrupt { path: PathBuf, reason: String },
     #[error("could not encode the member record: {0}")]
     Encode(String),
@@ -81,7 +83,8 @@ impl Store {
     /// Replaces the member record; durable when this returns.
     pub fn save_member(&mut self, record: &MemberRecord, unix_ms: u64) -> Result<(), StoreError> {
         let bytes = cohort_core::wire::encode(record).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+        let tx =
+            self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         tx.execute(
             "INSERT INTO member_record (id, record, written_unix_ms) VALUES (1, ?1, ?2)
              ON CONFLICT (id) DO UPDATE SET record = excluded.record, written_unix_ms = excluded.written_unix_ms",

@@ -1,0 +1,151 @@
+//! Helpers for tests that run real `cohort` processes on loopback.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn cohort(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cohort")).args(args).output().expect("cohort runs")
+}
+
+/// `n` consecutive loopback ports free for TCP and UDP, starting at the returned base.
+pub fn free_base_port(n: u16) -> u16 {
+    let seed = std::process::id() as u16;
+    for attempt in 0..500u16 {
+        let base = 20_000 + (seed.wrapping_mul(7).wrapping_add(attempt.wrapping_mul(97))) % 40_000;
+        let all_free = (0..n).all(|i| {
+            let addr = ("127.0.0.1", base + i);
+            TcpListener::bind(addr).is_ok() && UdpSocket::bind(addr).is_ok()
+        });
+        if all_free {
+            return base;
+        }
+    }
+    panic!("no free loopback ports");
+}
+
+/// A cluster made by `cohort init`, its member processes, and their logs.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    pub members: Vec<Option<Child>>,
+    pub names: Vec<String>,
+}
+
+impl TestCluster {
+    pub fn init(n: u16, heartbeat_ms: u64) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = free_base_port(n);
+        let out = cohort(&[
+            "init",
+            "--dir",
+            dir.path().join("c").to_str().expect("utf-8"),
+            "--cluster",
+            "test",
+            "--members",
+            &n.to_string(),
+            "--base-port",
+            &base.to_string(),
+            "--heartbeat-ms",
+            &heartbeat_ms.to_string(),
+        ]);
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        let names = (0..n).map(|i| format!("m{i}")).collect();
+        TestCluster { dir, members: (0..n).map(|_| None).collect(), names }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("c")
+    }
+
+    pub fn config(&self, i: usize) -> PathBuf {
+        self.root().join(&self.names[i]).join("node.toml")
+    }
+
+    pub fn log(&self, i: usize) -> PathBuf {
+        self.root().join(format!("{}.log", self.names[i]))
+    }
+
+    pub fn start(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+            .args(["node", "run", "--config"])
+            .arg(self.config(i))
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("node starts");
+        self.members[i] = Some(child);
+    }
+
+    pub fn start_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.start(i);
+        }
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reaped");
+        }
+    }
+
+    /// `cohort status --json` of member `i`, if it answers.
+    pub fn status(&self, i: usize) -> Option<serde_json::Value> {
+        let out = cohort(&["status", "--config", self.config(i).to_str()?, "--json", "--timeout-secs", "2"]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    pub fn wait_for(&self, what: &str, limit: Duration, mut ready: impl FnMut(&TestCluster) -> bool) {
+        let started = Instant::now();
+        while !ready(self) {
+            assert!(started.elapsed() < limit, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn operator_args(&self, member: &str) -> Vec<String> {
+        let root = self.root();
+        vec![
+            "--cluster".into(),
+            root.join("cluster.toml").to_string_lossy().into(),
+            "--member".into(),
+            member.into(),
+            "--key".into(),
+            root.join("operator.key").to_string_lossy().into(),
+        ]
+    }
+
+    pub fn log_text(&self, i: usize) -> String {
+        std::fs::read_to_string(self.log(i)).unwrap_or_default()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+pub fn active(status: &serde_json::Value) -> Option<String> {
+    status["active"].as_str().map(str::to_owned)
+}
+
+pub fn staged(status: &serde_json::Value) -> Option<String> {
+    status["staged"].as_str().map(str::to_owned)
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}

@@ -1,0 +1,14 @@
+//! `cohort demo` (the README's first command) runs a cluster, makes a change, sees it installed
+//! everywhere and exits 0.
+
+use std::process::Command;
+
+#[test]
+fn the_demo_runs_end_to_end() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cohort")).arg("demo").output().expect("cohort runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("every member installed v2@"), "{stdout}");
+    assert!(stdout.contains("`cohort get dns` at m2: 10.0.0.53"), "{stdout}");
+    assert!(stdout.contains("stopped all members"), "{stdout}");
+}
