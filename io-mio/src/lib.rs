@@ -4,6 +4,7 @@
 
 pub mod admin_client;
 mod admin_conn;
+pub mod child;
 pub mod entropy;
 pub mod keyfile;
 pub mod node;

@@ -14,9 +14,11 @@ use cohort_core::member::{Member, MemberInput, MemberOutput, MemberSettings};
 use cohort_core::rng::{SeededRng, fork};
 use cohort_core::{Instant, Machine, NodeKeys, wire};
 use mio::net::{TcpListener, UdpSocket};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{debug, info, warn};
 
 use crate::admin_conn::{AdminConn, ReadOutcome};
@@ -28,6 +30,7 @@ use crate::store::{Store, StoreError};
 const UDP: Token = Token(0);
 const LISTENER: Token = Token(1);
 const SIGNALS: Token = Token(2);
+const WAKER: Token = Token(3);
 const FIRST_CONN: usize = 16;
 
 /// Limits on the admin listener.
@@ -77,8 +80,25 @@ pub enum NodeError {
     Io(#[from] std::io::Error),
 }
 
+/// Lets another thread of this process ask a running node to stop: the local side of the event
+/// loop, woken through a mio `Waker`.
+#[derive(Debug, Clone)]
+pub struct NodeHandle {
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+}
+
+impl NodeHandle {
+    /// Asks the node to shut down as it would on SIGTERM.
+    pub fn shutdown(&self) -> std::io::Result<()> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.waker.wake()
+    }
+}
+
 pub struct Node {
     config: NodeConfig,
+    handle: NodeHandle,
     keys: NodeKeys,
     poll: Poll,
     udp: UdpSocket,
@@ -128,6 +148,10 @@ impl Node {
         poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
+        let handle = NodeHandle {
+            waker: Arc::new(Waker::new(poll.registry(), WAKER)?),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
         let mut rng = os_seeded_rng();
         let started = std::time::Instant::now();
         let settings = MemberSettings { heartbeat: config.heartbeat(), ..MemberSettings::default() };
@@ -142,6 +166,7 @@ impl Node {
         let member = Member::new(Instant::ZERO, keys.clone(), record, settings, fork(&mut rng));
         Ok(Node {
             config,
+            handle,
             keys,
             poll,
             udp,
@@ -187,6 +212,12 @@ impl Node {
                 match event.token() {
                     UDP => self.read_datagrams(),
                     LISTENER => self.accept(),
+                    WAKER => {
+                        if self.handle.stop.load(Ordering::SeqCst) {
+                            info!("shutting down on request");
+                            self.shutdown = true;
+                        }
+                    }
                     SIGNALS => {
                         for signal in self.signals.pending() {
                             info!(signal, "shutting down on signal");
@@ -478,6 +509,11 @@ impl Node {
             }
             Err(e) => warn!(error = %e, "could not encode an admin answer"),
         }
+    }
+
+    /// A handle another thread can use to stop this node.
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
     }
 
     pub fn config(&self) -> &NodeConfig {

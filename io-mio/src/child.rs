@@ -1,0 +1,229 @@
+//! Child processes for the event loop: argv run directly (no shell), in a process group of its
+//! own, with stdout and stderr as non-blocking pipes registered with mio. Owns spawning, reading
+//! without blocking, killing the whole group and reaping. It never runs a shell on its own and
+//! never leaves a killed command's descendants running.
+
+use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use mio::unix::pipe::Receiver;
+use mio::{Interest, Registry, Token};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChildError {
+    #[error("an empty command cannot run")]
+    EmptyCommand,
+    #[error("could not start `{program}`: {source}")]
+    Spawn { program: String, source: io::Error },
+    #[error("could not watch the output of `{program}`: {source}")]
+    Register { program: String, source: io::Error },
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// A running command whose output the event loop reads as it arrives.
+#[derive(Debug)]
+pub struct RunningChild {
+    child: Child,
+    stdout: Option<Receiver>,
+    stderr: Option<Receiver>,
+    pub stdout_token: Token,
+    pub stderr_token: Token,
+}
+
+impl RunningChild {
+    /// Starts `argv` with no shell, in a new process group, and registers its output pipes.
+    pub fn spawn(
+        argv: &[String],
+        registry: &Registry,
+        stdout_token: Token,
+        stderr_token: Token,
+    ) -> Result<RunningChild, ChildError> {
+        let (program, args) = argv.split_first().ok_or(ChildError::EmptyCommand)?;
+        let mut child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group, so a kill reaches everything it started.
+            .process_group(0)
+            .spawn()
+            .map_err(|source| ChildError::Spawn { program: program.clone(), source })?;
+        let register = |receiver: &mut Receiver, token| -> io::Result<()> {
+            receiver.set_nonblocking(true)?;
+            registry.register(receiver, token, Interest::READABLE)
+        };
+        let mut stdout = child.stdout.take().map(Receiver::from);
+        let mut stderr = child.stderr.take().map(Receiver::from);
+        for (pipe, token) in [(&mut stdout, stdout_token), (&mut stderr, stderr_token)] {
+            if let Some(pipe) = pipe
+                && let Err(source) = register(pipe, token)
+            {
+                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+                let _ = child.wait();
+                return Err(ChildError::Register { program: program.clone(), source });
+            }
+        }
+        Ok(RunningChild { child, stdout, stderr, stdout_token, stderr_token })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Reads what `stream` has now, up to `limit` bytes, without blocking. `Ok(None)` at EOF.
+    pub fn read(&mut self, stream: Stream, limit: usize) -> io::Result<Option<Vec<u8>>> {
+        let pipe = match stream {
+            Stream::Stdout => &mut self.stdout,
+            Stream::Stderr => &mut self.stderr,
+        };
+        let Some(receiver) = pipe.as_mut() else { return Ok(None) };
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        while out.len() < limit {
+            match receiver.read(&mut buf) {
+                Ok(0) => {
+                    *pipe = None;
+                    return Ok(if out.is_empty() { None } else { Some(out) });
+                }
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// Both pipes have reached EOF.
+    pub fn output_closed(&self) -> bool {
+        self.stdout.is_none() && self.stderr.is_none()
+    }
+
+    /// The exit status, if the command has finished (reaps it).
+    pub fn try_wait(&mut self) -> io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// SIGKILL to the command's whole process group, then reaps the command.
+    pub fn kill_group(&mut self) -> io::Result<ExitStatus> {
+        let pid = i32::try_from(self.child.id()).map_err(|_| io::Error::other("pid out of range"))?;
+        match killpg(Pid::from_raw(pid), Signal::SIGKILL) {
+            Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+            Err(e) => return Err(io::Error::from(e)),
+        }
+        self.child.wait()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    use mio::{Events, Poll};
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    /// Runs the poll loop until both pipes close; returns (stdout, stderr).
+    fn collect(child: &mut RunningChild, poll: &mut Poll) -> (Vec<u8>, Vec<u8>) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let mut events = Events::with_capacity(8);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !child.output_closed() && Instant::now() < deadline {
+            poll.poll(&mut events, Some(Duration::from_millis(100))).expect("poll");
+            for (stream, sink) in [(Stream::Stdout, &mut out), (Stream::Stderr, &mut err)] {
+                if let Some(bytes) = child.read(stream, 1 << 20).expect("read") {
+                    sink.extend(bytes);
+                }
+            }
+        }
+        (out, err)
+    }
+
+    #[test]
+    fn output_and_exit_status_come_back_without_blocking() {
+        let mut poll = Poll::new().expect("poll");
+        let mut child = RunningChild::spawn(
+            &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+            poll.registry(),
+            Token(1),
+            Token(2),
+        )
+        .expect("spawns");
+        let (out, err) = collect(&mut child, &mut poll);
+        assert_eq!(out, b"out\n");
+        assert_eq!(err, b"err\n");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "the command did not exit");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        assert_eq!(status.code(), Some(3));
+    }
+
+    #[test]
+    fn argv_is_not_interpreted_by_a_shell() {
+        let mut poll = Poll::new().expect("poll");
+        let mut child =
+            RunningChild::spawn(&argv(&["echo", "$HOME;", "`id`"]), poll.registry(), Token(1), Token(2))
+                .expect("spawns");
+        let (out, _) = collect(&mut child, &mut poll);
+        assert_eq!(out, b"$HOME; `id`\n");
+    }
+
+    #[test]
+    fn a_kill_reaches_the_whole_process_group() {
+        let mut poll = Poll::new().expect("poll");
+        // The shell starts a grandchild and waits: killing only the shell would leave it running.
+        let mut child = RunningChild::spawn(
+            &argv(&["sh", "-c", "sleep 300 & echo $!; wait"]),
+            poll.registry(),
+            Token(1),
+            Token(2),
+        )
+        .expect("spawns");
+        let mut events = Events::with_capacity(8);
+        let mut line = Vec::new();
+        while !line.ends_with(b"\n") {
+            poll.poll(&mut events, Some(Duration::from_millis(100))).expect("poll");
+            if let Some(bytes) = child.read(Stream::Stdout, 64).expect("read") {
+                line.extend(bytes);
+            }
+        }
+        let grandchild: i32 = String::from_utf8_lossy(&line).trim().parse().expect("a pid");
+        child.kill_group().expect("killed");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Signal 0 probes existence; the grandchild is gone (or a zombie awaiting init).
+        while nix::sys::signal::kill(Pid::from_raw(grandchild), None).is_ok() {
+            let stat = std::fs::read_to_string(format!("/proc/{grandchild}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z ") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "grandchild {grandchild} survived the group kill");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    #[test]
+    fn an_empty_command_is_refused() {
+        let poll = Poll::new().expect("poll");
+        assert!(matches!(
+            RunningChild::spawn(&[], poll.registry(), Token(1), Token(2)),
+            Err(ChildError::EmptyCommand)
+        ));
+    }
+}

@@ -1,0 +1,63 @@
+//! The node's event loop in-process: it serves status over the admin channel and stops when
+//! another thread asks through its handle (the mio waker path).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cohort_core::NodeKeys;
+use cohort_core::admin::{AdminRequest, AdminResponse};
+use cohort_core::member::MemberInfo;
+use cohort_core::member::genesis::{genesis_config, genesis_records};
+use cohort_core::rng::seeded;
+use cohort_io_mio::node::{AdminLimits, Node};
+use cohort_io_mio::node_config::NodeConfig;
+use cohort_io_mio::store::Store;
+use cohort_io_mio::{admin_client, keyfile};
+
+#[test]
+fn a_node_serves_status_and_stops_on_a_local_request() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rng = seeded(5);
+    let operator = NodeKeys::generate(&mut rng);
+    let keys = NodeKeys::generate(&mut rng);
+    let addr = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port");
+        probe.local_addr().expect("address")
+    };
+    let info = MemberInfo { name: "solo".into(), identity: keys.public(), address: addr.to_string() };
+    let config = genesis_config("c", "ops", &operator, [info], BTreeMap::new());
+    let record =
+        genesis_records(&config, &operator, &mut rng).expect("seals").into_values().next().expect("one");
+    keyfile::write_key_file(&dir.path().join("node.key"), &keys, false).expect("key");
+    Store::open(&dir.path().join("node.db")).expect("db").save_member(&record, 0).expect("saved");
+    let node_config = NodeConfig {
+        listen: addr,
+        admin_listen: addr,
+        data_dir: dir.path().to_owned(),
+        key_file: dir.path().join("node.key"),
+        roles: vec!["member".into()],
+        heartbeat_ms: 100,
+        admin_handshake_timeout_ms: 2000,
+        admin_max_handshaking: 4,
+    };
+    let mut node = Node::start(node_config, AdminLimits::default()).expect("starts");
+    let handle = node.handle();
+    let running = std::thread::spawn(move || node.run());
+
+    let answer =
+        admin_client::request(addr, keys.public(), &operator, &AdminRequest::Status, Duration::from_secs(5))
+            .expect("the operator gets an answer");
+    let AdminResponse::Status(status) = answer else { panic!("expected a status, got {answer:?}") };
+    assert_eq!(status.cluster_id, "c");
+    assert_eq!(status.active, config.version);
+
+    // A key neither operator nor node is refused.
+    let stranger = NodeKeys::generate(&mut rng);
+    assert!(
+        admin_client::request(addr, keys.public(), &stranger, &AdminRequest::Status, Duration::from_secs(5))
+            .is_err()
+    );
+
+    handle.shutdown().expect("woken");
+    running.join().expect("the loop thread").expect("a clean stop");
+}
