@@ -1,0 +1,6 @@
+//! Parallel secure execution (source 002): node sets, the parallel execution utility with its
+//! alarm rules, and (as they land) tickets, the KDC, the gateway, exec daemons and the audit
+//! chain.
+
+pub mod nodeset;
+pub mod parallel;

@@ -1,0 +1,352 @@
+//! The parallel execution utility (source 002, figures 8 and 9A-9E): runs one session per host,
+//! at most `fanout` at once, under one global alarm. Owns the fanout cap, the alarm rules and each
+//! session's outcome. It never talks to a host: the driver starts and kills sessions and reports
+//! their output and exits as inputs.
+//!
+//! The alarm rules, exactly as the source gives them. The first alarm fires T1 after the run
+//! starts. At each alarm the next alarm is set to T1 from now, then each running session is
+//! checked: running for T1+T2 or more → killed; running for T1 or more → killed if it produced no
+//! output since the last alarm, else the next alarm comes within T3; running less than T1 → the
+//! next alarm comes no later than its start + T1. "Output since the last alarm" means since the
+//! last alarm that collected this session's output (one at which it had run T1 or more).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::machine::Machine;
+use crate::time::Instant;
+
+/// T1, T2, T3 of the source (defaults 16 s, 32 s, 2 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AlarmSchedule {
+    pub t1: Duration,
+    pub t2: Duration,
+    pub t3: Duration,
+}
+
+impl Default for AlarmSchedule {
+    fn default() -> Self {
+        AlarmSchedule { t1: Duration::from_secs(16), t2: Duration::from_secs(32), t3: Duration::from_secs(2) }
+    }
+}
+
+/// Why the alarm handler ended a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmKill {
+    /// Still running at T1+T2.
+    RanTooLong,
+    /// Running past T1 with no new output since the previous alarm.
+    Silent,
+}
+
+impl std::fmt::Display for AlarmKill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AlarmKill::RanTooLong => "killed by alarm: still running at T1+T2",
+            AlarmKill::Silent => "killed by alarm: no output since the last alarm after T1",
+        })
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    Exited {
+        code: i32,
+    },
+    Signalled {
+        signal: i32,
+    },
+    Killed(AlarmKill),
+    /// The host could not be reached, refused, or failed before running anything.
+    Failed {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionResult {
+    pub host: String,
+    pub end: SessionEnd,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub started: Option<Instant>,
+    pub ended: Instant,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParallelInput {
+    /// Output from session `index` (stdout when `stderr` is false).
+    Output {
+        index: usize,
+        stderr: bool,
+        bytes: Vec<u8>,
+    },
+    /// Session `index` ended on its own (or failed); after a kill the driver reports it too.
+    Ended {
+        index: usize,
+        end: SessionEnd,
+    },
+    Timeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParallelOutput {
+    /// Start the session for `host`.
+    Start { index: usize, host: String },
+    /// End session `index` on its host (the whole process group), for `reason`.
+    Kill { index: usize, reason: AlarmKill },
+    /// Session `index` is over; its result is final.
+    Finished { index: usize },
+    /// Every session is over.
+    AllDone,
+}
+
+#[derive(Debug)]
+enum State {
+    Waiting,
+    Running {
+        started: Instant,
+        produced_at_last_alarm: u64,
+    },
+    /// Killed by the alarm; waiting for the driver to report the end.
+    Killing {
+        started: Instant,
+        reason: AlarmKill,
+    },
+    Done,
+}
+
+#[derive(Debug)]
+struct Session {
+    host: String,
+    state: State,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    /// Every byte the session ever produced, kept or not: what the alarm rules look at.
+    produced: u64,
+    result: Option<SessionResult>,
+}
+
+/// One parallel run over a list of hosts.
+#[derive(Debug)]
+pub struct ParallelRun {
+    fanout: usize,
+    alarms: AlarmSchedule,
+    /// Output kept per host and stream; beyond it bytes are dropped (and counted).
+    max_output: usize,
+    sessions: Vec<Session>,
+    next_waiting: usize,
+    running: usize,
+    alarm_at: Option<Instant>,
+    outputs: VecDeque<ParallelOutput>,
+    done: bool,
+    max_running_seen: usize,
+    pub dropped_output: u64,
+}
+
+impl ParallelRun {
+    /// Starts a run at `now`: the first alarm is set for `now + T1` and up to `fanout` sessions
+    /// start at once.
+    pub fn new(
+        now: Instant,
+        hosts: Vec<String>,
+        fanout: usize,
+        alarms: AlarmSchedule,
+        max_output: usize,
+    ) -> Self {
+        let sessions = hosts
+            .into_iter()
+            .map(|host| Session {
+                host,
+                state: State::Waiting,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+                produced: 0,
+                result: None,
+            })
+            .collect();
+        let mut run = ParallelRun {
+            fanout: fanout.max(1),
+            alarms,
+            max_output,
+            sessions,
+            next_waiting: 0,
+            running: 0,
+            alarm_at: Some(now + alarms.t1),
+            outputs: VecDeque::new(),
+            done: false,
+            max_running_seen: 0,
+            dropped_output: 0,
+        };
+        run.fill(now);
+        run.check_done();
+        run
+    }
+
+    /// Starts waiting sessions while fewer than `fanout` are running.
+    fn fill(&mut self, now: Instant) {
+        while self.running < self.fanout && self.next_waiting < self.sessions.len() {
+            let index = self.next_waiting;
+            self.next_waiting += 1;
+            let session = &mut self.sessions[index];
+            session.state = State::Running { started: now, produced_at_last_alarm: 0 };
+            self.running += 1;
+            self.max_running_seen = self.max_running_seen.max(self.running);
+            self.outputs.push_back(ParallelOutput::Start { index, host: session.host.clone() });
+        }
+    }
+
+    fn check_done(&mut self) {
+        if !self.done && self.running == 0 && self.next_waiting >= self.sessions.len() {
+            self.done = true;
+            self.alarm_at = None;
+            self.outputs.push_back(ParallelOutput::AllDone);
+        }
+    }
+
+    /// The alarm event handler (figures 9A-9E).
+    fn alarm(&mut self, now: Instant) {
+        let AlarmSchedule { t1, t2, t3 } = self.alarms;
+        let mut next = now + t1;
+        for (index, session) in self.sessions.iter_mut().enumerate() {
+            let State::Running { started, produced_at_last_alarm } = session.state else { continue };
+            let ran = now - started;
+            if ran >= t1 + t2 {
+                session.state = State::Killing { started, reason: AlarmKill::RanTooLong };
+                self.outputs.push_back(ParallelOutput::Kill { index, reason: AlarmKill::RanTooLong });
+            } else if ran >= t1 {
+                let produced = session.produced;
+                if produced == produced_at_last_alarm {
+                    session.state = State::Killing { started, reason: AlarmKill::Silent };
+                    self.outputs.push_back(ParallelOutput::Kill { index, reason: AlarmKill::Silent });
+                } else {
+                    session.state = State::Running { started, produced_at_last_alarm: produced };
+                    next = next.min(now + t3);
+                }
+            } else {
+                // Younger than T1: the handler only schedules (box 1720); it collects no output,
+                // so what the session prints now still counts at its first check.
+                next = next.min(started + t1);
+            }
+        }
+        self.alarm_at = Some(next);
+    }
+
+    fn ended(&mut self, now: Instant, index: usize, end: SessionEnd) {
+        let Some(session) = self.sessions.get_mut(index) else { return };
+        let (started, end) = match session.state {
+            State::Running { started, .. } => (Some(started), end),
+            // The alarm's reason is what the user needs to see, whatever signal ended it.
+            State::Killing { started, reason } => (Some(started), SessionEnd::Killed(reason)),
+            State::Waiting | State::Done => return,
+        };
+        session.state = State::Done;
+        session.result = Some(SessionResult {
+            host: session.host.clone(),
+            end,
+            stdout: std::mem::take(&mut session.stdout),
+            stderr: std::mem::take(&mut session.stderr),
+            started,
+            ended: now,
+        });
+        self.running -= 1;
+        self.outputs.push_back(ParallelOutput::Finished { index });
+        self.fill(now);
+        self.check_done();
+    }
+
+    /// The result of a finished session.
+    pub fn result(&self, index: usize) -> Option<&SessionResult> {
+        self.sessions.get(index).and_then(|s| s.result.as_ref())
+    }
+
+    pub fn results(&self) -> impl Iterator<Item = &SessionResult> {
+        self.sessions.iter().filter_map(|s| s.result.as_ref())
+    }
+
+    pub fn host(&self, index: usize) -> Option<&str> {
+        self.sessions.get(index).map(|s| s.host.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    pub fn running(&self) -> usize {
+        self.running
+    }
+
+    /// The most sessions ever running at once (never above the fanout).
+    pub fn max_running_seen(&self) -> usize {
+        self.max_running_seen
+    }
+
+    pub fn finished(&self) -> usize {
+        self.sessions.iter().filter(|s| s.result.is_some()).count()
+    }
+}
+
+impl Machine for ParallelRun {
+    type Input = ParallelInput;
+    type Output = ParallelOutput;
+
+    fn handle(&mut self, now: Instant, input: ParallelInput) {
+        match input {
+            ParallelInput::Output { index, stderr, bytes } => {
+                let max = self.max_output;
+                let Some(session) = self.sessions.get_mut(index) else { return };
+                if !matches!(session.state, State::Running { .. } | State::Killing { .. }) {
+                    return;
+                }
+                session.produced = session.produced.saturating_add(bytes.len() as u64);
+                let sink = if stderr { &mut session.stderr } else { &mut session.stdout };
+                let room = max.saturating_sub(sink.len());
+                let kept = bytes.len().min(room);
+                sink.extend_from_slice(&bytes[..kept]);
+                self.dropped_output += (bytes.len() - kept) as u64;
+            }
+            ParallelInput::Ended { index, end } => self.ended(now, index, end),
+            ParallelInput::Timeout => {
+                if self.alarm_at.is_some_and(|at| now >= at) {
+                    self.alarm(now);
+                }
+            }
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<ParallelOutput> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.alarm_at
+    }
+}
+
+/// Hosts grouped by identical result (exit, stdout, stderr), largest group first: what a person
+/// wants to read after running a command on a hundred hosts.
+pub fn group_results<'a>(
+    results: impl IntoIterator<Item = &'a SessionResult>,
+) -> Vec<(Vec<&'a str>, &'a SessionResult)> {
+    let mut groups: Vec<(Vec<&str>, &SessionResult)> = Vec::new();
+    for result in results {
+        match groups
+            .iter_mut()
+            .find(|(_, r)| r.end == result.end && r.stdout == result.stdout && r.stderr == result.stderr)
+        {
+            Some((hosts, _)) => hosts.push(&result.host),
+            None => groups.push((vec![&result.host], result)),
+        }
+    }
+    groups.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+    groups
+}
