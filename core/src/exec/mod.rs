@@ -2,5 +2,11 @@
 //! alarm rules, and (as they land) tickets, the KDC, the gateway, exec daemons and the audit
 //! chain.
 
+pub mod acl;
+pub mod audit;
+pub mod daemon;
+pub mod gateway;
+pub mod kdc;
 pub mod nodeset;
 pub mod parallel;
+pub mod ticket;

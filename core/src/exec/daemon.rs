@@ -1,0 +1,469 @@
+//! The exec daemon of one managed host: checks a request's ticket, authenticator, clock skew,
+//! replay cache and ACL; writes the audit record durably and has the collector acknowledge it
+//! before anything runs; then runs argv (the driver spawns it, no shell) and streams output back.
+//! It never spawns without an acknowledged audit record, never spawns for a refused request, and
+//! audits every refusal.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::acl::Acl;
+use super::audit::{AuditDecision, AuditRecord};
+use super::ticket::{Authenticator, SealedAuthenticator, ServiceTicket, request_digest};
+use crate::identity::NodeKeys;
+use crate::machine::Machine;
+use crate::time::{Instant, WallClock};
+
+/// What a gateway sends a host to run one command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub ticket: ServiceTicket,
+    pub authenticator: SealedAuthenticator,
+    pub run_as: String,
+    pub argv: Vec<String>,
+}
+
+/// What a host tells the gateway about a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostEvent {
+    Started,
+    Output {
+        stderr: bool,
+        bytes: Vec<u8>,
+    },
+    Exited {
+        code: i32,
+    },
+    Signalled {
+        signal: i32,
+    },
+    /// Refused before anything ran; the reason is safe to show the user.
+    Denied {
+        reason: String,
+    },
+    /// Ended by a cancel (alarm, or the client went away).
+    Killed {
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessEnd {
+    Exited(i32),
+    Signalled(i32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaemonInput {
+    Request {
+        session: u64,
+        request: ExecRequest,
+        wall: WallClock,
+    },
+    /// The local audit write `token` is durable.
+    AuditPersisted {
+        token: u64,
+    },
+    /// The collector has the record `token` durably.
+    AuditAcked {
+        token: u64,
+    },
+    Output {
+        session: u64,
+        stderr: bool,
+        bytes: Vec<u8>,
+    },
+    Exited {
+        session: u64,
+        end: ProcessEnd,
+    },
+    /// Stop the run: the alarm ended it, or the gateway or client went away.
+    Cancel {
+        session: u64,
+        reason: String,
+    },
+    /// The process could not be started.
+    SpawnFailed {
+        session: u64,
+        reason: String,
+    },
+    Timeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaemonOutput {
+    /// Write the record to local storage; answer `AuditPersisted`.
+    PersistAudit {
+        token: u64,
+        record: AuditRecord,
+    },
+    /// Send the record to the collector; answer `AuditAcked` when it acknowledges.
+    SubmitAudit {
+        token: u64,
+        record: AuditRecord,
+    },
+    Spawn {
+        session: u64,
+        run_as: String,
+        argv: Vec<String>,
+    },
+    /// Kill the session's whole process group.
+    Kill {
+        session: u64,
+    },
+    Reply {
+        session: u64,
+        event: HostEvent,
+    },
+    /// The session is over; the driver may close its connection.
+    Done {
+        session: u64,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonSettings {
+    pub max_skew: Duration,
+    /// How long to wait for the collector's acknowledgement before refusing to run.
+    pub audit_timeout: Duration,
+    pub max_replay_entries: usize,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            max_skew: Duration::from_secs(120),
+            audit_timeout: Duration::from_secs(5),
+            max_replay_entries: 100_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for the audit record (`allowed` or not) to be durable here and at the collector.
+    Auditing {
+        token: u64,
+        allowed: bool,
+        reason: Option<String>,
+        deadline: Instant,
+        persisted: bool,
+    },
+    Running {
+        cancelled: Option<String>,
+    },
+}
+
+#[derive(Debug)]
+struct Session {
+    principal: String,
+    run_as: String,
+    argv: Vec<String>,
+    run_id: [u8; 16],
+    phase: Phase,
+}
+
+/// One managed host's exec daemon.
+#[derive(Debug)]
+pub struct ExecDaemon {
+    host: String,
+    keys: NodeKeys,
+    acl: Acl,
+    settings: DaemonSettings,
+    /// Authenticators made before this daemon started are refused: the replay cache is not
+    /// kept across restarts, so nothing it might have seen can be replayed.
+    started: WallClock,
+    /// (principal, nonce) → when it may be forgotten.
+    replay: BTreeMap<(String, [u8; 16]), WallClock>,
+    sessions: BTreeMap<u64, Session>,
+    /// Audit records written locally but not yet handed to the collector, by token.
+    unsent: BTreeMap<u64, AuditRecord>,
+    next_token: u64,
+    outputs: VecDeque<DaemonOutput>,
+    denials: u64,
+}
+
+impl ExecDaemon {
+    pub fn new(host: String, keys: NodeKeys, acl: Acl, settings: DaemonSettings, started: WallClock) -> Self {
+        ExecDaemon {
+            host,
+            keys,
+            acl,
+            settings,
+            started,
+            replay: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            unsent: BTreeMap::new(),
+            next_token: 0,
+            outputs: VecDeque::new(),
+            denials: 0,
+        }
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn denials(&self) -> u64 {
+        self.denials
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Checks everything a request must pass. Returns the principal (or the name claimed) and
+    /// the refusal, if any.
+    fn verify(&mut self, request: &ExecRequest, wall: WallClock) -> (String, Result<(), String>) {
+        let body = match request.ticket.open(&self.keys, &self.host) {
+            Ok(body) => body,
+            Err(e) => return ("(unverified)".into(), Err(format!("ticket refused: {e}"))),
+        };
+        let principal = body.principal.clone();
+        let skew_ms = u64::try_from(self.settings.max_skew.as_millis()).unwrap_or(u64::MAX);
+        let refuse = |reason: String| (principal.clone(), Err(reason));
+        if body.host != self.host {
+            return refuse(format!("ticket is for host `{}`, not `{}`", body.host, self.host));
+        }
+        if wall >= body.expires {
+            return refuse("ticket expired; log in again".into());
+        }
+        if body.issued.0 > wall.0.saturating_add(skew_ms) {
+            return refuse("ticket issued in the future beyond the allowed clock skew".into());
+        }
+        let auth = match Authenticator::open(&request.authenticator, &body.session_key, &self.host) {
+            Ok(auth) => auth,
+            Err(e) => return refuse(format!("authenticator refused: {e}")),
+        };
+        if auth.principal != body.principal {
+            return refuse("authenticator names another principal".into());
+        }
+        let skew = wall.distance(auth.timestamp);
+        if skew > self.settings.max_skew {
+            return refuse(format!(
+                "clock skew of {}s is beyond the {}s limit; check NTP on both ends",
+                skew.as_secs(),
+                self.settings.max_skew.as_secs()
+            ));
+        }
+        if auth.timestamp < self.started {
+            return refuse("authenticator predates this daemon's start; retry".into());
+        }
+        if auth.request_digest != request_digest(&self.host, &request.run_as, &request.argv) {
+            return refuse("authenticator does not cover this command".into());
+        }
+        self.replay.retain(|_, forget_at| *forget_at > wall);
+        let key = (auth.principal.clone(), auth.nonce);
+        if self.replay.contains_key(&key) {
+            return refuse("replayed authenticator".into());
+        }
+        if self.replay.len() >= self.settings.max_replay_entries {
+            return refuse("replay cache full; retry shortly".into());
+        }
+        self.replay.insert(key, WallClock(auth.timestamp.0.saturating_add(2 * skew_ms)));
+        if let Err(denied) = self.acl.check(&principal, &request.run_as, &request.argv) {
+            return refuse(format!("ACL: {denied}"));
+        }
+        (principal, Ok(()))
+    }
+
+    fn record(&self, session: &Session, wall: WallClock, decision: AuditDecision) -> AuditRecord {
+        AuditRecord {
+            host: self.host.clone(),
+            principal: session.principal.clone(),
+            run_as: session.run_as.clone(),
+            argv: session.argv.clone(),
+            at: wall,
+            decision,
+            run_id: session.run_id,
+        }
+    }
+
+    fn audit(&mut self, record: AuditRecord) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.unsent.insert(token, record.clone());
+        self.outputs.push_back(DaemonOutput::PersistAudit { token, record });
+        token
+    }
+
+    fn handle_request(&mut self, now: Instant, session_id: u64, request: ExecRequest, wall: WallClock) {
+        if self.sessions.contains_key(&session_id) {
+            return;
+        }
+        let (principal, verdict) = self.verify(&request, wall);
+        let mut run_id = [0u8; 16];
+        run_id[..8].copy_from_slice(&session_id.to_be_bytes());
+        run_id[8..].copy_from_slice(&wall.0.to_be_bytes());
+        let session = Session {
+            principal,
+            run_as: request.run_as,
+            argv: request.argv,
+            run_id,
+            phase: Phase::Running { cancelled: None },
+        };
+        let (decision, allowed, reason) = match verdict {
+            Ok(()) => (AuditDecision::Run, true, None),
+            Err(reason) => {
+                self.denials += 1;
+                (AuditDecision::Denied { reason: reason.clone() }, false, Some(reason))
+            }
+        };
+        let record = self.record(&session, wall, decision);
+        let token = self.audit(record);
+        let deadline = now + self.settings.audit_timeout;
+        let phase = Phase::Auditing { token, allowed, reason, deadline, persisted: false };
+        self.sessions.insert(session_id, Session { phase, ..session });
+    }
+
+    fn find_auditing(&mut self, token: u64) -> Option<(u64, &mut Session)> {
+        self.sessions
+            .iter_mut()
+            .find(|(_, s)| matches!(s.phase, Phase::Auditing { token: t, .. } if t == token))
+            .map(|(id, s)| (*id, s))
+    }
+
+    /// Durable here: now it goes to the collector.
+    fn audit_persisted(&mut self, token: u64) {
+        if let Some((_, session)) = self.find_auditing(token)
+            && let Phase::Auditing { persisted, .. } = &mut session.phase
+        {
+            *persisted = true;
+        }
+        if let Some(record) = self.unsent.remove(&token) {
+            self.outputs.push_back(DaemonOutput::SubmitAudit { token, record });
+        }
+    }
+
+    fn audit_acked(&mut self, token: u64) {
+        let Some((id, session)) = self.find_auditing(token) else { return };
+        let Phase::Auditing { allowed, reason, persisted, .. } = &session.phase else { return };
+        if !persisted {
+            return;
+        }
+        if *allowed {
+            let (run_as, argv) = (session.run_as.clone(), session.argv.clone());
+            session.phase = Phase::Running { cancelled: None };
+            self.outputs.push_back(DaemonOutput::Spawn { session: id, run_as, argv });
+            self.outputs.push_back(DaemonOutput::Reply { session: id, event: HostEvent::Started });
+        } else {
+            let reason = reason.clone().unwrap_or_default();
+            self.sessions.remove(&id);
+            self.outputs.push_back(DaemonOutput::Reply { session: id, event: HostEvent::Denied { reason } });
+            self.outputs.push_back(DaemonOutput::Done { session: id });
+        }
+    }
+
+    fn ended(&mut self, id: u64, wall: WallClock, end: ProcessEnd) {
+        let Some(session) = self.sessions.remove(&id) else { return };
+        let Phase::Running { cancelled } = &session.phase else {
+            self.sessions.insert(id, session);
+            return;
+        };
+        let (event, outcome) = match (cancelled, end) {
+            (Some(reason), _) => (HostEvent::Killed { reason: reason.clone() }, format!("killed: {reason}")),
+            (None, ProcessEnd::Exited(code)) => (HostEvent::Exited { code }, format!("exit {code}")),
+            (None, ProcessEnd::Signalled(signal)) => {
+                (HostEvent::Signalled { signal }, format!("signal {signal}"))
+            }
+        };
+        let record = self.record(&session, wall, AuditDecision::Ended { outcome });
+        self.audit(record);
+        self.outputs.push_back(DaemonOutput::Reply { session: id, event });
+        self.outputs.push_back(DaemonOutput::Done { session: id });
+    }
+
+    fn cancel(&mut self, id: u64, wall: WallClock, reason: String) {
+        let Some(session) = self.sessions.get_mut(&id) else { return };
+        match &mut session.phase {
+            Phase::Running { cancelled } => {
+                if cancelled.is_none() {
+                    *cancelled = Some(reason);
+                    self.outputs.push_back(DaemonOutput::Kill { session: id });
+                }
+            }
+            Phase::Auditing { .. } => {
+                // Nothing has run; record why it never will.
+                let session = self.sessions.remove(&id);
+                if let Some(session) = session {
+                    let outcome = format!("not run: cancelled ({reason})");
+                    let record = self.record(&session, wall, AuditDecision::Ended { outcome });
+                    self.audit(record);
+                }
+                self.outputs.push_back(DaemonOutput::Done { session: id });
+            }
+        }
+    }
+
+    /// Feeds an input that needs the wall clock (requests, ends, cancels, audit writes).
+    pub fn handle_at(&mut self, now: Instant, wall: WallClock, input: DaemonInput) {
+        match input {
+            DaemonInput::Request { session, request, wall } => {
+                self.handle_request(now, session, request, wall)
+            }
+            DaemonInput::AuditPersisted { token } => self.audit_persisted(token),
+            DaemonInput::AuditAcked { token } => self.audit_acked(token),
+            DaemonInput::Output { session, stderr, bytes } => {
+                if self.sessions.contains_key(&session) {
+                    self.outputs.push_back(DaemonOutput::Reply {
+                        session,
+                        event: HostEvent::Output { stderr, bytes },
+                    });
+                }
+            }
+            DaemonInput::Exited { session, end } => self.ended(session, wall, end),
+            DaemonInput::Cancel { session, reason } => self.cancel(session, wall, reason),
+            DaemonInput::SpawnFailed { session, reason } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.phase = Phase::Running { cancelled: Some(format!("could not start: {reason}")) };
+                }
+                self.ended(session, wall, ProcessEnd::Exited(127));
+            }
+            DaemonInput::Timeout => {
+                let expired: Vec<u64> = self
+                    .sessions
+                    .iter()
+                    .filter(|(_, s)| matches!(s.phase, Phase::Auditing { deadline, .. } if now >= deadline))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in expired {
+                    let Some(session) = self.sessions.remove(&id) else { continue };
+                    let reason =
+                        "the audit collector did not acknowledge the record; refusing to run".to_owned();
+                    self.denials += 1;
+                    let record =
+                        self.record(&session, wall, AuditDecision::Denied { reason: reason.clone() });
+                    self.audit(record);
+                    self.outputs
+                        .push_back(DaemonOutput::Reply { session: id, event: HostEvent::Denied { reason } });
+                    self.outputs.push_back(DaemonOutput::Done { session: id });
+                }
+            }
+        }
+    }
+}
+
+impl Machine for ExecDaemon {
+    type Input = (WallClock, DaemonInput);
+    type Output = DaemonOutput;
+
+    fn handle(&mut self, now: Instant, (wall, input): (WallClock, DaemonInput)) {
+        self.handle_at(now, wall, input);
+    }
+
+    fn poll_output(&mut self) -> Option<DaemonOutput> {
+        self.outputs.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .filter_map(|s| match s.phase {
+                Phase::Auditing { deadline, .. } => Some(deadline),
+                Phase::Running { .. } => None,
+            })
+            .min()
+    }
+}

@@ -1,0 +1,488 @@
+//! The gateway: the client's one door. It keeps no user state between requests: a login is
+//! passed to the KDC and the credential handed back; an exec request carries its credential, which
+//! the gateway checks, then for each host it gets a service ticket, makes an authenticator, and
+//! runs the parallel execution utility over the hosts, streaming each host's result back as it
+//! completes. When the run ends every trace of it (credential, session keys, output) is dropped.
+//! It never acts without a valid credential presented over the channel it was issued to.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use rand_core::RngCore;
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::audit::{AuditDecision, AuditRecord};
+use super::daemon::{ExecRequest, HostEvent};
+use super::kdc::Kdc;
+use super::parallel::{AlarmSchedule, ParallelInput, ParallelOutput, ParallelRun, SessionEnd, SessionResult};
+use super::ticket::{Authenticator, Credential, request_digest};
+use crate::identity::PublicIdentity;
+use crate::machine::Machine;
+use crate::rng::SeededRng;
+use crate::signed::Signed;
+use crate::time::{Instant, WallClock};
+
+/// The largest fanout a client may ask for.
+pub const MAX_FANOUT: usize = 1024;
+/// Output kept per host and stream.
+pub const MAX_OUTPUT_PER_HOST: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecCommand {
+    pub credential: Signed<Credential>,
+    pub hosts: Vec<String>,
+    pub run_as: String,
+    pub argv: Vec<String>,
+    pub fanout: u32,
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t3_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    Login { principal: String, password: String },
+    Exec(Box<ExecCommand>),
+}
+
+/// One host's outcome as the client receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostResult {
+    pub host: String,
+    pub outcome: HostOutcome,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub started_ms: Option<u64>,
+    pub ended_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostOutcome {
+    Exited(i32),
+    Signalled(i32),
+    KilledByAlarm(String),
+    Denied(String),
+    Unreachable(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientEvent {
+    LoggedIn { credential: Signed<Credential> },
+    Refused { reason: String },
+    Accepted { hosts: u32 },
+    Host(HostResult),
+    Finished,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayInput {
+    /// A request from client `client`, whose channel static key is `client_key`.
+    Client {
+        client: u64,
+        client_key: [u8; 32],
+        request: ClientRequest,
+    },
+    ClientGone {
+        client: u64,
+    },
+    /// A host's report for session `session`.
+    Host {
+        session: u64,
+        event: HostEvent,
+    },
+    /// The host for `session` could not be reached or dropped the connection.
+    HostLost {
+        session: u64,
+        reason: String,
+    },
+    Timeout,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayOutput {
+    ToClient {
+        client: u64,
+        event: ClientEvent,
+    },
+    /// Connect to `host` (pinning `identity`) and send it `request` as session `session`.
+    HostStart {
+        session: u64,
+        host: String,
+        identity: PublicIdentity,
+        request: ExecRequest,
+    },
+    HostCancel {
+        session: u64,
+        reason: String,
+    },
+    CloseClient {
+        client: u64,
+    },
+    /// A refusal at the gateway (failed login, bad credential) for the audit trail.
+    Audit(AuditRecord),
+}
+
+#[derive(Debug)]
+struct Run {
+    started: Instant,
+    parallel: ParallelRun,
+    /// Session id per host index, once started.
+    sessions: BTreeMap<usize, u64>,
+}
+
+/// What a running exec was granted with; dropped when the run ends.
+#[derive(Debug, Clone)]
+struct RunGrant {
+    credential: Signed<Credential>,
+    client_key: [u8; 32],
+    run_as: String,
+    argv: Vec<String>,
+}
+
+/// What the gateway holds right now: all zero between requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HeldState {
+    pub runs: usize,
+    pub sessions: usize,
+    pub credentials: usize,
+}
+
+/// The gateway role, with the KDC it asks for credentials and tickets.
+#[derive(Debug)]
+pub struct Gateway {
+    kdc: Kdc,
+    rng: SeededRng,
+    runs: BTreeMap<u64, Run>,
+    /// session id → (client, host index).
+    session_index: BTreeMap<u64, (u64, usize)>,
+    /// The credential of each running exec, dropped when the run ends.
+    credentials: BTreeMap<u64, RunGrant>,
+    next_session: u64,
+    outputs: VecDeque<GatewayOutput>,
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Gateway {
+    pub fn new(kdc: Kdc, rng: SeededRng) -> Gateway {
+        Gateway {
+            kdc,
+            rng,
+            runs: BTreeMap::new(),
+            session_index: BTreeMap::new(),
+            credentials: BTreeMap::new(),
+            next_session: 1,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn held_state(&self) -> HeldState {
+        HeldState {
+            runs: self.runs.len(),
+            sessions: self.session_index.len(),
+            credentials: self.credentials.len(),
+        }
+    }
+
+    pub fn kdc(&self) -> &Kdc {
+        &self.kdc
+    }
+
+    /// The KDC, for drivers that also serve it to other gateways, and for tests.
+    pub fn kdc_mut(&mut self) -> &mut Kdc {
+        &mut self.kdc
+    }
+
+    /// Refuses a client and audits the refusal under the principal it claimed.
+    fn refuse_audited(
+        &mut self,
+        wall: WallClock,
+        client: u64,
+        principal: &str,
+        argv: Vec<String>,
+        reason: String,
+    ) {
+        self.audit_refusal(wall, principal, argv, reason.clone());
+        self.refuse(client, reason);
+    }
+
+    fn audit_refusal(&mut self, wall: WallClock, principal: &str, argv: Vec<String>, reason: String) {
+        let mut run_id = [0u8; 16];
+        self.rng.fill_bytes(&mut run_id);
+        self.outputs.push_back(GatewayOutput::Audit(AuditRecord {
+            host: "gateway".into(),
+            principal: principal.chars().take(128).collect(),
+            run_as: String::new(),
+            argv,
+            at: wall,
+            decision: AuditDecision::Denied { reason },
+            run_id,
+        }));
+    }
+
+    fn refuse(&mut self, client: u64, reason: String) {
+        self.outputs.push_back(GatewayOutput::ToClient { client, event: ClientEvent::Refused { reason } });
+        self.outputs.push_back(GatewayOutput::CloseClient { client });
+    }
+
+    fn handle_client(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        client: u64,
+        client_key: [u8; 32],
+        request: ClientRequest,
+    ) {
+        match request {
+            ClientRequest::Login { principal, password } => {
+                let password = Zeroizing::new(password);
+                match self.kdc.login(wall, &principal, &password, client_key) {
+                    Ok(credential) => {
+                        let event = ClientEvent::LoggedIn { credential };
+                        self.outputs.push_back(GatewayOutput::ToClient { client, event });
+                        self.outputs.push_back(GatewayOutput::CloseClient { client });
+                    }
+                    Err(e) => {
+                        // The trail keeps the precise reason; the client learns only that it failed.
+                        self.audit_refusal(wall, &principal, vec!["(login)".into()], e.to_string());
+                        self.refuse(client, e.public_message());
+                    }
+                }
+            }
+            ClientRequest::Exec(command) => self.start_exec(now, wall, client, client_key, *command),
+        }
+    }
+
+    fn start_exec(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        client: u64,
+        client_key: [u8; 32],
+        command: ExecCommand,
+    ) {
+        if self.runs.contains_key(&client) {
+            return self.refuse(client, "one run per connection".into());
+        }
+        if let Err(e) = Kdc::check_credential(&self.kdc.public(), wall, &command.credential, &client_key) {
+            let principal = command.credential.body.principal.clone();
+            return self.refuse_audited(
+                wall,
+                client,
+                &principal,
+                command.argv,
+                format!("credential refused: {e}"),
+            );
+        }
+        if command.hosts.is_empty() || command.argv.is_empty() {
+            return self.refuse(client, "no hosts or no command".into());
+        }
+        if command.run_as.is_empty() {
+            return self.refuse(client, "no run-as user".into());
+        }
+        let fanout = usize::try_from(command.fanout).unwrap_or(MAX_FANOUT).clamp(1, MAX_FANOUT);
+        let alarms = AlarmSchedule {
+            t1: std::time::Duration::from_millis(command.t1_ms.max(1)),
+            t2: std::time::Duration::from_millis(command.t2_ms.max(1)),
+            t3: std::time::Duration::from_millis(command.t3_ms.max(1)),
+        };
+        let count = u32::try_from(command.hosts.len()).unwrap_or(u32::MAX);
+        self.outputs
+            .push_back(GatewayOutput::ToClient { client, event: ClientEvent::Accepted { hosts: count } });
+        let grant = RunGrant {
+            credential: command.credential,
+            client_key,
+            run_as: command.run_as,
+            argv: command.argv,
+        };
+        self.credentials.insert(client, grant);
+        let parallel = ParallelRun::new(now, command.hosts, fanout, alarms, MAX_OUTPUT_PER_HOST);
+        self.runs.insert(client, Run { started: now, parallel, sessions: BTreeMap::new() });
+        self.drive(now, wall, client);
+    }
+
+    /// Drains one run's parallel utility: starts sessions, sends kills, reports results.
+    fn drive(&mut self, now: Instant, wall: WallClock, client: u64) {
+        loop {
+            let Some(run) = self.runs.get_mut(&client) else { return };
+            let Some(output) = run.parallel.poll_output() else { return };
+            match output {
+                ParallelOutput::Start { index, host } => self.start_session(now, wall, client, index, host),
+                ParallelOutput::Kill { index, reason } => {
+                    if let Some(session) = self.runs.get(&client).and_then(|r| r.sessions.get(&index)) {
+                        let reason = reason.to_string();
+                        self.outputs.push_back(GatewayOutput::HostCancel { session: *session, reason });
+                    }
+                }
+                ParallelOutput::Finished { index } => {
+                    let Some(run) = self.runs.get(&client) else { return };
+                    if let Some(result) = run.parallel.result(index) {
+                        let event = ClientEvent::Host(host_result(result, run.started));
+                        self.outputs.push_back(GatewayOutput::ToClient { client, event });
+                    }
+                    if let Some(session) = run.sessions.get(&index).copied() {
+                        self.session_index.remove(&session);
+                    }
+                }
+                ParallelOutput::AllDone => {
+                    self.outputs.push_back(GatewayOutput::ToClient { client, event: ClientEvent::Finished });
+                    self.outputs.push_back(GatewayOutput::CloseClient { client });
+                    self.forget(client);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start_session(&mut self, now: Instant, wall: WallClock, client: u64, index: usize, host: String) {
+        let Some(RunGrant { credential, client_key, run_as, argv }) = self.credentials.get(&client).cloned()
+        else {
+            return;
+        };
+        let session = self.next_session;
+        self.next_session += 1;
+        if let Some(run) = self.runs.get_mut(&client) {
+            run.sessions.insert(index, session);
+        }
+        self.session_index.insert(session, (client, index));
+        let identity = self.kdc.host(&host).copied();
+        let issued = self.kdc.issue_ticket(wall, &credential, &client_key, &host);
+        let (identity, issued) = match (identity, issued) {
+            (Some(identity), Ok(issued)) => (identity, issued),
+            (_, Err(e)) => {
+                return self.session_ended(now, wall, session, SessionEnd::Failed { reason: e.to_string() });
+            }
+            (None, Ok(_)) => {
+                let reason = format!("no host `{host}` is registered");
+                return self.session_ended(now, wall, session, SessionEnd::Failed { reason });
+            }
+        };
+        let mut nonce = [0u8; 16];
+        self.rng.fill_bytes(&mut nonce);
+        let authenticator = Authenticator {
+            principal: credential.body.principal.clone(),
+            timestamp: wall,
+            nonce,
+            request_digest: request_digest(&host, &run_as, &argv),
+        };
+        // The session key lives only as long as this call: it makes one authenticator.
+        let sealed = match authenticator.seal(&issued.session_key, &host, &mut self.rng) {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                return self.session_ended(now, wall, session, SessionEnd::Failed { reason: e.to_string() });
+            }
+        };
+        let request = ExecRequest { ticket: issued.ticket, authenticator: sealed, run_as, argv };
+        self.outputs.push_back(GatewayOutput::HostStart { session, host, identity, request });
+    }
+
+    fn session_ended(&mut self, now: Instant, wall: WallClock, session: u64, end: SessionEnd) {
+        let Some(&(client, index)) = self.session_index.get(&session) else { return };
+        if let Some(run) = self.runs.get_mut(&client) {
+            run.parallel.handle(now, ParallelInput::Ended { index, end });
+        }
+        self.drive(now, wall, client);
+    }
+
+    fn handle_host(&mut self, now: Instant, wall: WallClock, session: u64, event: HostEvent) {
+        let Some(&(client, index)) = self.session_index.get(&session) else { return };
+        let end = match event {
+            HostEvent::Started => return,
+            HostEvent::Output { stderr, bytes } => {
+                if let Some(run) = self.runs.get_mut(&client) {
+                    run.parallel.handle(now, ParallelInput::Output { index, stderr, bytes });
+                }
+                return;
+            }
+            HostEvent::Exited { code } => SessionEnd::Exited { code },
+            HostEvent::Signalled { signal } => SessionEnd::Signalled { signal },
+            HostEvent::Denied { reason } => SessionEnd::Failed { reason: format!("denied: {reason}") },
+            HostEvent::Killed { reason } => SessionEnd::Failed { reason: format!("killed: {reason}") },
+        };
+        self.session_ended(now, wall, session, end);
+    }
+
+    /// Drops everything about a client's run.
+    fn forget(&mut self, client: u64) {
+        if let Some(run) = self.runs.remove(&client) {
+            for session in run.sessions.values() {
+                self.session_index.remove(session);
+            }
+        }
+        self.credentials.remove(&client);
+    }
+
+    /// Feeds one input with the wall clock reading it needs.
+    pub fn handle_at(&mut self, now: Instant, wall: WallClock, input: GatewayInput) {
+        match input {
+            GatewayInput::Client { client, client_key, request } => {
+                self.handle_client(now, wall, client, client_key, request)
+            }
+            GatewayInput::ClientGone { client } => {
+                // The client went away: cancel what runs on its behalf, then forget it.
+                if let Some(run) = self.runs.get(&client) {
+                    for session in run.sessions.values().filter(|s| self.session_index.contains_key(s)) {
+                        let reason = "the client went away".to_owned();
+                        self.outputs.push_back(GatewayOutput::HostCancel { session: *session, reason });
+                    }
+                }
+                self.forget(client);
+            }
+            GatewayInput::Host { session, event } => self.handle_host(now, wall, session, event),
+            GatewayInput::HostLost { session, reason } => self.session_ended(
+                now,
+                wall,
+                session,
+                SessionEnd::Failed { reason: format!("unreachable: {reason}") },
+            ),
+            GatewayInput::Timeout => {
+                let due: Vec<u64> = self
+                    .runs
+                    .iter()
+                    .filter(|(_, r)| r.parallel.poll_timeout().is_some_and(|t| t <= now))
+                    .map(|(c, _)| *c)
+                    .collect();
+                for client in due {
+                    if let Some(run) = self.runs.get_mut(&client) {
+                        run.parallel.handle(now, ParallelInput::Timeout);
+                    }
+                    self.drive(now, wall, client);
+                }
+            }
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<GatewayOutput> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.runs.values().filter_map(|r| r.parallel.poll_timeout()).min()
+    }
+}
+
+fn host_result(result: &SessionResult, run_started: Instant) -> HostResult {
+    let outcome = match &result.end {
+        SessionEnd::Exited { code } => HostOutcome::Exited(*code),
+        SessionEnd::Signalled { signal } => HostOutcome::Signalled(*signal),
+        SessionEnd::Killed(kill) => HostOutcome::KilledByAlarm(kill.to_string()),
+        SessionEnd::Failed { reason } if reason.starts_with("denied: ") => {
+            HostOutcome::Denied(reason.trim_start_matches("denied: ").to_owned())
+        }
+        SessionEnd::Failed { reason } if reason.starts_with("unreachable: ") => {
+            HostOutcome::Unreachable(reason.trim_start_matches("unreachable: ").to_owned())
+        }
+        SessionEnd::Failed { reason } => HostOutcome::Failed(reason.clone()),
+    };
+    HostResult {
+        host: result.host.clone(),
+        outcome,
+        stdout: result.stdout.clone(),
+        stderr: result.stderr.clone(),
+        started_ms: result.started.map(|s| millis(s - run_started)),
+        ended_ms: millis(result.ended - run_started),
+    }
+}

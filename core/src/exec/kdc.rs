@@ -1,0 +1,185 @@
+//! The key distribution center: principals with Argon2id password hashes, the hosts it issues
+//! tickets for, and the two exchanges (login → credential, credential → service ticket). Owns
+//! password checks, credential signing and ticket sealing. It never stores a password, never
+//! issues a ticket to an expired or foreign credential, and never for a host it does not know.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use rand_core::RngCore;
+use zeroize::Zeroizing;
+
+use super::ticket::{Credential, ServiceTicket, TicketBody, TicketError};
+use crate::identity::{NodeKeys, PublicIdentity};
+use crate::rng::SeededRng;
+use crate::signed::Signed;
+use crate::time::WallClock;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KdcError {
+    #[error("unknown principal `{0}`")]
+    UnknownPrincipal(String),
+    #[error("wrong password for `{0}`")]
+    WrongPassword(String),
+    #[error("the stored password hash for `{0}` is unreadable; reset it")]
+    BadStoredHash(String),
+    #[error("the credential is not signed by this KDC")]
+    ForeignCredential,
+    #[error("the credential expired; log in again")]
+    Expired,
+    #[error("the credential belongs to another client key")]
+    WrongClient,
+    #[error("no host `{0}` is registered with the KDC")]
+    UnknownHost(String),
+    #[error("could not issue: {0}")]
+    Issue(String),
+}
+
+impl KdcError {
+    /// What a client may be told: login failures do not reveal which part was wrong.
+    pub fn public_message(&self) -> String {
+        match self {
+            KdcError::UnknownPrincipal(_) | KdcError::WrongPassword(_) => {
+                "login failed: unknown principal or wrong password".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KdcSettings {
+    pub credential_lifetime: Duration,
+    pub ticket_lifetime: Duration,
+}
+
+impl Default for KdcSettings {
+    fn default() -> Self {
+        KdcSettings {
+            credential_lifetime: Duration::from_secs(8 * 3600),
+            ticket_lifetime: Duration::from_secs(300),
+        }
+    }
+}
+
+/// An Argon2id PHC string for `password`, salted from `rng`.
+pub fn hash_password(password: &str, rng: &mut SeededRng) -> Result<String, KdcError> {
+    let mut salt = [0u8; 16];
+    rng.fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| KdcError::Issue(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| KdcError::Issue(e.to_string()))
+}
+
+#[derive(Debug)]
+pub struct Kdc {
+    keys: NodeKeys,
+    principals: BTreeMap<String, String>,
+    hosts: BTreeMap<String, PublicIdentity>,
+    settings: KdcSettings,
+    rng: SeededRng,
+}
+
+/// A service ticket and the session key the gateway uses to make authenticators for it.
+#[derive(Debug)]
+pub struct IssuedTicket {
+    pub ticket: ServiceTicket,
+    pub session_key: Zeroizing<[u8; 32]>,
+    pub expires: WallClock,
+}
+
+impl Kdc {
+    pub fn new(
+        keys: NodeKeys,
+        principals: BTreeMap<String, String>,
+        hosts: BTreeMap<String, PublicIdentity>,
+        settings: KdcSettings,
+        rng: SeededRng,
+    ) -> Kdc {
+        Kdc { keys, principals, hosts, settings, rng }
+    }
+
+    /// The key that signs credentials: gateways check credentials against it.
+    pub fn public(&self) -> PublicIdentity {
+        self.keys.public()
+    }
+
+    pub fn host(&self, name: &str) -> Option<&PublicIdentity> {
+        self.hosts.get(name)
+    }
+
+    /// Login: checks the password and issues a credential bound to `client_key`.
+    pub fn login(
+        &mut self,
+        now: WallClock,
+        principal: &str,
+        password: &str,
+        client_key: [u8; 32],
+    ) -> Result<Signed<Credential>, KdcError> {
+        let stored =
+            self.principals.get(principal).ok_or_else(|| KdcError::UnknownPrincipal(principal.to_owned()))?;
+        let hash = PasswordHash::new(stored).map_err(|_| KdcError::BadStoredHash(principal.to_owned()))?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .map_err(|_| KdcError::WrongPassword(principal.to_owned()))?;
+        let mut id = [0u8; 16];
+        self.rng.fill_bytes(&mut id);
+        let lifetime = u64::try_from(self.settings.credential_lifetime.as_millis()).unwrap_or(u64::MAX);
+        let credential = Credential {
+            principal: principal.to_owned(),
+            client_key,
+            issued: now,
+            expires: WallClock(now.0.saturating_add(lifetime)),
+            id,
+        };
+        Signed::sign(credential, &self.keys).map_err(|e| KdcError::Issue(e.to_string()))
+    }
+
+    /// Checks a credential: this KDC's signature, not expired, presented by its own client.
+    pub fn check_credential(
+        kdc: &PublicIdentity,
+        now: WallClock,
+        credential: &Signed<Credential>,
+        client_key: &[u8; 32],
+    ) -> Result<(), KdcError> {
+        credential.verify(kdc).map_err(|_| KdcError::ForeignCredential)?;
+        if now >= credential.body.expires {
+            return Err(KdcError::Expired);
+        }
+        if credential.body.client_key != *client_key {
+            return Err(KdcError::WrongClient);
+        }
+        Ok(())
+    }
+
+    /// A service ticket for `host`, for the principal of a valid credential.
+    pub fn issue_ticket(
+        &mut self,
+        now: WallClock,
+        credential: &Signed<Credential>,
+        client_key: &[u8; 32],
+        host: &str,
+    ) -> Result<IssuedTicket, KdcError> {
+        Self::check_credential(&self.keys.public(), now, credential, client_key)?;
+        let identity = *self.hosts.get(host).ok_or_else(|| KdcError::UnknownHost(host.to_owned()))?;
+        let mut session_key = Zeroizing::new([0u8; 32]);
+        self.rng.fill_bytes(&mut *session_key);
+        let lifetime = u64::try_from(self.settings.ticket_lifetime.as_millis()).unwrap_or(u64::MAX);
+        // A ticket never outlives the credential it was issued under.
+        let expires = WallClock(now.0.saturating_add(lifetime).min(credential.body.expires.0));
+        let body = TicketBody {
+            principal: credential.body.principal.clone(),
+            host: host.to_owned(),
+            issued: now,
+            expires,
+            session_key: *session_key,
+        };
+        let ticket = ServiceTicket::seal(&body, &identity, &mut self.rng)
+            .map_err(|e: TicketError| KdcError::Issue(e.to_string()))?;
+        Ok(IssuedTicket { ticket, session_key, expires })
+    }
+}

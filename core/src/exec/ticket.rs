@@ -1,0 +1,161 @@
+//! Credentials, service tickets and authenticators. Owns their contents, the HPKE sealing of a
+//! ticket to its host's key, and the AEAD sealing of an authenticator under the ticket's session
+//! key. It never judges freshness or permission: the KDC and the exec daemon do, with the wall
+//! clock the driver passes in.
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use rand_core::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use zeroize::Zeroize;
+
+use crate::identity::{NodeKeys, PublicIdentity};
+use crate::rng::SeededRng;
+use crate::seal::{self, SealError, SealedBox};
+use crate::signed::SignedKind;
+use crate::time::WallClock;
+
+/// The ticket-granting credential the KDC issues at login and the client keeps. It is bound to
+/// the client's channel key: presented over any other channel it is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credential {
+    pub principal: String,
+    /// The X25519 static key of the client's channel.
+    pub client_key: [u8; 32],
+    pub issued: WallClock,
+    pub expires: WallClock,
+    pub id: [u8; 16],
+}
+
+impl SignedKind for Credential {
+    const DOMAIN: &'static str = "exec-credential";
+}
+
+/// What a service ticket says, readable only by its host.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketBody {
+    pub principal: String,
+    pub host: String,
+    pub issued: WallClock,
+    pub expires: WallClock,
+    pub session_key: [u8; 32],
+}
+
+impl std::fmt::Debug for TicketBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TicketBody")
+            .field("principal", &self.principal)
+            .field("host", &self.host)
+            .field("expires", &self.expires)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TicketBody {
+    fn drop(&mut self) {
+        self.session_key.zeroize();
+    }
+}
+
+/// A service ticket as it travels: the host it names and the sealed body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceTicket {
+    pub host: String,
+    pub sealed: SealedBox,
+}
+
+fn ticket_info(host: &str) -> Vec<u8> {
+    let mut info = b"cohort service ticket v1\0".to_vec();
+    info.extend_from_slice(host.as_bytes());
+    info
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    #[error("ticket could not be sealed: {0}")]
+    Seal(SealError),
+    #[error("ticket does not open with this host's key (for another host, or altered)")]
+    NotForThisHost,
+    #[error("ticket does not decode")]
+    Malformed,
+    #[error("authenticator does not open with the ticket's session key")]
+    BadAuthenticator,
+}
+
+impl ServiceTicket {
+    pub fn seal(body: &TicketBody, host: &PublicIdentity, rng: &mut SeededRng) -> Result<Self, TicketError> {
+        let mut plain = postcard::to_allocvec(body).map_err(|_| TicketError::Malformed)?;
+        let sealed = seal::seal(host, &ticket_info(&body.host), b"", &plain, rng).map_err(TicketError::Seal);
+        plain.zeroize();
+        Ok(ServiceTicket { host: body.host.clone(), sealed: sealed? })
+    }
+
+    /// Opens the ticket with the host's keys; `host` is this host's own name.
+    pub fn open(&self, keys: &NodeKeys, host: &str) -> Result<TicketBody, TicketError> {
+        let mut plain = seal::open(keys, &ticket_info(host), b"", &self.sealed)
+            .map_err(|_| TicketError::NotForThisHost)?;
+        let body = postcard::from_bytes(&plain).map_err(|_| TicketError::Malformed);
+        plain.zeroize();
+        body
+    }
+}
+
+/// Proof that the sender holds the ticket's session key, now, for this one request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authenticator {
+    pub principal: String,
+    pub timestamp: WallClock,
+    pub nonce: [u8; 16],
+    /// SHA-256 of the request it authenticates (command, run-as user, host).
+    pub request_digest: [u8; 32],
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedAuthenticator {
+    pub nonce: [u8; 12],
+    pub ciphertext: Vec<u8>,
+}
+
+impl Authenticator {
+    pub fn seal(
+        &self,
+        session_key: &[u8; 32],
+        host: &str,
+        rng: &mut SeededRng,
+    ) -> Result<SealedAuthenticator, TicketError> {
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(session_key));
+        let mut nonce = [0u8; 12];
+        rng.fill_bytes(&mut nonce);
+        let plain = postcard::to_allocvec(self).map_err(|_| TicketError::Malformed)?;
+        let ciphertext = cipher
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: host.as_bytes() })
+            .map_err(|_| TicketError::BadAuthenticator)?;
+        Ok(SealedAuthenticator { nonce, ciphertext })
+    }
+
+    pub fn open(
+        sealed: &SealedAuthenticator,
+        session_key: &[u8; 32],
+        host: &str,
+    ) -> Result<Authenticator, TicketError> {
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(session_key));
+        let plain = cipher
+            .decrypt(
+                Nonce::from_slice(&sealed.nonce),
+                Payload { msg: &sealed.ciphertext, aad: host.as_bytes() },
+            )
+            .map_err(|_| TicketError::BadAuthenticator)?;
+        postcard::from_bytes(&plain).map_err(|_| TicketError::Malformed)
+    }
+}
+
+/// The digest an authenticator commits to: what runs, as whom, where.
+pub fn request_digest(host: &str, run_as: &str, argv: &[String]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in std::iter::once(host).chain(std::iter::once(run_as)).chain(argv.iter().map(String::as_str)) {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}

@@ -1,0 +1,303 @@
+//! Parallel secure execution end to end in memory: a run on many hosts, and every refusal the
+//! issue names (expired ticket, ticket for another host, replayed authenticator, clock skew,
+//! unknown principal, wrong password, ACL denial, no credential): each refused with a clear
+//! error, none spawns a process, each denial audited. The gateway keeps nothing afterwards.
+
+use std::time::Duration;
+
+use cohort_core::exec::audit::{AuditDecision, verify_chain};
+use cohort_core::exec::daemon::ExecRequest;
+use cohort_core::exec::gateway::{ClientEvent, GatewayInput, HeldState, HostOutcome};
+use cohort_core::exec::kdc::KdcError;
+use cohort_core::exec::ticket::{Authenticator, request_digest};
+use cohort_core::rng::seeded;
+use cohort_core::signed::Signed;
+use cohort_core::{NodeKeys, WallClock};
+use cohort_tests::exec_world::{ExecWorld, PASSWORD, host_name};
+
+fn hosts(n: usize) -> Vec<String> {
+    (0..n).map(host_name).collect()
+}
+
+fn results(world: &ExecWorld, client: u64) -> Vec<(String, HostOutcome, Vec<u8>)> {
+    world
+        .events(client)
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Host(r) => Some((r.host.clone(), r.outcome.clone(), r.stdout.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn refused(world: &ExecWorld, client: u64) -> Option<String> {
+    world.events(client).iter().find_map(|e| match e {
+        ClientEvent::Refused { reason } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+/// A request for `host` built the way the gateway builds one, with knobs to break it.
+fn request(
+    world: &mut ExecWorld,
+    ticket_host: &str,
+    host: &str,
+    stamp: WallClock,
+    argv: &[&str],
+) -> ExecRequest {
+    let credential = world.login(900, "alice", PASSWORD).expect("alice logs in");
+    let client_key = world.client_keys[&900];
+    let wall = world.wall;
+    let issued =
+        world.gateway.kdc_mut().issue_ticket(wall, &credential, &client_key, ticket_host).expect("ticket");
+    let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+    let mut nonce = [0u8; 16];
+    nonce[0] = stamp.0 as u8;
+    let auth = Authenticator {
+        principal: "alice".into(),
+        timestamp: stamp,
+        nonce,
+        request_digest: request_digest(host, "alice", &argv),
+    };
+    let authenticator = auth.seal(&issued.session_key, host, &mut seeded(stamp.0)).expect("seals");
+    ExecRequest { ticket: issued.ticket, authenticator, run_as: "alice".into(), argv }
+}
+
+fn denial_reason(world: &ExecWorld, host: usize) -> Option<String> {
+    world.local_audit[host].iter().rev().find_map(|r| match &r.decision {
+        AuditDecision::Denied { reason } => Some(reason.clone()),
+        _ => None,
+    })
+}
+
+fn denied_at_collector(world: &ExecWorld, needle: &str) -> bool {
+    world
+        .chain
+        .iter()
+        .any(|e| matches!(&e.record.decision, AuditDecision::Denied { reason } if reason.contains(needle)))
+}
+
+#[test]
+fn a_run_on_ten_hosts_returns_every_result_audits_in_order_and_leaves_the_gateway_empty() {
+    let mut world = ExecWorld::new(10, 1);
+    let credential = world.login(1, "alice", PASSWORD).expect("alice logs in");
+    let key = world.client_keys[&1];
+    world.exec(2, key, credential, hosts(10), &["echo", "hi"]);
+    let got = results(&world, 2);
+    assert_eq!(got.len(), 10);
+    assert!(got.iter().all(|(_, outcome, out)| *outcome == HostOutcome::Exited(0) && out == b"hi\n"));
+    assert_eq!(world.events(2).last(), Some(&ClientEvent::Finished));
+    // Two records per host (run, ended), chained and verifiable.
+    assert_eq!(verify_chain(&world.chain), Ok(20));
+    for host in 0..10 {
+        let decisions: Vec<&AuditDecision> = world
+            .chain
+            .iter()
+            .filter(|e| e.record.host == host_name(host))
+            .map(|e| &e.record.decision)
+            .collect();
+        assert!(matches!(decisions[..], [AuditDecision::Run, AuditDecision::Ended { .. }]), "{decisions:?}");
+    }
+    assert_eq!(world.gateway.held_state(), HeldState::default(), "the gateway keeps nothing after the run");
+}
+
+#[test]
+fn an_expired_ticket_is_refused_and_audited() {
+    let mut world = ExecWorld::new(2, 2);
+    let wall = world.wall;
+    let request = request(&mut world, "h01", "h01", wall, &["echo", "x"]);
+    world.wall = WallClock(wall.0 + 10 * 60 * 1000);
+    world.direct(0, 1, request);
+    assert_eq!(world.total_spawned(), 0);
+    assert_eq!(denial_reason(&world, 0).as_deref(), Some("ticket expired; log in again"));
+    assert!(denied_at_collector(&world, "ticket expired"));
+}
+
+#[test]
+fn a_ticket_for_another_host_is_refused_and_audited() {
+    let mut world = ExecWorld::new(2, 3);
+    let wall = world.wall;
+    let request = request(&mut world, "h02", "h01", wall, &["echo", "x"]);
+    world.direct(0, 1, request);
+    assert_eq!(world.total_spawned(), 0);
+    assert!(denial_reason(&world, 0).expect("audited").contains("ticket refused"));
+    assert!(denied_at_collector(&world, "ticket refused"));
+}
+
+#[test]
+fn a_replayed_authenticator_is_refused_and_audited() {
+    let mut world = ExecWorld::new(1, 4);
+    let wall = world.wall;
+    let request = request(&mut world, "h01", "h01", wall, &["echo", "once"]);
+    world.direct(0, 1, request.clone());
+    assert_eq!(world.total_spawned(), 1);
+    world.direct(0, 2, request);
+    assert_eq!(world.total_spawned(), 1, "the replay ran nothing");
+    assert_eq!(denial_reason(&world, 0).as_deref(), Some("replayed authenticator"));
+    assert!(denied_at_collector(&world, "replayed authenticator"));
+}
+
+#[test]
+fn clock_skew_beyond_the_limit_is_refused_and_audited() {
+    let mut world = ExecWorld::new(1, 5);
+    let future = WallClock(world.wall.0 + 5 * 60 * 1000);
+    let request = request(&mut world, "h01", "h01", future, &["echo", "x"]);
+    world.direct(0, 1, request);
+    assert_eq!(world.total_spawned(), 0);
+    assert!(
+        denial_reason(&world, 0).expect("audited").contains("clock skew of 300s is beyond the 120s limit")
+    );
+}
+
+#[test]
+fn unknown_principals_and_wrong_passwords_are_refused_alike_and_audited_precisely() {
+    let mut world = ExecWorld::new(1, 6);
+    assert!(world.login(1, "mallory", PASSWORD).is_none());
+    assert!(world.login(2, "alice", "hunter2").is_none());
+    for client in [1, 2] {
+        assert_eq!(
+            refused(&world, client).as_deref(),
+            Some("login failed: unknown principal or wrong password")
+        );
+    }
+    assert!(denied_at_collector(&world, "unknown principal `mallory`"));
+    assert!(denied_at_collector(&world, "wrong password for `alice`"));
+    let wall = world.wall;
+    assert!(matches!(
+        world.gateway.kdc_mut().login(wall, "mallory", "x", [0; 32]),
+        Err(KdcError::UnknownPrincipal(_))
+    ));
+    assert!(matches!(
+        world.gateway.kdc_mut().login(wall, "alice", "x", [0; 32]),
+        Err(KdcError::WrongPassword(_))
+    ));
+    assert_eq!(world.total_spawned(), 0);
+}
+
+#[test]
+fn an_acl_denial_runs_nothing_and_is_audited_on_every_host() {
+    let mut world = ExecWorld::new(3, 7);
+    let credential = world.login(1, "bob", PASSWORD).expect("bob logs in");
+    let key = world.client_keys[&1];
+    world.exec(2, key, credential, hosts(3), &["echo", "hi"]);
+    let got = results(&world, 2);
+    assert_eq!(got.len(), 3);
+    for (_, outcome, _) in &got {
+        assert_eq!(
+            outcome,
+            &HostOutcome::Denied("ACL: principal `bob` has no entry in this host's ACL".into())
+        );
+    }
+    assert_eq!(world.total_spawned(), 0);
+    assert_eq!(
+        world.chain.iter().filter(|e| matches!(e.record.decision, AuditDecision::Denied { .. })).count(),
+        3
+    );
+    // Alice may not run what her ACL does not list either.
+    let credential = world.login(3, "alice", PASSWORD).expect("alice logs in");
+    let key = world.client_keys[&3];
+    world.exec(4, key, credential, hosts(1), &["rm", "-rf", "/"]);
+    assert!(matches!(&results(&world, 4)[0].1, HostOutcome::Denied(r) if r.contains("may not run `rm`")));
+    assert_eq!(world.total_spawned(), 0);
+}
+
+#[test]
+fn the_gateway_refuses_to_act_without_a_valid_credential() {
+    let mut world = ExecWorld::new(2, 8);
+    let credential = world.login(1, "alice", PASSWORD).expect("alice logs in");
+    // Forged: the same content signed by someone other than the KDC.
+    let forger = NodeKeys::generate(&mut seeded(66));
+    let forged = Signed::sign(credential.body.clone(), &forger).expect("signs");
+    let key = world.client_keys[&1];
+    world.exec(2, key, forged, hosts(2), &["echo", "x"]);
+    assert!(
+        refused(&world, 2)
+            .expect("refused")
+            .contains("credential refused: the credential is not signed by this KDC")
+    );
+    // Stolen: alice's real credential presented over another client's channel.
+    let other_key = world.new_client_key(3);
+    world.exec(3, other_key, credential, hosts(2), &["echo", "x"]);
+    assert!(refused(&world, 3).expect("refused").contains("another client key"));
+    assert_eq!(world.total_spawned(), 0);
+    assert!(denied_at_collector(&world, "credential refused"));
+    assert_eq!(world.gateway.held_state(), HeldState::default());
+}
+
+#[test]
+fn the_alarm_kill_reaches_the_host_and_is_audited() {
+    let mut world = ExecWorld::new(2, 9);
+    let credential = world.login(1, "alice", PASSWORD).expect("alice logs in");
+    let key = world.client_keys[&1];
+    world.exec(2, key, credential, hosts(2), &["sleep", "1000"]);
+    for _ in 0..20 {
+        world.advance(Duration::from_secs(1));
+    }
+    let got = results(&world, 2);
+    assert_eq!(got.len(), 2);
+    assert!(
+        got.iter().all(|(_, o, _)| matches!(o, HostOutcome::KilledByAlarm(r) if r.contains("no output"))),
+        "{got:?}"
+    );
+    let ended: Vec<String> = world
+        .chain
+        .iter()
+        .filter_map(|e| match &e.record.decision {
+            AuditDecision::Ended { outcome } => Some(outcome.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ended.len(), 2);
+    assert!(ended.iter().all(|o| o.starts_with("killed: killed by alarm")), "{ended:?}");
+    assert_eq!(world.gateway.held_state(), HeldState::default());
+}
+
+#[test]
+fn a_client_that_goes_away_has_its_commands_killed() {
+    let mut world = ExecWorld::new(2, 10);
+    let credential = world.login(1, "alice", PASSWORD).expect("alice logs in");
+    let key = world.client_keys[&1];
+    world.exec(2, key, credential, hosts(2), &["sleep", "1000"]);
+    assert_eq!(world.total_spawned(), 2);
+    world.gateway_in(GatewayInput::ClientGone { client: 2 });
+    world.pump();
+    let killed = world
+        .chain
+        .iter()
+        .filter(|e| matches!(&e.record.decision, AuditDecision::Ended { outcome } if outcome.contains("the client went away")))
+        .count();
+    assert_eq!(killed, 2);
+    assert_eq!(world.gateway.held_state(), HeldState::default());
+    assert!(world.daemons.iter().all(|d| d.sessions() == 0));
+}
+
+#[test]
+fn an_unreachable_host_is_reported_while_the_others_complete() {
+    let mut world = ExecWorld::new(3, 11);
+    world.down = vec![1];
+    let credential = world.login(1, "alice", PASSWORD).expect("alice logs in");
+    let key = world.client_keys[&1];
+    world.exec(2, key, credential, hosts(3), &["uname"]);
+    let got = results(&world, 2);
+    assert_eq!(got.len(), 3);
+    let down = got.iter().find(|(h, ..)| h == "h02").expect("reported");
+    assert_eq!(down.1, HostOutcome::Unreachable("connection refused".into()));
+    assert_eq!(got.iter().filter(|(_, o, _)| *o == HostOutcome::Exited(0)).count(), 2);
+}
+
+#[test]
+fn without_the_collectors_acknowledgement_nothing_runs() {
+    let mut world = ExecWorld::new(1, 12);
+    world.collector_up = false;
+    let credential = world.login(1, "alice", PASSWORD).expect("alice logs in");
+    let key = world.client_keys[&1];
+    world.exec(2, key, credential, hosts(1), &["echo", "x"]);
+    assert_eq!(world.total_spawned(), 0);
+    world.advance(Duration::from_secs(6));
+    assert_eq!(world.total_spawned(), 0);
+    let got = results(&world, 2);
+    assert!(
+        matches!(&got[0].1, HostOutcome::Denied(r) if r.contains("audit collector did not acknowledge")),
+        "{got:?}"
+    );
+}
