@@ -3,7 +3,8 @@
 //! Protocol rules never live here: they belong to core.
 
 pub mod admin_client;
-mod admin_conn;
+mod channel_conn;
+pub mod channel_client;
 pub mod child;
 pub mod entropy;
 pub mod keyfile;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::{debug, info, warn};
 
-use crate::admin_conn::{AdminConn, ReadOutcome};
+use crate::channel_conn::{ChannelConn, ReadOutcome};
 use crate::entropy::os_seeded_rng;
 use crate::keyfile;
 use crate::node_config::NodeConfig;
@@ -108,7 +108,7 @@ pub struct Node {
     store: Store,
     rng: SeededRng,
     started: std::time::Instant,
-    conns: BTreeMap<Token, AdminConn>,
+    conns: BTreeMap<Token, ChannelConn>,
     next_conn: usize,
     next_request: u64,
     /// Requests fed to the member, by id, waiting for its answer.
@@ -360,7 +360,7 @@ impl Node {
                 continue;
             }
             debug!(%peer, "admin connection opened");
-            self.conns.insert(token, AdminConn::new(stream, peer, channel));
+            self.conns.insert(token, ChannelConn::new(stream, peer, channel));
         }
     }
 

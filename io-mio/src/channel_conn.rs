@@ -1,5 +1,6 @@
-//! One admin connection inside the event loop: a non-blocking TCP stream, core's channel machine,
-//! and a bounded queue of bytes waiting to be written. It never buffers more than its limit for a
+//! One channel connection inside an event loop (admin, client, gateway-to-host, audit link): a
+//! non-blocking TCP stream, core's channel machine, and a bounded queue of bytes waiting to be
+//! written. It never buffers more than its limit for a
 //! peer that does not read, and never reads more than a fair share per wake-up.
 
 use std::io::{self, Read, Write};
@@ -15,12 +16,12 @@ pub const MAX_QUEUED_WRITE: usize = 1024 * 1024;
 const READ_BUDGET: usize = 256 * 1024;
 
 #[derive(Debug)]
-pub struct AdminConn {
+pub struct ChannelConn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     pub channel: Channel,
     outgoing: Vec<u8>,
-    /// The single request in flight, if any: answers go back in order, one at a time.
+    /// The single admin request in flight, if any: answers go back in order, one at a time.
     pub awaiting: Option<u64>,
     /// Stopped reading at the budget with bytes still waiting: read again next pass.
     pub more_to_read: bool,
@@ -35,9 +36,9 @@ pub enum ReadOutcome {
     Eof,
 }
 
-impl AdminConn {
-    pub fn new(stream: TcpStream, peer: SocketAddr, channel: Channel) -> AdminConn {
-        AdminConn { stream, peer, channel, outgoing: Vec::new(), awaiting: None, more_to_read: false }
+impl ChannelConn {
+    pub fn new(stream: TcpStream, peer: SocketAddr, channel: Channel) -> ChannelConn {
+        ChannelConn { stream, peer, channel, outgoing: Vec::new(), awaiting: None, more_to_read: false }
     }
 
     /// Reads what the socket has (up to the budget) into the channel.
@@ -62,6 +63,23 @@ impl AdminConn {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Drains the channel's outgoing bytes into the write queue; false if the peer has let too
+    /// much pile up. Other outputs are returned for the caller.
+    pub fn take_transmits(&mut self) -> (bool, Vec<cohort_core::channel::ChannelOutput>) {
+        let mut rest = Vec::new();
+        while let Some(output) = self.channel.poll_output() {
+            match output {
+                cohort_core::channel::ChannelOutput::Transmit(bytes) => {
+                    if !self.queue(&bytes) {
+                        return (false, rest);
+                    }
+                }
+                other => rest.push(other),
+            }
+        }
+        (true, rest)
     }
 
     /// Queues bytes; false if the peer has let too much pile up.
