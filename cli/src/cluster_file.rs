@@ -14,6 +14,32 @@ use serde::{Deserialize, Serialize};
 pub struct ClusterFile {
     pub cluster_id: String,
     pub members: Vec<MemberEntry>,
+    /// Where clients log in and run commands, if the cluster has a gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayEntry {
+    pub address: SocketAddr,
+    pub ed25519: String,
+    pub x25519: String,
+}
+
+impl GatewayEntry {
+    pub fn identity(&self) -> anyhow::Result<PublicIdentity> {
+        let key = |text: &str, what: &str| -> anyhow::Result<[u8; 32]> {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(text, &mut out)
+                .with_context(|| format!("gateway {what} key is not 64 hex digits"))?;
+            Ok(out)
+        };
+        Ok(PublicIdentity {
+            signing: key(&self.ed25519, "ed25519")?,
+            agreement: key(&self.x25519, "x25519")?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

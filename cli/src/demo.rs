@@ -81,6 +81,11 @@ pub fn run() -> anyhow::Result<()> {
         host: "127.0.0.1".parse()?,
         base_port: 0,
         heartbeat_ms: HEARTBEAT_MS,
+        exec_hosts: 0,
+        exec_user: "alice".into(),
+        password_file: None,
+        run_as: None,
+        exec_port: 0,
     };
     let created = init::create_at(&args, &free_addresses(usize::from(MEMBERS))?)?;
     step(

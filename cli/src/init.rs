@@ -15,7 +15,7 @@ use cohort_io_mio::keyfile;
 use cohort_io_mio::node_config::NodeConfig;
 use cohort_io_mio::store::Store;
 
-use crate::cluster_file::{ClusterFile, MemberEntry};
+use crate::cluster_file::{ClusterFile, GatewayEntry, MemberEntry};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -36,6 +36,22 @@ pub struct Args {
     pub base_port: u16,
     #[arg(long, default_value_t = 1000)]
     pub heartbeat_ms: u64,
+    /// Also create a gateway on m0 (with the KDC and audit collector) and an `exec` node hosting
+    /// this many managed hosts, each on its own loopback address (127.0.x.y).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=5000))]
+    pub exec_hosts: u16,
+    /// The principal created for logging in.
+    #[arg(long, default_value = "alice")]
+    pub exec_user: String,
+    /// A file holding the principal's password; without it one is generated into DIR.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// The local user commands run as on the managed hosts (default: the user running init).
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// Port for the gateway (on --host) and for every managed host (on its own address).
+    #[arg(long, default_value_t = 7300)]
+    pub exec_port: u16,
 }
 
 /// What `init` made, for callers (the demo) that go on to start it.
@@ -53,6 +69,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     println!("  cluster file  {}", created.cluster_file.display());
     for config in &created.node_configs {
         println!("  member        cohort node run --config {}", config.display());
+    }
+    if args.exec_hosts > 0 {
+        println!("  gateway       on m0, {}:{}", args.host, args.exec_port);
+        println!(
+            "  exec hosts    {} managed hosts: cohort node run --config {}",
+            args.exec_hosts,
+            args.dir.join("exec").join("node.toml").display()
+        );
+        if args.password_file.is_none() {
+            let file = args.dir.join(format!("{}.password", args.exec_user));
+            println!("  principal     {} (password in {}, mode 0600)", args.exec_user, file.display());
+        }
     }
     Ok(())
 }
@@ -117,6 +145,9 @@ pub fn create_at(args: &Args, addresses: &[SocketAddr]) -> anyhow::Result<Create
             heartbeat_ms: args.heartbeat_ms,
             admin_handshake_timeout_ms: 5000,
             admin_max_handshaking: 32,
+            gateway: None,
+            exec_hosts: Vec::new(),
+            collector: None,
         };
         let config_path = dir.join("node.toml");
         std::fs::write(&config_path, node.to_toml())?;
@@ -125,8 +156,21 @@ pub fn create_at(args: &Args, addresses: &[SocketAddr]) -> anyhow::Result<Create
         store.save_member(record, 0)?;
         node_configs.push(config_path);
     }
+    let gateway = if args.exec_hosts > 0 {
+        let m0 = keys.first().context("the gateway lives on m0; create at least one member")?;
+        let gateway_addr = SocketAddr::new(args.host, args.exec_port);
+        crate::exec_setup::create(args, &args.dir, m0, gateway_addr, &mut rng)?;
+        let public = m0.public();
+        Some(GatewayEntry {
+            address: gateway_addr,
+            ed25519: hex::encode(public.signing),
+            x25519: hex::encode(public.agreement),
+        })
+    } else {
+        None
+    };
     let cluster_file = args.dir.join("cluster.toml");
-    let file = ClusterFile { cluster_id: args.cluster.clone(), members: entries };
+    let file = ClusterFile { cluster_id: args.cluster.clone(), members: entries, gateway };
     std::fs::write(&cluster_file, toml::to_string(&file)?)?;
     Ok(Created { cluster_file, operator_key, node_configs })
 }

@@ -2,9 +2,12 @@
 //! every protocol rule lives in cohort-core and every OS interaction in the drivers.
 
 mod admin;
+mod audit;
 mod change;
 mod cluster_file;
 mod demo;
+mod exec_client;
+mod exec_setup;
 mod init;
 mod keygen;
 mod node;
@@ -42,6 +45,13 @@ enum Command {
     Status(admin::StatusArgs),
     /// Look up a setting (or all settings) in a member's active configuration.
     Get(admin::GetArgs),
+    /// Log in through the gateway; the credential is kept (0600) for `cohort exec`.
+    Login(exec_client::LoginArgs),
+    /// Run a command on many hosts at once.
+    Exec(exec_client::ExecArgs),
+    /// Read or verify the audit trail.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Change the configuration through a member (signed with the operator key).
     #[command(subcommand)]
     Admin(admin::AdminCommand),
@@ -73,6 +83,13 @@ fn main() -> ExitCode {
         Command::Status(args) => admin::status(&args),
         Command::Get(args) => admin::get(&args),
         Command::Admin(command) => admin::admin(&command),
+        Command::Login(args) => exec_client::login(&args),
+        Command::Audit(command) => audit::run(&command),
+        Command::Exec(args) => match exec_client::exec(&args) {
+            // Non-zero when any host failed, like pdsh and clush.
+            Ok(all_ok) => return if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) },
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use cohort_core::admin::{AdminRequest, AdminResponse};
 use cohort_core::{NodeKeys, PublicIdentity};
 
-pub use crate::channel_client::ClientError as AdminClientError;
 use crate::channel_client::ChannelClient;
+pub use crate::channel_client::ClientError as AdminClientError;
 
 /// Sends `request` to the node at `addr`, whose identity is `node`, as `keys`.
 pub fn request(

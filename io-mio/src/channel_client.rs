@@ -49,14 +49,21 @@ impl ChannelClient {
         timeout: Duration,
     ) -> Result<ChannelClient, ClientError> {
         let started = StdInstant::now();
-        let stream =
-            TcpStream::connect_timeout(&addr, timeout).map_err(|source| ClientError::Connect { addr, source })?;
+        let stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|source| ClientError::Connect { addr, source })?;
         stream.set_nodelay(true).map_err(|source| ClientError::Io { addr, source })?;
         let trust: TrustSet = [peer].into_iter().collect();
         let config = ChannelConfig { handshake_timeout: timeout, ..ChannelConfig::default() };
         let channel = Channel::initiator(Instant::ZERO, config, keys, trust, os_seeded_rng())
             .map_err(|e| ClientError::Channel(e.to_string()))?;
-        Ok(ChannelClient { addr, stream, channel, started, buf: vec![0; 64 * 1024], inbox: Default::default() })
+        Ok(ChannelClient {
+            addr,
+            stream,
+            channel,
+            started,
+            buf: vec![0; 64 * 1024],
+            inbox: Default::default(),
+        })
     }
 
     fn now(&self) -> Instant {
@@ -84,7 +91,9 @@ impl ChannelClient {
                 ChannelOutput::Closed(reason) => {
                     let reason = match reason {
                         CloseReason::Failed(e) => e.to_string(),
-                        CloseReason::PeerClosed => "the peer hung up (is this key allowed to connect?)".into(),
+                        CloseReason::PeerClosed => {
+                            "the peer hung up (is this key allowed to connect?)".into()
+                        }
                         CloseReason::Local => "closed locally".into(),
                     };
                     // Messages that arrived before the close are still delivered first.
@@ -104,7 +113,8 @@ impl ChannelClient {
         loop {
             self.flush()?;
             if let Some(bytes) = self.inbox.pop_front() {
-                return wire::decode(&bytes).map_err(|e| ClientError::BadMessage { addr, message: e.to_string() });
+                return wire::decode(&bytes)
+                    .map_err(|e| ClientError::BadMessage { addr, message: e.to_string() });
             }
             let left = deadline.saturating_duration_since(StdInstant::now());
             if left.is_zero() {
@@ -118,7 +128,9 @@ impl ChannelClient {
                     let bytes = self.buf[..n].to_vec();
                     self.channel.handle(now, ChannelInput::Received(bytes));
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
                     return Err(ClientError::Timeout { addr, timeout });
                 }
                 Err(source) => return Err(ClientError::Io { addr, source }),

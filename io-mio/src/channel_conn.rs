@@ -65,23 +65,6 @@ impl ChannelConn {
         }
     }
 
-    /// Drains the channel's outgoing bytes into the write queue; false if the peer has let too
-    /// much pile up. Other outputs are returned for the caller.
-    pub fn take_transmits(&mut self) -> (bool, Vec<cohort_core::channel::ChannelOutput>) {
-        let mut rest = Vec::new();
-        while let Some(output) = self.channel.poll_output() {
-            match output {
-                cohort_core::channel::ChannelOutput::Transmit(bytes) => {
-                    if !self.queue(&bytes) {
-                        return (false, rest);
-                    }
-                }
-                other => rest.push(other),
-            }
-        }
-        (true, rest)
-    }
-
     /// Queues bytes; false if the peer has let too much pile up.
     pub fn queue(&mut self, bytes: &[u8]) -> bool {
         if self.outgoing.len() + bytes.len() > MAX_QUEUED_WRITE {

@@ -20,6 +20,26 @@ pub enum ChildError {
     Spawn { program: String, source: io::Error },
     #[error("could not watch the output of `{program}`: {source}")]
     Register { program: String, source: io::Error },
+    #[error("cannot run as `{user}`: {reason}")]
+    RunAs { user: String, reason: String },
+}
+
+/// The uid and gid to run as: switching users needs root; otherwise only the daemon's own user.
+fn resolve_run_as(user: &str) -> Result<Option<(u32, u32)>, ChildError> {
+    let fail = |reason: String| ChildError::RunAs { user: user.to_owned(), reason };
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .map_err(|e| fail(e.to_string()))?
+        .ok_or_else(|| fail("the daemon's own user has no passwd entry".into()))?;
+    if me.name == user {
+        return Ok(None);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(fail(format!("the exec daemon runs as `{}`, not root", me.name)));
+    }
+    let target = nix::unistd::User::from_name(user)
+        .map_err(|e| fail(e.to_string()))?
+        .ok_or_else(|| fail("no such user on this host".into()))?;
+    Ok(Some((target.uid.as_raw(), target.gid.as_raw())))
 }
 
 /// Which output stream a chunk came from.
@@ -40,15 +60,22 @@ pub struct RunningChild {
 }
 
 impl RunningChild {
-    /// Starts `argv` with no shell, in a new process group, and registers its output pipes.
+    /// Starts `argv` with no shell, as `run_as`, in a new process group, and registers its
+    /// output pipes.
     pub fn spawn(
         argv: &[String],
+        run_as: &str,
         registry: &Registry,
         stdout_token: Token,
         stderr_token: Token,
     ) -> Result<RunningChild, ChildError> {
         let (program, args) = argv.split_first().ok_or(ChildError::EmptyCommand)?;
-        let mut child = Command::new(program)
+        let ids = resolve_run_as(run_as)?;
+        let mut command = Command::new(program);
+        if let Some((uid, gid)) = ids {
+            command.gid(gid).uid(uid);
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -131,6 +158,18 @@ mod tests {
 
     use mio::{Events, Poll};
 
+    fn me() -> String {
+        nix::unistd::User::from_uid(nix::unistd::geteuid()).expect("lookup").expect("an entry").name
+    }
+
+    #[test]
+    fn another_user_needs_root_or_is_refused() {
+        let poll = Poll::new().expect("poll");
+        let result =
+            RunningChild::spawn(&argv(&["true"]), "no-such-user-here", poll.registry(), Token(1), Token(2));
+        assert!(matches!(result, Err(ChildError::RunAs { .. })));
+    }
+
     fn argv(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| (*w).to_owned()).collect()
     }
@@ -156,6 +195,7 @@ mod tests {
         let mut poll = Poll::new().expect("poll");
         let mut child = RunningChild::spawn(
             &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+            &me(),
             poll.registry(),
             Token(1),
             Token(2),
@@ -178,9 +218,14 @@ mod tests {
     #[test]
     fn argv_is_not_interpreted_by_a_shell() {
         let mut poll = Poll::new().expect("poll");
-        let mut child =
-            RunningChild::spawn(&argv(&["echo", "$HOME;", "`id`"]), poll.registry(), Token(1), Token(2))
-                .expect("spawns");
+        let mut child = RunningChild::spawn(
+            &argv(&["echo", "$HOME;", "`id`"]),
+            &me(),
+            poll.registry(),
+            Token(1),
+            Token(2),
+        )
+        .expect("spawns");
         let (out, _) = collect(&mut child, &mut poll);
         assert_eq!(out, b"$HOME; `id`\n");
     }
@@ -191,6 +236,7 @@ mod tests {
         // The shell starts a grandchild and waits: killing only the shell would leave it running.
         let mut child = RunningChild::spawn(
             &argv(&["sh", "-c", "sleep 300 & echo $!; wait"]),
+            &me(),
             poll.registry(),
             Token(1),
             Token(2),
@@ -222,7 +268,7 @@ mod tests {
     fn an_empty_command_is_refused() {
         let poll = Poll::new().expect("poll");
         assert!(matches!(
-            RunningChild::spawn(&[], poll.registry(), Token(1), Token(2)),
+            RunningChild::spawn(&[], &me(), poll.registry(), Token(1), Token(2)),
             Err(ChildError::EmptyCommand)
         ));
     }

@@ -3,10 +3,11 @@
 //! Protocol rules never live here: they belong to core.
 
 pub mod admin_client;
-mod channel_conn;
 pub mod channel_client;
+mod channel_conn;
 pub mod child;
 pub mod entropy;
+pub mod exec_runtime;
 pub mod keyfile;
 pub mod node;
 pub mod node_config;

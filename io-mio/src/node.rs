@@ -72,6 +72,8 @@ pub enum NodeError {
     Key(#[from] keyfile::KeyFileIoError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Config(#[from] crate::node_config::NodeConfigError),
     #[error("{path} holds no member state; create the cluster with `cohort init` first")]
     NoState { path: std::path::PathBuf },
     #[error("could not {what} {addr}: {source}")]
@@ -89,6 +91,19 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
+    /// A handle whose waker wakes `registry`'s loop with `token`.
+    pub fn new(registry: &mio::Registry, token: Token) -> std::io::Result<NodeHandle> {
+        Ok(NodeHandle {
+            waker: Arc::new(Waker::new(registry, token)?),
+            stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Whether a stop was asked for.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
     /// Asks the node to shut down as it would on SIGTERM.
     pub fn shutdown(&self) -> std::io::Result<()> {
         self.stop.store(true, Ordering::SeqCst);
@@ -115,6 +130,8 @@ pub struct Node {
     waiting: BTreeMap<u64, Token>,
     limits: AdminLimits,
     shutdown: bool,
+    /// `group.NAME` settings, published for the exec roles' node sets.
+    groups: Option<crate::exec_runtime::SharedGroups>,
 }
 
 impl std::fmt::Debug for Node {
@@ -182,7 +199,27 @@ impl Node {
             waiting: BTreeMap::new(),
             limits,
             shutdown: false,
+            groups: None,
         })
+    }
+
+    /// Publishes the active configuration's `group.NAME` settings into `groups`, now and at
+    /// every install.
+    pub fn share_groups(&mut self, groups: crate::exec_runtime::SharedGroups) {
+        self.groups = Some(groups);
+        self.publish_groups();
+    }
+
+    fn publish_groups(&self) {
+        let Some(shared) = &self.groups else { return };
+        let settings = &self.member.active().config.settings;
+        let groups = settings
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix("group.").map(|name| (name.to_owned(), v.clone())))
+            .collect();
+        if let Ok(mut slot) = shared.write() {
+            *slot = groups;
+        }
     }
 
     fn now(&self) -> Instant {
@@ -297,7 +334,10 @@ impl Node {
                     self.member.handle(now, MemberInput::Persisted(token));
                 }
                 MemberOutput::Staged { version } => info!(%version, "configuration staged"),
-                MemberOutput::Installed { version, .. } => info!(%version, "configuration installed"),
+                MemberOutput::Installed { version, .. } => {
+                    info!(%version, "configuration installed");
+                    self.publish_groups();
+                }
                 MemberOutput::Dropped { reason } => debug!(%reason, "member message dropped"),
                 MemberOutput::ChangeAccepted { request_id, version } => {
                     info!(%version, "operator change accepted");

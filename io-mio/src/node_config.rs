@@ -15,6 +15,15 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// The admin channel's TCP address (Noise; operators and this node's own key may connect).
     pub admin_listen: SocketAddr,
+    /// The gateway role (with the KDC and the audit collector), if this node plays it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayConfig>,
+    /// Exec daemons this node hosts, each a managed host with its own key and address.
+    #[serde(default, rename = "exec_host", skip_serializing_if = "Vec::is_empty")]
+    pub exec_hosts: Vec<ExecHostConfig>,
+    /// Where this node's exec hosts send their audit records (the gateway's listener).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collector: Option<CollectorRef>,
     /// Holds `node.db`. Relative paths are relative to the config file.
     pub data_dir: PathBuf,
     /// The node's key file (mode 0600). Relative paths are relative to the config file.
@@ -39,6 +48,77 @@ fn default_max_handshaking() -> usize {
     32
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Clients and exec hosts' audit links connect here (Noise; clients pin this node's key).
+    pub listen: SocketAddr,
+    /// `[principals]` name = Argon2id PHC string.
+    pub principals_file: PathBuf,
+    /// `[[hosts]]` name, address, ed25519, x25519: the managed hosts the KDC issues tickets for.
+    pub hosts_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecHostConfig {
+    pub name: String,
+    /// Its own address: many hosts on one machine each bind a distinct 127.x.y.z.
+    pub listen: SocketAddr,
+    pub key_file: PathBuf,
+    /// `[principals.NAME]` run_as = [...], commands = [...], shell = false
+    pub acl_file: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorRef {
+    pub address: SocketAddr,
+    pub ed25519: String,
+    pub x25519: String,
+}
+
+/// `hosts.toml`: the managed hosts a gateway knows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostsFile {
+    pub hosts: Vec<HostEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostEntry {
+    pub name: String,
+    pub address: SocketAddr,
+    pub ed25519: String,
+    pub x25519: String,
+}
+
+/// `principals.toml`: who may log in, with Argon2id hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalsFile {
+    pub principals: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads a TOML file into `T`, naming the file in any error.
+pub fn load_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, NodeConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| NodeConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text)
+        .map_err(|e| NodeConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+}
+
+/// A 64-hex-digit key from a config file.
+pub fn parse_key(path: &Path, what: &str, text: &str) -> Result<[u8; 32], NodeConfigError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text, &mut out).map_err(|_| NodeConfigError::Parse {
+        path: path.to_owned(),
+        message: format!("{what} `{text}` is not 64 hex digits"),
+    })?;
+    Ok(out)
+}
+
 fn default_roles() -> Vec<String> {
     vec!["member".to_owned()]
 }
@@ -55,7 +135,7 @@ pub enum NodeConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: heartbeat_ms must be between 10 and 60000 (got {got})")]
     Heartbeat { path: PathBuf, got: u64 },
-    #[error("{path}: unknown role `{role}` (this cohort plays: member)")]
+    #[error("{path}: unknown role `{role}` (roles: member, gateway, exec)")]
     UnknownRole { path: PathBuf, role: String },
 }
 
@@ -76,13 +156,37 @@ impl NodeConfig {
                         .into(),
             });
         }
-        if let Some(role) = config.roles.iter().find(|r| r.as_str() != "member") {
+        if let Some(role) = config.roles.iter().find(|r| !matches!(r.as_str(), "member" | "gateway" | "exec"))
+        {
             return Err(NodeConfigError::UnknownRole { path: path.to_owned(), role: role.clone() });
         }
-        let base = path.parent().unwrap_or(Path::new("."));
+        let invalid =
+            |message: &str| NodeConfigError::Parse { path: path.to_owned(), message: message.to_owned() };
+        if config.has_role("gateway") != config.gateway.is_some() {
+            return Err(invalid("the gateway role and a [gateway] section go together"));
+        }
+        if config.has_role("exec") == config.exec_hosts.is_empty() {
+            return Err(invalid("the exec role and [[exec_host]] sections go together"));
+        }
+        if config.has_role("exec") && config.collector.is_none() {
+            return Err(invalid("the exec role needs a [collector] section (where audit records go)"));
+        }
+        let base = path.parent().unwrap_or(Path::new(".")).to_owned();
         config.data_dir = base.join(&config.data_dir);
         config.key_file = base.join(&config.key_file);
+        if let Some(gateway) = &mut config.gateway {
+            gateway.principals_file = base.join(&gateway.principals_file);
+            gateway.hosts_file = base.join(&gateway.hosts_file);
+        }
+        for host in &mut config.exec_hosts {
+            host.key_file = base.join(&host.key_file);
+            host.acl_file = base.join(&host.acl_file);
+        }
         Ok(config)
+    }
+
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
     }
 
     pub fn to_toml(&self) -> String {

@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cohort_core::exec::audit::{AuditRecord, ChainEntry};
 use cohort_core::member::MemberRecord;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -14,6 +15,18 @@ const MIGRATIONS: &[&str] = &[
          id INTEGER PRIMARY KEY CHECK (id = 1),
          record BLOB NOT NULL,
          written_unix_ms INTEGER NOT NULL
+     );",
+    // 1 → 2: the audit collector's chain, and each exec host's local audit records.
+    "CREATE TABLE audit_chain (
+         idx INTEGER PRIMARY KEY,
+         prev_hash BLOB NOT NULL,
+         record BLOB NOT NULL,
+         hash BLOB NOT NULL
+     );
+     CREATE TABLE audit_local (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         host TEXT NOT NULL,
+         record BLOB NOT NULL
      );",
 ];
 
@@ -92,6 +105,90 @@ impl Store {
         )
         .map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         tx.commit().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })
+    }
+}
+
+/// A chain row as stored, decoded as far as it will go: verification must name a row that no
+/// longer decodes rather than stop at it.
+#[derive(Debug)]
+pub enum StoredEntry {
+    Entry(ChainEntry),
+    Undecodable { index: u64, reason: String },
+}
+
+impl Store {
+    /// Appends one chain entry; durable when this returns.
+    pub fn append_chain(&mut self, entry: &ChainEntry) -> Result<(), StoreError> {
+        let record =
+            cohort_core::wire::encode(&entry.record).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let path = self.path.clone();
+        self.conn
+            .execute(
+                "INSERT INTO audit_chain (idx, prev_hash, record, hash) VALUES (?1, ?2, ?3, ?4)",
+                params![entry.index as i64, entry.prev_hash.to_vec(), record, entry.hash.to_vec()],
+            )
+            .map_err(|source| StoreError::Sqlite { path, source })?;
+        Ok(())
+    }
+
+    /// The whole chain in index order.
+    pub fn load_chain(&self) -> Result<Vec<StoredEntry>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, prev_hash, record, hash FROM audit_chain ORDER BY idx")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, Vec<u8>>(1)?,
+                    row.get::<_, Vec<u8>>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (idx, prev, record, hash) = row.map_err(|e| self.err(e))?;
+            let index = idx as u64;
+            let decoded = (|| {
+                let prev_hash: [u8; 32] =
+                    prev.try_into().map_err(|_| "prev_hash is not 32 bytes".to_owned())?;
+                let hash: [u8; 32] = hash.try_into().map_err(|_| "hash is not 32 bytes".to_owned())?;
+                let record: AuditRecord = cohort_core::wire::decode(&record).map_err(|e| e.to_string())?;
+                Ok::<_, String>(ChainEntry { index, prev_hash, record, hash })
+            })();
+            out.push(match decoded {
+                Ok(entry) => StoredEntry::Entry(entry),
+                Err(reason) => StoredEntry::Undecodable { index, reason },
+            });
+        }
+        Ok(out)
+    }
+
+    /// The last chain entry, to resume the collector.
+    pub fn last_chain_entry(&self) -> Result<Option<ChainEntry>, StoreError> {
+        Ok(self.load_chain()?.into_iter().rev().find_map(|e| match e {
+            StoredEntry::Entry(entry) => Some(entry),
+            StoredEntry::Undecodable { .. } => None,
+        }))
+    }
+
+    /// Appends one of this host's audit records; durable when this returns.
+    pub fn append_local_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
+        let bytes = cohort_core::wire::encode(record).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let path = self.path.clone();
+        self.conn
+            .execute("INSERT INTO audit_local (host, record) VALUES (?1, ?2)", params![record.host, bytes])
+            .map_err(|source| StoreError::Sqlite { path, source })?;
+        Ok(())
+    }
+
+    pub fn local_audit_count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM audit_local", [], |row| row.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
     }
 }
 

@@ -39,6 +39,9 @@ fn a_node_serves_status_and_stops_on_a_local_request() {
         heartbeat_ms: 100,
         admin_handshake_timeout_ms: 2000,
         admin_max_handshaking: 4,
+        gateway: None,
+        exec_hosts: Vec::new(),
+        collector: None,
     };
     let mut node = Node::start(node_config, AdminLimits::default()).expect("starts");
     let handle = node.handle();

@@ -31,6 +31,10 @@ const PROLOGUE: &[u8] = b"cohort channel v1";
 #[derive(Debug, Clone, Default)]
 pub struct TrustSet {
     by_agreement_key: BTreeMap<[u8; 32], PublicIdentity>,
+    /// Accept any static key (a gateway facing clients, an exec daemon facing gateways): the
+    /// peer is then authenticated by what it presents (a credential, a ticket), and its key is
+    /// only a channel binding. The Established identity carries the key and a zero signing key.
+    any: bool,
 }
 
 impl TrustSet {
@@ -38,13 +42,22 @@ impl TrustSet {
         Self::default()
     }
 
+    /// A trust set that accepts every peer key; see the field's note for when that is right.
+    pub fn any_peer() -> Self {
+        TrustSet { by_agreement_key: BTreeMap::new(), any: true }
+    }
+
     pub fn insert(&mut self, peer: PublicIdentity) {
         self.by_agreement_key.insert(peer.agreement, peer);
     }
 
-    pub fn lookup(&self, agreement_key: &[u8]) -> Option<&PublicIdentity> {
+    pub fn lookup(&self, agreement_key: &[u8]) -> Option<PublicIdentity> {
         let key: &[u8; 32] = agreement_key.try_into().ok()?;
-        self.by_agreement_key.get(key)
+        match self.by_agreement_key.get(key) {
+            Some(known) => Some(*known),
+            None if self.any => Some(PublicIdentity { signing: [0; 32], agreement: *key }),
+            None => None,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -307,7 +320,7 @@ impl Channel {
             && let Some(remote) = handshake.get_remote_static()
         {
             match self.trust.lookup(remote) {
-                Some(peer) => self.peer = Some(*peer),
+                Some(peer) => self.peer = Some(peer),
                 None => {
                     let digest = remote
                         .try_into()

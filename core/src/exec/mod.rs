@@ -10,3 +10,4 @@ pub mod kdc;
 pub mod nodeset;
 pub mod parallel;
 pub mod ticket;
+pub mod wire;

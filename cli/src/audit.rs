@@ -1,0 +1,104 @@
+//! `cohort audit tail|verify`: read the collector's hash-chained audit trail from the gateway
+//! node's database; verify walks the chain and names the first broken entry.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_chain};
+use cohort_io_mio::node_config::NodeConfig;
+use cohort_io_mio::store::{Store, StoredEntry};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Show the last records.
+    Tail {
+        #[command(flatten)]
+        source: Source,
+        #[arg(short = 'n', default_value_t = 20)]
+        count: usize,
+    },
+    /// Walk the whole chain; report the first broken link.
+    Verify {
+        #[command(flatten)]
+        source: Source,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct Source {
+    /// The gateway node's config (its database holds the chain).
+    #[arg(long, value_name = "FILE", conflicts_with = "db")]
+    config: Option<PathBuf>,
+    /// The database itself.
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+}
+
+impl Source {
+    fn open(&self) -> anyhow::Result<Store> {
+        let path = match (&self.config, &self.db) {
+            (Some(config), _) => NodeConfig::load(config)?.database(),
+            (None, Some(db)) => db.clone(),
+            (None, None) => bail!("say where the audit trail is: --config NODE.toml or --db node.db"),
+        };
+        if !path.exists() {
+            bail!("{} does not exist", path.display());
+        }
+        Store::open(&path).with_context(|| format!("could not open {}", path.display()))
+    }
+}
+
+fn line(entry: &ChainEntry) -> String {
+    let r = &entry.record;
+    let decision = match &r.decision {
+        AuditDecision::Run => "run".to_owned(),
+        AuditDecision::Denied { reason } => format!("DENIED: {reason}"),
+        AuditDecision::Ended { outcome } => format!("ended: {outcome}"),
+    };
+    format!(
+        "#{:<6} {} {:<8} {:<10} as {:<8} {:<30} {}",
+        entry.index,
+        r.at.0,
+        r.host,
+        r.principal,
+        if r.run_as.is_empty() { "-" } else { &r.run_as },
+        r.argv.join(" ").chars().take(30).collect::<String>(),
+        decision
+    )
+}
+
+pub fn run(command: &AuditCommand) -> anyhow::Result<()> {
+    match command {
+        AuditCommand::Tail { source, count } => {
+            let chain = source.open()?.load_chain()?;
+            for stored in chain.iter().skip(chain.len().saturating_sub(*count)) {
+                match stored {
+                    StoredEntry::Entry(entry) => println!("{}", line(entry)),
+                    StoredEntry::Undecodable { index, reason } => {
+                        println!("#{index:<6} UNDECODABLE: {reason}")
+                    }
+                }
+            }
+            Ok(())
+        }
+        AuditCommand::Verify { source } => {
+            let chain = source.open()?.load_chain()?;
+            let mut entries = Vec::with_capacity(chain.len());
+            for stored in chain {
+                match stored {
+                    StoredEntry::Entry(entry) => entries.push(entry),
+                    StoredEntry::Undecodable { index, reason } => {
+                        bail!("audit chain broken at entry {index}: it does not decode ({reason})")
+                    }
+                }
+            }
+            match verify_chain(&entries) {
+                Ok(count) => {
+                    println!("audit chain intact: {count} entries");
+                    Ok(())
+                }
+                Err(e) => bail!("audit chain broken: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! `cohort login` and `cohort exec`: log in once through the gateway, keep the credential (0600)
+//! with its expiry, then run a command on many hosts and show the results: a progress bar while
+//! running, hosts with identical output grouped under one folded host list, an exit-code summary,
+//! or one JSON object per host.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult};
+use cohort_core::exec::nodeset;
+use cohort_core::exec::ticket::Credential;
+use cohort_core::exec::wire::{GatewayReply, GatewayWire};
+use cohort_core::signed::Signed;
+use cohort_core::{NodeKeys, PublicIdentity, wire};
+use cohort_io_mio::channel_client::ChannelClient;
+use cohort_io_mio::{entropy, keyfile};
+use serde::{Deserialize, Serialize};
+
+use crate::cluster_file::ClusterFile;
+
+/// What `cohort login` keeps: where the gateway is, its pinned key, and the credential.
+#[derive(Debug, Serialize, Deserialize)]
+struct Session {
+    gateway: SocketAddr,
+    gateway_identity: PublicIdentity,
+    credential: Signed<Credential>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateArgs {
+    /// Where the client key and credential live (default: $COHORT_HOME, else ~/.cohort).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl StateArgs {
+    fn dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(dir) = &self.state_dir {
+            return Ok(dir.clone());
+        }
+        if let Some(home) = std::env::var_os("COHORT_HOME") {
+            return Ok(PathBuf::from(home));
+        }
+        let home = std::env::var_os("HOME").context("set HOME, COHORT_HOME or --state-dir")?;
+        Ok(PathBuf::from(home).join(".cohort"))
+    }
+}
+
+fn client_keys(dir: &Path) -> anyhow::Result<NodeKeys> {
+    let path = dir.join("client.key");
+    if path.exists() {
+        return Ok(keyfile::read_key_file(&path)?);
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
+    let keys = NodeKeys::generate(&mut entropy::os_seeded_rng());
+    keyfile::write_key_file(&path, &keys, false)?;
+    Ok(keys)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// The cluster file naming the gateway (from `cohort init`).
+    #[arg(long, value_name = "FILE")]
+    pub cluster: PathBuf,
+    /// The principal to log in as.
+    #[arg(long, short = 'u')]
+    pub user: String,
+    /// Read the password from this file instead of asking.
+    #[arg(long, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+pub fn login(args: &LoginArgs) -> anyhow::Result<()> {
+    let file = ClusterFile::load(&args.cluster)?;
+    let gateway =
+        file.gateway.context("the cluster file names no gateway; run `cohort init --exec-hosts N`")?;
+    let identity = gateway.identity()?;
+    let dir = args.state.dir()?;
+    let keys = client_keys(&dir)?;
+    let password = match &args.password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?
+            .trim_end_matches('\n')
+            .to_owned(),
+        None if std::io::stdin().is_terminal() => {
+            rpassword::prompt_password(format!("password for {}: ", args.user))?
+        }
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\n', '\r']).to_owned()
+        }
+    };
+    let timeout = Duration::from_secs(15);
+    let mut client = ChannelClient::connect(gateway.address, identity, &keys, timeout)?;
+    client.send(&GatewayWire::Client(ClientRequest::Login { principal: args.user.clone(), password }))?;
+    match client.recv::<GatewayReply>(timeout)? {
+        GatewayReply::Client(ClientEvent::LoggedIn { credential }) => {
+            let expires = credential.body.expires;
+            let session = Session { gateway: gateway.address, gateway_identity: identity, credential };
+            let path = dir.join("credential");
+            let bytes = wire::encode(&session)?;
+            write_private(&path, &bytes)?;
+            let hours = expires.0.saturating_sub(wall_ms()) as f64 / 3_600_000.0;
+            println!("logged in as {}; credential in {} expires in {hours:.1} h", args.user, path.display());
+            Ok(())
+        }
+        GatewayReply::Client(ClientEvent::Refused { reason }) => bail!("{reason}"),
+        other => bail!("the gateway answered a login with {other:?}"),
+    }
+}
+
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let staging = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&staging);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&staging)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&staging, path)?;
+    Ok(())
+}
+
+fn load_session(dir: &Path) -> anyhow::Result<Session> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("credential");
+    let meta = std::fs::metadata(&path)
+        .with_context(|| format!("no credential at {}; run `cohort login` first", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        bail!("{} is readable by others; fix it with `chmod 600 {}`", path.display(), path.display());
+    }
+    let bytes = std::fs::read(&path)?;
+    let session: Session =
+        wire::decode(&bytes).with_context(|| format!("{} is damaged; log in again", path.display()))?;
+    if session.credential.body.expires.0 <= wall_ms() {
+        bail!("your credential expired; run `cohort login` again");
+    }
+    Ok(session)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    /// Target hosts as a node set: `web[01-20,33],db[1-3]`, `@group` from the cluster configuration.
+    #[arg(short = 'w', long = "hosts", value_name = "NODESET")]
+    pub hosts: String,
+    /// At most this many hosts at once.
+    #[arg(short = 'f', long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub fanout: u32,
+    /// Seconds before the alarm first checks a command (the source's T1).
+    #[arg(long, default_value_t = 16.0)]
+    pub t1: f64,
+    /// Seconds past T1 after which a command is killed regardless (T2).
+    #[arg(long, default_value_t = 32.0)]
+    pub t2: f64,
+    /// Seconds between checks of a command that keeps producing output after T1 (T3).
+    #[arg(long, default_value_t = 2.0)]
+    pub t3: f64,
+    /// Local user to run as on each host (default: your local user name).
+    #[arg(long, value_name = "USER")]
+    pub run_as: Option<String>,
+    /// One JSON object per host instead of grouped output.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+    /// The command and its arguments (run directly, no shell).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn seconds_ms(value: f64, name: &str) -> anyhow::Result<u64> {
+    if !(0.001..=86_400.0).contains(&value) {
+        bail!("--{name} must be between 0.001 and 86400 seconds");
+    }
+    Ok((value * 1000.0) as u64)
+}
+
+pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
+    // Check the syntax here so a typo fails before anything is sent; groups resolve at the gateway.
+    nodeset::expand(&args.hosts, &|_| Some("placeholder".to_owned())).context("bad host list")?;
+    let dir = args.state.dir()?;
+    let session = load_session(&dir)?;
+    let keys = client_keys(&dir)?;
+    let run_as = match &args.run_as {
+        Some(user) => user.clone(),
+        None => {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())?
+                .context("no local user name; pass --run-as")?
+                .name
+        }
+    };
+    let (t1, t2, t3) = (seconds_ms(args.t1, "t1")?, seconds_ms(args.t2, "t2")?, seconds_ms(args.t3, "t3")?);
+    let command = ExecCommand {
+        credential: session.credential,
+        hosts: vec![args.hosts.clone()],
+        run_as,
+        argv: args.command.clone(),
+        fanout: args.fanout,
+        t1_ms: t1,
+        t2_ms: t2,
+        t3_ms: t3,
+    };
+    let connect = Duration::from_secs(10);
+    let mut client = ChannelClient::connect(session.gateway, session.gateway_identity, &keys, connect)?;
+    client.send(&GatewayWire::Client(ClientRequest::Exec(Box::new(command))))?;
+    // No event can be further apart than a whole host's life under the alarm rules.
+    let patience = Duration::from_millis(t1 + t2 + t3) + Duration::from_secs(30);
+    let mut results: Vec<HostResult> = Vec::new();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    loop {
+        match client.recv::<GatewayReply>(patience)? {
+            GatewayReply::Client(ClientEvent::Accepted { hosts }) => {
+                if std::io::stderr().is_terminal() && !args.json {
+                    let b = indicatif::ProgressBar::new(u64::from(hosts));
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} hosts {msg}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    bar = Some(b);
+                }
+            }
+            GatewayReply::Client(ClientEvent::Host(result)) => {
+                if let Some(b) = &bar {
+                    b.inc(1);
+                    b.set_message(result.host.clone());
+                }
+                if args.json {
+                    println!("{}", serde_json::to_string(&host_json(&result))?);
+                }
+                results.push(result);
+            }
+            GatewayReply::Client(ClientEvent::Finished) => break,
+            GatewayReply::Client(ClientEvent::Refused { reason }) => bail!("the gateway refused: {reason}"),
+            other => bail!("unexpected answer from the gateway: {other:?}"),
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if !args.json {
+        print!("{}", render_grouped(&results));
+        eprintln!("{}", summary(&results));
+    }
+    Ok(results.iter().all(|r| r.outcome == HostOutcome::Exited(0)))
+}
+
+fn outcome_text(outcome: &HostOutcome) -> String {
+    match outcome {
+        HostOutcome::Exited(0) => "ok".into(),
+        HostOutcome::Exited(code) => format!("exit {code}"),
+        HostOutcome::Signalled(signal) => format!("signal {signal}"),
+        HostOutcome::KilledByAlarm(reason) => reason.clone(),
+        HostOutcome::Denied(reason) => format!("denied: {reason}"),
+        HostOutcome::Unreachable(reason) => format!("unreachable: {reason}"),
+        HostOutcome::Failed(reason) => format!("failed: {reason}"),
+    }
+}
+
+pub fn host_json(r: &HostResult) -> serde_json::Value {
+    let (exit, signal) = match r.outcome {
+        HostOutcome::Exited(code) => (Some(code), None),
+        HostOutcome::Signalled(signal) => (None, Some(signal)),
+        _ => (None, None),
+    };
+    let killed = match &r.outcome {
+        HostOutcome::KilledByAlarm(reason) => Some(reason.clone()),
+        _ => None,
+    };
+    serde_json::json!({
+        "host": r.host,
+        "exit_code": exit,
+        "signal": signal,
+        "killed_by_alarm": killed,
+        "outcome": outcome_text(&r.outcome),
+        "stdout": String::from_utf8_lossy(&r.stdout),
+        "stderr": String::from_utf8_lossy(&r.stderr),
+        "start_ms": r.started_ms,
+        "end_ms": r.ended_ms,
+    })
+}
+
+/// Hosts with identical outcome and output under one folded host list, largest group first.
+pub fn render_grouped(results: &[HostResult]) -> String {
+    let mut groups: Vec<(Vec<&str>, &HostResult)> = Vec::new();
+    for r in results {
+        match groups
+            .iter_mut()
+            .find(|(_, g)| g.outcome == r.outcome && g.stdout == r.stdout && g.stderr == r.stderr)
+        {
+            Some((hosts, _)) => hosts.push(&r.host),
+            None => groups.push((vec![&r.host], r)),
+        }
+    }
+    groups.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+    let mut out = String::new();
+    for (hosts, r) in groups {
+        let header = format!("{} ({}) {}", nodeset::fold(&hosts), hosts.len(), outcome_text(&r.outcome));
+        let rule = "-".repeat(header.len().min(78));
+        out.push_str(&format!("{rule}\n{header}\n{rule}\n"));
+        out.push_str(&String::from_utf8_lossy(&r.stdout));
+        if !r.stderr.is_empty() {
+            for line in String::from_utf8_lossy(&r.stderr).lines() {
+                out.push_str(&format!("stderr: {line}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// One line: how many hosts ended which way.
+pub fn summary(results: &[HostResult]) -> String {
+    let mut counts: std::collections::BTreeMap<String, Vec<&str>> = std::collections::BTreeMap::new();
+    for r in results {
+        let key = match &r.outcome {
+            HostOutcome::Exited(0) => "ok".to_owned(),
+            HostOutcome::Exited(code) => format!("exit {code}"),
+            HostOutcome::Signalled(s) => format!("signal {s}"),
+            HostOutcome::KilledByAlarm(_) => "killed by alarm".into(),
+            HostOutcome::Denied(_) => "denied".into(),
+            HostOutcome::Unreachable(_) => "unreachable".into(),
+            HostOutcome::Failed(_) => "failed".into(),
+        };
+        counts.entry(key).or_default().push(&r.host);
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(k, hosts)| {
+            if k == "ok" {
+                format!("{} ok", hosts.len())
+            } else {
+                format!("{} {k} ({})", hosts.len(), nodeset::fold(hosts))
+            }
+        })
+        .collect();
+    format!("{} hosts: {}", results.len(), parts.join(", "))
+}

@@ -1,0 +1,149 @@
+//! The exec part of `cohort init`: turns m0 into the gateway (KDC and audit collector), creates a
+//! principal with an Argon2id password hash, and an `exec` node hosting N managed hosts, each with
+//! its own key and loopback address, all sharing one ACL.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use cohort_core::NodeKeys;
+use cohort_core::exec::acl::{Acl, AclEntry};
+use cohort_core::exec::kdc::hash_password;
+use cohort_core::rng::SeededRng;
+use cohort_io_mio::keyfile;
+use cohort_io_mio::node_config::{
+    CollectorRef, ExecHostConfig, GatewayConfig, HostEntry, HostsFile, NodeConfig, PrincipalsFile,
+};
+use rand_core::RngCore;
+
+use crate::init::Args;
+
+/// Managed host `i`'s address: 127.0.x.y, distinct per host, never 127.0.0.1.
+pub fn host_address(i: usize, port: u16) -> SocketAddr {
+    let n = i + 1;
+    let ip = Ipv4Addr::new(127, 0, 1 + (n / 250) as u8, 1 + (n % 250) as u8);
+    SocketAddr::new(IpAddr::V4(ip), port)
+}
+
+pub fn host_name(i: usize, count: usize) -> String {
+    let width = count.to_string().len().max(2);
+    format!("h{:0width$}", i + 1)
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("could not create {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+pub fn create(
+    args: &Args,
+    dir: &Path,
+    m0: &NodeKeys,
+    gateway: SocketAddr,
+    rng: &mut SeededRng,
+) -> anyhow::Result<()> {
+    let count = usize::from(args.exec_hosts);
+    let password = match &args.password_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?
+            .trim_end_matches('\n')
+            .to_owned(),
+        None => {
+            let mut bytes = [0u8; 12];
+            rng.fill_bytes(&mut bytes);
+            let password = hex::encode(bytes);
+            write_private(&dir.join(format!("{}.password", args.exec_user)), &format!("{password}\n"))?;
+            password
+        }
+    };
+    if password.is_empty() {
+        bail!("the password is empty");
+    }
+    let run_as = match &args.run_as {
+        Some(user) => user.clone(),
+        None => {
+            nix::unistd::User::from_uid(nix::unistd::geteuid())?
+                .context("the current user has no passwd entry; pass --run-as")?
+                .name
+        }
+    };
+
+    // Managed hosts on the exec node.
+    let exec_dir = dir.join("exec");
+    std::fs::create_dir_all(exec_dir.join("hosts"))?;
+    let exec_node_keys = NodeKeys::generate(rng);
+    keyfile::write_key_file(&exec_dir.join("node.key"), &exec_node_keys, false)?;
+    let mut acl = Acl::default();
+    acl.principals.insert(
+        args.exec_user.clone(),
+        AclEntry { run_as: [run_as.clone()].into(), commands: ["*".to_owned()].into(), shell: false },
+    );
+    std::fs::write(exec_dir.join("acl.toml"), toml::to_string(&acl)?)?;
+    let mut exec_hosts = Vec::new();
+    let mut table = Vec::new();
+    for i in 0..count {
+        let name = host_name(i, count);
+        let keys = NodeKeys::generate(rng);
+        let key_file = std::path::PathBuf::from("hosts").join(format!("{name}.key"));
+        keyfile::write_key_file(&exec_dir.join(&key_file), &keys, false)?;
+        let address = host_address(i, args.exec_port);
+        exec_hosts.push(ExecHostConfig {
+            name: name.clone(),
+            listen: address,
+            key_file,
+            acl_file: "acl.toml".into(),
+        });
+        let public = keys.public();
+        table.push(HostEntry {
+            name,
+            address,
+            ed25519: hex::encode(public.signing),
+            x25519: hex::encode(public.agreement),
+        });
+    }
+    let m0_public = m0.public();
+    let exec_node = NodeConfig {
+        // The member-role addresses are unused by an exec-only node.
+        listen: SocketAddr::new(args.host, 0),
+        admin_listen: SocketAddr::new(args.host, 0),
+        data_dir: ".".into(),
+        key_file: "node.key".into(),
+        roles: vec!["exec".into()],
+        heartbeat_ms: args.heartbeat_ms,
+        admin_handshake_timeout_ms: 5000,
+        admin_max_handshaking: 32,
+        gateway: None,
+        exec_hosts,
+        collector: Some(CollectorRef {
+            address: gateway,
+            ed25519: hex::encode(m0_public.signing),
+            x25519: hex::encode(m0_public.agreement),
+        }),
+    };
+    std::fs::write(exec_dir.join("node.toml"), exec_node.to_toml())?;
+
+    // The gateway on m0.
+    let m0_dir = dir.join("m0");
+    std::fs::write(m0_dir.join("hosts.toml"), toml::to_string(&HostsFile { hosts: table })?)?;
+    let mut principals = PrincipalsFile::default();
+    principals.principals.insert(args.exec_user.clone(), hash_password(&password, rng)?);
+    write_private(&m0_dir.join("principals.toml"), &toml::to_string(&principals)?)?;
+    let m0_config_path = m0_dir.join("node.toml");
+    let mut m0_config: NodeConfig = toml::from_str(&std::fs::read_to_string(&m0_config_path)?)?;
+    m0_config.roles.push("gateway".into());
+    m0_config.gateway = Some(GatewayConfig {
+        listen: gateway,
+        principals_file: "principals.toml".into(),
+        hosts_file: "hosts.toml".into(),
+    });
+    std::fs::write(&m0_config_path, m0_config.to_toml())?;
+    Ok(())
+}
