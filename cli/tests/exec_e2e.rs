@@ -1,0 +1,181 @@
+//! Parallel secure execution on loopback with real processes: 50 exec daemons in one
+//! `cohort node run`, each on its own 127.0.x.y address; `cohort exec` groups identical output;
+//! a host that is down is reported unreachable while the others complete; the audit trail holds
+//! every run and denial in order, verifies, and names the record that was altered.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{cohort, free_base_port};
+
+struct Site {
+    dir: tempfile::TempDir,
+    nodes: Vec<Child>,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        for child in &mut self.nodes {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Site {
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("c")
+    }
+
+    fn path(&self, rel: &str) -> String {
+        self.root().join(rel).to_string_lossy().into_owned()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let state = self.dir.path().join("client");
+        let mut full: Vec<&str> = args.to_vec();
+        let state = state.to_string_lossy().into_owned();
+        if matches!(args.first(), Some(&"exec") | Some(&"login")) {
+            full.insert(1, "--state-dir");
+            full.insert(2, &state);
+        }
+        Command::new(env!("CARGO_BIN_EXE_cohort")).args(&full).output().expect("cohort runs")
+    }
+}
+
+fn start(config: &Path, log: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["node", "run", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).expect("log"))
+        .spawn()
+        .expect("node starts")
+}
+
+/// 1 member (the gateway) and 51 managed hosts, of which h51 is never started.
+fn site() -> Site {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let member_port = free_base_port(1);
+    let exec_port = loop {
+        let p = free_base_port(1);
+        if p != member_port {
+            break p;
+        }
+    };
+    let out = cohort(&[
+        "init",
+        "--dir",
+        dir.path().join("c").to_str().expect("utf-8"),
+        "--members",
+        "1",
+        "--base-port",
+        &member_port.to_string(),
+        "--exec-hosts",
+        "51",
+        "--exec-port",
+        &exec_port.to_string(),
+        "--heartbeat-ms",
+        "200",
+    ]);
+    assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+    // h51 stays registered with the gateway but its daemon never runs.
+    let exec_config = dir.path().join("c/exec/node.toml");
+    let text = std::fs::read_to_string(&exec_config).expect("exec node.toml");
+    let cut = text.find("name = \"h51\"").expect("h51 entry");
+    let start_of_entry = text[..cut].rfind("[[exec_host]]").expect("entry header");
+    let end_of_entry = text[cut..].find("\n\n").map_or(text.len(), |e| cut + e);
+    let trimmed = format!("{}{}", &text[..start_of_entry], &text[end_of_entry..]);
+    std::fs::write(&exec_config, trimmed).expect("written");
+
+    let root = dir.path().join("c");
+    let nodes = vec![
+        start(&root.join("m0/node.toml"), &root.join("m0.log")),
+        start(&root.join("exec/node.toml"), &root.join("exec.log")),
+    ];
+    let site = Site { dir, nodes };
+    // Wait for the gateway to take logins.
+    let started = Instant::now();
+    loop {
+        let out = site.run(&["login", "--cluster", &site.path("cluster.toml"), "-u", "alice", "--password-file", &site.path("alice.password")]);
+        if out.status.success() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "login never worked: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    site
+}
+
+#[test]
+fn fifty_hosts_one_group_a_down_host_unreachable_denials_and_an_audit_trail_that_verifies() {
+    let site = site();
+
+    let out = site.run(&["exec", "-w", "h[01-50]", "--", "echo", "hi"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "exec failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("h[01-50] (50) ok\n"), "{stdout}");
+    assert_eq!(stdout.matches("hi\n").count(), 1, "one group: {stdout}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("50 hosts: 50 ok"));
+
+    let out = site.run(&["exec", "-w", "h[01-51]", "--json", "--", "echo", "hi"]);
+    assert!(!out.status.success(), "a down host makes the run fail");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 51);
+    let down = lines.iter().find(|v| v["host"] == "h51").expect("h51 reported");
+    assert!(down["outcome"].as_str().expect("outcome").starts_with("unreachable"), "{down}");
+    assert_eq!(lines.iter().filter(|v| v["exit_code"] == 0 && v["stdout"] == "hi\n").count(), 50);
+
+    // A denial: the ACL grants no shell.
+    let out = site.run(&["exec", "-w", "h01", "--", "sh", "-c", "id"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("denied: ACL: principal `alice` may not run a shell"));
+
+    // The trail: 100 records for the first run, 100 for the second's 50 reachable hosts, and the
+    // denial; per host, the run record precedes its end.
+    let config = site.path("m0/node.toml");
+    let verify = cohort(&["audit", "verify", "--config", &config]);
+    let verified = String::from_utf8_lossy(&verify.stdout);
+    assert!(verify.status.success(), "{verified}{}", String::from_utf8_lossy(&verify.stderr));
+    assert!(verified.contains("audit chain intact: 201 entries"), "{verified}");
+    let tail = cohort(&["audit", "tail", "--config", &config, "-n", "500"]);
+    let tail = String::from_utf8_lossy(&tail.stdout);
+    assert!(tail.contains("DENIED: ACL: principal `alice` may not run a shell"));
+    for host in ["h01", "h37"] {
+        let lines: Vec<&str> = tail.lines().filter(|l| l.contains(&format!(" {host} "))).collect();
+        let kinds: Vec<&str> = lines.iter().map(|l| if l.contains(" run") && !l.contains("ended") { "run" } else if l.contains("ended") { "ended" } else { "denied" }).collect();
+        assert!(kinds.starts_with(&["run", "ended", "run", "ended"]), "{host}: {lines:?}");
+    }
+
+    // Alter one record in the database: verify names it.
+    let db = site.root().join("m0/node.db");
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    let record: Vec<u8> = conn.query_row("SELECT record FROM audit_chain WHERE idx = 42", [], |r| r.get(0)).expect("row 42");
+    let mut altered = record.clone();
+    let at = altered.windows(2).position(|w| w == b"hi").expect("the argv is in the record");
+    altered[at] = b'H';
+    conn.execute("UPDATE audit_chain SET record = ?1 WHERE idx = 42", [altered]).expect("updated");
+    drop(conn);
+    let verify = cohort(&["audit", "verify", "--config", &config]);
+    assert!(!verify.status.success());
+    let err = String::from_utf8_lossy(&verify.stderr);
+    assert!(err.contains("entry 42"), "{err}");
+
+    // A wrong password: refused with a clear error, and audited precisely at the collector.
+    let bad = site.dir.path().join("bad.password");
+    std::fs::write(&bad, "not the password\n").expect("written");
+    let bad = bad.to_string_lossy().into_owned();
+    let out = site.run(&["login", "--cluster", &site.path("cluster.toml"), "-u", "alice", "--password-file", &bad]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("login failed: unknown principal or wrong password"));
+    let tail = cohort(&["audit", "tail", "--config", &config]);
+    assert!(String::from_utf8_lossy(&tail.stdout).contains("DENIED: wrong password for `alice`"));
+}
