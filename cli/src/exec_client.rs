@@ -251,7 +251,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
     }
     if !args.json {
         print!("{}", render_grouped(&results));
-        eprintln!("{}", summary(&results));
+        println!("{}", summary(&results));
     }
     Ok(results.iter().all(|r| r.outcome == HostOutcome::Exited(0)))
 }

@@ -10,5 +10,8 @@ fn the_demo_runs_end_to_end() {
     assert!(out.status.success(), "demo failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("every member installed v2@"), "{stdout}");
     assert!(stdout.contains("`cohort get dns` at m2: 10.0.0.53"), "{stdout}");
+    assert!(stdout.contains("h[01-06] (6) ok"), "uname -a on six hosts, one group:\n{stdout}");
+    assert!(stdout.contains("h[02,04,06] (3) exit 1"), "the failing command, grouped:\n{stdout}");
+    assert!(stdout.contains("chain verified"), "{stdout}");
     assert!(stdout.contains("stopped all members"), "{stdout}");
 }

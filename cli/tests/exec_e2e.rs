@@ -102,11 +102,23 @@ fn site() -> Site {
     // Wait for the gateway to take logins.
     let started = Instant::now();
     loop {
-        let out = site.run(&["login", "--cluster", &site.path("cluster.toml"), "-u", "alice", "--password-file", &site.path("alice.password")]);
+        let out = site.run(&[
+            "login",
+            "--cluster",
+            &site.path("cluster.toml"),
+            "-u",
+            "alice",
+            "--password-file",
+            &site.path("alice.password"),
+        ]);
         if out.status.success() {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "login never worked: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "login never worked: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     site
@@ -121,7 +133,7 @@ fn fifty_hosts_one_group_a_down_host_unreachable_denials_and_an_audit_trail_that
     assert!(out.status.success(), "exec failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("h[01-50] (50) ok\n"), "{stdout}");
     assert_eq!(stdout.matches("hi\n").count(), 1, "one group: {stdout}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("50 hosts: 50 ok"));
+    assert!(stdout.contains("50 hosts: 50 ok"), "{stdout}");
 
     let out = site.run(&["exec", "-w", "h[01-51]", "--json", "--", "echo", "hi"]);
     assert!(!out.status.success(), "a down host makes the run fail");
@@ -137,7 +149,9 @@ fn fifty_hosts_one_group_a_down_host_unreachable_denials_and_an_audit_trail_that
     // A denial: the ACL grants no shell.
     let out = site.run(&["exec", "-w", "h01", "--", "sh", "-c", "id"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("denied: ACL: principal `alice` may not run a shell"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("denied: ACL: principal `alice` may not run a shell")
+    );
 
     // The trail: 100 records for the first run, 100 for the second's 50 reachable hosts, and the
     // denial; per host, the run record precedes its end.
@@ -151,14 +165,26 @@ fn fifty_hosts_one_group_a_down_host_unreachable_denials_and_an_audit_trail_that
     assert!(tail.contains("DENIED: ACL: principal `alice` may not run a shell"));
     for host in ["h01", "h37"] {
         let lines: Vec<&str> = tail.lines().filter(|l| l.contains(&format!(" {host} "))).collect();
-        let kinds: Vec<&str> = lines.iter().map(|l| if l.contains(" run") && !l.contains("ended") { "run" } else if l.contains("ended") { "ended" } else { "denied" }).collect();
+        let kinds: Vec<&str> = lines
+            .iter()
+            .map(|l| {
+                if l.contains(" run") && !l.contains("ended") {
+                    "run"
+                } else if l.contains("ended") {
+                    "ended"
+                } else {
+                    "denied"
+                }
+            })
+            .collect();
         assert!(kinds.starts_with(&["run", "ended", "run", "ended"]), "{host}: {lines:?}");
     }
 
     // Alter one record in the database: verify names it.
     let db = site.root().join("m0/node.db");
     let conn = rusqlite::Connection::open(&db).expect("db");
-    let record: Vec<u8> = conn.query_row("SELECT record FROM audit_chain WHERE idx = 42", [], |r| r.get(0)).expect("row 42");
+    let record: Vec<u8> =
+        conn.query_row("SELECT record FROM audit_chain WHERE idx = 42", [], |r| r.get(0)).expect("row 42");
     let mut altered = record.clone();
     let at = altered.windows(2).position(|w| w == b"hi").expect("the argv is in the record");
     altered[at] = b'H';
@@ -169,13 +195,35 @@ fn fifty_hosts_one_group_a_down_host_unreachable_denials_and_an_audit_trail_that
     let err = String::from_utf8_lossy(&verify.stderr);
     assert!(err.contains("entry 42"), "{err}");
 
+    // The alarm: a silent command is killed at T1, on the host, whole process group, audited.
+    let started = Instant::now();
+    let out =
+        site.run(&["exec", "-w", "h01,h02", "--t1", "1", "--t2", "2", "--t3", "0.5", "--", "sleep", "31.5"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("h[01-02] (2) killed by alarm: no output since the last alarm after T1"),
+        "{stdout}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+    let still_running = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .any(|cmdline| cmdline == b"sleep\x0031.5\x00");
+    assert!(!still_running, "the killed command is still running");
+    let tail = cohort(&["audit", "tail", "--config", &config, "-n", "10"]);
+    assert!(String::from_utf8_lossy(&tail.stdout).contains("ended: killed: killed by alarm"));
+
     // A wrong password: refused with a clear error, and audited precisely at the collector.
     let bad = site.dir.path().join("bad.password");
     std::fs::write(&bad, "not the password\n").expect("written");
     let bad = bad.to_string_lossy().into_owned();
-    let out = site.run(&["login", "--cluster", &site.path("cluster.toml"), "-u", "alice", "--password-file", &bad]);
+    let out =
+        site.run(&["login", "--cluster", &site.path("cluster.toml"), "-u", "alice", "--password-file", &bad]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("login failed: unknown principal or wrong password"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("login failed: unknown principal or wrong password")
+    );
     let tail = cohort(&["audit", "tail", "--config", &config]);
     assert!(String::from_utf8_lossy(&tail.stdout).contains("DENIED: wrong password for `alice`"));
 }

@@ -301,3 +301,16 @@ fn without_the_collectors_acknowledgement_nothing_runs() {
         "{got:?}"
     );
 }
+
+#[test]
+fn percent_h_becomes_each_hosts_name() {
+    let mut world = ExecWorld::new(3, 13);
+    let credential = world.login(1, "alice", PASSWORD).expect("alice logs in");
+    let key = world.client_keys[&1];
+    world.exec(2, key, credential, hosts(3), &["echo", "I am %h"]);
+    let mut got: Vec<(String, Vec<u8>)> =
+        results(&world, 2).into_iter().map(|(h, _, out)| (h, out)).collect();
+    got.sort();
+    assert_eq!(got[0], ("h01".to_owned(), b"I am h01\n".to_vec()));
+    assert_eq!(got[2], ("h03".to_owned(), b"I am h03\n".to_vec()));
+}

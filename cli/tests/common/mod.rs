@@ -16,7 +16,8 @@ pub fn free_base_port(n: u16) -> u16 {
     // Distinct per call within one test process too: tests run in parallel threads.
     static CALLS: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
     let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let seed = (std::process::id() as u16) ^ (nanos as u16) ^ call.wrapping_mul(4099);
     for attempt in 0..500u16 {
         let base = 20_000 + (seed.wrapping_mul(7).wrapping_add(attempt.wrapping_mul(97))) % 40_000;

@@ -342,6 +342,9 @@ impl Gateway {
         else {
             return;
         };
+        // `%h` stands for the host's name, as in ClusterShell; the authenticator covers the
+        // substituted command, so each host runs exactly what it was sent.
+        let argv: Vec<String> = argv.iter().map(|a| a.replace("%h", &host)).collect();
         let session = self.next_session;
         self.next_session += 1;
         if let Some(run) = self.runs.get_mut(&client) {
