@@ -29,16 +29,7 @@ pub struct GatewayEntry {
 
 impl GatewayEntry {
     pub fn identity(&self) -> anyhow::Result<PublicIdentity> {
-        let key = |text: &str, what: &str| -> anyhow::Result<[u8; 32]> {
-            let mut out = [0u8; 32];
-            hex::decode_to_slice(text, &mut out)
-                .with_context(|| format!("gateway {what} key is not 64 hex digits"))?;
-            Ok(out)
-        };
-        Ok(PublicIdentity {
-            signing: key(&self.ed25519, "ed25519")?,
-            agreement: key(&self.x25519, "x25519")?,
-        })
+        identity_from_hex("gateway", &self.ed25519, &self.x25519)
     }
 }
 
@@ -54,18 +45,20 @@ pub struct MemberEntry {
     pub x25519: String,
 }
 
+/// A public identity from its two keys in hex, naming `whose` keys they are in any error.
+fn identity_from_hex(whose: &str, ed25519: &str, x25519: &str) -> anyhow::Result<PublicIdentity> {
+    let key = |text: &str, what: &str| -> anyhow::Result<[u8; 32]> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out)
+            .with_context(|| format!("{whose}: {what} key is not 64 hex digits"))?;
+        Ok(out)
+    };
+    Ok(PublicIdentity { signing: key(ed25519, "ed25519")?, agreement: key(x25519, "x25519")? })
+}
+
 impl MemberEntry {
     pub fn identity(&self) -> anyhow::Result<PublicIdentity> {
-        let key = |text: &str, what: &str| -> anyhow::Result<[u8; 32]> {
-            let mut out = [0u8; 32];
-            hex::decode_to_slice(text, &mut out)
-                .with_context(|| format!("member {}: {what} key is not 64 hex digits", self.name))?;
-            Ok(out)
-        };
-        Ok(PublicIdentity {
-            signing: key(&self.ed25519, "ed25519")?,
-            agreement: key(&self.x25519, "x25519")?,
-        })
+        identity_from_hex(&format!("member {}", self.name), &self.ed25519, &self.x25519)
     }
 }
 

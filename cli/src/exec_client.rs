@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult};
 use cohort_core::exec::nodeset;
+use cohort_core::exec::parallel::group_by_host;
 use cohort_core::exec::ticket::Credential;
 use cohort_core::exec::wire::{GatewayReply, GatewayWire};
 use cohort_core::signed::Signed;
@@ -293,17 +294,11 @@ pub fn host_json(r: &HostResult) -> serde_json::Value {
 
 /// Hosts with identical outcome and output under one folded host list, largest group first.
 pub fn render_grouped(results: &[HostResult]) -> String {
-    let mut groups: Vec<(Vec<&str>, &HostResult)> = Vec::new();
-    for r in results {
-        match groups
-            .iter_mut()
-            .find(|(_, g)| g.outcome == r.outcome && g.stdout == r.stdout && g.stderr == r.stderr)
-        {
-            Some((hosts, _)) => hosts.push(&r.host),
-            None => groups.push((vec![&r.host], r)),
-        }
-    }
-    groups.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+    let groups = group_by_host(
+        results,
+        |r| &r.host,
+        |a, b| a.outcome == b.outcome && a.stdout == b.stdout && a.stderr == b.stderr,
+    );
     let mut out = String::new();
     for (hosts, r) in groups {
         let header = format!("{} ({}) {}", nodeset::fold(&hosts), hosts.len(), outcome_text(&r.outcome));

@@ -307,24 +307,7 @@ fn report(
 }
 
 fn failed_report(scenario: &ConfigChangeScenario, violation: String) -> ConfigChangeReport {
-    ConfigChangeReport {
-        seed: scenario.seed,
-        nodes: scenario.nodes,
-        loss: scenario.loss,
-        partition_ms: scenario.partition.map(|p| p.as_millis() as u64),
-        crashes: scenario.crashes,
-        all_installed: false,
-        version: None,
-        change_to_last_install_ms: None,
-        heartbeat_ms: scenario.heartbeat.as_millis() as u64,
-        change_to_last_install_heartbeats: None,
-        change_to_first_install_ms: None,
-        recoveries: Vec::new(),
-        simulated_ms: 0,
-        messages_sent_per_member: 0.0,
-        bytes_sent_per_member: 0.0,
-        messages_sent: BTreeMap::new(),
-        bytes_sent: BTreeMap::new(),
-        violation: Some(violation),
-    }
+    let mut report = report(scenario, &Observer::default(), &[], None, Duration::ZERO);
+    report.violation = Some(violation);
+    report
 }

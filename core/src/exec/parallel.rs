@@ -332,21 +332,27 @@ impl Machine for ParallelRun {
     }
 }
 
-/// Hosts grouped by identical result (exit, stdout, stderr), largest group first: what a person
-/// wants to read after running a command on a hundred hosts.
-pub fn group_results<'a>(
-    results: impl IntoIterator<Item = &'a SessionResult>,
-) -> Vec<(Vec<&'a str>, &'a SessionResult)> {
-    let mut groups: Vec<(Vec<&str>, &SessionResult)> = Vec::new();
-    for result in results {
-        match groups
-            .iter_mut()
-            .find(|(_, r)| r.end == result.end && r.stdout == result.stdout && r.stderr == result.stderr)
-        {
-            Some((hosts, _)) => hosts.push(&result.host),
-            None => groups.push((vec![&result.host], result)),
+/// Items grouped by `same`, each group with its hosts in order, largest group first: what a
+/// person wants to read after running a command on a hundred hosts.
+pub fn group_by_host<'a, T>(
+    items: impl IntoIterator<Item = &'a T>,
+    host: impl Fn(&T) -> &str,
+    same: impl Fn(&T, &T) -> bool,
+) -> Vec<(Vec<&'a str>, &'a T)> {
+    let mut groups: Vec<(Vec<&'a str>, &'a T)> = Vec::new();
+    for item in items {
+        match groups.iter_mut().find(|(_, first)| same(first, item)) {
+            Some((hosts, _)) => hosts.push(host(item)),
+            None => groups.push((vec![host(item)], item)),
         }
     }
     groups.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
     groups
+}
+
+/// Session results grouped by identical end and output.
+pub fn group_results<'a>(
+    results: impl IntoIterator<Item = &'a SessionResult>,
+) -> Vec<(Vec<&'a str>, &'a SessionResult)> {
+    group_by_host(results, |r| &r.host, |a, b| a.end == b.end && a.stdout == b.stdout && a.stderr == b.stderr)
 }
