@@ -12,6 +12,7 @@ pub mod exec;
 pub mod identity;
 pub mod machine;
 pub mod member;
+pub mod policy;
 pub mod rng;
 pub mod router;
 pub mod seal;
