@@ -11,6 +11,22 @@ pub enum SimCommand {
     /// One operator change at a random member of N simulated members, under optional loss,
     /// a partition of one member and crashes.
     ConfigChange(ConfigChangeArgs),
+    /// A security-policy fleet: a master, local servers (the last behind the first) and agents.
+    /// Reports bytes reaching the master per sync cycle against agents polling it directly, and
+    /// how long a policy change takes to reach every agent.
+    Policy(PolicyArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    locals: u16,
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    agents: u32,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -41,6 +57,7 @@ pub struct ConfigChangeArgs {
 pub fn run(command: &SimCommand) -> anyhow::Result<()> {
     match command {
         SimCommand::ConfigChange(args) => config_change(args),
+        SimCommand::Policy(args) => policy(args),
     }
 }
 
@@ -74,6 +91,40 @@ fn config_change(args: &ConfigChangeArgs) -> anyhow::Result<()> {
     }
     if let Some(violation) = &report.violation {
         bail!("invariant violated with seed {}: {violation}", report.seed);
+    }
+    Ok(())
+}
+
+fn policy(args: &PolicyArgs) -> anyhow::Result<()> {
+    let scenario = cohort_io_sim::policy_fleet::FleetScenario::new(
+        usize::from(args.locals),
+        args.agents as usize,
+        args.seed,
+    );
+    let report = cohort_io_sim::policy_fleet::run_fleet(scenario);
+    if args.json {
+        println!("{}", serde_json::to_string(&report).context("could not encode the report")?);
+    } else {
+        println!(
+            "policy fleet: master, {} locals, {} agents, seed {}",
+            report.locals, report.agents, report.seed
+        );
+        println!("  bytes reaching the master per {} s sync cycle:", report.sync_window_s);
+        println!("    through the tier   {:>12.0}", report.master_bytes_per_cycle);
+        println!(
+            "    agents direct      {:>12.0}   ({:.1}x more)",
+            report.direct_baseline_bytes_per_cycle, report.reduction
+        );
+        match report.policy_change_to_every_agent_ms {
+            Some(ms) => println!(
+                "  policy change at the master reached all {} agents in {:.1} s",
+                report.agents,
+                ms as f64 / 1000.0
+            ),
+            None => {
+                println!("  policy change reached only {} of {} agents", report.agents_applied, report.agents)
+            }
+        }
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config_change;
 mod member_host;
 pub mod observer;
+pub mod policy_fleet;
 pub mod storage;
 
 pub use config_change::{ConfigChangeReport, ConfigChangeScenario, run_config_change};

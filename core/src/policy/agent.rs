@@ -19,7 +19,7 @@ use crate::time::{Instant, WallClock};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentInput {
     /// A message from the agent's local server.
-    FromServer(PolicyMessage),
+    FromServer(Box<PolicyMessage>),
     /// The machine's current security state, from the driver's checks.
     State {
         checks: BTreeMap<String, bool>,
@@ -113,13 +113,14 @@ impl PolicyAgent {
 
     pub fn handle_at(&mut self, now: Instant, wall: WallClock, input: AgentInput) {
         match input {
-            AgentInput::FromServer(PolicyMessage::PollReply { effective }) => {
-                if self.applied.as_ref().is_none_or(|p| p.digest != effective.digest) {
+            AgentInput::FromServer(message) => {
+                if let PolicyMessage::PollReply { effective } = *message
+                    && self.applied.as_ref().is_none_or(|p| p.digest != effective.digest)
+                {
                     self.applied = Some(effective.clone());
                     self.outputs.push_back(AgentOutput::Apply(effective));
                 }
             }
-            AgentInput::FromServer(_) => {}
             AgentInput::State { checks, threats, last_scan } => {
                 self.checks = checks;
                 self.threats = threats;
