@@ -1,0 +1,175 @@
+//! The security-policy tier on a simulated fleet: 1 master, 3 locals (local-02 behind local-00),
+//! 300 agents. Changes at the master and at a local reach every agent; a partitioned local keeps
+//! serving and catches up; current status with a local down is partial and on time; bad input is
+//! refused, counted, and stored nowhere; and the tier cuts the master's traffic at least 20-fold.
+
+use std::time::Duration;
+
+use cohort_core::policy::document::{Platform, Scope};
+use cohort_core::policy::report::AgentReport;
+use cohort_core::policy::server::{PolicyMessage, ServerInput, SyncRequest};
+use cohort_core::rng::seeded;
+use cohort_core::signed::Signed;
+use cohort_core::{NodeKeys, WallClock};
+use cohort_io_sim::policy_fleet::{Fleet, FleetScenario, MASTER, local_name, run_fleet};
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+fn fleet() -> Fleet {
+    let mut fleet = Fleet::new(FleetScenario::new(3, 300, 7));
+    fleet.to_server(
+        MASTER,
+        ServerInput::Create(Fleet::policy("base", "antimalware.enabled", "true", Scope::Global)),
+    );
+    fleet.run_for(MINUTE * 3);
+    assert_eq!(
+        fleet.agents_with("antimalware.enabled", "true"),
+        300,
+        "warm-up: every agent has the base policy"
+    );
+    fleet
+}
+
+#[test]
+fn a_change_at_the_master_reaches_every_agent_including_behind_the_nested_local() {
+    let mut fleet = fleet();
+    assert_eq!(fleet.local_parent[2], Some(0), "local-02 sits behind local-00");
+    fleet.to_server(
+        MASTER,
+        ServerInput::Create(Fleet::policy("fw", "firewall.default", "deny", Scope::Global)),
+    );
+    let took = fleet.time_until_all("firewall.default", "deny", MINUTE * 6).expect("reached every agent");
+    assert!(took <= MINUTE * 4, "took {took:?}");
+}
+
+#[test]
+fn a_change_made_at_a_local_reaches_every_agent_in_every_branch() {
+    let mut fleet = fleet();
+    // Made at the nested local: it climbs to local-00, then the master, then down every branch.
+    let name = local_name(2);
+    fleet.to_server(
+        &name,
+        ServerInput::Create(Fleet::policy("upd", "update.channel", "stable", Scope::Global)),
+    );
+    fleet.time_until_all("update.channel", "stable", MINUTE * 8).expect("reached every agent");
+    assert!(fleet.master.policies().any(|p| p.id == "upd" && p.author == name));
+}
+
+#[test]
+fn a_partitioned_local_keeps_serving_its_agents_and_catches_up_after_the_heal() {
+    let mut fleet = fleet();
+    fleet.partition_local(1);
+    fleet.to_server(
+        MASTER,
+        ServerInput::Create(Fleet::policy("scan", "scan.interval_hours", "6", Scope::Global)),
+    );
+    fleet.run_for(MINUTE * 4);
+    let behind: Vec<usize> = (0..300).filter(|a| fleet.agent_local[*a] == 1).collect();
+    let others = 300 - behind.len();
+    assert_eq!(fleet.agents_with("scan.interval_hours", "6"), others, "only the cut-off branch lacks it");
+    // Still served: those agents keep the last policy their local had.
+    for a in &behind {
+        let applied = fleet.agents[*a].applied().expect("an applied policy");
+        assert_eq!(applied.params.get("antimalware.enabled").map(String::as_str), Some("true"));
+    }
+    assert!(fleet.locals[1].reports_held() >= behind.len(), "the local still takes their reports");
+    fleet.heal();
+    fleet.time_until_all("scan.interval_hours", "6", MINUTE * 6).expect("caught up after the heal");
+}
+
+#[test]
+fn current_status_with_a_local_down_returns_by_its_deadline_marked_partial() {
+    let mut fleet = fleet();
+    fleet.down.insert(local_name(1));
+    let asked = fleet.now;
+    fleet.to_server(MASTER, ServerInput::Status { request: 1, current: true, since: None });
+    fleet.run_for(Duration::from_secs(10));
+    let (_, answered, status) = fleet.statuses.iter().find(|(r, ..)| *r == 1).expect("answered");
+    assert!(
+        *answered - asked <= Duration::from_secs(5) + Duration::from_millis(100),
+        "answered after {:?}",
+        *answered - asked
+    );
+    assert!(status.partial());
+    assert_eq!(status.missing, vec![local_name(1)]);
+    // local-00 answered for itself and for local-02 behind it.
+    let agents = status.aggregate.agents();
+    assert_eq!(agents, 200, "local-00 and local-02 carry 200 of the 300 agents");
+    // Historical status comes from stored syncs, including the down local's last one.
+    fleet.to_server(MASTER, ServerInput::Status { request: 2, current: false, since: None });
+    let (_, _, history) = fleet.statuses.iter().find(|(r, ..)| *r == 2).expect("answered");
+    assert!(!history.partial(), "every direct child has synced before: {history:?}");
+}
+
+#[test]
+fn bad_input_is_refused_counted_and_never_stored() {
+    let mut fleet = fleet();
+    let held = fleet.master.policies().count();
+    let stranger = NodeKeys::generate(&mut seeded(404));
+
+    // A policy signed by a key no server has.
+    let mut forged = Fleet::policy("evil", "firewall.default", "allow-all", Scope::Global);
+    forged.author = MASTER.into();
+    let forged = Signed::sign(forged, &stranger).expect("signs");
+    fleet.to_server(
+        MASTER,
+        ServerInput::Received { message: PolicyMessage::NewPolicy(forged.clone()), size: 0 },
+    );
+    // The same, claiming an author nobody knows.
+    let mut unknown = forged.clone();
+    unknown.body.author = "nobody".into();
+    fleet.to_server(MASTER, ServerInput::Received { message: PolicyMessage::NewPolicy(unknown), size: 0 });
+    assert_eq!(fleet.master.policies().count(), held);
+    assert_eq!(fleet.master.rejected().get("policy-bad-signature"), Some(&1));
+    assert_eq!(fleet.master.rejected().get("policy-unknown-signer"), Some(&1));
+
+    // An aggregate from a local the master does not know.
+    let sync = SyncRequest {
+        from: "rogue".into(),
+        cycle: 1,
+        versions: Default::default(),
+        aggregate: Default::default(),
+    };
+    let sync = Signed::sign(sync, &stranger).expect("signs");
+    let history = fleet.master.history().len();
+    fleet.to_server(MASTER, ServerInput::Received { message: PolicyMessage::Sync(sync), size: 0 });
+    assert_eq!(fleet.master.rejected().get("unknown-local"), Some(&1));
+    assert_eq!(fleet.master.history().len(), history);
+
+    // A report from an agent the local does not know, and an oversized one.
+    let report = AgentReport {
+        agent: "agent-9999".into(),
+        platform: Platform::new("linux", "6", "web"),
+        applied: [0; 32],
+        checks: Default::default(),
+        threats: 0,
+        last_scan: WallClock(0),
+        at: WallClock(0),
+    };
+    let local = local_name(0);
+    let held_reports = fleet.locals[0].reports_held();
+    let signed = Signed::sign(report.clone(), &stranger).expect("signs");
+    fleet.to_server(&local, ServerInput::Received { message: PolicyMessage::Poll(signed), size: 300 });
+    let mut big = report;
+    big.agent = "agent-0000".into();
+    big.checks = (0..2000).map(|i| (format!("check-{i}"), true)).collect();
+    let big = Signed::sign(big, &stranger).expect("signs");
+    let size = cohort_core::wire::encode(&PolicyMessage::Poll(big.clone())).expect("encodes").len();
+    fleet.to_server(&local, ServerInput::Received { message: PolicyMessage::Poll(big), size });
+    assert_eq!(fleet.locals[0].rejected().get("unknown-agent"), Some(&1));
+    assert_eq!(fleet.locals[0].rejected().get("oversized-report"), Some(&1));
+    assert_eq!(fleet.locals[0].reports_held(), held_reports);
+    assert!(fleet.rejections.iter().any(|(_, r)| r.contains("over the 16384-byte limit")));
+}
+
+#[test]
+fn the_tier_cuts_bytes_at_the_master_at_least_twentyfold() {
+    let report = run_fleet(FleetScenario::new(10, 1000, 1));
+    assert!(
+        report.master_bytes_per_cycle * 20.0 <= report.direct_baseline_bytes_per_cycle,
+        "tier {} vs direct {}",
+        report.master_bytes_per_cycle,
+        report.direct_baseline_bytes_per_cycle
+    );
+    assert_eq!(report.agents_applied, 1000);
+}
