@@ -241,7 +241,7 @@ impl Fleet {
     }
 
     /// Feeds a server an input, then routes what it says.
-    pub fn to_server(&mut self, name: &str, input: ServerInput) {
+    pub fn feed_server(&mut self, name: &str, input: ServerInput) {
         let (now, wall) = (self.now, self.wall);
         if self.down.contains(name) {
             return;
@@ -265,7 +265,7 @@ impl Fleet {
         }
     }
 
-    fn to_agent(&mut self, index: usize, input: AgentInput) {
+    fn feed_agent(&mut self, index: usize, input: AgentInput) {
         let (now, wall) = (self.now, self.wall);
         self.agents[index].handle_at(now, wall, input);
         while let Some(out) = self.agents[index].poll_output() {
@@ -282,11 +282,11 @@ impl Fleet {
         }
         if let Some(index) = to.strip_prefix("agent-").and_then(|n| n.parse::<usize>().ok()) {
             if index < self.agents.len() {
-                self.to_agent(index, AgentInput::FromServer(Box::new(message)));
+                self.feed_agent(index, AgentInput::FromServer(Box::new(message)));
             }
             return;
         }
-        self.to_server(&to, ServerInput::Received { message, size });
+        self.feed_server(&to, ServerInput::Received { message, size });
     }
 
     /// Runs the fleet for `span` of simulated time.
@@ -318,12 +318,12 @@ impl Fleet {
             for name in names {
                 let due = self.server_mut(&name).and_then(|s| s.poll_timeout()).is_some_and(|t| t <= next);
                 if due {
-                    self.to_server(&name, ServerInput::Timeout);
+                    self.feed_server(&name, ServerInput::Timeout);
                 }
             }
             for a in 0..self.agents.len() {
                 if self.agents[a].poll_timeout().is_some_and(|t| t <= next) {
-                    self.to_agent(a, AgentInput::Timeout);
+                    self.feed_agent(a, AgentInput::Timeout);
                 }
             }
         }
@@ -389,7 +389,7 @@ pub struct FleetReport {
 pub fn run_fleet(scenario: FleetScenario) -> FleetReport {
     let mut fleet = Fleet::new(scenario.clone());
     let base = Fleet::policy("baseline", "antimalware.enabled", "true", Scope::Global);
-    fleet.to_server(MASTER, ServerInput::Create(base));
+    fleet.feed_server(MASTER, ServerInput::Create(base));
     // Warm up: every local has synced and every agent has polled at least once.
     let warmup = scenario.sync_window * 2 + scenario.sync_jitter;
     fleet.run_for(warmup);
@@ -401,7 +401,7 @@ pub fn run_fleet(scenario: FleetScenario) -> FleetReport {
     let master = in_window(&fleet.master_bytes) / cycles as f64;
     let baseline = in_window(&fleet.baseline_bytes) / cycles as f64;
     let change = Fleet::policy("scan", "scan.interval_hours", "6", Scope::Global);
-    fleet.to_server(MASTER, ServerInput::Create(change));
+    fleet.feed_server(MASTER, ServerInput::Create(change));
     let limit = scenario.sync_window * 6;
     let reached = fleet.time_until_all("scan.interval_hours", "6", limit);
     FleetReport {

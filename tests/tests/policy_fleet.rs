@@ -17,7 +17,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 fn fleet() -> Fleet {
     let mut fleet = Fleet::new(FleetScenario::new(3, 300, 7));
-    fleet.to_server(
+    fleet.feed_server(
         MASTER,
         ServerInput::Create(Fleet::policy("base", "antimalware.enabled", "true", Scope::Global)),
     );
@@ -34,7 +34,7 @@ fn fleet() -> Fleet {
 fn a_change_at_the_master_reaches_every_agent_including_behind_the_nested_local() {
     let mut fleet = fleet();
     assert_eq!(fleet.local_parent[2], Some(0), "local-02 sits behind local-00");
-    fleet.to_server(
+    fleet.feed_server(
         MASTER,
         ServerInput::Create(Fleet::policy("fw", "firewall.default", "deny", Scope::Global)),
     );
@@ -47,7 +47,7 @@ fn a_change_made_at_a_local_reaches_every_agent_in_every_branch() {
     let mut fleet = fleet();
     // Made at the nested local: it climbs to local-00, then the master, then down every branch.
     let name = local_name(2);
-    fleet.to_server(
+    fleet.feed_server(
         &name,
         ServerInput::Create(Fleet::policy("upd", "update.channel", "stable", Scope::Global)),
     );
@@ -59,7 +59,7 @@ fn a_change_made_at_a_local_reaches_every_agent_in_every_branch() {
 fn a_partitioned_local_keeps_serving_its_agents_and_catches_up_after_the_heal() {
     let mut fleet = fleet();
     fleet.partition_local(1);
-    fleet.to_server(
+    fleet.feed_server(
         MASTER,
         ServerInput::Create(Fleet::policy("scan", "scan.interval_hours", "6", Scope::Global)),
     );
@@ -82,7 +82,7 @@ fn current_status_with_a_local_down_returns_by_its_deadline_marked_partial() {
     let mut fleet = fleet();
     fleet.down.insert(local_name(1));
     let asked = fleet.now;
-    fleet.to_server(MASTER, ServerInput::Status { request: 1, current: true, since: None });
+    fleet.feed_server(MASTER, ServerInput::Status { request: 1, current: true, since: None });
     fleet.run_for(Duration::from_secs(10));
     let (_, answered, status) = fleet.statuses.iter().find(|(r, ..)| *r == 1).expect("answered");
     assert!(
@@ -96,7 +96,7 @@ fn current_status_with_a_local_down_returns_by_its_deadline_marked_partial() {
     let agents = status.aggregate.agents();
     assert_eq!(agents, 200, "local-00 and local-02 carry 200 of the 300 agents");
     // Historical status comes from stored syncs, including the down local's last one.
-    fleet.to_server(MASTER, ServerInput::Status { request: 2, current: false, since: None });
+    fleet.feed_server(MASTER, ServerInput::Status { request: 2, current: false, since: None });
     let (_, _, history) = fleet.statuses.iter().find(|(r, ..)| *r == 2).expect("answered");
     assert!(!history.partial(), "every direct child has synced before: {history:?}");
 }
@@ -111,14 +111,14 @@ fn bad_input_is_refused_counted_and_never_stored() {
     let mut forged = Fleet::policy("evil", "firewall.default", "allow-all", Scope::Global);
     forged.author = MASTER.into();
     let forged = Signed::sign(forged, &stranger).expect("signs");
-    fleet.to_server(
+    fleet.feed_server(
         MASTER,
         ServerInput::Received { message: PolicyMessage::NewPolicy(forged.clone()), size: 0 },
     );
     // The same, claiming an author nobody knows.
     let mut unknown = forged.clone();
     unknown.body.author = "nobody".into();
-    fleet.to_server(MASTER, ServerInput::Received { message: PolicyMessage::NewPolicy(unknown), size: 0 });
+    fleet.feed_server(MASTER, ServerInput::Received { message: PolicyMessage::NewPolicy(unknown), size: 0 });
     assert_eq!(fleet.master.policies().count(), held);
     assert_eq!(fleet.master.rejected().get("policy-bad-signature"), Some(&1));
     assert_eq!(fleet.master.rejected().get("policy-unknown-signer"), Some(&1));
@@ -132,7 +132,7 @@ fn bad_input_is_refused_counted_and_never_stored() {
     };
     let sync = Signed::sign(sync, &stranger).expect("signs");
     let history = fleet.master.history().len();
-    fleet.to_server(MASTER, ServerInput::Received { message: PolicyMessage::Sync(sync), size: 0 });
+    fleet.feed_server(MASTER, ServerInput::Received { message: PolicyMessage::Sync(sync), size: 0 });
     assert_eq!(fleet.master.rejected().get("unknown-local"), Some(&1));
     assert_eq!(fleet.master.history().len(), history);
 
@@ -149,13 +149,13 @@ fn bad_input_is_refused_counted_and_never_stored() {
     let local = local_name(0);
     let held_reports = fleet.locals[0].reports_held();
     let signed = Signed::sign(report.clone(), &stranger).expect("signs");
-    fleet.to_server(&local, ServerInput::Received { message: PolicyMessage::Poll(signed), size: 300 });
+    fleet.feed_server(&local, ServerInput::Received { message: PolicyMessage::Poll(signed), size: 300 });
     let mut big = report;
     big.agent = "agent-0000".into();
     big.checks = (0..2000).map(|i| (format!("check-{i}"), true)).collect();
     let big = Signed::sign(big, &stranger).expect("signs");
     let size = cohort_core::wire::encode(&PolicyMessage::Poll(big.clone())).expect("encodes").len();
-    fleet.to_server(&local, ServerInput::Received { message: PolicyMessage::Poll(big), size });
+    fleet.feed_server(&local, ServerInput::Received { message: PolicyMessage::Poll(big), size });
     assert_eq!(fleet.locals[0].rejected().get("unknown-agent"), Some(&1));
     assert_eq!(fleet.locals[0].rejected().get("oversized-report"), Some(&1));
     assert_eq!(fleet.locals[0].reports_held(), held_reports);
