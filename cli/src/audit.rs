@@ -48,6 +48,22 @@ impl Source {
     }
 }
 
+/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC (days-from-civil, inverted).
+fn utc(millis: u64) -> String {
+    let secs = millis / 1000;
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
 fn line(entry: &ChainEntry) -> String {
     let r = &entry.record;
     let decision = match &r.decision {
@@ -58,7 +74,7 @@ fn line(entry: &ChainEntry) -> String {
     format!(
         "#{:<6} {} {:<8} {:<10} as {:<8} {:<30} {}",
         entry.index,
-        r.at.0,
+        utc(r.at.0),
         r.host,
         r.principal,
         if r.run_as.is_empty() { "-" } else { &r.run_as },
@@ -100,5 +116,15 @@ pub fn run(command: &AuditCommand) -> anyhow::Result<()> {
                 Err(e) => bail!("audit chain broken: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(super::utc(1_795_428_539_207), "2026-11-23 10:08:59");
     }
 }
