@@ -26,6 +26,16 @@ pub fn fork(parent: &mut impl RngCore) -> SeededRng {
     ChaCha20Rng::from_seed(seed)
 }
 
+/// A duration drawn uniformly from `[0, max)` (zero when `max` is zero): schedule jitter.
+pub fn uniform_duration(rng: &mut impl RngCore, max: std::time::Duration) -> std::time::Duration {
+    let max_ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+    if max_ms == 0 {
+        std::time::Duration::ZERO
+    } else {
+        std::time::Duration::from_millis(rng.next_u64() % max_ms)
+    }
+}
+
 /// A `snow` resolver whose randomness comes from a seeded master rng.
 ///
 /// snow asks for a rng once per `build_*`/`generate_keypair` through `&self`, so the master sits

@@ -590,13 +590,7 @@ impl ExecRuntime {
             },
             Kind::GatewayToHost { session } => match wire::decode::<HostEvent>(bytes) {
                 Ok(event) => {
-                    let done = matches!(
-                        event,
-                        HostEvent::Exited { .. }
-                            | HostEvent::Signalled { .. }
-                            | HostEvent::Denied { .. }
-                            | HostEvent::Killed { .. }
-                    );
+                    let done = event.is_final();
                     if let Some(g) = &mut self.gateway {
                         if done {
                             g.sessions.remove(&session);

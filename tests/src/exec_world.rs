@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use cohort_core::exec::acl::{Acl, AclEntry};
 use cohort_core::exec::audit::{AuditCollector, ChainEntry, CollectorInput, CollectorOutput};
-use cohort_core::exec::daemon::{DaemonInput, DaemonOutput, ExecDaemon, ExecRequest, HostEvent, ProcessEnd};
+use cohort_core::exec::daemon::{DaemonInput, DaemonOutput, ExecDaemon, ExecRequest, ProcessEnd};
 use cohort_core::exec::gateway::{
     ClientEvent, ClientRequest, ExecCommand, Gateway, GatewayInput, GatewayOutput,
 };
@@ -292,13 +292,7 @@ impl ExecWorld {
             }
             DaemonOutput::Reply { session, event } => {
                 if self.sessions.contains_key(&session) {
-                    if matches!(
-                        event,
-                        HostEvent::Exited { .. }
-                            | HostEvent::Signalled { .. }
-                            | HostEvent::Denied { .. }
-                            | HostEvent::Killed { .. }
-                    ) {
+                    if event.is_final() {
                         self.sessions.remove(&session);
                     }
                     self.gateway_in(GatewayInput::Host { session, event });

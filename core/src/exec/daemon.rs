@@ -49,6 +49,13 @@ pub enum HostEvent {
     },
 }
 
+impl HostEvent {
+    /// Whether this event ends the session (nothing follows it).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, HostEvent::Started | HostEvent::Output { .. })
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessEnd {
     Exited(i32),

@@ -5,14 +5,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use rand_core::RngCore;
-
 use super::document::Platform;
 use super::merge::EffectivePolicy;
 use super::report::AgentReport;
 use super::server::PolicyMessage;
 use crate::identity::NodeKeys;
-use crate::rng::SeededRng;
+use crate::rng::{SeededRng, uniform_duration};
 use crate::signed::Signed;
 use crate::time::{Instant, WallClock};
 
@@ -68,8 +66,8 @@ impl PolicyAgent {
         jitter: Duration,
         mut rng: SeededRng,
     ) -> PolicyAgent {
-        let first =
-            Duration::from_millis(rng.next_u64() % u64::try_from(interval.as_millis()).unwrap_or(1).max(1));
+        // Agents start spread over one interval, not all at once.
+        let first = uniform_duration(&mut rng, interval);
         PolicyAgent {
             name,
             keys,
@@ -129,9 +127,7 @@ impl PolicyAgent {
             AgentInput::Timeout => {
                 if now >= self.next_poll {
                     self.poll(wall);
-                    let jitter_ms = u64::try_from(self.jitter.as_millis()).unwrap_or(0);
-                    let extra = if jitter_ms == 0 { 0 } else { self.rng.next_u64() % jitter_ms };
-                    self.next_poll = now + self.interval + Duration::from_millis(extra);
+                    self.next_poll = now + self.interval + uniform_duration(&mut self.rng, self.jitter);
                 }
             }
         }

@@ -8,14 +8,13 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 
 use super::document::{Policy, PolicyError, SignedPolicy};
 use super::merge::{EffectivePolicy, effective};
 use super::report::{AgentReport, Aggregate, MAX_CHECKS, MAX_REPORT_BYTES};
 use crate::identity::{NodeKeys, PublicIdentity};
-use crate::rng::SeededRng;
+use crate::rng::{SeededRng, uniform_duration};
 use crate::signed::{Signed, SignedKind};
 use crate::time::{Instant, WallClock};
 
@@ -527,7 +526,5 @@ impl PolicyServer {
 }
 
 fn jittered(setup: &ServerSetup, rng: &mut SeededRng) -> Duration {
-    let jitter_ms = u64::try_from(setup.sync_jitter.as_millis()).unwrap_or(0);
-    let extra = if jitter_ms == 0 { 0 } else { rng.next_u64() % jitter_ms };
-    setup.sync_window + Duration::from_millis(extra)
+    setup.sync_window + uniform_duration(rng, setup.sync_jitter)
 }
