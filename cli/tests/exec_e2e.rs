@@ -214,6 +214,32 @@ fn fifty_hosts_one_group_a_down_host_unreachable_denials_and_an_audit_trail_that
     let tail = cohort(&["audit", "tail", "--config", &config, "-n", "10"]);
     assert!(String::from_utf8_lossy(&tail.stdout).contains("ended: killed: killed by alarm"));
 
+    // Open handshakes at the gateway are bounded: the 65th silent connection is refused at once,
+    // and once they go away logins work again.
+    let cluster: toml::Value =
+        toml::from_str(&std::fs::read_to_string(site.path("cluster.toml")).expect("read"))
+            .expect("cluster.toml parses");
+    let gateway: std::net::SocketAddr =
+        cluster["gateway"]["address"].as_str().expect("gateway address").parse().expect("an address");
+    let idle: Vec<std::net::TcpStream> =
+        (0..64).map(|_| std::net::TcpStream::connect(gateway).expect("connects")).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut extra = std::net::TcpStream::connect(gateway).expect("the kernel accepts it");
+    extra.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let mut byte = [0u8; 1];
+    let refused = match std::io::Read::read(&mut extra, &mut byte) {
+        Ok(0) => true,
+        Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+        Ok(_) => false,
+    };
+    assert!(refused, "the 65th silent connection was kept open");
+    drop(idle);
+    std::thread::sleep(Duration::from_millis(300));
+    let pw = site.path("alice.password");
+    let out =
+        site.run(&["login", "--cluster", &site.path("cluster.toml"), "-u", "alice", "--password-file", &pw]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
     // A wrong password: refused with a clear error, and audited precisely at the collector.
     let bad = site.dir.path().join("bad.password");
     std::fs::write(&bad, "not the password\n").expect("written");

@@ -43,6 +43,12 @@ const FIRST_DYNAMIC: usize = 1_000_000;
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 /// Audit records waiting for the collector link; beyond it the daemon's audit timeout decides.
 const MAX_AUDIT_QUEUE: usize = 10_000;
+/// Inbound connections (clients, gateways, audit links) open at once, and how many of them may
+/// be mid-handshake: beyond either, new connections are refused at accept.
+const MAX_INBOUND: usize = 4096;
+const MAX_INBOUND_HANDSHAKING: usize = 64;
+/// An inbound connection that has said nothing this long after connecting is closed.
+const INBOUND_IDLE: Duration = Duration::from_secs(30);
 
 /// `group.NAME` settings of the cluster configuration, shared from the member role so node sets
 /// can name `@NAME`.
@@ -73,6 +79,20 @@ struct Conn {
     closing: bool,
     /// The socket error that ended it, if one did (a refused connect, a reset).
     failure: Option<String>,
+    opened: Instant,
+    /// Whether a whole message has arrived on it yet.
+    spoke: bool,
+}
+
+impl Conn {
+    fn inbound(&self) -> bool {
+        matches!(self.kind, Kind::GatewayIn | Kind::HostIn { .. })
+    }
+
+    /// When an inbound connection that has said nothing gets closed.
+    fn idle_deadline(&self) -> Option<Instant> {
+        (self.inbound() && !self.spoke).then(|| self.opened + INBOUND_IDLE)
+    }
 }
 
 #[derive(Debug)]
@@ -321,7 +341,8 @@ impl ExecRuntime {
         let gateway = self.gateway.as_ref().and_then(|g| g.gateway.poll_timeout());
         let daemons = self.hosts.iter().filter_map(|h| h.daemon.poll_timeout());
         let conns = self.conns.values().filter_map(|c| c.io.channel.poll_timeout());
-        gateway.into_iter().chain(daemons).chain(conns).min()
+        let idle = self.conns.values().filter_map(Conn::idle_deadline);
+        gateway.into_iter().chain(daemons).chain(conns).chain(idle).min()
     }
 
     fn fire_timeouts(&mut self) {
@@ -340,6 +361,10 @@ impl ExecRuntime {
         for conn in self.conns.values_mut() {
             if conn.io.channel.poll_timeout().is_some_and(|t| t <= now) {
                 conn.io.channel.handle(now, ChannelInput::Timeout);
+            }
+            if conn.idle_deadline().is_some_and(|t| t <= now) && !conn.closing {
+                debug!(peer = %conn.io.peer, "closing an inbound connection that never sent a request");
+                conn.io.channel.close();
             }
         }
         self.reap_children();
@@ -374,17 +399,23 @@ impl ExecRuntime {
             warn!(%peer, error = %e, "could not register a connection");
             return None;
         }
-        self.conns.insert(
-            token,
-            Conn {
-                io: ChannelConn::new(stream, peer, channel),
-                kind,
-                peer: None,
-                closing: false,
-                failure: None,
-            },
-        );
+        let opened = self.now();
+        let io = ChannelConn::new(stream, peer, channel);
+        let conn = Conn { io, kind, peer: None, closing: false, failure: None, opened, spoke: false };
+        self.conns.insert(token, conn);
         Some(token)
+    }
+
+    /// Whether another inbound connection may be taken; logs the refusal when not.
+    fn inbound_room(&self, peer: SocketAddr) -> bool {
+        let inbound = self.conns.values().filter(|c| c.inbound()).count();
+        let handshaking =
+            self.conns.values().filter(|c| c.inbound() && !c.io.channel.is_established()).count();
+        let room = inbound < MAX_INBOUND && handshaking < MAX_INBOUND_HANDSHAKING;
+        if !room {
+            warn!(%peer, inbound, handshaking, "exec connection refused: too many open");
+        }
+        room
     }
 
     fn accept_gateway(&mut self) {
@@ -395,6 +426,9 @@ impl ExecRuntime {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => return warn!(error = %e, "gateway accept failed"),
             };
+            if !self.inbound_room(peer) {
+                continue;
+            }
             let channel = match Channel::responder(
                 self.now(),
                 channel_config(),
@@ -417,6 +451,9 @@ impl ExecRuntime {
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => return warn!(error = %e, "exec host accept failed"),
             };
+            if !self.inbound_room(peer) {
+                continue;
+            }
             let keys = side.keys.clone();
             let channel = match Channel::responder(
                 self.now(),
@@ -580,7 +617,8 @@ impl ExecRuntime {
     }
 
     fn on_message(&mut self, now: Instant, token: Token, bytes: &[u8]) {
-        let Some(conn) = self.conns.get(&token) else { return };
+        let Some(conn) = self.conns.get_mut(&token) else { return };
+        conn.spoke = true;
         let peer = conn.peer;
         match conn.kind {
             Kind::GatewayIn => match wire::decode::<GatewayWire>(bytes) {
