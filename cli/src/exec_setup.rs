@@ -127,6 +127,8 @@ pub fn create(
             ed25519: hex::encode(m0_public.signing),
             x25519: hex::encode(m0_public.agreement),
         }),
+        policy_server: None,
+        policy_agents: Vec::new(),
     };
     std::fs::write(exec_dir.join("node.toml"), exec_node.to_toml())?;
 

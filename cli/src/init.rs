@@ -148,6 +148,8 @@ pub fn create_at(args: &Args, addresses: &[SocketAddr]) -> anyhow::Result<Create
             gateway: None,
             exec_hosts: Vec::new(),
             collector: None,
+            policy_server: None,
+            policy_agents: Vec::new(),
         };
         let config_path = dir.join("node.toml");
         std::fs::write(&config_path, node.to_toml())?;

@@ -11,4 +11,5 @@ pub mod exec_runtime;
 pub mod keyfile;
 pub mod node;
 pub mod node_config;
+pub mod policy_runtime;
 pub mod store;

@@ -24,6 +24,12 @@ pub struct NodeConfig {
     /// Where this node's exec hosts send their audit records (the gateway's listener).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collector: Option<CollectorRef>,
+    /// A policy server (the master, or a local) this node runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_server: Option<PolicyServerConfig>,
+    /// Policy agents this node runs, each a client machine with its own key.
+    #[serde(default, rename = "policy_agent", skip_serializing_if = "Vec::is_empty")]
+    pub policy_agents: Vec<PolicyAgentConfig>,
     /// Holds `node.db`. Relative paths are relative to the config file.
     pub data_dir: PathBuf,
     /// The node's key file (mode 0600). Relative paths are relative to the config file.
@@ -76,6 +82,90 @@ pub struct CollectorRef {
     pub address: SocketAddr,
     pub ed25519: String,
     pub x25519: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyServerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// `tier.toml`: every policy server and the operators allowed to administer them.
+    pub tier_file: PathBuf,
+    /// `agents.toml`: the agents this server serves (locals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents_file: Option<PathBuf>,
+    #[serde(default = "default_sync_window_s")]
+    pub sync_window_s: u64,
+    #[serde(default = "default_sync_jitter_s")]
+    pub sync_jitter_s: u64,
+}
+
+fn default_sync_window_s() -> u64 {
+    60
+}
+
+fn default_sync_jitter_s() -> u64 {
+    10
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyAgentConfig {
+    pub name: String,
+    pub key_file: PathBuf,
+    /// The local server it polls, by name in `tier_file`.
+    pub server: String,
+    pub tier_file: PathBuf,
+    pub os: String,
+    pub os_version: String,
+    pub role: String,
+    /// Where the effective policy is written (atomically).
+    pub policy_file: PathBuf,
+    /// Run after each new policy is written: argv, no shell.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hook: Vec<String>,
+    #[serde(default = "default_poll_interval_s")]
+    pub poll_interval_s: u64,
+}
+
+fn default_poll_interval_s() -> u64 {
+    30
+}
+
+/// `tier.toml`: the policy servers and the operators who may administer them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierFile {
+    pub servers: Vec<TierServer>,
+    #[serde(default)]
+    pub operators: Vec<TierOperator>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierServer {
+    pub name: String,
+    pub address: SocketAddr,
+    pub ed25519: String,
+    pub x25519: String,
+    /// The parent server's name; none for the master.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierOperator {
+    pub name: String,
+    pub ed25519: String,
+    pub x25519: String,
+}
+
+/// `agents.toml`: agents a local server serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsFile {
+    pub agents: Vec<TierOperator>,
 }
 
 /// `hosts.toml`: the managed hosts a gateway knows.
@@ -135,7 +225,7 @@ pub enum NodeConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: heartbeat_ms must be between 10 and 60000 (got {got})")]
     Heartbeat { path: PathBuf, got: u64 },
-    #[error("{path}: unknown role `{role}` (roles: member, gateway, exec)")]
+    #[error("{path}: unknown role `{role}` (roles: member, gateway, exec, policy)")]
     UnknownRole { path: PathBuf, role: String },
 }
 
@@ -181,6 +271,21 @@ impl NodeConfig {
         for host in &mut config.exec_hosts {
             host.key_file = base.join(&host.key_file);
             host.acl_file = base.join(&host.acl_file);
+        }
+        let has_policy = config.policy_server.is_some() || !config.policy_agents.is_empty();
+        if config.has_role("policy") != has_policy {
+            return Err(invalid(
+                "the policy role and [policy_server] or [[policy_agent]] sections go together",
+            ));
+        }
+        if let Some(server) = &mut config.policy_server {
+            server.tier_file = base.join(&server.tier_file);
+            server.agents_file = server.agents_file.as_ref().map(|f| base.join(f));
+        }
+        for agent in &mut config.policy_agents {
+            agent.key_file = base.join(&agent.key_file);
+            agent.tier_file = base.join(&agent.tier_file);
+            agent.policy_file = base.join(&agent.policy_file);
         }
         Ok(config)
     }

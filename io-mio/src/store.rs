@@ -28,6 +28,13 @@ const MIGRATIONS: &[&str] = &[
          host TEXT NOT NULL,
          record BLOB NOT NULL
      );",
+    // 2 → 3: the policy master's history of every sync's aggregate.
+    "CREATE TABLE policy_history (
+         id INTEGER PRIMARY KEY AUTOINCREMENT,
+         local TEXT NOT NULL,
+         at_unix_ms INTEGER NOT NULL,
+         aggregate BLOB NOT NULL
+     );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -182,6 +189,31 @@ impl Store {
             .execute("INSERT INTO audit_local (host, record) VALUES (?1, ?2)", params![record.host, bytes])
             .map_err(|source| StoreError::Sqlite { path, source })?;
         Ok(())
+    }
+
+    /// Keeps one sync's aggregate for historical status.
+    pub fn append_policy_history(
+        &mut self,
+        local: &str,
+        at: cohort_core::WallClock,
+        aggregate: &cohort_core::policy::report::Aggregate,
+    ) -> Result<(), StoreError> {
+        let bytes = cohort_core::wire::encode(aggregate).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let path = self.path.clone();
+        self.conn
+            .execute(
+                "INSERT INTO policy_history (local, at_unix_ms, aggregate) VALUES (?1, ?2, ?3)",
+                params![local, at.0 as i64, bytes],
+            )
+            .map_err(|source| StoreError::Sqlite { path, source })?;
+        Ok(())
+    }
+
+    pub fn policy_history_count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM policy_history", [], |row| row.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
     }
 
     pub fn local_audit_count(&self) -> Result<u64, StoreError> {

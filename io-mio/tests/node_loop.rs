@@ -42,6 +42,8 @@ fn a_node_serves_status_and_stops_on_a_local_request() {
         gateway: None,
         exec_hosts: Vec::new(),
         collector: None,
+        policy_server: None,
+        policy_agents: Vec::new(),
     };
     let mut node = Node::start(node_config, AdminLimits::default()).expect("starts");
     let handle = node.handle();

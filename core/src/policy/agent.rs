@@ -93,6 +93,11 @@ impl PolicyAgent {
         &self.name
     }
 
+    /// The agent's keys, for the driver's channel to its server.
+    pub fn keys(&self) -> &NodeKeys {
+        &self.keys
+    }
+
     fn poll(&mut self, wall: WallClock) {
         let report = AgentReport {
             agent: self.name.clone(),

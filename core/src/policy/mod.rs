@@ -8,3 +8,4 @@ pub mod document;
 pub mod merge;
 pub mod report;
 pub mod server;
+pub mod wire;

@@ -1,0 +1,740 @@
+//! The security-policy roles of a node, on their own mio loop: a policy server (master or local)
+//! and any number of agents. Owns the listener, the links to a parent server and from agents to
+//! their server, name-based routing of tier messages, operators' admin requests, the master's
+//! history in SQLite, and writing each agent's effective policy to its file atomically (then
+//! running its hook). Protocol rules stay in core.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cohort_core::channel::{Channel, ChannelConfig, ChannelInput, ChannelOutput, TrustSet};
+use cohort_core::policy::agent::{AgentInput, AgentOutput, PolicyAgent};
+use cohort_core::policy::document::Platform;
+use cohort_core::policy::merge::EffectivePolicy;
+use cohort_core::policy::server::{PolicyMessage, PolicyServer, ServerInput, ServerOutput, ServerSetup};
+use cohort_core::policy::wire::{ADMIN_FRESHNESS_MS, PolicyAdmin, PolicyAdminReply, PolicyWire};
+use cohort_core::rng::{SeededRng, fork};
+use cohort_core::{Instant, Machine, NodeKeys, PublicIdentity, WallClock, wire};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use tracing::{debug, info, warn};
+
+use crate::channel_conn::{ChannelConn, ReadOutcome};
+use crate::entropy::os_seeded_rng;
+use crate::keyfile;
+use crate::node::{NodeError, NodeHandle};
+use crate::node_config::{AgentsFile, NodeConfig, NodeConfigError, TierFile, load_toml, parse_key};
+use crate::store::Store;
+
+const WAKER: Token = Token(1);
+const LISTENER: Token = Token(2);
+const FIRST_DYNAMIC: usize = 1_000;
+const MAX_INBOUND: usize = 4096;
+/// A link that failed is tried again after this long.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+fn wall() -> WallClock {
+    WallClock(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
+}
+
+fn identity(path: &Path, ed: &str, x: &str) -> Result<PublicIdentity, NodeConfigError> {
+    Ok(PublicIdentity { signing: parse_key(path, "ed25519", ed)?, agreement: parse_key(path, "x25519", x)? })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Inbound,
+    /// To our server's parent.
+    Parent,
+    /// Agent `i` to its server.
+    AgentLink(usize),
+}
+
+#[derive(Debug)]
+struct Conn {
+    io: ChannelConn,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+struct Link {
+    addr: SocketAddr,
+    identity: PublicIdentity,
+    token: Option<Token>,
+    /// Messages waiting for the link to open.
+    queue: Vec<PolicyWire>,
+    retry_at: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct ServerSide {
+    server: PolicyServer,
+    listener: TcpListener,
+    parent_name: Option<String>,
+    parent: Option<Link>,
+    /// Who is reachable on which inbound connection, learned from verified messages.
+    peers: BTreeMap<String, Token>,
+    operators: Vec<PublicIdentity>,
+    /// Admin status requests waiting for the server's answer.
+    admin: BTreeMap<u64, Token>,
+    next_request: u64,
+    is_master: bool,
+}
+
+#[derive(Debug)]
+struct AgentSide {
+    agent: PolicyAgent,
+    link: Link,
+    policy_file: std::path::PathBuf,
+    hook: Vec<String>,
+    hooks: Vec<Child>,
+}
+
+pub struct PolicyRuntime {
+    poll: Poll,
+    handle: NodeHandle,
+    keys: NodeKeys,
+    store: Store,
+    rng: SeededRng,
+    started: std::time::Instant,
+    server: Option<ServerSide>,
+    agents: Vec<AgentSide>,
+    conns: BTreeMap<Token, Conn>,
+    next_token: usize,
+    shutdown: bool,
+}
+
+impl std::fmt::Debug for PolicyRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PolicyRuntime")
+            .field("server", &self.server.is_some())
+            .field("agents", &self.agents.len())
+            .finish()
+    }
+}
+
+fn channel_config() -> ChannelConfig {
+    ChannelConfig {
+        max_message_len: 4 * 1024 * 1024,
+        handshake_timeout: Duration::from_secs(5),
+        max_queued_bytes: 4 * 1024 * 1024,
+    }
+}
+
+impl PolicyRuntime {
+    pub fn start(config: &NodeConfig) -> Result<PolicyRuntime, NodeError> {
+        let keys = keyfile::read_key_file(&config.key_file)?;
+        let store = Store::open(&config.database())?;
+        let poll = Poll::new()?;
+        let handle = NodeHandle::new(poll.registry(), WAKER)?;
+        let mut rng = os_seeded_rng();
+        let now = Instant::ZERO;
+        let server = match &config.policy_server {
+            None => None,
+            Some(sc) => {
+                let tier: TierFile = load_toml(&sc.tier_file)?;
+                let mut ids = BTreeMap::new();
+                for s in &tier.servers {
+                    ids.insert(
+                        s.name.clone(),
+                        (identity(&sc.tier_file, &s.ed25519, &s.x25519)?, s.address, s.parent.clone()),
+                    );
+                }
+                let me = tier.servers.iter().find(|s| s.name == sc.name).ok_or_else(|| {
+                    NodeConfigError::Parse {
+                        path: sc.tier_file.clone(),
+                        message: format!("no server `{}` in the tier file", sc.name),
+                    }
+                })?;
+                let parent_name = me.parent.clone();
+                let parent = parent_name.as_ref().and_then(|p| ids.get(p)).map(|(id, addr, _)| Link {
+                    addr: *addr,
+                    identity: *id,
+                    token: None,
+                    queue: Vec::new(),
+                    retry_at: None,
+                });
+                let children = ids
+                    .iter()
+                    .filter(|(_, (_, _, p))| p.as_deref() == Some(sc.name.as_str()))
+                    .map(|(n, (id, _, _))| (n.clone(), *id))
+                    .collect();
+                let agents = match &sc.agents_file {
+                    None => BTreeMap::new(),
+                    Some(path) => {
+                        let file: AgentsFile = load_toml(path)?;
+                        let mut agents = BTreeMap::new();
+                        for a in &file.agents {
+                            agents.insert(a.name.clone(), identity(path, &a.ed25519, &a.x25519)?);
+                        }
+                        agents
+                    }
+                };
+                let operators = tier
+                    .operators
+                    .iter()
+                    .map(|o| identity(&sc.tier_file, &o.ed25519, &o.x25519))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let setup = ServerSetup {
+                    name: sc.name.clone(),
+                    keys: keys.clone(),
+                    parent: parent_name.as_ref().zip(parent.as_ref()).map(|(n, l)| (n.clone(), l.identity)),
+                    children,
+                    agents,
+                    signers: ids.iter().map(|(n, (id, _, _))| (n.clone(), *id)).collect(),
+                    sync_window: Duration::from_secs(sc.sync_window_s.max(1)),
+                    sync_jitter: Duration::from_secs(sc.sync_jitter_s),
+                    stats_deadline: Duration::from_secs(5),
+                };
+                let mut listener = TcpListener::bind(sc.listen).map_err(|source| NodeError::Bind {
+                    what: "listen for the policy tier on",
+                    addr: sc.listen,
+                    source,
+                })?;
+                poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+                info!(name = %sc.name, listen = %sc.listen, parent = ?parent_name, "policy server up");
+                Some(ServerSide {
+                    server: PolicyServer::new(now, setup, fork(&mut rng)),
+                    listener,
+                    is_master: parent_name.is_none(),
+                    parent_name,
+                    parent,
+                    peers: BTreeMap::new(),
+                    operators,
+                    admin: BTreeMap::new(),
+                    next_request: 1,
+                })
+            }
+        };
+        let mut agents = Vec::new();
+        for ac in &config.policy_agents {
+            let tier: TierFile = load_toml(&ac.tier_file)?;
+            let server =
+                tier.servers.iter().find(|s| s.name == ac.server).ok_or_else(|| NodeConfigError::Parse {
+                    path: ac.tier_file.clone(),
+                    message: format!("agent `{}` names unknown server `{}`", ac.name, ac.server),
+                })?;
+            let agent_keys = keyfile::read_key_file(&ac.key_file)?;
+            let agent = PolicyAgent::new(
+                now,
+                ac.name.clone(),
+                agent_keys,
+                Platform::new(&ac.os, &ac.os_version, &ac.role),
+                ac.server.clone(),
+                Duration::from_secs(ac.poll_interval_s.max(1)),
+                Duration::from_secs(ac.poll_interval_s.max(1) / 5),
+                fork(&mut rng),
+            );
+            let link = Link {
+                addr: server.address,
+                identity: identity(&ac.tier_file, &server.ed25519, &server.x25519)?,
+                token: None,
+                queue: Vec::new(),
+                retry_at: None,
+            };
+            agents.push(AgentSide {
+                agent,
+                link,
+                policy_file: ac.policy_file.clone(),
+                hook: ac.hook.clone(),
+                hooks: Vec::new(),
+            });
+        }
+        let mut runtime = PolicyRuntime {
+            poll,
+            handle,
+            keys,
+            store,
+            rng,
+            started: std::time::Instant::now(),
+            server,
+            agents,
+            conns: BTreeMap::new(),
+            next_token: FIRST_DYNAMIC,
+            shutdown: false,
+        };
+        for i in 0..runtime.agents.len() {
+            runtime.feed_agent(
+                i,
+                AgentInput::State {
+                    checks: [("policy.applied".to_owned(), false)].into(),
+                    threats: 0,
+                    last_scan: wall(),
+                },
+            );
+        }
+        Ok(runtime)
+    }
+
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_nanos(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    }
+
+    pub fn run(&mut self) -> Result<(), NodeError> {
+        let mut events = Events::with_capacity(256);
+        while !self.shutdown {
+            self.settle()?;
+            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(self.now()));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for event in &events {
+                match event.token() {
+                    WAKER => self.shutdown |= self.handle.stop_requested(),
+                    LISTENER => self.accept(),
+                    token => self.service(token, event.is_readable(), event.is_writable()),
+                }
+            }
+            self.fire_timeouts();
+        }
+        info!("policy roles stopped");
+        Ok(())
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let server = self.server.as_ref().and_then(|s| s.server.poll_timeout());
+        let agents = self.agents.iter().filter_map(|a| a.agent.poll_timeout());
+        let conns = self.conns.values().filter_map(|c| c.io.channel.poll_timeout());
+        let links = self.links().filter_map(|l| l.retry_at);
+        server.into_iter().chain(agents).chain(conns).chain(links).min()
+    }
+
+    fn links(&self) -> impl Iterator<Item = &Link> {
+        self.server.iter().filter_map(|s| s.parent.as_ref()).chain(self.agents.iter().map(|a| &a.link))
+    }
+
+    fn fire_timeouts(&mut self) {
+        let now = self.now();
+        let w = wall();
+        if let Some(s) = &mut self.server
+            && s.server.poll_timeout().is_some_and(|t| t <= now)
+        {
+            s.server.handle_at(now, w, ServerInput::Timeout);
+        }
+        for i in 0..self.agents.len() {
+            if self.agents[i].agent.poll_timeout().is_some_and(|t| t <= now) {
+                self.feed_agent(i, AgentInput::Timeout);
+            }
+            self.agents[i].hooks.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+        }
+        for conn in self.conns.values_mut() {
+            if conn.io.channel.poll_timeout().is_some_and(|t| t <= now) {
+                conn.io.channel.handle(now, ChannelInput::Timeout);
+            }
+        }
+    }
+
+    fn settle(&mut self) -> Result<(), NodeError> {
+        for _ in 0..10_000 {
+            let mut moved = self.drive_server()?;
+            moved |= self.drive_links();
+            moved |= self.drive_conns();
+            if !moved {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- connections --------------------------------------------------------------------------
+
+    fn add_conn(
+        &mut self,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        channel: Channel,
+        kind: Kind,
+    ) -> Option<Token> {
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        if let Err(e) =
+            self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            warn!(%peer, error = %e, "could not register a policy connection");
+            return None;
+        }
+        self.conns.insert(token, Conn { io: ChannelConn::new(stream, peer, channel), kind });
+        Some(token)
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(s) = &self.server else { return };
+            let (stream, peer) = match s.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(e) => return warn!(error = %e, "policy accept failed"),
+            };
+            if self.conns.values().filter(|c| c.kind == Kind::Inbound).count() >= MAX_INBOUND {
+                warn!(%peer, "policy connection refused: too many open");
+                continue;
+            }
+            let now = self.now();
+            match Channel::responder(
+                now,
+                channel_config(),
+                &self.keys,
+                TrustSet::any_peer(),
+                fork(&mut self.rng),
+            ) {
+                Ok(channel) => {
+                    self.add_conn(stream, peer, channel, Kind::Inbound);
+                }
+                Err(e) => warn!(error = %e, "could not start a policy channel"),
+            }
+        }
+    }
+
+    fn service(&mut self, token: Token, readable: bool, writable: bool) {
+        let now = self.now();
+        let Some(conn) = self.conns.get_mut(&token) else { return };
+        if let Ok(Some(e)) | Err(e) = conn.io.stream.take_error() {
+            debug!(peer = %conn.io.peer, error = %e, "policy connection failed");
+            conn.io.channel.handle(now, ChannelInput::PeerClosed);
+            return;
+        }
+        if readable {
+            match conn.io.read(now) {
+                Ok(ReadOutcome::Budget) => conn.io.more_to_read = true,
+                Ok(_) => {}
+                Err(_) => conn.io.channel.handle(now, ChannelInput::PeerClosed),
+            }
+        }
+        if writable && conn.io.flush().is_err() {
+            conn.io.channel.handle(now, ChannelInput::PeerClosed);
+        }
+    }
+
+    fn send_on(&mut self, token: Token, message: &PolicyWire) {
+        let Ok(bytes) = wire::encode(message) else { return };
+        if let Some(conn) = self.conns.get_mut(&token)
+            && let Err(e) = conn.io.channel.send(&bytes)
+        {
+            debug!(error = %e, "could not send a policy message");
+        }
+    }
+
+    fn drive_conns(&mut self) -> bool {
+        let mut moved = false;
+        let tokens: Vec<Token> = self.conns.keys().copied().collect();
+        for token in tokens {
+            if self.conns.get_mut(&token).is_some_and(|c| std::mem::take(&mut c.io.more_to_read)) {
+                self.service(token, true, false);
+            }
+            while let Some(output) = self.conns.get_mut(&token).and_then(|c| c.io.channel.poll_output()) {
+                moved = true;
+                match output {
+                    ChannelOutput::Transmit(bytes) => {
+                        if let Some(conn) = self.conns.get_mut(&token)
+                            && !conn.io.queue(&bytes)
+                        {
+                            conn.io.channel.close();
+                        }
+                    }
+                    ChannelOutput::Established(_) => {}
+                    ChannelOutput::Message(bytes) => self.on_message(token, &bytes),
+                    ChannelOutput::Closed(reason) => {
+                        debug!(?reason, "policy connection closed");
+                        self.on_closed(token);
+                        break;
+                    }
+                }
+            }
+            let now = self.now();
+            if let Some(conn) = self.conns.get_mut(&token)
+                && conn.io.flush().is_err()
+            {
+                conn.io.channel.handle(now, ChannelInput::PeerClosed);
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    fn on_closed(&mut self, token: Token) {
+        let Some(mut conn) = self.conns.remove(&token) else { return };
+        let _ = self.poll.registry().deregister(&mut conn.io.stream);
+        let retry = self.now() + RECONNECT;
+        match conn.kind {
+            Kind::Inbound => {
+                if let Some(s) = &mut self.server {
+                    s.peers.retain(|_, t| *t != token);
+                    s.admin.retain(|_, t| *t != token);
+                }
+            }
+            Kind::Parent => {
+                if let Some(link) = self.server.as_mut().and_then(|s| s.parent.as_mut()) {
+                    link.token = None;
+                    link.retry_at = Some(retry);
+                }
+            }
+            Kind::AgentLink(i) => {
+                if let Some(a) = self.agents.get_mut(i) {
+                    a.link.token = None;
+                    a.link.retry_at = Some(retry);
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, token: Token, bytes: &[u8]) {
+        let Some(kind) = self.conns.get(&token).map(|c| c.kind) else { return };
+        let message = match wire::decode::<PolicyWire>(bytes) {
+            Ok(message) => message,
+            Err(e) => {
+                warn!(error = %e, "undecodable policy message; closing");
+                if let Some(conn) = self.conns.get_mut(&token) {
+                    conn.io.channel.close();
+                }
+                return;
+            }
+        };
+        let size = bytes.len();
+        match (kind, message) {
+            (Kind::Inbound, PolicyWire::Tier(message)) => self.tier_from_below(token, message, size),
+            (Kind::Inbound, PolicyWire::Admin(signed)) => self.admin(token, signed),
+            (Kind::Parent, PolicyWire::Tier(message)) => {
+                self.feed_server(ServerInput::Received { message, size })
+            }
+            (Kind::AgentLink(i), PolicyWire::Tier(message)) => {
+                self.feed_agent(i, AgentInput::FromServer(Box::new(message)))
+            }
+            (_, _) => warn!("a policy message arrived on the wrong kind of connection"),
+        }
+    }
+
+    /// A tier message from a child or an agent. The sender's name is learned for routing only
+    /// when the server accepted the message (it verifies every signature).
+    fn tier_from_below(&mut self, token: Token, message: PolicyMessage, size: usize) {
+        let claimed = match &message {
+            PolicyMessage::Sync(s) => Some(s.body.from.clone()),
+            PolicyMessage::StatsReply(s) => Some(s.body.from.clone()),
+            PolicyMessage::Poll(s) => Some(s.body.agent.clone()),
+            _ => None,
+        };
+        let now = self.now();
+        let Some(s) = &mut self.server else { return };
+        let before: u64 = s.server.rejected().values().sum();
+        if let Some(name) = &claimed {
+            // Routed replies go out on this connection; remember it, and undo if refused.
+            s.peers.insert(name.clone(), token);
+        }
+        s.server.handle_at(now, wall(), ServerInput::Received { message, size });
+        let after: u64 = s.server.rejected().values().sum();
+        if after > before
+            && let Some(name) = claimed
+        {
+            s.peers.remove(&name);
+        }
+    }
+
+    fn admin(
+        &mut self,
+        token: Token,
+        signed: cohort_core::signed::Signed<cohort_core::policy::wire::PolicyAdminRequest>,
+    ) {
+        let now = self.now();
+        let w = wall();
+        let Some(s) = &mut self.server else { return };
+        let authorised = s.operators.iter().any(|op| signed.verify(op).is_ok());
+        let fresh = w.distance(signed.body.at) <= Duration::from_millis(ADMIN_FRESHNESS_MS);
+        let reply = if !authorised {
+            Some(PolicyAdminReply::Error("not signed by an operator this tier lists".into()))
+        } else if !fresh {
+            Some(PolicyAdminReply::Error(
+                "the request is stale or from the future; check the clock and retry".into(),
+            ))
+        } else {
+            match signed.body.request {
+                PolicyAdmin::Create(mut policy) => {
+                    // The server signs it as its author.
+                    policy.author = s.server.name().to_owned();
+                    if let Err(e) = policy.validate() {
+                        Some(PolicyAdminReply::Error(e.to_string()))
+                    } else {
+                        s.server.handle_at(now, w, ServerInput::Create(policy));
+                        Some(PolicyAdminReply::Created)
+                    }
+                }
+                PolicyAdmin::List => Some(PolicyAdminReply::Policies(s.server.policies().cloned().collect())),
+                PolicyAdmin::Status { current, since } => {
+                    if !s.is_master {
+                        Some(PolicyAdminReply::Error("global status comes from the master".into()))
+                    } else {
+                        let request = s.next_request;
+                        s.next_request += 1;
+                        s.admin.insert(request, token);
+                        s.server.handle_at(now, w, ServerInput::Status { request, current, since });
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(reply) = reply {
+            self.send_on(token, &PolicyWire::AdminReply(reply));
+        }
+    }
+
+    fn feed_server(&mut self, input: ServerInput) {
+        let now = self.now();
+        if let Some(s) = &mut self.server {
+            s.server.handle_at(now, wall(), input);
+        }
+    }
+
+    fn drive_server(&mut self) -> Result<bool, NodeError> {
+        let mut moved = false;
+        loop {
+            let Some(s) = &mut self.server else { return Ok(moved) };
+            let Some(out) = s.server.poll_output() else { return Ok(moved) };
+            moved = true;
+            match out {
+                ServerOutput::Send { to, message } => {
+                    if s.parent_name.as_deref() == Some(to.as_str()) {
+                        if let Some(link) = &mut s.parent {
+                            link.queue.push(PolicyWire::Tier(message));
+                        }
+                    } else if let Some(token) = s.peers.get(&to).copied() {
+                        self.send_on(token, &PolicyWire::Tier(message));
+                    } else {
+                        debug!(%to, "no connection to a policy peer; message dropped");
+                    }
+                }
+                ServerOutput::Stored { id, version } => info!(%id, version, "policy stored"),
+                ServerOutput::History { from, at, aggregate } => {
+                    self.store.append_policy_history(&from, at, &aggregate)?
+                }
+                ServerOutput::StatusAnswer { request, status } => {
+                    if let Some(token) = s.admin.remove(&request) {
+                        self.send_on(token, &PolicyWire::AdminReply(PolicyAdminReply::Status(status)));
+                    }
+                }
+                ServerOutput::Rejected { reason } => warn!(%reason, "policy input refused"),
+            }
+        }
+    }
+
+    // ---- links --------------------------------------------------------------------------------
+
+    /// Opens links that have messages waiting, and sends them.
+    fn drive_links(&mut self) -> bool {
+        let mut moved = false;
+        let now = self.now();
+        let mut targets: Vec<(Kind, SocketAddr, PublicIdentity)> = Vec::new();
+        if let Some(link) = self.server.as_ref().and_then(|s| s.parent.as_ref())
+            && link.token.is_none()
+            && !link.queue.is_empty()
+            && link.retry_at.is_none_or(|t| t <= now)
+        {
+            targets.push((Kind::Parent, link.addr, link.identity));
+        }
+        for (i, a) in self.agents.iter().enumerate() {
+            if a.link.token.is_none() && !a.link.queue.is_empty() && a.link.retry_at.is_none_or(|t| t <= now)
+            {
+                targets.push((Kind::AgentLink(i), a.link.addr, a.link.identity));
+            }
+        }
+        for (kind, addr, id) in targets {
+            let token = TcpStream::connect(addr).ok().and_then(|stream| {
+                let trust: TrustSet = [id].into_iter().collect();
+                let keys = match kind {
+                    Kind::AgentLink(i) => self.agent_keys(i),
+                    _ => self.keys.clone(),
+                };
+                let channel =
+                    Channel::initiator(now, channel_config(), &keys, trust, fork(&mut self.rng)).ok()?;
+                self.add_conn(stream, addr, channel, kind)
+            });
+            let link = self.link_mut(kind);
+            if let Some(link) = link {
+                link.token = token;
+                link.retry_at = token.is_none().then_some(now + RECONNECT);
+            }
+            moved = true;
+        }
+        for kind in [Kind::Parent].into_iter().chain((0..self.agents.len()).map(Kind::AgentLink)) {
+            let Some(link) = self.link_mut(kind) else { continue };
+            let Some(token) = link.token else { continue };
+            let queued = std::mem::take(&mut link.queue);
+            for message in &queued {
+                self.send_on(token, message);
+                moved = true;
+            }
+        }
+        moved
+    }
+
+    fn agent_keys(&self, i: usize) -> NodeKeys {
+        self.agents[i].agent.keys().clone()
+    }
+
+    fn link_mut(&mut self, kind: Kind) -> Option<&mut Link> {
+        match kind {
+            Kind::Parent => self.server.as_mut().and_then(|s| s.parent.as_mut()),
+            Kind::AgentLink(i) => self.agents.get_mut(i).map(|a| &mut a.link),
+            Kind::Inbound => None,
+        }
+    }
+
+    // ---- agents -------------------------------------------------------------------------------
+
+    fn feed_agent(&mut self, i: usize, input: AgentInput) {
+        let now = self.now();
+        let w = wall();
+        let Some(side) = self.agents.get_mut(i) else { return };
+        side.agent.handle_at(now, w, input);
+        while let Some(out) = side.agent.poll_output() {
+            match out {
+                AgentOutput::Send { message, .. } => side.link.queue.push(PolicyWire::Tier(message)),
+                AgentOutput::Apply(policy) => {
+                    match write_policy(&side.policy_file, side.agent.name(), &policy) {
+                        Ok(()) => {
+                            info!(agent = %side.agent.name(), digest = %policy.short(), "policy applied");
+                            if !side.hook.is_empty() {
+                                match Command::new(&side.hook[0])
+                                    .args(&side.hook[1..])
+                                    .env("COHORT_POLICY_FILE", &side.policy_file)
+                                    .stdin(Stdio::null())
+                                    .spawn()
+                                {
+                                    Ok(child) => side.hooks.push(child),
+                                    Err(e) => warn!(error = %e, "policy hook did not start"),
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            warn!(error = %e, file = %side.policy_file.display(), "could not write the policy")
+                        }
+                    }
+                    let checks = [("policy.applied".to_owned(), true)].into();
+                    side.agent.handle_at(now, w, AgentInput::State { checks, threats: 0, last_scan: w });
+                }
+            }
+        }
+    }
+}
+
+/// Writes `policy` to `path` atomically: a temporary file beside it, synced, then renamed over.
+pub fn write_policy(path: &Path, agent: &str, policy: &EffectivePolicy) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut text =
+        format!("# cohort effective policy for {agent}\n# digest {}\n", hex::encode(policy.digest));
+    for (key, value) in &policy.params {
+        let (id, version) = &policy.sources[key];
+        text.push_str(&format!("{key} = {value:?}  # {id} v{version}\n"));
+    }
+    let staging = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&staging)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&staging, path)
+}
