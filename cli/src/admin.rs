@@ -150,9 +150,17 @@ pub struct StatusArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The security-policy tier's global status (from the master) instead of a member's view.
+    #[arg(long)]
+    pub global: bool,
+    #[command(flatten)]
+    pub policy: crate::policy_cli::GlobalArgs,
 }
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    if args.global {
+        return crate::policy_cli::global_status(&args.policy, &args.target.key, args.json);
+    }
     let status = args.target.resolve()?.status()?;
     if args.json {
         println!("{}", serde_json::to_string(&status_json(&status))?);

@@ -11,6 +11,7 @@ mod exec_setup;
 mod init;
 mod keygen;
 mod node;
+mod policy_cli;
 mod sim;
 
 use std::process::ExitCode;
@@ -45,6 +46,9 @@ enum Command {
     Status(admin::StatusArgs),
     /// Look up a setting (or all settings) in a member's active configuration.
     Get(admin::GetArgs),
+    /// Create, list or show security policies (signed with the operator key).
+    #[command(subcommand)]
+    Policy(policy_cli::PolicyCommand),
     /// Log in through the gateway; the credential is kept (0600) for `cohort exec`.
     Login(exec_client::LoginArgs),
     /// Run a command on many hosts at once.
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
         Command::Get(args) => admin::get(&args),
         Command::Admin(command) => admin::admin(&command),
         Command::Login(args) => exec_client::login(&args),
+        Command::Policy(command) => policy_cli::run(&command),
         Command::Audit(command) => audit::run(&command),
         Command::Exec(args) => match exec_client::exec(&args) {
             // Non-zero when any host failed, like pdsh and clush.

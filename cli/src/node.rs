@@ -1,6 +1,6 @@
 //! `cohort node run`: a long-running node, logging through `tracing` (RUST_LOG). The member role
 //! runs on the main thread's event loop; the exec roles (gateway with KDC and audit collector,
-//! exec daemons) on a second loop in their own thread. SIGINT or SIGTERM stops both.
+//! exec daemons) and the policy roles (server, agents) each on a loop in their own thread. SIGINT or SIGTERM stops both.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use cohort_io_mio::exec_runtime::ExecRuntime;
 use cohort_io_mio::node::{AdminLimits, Node};
 use cohort_io_mio::node_config::NodeConfig;
+use cohort_io_mio::policy_runtime::PolicyRuntime;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum NodeCommand {
@@ -30,6 +31,13 @@ pub fn run(command: &NodeCommand) -> anyhow::Result<()> {
     };
     let exec_handle = exec.as_ref().map(ExecRuntime::handle);
     let exec_thread = exec.map(|mut runtime| std::thread::spawn(move || runtime.run()));
+    let policy = if config.has_role("policy") {
+        Some(PolicyRuntime::start(&config).context("the policy roles could not start")?)
+    } else {
+        None
+    };
+    let policy_handle = policy.as_ref().map(PolicyRuntime::handle);
+    let policy_thread = policy.map(|mut runtime| std::thread::spawn(move || runtime.run()));
 
     let member_result = if config.has_role("member") {
         let limits = AdminLimits::from_config(&config);
@@ -45,13 +53,15 @@ pub fn run(command: &NodeCommand) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    if let Some(handle) = exec_handle {
+    for handle in exec_handle.iter().chain(policy_handle.iter()) {
         let _ = handle.shutdown();
     }
-    if let Some(thread) = exec_thread {
-        match thread.join() {
-            Ok(result) => result.context("the exec roles stopped on an error")?,
-            Err(_) => bail!("the exec roles' thread panicked"),
+    for (what, thread) in [("exec", exec_thread), ("policy", policy_thread)] {
+        if let Some(thread) = thread {
+            match thread.join() {
+                Ok(result) => result.with_context(|| format!("the {what} roles stopped on an error"))?,
+                Err(_) => bail!("the {what} roles' thread panicked"),
+            }
         }
     }
     member_result

@@ -1,0 +1,218 @@
+//! `cohort policy set|list|show` and `cohort status --global`: an operator's signed requests to a
+//! policy server, and the global status as a readable table or JSON.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use cohort_core::policy::document::{Policy, PolicyTarget, Scope};
+use cohort_core::policy::server::GlobalStatus;
+use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest, PolicyWire};
+use cohort_core::signed::Signed;
+use cohort_core::{NodeKeys, PublicIdentity, WallClock};
+use cohort_io_mio::channel_client::ChannelClient;
+use cohort_io_mio::keyfile;
+use cohort_io_mio::node_config::{TierFile, load_toml, parse_key};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TierArgs {
+    /// The policy tier file (from `cohort init --policy-locals`).
+    #[arg(long, value_name = "FILE")]
+    pub tier: Option<PathBuf>,
+    /// Which server to ask (default: the master).
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
+}
+
+fn wall() -> WallClock {
+    WallClock(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
+}
+
+/// Sends one signed admin request to a policy server.
+pub fn ask(tier: &TierArgs, key: &Option<PathBuf>, request: PolicyAdmin) -> anyhow::Result<PolicyAdminReply> {
+    let tier_path = tier.tier.clone().context("say which tier: --tier tier.toml")?;
+    let key = key.clone().context("policy requests are signed: pass --key with the operator key")?;
+    let keys: NodeKeys = keyfile::read_key_file(&key)?;
+    let file: TierFile = load_toml(&tier_path)?;
+    let server = match &tier.server {
+        Some(name) => file.servers.iter().find(|s| &s.name == name),
+        None => file.servers.iter().find(|s| s.parent.is_none()),
+    }
+    .context("no such server in the tier file")?;
+    let identity = PublicIdentity {
+        signing: parse_key(&tier_path, "ed25519", &server.ed25519)?,
+        agreement: parse_key(&tier_path, "x25519", &server.x25519)?,
+    };
+    let addr: SocketAddr = server.address;
+    let timeout = Duration::from_secs(15);
+    let mut client = ChannelClient::connect(addr, identity, &keys, timeout)?;
+    let signed = Signed::sign(PolicyAdminRequest { at: wall(), request }, &keys)?;
+    client.send(&PolicyWire::Admin(signed))?;
+    match client.recv::<PolicyWire>(timeout)? {
+        PolicyWire::AdminReply(PolicyAdminReply::Error(e)) => bail!("{} refused: {e}", server.name),
+        PolicyWire::AdminReply(reply) => Ok(reply),
+        other => bail!("unexpected answer: {other:?}"),
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Create or replace a policy: ID KEY=VALUE …
+    Set {
+        id: String,
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        params: Vec<String>,
+        /// Apply only to the clients of this local server (an override).
+        #[arg(long, value_name = "NAME")]
+        local: Option<String>,
+        #[arg(long)]
+        os: Option<String>,
+        #[arg(long)]
+        os_version: Option<String>,
+        #[arg(long)]
+        role: Option<String>,
+        #[command(flatten)]
+        tier: TierArgs,
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// List the policies a server holds.
+    List {
+        #[command(flatten)]
+        tier: TierArgs,
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Show one policy.
+    Show {
+        id: String,
+        #[command(flatten)]
+        tier: TierArgs,
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+}
+
+pub fn run(command: &PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Set { id, params, local, os, os_version, role, tier, key } => {
+            let mut map = std::collections::BTreeMap::new();
+            for pair in params {
+                let (k, v) = pair.split_once('=').with_context(|| format!("`{pair}` is not KEY=VALUE"))?;
+                map.insert(k.to_owned(), v.to_owned());
+            }
+            let policy = Policy {
+                id: id.clone(),
+                version: 1,
+                author: String::new(),
+                scope: local.clone().map_or(Scope::Global, Scope::Local),
+                target: PolicyTarget { os: os.clone(), os_version: os_version.clone(), role: role.clone() },
+                params: map,
+            };
+            ask(tier, key, PolicyAdmin::Create(policy))?;
+            println!("policy `{id}` stored; it reaches the tier at the next syncs");
+        }
+        PolicyCommand::List { tier, key } | PolicyCommand::Show { tier, key, .. } => {
+            let PolicyAdminReply::Policies(policies) = ask(tier, key, PolicyAdmin::List)? else {
+                bail!("unexpected answer to a list");
+            };
+            let wanted = match command {
+                PolicyCommand::Show { id, .. } => Some(id.as_str()),
+                _ => None,
+            };
+            for p in policies.iter().filter(|p| wanted.is_none_or(|w| w == p.id)) {
+                let scope = match &p.scope {
+                    Scope::Global => "global".to_owned(),
+                    Scope::Local(l) => format!("local {l}"),
+                };
+                println!("{} v{} by {} ({scope})", p.id, p.version, p.author);
+                if wanted.is_some() {
+                    for (k, v) in &p.params {
+                        println!("  {k} = {v}");
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// Ask every local now (with a deadline) instead of reading stored syncs.
+    #[arg(long)]
+    pub current: bool,
+    /// Only syncs at or after this time (Unix milliseconds).
+    #[arg(long, value_name = "UNIX_MS")]
+    pub since: Option<u64>,
+    #[command(flatten)]
+    pub tier: TierArgs,
+}
+
+pub fn global_status(args: &GlobalArgs, key: &Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let request = PolicyAdmin::Status { current: args.current, since: args.since.map(WallClock) };
+    let PolicyAdminReply::Status(status) = ask(&args.tier, key, request)? else { bail!("unexpected answer") };
+    if json {
+        println!("{}", serde_json::to_string(&status_json(&status))?);
+    } else {
+        print!("{}", render_global(&status));
+    }
+    Ok(())
+}
+
+pub fn status_json(status: &GlobalStatus) -> serde_json::Value {
+    serde_json::json!({
+        "current": status.current,
+        "partial": status.partial(),
+        "missing": status.missing,
+        "agents": status.aggregate.agents(),
+        "silent_agents": status.aggregate.silent_agents,
+        "platforms": status.aggregate.platforms.iter().map(|(k, c)| (k.clone(), serde_json::json!({"agents": c.agents, "compliant": c.compliant, "threats": c.threats}))).collect::<serde_json::Map<_, _>>(),
+        "locals": status.aggregate.locals.iter().map(|(k, c)| (k.clone(), serde_json::json!({"agents": c.agents, "compliant": c.compliant, "threats": c.threats}))).collect::<serde_json::Map<_, _>>(),
+        "policy_versions": status.aggregate.policy_versions,
+    })
+}
+
+pub fn render_global(status: &GlobalStatus) -> String {
+    let a = &status.aggregate;
+    let mut out = format!(
+        "global status ({}){}: {} agents reporting, {} not reporting\n",
+        if status.current { "current" } else { "historical" },
+        if status.partial() {
+            format!(", PARTIAL: no answer from {}", status.missing.join(", "))
+        } else {
+            String::new()
+        },
+        a.agents(),
+        a.silent_agents
+    );
+    let pct = |c: u64, n: u64| if n == 0 { 0.0 } else { 100.0 * c as f64 / n as f64 };
+    out.push_str(&format!("  {:<24} {:>7} {:>11} {:>8}\n", "platform", "agents", "compliant", "threats"));
+    for (name, c) in &a.platforms {
+        out.push_str(&format!(
+            "  {:<24} {:>7} {:>10.0}% {:>8}\n",
+            name,
+            c.agents,
+            pct(c.compliant, c.agents),
+            c.threats
+        ));
+    }
+    out.push_str(&format!("  {:<24} {:>7} {:>11} {:>8}\n", "local server", "agents", "compliant", "threats"));
+    for (name, c) in &a.locals {
+        out.push_str(&format!(
+            "  {:<24} {:>7} {:>10.0}% {:>8}\n",
+            name,
+            c.agents,
+            pct(c.compliant, c.agents),
+            c.threats
+        ));
+    }
+    let spread: Vec<String> = a.policy_versions.iter().map(|(d, n)| format!("{d}: {n}")).collect();
+    out.push_str(&format!("  policy versions applied: {}\n", spread.join(", ")));
+    out
+}
