@@ -90,6 +90,10 @@ pub fn run() -> anyhow::Result<()> {
         password_file: None,
         run_as: None,
         exec_port: 0,
+        policy_locals: 0,
+        policy_agents: 0,
+        policy_port: 0,
+        policy_sync_s: 1,
     };
     let addresses = free_addresses(usize::from(MEMBERS) + 1)?;
     let (members, gateway) = addresses.split_at(usize::from(MEMBERS));

@@ -52,6 +52,19 @@ pub struct Args {
     /// Port for the gateway (on --host) and for every managed host (on its own address).
     #[arg(long, default_value_t = 7300)]
     pub exec_port: u16,
+    /// Also create a security-policy tier: a master and this many local servers (the last behind
+    /// the first when there are two or more).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=100))]
+    pub policy_locals: u16,
+    /// Policy agents, spread over the locals, hosted by one `policy/agents` node.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=5000))]
+    pub policy_agents: u16,
+    /// First port of the policy servers (master, then each local).
+    #[arg(long, default_value_t = 7500)]
+    pub policy_port: u16,
+    /// Sync window of the locals and poll interval of the agents, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub policy_sync_s: u64,
 }
 
 /// What `init` made, for callers (the demo) that go on to start it.
@@ -70,6 +83,21 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     for config in &created.node_configs {
         println!("  member        cohort node run --config {}", config.display());
     }
+    if args.policy_locals > 0 {
+        let policy = args.dir.join("policy");
+        println!(
+            "  policy tier   master and {} locals: cohort node run --config {}/NAME/node.toml",
+            args.policy_locals,
+            policy.display()
+        );
+        if args.policy_agents > 0 {
+            println!(
+                "  policy agents {}: cohort node run --config {}/agents/node.toml",
+                args.policy_agents,
+                policy.display()
+            );
+        }
+    }
     if args.exec_hosts > 0 {
         println!("  gateway       on m0, {}:{}", args.host, args.exec_port);
         println!(
@@ -77,7 +105,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             args.exec_hosts,
             args.dir.join("exec").join("node.toml").display()
         );
-        if args.password_file.is_none() {
+        if args.password_file.is_none() && args.exec_hosts > 0 {
             let file = args.dir.join(format!("{}.password", args.exec_user));
             println!("  principal     {} (password in {}, mode 0600)", args.exec_user, file.display());
         }
@@ -171,6 +199,9 @@ pub fn create_at(args: &Args, addresses: &[SocketAddr]) -> anyhow::Result<Create
     } else {
         None
     };
+    if args.policy_locals > 0 {
+        crate::policy_setup::create(args, &args.dir, &operator, &mut rng)?;
+    }
     let cluster_file = args.dir.join("cluster.toml");
     let file = ClusterFile { cluster_id: args.cluster.clone(), members: entries, gateway };
     std::fs::write(&cluster_file, toml::to_string(&file)?)?;

@@ -12,6 +12,7 @@ mod init;
 mod keygen;
 mod node;
 mod policy_cli;
+mod policy_setup;
 mod sim;
 
 use std::process::ExitCode;

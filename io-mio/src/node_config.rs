@@ -246,7 +246,8 @@ impl NodeConfig {
                         .into(),
             });
         }
-        if let Some(role) = config.roles.iter().find(|r| !matches!(r.as_str(), "member" | "gateway" | "exec"))
+        if let Some(role) =
+            config.roles.iter().find(|r| !matches!(r.as_str(), "member" | "gateway" | "exec" | "policy"))
         {
             return Err(NodeConfigError::UnknownRole { path: path.to_owned(), role: role.clone() });
         }
