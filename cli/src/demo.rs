@@ -17,6 +17,8 @@ use crate::init;
 
 const MEMBERS: u16 = 3;
 const EXEC_HOSTS: u16 = 6;
+const POLICY_LOCALS: u16 = 2;
+const POLICY_AGENTS: u16 = 6;
 const HEARTBEAT_MS: u64 = 250;
 
 /// Member processes, stopped (SIGTERM, then SIGKILL) when dropped, so an early error leaves
@@ -75,7 +77,7 @@ pub fn run() -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::Builder::new().prefix("cohort-demo-").tempdir()?;
     println!(
-        "cohort demo: a {MEMBERS}-member cluster and {EXEC_HOSTS} managed hosts on loopback, in {}",
+        "cohort demo: a {MEMBERS}-member cluster, {EXEC_HOSTS} managed hosts and a policy tier on loopback, in {}",
         dir.path().display()
     );
     let args = init::Args {
@@ -90,14 +92,15 @@ pub fn run() -> anyhow::Result<()> {
         password_file: None,
         run_as: None,
         exec_port: 0,
-        policy_locals: 0,
-        policy_agents: 0,
+        policy_locals: POLICY_LOCALS,
+        policy_agents: POLICY_AGENTS,
         policy_port: 0,
         policy_sync_s: 1,
     };
     let addresses = free_addresses(usize::from(MEMBERS) + 1)?;
     let (members, gateway) = addresses.split_at(usize::from(MEMBERS));
-    let args = init::Args { exec_port: gateway[0].port(), ..args };
+    let policy_port = free_port_run(usize::from(POLICY_LOCALS) + 1)?;
+    let args = init::Args { exec_port: gateway[0].port(), policy_port, ..args };
     let created = init::create_at(&args, members)?;
     step(
         started,
@@ -108,7 +111,12 @@ pub fn run() -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("could not find the cohort executable")?;
     let mut fleet = Fleet { children: Vec::new() };
     let exec_config = args.dir.join("exec").join("node.toml");
-    for config in created.node_configs.iter().chain([&exec_config]) {
+    let policy_configs: Vec<PathBuf> = crate::policy_setup::server_names(usize::from(POLICY_LOCALS))
+        .into_iter()
+        .chain(["agents".to_owned()])
+        .map(|n| args.dir.join("policy").join(n).join("node.toml"))
+        .collect();
+    for config in created.node_configs.iter().chain([&exec_config]).chain(policy_configs.iter()) {
         let name =
             config.parent().and_then(Path::file_name).map_or("node".into(), |n| n.to_string_lossy().into());
         let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
@@ -160,10 +168,95 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     parallel_commands(started, dir.path(), &args)?;
+    policy_tier(started, &args)?;
     drop(fleet);
     step(started, "stopped all members (SIGTERM)");
-    println!("the security-policy tier joins this demo when it lands (issue 6).");
+
     Ok(())
+}
+
+/// `count` consecutive loopback ports free for TCP right now; returns the first.
+fn free_port_run(count: usize) -> anyhow::Result<u16> {
+    for _ in 0..200 {
+        let probe = TcpListener::bind("127.0.0.1:0")?;
+        let base = probe.local_addr()?.port();
+        drop(probe);
+        let Some(last) = base.checked_add(u16::try_from(count)?) else { continue };
+        let _ = last;
+        let free = (0..count).all(|i| TcpListener::bind(("127.0.0.1", base + i as u16)).is_ok());
+        if free {
+            return Ok(base);
+        }
+    }
+    bail!("could not find {count} consecutive free loopback ports")
+}
+
+/// A policy made at the master reaches every agent's file through the tier; then the global
+/// status table, asked of every local now.
+fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
+    use cohort_core::policy::document::{Policy, PolicyTarget, Scope};
+    use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply};
+    let tier =
+        crate::policy_cli::TierArgs { tier: Some(args.dir.join("policy").join("tier.toml")), server: None };
+    let key = Some(args.dir.join("operator.key"));
+    println!();
+    let change_started = Instant::now();
+    let policy = Policy {
+        id: "firewall".into(),
+        version: 1,
+        author: String::new(),
+        scope: Scope::Global,
+        target: PolicyTarget::default(),
+        params: [
+            ("firewall.default".to_owned(), "deny".to_owned()),
+            ("scan.interval_hours".to_owned(), "6".to_owned()),
+        ]
+        .into(),
+    };
+    let wait_started = Instant::now();
+    while let Err(e) = crate::policy_cli::ask(&tier, &key, PolicyAdmin::Create(policy.clone())) {
+        if wait_started.elapsed() > Duration::from_secs(20) {
+            return Err(e.context("the policy master did not answer"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    step(started, "cohort policy set firewall firewall.default=deny scan.interval_hours=6   (at the master)");
+    let agents_dir = args.dir.join("policy").join("agents");
+    let files: Vec<PathBuf> =
+        (0..POLICY_AGENTS).map(|a| agents_dir.join(format!("agent-{a:02}.policy"))).collect();
+    while !files
+        .iter()
+        .all(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("firewall.default = \"deny\"")))
+    {
+        if change_started.elapsed() > Duration::from_secs(30) {
+            bail!("the policy did not reach every agent within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    step(
+        started,
+        &format!(
+            "all {POLICY_AGENTS} agents applied it {:.1} s later, through local-00 and local-01 (behind local-00)",
+            change_started.elapsed().as_secs_f64()
+        ),
+    );
+    let status_started = Instant::now();
+    loop {
+        let reply = crate::policy_cli::ask(&tier, &key, PolicyAdmin::Status { current: true, since: None })?;
+        if let PolicyAdminReply::Status(status) = reply
+            && status.aggregate.agents() == u64::from(POLICY_AGENTS)
+            && status.aggregate.policy_versions.len() == 1
+        {
+            println!();
+            step(started, "cohort status --global --current");
+            print!("{}", crate::policy_cli::render_global(&status));
+            return Ok(());
+        }
+        if status_started.elapsed() > Duration::from_secs(20) {
+            bail!("the global status never showed every agent on the new policy");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Logs in through the gateway and runs two commands on the six managed hosts.

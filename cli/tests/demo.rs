@@ -13,5 +13,7 @@ fn the_demo_runs_end_to_end() {
     assert!(stdout.contains("h[01-06] (6) ok"), "uname -a on six hosts, one group:\n{stdout}");
     assert!(stdout.contains("h[02,04,06] (3) exit 1"), "the failing command, grouped:\n{stdout}");
     assert!(stdout.contains("chain verified"), "{stdout}");
+    assert!(stdout.contains("all 6 agents applied it"), "the policy reached every agent:\n{stdout}");
+    assert!(stdout.contains("global status (current): 6 agents reporting"), "{stdout}");
     assert!(stdout.contains("stopped all members"), "{stdout}");
 }
