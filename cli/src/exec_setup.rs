@@ -110,25 +110,16 @@ pub fn create(
         });
     }
     let m0_public = m0.public();
+    // The member-role addresses are unused by an exec-only node.
+    let unused = SocketAddr::new(args.host, 0);
     let exec_node = NodeConfig {
-        // The member-role addresses are unused by an exec-only node.
-        listen: SocketAddr::new(args.host, 0),
-        admin_listen: SocketAddr::new(args.host, 0),
-        data_dir: ".".into(),
-        key_file: "node.key".into(),
-        roles: vec!["exec".into()],
-        heartbeat_ms: args.heartbeat_ms,
-        admin_handshake_timeout_ms: 5000,
-        admin_max_handshaking: 32,
-        gateway: None,
         exec_hosts,
         collector: Some(CollectorRef {
             address: gateway,
             ed25519: hex::encode(m0_public.signing),
             x25519: hex::encode(m0_public.agreement),
         }),
-        policy_server: None,
-        policy_agents: Vec::new(),
+        ..NodeConfig::new(unused, unused, ".".into(), "node.key".into(), "exec")
     };
     std::fs::write(exec_dir.join("node.toml"), exec_node.to_toml())?;
 

@@ -165,19 +165,8 @@ pub fn create_at(args: &Args, addresses: &[SocketAddr]) -> anyhow::Result<Create
         std::fs::create_dir_all(&dir)?;
         keyfile::write_key_file(&dir.join("node.key"), member_keys, false)?;
         let node = NodeConfig {
-            listen: entry.address,
-            admin_listen: entry.admin,
-            data_dir: PathBuf::from("."),
-            key_file: PathBuf::from("node.key"),
-            roles: vec!["member".into()],
             heartbeat_ms: args.heartbeat_ms,
-            admin_handshake_timeout_ms: 5000,
-            admin_max_handshaking: 32,
-            gateway: None,
-            exec_hosts: Vec::new(),
-            collector: None,
-            policy_server: None,
-            policy_agents: Vec::new(),
+            ..NodeConfig::new(entry.address, entry.admin, ".".into(), "node.key".into(), "member")
         };
         let config_path = dir.join("node.toml");
         std::fs::write(&config_path, node.to_toml())?;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use cohort_core::policy::document::{Policy, PolicyTarget, Scope};
+use cohort_core::policy::report::PlatformCounts;
 use cohort_core::policy::server::GlobalStatus;
 use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest, PolicyWire};
 use cohort_core::signed::Signed;
@@ -172,10 +173,39 @@ pub fn status_json(status: &GlobalStatus) -> serde_json::Value {
         "missing": status.missing,
         "agents": status.aggregate.agents(),
         "silent_agents": status.aggregate.silent_agents,
-        "platforms": status.aggregate.platforms.iter().map(|(k, c)| (k.clone(), serde_json::json!({"agents": c.agents, "compliant": c.compliant, "threats": c.threats}))).collect::<serde_json::Map<_, _>>(),
-        "locals": status.aggregate.locals.iter().map(|(k, c)| (k.clone(), serde_json::json!({"agents": c.agents, "compliant": c.compliant, "threats": c.threats}))).collect::<serde_json::Map<_, _>>(),
+        "platforms": counts_json(&status.aggregate.platforms),
+        "locals": counts_json(&status.aggregate.locals),
         "policy_versions": status.aggregate.policy_versions,
     })
+}
+
+/// One section of the global status: a header, then a row per entry.
+fn table(out: &mut String, title: &str, rows: &std::collections::BTreeMap<String, PlatformCounts>) {
+    let pct = |c: u64, n: u64| if n == 0 { 0.0 } else { 100.0 * c as f64 / n as f64 };
+    out.push_str(&format!("  {:<24} {:>7} {:>11} {:>8}\n", title, "agents", "compliant", "threats"));
+    for (name, c) in rows {
+        out.push_str(&format!(
+            "  {:<24} {:>7} {:>10.0}% {:>8}\n",
+            name,
+            c.agents,
+            pct(c.compliant, c.agents),
+            c.threats
+        ));
+    }
+}
+
+/// Counters as JSON objects keyed by name.
+fn counts_json(
+    rows: &std::collections::BTreeMap<String, PlatformCounts>,
+) -> serde_json::Map<String, serde_json::Value> {
+    rows.iter()
+        .map(|(k, c)| {
+            (
+                k.clone(),
+                serde_json::json!({"agents": c.agents, "compliant": c.compliant, "threats": c.threats}),
+            )
+        })
+        .collect()
 }
 
 pub fn render_global(status: &GlobalStatus) -> String {
@@ -191,27 +221,8 @@ pub fn render_global(status: &GlobalStatus) -> String {
         a.agents(),
         a.silent_agents
     );
-    let pct = |c: u64, n: u64| if n == 0 { 0.0 } else { 100.0 * c as f64 / n as f64 };
-    out.push_str(&format!("  {:<24} {:>7} {:>11} {:>8}\n", "platform", "agents", "compliant", "threats"));
-    for (name, c) in &a.platforms {
-        out.push_str(&format!(
-            "  {:<24} {:>7} {:>10.0}% {:>8}\n",
-            name,
-            c.agents,
-            pct(c.compliant, c.agents),
-            c.threats
-        ));
-    }
-    out.push_str(&format!("  {:<24} {:>7} {:>11} {:>8}\n", "local server", "agents", "compliant", "threats"));
-    for (name, c) in &a.locals {
-        out.push_str(&format!(
-            "  {:<24} {:>7} {:>10.0}% {:>8}\n",
-            name,
-            c.agents,
-            pct(c.compliant, c.agents),
-            c.threats
-        ));
-    }
+    table(&mut out, "platform", &a.platforms);
+    table(&mut out, "local server", &a.locals);
     let spread: Vec<String> = a.policy_versions.iter().map(|(d, n)| format!("{d}: {n}")).collect();
     out.push_str(&format!("  policy versions applied: {}\n", spread.join(", ")));
     out

@@ -21,22 +21,9 @@ fn hex_pair(keys: &NodeKeys) -> (String, String) {
 }
 
 fn node(args: &Args) -> NodeConfig {
-    NodeConfig {
-        // The member-role addresses are unused by a policy-only node.
-        listen: SocketAddr::new(args.host, 0),
-        admin_listen: SocketAddr::new(args.host, 0),
-        data_dir: ".".into(),
-        key_file: "node.key".into(),
-        roles: vec!["policy".into()],
-        heartbeat_ms: args.heartbeat_ms,
-        admin_handshake_timeout_ms: 5000,
-        admin_max_handshaking: 32,
-        gateway: None,
-        exec_hosts: Vec::new(),
-        collector: None,
-        policy_server: None,
-        policy_agents: Vec::new(),
-    }
+    // The member-role addresses are unused by a policy-only node.
+    let unused = SocketAddr::new(args.host, 0);
+    NodeConfig::new(unused, unused, ".".into(), "node.key".into(), "policy")
 }
 
 /// Server names: `master`, then `local-00`…

@@ -65,6 +65,32 @@ impl ChannelConn {
         }
     }
 
+    /// Handles a readiness event: a socket error (a failed non-blocking connect shows up this
+    /// way), reading what arrived, writing what is queued. Any failure ends the stream for the
+    /// channel, which then reports `Closed`. Returns the socket error's text, if there was one.
+    pub fn service(&mut self, now: cohort_core::Instant, readable: bool, writable: bool) -> Option<String> {
+        if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
+            tracing::debug!(peer = %self.peer, error = %e, "connection failed");
+            self.channel.handle(now, ChannelInput::PeerClosed);
+            return Some(e.to_string());
+        }
+        if readable {
+            match self.read(now) {
+                Ok(ReadOutcome::Budget) => self.more_to_read = true,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(peer = %self.peer, error = %e, "read failed");
+                    self.channel.handle(now, ChannelInput::PeerClosed);
+                }
+            }
+        }
+        if writable && let Err(e) = self.flush() {
+            tracing::debug!(peer = %self.peer, error = %e, "write failed");
+            self.channel.handle(now, ChannelInput::PeerClosed);
+        }
+        None
+    }
+
     /// Queues bytes; false if the peer has let too much pile up.
     pub fn queue(&mut self, bytes: &[u8]) -> bool {
         if self.outgoing.len() + bytes.len() > MAX_QUEUED_WRITE {

@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::channel_conn::{ChannelConn, ReadOutcome};
+use crate::channel_conn::ChannelConn;
 use crate::child::{RunningChild, Stream};
 use crate::entropy::os_seeded_rng;
 use crate::keyfile;
@@ -480,27 +480,10 @@ impl ExecRuntime {
 
     fn service(&mut self, token: Token, readable: bool, writable: bool) {
         let now = self.now();
-        let Some(conn) = self.conns.get_mut(&token) else { return };
-        // A failed non-blocking connect shows up as a socket error: treat it as the stream ending.
-        if let Ok(Some(e)) | Err(e) = conn.io.stream.take_error() {
-            debug!(peer = %conn.io.peer, error = %e, "connection failed");
-            conn.failure = Some(e.to_string());
-            conn.io.channel.handle(now, ChannelInput::PeerClosed);
-            return;
-        }
-        if readable {
-            match conn.io.read(now) {
-                Ok(ReadOutcome::Budget) => conn.io.more_to_read = true,
-                Ok(_) => {}
-                Err(e) => {
-                    debug!(peer = %conn.io.peer, error = %e, "read failed");
-                    conn.io.channel.handle(now, ChannelInput::PeerClosed);
-                }
-            }
-        }
-        if writable && let Err(e) = conn.io.flush() {
-            debug!(peer = %conn.io.peer, error = %e, "write failed");
-            conn.io.channel.handle(now, ChannelInput::PeerClosed);
+        if let Some(conn) = self.conns.get_mut(&token)
+            && let Some(failure) = conn.io.service(now, readable, writable)
+        {
+            conn.failure = Some(failure);
         }
     }
 

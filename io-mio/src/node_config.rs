@@ -230,6 +230,32 @@ pub enum NodeConfigError {
 }
 
 impl NodeConfig {
+    /// A configuration for one role with every optional setting at its default and no role
+    /// sections; callers fill in the sections their role needs.
+    pub fn new(
+        listen: SocketAddr,
+        admin_listen: SocketAddr,
+        data_dir: PathBuf,
+        key_file: PathBuf,
+        role: &str,
+    ) -> Self {
+        NodeConfig {
+            listen,
+            admin_listen,
+            data_dir,
+            key_file,
+            roles: vec![role.to_owned()],
+            heartbeat_ms: default_heartbeat_ms(),
+            admin_handshake_timeout_ms: default_handshake_timeout_ms(),
+            admin_max_handshaking: default_max_handshaking(),
+            gateway: None,
+            exec_hosts: Vec::new(),
+            collector: None,
+            policy_server: None,
+            policy_agents: Vec::new(),
+        }
+    }
+
     pub fn load(path: &Path) -> Result<NodeConfig, NodeConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| NodeConfigError::Read { path: path.to_owned(), source })?;

@@ -22,7 +22,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use tracing::{debug, info, warn};
 
-use crate::channel_conn::{ChannelConn, ReadOutcome};
+use crate::channel_conn::ChannelConn;
 use crate::entropy::os_seeded_rng;
 use crate::keyfile;
 use crate::node::{NodeError, NodeHandle};
@@ -396,21 +396,8 @@ impl PolicyRuntime {
 
     fn service(&mut self, token: Token, readable: bool, writable: bool) {
         let now = self.now();
-        let Some(conn) = self.conns.get_mut(&token) else { return };
-        if let Ok(Some(e)) | Err(e) = conn.io.stream.take_error() {
-            debug!(peer = %conn.io.peer, error = %e, "policy connection failed");
-            conn.io.channel.handle(now, ChannelInput::PeerClosed);
-            return;
-        }
-        if readable {
-            match conn.io.read(now) {
-                Ok(ReadOutcome::Budget) => conn.io.more_to_read = true,
-                Ok(_) => {}
-                Err(_) => conn.io.channel.handle(now, ChannelInput::PeerClosed),
-            }
-        }
-        if writable && conn.io.flush().is_err() {
-            conn.io.channel.handle(now, ChannelInput::PeerClosed);
+        if let Some(conn) = self.conns.get_mut(&token) {
+            conn.io.service(now, readable, writable);
         }
     }
 

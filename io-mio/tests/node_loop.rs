@@ -31,19 +31,10 @@ fn a_node_serves_status_and_stops_on_a_local_request() {
     keyfile::write_key_file(&dir.path().join("node.key"), &keys, false).expect("key");
     Store::open(&dir.path().join("node.db")).expect("db").save_member(&record, 0).expect("saved");
     let node_config = NodeConfig {
-        listen: addr,
-        admin_listen: addr,
-        data_dir: dir.path().to_owned(),
-        key_file: dir.path().join("node.key"),
-        roles: vec!["member".into()],
         heartbeat_ms: 100,
         admin_handshake_timeout_ms: 2000,
         admin_max_handshaking: 4,
-        gateway: None,
-        exec_hosts: Vec::new(),
-        collector: None,
-        policy_server: None,
-        policy_agents: Vec::new(),
+        ..NodeConfig::new(addr, addr, dir.path().to_owned(), dir.path().join("node.key"), "member")
     };
     let mut node = Node::start(node_config, AdminLimits::default()).expect("starts");
     let handle = node.handle();

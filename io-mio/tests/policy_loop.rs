@@ -32,21 +32,8 @@ fn hex_keys(keys: &NodeKeys) -> (String, String) {
 }
 
 fn base_config(dir: &Path) -> NodeConfig {
-    NodeConfig {
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        admin_listen: "127.0.0.1:0".parse().expect("addr"),
-        data_dir: dir.to_owned(),
-        key_file: dir.join("node.key"),
-        roles: vec!["policy".into()],
-        heartbeat_ms: 1000,
-        admin_handshake_timeout_ms: 5000,
-        admin_max_handshaking: 32,
-        gateway: None,
-        exec_hosts: Vec::new(),
-        collector: None,
-        policy_server: None,
-        policy_agents: Vec::new(),
-    }
+    let unused: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    NodeConfig::new(unused, unused, dir.to_owned(), dir.join("node.key"), "policy")
 }
 
 fn wall() -> WallClock {
