@@ -96,6 +96,7 @@ pub fn run() -> anyhow::Result<()> {
         policy_agents: POLICY_AGENTS,
         policy_port: 0,
         policy_sync_s: 1,
+        policy_poll_s: None,
     };
     let addresses = free_addresses(usize::from(MEMBERS) + 1)?;
     let (members, gateway) = addresses.split_at(usize::from(MEMBERS));

@@ -62,9 +62,12 @@ pub struct Args {
     /// First port of the policy servers (master, then each local).
     #[arg(long, default_value_t = 7500)]
     pub policy_port: u16,
-    /// Sync window of the locals and poll interval of the agents, in seconds.
+    /// Sync window of the locals, in seconds.
     #[arg(long, default_value_t = 60)]
     pub policy_sync_s: u64,
+    /// Poll interval of the agents, in seconds (default: the sync window).
+    #[arg(long, value_name = "S")]
+    pub policy_poll_s: Option<u64>,
 }
 
 /// What `init` made, for callers (the demo) that go on to start it.

@@ -89,6 +89,14 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
     },
+    /// Make a local server sync with its parent now instead of at its next window
+    /// (`--server NAME` says which local).
+    Sync {
+        #[command(flatten)]
+        tier: TierArgs,
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
     /// Show one policy.
     Show {
         id: String,
@@ -117,6 +125,11 @@ pub fn run(command: &PolicyCommand) -> anyhow::Result<()> {
             };
             ask(tier, key, PolicyAdmin::Create(policy))?;
             println!("policy `{id}` stored; it reaches the tier at the next syncs");
+        }
+        PolicyCommand::Sync { tier, key } => {
+            let name = tier.server.clone().context("say which local syncs: --server NAME")?;
+            ask(tier, key, PolicyAdmin::SyncNow)?;
+            println!("{name} is syncing with its parent now");
         }
         PolicyCommand::List { tier, key } | PolicyCommand::Show { tier, key, .. } => {
             let PolicyAdminReply::Policies(policies) = ask(tier, key, PolicyAdmin::List)? else {
@@ -171,6 +184,7 @@ pub fn status_json(status: &GlobalStatus) -> serde_json::Value {
         "current": status.current,
         "partial": status.partial(),
         "missing": status.missing,
+        "as_of": status.as_of.iter().map(|(k, at)| (k.clone(), serde_json::json!(at.0))).collect::<serde_json::Map<_, _>>(),
         "agents": status.aggregate.agents(),
         "silent_agents": status.aggregate.silent_agents,
         "platforms": counts_json(&status.aggregate.platforms),

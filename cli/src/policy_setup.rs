@@ -109,7 +109,7 @@ pub fn create(args: &Args, dir: &Path, operator: &NodeKeys, rng: &mut SeededRng)
                 role: role.into(),
                 policy_file: format!("{name}.policy").into(),
                 hook: Vec::new(),
-                poll_interval_s: args.policy_sync_s,
+                poll_interval_s: args.policy_poll_s.unwrap_or(args.policy_sync_s),
             });
         }
         std::fs::write(agents_dir.join("node.toml"), config.to_toml())?;

@@ -195,9 +195,22 @@ impl PolicyRuntime {
                     source,
                 })?;
                 poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-                info!(name = %sc.name, listen = %sc.listen, parent = ?parent_name, "policy server up");
+                let mut server = PolicyServer::new(now, setup, fork(&mut rng));
+                server.restore(store.load_policies()?, store.latest_policy_history()?);
+                while let Some(out) = server.poll_output() {
+                    if let ServerOutput::Rejected { reason } = out {
+                        warn!(%reason, "a stored policy was not taken back");
+                    }
+                }
+                info!(
+                    name = %sc.name,
+                    listen = %sc.listen,
+                    parent = ?parent_name,
+                    policies = server.policies().count(),
+                    "policy server up"
+                );
                 Some(ServerSide {
-                    server: PolicyServer::new(now, setup, fork(&mut rng)),
+                    server,
                     listener,
                     is_master: parent_name.is_none(),
                     parent_name,
@@ -553,6 +566,16 @@ impl PolicyRuntime {
                     }
                 }
                 PolicyAdmin::List => Some(PolicyAdminReply::Policies(s.server.policies().cloned().collect())),
+                PolicyAdmin::SyncNow => {
+                    if s.is_master {
+                        Some(PolicyAdminReply::Error(
+                            "the master has no parent to sync with; ask a local (--server NAME)".into(),
+                        ))
+                    } else {
+                        s.server.handle_at(now, w, ServerInput::SyncNow);
+                        Some(PolicyAdminReply::SyncStarted)
+                    }
+                }
                 PolicyAdmin::Status { current, since } => {
                     if !s.is_master {
                         Some(PolicyAdminReply::Error("global status comes from the master".into()))
@@ -596,7 +619,11 @@ impl PolicyRuntime {
                         debug!(%to, "no connection to a policy peer; message dropped");
                     }
                 }
-                ServerOutput::Stored { id, version } => info!(%id, version, "policy stored"),
+                ServerOutput::Stored(policy) => {
+                    // Kept before anything that follows it goes out.
+                    self.store.save_policy(&policy)?;
+                    info!(id = %policy.body.id, version = policy.body.version, "policy stored");
+                }
                 ServerOutput::History { from, at, aggregate } => {
                     self.store.append_policy_history(&from, at, &aggregate)?
                 }

@@ -1,9 +1,11 @@
-//! The policy roles on real sockets, in-process: a master, local-00, local-01 behind local-00, and
-//! three agents. An operator's policy reaches every agent's file; current global status counts
-//! every agent; the master keeps sync history in SQLite.
+//! The policy roles on real sockets, in-process. One tier shape for every test: the master,
+//! local-00 under it, local-01 behind local-00, local-02 beside local-00, and agents a0..a2 on
+//! local-00, local-01 and local-02. Each server runs on its own thread and can be stopped and
+//! started again over the same data directory.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use cohort_core::NodeKeys;
@@ -14,21 +16,26 @@ use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
 use cohort_io_mio::channel_client::ChannelClient;
 use cohort_io_mio::keyfile;
-use cohort_io_mio::node::NodeHandle;
+use cohort_io_mio::node::{NodeError, NodeHandle};
 use cohort_io_mio::node_config::{
     AgentsFile, NodeConfig, PolicyAgentConfig, PolicyServerConfig, TierFile, TierOperator, TierServer,
 };
 use cohort_io_mio::policy_runtime::PolicyRuntime;
 use cohort_io_mio::store::Store;
 
+const NAMES: [&str; 4] = ["master", "local-00", "local-01", "local-02"];
+const PARENTS: [Option<&str>; 4] = [None, Some("master"), Some("local-00"), Some("master")];
+const AGENT_SERVER: [&str; 3] = ["local-00", "local-01", "local-02"];
+const PATIENCE: Duration = Duration::from_secs(20);
+
 fn free_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
     l.local_addr().expect("addr")
 }
 
-fn hex_keys(keys: &NodeKeys) -> (String, String) {
+fn hex_keys(name: &str, keys: &NodeKeys) -> TierOperator {
     let p = keys.public();
-    (hex::encode(p.signing), hex::encode(p.agreement))
+    TierOperator { name: name.into(), ed25519: hex::encode(p.signing), x25519: hex::encode(p.agreement) }
 }
 
 fn base_config(dir: &Path) -> NodeConfig {
@@ -42,145 +49,251 @@ fn wall() -> WallClock {
     )
 }
 
-fn admin(addr: SocketAddr, master: &NodeKeys, operator: &NodeKeys, request: PolicyAdmin) -> PolicyAdminReply {
-    let mut client =
-        ChannelClient::connect(addr, master.public(), operator, Duration::from_secs(5)).expect("connects");
-    let signed = Signed::sign(PolicyAdminRequest { at: wall(), request }, operator).expect("signs");
-    client.send(&PolicyWire::Admin(signed)).expect("sends");
-    match client.recv::<PolicyWire>(Duration::from_secs(10)).expect("an answer") {
-        PolicyWire::AdminReply(reply) => reply,
-        other => panic!("unexpected {other:?}"),
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < PATIENCE, "{what}: not within {PATIENCE:?}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
-#[test]
-fn a_policy_from_the_operator_reaches_every_agents_file_and_status_counts_them() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut rng = seeded(9);
-    let operator = NodeKeys::generate(&mut rng);
-    let names = ["master", "local-00", "local-01"];
-    let parents = [None, Some("master"), Some("local-00")];
-    let keys: Vec<NodeKeys> = names.iter().map(|_| NodeKeys::generate(&mut rng)).collect();
-    let addrs: Vec<SocketAddr> = names.iter().map(|_| free_addr()).collect();
-    let tier = TierFile {
-        servers: (0..3)
-            .map(|i| {
-                let (ed25519, x25519) = hex_keys(&keys[i]);
-                TierServer {
-                    name: names[i].into(),
-                    address: addrs[i],
-                    ed25519,
-                    x25519,
-                    parent: parents[i].map(str::to_owned),
-                }
-            })
-            .collect(),
-        operators: vec![{
-            let (ed25519, x25519) = hex_keys(&operator);
-            TierOperator { name: "ops".into(), ed25519, x25519 }
-        }],
-    };
-    let tier_file = dir.path().join("tier.toml");
-    std::fs::write(&tier_file, toml::to_string(&tier).expect("toml")).expect("written");
-    // Agents: a0, a1 on local-00; a2 on local-01.
-    let agent_server = ["local-00", "local-00", "local-01"];
-    let agent_keys: Vec<NodeKeys> = (0..3).map(|_| NodeKeys::generate(&mut rng)).collect();
+type Running = (NodeHandle, JoinHandle<Result<(), NodeError>>);
 
-    let mut handles: Vec<NodeHandle> = Vec::new();
-    let mut threads = Vec::new();
-    for i in 0..3 {
-        let node_dir = dir.path().join(names[i]);
-        std::fs::create_dir_all(&node_dir).expect("dir");
-        keyfile::write_key_file(&node_dir.join("node.key"), &keys[i], false).expect("key");
-        let served: Vec<TierOperator> = (0..3)
-            .filter(|a| agent_server[*a] == names[i])
-            .map(|a| {
-                let (ed25519, x25519) = hex_keys(&agent_keys[a]);
-                TierOperator { name: format!("a{a}"), ed25519, x25519 }
-            })
-            .collect();
-        let agents_file = node_dir.join("agents.toml");
-        std::fs::write(&agents_file, toml::to_string(&AgentsFile { agents: served }).expect("toml"))
-            .expect("written");
-        let mut config = base_config(&node_dir);
-        config.policy_server = Some(PolicyServerConfig {
-            name: names[i].into(),
-            listen: addrs[i],
-            tier_file: tier_file.clone(),
-            agents_file: Some(agents_file),
-            sync_window_s: 1,
-            sync_jitter_s: 0,
-        });
-        let mut runtime = PolicyRuntime::start(&config).expect("server starts");
-        handles.push(runtime.handle());
-        threads.push(std::thread::spawn(move || runtime.run()));
-    }
-    let agent_dir = dir.path().join("agents");
-    std::fs::create_dir_all(&agent_dir).expect("dir");
-    keyfile::write_key_file(&agent_dir.join("node.key"), &agent_keys[0], false).expect("key");
-    let mut config = base_config(&agent_dir);
-    for a in 0..3 {
-        keyfile::write_key_file(&agent_dir.join(format!("a{a}.key")), &agent_keys[a], false).expect("key");
-        config.policy_agents.push(PolicyAgentConfig {
-            name: format!("a{a}"),
-            key_file: agent_dir.join(format!("a{a}.key")),
-            server: agent_server[a].into(),
-            tier_file: tier_file.clone(),
-            os: "linux".into(),
-            os_version: "6".into(),
-            role: "web".into(),
-            policy_file: agent_dir.join(format!("a{a}.policy")),
-            hook: vec!["touch".into(), agent_dir.join(format!("a{a}.hooked")).to_string_lossy().into_owned()],
-            poll_interval_s: 1,
-        });
-    }
-    let mut runtime = PolicyRuntime::start(&config).expect("agents start");
-    handles.push(runtime.handle());
-    threads.push(std::thread::spawn(move || runtime.run()));
+struct Tier {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    operator: NodeKeys,
+    keys: Vec<NodeKeys>,
+    addrs: Vec<SocketAddr>,
+    configs: Vec<NodeConfig>,
+    servers: Vec<Option<Running>>,
+    agents: Option<Running>,
+}
 
-    let policy = Policy {
+impl Tier {
+    /// Writes the tier and starts every server and the agents. `window_s` is every local's sync
+    /// window (no jitter).
+    fn start(seed: u64, window_s: u64) -> Tier {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_owned();
+        let mut rng = seeded(seed);
+        let operator = NodeKeys::generate(&mut rng);
+        let keys: Vec<NodeKeys> = NAMES.iter().map(|_| NodeKeys::generate(&mut rng)).collect();
+        let addrs: Vec<SocketAddr> = NAMES.iter().map(|_| free_addr()).collect();
+        let tier = TierFile {
+            servers: (0..NAMES.len())
+                .map(|i| {
+                    let TierOperator { ed25519, x25519, .. } = hex_keys(NAMES[i], &keys[i]);
+                    TierServer {
+                        name: NAMES[i].into(),
+                        address: addrs[i],
+                        ed25519,
+                        x25519,
+                        parent: PARENTS[i].map(str::to_owned),
+                    }
+                })
+                .collect(),
+            operators: vec![hex_keys("ops", &operator)],
+        };
+        let tier_file = root.join("tier.toml");
+        std::fs::write(&tier_file, toml::to_string(&tier).expect("toml")).expect("written");
+        let agent_keys: Vec<NodeKeys> = AGENT_SERVER.iter().map(|_| NodeKeys::generate(&mut rng)).collect();
+
+        let mut configs = Vec::new();
+        for (i, name) in NAMES.iter().enumerate() {
+            let node_dir = root.join(name);
+            std::fs::create_dir_all(&node_dir).expect("dir");
+            keyfile::write_key_file(&node_dir.join("node.key"), &keys[i], false).expect("key");
+            let served = (0..AGENT_SERVER.len())
+                .filter(|a| AGENT_SERVER[*a] == *name)
+                .map(|a| hex_keys(&format!("a{a}"), &agent_keys[a]))
+                .collect();
+            let agents_file = node_dir.join("agents.toml");
+            std::fs::write(&agents_file, toml::to_string(&AgentsFile { agents: served }).expect("toml"))
+                .expect("written");
+            let mut config = base_config(&node_dir);
+            config.policy_server = Some(PolicyServerConfig {
+                name: (*name).into(),
+                listen: addrs[i],
+                tier_file: tier_file.clone(),
+                agents_file: Some(agents_file),
+                sync_window_s: window_s,
+                sync_jitter_s: 0,
+            });
+            configs.push(config);
+        }
+        let agent_dir = root.join("agents");
+        std::fs::create_dir_all(&agent_dir).expect("dir");
+        keyfile::write_key_file(&agent_dir.join("node.key"), &agent_keys[0], false).expect("key");
+        let mut agents_config = base_config(&agent_dir);
+        for (a, server) in AGENT_SERVER.iter().enumerate() {
+            let key_file = agent_dir.join(format!("a{a}.key"));
+            keyfile::write_key_file(&key_file, &agent_keys[a], false).expect("key");
+            agents_config.policy_agents.push(PolicyAgentConfig {
+                name: format!("a{a}"),
+                key_file,
+                server: (*server).into(),
+                tier_file: tier_file.clone(),
+                os: "linux".into(),
+                os_version: "6".into(),
+                role: "web".into(),
+                policy_file: agent_dir.join(format!("a{a}.policy")),
+                hook: vec![
+                    "touch".into(),
+                    agent_dir.join(format!("a{a}.hooked")).to_string_lossy().into_owned(),
+                ],
+                poll_interval_s: 1,
+            });
+        }
+        let mut tier = Tier { dir, root, operator, keys, addrs, configs, servers: Vec::new(), agents: None };
+        for i in 0..NAMES.len() {
+            let running = run(&tier.configs[i]);
+            tier.servers.push(Some(running));
+        }
+        tier.agents = Some(run(&agents_config));
+        tier
+    }
+
+    fn stop_server(&mut self, i: usize) {
+        let (handle, thread) = self.servers[i].take().expect("running");
+        handle.shutdown().expect("stops");
+        thread.join().expect("thread").expect("clean stop");
+    }
+
+    fn restart_server(&mut self, i: usize) {
+        self.stop_server(i);
+        self.servers[i] = Some(run(&self.configs[i]));
+    }
+
+    fn admin_as(&self, server: usize, operator: &NodeKeys, request: PolicyAdmin) -> PolicyAdminReply {
+        let mut client = ChannelClient::connect(
+            self.addrs[server],
+            self.keys[server].public(),
+            operator,
+            Duration::from_secs(5),
+        )
+        .expect("connects");
+        let signed = Signed::sign(PolicyAdminRequest { at: wall(), request }, operator).expect("signs");
+        client.send(&PolicyWire::Admin(signed)).expect("sends");
+        match client.recv::<PolicyWire>(Duration::from_secs(10)).expect("an answer") {
+            PolicyWire::AdminReply(reply) => reply,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn admin(&self, server: usize, request: PolicyAdmin) -> PolicyAdminReply {
+        self.admin_as(server, &self.operator, request)
+    }
+
+    fn held_at(&self, server: usize, id: &str) -> Option<u64> {
+        match self.admin(server, PolicyAdmin::List) {
+            PolicyAdminReply::Policies(list) => list.iter().find(|p| p.id == id).map(|p| p.version),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn agent_file(&self, a: usize) -> PathBuf {
+        self.root.join("agents").join(format!("a{a}.policy"))
+    }
+
+    fn agent_has(&self, a: usize, line: &str) -> bool {
+        std::fs::read_to_string(self.agent_file(a)).is_ok_and(|t| t.contains(line))
+    }
+
+    /// Stops everything; the data stays until the returned directory drops.
+    fn stop(mut self) -> tempfile::TempDir {
+        for i in 0..NAMES.len() {
+            if self.servers[i].is_some() {
+                self.stop_server(i);
+            }
+        }
+        let (handle, thread) = self.agents.take().expect("running");
+        handle.shutdown().expect("stops");
+        thread.join().expect("thread").expect("clean stop");
+        std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"))
+    }
+}
+
+fn run(config: &NodeConfig) -> Running {
+    let mut runtime = PolicyRuntime::start(config).expect("starts");
+    let handle = runtime.handle();
+    (handle, std::thread::spawn(move || runtime.run()))
+}
+
+fn firewall(value: &str) -> Policy {
+    Policy {
         id: "fw".into(),
         version: 1,
         author: String::new(),
         scope: Scope::Global,
         target: PolicyTarget::default(),
-        params: [("firewall.default".to_owned(), "deny".to_owned())].into(),
-    };
-    assert_eq!(admin(addrs[0], &keys[0], &operator, PolicyAdmin::Create(policy)), PolicyAdminReply::Created);
+        params: [("firewall.default".to_owned(), value.to_owned())].into(),
+    }
+}
+
+#[test]
+fn a_policy_from_the_operator_reaches_every_agents_file_and_status_counts_them() {
+    let tier = Tier::start(9, 1);
+    assert_eq!(tier.admin(0, PolicyAdmin::Create(firewall("deny"))), PolicyAdminReply::Created);
     // A stranger's request is refused.
-    let stranger = NodeKeys::generate(&mut rng);
-    assert!(matches!(admin(addrs[0], &keys[0], &stranger, PolicyAdmin::List), PolicyAdminReply::Error(_)));
+    let stranger = NodeKeys::generate(&mut seeded(99));
+    assert!(matches!(tier.admin_as(0, &stranger, PolicyAdmin::List), PolicyAdminReply::Error(_)));
 
-    let started = Instant::now();
-    let files: Vec<_> = (0..3).map(|a| agent_dir.join(format!("a{a}.policy"))).collect();
-    while !files
-        .iter()
-        .all(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("firewall.default = \"deny\"")))
-    {
-        assert!(started.elapsed() < Duration::from_secs(20), "the policy did not reach every agent");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    assert!((0..3).all(|a| agent_dir.join(format!("a{a}.hooked")).exists()), "each agent's hook ran");
+    wait_until("the policy reaches every agent's file", || {
+        (0..3).all(|a| tier.agent_has(a, "firewall.default = \"deny\""))
+    });
+    let hooked = |a: usize| tier.root.join("agents").join(format!("a{a}.hooked")).exists();
+    wait_until("each agent's hook ran", || (0..3).all(hooked));
 
-    // Current status, once every agent's report has climbed the tier.
-    let started = Instant::now();
-    loop {
-        match admin(addrs[0], &keys[0], &operator, PolicyAdmin::Status { current: true, since: None }) {
-            PolicyAdminReply::Status(status) if status.aggregate.agents() == 3 && !status.partial() => break,
-            other => assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "status never counted 3 agents: {other:?}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    for handle in &handles {
-        handle.shutdown().expect("stops");
-    }
-    for thread in threads {
-        thread.join().expect("thread").expect("clean stop");
-    }
-    let store = Store::open(&dir.path().join("master/node.db")).expect("db");
+    wait_until("current status counts all 3 agents", || {
+        matches!(
+            tier.admin(0, PolicyAdmin::Status { current: true, since: None }),
+            PolicyAdminReply::Status(status) if status.aggregate.agents() == 3 && !status.partial()
+        )
+    });
+    let master_db = tier.root.join("master/node.db");
+    let _kept = tier.stop();
+    let store = Store::open(&master_db).expect("db");
     assert!(store.policy_history_count().expect("count") >= 1, "the master stored sync history");
+}
+
+/// With hour-long windows nothing syncs by schedule here: what moves is a policy climbing from
+/// where it was made, and the syncs an operator asks for.
+#[test]
+fn a_policy_made_at_a_nested_local_reaches_every_branch_and_survives_a_master_restart() {
+    let mut tier = Tier::start(11, 3600);
+    // Made at local-01 (behind local-00): it climbs to local-00 and the master at once.
+    assert_eq!(tier.admin(2, PolicyAdmin::Create(firewall("deny"))), PolicyAdminReply::Created);
+    wait_until("the master holds the policy made at local-01", || tier.held_at(0, "fw") == Some(1));
+    wait_until("the agents on its own branch apply it", || {
+        tier.agent_has(0, "firewall.default = \"deny\"") && tier.agent_has(1, "firewall.default = \"deny\"")
+    });
+    // local-02 is on another branch: only a sync brings it there.
+    assert_eq!(tier.held_at(3, "fw"), None, "local-02 has not synced yet");
+    assert_eq!(tier.admin(3, PolicyAdmin::SyncNow), PolicyAdminReply::SyncStarted);
+    wait_until("a2 on local-02 applies it after the sync", || {
+        tier.agent_has(2, "firewall.default = \"deny\"")
+    });
+    // The master refuses a sync request: it has no parent.
+    assert!(matches!(tier.admin(0, PolicyAdmin::SyncNow), PolicyAdminReply::Error(_)));
+
+    // local-02's sync reached the master's history.
+    let historical = |tier: &Tier| match tier.admin(0, PolicyAdmin::Status { current: false, since: None }) {
+        PolicyAdminReply::Status(status) => status,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert!(historical(&tier).as_of.contains_key("local-02"));
+
+    tier.restart_server(0);
+    assert_eq!(tier.held_at(0, "fw"), Some(1), "the master serves its policies after a restart");
+    assert!(
+        historical(&tier).as_of.contains_key("local-02"),
+        "historical status still has local-02's last sync after a restart"
+    );
+    // A change after the restart gets the next version, so every server takes it.
+    assert_eq!(tier.admin(0, PolicyAdmin::Create(firewall("allow"))), PolicyAdminReply::Created);
+    assert_eq!(tier.held_at(0, "fw"), Some(2));
+    assert_eq!(tier.admin(3, PolicyAdmin::SyncNow), PolicyAdminReply::SyncStarted);
+    wait_until("a2 applies version 2", || tier.agent_has(2, "firewall.default = \"allow\""));
+    tier.stop();
 }

@@ -260,7 +260,7 @@ impl Fleet {
                     self.statuses.push((request, self.now, status))
                 }
                 ServerOutput::Rejected { reason } => self.rejections.push((name.to_owned(), reason)),
-                ServerOutput::Stored { .. } | ServerOutput::History { .. } => {}
+                ServerOutput::Stored(_) | ServerOutput::History { .. } => {}
             }
         }
     }

@@ -131,10 +131,10 @@ fn bad_input_is_refused_counted_and_never_stored() {
         aggregate: Default::default(),
     };
     let sync = Signed::sign(sync, &stranger).expect("signs");
-    let history = fleet.master.history().len();
+    let syncs = fleet.master.syncs_received();
     fleet.feed_server(MASTER, ServerInput::Received { message: PolicyMessage::Sync(sync), size: 0 });
     assert_eq!(fleet.master.rejected().get("unknown-local"), Some(&1));
-    assert_eq!(fleet.master.history().len(), history);
+    assert_eq!(fleet.master.syncs_received(), syncs);
 
     // A report from an agent the local does not know, and an oversized one.
     let report = AgentReport {
@@ -160,6 +160,14 @@ fn bad_input_is_refused_counted_and_never_stored() {
     assert_eq!(fleet.locals[0].rejected().get("oversized-report"), Some(&1));
     assert_eq!(fleet.locals[0].reports_held(), held_reports);
     assert!(fleet.rejections.iter().any(|(_, r)| r.contains("over the 16384-byte limit")));
+
+    // What a restart takes back from storage is verified again: a row altered on disk is refused.
+    let mut tampered = fleet.master.signed_policies().next().expect("one held").clone();
+    tampered.body.params.insert("firewall.default".into(), "allow-all".into());
+    tampered.body.version += 1;
+    fleet.master.restore([tampered], []);
+    assert_eq!(fleet.master.rejected().get("stored-policy-invalid"), Some(&1));
+    assert!(fleet.master.policies().all(|p| !p.params.contains_key("firewall.default")));
 }
 
 #[test]

@@ -41,24 +41,24 @@ pub struct TestCluster {
 
 impl TestCluster {
     pub fn init(n: u16, heartbeat_ms: u64) -> TestCluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let base = free_base_port(n);
-        let out = cohort(&[
-            "init",
-            "--dir",
-            dir.path().join("c").to_str().expect("utf-8"),
-            "--cluster",
-            "test",
-            "--members",
-            &n.to_string(),
-            "--base-port",
-            &base.to_string(),
-            "--heartbeat-ms",
-            &heartbeat_ms.to_string(),
-        ]);
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
         let names = (0..n).map(|i| format!("m{i}")).collect();
-        TestCluster { dir, members: (0..n).map(|_| None).collect(), names }
+        let hb = heartbeat_ms.to_string();
+        TestCluster::init_with(&["--members", &n.to_string(), "--heartbeat-ms", &hb], n, names)
+    }
+
+    /// `cohort init` with `extra` arguments; `processes` are the node directories (under the
+    /// cluster root) this test runs, e.g. `policy/master`.
+    pub fn init_with(extra: &[&str], members: u16, processes: Vec<String>) -> TestCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = free_base_port(members);
+        let root = dir.path().join("c");
+        let mut args = vec!["init", "--dir", path_str(&root), "--cluster", "test"];
+        let base = base.to_string();
+        args.extend(["--base-port", base.as_str()]);
+        args.extend(extra);
+        let out = cohort(&args);
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        TestCluster { dir, members: processes.iter().map(|_| None).collect(), names: processes }
     }
 
     pub fn root(&self) -> PathBuf {

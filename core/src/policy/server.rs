@@ -121,11 +121,9 @@ pub enum ServerOutput {
         to: String,
         message: PolicyMessage,
     },
-    /// A verified policy version is stored here.
-    Stored {
-        id: String,
-        version: u64,
-    },
+    /// A verified policy version is now held here; the driver keeps it durably so a restart
+    /// serves it again (and versions never go backwards).
+    Stored(SignedPolicy),
     /// The master keeps each sync's aggregate for history.
     History {
         from: String,
@@ -158,10 +156,11 @@ pub struct PolicyServer {
     policies: BTreeMap<String, SignedPolicy>,
     /// Latest report per agent, and whether it came since the last sync.
     reports: BTreeMap<String, (AgentReport, bool)>,
-    /// Latest aggregate per child and when it came.
+    /// Latest aggregate per child and when it came: at the master, this is what historical
+    /// status reads (the full history is the driver's, in its store).
     child_aggregates: BTreeMap<String, (Aggregate, WallClock)>,
-    /// The master's history: every sync's aggregate.
-    history: Vec<(String, WallClock, Aggregate)>,
+    /// Verified syncs received from children.
+    syncs_received: u64,
     next_sync: Option<Instant>,
     cycle: u64,
     pending: Vec<PendingStatus>,
@@ -178,7 +177,7 @@ impl PolicyServer {
             policies: BTreeMap::new(),
             reports: BTreeMap::new(),
             child_aggregates: BTreeMap::new(),
-            history: Vec::new(),
+            syncs_received: 0,
             next_sync,
             cycle: 0,
             pending: Vec::new(),
@@ -208,8 +207,32 @@ impl PolicyServer {
         self.reports.len()
     }
 
-    pub fn history(&self) -> &[(String, WallClock, Aggregate)] {
-        &self.history
+    pub fn syncs_received(&self) -> u64 {
+        self.syncs_received
+    }
+
+    /// Takes back what the driver kept from before a restart: the policies (each verified again,
+    /// as if it had just arrived; one that fails is refused and counted, never served) and each
+    /// child's latest aggregate. Emits no `Stored`: these are already durable.
+    pub fn restore(
+        &mut self,
+        policies: impl IntoIterator<Item = SignedPolicy>,
+        latest: impl IntoIterator<Item = (String, WallClock, Aggregate)>,
+    ) {
+        for signed in policies {
+            match self.verify_policy(&signed) {
+                Ok(()) => {
+                    self.policies.insert(signed.body.id.clone(), signed);
+                }
+                Err(PolicyError::NotNewer { .. }) => {}
+                Err(e) => self.reject("stored-policy-invalid", format!("a stored policy was refused: {e}")),
+            }
+        }
+        for (child, at, aggregate) in latest {
+            if self.setup.children.contains_key(&child) {
+                self.child_aggregates.insert(child, (aggregate, at));
+            }
+        }
     }
 
     fn reject(&mut self, kind: &'static str, reason: String) {
@@ -217,33 +240,34 @@ impl PolicyServer {
         self.outputs.push_back(ServerOutput::Rejected { reason });
     }
 
+    /// Checks a policy is valid, signed by a server of the tier, and newer than the one held.
+    fn verify_policy(&self, signed: &SignedPolicy) -> Result<(), PolicyError> {
+        let id = &signed.body.id;
+        signed.body.validate()?;
+        let signer = self
+            .setup
+            .signers
+            .get(&signed.body.author)
+            .ok_or_else(|| PolicyError::UnknownSigner(id.clone()))?;
+        signed.verify(signer).map_err(|_| PolicyError::BadSignature(id.clone()))?;
+        if let Some(held) = self.policies.get(id)
+            && held.body.version >= signed.body.version
+        {
+            return Err(PolicyError::NotNewer {
+                id: id.clone(),
+                version: signed.body.version,
+                stored: held.body.version,
+            });
+        }
+        Ok(())
+    }
+
     /// Verifies and stores a policy; returns whether it was new here.
     fn accept_policy(&mut self, signed: SignedPolicy) -> bool {
-        let id = signed.body.id.clone();
-        let result = (|| {
-            signed.body.validate()?;
-            let signer = self
-                .setup
-                .signers
-                .get(&signed.body.author)
-                .ok_or_else(|| PolicyError::UnknownSigner(id.clone()))?;
-            signed.verify(signer).map_err(|_| PolicyError::BadSignature(id.clone()))?;
-            if let Some(held) = self.policies.get(&id)
-                && held.body.version >= signed.body.version
-            {
-                return Err(PolicyError::NotNewer {
-                    id: id.clone(),
-                    version: signed.body.version,
-                    stored: held.body.version,
-                });
-            }
-            Ok(())
-        })();
-        match result {
+        match self.verify_policy(&signed) {
             Ok(()) => {
-                let version = signed.body.version;
-                self.policies.insert(id.clone(), signed);
-                self.outputs.push_back(ServerOutput::Stored { id, version });
+                self.policies.insert(signed.body.id.clone(), signed.clone());
+                self.outputs.push_back(ServerOutput::Stored(signed));
                 true
             }
             Err(PolicyError::NotNewer { .. }) => false,
@@ -329,8 +353,8 @@ impl PolicyServer {
                     return self.reject("bad-signature", format!("sync from `{from}` has a bad signature"));
                 }
                 let SyncRequest { versions, aggregate, .. } = signed.body;
+                self.syncs_received += 1;
                 if self.setup.parent.is_none() {
-                    self.history.push((from.clone(), wall, aggregate.clone()));
                     self.outputs.push_back(ServerOutput::History {
                         from: from.clone(),
                         at: wall,
@@ -442,13 +466,8 @@ impl PolicyServer {
         if !current {
             let mut aggregate = Aggregate::default();
             let mut as_of = BTreeMap::new();
-            for child in self.setup.children.keys() {
-                let latest = self
-                    .history
-                    .iter()
-                    .rev()
-                    .find(|(from, at, _)| from == child && since.is_none_or(|s| *at >= s));
-                if let Some((_, at, agg)) = latest {
+            for (child, (agg, at)) in &self.child_aggregates {
+                if since.is_none_or(|s| *at >= s) {
                     aggregate.absorb(agg);
                     as_of.insert(child.clone(), *at);
                 }

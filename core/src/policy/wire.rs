@@ -13,7 +13,12 @@ use crate::time::WallClock;
 pub enum PolicyAdmin {
     Create(Policy),
     List,
-    Status { current: bool, since: Option<WallClock> },
+    /// A local syncs with its parent now, outside its window.
+    SyncNow,
+    Status {
+        current: bool,
+        since: Option<WallClock>,
+    },
 }
 
 /// An operator's request, signed, with the time it was made: a server refuses one older than
@@ -33,6 +38,7 @@ pub const ADMIN_FRESHNESS_MS: u64 = 5 * 60 * 1000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PolicyAdminReply {
     Created,
+    SyncStarted,
     Policies(Vec<Policy>),
     Status(GlobalStatus),
     Error(String),

@@ -8,6 +8,8 @@ use cohort_core::exec::audit::{AuditRecord, ChainEntry};
 use cohort_core::member::MemberRecord;
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod policy;
+
 /// Each entry upgrades the schema from its index to the next version (`PRAGMA user_version`).
 const MIGRATIONS: &[&str] = &[
     // 0 → 1: the member's record, one row.
@@ -35,6 +37,12 @@ const MIGRATIONS: &[&str] = &[
          at_unix_ms INTEGER NOT NULL,
          aggregate BLOB NOT NULL
      );",
+    // 3 → 4: every policy server's policies, so a restart serves them again.
+    "CREATE TABLE policy_store (
+         id TEXT PRIMARY KEY,
+         version INTEGER NOT NULL,
+         signed BLOB NOT NULL
+     );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +58,12 @@ pub enum StoreError {
         "database {path} holds a member record that does not decode ({reason}); restore it from a backup"
     )]
     Corrupt { path: PathBuf, reason: String },
-    #[error("could not encode the member record: {0}")]
+    #[error(
+        "database {path} holds a stored {what} that does not decode ({reason}); restore it from a \
+         backup, or remove that row and let the tier send it again"
+    )]
+    CorruptRow { path: PathBuf, what: String, reason: String },
+    #[error("could not encode a record for the database: {0}")]
     Encode(String),
 }
 
@@ -189,31 +202,6 @@ impl Store {
             .execute("INSERT INTO audit_local (host, record) VALUES (?1, ?2)", params![record.host, bytes])
             .map_err(|source| StoreError::Sqlite { path, source })?;
         Ok(())
-    }
-
-    /// Keeps one sync's aggregate for historical status.
-    pub fn append_policy_history(
-        &mut self,
-        local: &str,
-        at: cohort_core::WallClock,
-        aggregate: &cohort_core::policy::report::Aggregate,
-    ) -> Result<(), StoreError> {
-        let bytes = cohort_core::wire::encode(aggregate).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let path = self.path.clone();
-        self.conn
-            .execute(
-                "INSERT INTO policy_history (local, at_unix_ms, aggregate) VALUES (?1, ?2, ?3)",
-                params![local, at.0 as i64, bytes],
-            )
-            .map_err(|source| StoreError::Sqlite { path, source })?;
-        Ok(())
-    }
-
-    pub fn policy_history_count(&self) -> Result<u64, StoreError> {
-        self.conn
-            .query_row("SELECT COUNT(*) FROM policy_history", [], |row| row.get::<_, i64>(0))
-            .map(|n| n as u64)
-            .map_err(|e| self.err(e))
     }
 
     pub fn local_audit_count(&self) -> Result<u64, StoreError> {

@@ -1,0 +1,174 @@
+//! What a policy server keeps: every policy it holds (the newest version of each, signed) and, at
+//! the master, each sync's aggregate. Reading back never trusts the rows: core verifies each
+//! policy again before serving it.
+
+use cohort_core::WallClock;
+use cohort_core::policy::document::SignedPolicy;
+use cohort_core::policy::report::Aggregate;
+use rusqlite::params;
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// Keeps `policy`, replacing an older version of the same id (never a newer one); durable when
+    /// this returns.
+    pub fn save_policy(&mut self, policy: &SignedPolicy) -> Result<(), StoreError> {
+        let bytes = cohort_core::wire::encode(policy).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let version = i64::try_from(policy.body.version).map_err(|_| {
+            StoreError::Encode(format!(
+                "policy `{}` version {} is too large",
+                policy.body.id, policy.body.version
+            ))
+        })?;
+        self.conn
+            .execute(
+                "INSERT INTO policy_store (id, version, signed) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET version = excluded.version, signed = excluded.signed
+                 WHERE excluded.version > policy_store.version",
+                params![policy.body.id, version, bytes],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every kept policy, by id. A row that no longer decodes is an error naming it: serving
+    /// without it would silently lose a policy the tier had agreed on.
+    pub fn load_policies(&self) -> Result<Vec<SignedPolicy>, StoreError> {
+        let mut stmt =
+            self.conn.prepare("SELECT id, signed FROM policy_store ORDER BY id").map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, bytes) = row.map_err(|e| self.err(e))?;
+            let policy: SignedPolicy =
+                cohort_core::wire::decode(&bytes).map_err(|e| StoreError::CorruptRow {
+                    path: self.path.clone(),
+                    what: format!("policy `{id}`"),
+                    reason: e.to_string(),
+                })?;
+            out.push(policy);
+        }
+        Ok(out)
+    }
+
+    /// Keeps one sync's aggregate for historical status.
+    pub fn append_policy_history(
+        &mut self,
+        local: &str,
+        at: WallClock,
+        aggregate: &Aggregate,
+    ) -> Result<(), StoreError> {
+        let bytes = cohort_core::wire::encode(aggregate).map_err(|e| StoreError::Encode(e.to_string()))?;
+        self.conn
+            .execute(
+                "INSERT INTO policy_history (local, at_unix_ms, aggregate) VALUES (?1, ?2, ?3)",
+                params![local, at.0 as i64, bytes],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn policy_history_count(&self) -> Result<u64, StoreError> {
+        self.conn
+            .query_row("SELECT COUNT(*) FROM policy_history", [], |row| row.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Each local's most recent stored aggregate: what historical status starts from after a
+    /// restart.
+    pub fn latest_policy_history(&self) -> Result<Vec<(String, WallClock, Aggregate)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT local, at_unix_ms, aggregate FROM policy_history
+                 WHERE id IN (SELECT MAX(id) FROM policy_history GROUP BY local) ORDER BY local",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, Vec<u8>>(2)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (local, at, bytes) = row.map_err(|e| self.err(e))?;
+            let aggregate: Aggregate =
+                cohort_core::wire::decode(&bytes).map_err(|e| StoreError::CorruptRow {
+                    path: self.path.clone(),
+                    what: format!("aggregate from `{local}`"),
+                    reason: e.to_string(),
+                })?;
+            out.push((local, WallClock(at.max(0) as u64), aggregate));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cohort_core::NodeKeys;
+    use cohort_core::policy::document::{Policy, PolicyTarget, Scope};
+    use cohort_core::rng::seeded;
+    use cohort_core::signed::Signed;
+
+    use super::*;
+
+    fn policy(keys: &NodeKeys, version: u64, value: &str) -> SignedPolicy {
+        let body = Policy {
+            id: "fw".into(),
+            version,
+            author: "master".into(),
+            scope: Scope::Global,
+            target: PolicyTarget::default(),
+            params: [("firewall.default".to_owned(), value.to_owned())].into(),
+        };
+        Signed::sign(body, keys).expect("signs")
+    }
+
+    #[test]
+    fn a_kept_policy_survives_reopening_and_an_older_version_never_replaces_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.db");
+        let keys = NodeKeys::generate(&mut seeded(3));
+        let mut store = Store::open(&path).expect("opens");
+        store.save_policy(&policy(&keys, 2, "deny")).expect("saved");
+        store.save_policy(&policy(&keys, 1, "allow")).expect("an older one is ignored");
+        drop(store);
+        let store = Store::open(&path).expect("reopens");
+        let held = store.load_policies().expect("loads");
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].body.version, 2);
+        assert_eq!(held[0].body.params["firewall.default"], "deny");
+    }
+
+    #[test]
+    fn a_policy_row_that_does_not_decode_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.db");
+        let mut store = Store::open(&path).expect("opens");
+        store.save_policy(&policy(&NodeKeys::generate(&mut seeded(4)), 1, "deny")).expect("saved");
+        store.conn.execute("UPDATE policy_store SET signed = x'ff00'", []).expect("altered");
+        let err = store.load_policies().expect_err("refused").to_string();
+        assert!(err.contains("policy `fw`") && err.contains("does not decode"), "{err}");
+    }
+
+    #[test]
+    fn the_latest_aggregate_of_each_local_is_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("node.db")).expect("opens");
+        let later = Aggregate { silent_agents: 7, ..Aggregate::default() };
+        store.append_policy_history("local-00", WallClock(10), &Aggregate::default()).expect("kept");
+        store.append_policy_history("local-01", WallClock(11), &Aggregate::default()).expect("kept");
+        store.append_policy_history("local-00", WallClock(20), &later).expect("kept");
+        let latest = store.latest_policy_history().expect("reads");
+        assert_eq!(latest.len(), 2);
+        assert_eq!(
+            (latest[0].0.as_str(), latest[0].1, latest[0].2.silent_agents),
+            ("local-00", WallClock(20), 7)
+        );
+        assert_eq!(latest[1].0, "local-01");
+    }
+}
