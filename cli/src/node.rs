@@ -1,15 +1,16 @@
-//! `cohort node run`: a long-running node, logging through `tracing` (RUST_LOG). The member role
-//! runs on the main thread's event loop; the exec roles (gateway with KDC and audit collector,
-//! exec daemons) and the policy roles (server, agents) each on a loop in their own thread. SIGINT or SIGTERM stops both.
+//! `cohort node run`: a long-running node, logging through `tracing` (RUST_LOG). Every role the
+//! configuration names (member; gateway and exec daemons; policy server and agents) is hosted by
+//! one event loop on the main thread, which SIGINT or SIGTERM stops.
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use cohort_io_mio::exec_runtime::ExecRuntime;
-use cohort_io_mio::node::{AdminLimits, Node};
+use cohort_io_mio::node::{AdminLimits, Node, NodeError};
 use cohort_io_mio::node_config::NodeConfig;
 use cohort_io_mio::policy_runtime::PolicyRuntime;
+use cohort_io_mio::reactor::Reactor;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum NodeCommand {
@@ -23,46 +24,30 @@ pub enum NodeCommand {
 pub fn run(command: &NodeCommand) -> anyhow::Result<()> {
     let NodeCommand::Run { config } = command;
     let config = NodeConfig::load(config)?;
+    let mut reactor = Reactor::new().context("the event loop could not start")?;
+    reactor.stop_on_signals().context("could not watch for SIGINT and SIGTERM")?;
+    // The member publishes the configuration's `group.NAME` settings; exec resolves node sets.
     let groups = Arc::new(RwLock::new(Default::default()));
-    let exec = if config.has_role("gateway") || config.has_role("exec") {
-        Some(ExecRuntime::start(&config, groups.clone()).context("the exec roles could not start")?)
-    } else {
-        None
-    };
-    let exec_handle = exec.as_ref().map(ExecRuntime::handle);
-    let exec_thread = exec.map(|mut runtime| std::thread::spawn(move || runtime.run()));
-    let policy = if config.has_role("policy") {
-        Some(PolicyRuntime::start(&config).context("the policy roles could not start")?)
-    } else {
-        None
-    };
-    let policy_handle = policy.as_ref().map(PolicyRuntime::handle);
-    let policy_thread = policy.map(|mut runtime| std::thread::spawn(move || runtime.run()));
-
-    let member_result = if config.has_role("member") {
+    if config.has_role("member") {
         let limits = AdminLimits::from_config(&config);
-        let mut node = Node::start(config, limits).context("the node could not start")?;
-        node.share_groups(groups);
-        node.run().context("the node stopped on an error")
-    } else {
-        // No member loop to catch signals: wait for one here.
-        let mut signals =
-            signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
-        if let Some(signal) = signals.forever().next() {
-            tracing::info!(signal, "shutting down on signal");
-        }
-        Ok(())
-    };
-    for handle in exec_handle.iter().chain(policy_handle.iter()) {
-        let _ = handle.shutdown();
+        let (member_config, groups) = (config.clone(), groups.clone());
+        reactor
+            .host(|slot| {
+                let mut node = Node::start(member_config, limits, slot)?;
+                node.share_groups(groups);
+                Ok::<_, NodeError>(node)
+            })
+            .context("the member role could not start")?;
     }
-    for (what, thread) in [("exec", exec_thread), ("policy", policy_thread)] {
-        if let Some(thread) = thread {
-            match thread.join() {
-                Ok(result) => result.with_context(|| format!("the {what} roles stopped on an error"))?,
-                Err(_) => bail!("the {what} roles' thread panicked"),
-            }
-        }
+    if config.has_role("gateway") || config.has_role("exec") {
+        reactor
+            .host(|slot| ExecRuntime::start(&config, groups, slot))
+            .context("the exec roles could not start")?;
     }
-    member_result
+    if config.has_role("policy") {
+        reactor
+            .host(|slot| PolicyRuntime::start(&config, slot))
+            .context("the policy roles could not start")?;
+    }
+    reactor.run().context("the node stopped on an error")
 }

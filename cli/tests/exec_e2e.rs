@@ -134,6 +134,12 @@ fn fifty_hosts_one_group_a_down_host_unreachable_denials_and_an_audit_trail_that
     assert!(stdout.contains("h[01-50] (50) ok\n"), "{stdout}");
     assert_eq!(stdout.matches("hi\n").count(), 1, "one group: {stdout}");
     assert!(stdout.contains("50 hosts: 50 ok"), "{stdout}");
+    // One event loop per node process: m0 hosts the member, gateway, KDC and collector, the exec
+    // node fifty daemons, each on the main thread alone.
+    for node in &site.nodes {
+        let threads = std::fs::read_dir(format!("/proc/{}/task", node.id())).expect("/proc").count();
+        assert_eq!(threads, 1, "node process {} runs {threads} threads", node.id());
+    }
 
     let out = site.run(&["exec", "-w", "h[01-51]", "--json", "--", "echo", "hi"]);
     assert!(!out.status.success(), "a down host makes the run fail");

@@ -1,4 +1,4 @@
-//! The exec roles of a node, on their own mio loop: the gateway (with the KDC and the audit
+//! The exec roles of a node, hosted by the process's event loop: the gateway (with the KDC and the audit
 //! collector) and any number of exec daemons, each a managed host with its own key and address.
 //! Owns the listeners, the channels to clients, hosts and the collector, child processes, local
 //! and chained audit storage, and the wall clock the core machines are given. Protocol rules stay
@@ -22,21 +22,24 @@ use cohort_core::exec::wire::{GatewayReply, GatewayWire, HostWire};
 use cohort_core::rng::{SeededRng, fork};
 use cohort_core::signed::Signed;
 use cohort_core::{Instant, Machine, NodeKeys, PublicIdentity, WallClock, wire};
+use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Token};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::channel_conn::ChannelConn;
 use crate::child::{RunningChild, Stream};
 use crate::entropy::os_seeded_rng;
 use crate::keyfile;
-use crate::node::{NodeError, NodeHandle};
+use crate::node::NodeError;
 use crate::node_config::{HostsFile, NodeConfig, PrincipalsFile, load_toml, parse_key};
+use crate::reactor::{Role, Slot, wake_at};
 use crate::store::Store;
 
-const WAKER: Token = Token(1);
-const GATEWAY_LISTENER: Token = Token(2);
+// The role's own token numbers (see `reactor::Slot`).
+const GATEWAY_LISTENER: usize = 2;
 const FIRST_HOST_LISTENER: usize = 1_000;
 const FIRST_DYNAMIC: usize = 1_000_000;
 /// Largest message on an exec channel (a host's output travels in events under this).
@@ -128,12 +131,14 @@ struct AuditLink {
     /// link ack → (host, daemon token).
     in_flight: BTreeMap<u64, (usize, u64)>,
     next_ack: u64,
+    /// While the collector is unreachable: when to try again.
+    retry_at: Option<Instant>,
+    backoff: Backoff,
 }
 
 /// The exec roles' event loop.
 pub struct ExecRuntime {
-    poll: Poll,
-    handle: NodeHandle,
+    slot: Slot,
     keys: NodeKeys,
     store: Store,
     rng: SeededRng,
@@ -146,7 +151,6 @@ pub struct ExecRuntime {
     pipes: BTreeMap<Token, (usize, u64, Stream)>,
     next_token: usize,
     groups: SharedGroups,
-    shutdown: bool,
 }
 
 impl std::fmt::Debug for ExecRuntime {
@@ -173,11 +177,9 @@ fn encode<T: Serialize>(value: &T) -> Option<Vec<u8>> {
 
 impl ExecRuntime {
     /// Sets up the gateway and exec hosts the configuration names.
-    pub fn start(config: &NodeConfig, groups: SharedGroups) -> Result<ExecRuntime, NodeError> {
+    pub fn start(config: &NodeConfig, groups: SharedGroups, slot: Slot) -> Result<ExecRuntime, NodeError> {
         let keys = keyfile::read_key_file(&config.key_file)?;
         let store = Store::open(&config.database())?;
-        let poll = Poll::new()?;
-        let handle = NodeHandle::new(poll.registry(), WAKER)?;
         let mut rng = os_seeded_rng();
         let gateway = match &config.gateway {
             None => None,
@@ -205,7 +207,7 @@ impl ExecRuntime {
                     addr: gw.listen,
                     source,
                 })?;
-                poll.registry().register(&mut listener, GATEWAY_LISTENER, Interest::READABLE)?;
+                slot.register(&mut listener, GATEWAY_LISTENER, Interest::READABLE)?;
                 let collector = AuditCollector::new(store.last_chain_entry()?.as_ref());
                 info!(listen = %gw.listen, hosts = hosts.len(), audit_entries = collector.len(), "gateway up");
                 Some(GatewaySide {
@@ -228,7 +230,7 @@ impl ExecRuntime {
                 addr: h.listen,
                 source,
             })?;
-            poll.registry().register(&mut listener, Token(FIRST_HOST_LISTENER + i), Interest::READABLE)?;
+            slot.register(&mut listener, FIRST_HOST_LISTENER + i, Interest::READABLE)?;
             let daemon =
                 ExecDaemon::new(h.name.clone(), host_keys.clone(), acl, DaemonSettings::default(), wall());
             hosts.push(HostSide {
@@ -257,13 +259,14 @@ impl ExecRuntime {
                     queue: VecDeque::new(),
                     in_flight: BTreeMap::new(),
                     next_ack: 1,
+                    retry_at: None,
+                    backoff: Backoff::reconnect(),
                 })
             }
             _ => None,
         };
         Ok(ExecRuntime {
-            poll,
-            handle,
+            slot,
             keys,
             store,
             rng,
@@ -275,12 +278,7 @@ impl ExecRuntime {
             pipes: BTreeMap::new(),
             next_token: FIRST_DYNAMIC,
             groups,
-            shutdown: false,
         })
-    }
-
-    pub fn handle(&self) -> NodeHandle {
-        self.handle.clone()
     }
 
     fn now(&self) -> Instant {
@@ -288,53 +286,9 @@ impl ExecRuntime {
     }
 
     fn token(&mut self) -> Token {
-        let t = Token(self.next_token);
+        let t = self.slot.token(self.next_token);
         self.next_token += 1;
         t
-    }
-
-    /// Runs until the handle asks it to stop.
-    pub fn run(&mut self) -> Result<(), NodeError> {
-        let mut events = Events::with_capacity(1024);
-        while !self.shutdown {
-            self.settle()?;
-            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(self.now()));
-            // Children that closed their pipes may not have been reaped yet: look again soon.
-            let timeout = if self.hosts.iter().any(|h| h.children.values().any(RunningChild::output_closed)) {
-                Some(timeout.map_or(Duration::from_millis(10), |t| t.min(Duration::from_millis(10))))
-            } else {
-                timeout
-            };
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-            for event in &events {
-                let token = event.token();
-                match token {
-                    WAKER => {
-                        if self.handle.stop_requested() {
-                            self.shutdown = true;
-                        }
-                    }
-                    GATEWAY_LISTENER => self.accept_gateway(),
-                    Token(t) if (FIRST_HOST_LISTENER..FIRST_DYNAMIC).contains(&t) => {
-                        self.accept_host(t - FIRST_HOST_LISTENER)
-                    }
-                    _ if self.pipes.contains_key(&token) => self.read_pipe(token),
-                    _ => self.service(token, event.is_readable(), event.is_writable()),
-                }
-            }
-            self.fire_timeouts();
-        }
-        for host in &mut self.hosts {
-            for child in host.children.values_mut() {
-                let _ = child.kill_group();
-            }
-        }
-        info!("exec roles stopped");
-        Ok(())
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -342,10 +296,11 @@ impl ExecRuntime {
         let daemons = self.hosts.iter().filter_map(|h| h.daemon.poll_timeout());
         let conns = self.conns.values().filter_map(|c| c.io.channel.poll_timeout());
         let idle = self.conns.values().filter_map(Conn::idle_deadline);
-        gateway.into_iter().chain(daemons).chain(conns).chain(idle).min()
+        let link = self.link.as_ref().filter(|l| !l.queue.is_empty()).and_then(|l| l.retry_at);
+        gateway.into_iter().chain(daemons).chain(conns).chain(idle).chain(link).min()
     }
 
-    fn fire_timeouts(&mut self) {
+    fn fire_due(&mut self) {
         let now = self.now();
         let w = wall();
         if let Some(g) = &mut self.gateway
@@ -371,7 +326,7 @@ impl ExecRuntime {
     }
 
     /// Drives every machine and connection until nothing moves.
-    fn settle(&mut self) -> Result<(), NodeError> {
+    fn drive_all(&mut self) -> Result<(), NodeError> {
         for _ in 0..10_000 {
             let mut moved = self.drive_gateway()?;
             moved |= self.drive_hosts()?;
@@ -395,7 +350,7 @@ impl ExecRuntime {
     ) -> Option<Token> {
         let token = self.token();
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut stream, token, interest) {
+        if let Err(e) = self.slot.registry().register(&mut stream, token, interest) {
             warn!(%peer, error = %e, "could not register a connection");
             return None;
         }
@@ -521,7 +476,14 @@ impl ExecRuntime {
                             conn.io.channel.close();
                         }
                     }
-                    ChannelOutput::Established(peer) => conn.peer = Some(peer),
+                    ChannelOutput::Established(peer) => {
+                        conn.peer = Some(peer);
+                        if matches!(conn.kind, Kind::AuditLink)
+                            && let Some(link) = &mut self.link
+                        {
+                            link.backoff.succeeded();
+                        }
+                    }
                     ChannelOutput::Message(bytes) => self.on_message(now, token, &bytes),
                     ChannelOutput::Closed(reason) => {
                         if let CloseReason::Failed(e) = &reason {
@@ -552,7 +514,7 @@ impl ExecRuntime {
 
     fn remove_conn(&mut self, token: Token) {
         if let Some(mut conn) = self.conns.remove(&token) {
-            let _ = self.poll.registry().deregister(&mut conn.io.stream);
+            let _ = self.slot.registry().deregister(&mut conn.io.stream);
         }
     }
 
@@ -591,6 +553,7 @@ impl ExecRuntime {
             Kind::AuditLink => {
                 if let Some(link) = &mut self.link {
                     link.token = None;
+                    link.retry_at = Some(now + link.backoff.failed(&mut self.rng));
                     // Unacknowledged records will be refused by the daemons' audit timeout.
                     link.in_flight.clear();
                 }
@@ -871,7 +834,7 @@ impl ExecRuntime {
     fn spawn(&mut self, host: usize, session: u64, run_as: &str, argv: &[String]) {
         let (out, err) = (self.token(), self.token());
         let now = self.now();
-        match RunningChild::spawn(argv, run_as, self.poll.registry(), out, err) {
+        match RunningChild::spawn(argv, run_as, self.slot.registry(), out, err) {
             Ok(child) => {
                 debug!(host = %self.hosts[host].daemon.host(), pid = child.pid(), "spawned");
                 self.pipes.insert(out, (host, session, Stream::Stdout));
@@ -930,20 +893,27 @@ impl ExecRuntime {
     // ---- audit link ---------------------------------------------------------------------------
 
     fn drive_link(&mut self) -> bool {
+        let now = self.now();
         let Some(link) = &mut self.link else { return false };
         if link.queue.is_empty() {
             return false;
         }
         if link.token.is_none() {
+            if link.retry_at.is_some_and(|t| t > now) {
+                return false;
+            }
             let (addr, identity) = (link.addr, link.identity);
-            match self.connect(addr, identity, Kind::AuditLink) {
+            let connected = self.connect(addr, identity, Kind::AuditLink);
+            let Some(link) = &mut self.link else { return false };
+            match connected {
                 Ok(token) => {
-                    if let Some(link) = &mut self.link {
-                        link.token = Some(token);
-                    }
+                    link.token = Some(token);
+                    link.retry_at = None;
                 }
                 Err(e) => {
-                    warn!(%addr, error = %e, "audit collector unreachable");
+                    let wait = link.backoff.failed(&mut self.rng);
+                    link.retry_at = Some(now + wait);
+                    warn!(%addr, error = %e, retry_in = ?wait, "audit collector unreachable");
                     return false;
                 }
             }
@@ -970,4 +940,51 @@ fn process_end(status: std::process::ExitStatus) -> ProcessEnd {
 /// Hosts named by a nodeset, for tests and tools that check a gateway's table.
 pub fn known_hosts(runtime: &ExecRuntime) -> BTreeSet<String> {
     runtime.gateway.as_ref().map(|g| g.hosts.keys().cloned().collect()).unwrap_or_default()
+}
+
+impl Role for ExecRuntime {
+    fn name(&self) -> &'static str {
+        "exec"
+    }
+
+    fn settle(&mut self) -> Result<(), NodeError> {
+        self.drive_all()
+    }
+
+    fn next_wake(&self) -> Option<std::time::Instant> {
+        let deadline = self.next_deadline().map(|d| wake_at(self.started, d));
+        // Children that closed their pipes may not have been reaped yet: look again soon.
+        if self.hosts.iter().any(|h| h.children.values().any(RunningChild::output_closed)) {
+            let soon = std::time::Instant::now() + Duration::from_millis(10);
+            return Some(deadline.map_or(soon, |d| d.min(soon)));
+        }
+        deadline
+    }
+
+    fn handle_event(&mut self, event: &Event) -> Result<(), NodeError> {
+        let token = event.token();
+        match self.slot.local(token) {
+            GATEWAY_LISTENER => self.accept_gateway(),
+            t if (FIRST_HOST_LISTENER..FIRST_DYNAMIC).contains(&t) => {
+                self.accept_host(t - FIRST_HOST_LISTENER)
+            }
+            _ if self.pipes.contains_key(&token) => self.read_pipe(token),
+            _ => self.service(token, event.is_readable(), event.is_writable()),
+        }
+        Ok(())
+    }
+
+    fn fire_timeouts(&mut self) -> Result<(), NodeError> {
+        self.fire_due();
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        for host in &mut self.hosts {
+            for child in host.children.values_mut() {
+                let _ = child.kill_group();
+            }
+        }
+        info!("exec roles stopped");
+    }
 }

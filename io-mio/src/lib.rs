@@ -3,6 +3,7 @@
 //! Protocol rules never live here: they belong to core.
 
 pub mod admin_client;
+pub mod backoff;
 pub mod channel_client;
 mod channel_conn;
 pub mod child;
@@ -12,4 +13,5 @@ pub mod keyfile;
 pub mod node;
 pub mod node_config;
 pub mod policy_runtime;
+pub mod reactor;
 pub mod store;

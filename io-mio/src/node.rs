@@ -1,5 +1,5 @@
-//! The production node: one mio event loop driving a cluster member over UDP and serving the
-//! admin channel over TCP, with state in SQLite. Owns sockets, timers, storage, signals and the
+//! The member role of a node: a cluster member over UDP and the admin channel over TCP, with state
+//! in SQLite, hosted by the process's event loop (`reactor`). Owns its sockets, timers, storage and the
 //! limits that keep hostile peers from costing more than their share: open handshakes are bounded
 //! in number and time, each connection's write queue is bounded, and reads are budgeted. Protocol
 //! rules stay in core.
@@ -13,24 +13,21 @@ use cohort_core::channel::{Channel, ChannelConfig, ChannelOutput, CloseReason, T
 use cohort_core::member::{Member, MemberInput, MemberOutput, MemberSettings};
 use cohort_core::rng::{SeededRng, fork};
 use cohort_core::{Instant, Machine, NodeKeys, wire};
+use mio::event::Event;
 use mio::net::{TcpListener, UdpSocket};
-use mio::{Events, Interest, Poll, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
-use signal_hook_mio::v1_0::Signals;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use mio::{Interest, Token};
 use tracing::{debug, info, warn};
 
 use crate::channel_conn::{ChannelConn, ReadOutcome};
 use crate::entropy::os_seeded_rng;
 use crate::keyfile;
 use crate::node_config::NodeConfig;
+use crate::reactor::{Role, Slot, wake_at};
 use crate::store::{Store, StoreError};
 
-const UDP: Token = Token(0);
-const LISTENER: Token = Token(1);
-const SIGNALS: Token = Token(2);
-const WAKER: Token = Token(3);
+// The role's own token numbers (see `reactor::Slot`).
+const UDP: usize = 0;
+const LISTENER: usize = 1;
 const FIRST_CONN: usize = 16;
 
 /// Limits on the admin listener.
@@ -80,45 +77,26 @@ pub enum NodeError {
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
     #[error("event loop failed: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the {role} role: {source}")]
+    InRole { role: &'static str, source: Box<NodeError> },
 }
 
-/// Lets another thread of this process ask a running node to stop: the local side of the event
-/// loop, woken through a mio `Waker`.
-#[derive(Debug, Clone)]
-pub struct NodeHandle {
-    waker: Arc<Waker>,
-    stop: Arc<AtomicBool>,
-}
-
-impl NodeHandle {
-    /// A handle whose waker wakes `registry`'s loop with `token`.
-    pub fn new(registry: &mio::Registry, token: Token) -> std::io::Result<NodeHandle> {
-        Ok(NodeHandle {
-            waker: Arc::new(Waker::new(registry, token)?),
-            stop: Arc::new(AtomicBool::new(false)),
-        })
-    }
-
-    /// Whether a stop was asked for.
-    pub fn stop_requested(&self) -> bool {
-        self.stop.load(Ordering::SeqCst)
-    }
-
-    /// Asks the node to shut down as it would on SIGTERM.
-    pub fn shutdown(&self) -> std::io::Result<()> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.waker.wake()
+impl NodeError {
+    /// Names the role an error came from (once).
+    pub fn in_role(self, role: &'static str) -> NodeError {
+        match self {
+            NodeError::InRole { .. } => self,
+            other => NodeError::InRole { role, source: Box::new(other) },
+        }
     }
 }
 
 pub struct Node {
     config: NodeConfig,
-    handle: NodeHandle,
     keys: NodeKeys,
-    poll: Poll,
+    slot: Slot,
     udp: UdpSocket,
     listener: TcpListener,
-    signals: Signals,
     member: Member,
     store: Store,
     rng: SeededRng,
@@ -129,7 +107,6 @@ pub struct Node {
     /// Requests fed to the member, by id, waiting for its answer.
     waiting: BTreeMap<u64, Token>,
     limits: AdminLimits,
-    shutdown: bool,
     /// `group.NAME` settings, published for the exec roles' node sets.
     groups: Option<crate::exec_runtime::SharedGroups>,
 }
@@ -146,11 +123,10 @@ fn unix_ms() -> u64 {
 
 impl Node {
     /// Opens storage, binds sockets and starts the member from its stored record.
-    pub fn start(config: NodeConfig, limits: AdminLimits) -> Result<Node, NodeError> {
+    pub fn start(config: NodeConfig, limits: AdminLimits, slot: Slot) -> Result<Node, NodeError> {
         let keys = keyfile::read_key_file(&config.key_file)?;
         let store = Store::open(&config.database())?;
         let record = store.load_member()?.ok_or_else(|| NodeError::NoState { path: config.database() })?;
-        let poll = Poll::new()?;
         let mut udp = UdpSocket::bind(config.listen).map_err(|source| NodeError::Bind {
             what: "bind the member socket on",
             addr: config.listen,
@@ -161,14 +137,8 @@ impl Node {
             addr: config.admin_listen,
             source,
         })?;
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
-        poll.registry().register(&mut udp, UDP, Interest::READABLE)?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
-        let handle = NodeHandle {
-            waker: Arc::new(Waker::new(poll.registry(), WAKER)?),
-            stop: Arc::new(AtomicBool::new(false)),
-        };
+        slot.register(&mut udp, UDP, Interest::READABLE)?;
+        slot.register(&mut listener, LISTENER, Interest::READABLE)?;
         let mut rng = os_seeded_rng();
         let started = std::time::Instant::now();
         let settings = MemberSettings { heartbeat: config.heartbeat(), ..MemberSettings::default() };
@@ -183,12 +153,10 @@ impl Node {
         let member = Member::new(Instant::ZERO, keys.clone(), record, settings, fork(&mut rng));
         Ok(Node {
             config,
-            handle,
             keys,
-            poll,
+            slot,
             udp,
             listener,
-            signals,
             member,
             store,
             rng,
@@ -198,7 +166,6 @@ impl Node {
             next_request: 1,
             waiting: BTreeMap::new(),
             limits,
-            shutdown: false,
             groups: None,
         })
     }
@@ -226,59 +193,12 @@ impl Node {
         Instant::from_nanos(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX))
     }
 
-    /// Runs until SIGINT or SIGTERM. Returns an error only for what the node cannot go on after
-    /// (storage failing, the event loop failing).
-    pub fn run(&mut self) -> Result<(), NodeError> {
-        let mut events = Events::with_capacity(256);
-        while !self.shutdown {
-            // Admin requests feed the member and the member answers them: settle both before
-            // sleeping, or an answer would wait for the next timer.
-            loop {
-                self.drive_member()?;
-                if !self.drive_connections() {
-                    break;
-                }
-            }
-            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(self.now()));
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-            for event in &events {
-                match event.token() {
-                    UDP => self.read_datagrams(),
-                    LISTENER => self.accept(),
-                    WAKER => {
-                        if self.handle.stop.load(Ordering::SeqCst) {
-                            info!("shutting down on request");
-                            self.shutdown = true;
-                        }
-                    }
-                    SIGNALS => {
-                        for signal in self.signals.pending() {
-                            info!(signal, "shutting down on signal");
-                            self.shutdown = true;
-                        }
-                    }
-                    token => self.service_connection(token, event.is_readable(), event.is_writable()),
-                }
-            }
-            self.fire_timeouts();
-        }
-        for (_, conn) in std::mem::take(&mut self.conns) {
-            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
-        }
-        info!(active = %self.member.active_version(), "node stopped");
-        Ok(())
-    }
-
     fn next_deadline(&self) -> Option<Instant> {
         let conns = self.conns.values().filter_map(|c| c.channel.poll_timeout());
         self.member.poll_timeout().into_iter().chain(conns).min()
     }
 
-    fn fire_timeouts(&mut self) {
+    fn fire_member_timeouts(&mut self) {
         let now = self.now();
         if self.member.poll_timeout().is_some_and(|t| t <= now) {
             self.member.handle(now, MemberInput::Timeout);
@@ -393,9 +313,9 @@ impl Node {
                         continue;
                     }
                 };
-            let token = Token(self.next_conn);
+            let token = self.slot.token(self.next_conn);
             self.next_conn += 1;
-            if let Err(e) = self.poll.registry().register(&mut stream, token, Interest::READABLE) {
+            if let Err(e) = self.slot.registry().register(&mut stream, token, Interest::READABLE) {
                 warn!(%peer, error = %e, "could not register an admin connection");
                 continue;
             }
@@ -478,7 +398,7 @@ impl Node {
             Ok(pending) => {
                 let interest =
                     if pending { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-                let _ = self.poll.registry().reregister(&mut conn.stream, token, interest);
+                let _ = self.slot.registry().reregister(&mut conn.stream, token, interest);
             }
             Err(e) => {
                 debug!(peer = %conn.peer, error = %e, "admin connection write failed");
@@ -490,7 +410,7 @@ impl Node {
     fn drop_connection(&mut self, token: Token, why: &str) {
         if let Some(mut conn) = self.conns.remove(&token) {
             debug!(peer = %conn.peer, why, "admin connection closed");
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = self.slot.registry().deregister(&mut conn.stream);
             self.waiting.retain(|_, t| *t != token);
         }
     }
@@ -551,12 +471,49 @@ impl Node {
         }
     }
 
-    /// A handle another thread can use to stop this node.
-    pub fn handle(&self) -> NodeHandle {
-        self.handle.clone()
-    }
-
     pub fn config(&self) -> &NodeConfig {
         &self.config
+    }
+}
+
+impl Role for Node {
+    fn name(&self) -> &'static str {
+        "member"
+    }
+
+    fn settle(&mut self) -> Result<(), NodeError> {
+        // Admin requests feed the member and the member answers them: settle both before
+        // sleeping, or an answer would wait for the next timer.
+        loop {
+            self.drive_member()?;
+            if !self.drive_connections() {
+                return Ok(());
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<std::time::Instant> {
+        self.next_deadline().map(|d| wake_at(self.started, d))
+    }
+
+    fn handle_event(&mut self, event: &Event) -> Result<(), NodeError> {
+        match self.slot.local(event.token()) {
+            UDP => self.read_datagrams(),
+            LISTENER => self.accept(),
+            _ => self.service_connection(event.token(), event.is_readable(), event.is_writable()),
+        }
+        Ok(())
+    }
+
+    fn fire_timeouts(&mut self) -> Result<(), NodeError> {
+        self.fire_member_timeouts();
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        for (_, conn) in std::mem::take(&mut self.conns) {
+            let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        }
+        info!(active = %self.member.active_version(), "member stopped");
     }
 }

@@ -1,4 +1,4 @@
-//! The security-policy roles of a node, on their own mio loop: a policy server (master or local)
+//! The security-policy roles of a node, hosted by the process's event loop: a policy server (master or local)
 //! and any number of agents. Owns the listener, the links to a parent server and from agents to
 //! their server, name-based routing of tier messages, operators' admin requests, the master's
 //! history in SQLite, and writing each agent's effective policy to its file atomically (then
@@ -18,23 +18,24 @@ use cohort_core::policy::server::{PolicyMessage, PolicyServer, ServerInput, Serv
 use cohort_core::policy::wire::{ADMIN_FRESHNESS_MS, PolicyAdmin, PolicyAdminReply, PolicyWire};
 use cohort_core::rng::{SeededRng, fork};
 use cohort_core::{Instant, Machine, NodeKeys, PublicIdentity, WallClock, wire};
+use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Token};
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::channel_conn::ChannelConn;
 use crate::entropy::os_seeded_rng;
 use crate::keyfile;
-use crate::node::{NodeError, NodeHandle};
+use crate::node::NodeError;
 use crate::node_config::{AgentsFile, NodeConfig, NodeConfigError, TierFile, load_toml, parse_key};
+use crate::reactor::{Role, Slot, wake_at};
 use crate::store::Store;
 
-const WAKER: Token = Token(1);
-const LISTENER: Token = Token(2);
+// The role's own token numbers (see `reactor::Slot`).
+const LISTENER: usize = 2;
 const FIRST_DYNAMIC: usize = 1_000;
 const MAX_INBOUND: usize = 4096;
-/// A link that failed is tried again after this long.
-const RECONNECT: Duration = Duration::from_secs(1);
 
 fn wall() -> WallClock {
     WallClock(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
@@ -67,6 +68,13 @@ struct Link {
     /// Messages waiting for the link to open.
     queue: Vec<PolicyWire>,
     retry_at: Option<Instant>,
+    backoff: Backoff,
+}
+
+impl Link {
+    fn new(addr: SocketAddr, identity: PublicIdentity) -> Link {
+        Link { addr, identity, token: None, queue: Vec::new(), retry_at: None, backoff: Backoff::reconnect() }
+    }
 }
 
 #[derive(Debug)]
@@ -94,8 +102,7 @@ struct AgentSide {
 }
 
 pub struct PolicyRuntime {
-    poll: Poll,
-    handle: NodeHandle,
+    slot: Slot,
     keys: NodeKeys,
     store: Store,
     rng: SeededRng,
@@ -104,7 +111,6 @@ pub struct PolicyRuntime {
     agents: Vec<AgentSide>,
     conns: BTreeMap<Token, Conn>,
     next_token: usize,
-    shutdown: bool,
 }
 
 impl std::fmt::Debug for PolicyRuntime {
@@ -125,11 +131,9 @@ fn channel_config() -> ChannelConfig {
 }
 
 impl PolicyRuntime {
-    pub fn start(config: &NodeConfig) -> Result<PolicyRuntime, NodeError> {
+    pub fn start(config: &NodeConfig, slot: Slot) -> Result<PolicyRuntime, NodeError> {
         let keys = keyfile::read_key_file(&config.key_file)?;
         let store = Store::open(&config.database())?;
-        let poll = Poll::new()?;
-        let handle = NodeHandle::new(poll.registry(), WAKER)?;
         let mut rng = os_seeded_rng();
         let now = Instant::ZERO;
         let server = match &config.policy_server {
@@ -150,13 +154,8 @@ impl PolicyRuntime {
                     }
                 })?;
                 let parent_name = me.parent.clone();
-                let parent = parent_name.as_ref().and_then(|p| ids.get(p)).map(|(id, addr, _)| Link {
-                    addr: *addr,
-                    identity: *id,
-                    token: None,
-                    queue: Vec::new(),
-                    retry_at: None,
-                });
+                let parent =
+                    parent_name.as_ref().and_then(|p| ids.get(p)).map(|(id, addr, _)| Link::new(*addr, *id));
                 let children = ids
                     .iter()
                     .filter(|(_, (_, _, p))| p.as_deref() == Some(sc.name.as_str()))
@@ -194,7 +193,7 @@ impl PolicyRuntime {
                     addr: sc.listen,
                     source,
                 })?;
-                poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+                slot.register(&mut listener, LISTENER, Interest::READABLE)?;
                 let mut server = PolicyServer::new(now, setup, fork(&mut rng));
                 server.restore(store.load_policies()?, store.latest_policy_history()?);
                 while let Some(out) = server.poll_output() {
@@ -241,13 +240,7 @@ impl PolicyRuntime {
                 Duration::from_secs(ac.poll_interval_s.max(1) / 5),
                 fork(&mut rng),
             );
-            let link = Link {
-                addr: server.address,
-                identity: identity(&ac.tier_file, &server.ed25519, &server.x25519)?,
-                token: None,
-                queue: Vec::new(),
-                retry_at: None,
-            };
+            let link = Link::new(server.address, identity(&ac.tier_file, &server.ed25519, &server.x25519)?);
             agents.push(AgentSide {
                 agent,
                 link,
@@ -257,8 +250,7 @@ impl PolicyRuntime {
             });
         }
         let mut runtime = PolicyRuntime {
-            poll,
-            handle,
+            slot,
             keys,
             store,
             rng,
@@ -267,7 +259,6 @@ impl PolicyRuntime {
             agents,
             conns: BTreeMap::new(),
             next_token: FIRST_DYNAMIC,
-            shutdown: false,
         };
         for i in 0..runtime.agents.len() {
             runtime.feed_agent(
@@ -282,35 +273,8 @@ impl PolicyRuntime {
         Ok(runtime)
     }
 
-    pub fn handle(&self) -> NodeHandle {
-        self.handle.clone()
-    }
-
     fn now(&self) -> Instant {
         Instant::from_nanos(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX))
-    }
-
-    pub fn run(&mut self) -> Result<(), NodeError> {
-        let mut events = Events::with_capacity(256);
-        while !self.shutdown {
-            self.settle()?;
-            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(self.now()));
-            match self.poll.poll(&mut events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            }
-            for event in &events {
-                match event.token() {
-                    WAKER => self.shutdown |= self.handle.stop_requested(),
-                    LISTENER => self.accept(),
-                    token => self.service(token, event.is_readable(), event.is_writable()),
-                }
-            }
-            self.fire_timeouts();
-        }
-        info!("policy roles stopped");
-        Ok(())
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -325,7 +289,7 @@ impl PolicyRuntime {
         self.server.iter().filter_map(|s| s.parent.as_ref()).chain(self.agents.iter().map(|a| &a.link))
     }
 
-    fn fire_timeouts(&mut self) {
+    fn fire_due(&mut self) {
         let now = self.now();
         let w = wall();
         if let Some(s) = &mut self.server
@@ -346,7 +310,7 @@ impl PolicyRuntime {
         }
     }
 
-    fn settle(&mut self) -> Result<(), NodeError> {
+    fn drive_all(&mut self) -> Result<(), NodeError> {
         for _ in 0..10_000 {
             let mut moved = self.drive_server()?;
             moved |= self.drive_links();
@@ -367,10 +331,10 @@ impl PolicyRuntime {
         channel: Channel,
         kind: Kind,
     ) -> Option<Token> {
-        let token = Token(self.next_token);
+        let token = self.slot.token(self.next_token);
         self.next_token += 1;
         if let Err(e) =
-            self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            self.slot.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
         {
             warn!(%peer, error = %e, "could not register a policy connection");
             return None;
@@ -440,7 +404,12 @@ impl PolicyRuntime {
                             conn.io.channel.close();
                         }
                     }
-                    ChannelOutput::Established(_) => {}
+                    ChannelOutput::Established(_) => {
+                        let kind = self.conns.get(&token).map(|c| c.kind);
+                        if let Some(link) = kind.and_then(|k| self.link_mut(k)) {
+                            link.backoff.succeeded();
+                        }
+                    }
                     ChannelOutput::Message(bytes) => self.on_message(token, &bytes),
                     ChannelOutput::Closed(reason) => {
                         debug!(?reason, "policy connection closed");
@@ -462,27 +431,29 @@ impl PolicyRuntime {
 
     fn on_closed(&mut self, token: Token) {
         let Some(mut conn) = self.conns.remove(&token) else { return };
-        let _ = self.poll.registry().deregister(&mut conn.io.stream);
-        let retry = self.now() + RECONNECT;
-        match conn.kind {
-            Kind::Inbound => {
-                if let Some(s) = &mut self.server {
-                    s.peers.retain(|_, t| *t != token);
-                    s.admin.retain(|_, t| *t != token);
-                }
+        let _ = self.slot.registry().deregister(&mut conn.io.stream);
+        if conn.kind == Kind::Inbound {
+            if let Some(s) = &mut self.server {
+                s.peers.retain(|_, t| *t != token);
+                s.admin.retain(|_, t| *t != token);
             }
-            Kind::Parent => {
-                if let Some(link) = self.server.as_mut().and_then(|s| s.parent.as_mut()) {
-                    link.token = None;
-                    link.retry_at = Some(retry);
-                }
-            }
-            Kind::AgentLink(i) => {
-                if let Some(a) = self.agents.get_mut(i) {
-                    a.link.token = None;
-                    a.link.retry_at = Some(retry);
-                }
-            }
+        } else {
+            self.link_down(conn.kind);
+        }
+    }
+
+    /// A link's connection failed or closed: it is tried again after its backoff.
+    fn link_down(&mut self, kind: Kind) {
+        let now = self.now();
+        let PolicyRuntime { server, agents, rng, .. } = self;
+        let link = match kind {
+            Kind::Parent => server.as_mut().and_then(|s| s.parent.as_mut()),
+            Kind::AgentLink(i) => agents.get_mut(i).map(|a| &mut a.link),
+            Kind::Inbound => None,
+        };
+        if let Some(link) = link {
+            link.token = None;
+            link.retry_at = Some(now + link.backoff.failed(rng));
         }
     }
 
@@ -668,10 +639,14 @@ impl PolicyRuntime {
                     Channel::initiator(now, channel_config(), &keys, trust, fork(&mut self.rng)).ok()?;
                 self.add_conn(stream, addr, channel, kind)
             });
-            let link = self.link_mut(kind);
-            if let Some(link) = link {
-                link.token = token;
-                link.retry_at = token.is_none().then_some(now + RECONNECT);
+            match token {
+                Some(token) => {
+                    if let Some(link) = self.link_mut(kind) {
+                        link.token = Some(token);
+                        link.retry_at = None;
+                    }
+                }
+                None => self.link_down(kind),
             }
             moved = true;
         }
@@ -734,6 +709,37 @@ impl PolicyRuntime {
                 }
             }
         }
+    }
+}
+
+impl Role for PolicyRuntime {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    fn settle(&mut self) -> Result<(), NodeError> {
+        self.drive_all()
+    }
+
+    fn next_wake(&self) -> Option<std::time::Instant> {
+        self.next_deadline().map(|d| wake_at(self.started, d))
+    }
+
+    fn handle_event(&mut self, event: &Event) -> Result<(), NodeError> {
+        match self.slot.local(event.token()) {
+            LISTENER => self.accept(),
+            _ => self.service(event.token(), event.is_readable(), event.is_writable()),
+        }
+        Ok(())
+    }
+
+    fn fire_timeouts(&mut self) -> Result<(), NodeError> {
+        self.fire_due();
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        info!("policy roles stopped");
     }
 }
 

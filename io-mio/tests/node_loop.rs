@@ -11,6 +11,7 @@ use cohort_core::member::genesis::{genesis_config, genesis_records};
 use cohort_core::rng::seeded;
 use cohort_io_mio::node::{AdminLimits, Node};
 use cohort_io_mio::node_config::NodeConfig;
+use cohort_io_mio::reactor::Reactor;
 use cohort_io_mio::store::Store;
 use cohort_io_mio::{admin_client, keyfile};
 
@@ -36,9 +37,10 @@ fn a_node_serves_status_and_stops_on_a_local_request() {
         admin_max_handshaking: 4,
         ..NodeConfig::new(addr, addr, dir.path().to_owned(), dir.path().join("node.key"), "member")
     };
-    let mut node = Node::start(node_config, AdminLimits::default()).expect("starts");
-    let handle = node.handle();
-    let running = std::thread::spawn(move || node.run());
+    let mut reactor = Reactor::new().expect("a loop");
+    reactor.host(|slot| Node::start(node_config, AdminLimits::default(), slot)).expect("starts");
+    let handle = reactor.handle();
+    let running = std::thread::spawn(move || reactor.run());
 
     let answer =
         admin_client::request(addr, keys.public(), &operator, &AdminRequest::Status, Duration::from_secs(5))

@@ -16,11 +16,12 @@ use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
 use cohort_io_mio::channel_client::ChannelClient;
 use cohort_io_mio::keyfile;
-use cohort_io_mio::node::{NodeError, NodeHandle};
+use cohort_io_mio::node::NodeError;
 use cohort_io_mio::node_config::{
     AgentsFile, NodeConfig, PolicyAgentConfig, PolicyServerConfig, TierFile, TierOperator, TierServer,
 };
 use cohort_io_mio::policy_runtime::PolicyRuntime;
+use cohort_io_mio::reactor::{NodeHandle, Reactor};
 use cohort_io_mio::store::Store;
 
 const NAMES: [&str; 4] = ["master", "local-00", "local-01", "local-02"];
@@ -215,9 +216,9 @@ impl Tier {
 }
 
 fn run(config: &NodeConfig) -> Running {
-    let mut runtime = PolicyRuntime::start(config).expect("starts");
-    let handle = runtime.handle();
-    (handle, std::thread::spawn(move || runtime.run()))
+    let mut reactor = Reactor::new().expect("a loop");
+    reactor.host(|slot| PolicyRuntime::start(config, slot)).expect("starts");
+    (reactor.handle(), std::thread::spawn(move || reactor.run()))
 }
 
 fn firewall(value: &str) -> Policy {
@@ -296,4 +297,30 @@ fn a_policy_made_at_a_nested_local_reaches_every_branch_and_survives_a_master_re
     assert_eq!(tier.admin(3, PolicyAdmin::SyncNow), PolicyAdminReply::SyncStarted);
     wait_until("a2 applies version 2", || tier.agent_has(2, "firewall.default = \"allow\""));
     tier.stop();
+}
+
+/// A server that accepts and hangs up at once: the agent keeps trying at its pace rather than
+/// spinning on reconnects or giving up. (The backoff's own pacing is unit-tested in `backoff`.)
+#[test]
+fn an_agent_whose_server_hangs_up_keeps_retrying_without_spinning() {
+    let mut tier = Tier::start(13, 3600);
+    tier.stop_server(3);
+    let listener = std::net::TcpListener::bind(tier.addrs[3]).expect("local-02's address is free again");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let started = Instant::now();
+    let mut attempts: Vec<Duration> = Vec::new();
+    while started.elapsed() < Duration::from_secs(5) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                attempts.push(started.elapsed());
+                drop(stream);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    }
+    assert!((2..=10).contains(&attempts.len()), "attempts at {attempts:?}");
+    let _kept = tier.stop();
 }

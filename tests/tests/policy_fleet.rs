@@ -77,6 +77,22 @@ fn a_partitioned_local_keeps_serving_its_agents_and_catches_up_after_the_heal() 
     fleet.time_until_all("scan.interval_hours", "6", MINUTE * 6).expect("caught up after the heal");
 }
 
+/// The policy climbs at once when made, but that message is lost in the partition: the parent
+/// learns at the next sync that the local holds something newer and asks for it.
+#[test]
+fn a_policy_made_at_a_partitioned_local_climbs_after_the_heal() {
+    let mut fleet = fleet();
+    fleet.partition_local(1);
+    fleet.feed_server(
+        &local_name(1),
+        ServerInput::Create(Fleet::policy("usb", "usb.storage", "block", Scope::Global)),
+    );
+    fleet.run_for(MINUTE * 3);
+    assert_eq!(fleet.master.policies().filter(|p| p.id == "usb").count(), 0, "cut off from the master");
+    fleet.heal();
+    fleet.time_until_all("usb.storage", "block", MINUTE * 6).expect("every agent after the heal");
+}
+
 #[test]
 fn current_status_with_a_local_down_returns_by_its_deadline_marked_partial() {
     let mut fleet = fleet();

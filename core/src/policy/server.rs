@@ -46,9 +46,12 @@ impl SignedKind for StatsReply {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PolicyMessage {
     Sync(Signed<SyncRequest>),
-    /// Only the policies the child lacks or holds older versions of.
+    /// Only the policies the child lacks or holds older versions of, and the ids of those the
+    /// child holds newer than the parent (a policy made below whose climb was lost): the child
+    /// sends those up again.
     SyncReply {
         policies: Vec<SignedPolicy>,
+        wanted: Vec<String>,
     },
     /// A policy created below, on its way to the master.
     NewPolicy(SignedPolicy),
@@ -368,11 +371,23 @@ impl PolicyServer {
                     .filter(|p| versions.get(&p.body.id).is_none_or(|v| *v < p.body.version))
                     .cloned()
                     .collect();
-                self.send(&from, PolicyMessage::SyncReply { policies: changed });
+                let wanted = versions
+                    .iter()
+                    .filter(|(id, v)| self.policies.get(*id).is_none_or(|held| held.body.version < **v))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                self.send(&from, PolicyMessage::SyncReply { policies: changed, wanted });
             }
-            PolicyMessage::SyncReply { policies } => {
+            PolicyMessage::SyncReply { policies, wanted } => {
                 for policy in policies {
                     self.accept_policy(policy);
+                }
+                let Some((parent, _)) = self.setup.parent.clone() else { return };
+                // Bounded by what this server holds, however long the list.
+                let again: Vec<SignedPolicy> =
+                    wanted.iter().filter_map(|id| self.policies.get(id)).cloned().collect();
+                for policy in again {
+                    self.send(&parent, PolicyMessage::NewPolicy(policy));
                 }
             }
             PolicyMessage::NewPolicy(signed) => {
