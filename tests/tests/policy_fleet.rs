@@ -135,8 +135,13 @@ fn bad_input_is_refused_counted_and_never_stored() {
     let mut unknown = forged.clone();
     unknown.body.author = "nobody".into();
     fleet.feed_server(MASTER, ServerInput::Received { message: PolicyMessage::NewPolicy(unknown), size: 0 });
+    // Unsigned: the signature field left empty (all zero).
+    let mut unsigned = forged.clone();
+    unsigned.body.id = "unsigned".into();
+    unsigned.signature = cohort_core::signed::Signature([0; 64]);
+    fleet.feed_server(MASTER, ServerInput::Received { message: PolicyMessage::NewPolicy(unsigned), size: 0 });
     assert_eq!(fleet.master.policies().count(), held);
-    assert_eq!(fleet.master.rejected().get("policy-bad-signature"), Some(&1));
+    assert_eq!(fleet.master.rejected().get("policy-bad-signature"), Some(&2));
     assert_eq!(fleet.master.rejected().get("policy-unknown-signer"), Some(&1));
 
     // An aggregate from a local the master does not know.
