@@ -195,12 +195,8 @@ impl PolicyRuntime {
                 })?;
                 slot.register(&mut listener, LISTENER, Interest::READABLE)?;
                 let mut server = PolicyServer::new(now, setup, fork(&mut rng));
+                // A stored policy refused here is logged with the server's other refusals.
                 server.restore(store.load_policies()?, store.latest_policy_history()?);
-                while let Some(out) = server.poll_output() {
-                    if let ServerOutput::Rejected { reason } = out {
-                        warn!(%reason, "a stored policy was not taken back");
-                    }
-                }
                 info!(
                     name = %sc.name,
                     listen = %sc.listen,
@@ -445,13 +441,9 @@ impl PolicyRuntime {
     /// A link's connection failed or closed: it is tried again after its backoff.
     fn link_down(&mut self, kind: Kind) {
         let now = self.now();
+        // The link and the rng are borrowed apart, so not through `link_mut`.
         let PolicyRuntime { server, agents, rng, .. } = self;
-        let link = match kind {
-            Kind::Parent => server.as_mut().and_then(|s| s.parent.as_mut()),
-            Kind::AgentLink(i) => agents.get_mut(i).map(|a| &mut a.link),
-            Kind::Inbound => None,
-        };
-        if let Some(link) = link {
+        if let Some(link) = link_of(server, agents, kind) {
             link.token = None;
             link.retry_at = Some(now + link.backoff.failed(rng));
         }
@@ -667,11 +659,7 @@ impl PolicyRuntime {
     }
 
     fn link_mut(&mut self, kind: Kind) -> Option<&mut Link> {
-        match kind {
-            Kind::Parent => self.server.as_mut().and_then(|s| s.parent.as_mut()),
-            Kind::AgentLink(i) => self.agents.get_mut(i).map(|a| &mut a.link),
-            Kind::Inbound => None,
-        }
+        link_of(&mut self.server, &mut self.agents, kind)
     }
 
     // ---- agents -------------------------------------------------------------------------------
@@ -709,6 +697,19 @@ impl PolicyRuntime {
                 }
             }
         }
+    }
+}
+
+/// The outbound link a connection kind belongs to.
+fn link_of<'a>(
+    server: &'a mut Option<ServerSide>,
+    agents: &'a mut [AgentSide],
+    kind: Kind,
+) -> Option<&'a mut Link> {
+    match kind {
+        Kind::Parent => server.as_mut().and_then(|s| s.parent.as_mut()),
+        Kind::AgentLink(i) => agents.get_mut(i).map(|a| &mut a.link),
+        Kind::Inbound => None,
     }
 }
 
