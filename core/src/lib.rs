@@ -14,7 +14,6 @@ pub mod machine;
 pub mod member;
 pub mod policy;
 pub mod rng;
-pub mod router;
 pub mod seal;
 pub mod signed;
 pub mod time;
@@ -23,4 +22,4 @@ pub mod wire;
 
 pub use identity::{KeyDigest, NodeId, NodeKeys, PublicIdentity};
 pub use machine::Machine;
-pub use time::{Instant, WallClock};
+pub use time::{Instant, Now, WallClock};

@@ -6,7 +6,7 @@
 //! Anything that must survive a crash leaves as a persist command, and the machine acts on it only
 //! after the driver reports it durable.
 
-use crate::time::Instant;
+use crate::time::{Instant, Now};
 
 pub trait Machine {
     /// Events the driver feeds: bytes received, timers fired, storage confirmations, requests.
@@ -14,8 +14,8 @@ pub trait Machine {
     /// Commands for the driver: transmit, connect, close, persist, spawn, notify…
     type Output;
 
-    /// Feeds one event observed at `now`.
-    fn handle(&mut self, now: Instant, input: Self::Input);
+    /// Feeds one event observed at `now` (both clocks, read once by the driver).
+    fn handle(&mut self, now: Now, input: Self::Input);
 
     /// The next command for the driver, if any. Drain until `None` after every `handle`.
     fn poll_output(&mut self) -> Option<Self::Output>;

@@ -64,6 +64,36 @@ impl fmt::Display for Instant {
     }
 }
 
+/// The one time value every machine is given: the driver's monotonic instant (deadlines,
+/// timeouts) and its wall clock read at the same moment (ticket expiry, clock skew, audit times).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Now {
+    pub mono: Instant,
+    pub wall: WallClock,
+}
+
+impl Now {
+    /// A driver's start with the wall clock at the Unix epoch: for tests of rules that never
+    /// read the calendar.
+    pub const ZERO: Now = Now { mono: Instant::ZERO, wall: WallClock(0) };
+
+    pub const fn new(mono: Instant, wall: WallClock) -> Self {
+        Now { mono, wall }
+    }
+
+    /// `d` later on both clocks.
+    pub fn after(self, d: Duration) -> Now {
+        let millis = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Now { mono: self.mono + d, wall: WallClock(self.wall.0.saturating_add(millis)) }
+    }
+
+    /// The same wall-clock offset from the driver's start, at monotonic instant `mono`: how a
+    /// simulation (whose clocks never drift apart) turns a deadline into a `Now`.
+    pub fn with_mono(self, mono: Instant) -> Now {
+        if mono >= self.mono { self.after(mono - self.mono) } else { Now { mono, ..self } }
+    }
+}
+
 /// Calendar time: milliseconds since the Unix epoch, as read by the driver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct WallClock(pub u64);

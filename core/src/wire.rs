@@ -56,7 +56,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
 }
 
 /// The role of a node that owns a message. One node process may host several roles; the
-/// [`router`](crate::router) dispatches on this tag.
+/// the node dispatches on this tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum RoleTag {
     Member,

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant as StdInstant};
 
 use cohort_core::channel::{Channel, ChannelConfig, ChannelInput, ChannelOutput, CloseReason, TrustSet};
 use cohort_core::{Instant, Machine, NodeKeys, PublicIdentity, wire};
+
+use crate::clock::Clock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -35,7 +37,7 @@ pub struct ChannelClient {
     addr: SocketAddr,
     stream: TcpStream,
     channel: Channel,
-    started: StdInstant,
+    clock: Clock,
     buf: Vec<u8>,
     /// Messages received but not yet returned by `recv`.
     inbox: std::collections::VecDeque<Vec<u8>>,
@@ -48,7 +50,7 @@ impl ChannelClient {
         keys: &NodeKeys,
         timeout: Duration,
     ) -> Result<ChannelClient, ClientError> {
-        let started = StdInstant::now();
+        let clock = Clock::start();
         let stream = TcpStream::connect_timeout(&addr, timeout)
             .map_err(|source| ClientError::Connect { addr, source })?;
         stream.set_nodelay(true).map_err(|source| ClientError::Io { addr, source })?;
@@ -56,18 +58,7 @@ impl ChannelClient {
         let config = ChannelConfig { handshake_timeout: timeout, ..ChannelConfig::default() };
         let channel = Channel::initiator(Instant::ZERO, config, keys, trust, os_seeded_rng())
             .map_err(|e| ClientError::Channel(e.to_string()))?;
-        Ok(ChannelClient {
-            addr,
-            stream,
-            channel,
-            started,
-            buf: vec![0; 64 * 1024],
-            inbox: Default::default(),
-        })
-    }
-
-    fn now(&self) -> Instant {
-        Instant::from_nanos(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX))
+        Ok(ChannelClient { addr, stream, channel, clock, buf: vec![0; 64 * 1024], inbox: Default::default() })
     }
 
     /// Queues a message; it goes out with the next [`ChannelClient::recv`] (or once the
@@ -121,7 +112,7 @@ impl ChannelClient {
                 return Err(ClientError::Timeout { addr, timeout });
             }
             self.stream.set_read_timeout(Some(left)).map_err(|source| ClientError::Io { addr, source })?;
-            let now = self.now();
+            let now = self.clock.now();
             match self.stream.read(&mut self.buf) {
                 Ok(0) => self.channel.handle(now, ChannelInput::PeerClosed),
                 Ok(n) => {

@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 
 use cohort_core::channel::{Channel, ChannelInput};
-use cohort_core::{Instant, Machine};
+use cohort_core::{Machine, Now};
 use mio::net::TcpStream;
 
 /// Bytes queued for one peer before it is judged stalled and dropped.
@@ -25,6 +25,10 @@ pub struct ChannelConn {
     pub awaiting: Option<u64>,
     /// Stopped reading at the budget with bytes still waiting: read again next pass.
     pub more_to_read: bool,
+    /// The write queue overflowed once. Every later frame is refused too: the peer decrypts
+    /// frames in order, so sending one after a dropped one would read as forgery, not as a
+    /// slow reader.
+    stalled: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -38,11 +42,19 @@ pub enum ReadOutcome {
 
 impl ChannelConn {
     pub fn new(stream: TcpStream, peer: SocketAddr, channel: Channel) -> ChannelConn {
-        ChannelConn { stream, peer, channel, outgoing: Vec::new(), awaiting: None, more_to_read: false }
+        ChannelConn {
+            stream,
+            peer,
+            channel,
+            outgoing: Vec::new(),
+            awaiting: None,
+            more_to_read: false,
+            stalled: false,
+        }
     }
 
     /// Reads what the socket has (up to the budget) into the channel.
-    pub fn read(&mut self, now: Instant) -> io::Result<ReadOutcome> {
+    pub fn read(&mut self, now: Now) -> io::Result<ReadOutcome> {
         let mut buf = [0u8; 16 * 1024];
         let mut total = 0;
         loop {
@@ -68,7 +80,7 @@ impl ChannelConn {
     /// Handles a readiness event: a socket error (a failed non-blocking connect shows up this
     /// way), reading what arrived, writing what is queued. Any failure ends the stream for the
     /// channel, which then reports `Closed`. Returns the socket error's text, if there was one.
-    pub fn service(&mut self, now: cohort_core::Instant, readable: bool, writable: bool) -> Option<String> {
+    pub fn service(&mut self, now: Now, readable: bool, writable: bool) -> Option<String> {
         if let Ok(Some(e)) | Err(e) = self.stream.take_error() {
             tracing::debug!(peer = %self.peer, error = %e, "connection failed");
             self.channel.handle(now, ChannelInput::PeerClosed);
@@ -91,9 +103,10 @@ impl ChannelConn {
         None
     }
 
-    /// Queues bytes; false if the peer has let too much pile up.
+    /// Queues bytes; false if the peer has let too much pile up, then and ever after.
     pub fn queue(&mut self, bytes: &[u8]) -> bool {
-        if self.outgoing.len() + bytes.len() > MAX_QUEUED_WRITE {
+        if self.stalled || self.outgoing.len() + bytes.len() > MAX_QUEUED_WRITE {
+            self.stalled = true;
             return false;
         }
         self.outgoing.extend_from_slice(bytes);

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cohort_core::channel::{Channel, ChannelConfig, ChannelInput, ChannelOutput, CloseReason, TrustSet};
 use cohort_core::exec::acl::Acl;
@@ -15,13 +15,14 @@ use cohort_core::exec::audit::{AuditCollector, AuditRecord, CollectorInput, Coll
 use cohort_core::exec::daemon::{
     DaemonInput, DaemonOutput, DaemonSettings, ExecDaemon, HostEvent, ProcessEnd,
 };
-use cohort_core::exec::gateway::{ClientEvent, ClientRequest, Gateway, GatewayInput, GatewayOutput};
+use cohort_core::exec::gateway::{
+    ClientEvent, ClientRequest, GATEWAY_AUDIT_NAME, Gateway, GatewayInput, GatewayOutput,
+};
 use cohort_core::exec::kdc::{Kdc, KdcSettings};
-use cohort_core::exec::nodeset;
 use cohort_core::exec::wire::{GatewayReply, GatewayWire, HostWire};
 use cohort_core::rng::{SeededRng, fork};
 use cohort_core::signed::Signed;
-use cohort_core::{Instant, Machine, NodeKeys, PublicIdentity, WallClock, wire};
+use cohort_core::{Instant, Machine, NodeKeys, Now, PublicIdentity, wire};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
@@ -31,11 +32,12 @@ use tracing::{debug, info, warn};
 use crate::backoff::Backoff;
 use crate::channel_conn::ChannelConn;
 use crate::child::{RunningChild, Stream};
+use crate::clock::Clock;
 use crate::entropy::os_seeded_rng;
 use crate::keyfile;
 use crate::node::NodeError;
 use crate::node_config::{HostsFile, NodeConfig, PrincipalsFile, load_toml, parse_key};
-use crate::reactor::{Role, Slot, wake_at};
+use crate::reactor::{Role, Slot};
 use crate::store::Store;
 
 // The role's own token numbers (see `reactor::Slot`).
@@ -57,18 +59,14 @@ const INBOUND_IDLE: Duration = Duration::from_secs(30);
 /// can name `@NAME`.
 pub type SharedGroups = Arc<RwLock<BTreeMap<String, String>>>;
 
-fn wall() -> WallClock {
-    WallClock(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
-}
-
 #[derive(Debug)]
 enum Kind {
     /// A client or an exec node's audit link, on the gateway listener.
     GatewayIn,
     /// The gateway's connection to a host for one session.
     GatewayToHost { session: u64 },
-    /// A gateway's connection into one of this node's hosts.
-    HostIn { host: usize, session: Option<u64> },
+    /// A gateway's connection into one of this node's hosts; the connection names its session.
+    HostIn { host: usize },
     /// This node's audit link to the collector.
     AuditLink,
 }
@@ -98,6 +96,15 @@ impl Conn {
     }
 }
 
+/// The session a host connection carries: the daemon names sessions by their connection.
+fn session_of(token: Token) -> u64 {
+    token.0 as u64
+}
+
+fn conn_of(session: u64) -> Token {
+    Token(session as usize)
+}
+
 #[derive(Debug)]
 struct GatewaySide {
     gateway: Gateway,
@@ -116,10 +123,7 @@ struct HostSide {
     daemon: ExecDaemon,
     keys: NodeKeys,
     listener: TcpListener,
-    /// session → the gateway connection it came on.
-    sessions: BTreeMap<u64, Token>,
     children: BTreeMap<u64, RunningChild>,
-    next_session: u64,
 }
 
 #[derive(Debug)]
@@ -142,7 +146,7 @@ pub struct ExecRuntime {
     keys: NodeKeys,
     store: Store,
     rng: SeededRng,
-    started: std::time::Instant,
+    clock: Clock,
     gateway: Option<GatewaySide>,
     hosts: Vec<HostSide>,
     link: Option<AuditLink>,
@@ -208,10 +212,14 @@ impl ExecRuntime {
                     source,
                 })?;
                 slot.register(&mut listener, GATEWAY_LISTENER, Interest::READABLE)?;
-                let collector = AuditCollector::new(store.last_chain_entry()?.as_ref());
+                // Records count when signed by the host they name, or by this gateway.
+                let mut signers: BTreeMap<String, PublicIdentity> =
+                    hosts.iter().map(|(n, (_, id))| (n.clone(), *id)).collect();
+                signers.entry(GATEWAY_AUDIT_NAME.to_owned()).or_insert_with(|| keys.public());
+                let collector = AuditCollector::new(store.last_chain_entry()?.as_ref(), signers);
                 info!(listen = %gw.listen, hosts = hosts.len(), audit_entries = collector.len(), "gateway up");
                 Some(GatewaySide {
-                    gateway: Gateway::new(kdc, fork(&mut rng)),
+                    gateway: Gateway::new(kdc, keys.clone(), fork(&mut rng)),
                     collector,
                     listener,
                     hosts,
@@ -231,16 +239,10 @@ impl ExecRuntime {
                 source,
             })?;
             slot.register(&mut listener, FIRST_HOST_LISTENER + i, Interest::READABLE)?;
+            let started = Clock::start().now().wall;
             let daemon =
-                ExecDaemon::new(h.name.clone(), host_keys.clone(), acl, DaemonSettings::default(), wall());
-            hosts.push(HostSide {
-                daemon,
-                keys: host_keys,
-                listener,
-                sessions: BTreeMap::new(),
-                children: BTreeMap::new(),
-                next_session: 1,
-            });
+                ExecDaemon::new(h.name.clone(), host_keys.clone(), acl, DaemonSettings::default(), started);
+            hosts.push(HostSide { daemon, keys: host_keys, listener, children: BTreeMap::new() });
         }
         if !hosts.is_empty() {
             info!(hosts = hosts.len(), "exec hosts up");
@@ -270,7 +272,7 @@ impl ExecRuntime {
             keys,
             store,
             rng,
-            started: std::time::Instant::now(),
+            clock: Clock::start(),
             gateway,
             hosts,
             link,
@@ -281,8 +283,8 @@ impl ExecRuntime {
         })
     }
 
-    fn now(&self) -> Instant {
-        Instant::from_nanos(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    fn now(&self) -> Now {
+        self.clock.now()
     }
 
     fn token(&mut self) -> Token {
@@ -302,22 +304,21 @@ impl ExecRuntime {
 
     fn fire_due(&mut self) {
         let now = self.now();
-        let w = wall();
         if let Some(g) = &mut self.gateway
-            && g.gateway.poll_timeout().is_some_and(|t| t <= now)
+            && g.gateway.poll_timeout().is_some_and(|t| t <= now.mono)
         {
-            g.gateway.handle_at(now, w, GatewayInput::Timeout);
+            g.gateway.handle(now, GatewayInput::Timeout);
         }
         for host in &mut self.hosts {
-            if host.daemon.poll_timeout().is_some_and(|t| t <= now) {
-                host.daemon.handle_at(now, w, DaemonInput::Timeout);
+            if host.daemon.poll_timeout().is_some_and(|t| t <= now.mono) {
+                host.daemon.handle(now, DaemonInput::Timeout);
             }
         }
         for conn in self.conns.values_mut() {
-            if conn.io.channel.poll_timeout().is_some_and(|t| t <= now) {
+            if conn.io.channel.poll_timeout().is_some_and(|t| t <= now.mono) {
                 conn.io.channel.handle(now, ChannelInput::Timeout);
             }
-            if conn.idle_deadline().is_some_and(|t| t <= now) && !conn.closing {
+            if conn.idle_deadline().is_some_and(|t| t <= now.mono) && !conn.closing {
                 debug!(peer = %conn.io.peer, "closing an inbound connection that never sent a request");
                 conn.io.channel.close();
             }
@@ -354,7 +355,7 @@ impl ExecRuntime {
             warn!(%peer, error = %e, "could not register a connection");
             return None;
         }
-        let opened = self.now();
+        let opened = self.now().mono;
         let io = ChannelConn::new(stream, peer, channel);
         let conn = Conn { io, kind, peer: None, closing: false, failure: None, opened, spoke: false };
         self.conns.insert(token, conn);
@@ -385,7 +386,7 @@ impl ExecRuntime {
                 continue;
             }
             let channel = match Channel::responder(
-                self.now(),
+                self.now().mono,
                 channel_config(),
                 &self.keys,
                 TrustSet::any_peer(),
@@ -411,7 +412,7 @@ impl ExecRuntime {
             }
             let keys = side.keys.clone();
             let channel = match Channel::responder(
-                self.now(),
+                self.now().mono,
                 channel_config(),
                 &keys,
                 TrustSet::any_peer(),
@@ -420,7 +421,7 @@ impl ExecRuntime {
                 Ok(c) => c,
                 Err(e) => return warn!(error = %e, "could not start an exec channel"),
             };
-            self.add_conn(stream, peer, channel, Kind::HostIn { host, session: None });
+            self.add_conn(stream, peer, channel, Kind::HostIn { host });
         }
     }
 
@@ -428,7 +429,7 @@ impl ExecRuntime {
         let stream = TcpStream::connect(addr).map_err(|e| e.to_string())?;
         let trust: TrustSet = [identity].into_iter().collect();
         let channel =
-            Channel::initiator(self.now(), channel_config(), &self.keys, trust, fork(&mut self.rng))
+            Channel::initiator(self.now().mono, channel_config(), &self.keys, trust, fork(&mut self.rng))
                 .map_err(|e| e.to_string())?;
         self.add_conn(stream, addr, channel, kind).ok_or_else(|| "could not register".to_owned())
     }
@@ -518,7 +519,7 @@ impl ExecRuntime {
         }
     }
 
-    fn on_closed(&mut self, now: Instant, token: Token, reason: &CloseReason) {
+    fn on_closed(&mut self, now: Now, token: Token, reason: &CloseReason) {
         let Some(conn) = self.conns.get(&token) else { return };
         let why = match reason {
             _ if conn.failure.is_some() => conn.failure.clone().unwrap_or_default(),
@@ -526,11 +527,10 @@ impl ExecRuntime {
             CloseReason::PeerClosed => "connection closed".into(),
             CloseReason::Local => "closed".into(),
         };
-        let w = wall();
         match conn.kind {
             Kind::GatewayIn => {
                 if let Some(g) = &mut self.gateway {
-                    g.gateway.handle_at(now, w, GatewayInput::ClientGone { client: token.0 as u64 });
+                    g.gateway.handle(now, GatewayInput::ClientGone { client: token.0 as u64 });
                     g.acks.retain(|_, (t, _)| *t != token);
                 }
             }
@@ -538,22 +538,18 @@ impl ExecRuntime {
                 if let Some(g) = &mut self.gateway
                     && g.sessions.remove(&session).is_some()
                 {
-                    g.gateway.handle_at(now, w, GatewayInput::HostLost { session, reason: why });
+                    g.gateway.handle(now, GatewayInput::HostLost { session, reason: why });
                 }
             }
-            Kind::HostIn { host, session: Some(session) } => {
-                if let Some(side) = self.hosts.get_mut(host)
-                    && side.sessions.remove(&session).is_some()
-                {
-                    let reason = "the gateway went away".to_owned();
-                    side.daemon.handle_at(now, w, DaemonInput::Cancel { session, reason });
+            Kind::HostIn { host } => {
+                if let Some(side) = self.hosts.get_mut(host) {
+                    side.daemon.handle(now, DaemonInput::Gone { conn: session_of(token) });
                 }
             }
-            Kind::HostIn { session: None, .. } => {}
             Kind::AuditLink => {
                 if let Some(link) = &mut self.link {
                     link.token = None;
-                    link.retry_at = Some(now + link.backoff.failed(&mut self.rng));
+                    link.retry_at = Some(now.mono + link.backoff.failed(&mut self.rng));
                     // Unacknowledged records will be refused by the daemons' audit timeout.
                     link.in_flight.clear();
                 }
@@ -562,7 +558,7 @@ impl ExecRuntime {
         self.remove_conn(token);
     }
 
-    fn on_message(&mut self, now: Instant, token: Token, bytes: &[u8]) {
+    fn on_message(&mut self, now: Now, token: Token, bytes: &[u8]) {
         let Some(conn) = self.conns.get_mut(&token) else { return };
         conn.spoke = true;
         let peer = conn.peer;
@@ -579,7 +575,7 @@ impl ExecRuntime {
                         if done {
                             g.sessions.remove(&session);
                         }
-                        g.gateway.handle_at(now, wall(), GatewayInput::Host { session, event });
+                        g.gateway.handle(now, GatewayInput::Host { session, event });
                     }
                     if done {
                         self.close_after_flush(token);
@@ -592,29 +588,14 @@ impl ExecRuntime {
                     }
                 }
             },
-            Kind::HostIn { host, session } => match (wire::decode::<HostWire>(bytes), session) {
-                (Ok(HostWire::Start(request)), None) => {
-                    let Some(side) = self.hosts.get_mut(host) else { return };
-                    let id = side.next_session;
-                    side.next_session += 1;
-                    side.sessions.insert(id, token);
-                    if let Some(conn) = self.conns.get_mut(&token) {
-                        conn.kind = Kind::HostIn { host, session: Some(id) };
-                    }
-                    let w = wall();
-                    side.daemon.handle_at(
-                        now,
-                        w,
-                        DaemonInput::Request { session: id, request: *request, wall: w },
-                    );
-                }
-                (Ok(HostWire::Cancel { reason }), Some(session)) => {
+            Kind::HostIn { host } => match wire::decode::<HostWire>(bytes) {
+                Ok(message) => {
                     if let Some(side) = self.hosts.get_mut(host) {
-                        side.daemon.handle_at(now, wall(), DaemonInput::Cancel { session, reason });
+                        side.daemon.handle(now, DaemonInput::Wire { conn: session_of(token), message });
                     }
                 }
-                (Ok(_), _) | (Err(_), _) => {
-                    warn!("an exec host got a message out of order or undecodable; closing");
+                Err(e) => {
+                    warn!(error = %e, "an exec host got an undecodable message; closing");
                     if let Some(conn) = self.conns.get_mut(&token) {
                         conn.io.channel.close();
                     }
@@ -626,7 +607,7 @@ impl ExecRuntime {
                         && let Some((host, daemon_token)) = link.in_flight.remove(&ack)
                         && let Some(side) = self.hosts.get_mut(host)
                     {
-                        side.daemon.handle_at(now, wall(), DaemonInput::AuditAcked { token: daemon_token });
+                        side.daemon.handle(now, DaemonInput::AuditAcked { token: daemon_token });
                     }
                 }
                 Ok(GatewayReply::AuditRefused { ack, reason }) => {
@@ -649,53 +630,27 @@ impl ExecRuntime {
 
     fn client_request(
         &mut self,
-        now: Instant,
+        now: Now,
         token: Token,
         peer: Option<PublicIdentity>,
         request: ClientRequest,
     ) {
         let Some(client_key) = peer.map(|p| p.agreement) else { return };
-        let request = match request {
-            ClientRequest::Exec(mut command) => {
-                let groups = self.groups.read().map(|g| g.clone()).unwrap_or_default();
-                let lookup = |name: &str| groups.get(name).cloned();
-                let mut hosts = Vec::new();
-                for pattern in &command.hosts {
-                    match nodeset::expand(pattern, &lookup) {
-                        Ok(expanded) => hosts.extend(expanded),
-                        Err(e) => return self.refuse_and_close(token, format!("bad host list: {e}")),
-                    }
-                }
-                command.hosts = hosts;
-                ClientRequest::Exec(command)
-            }
-            login => login,
-        };
+        // The member role's installed groups reach the gateway before each request it expands.
+        let groups = self.groups.read().map(|g| g.clone()).unwrap_or_default();
         if let Some(g) = &mut self.gateway {
-            g.gateway.handle_at(
-                now,
-                wall(),
-                GatewayInput::Client { client: token.0 as u64, client_key, request },
-            );
+            g.gateway.handle(now, GatewayInput::Groups(groups));
+            g.gateway.handle(now, GatewayInput::Client { client: token.0 as u64, client_key, request });
         }
     }
 
     fn audit_submit(&mut self, token: Token, remote_ack: u64, record: Signed<AuditRecord>) {
         let now = self.now();
         let Some(g) = &mut self.gateway else { return };
-        // A record counts only if signed by the host it names.
-        let signer = g.hosts.get(&record.body.host).map(|(_, id)| *id);
-        let verified = signer.is_some_and(|id| record.verify(&id).is_ok());
-        if !verified {
-            let reason = format!("record for `{}` is not signed by that host's key", record.body.host);
-            warn!(%reason, "audit record refused");
-            self.send_on(token, &GatewayReply::AuditRefused { ack: remote_ack, reason });
-            return;
-        }
         let ack = g.next_ack;
         g.next_ack += 1;
         g.acks.insert(ack, (token, remote_ack));
-        g.collector.handle(now, CollectorInput::Submit { ack, record: record.body });
+        g.collector.handle(now, CollectorInput::Submit { ack, record });
     }
 
     fn drive_gateway(&mut self) -> Result<bool, NodeError> {
@@ -715,6 +670,13 @@ impl ExecRuntime {
                     CollectorOutput::Ack { ack, .. } => {
                         if let Some((token, remote)) = g.acks.remove(&ack) {
                             self.send_on(token, &GatewayReply::AuditAck { ack: remote });
+                        }
+                    }
+                    CollectorOutput::Refused { ack, refusal } => {
+                        warn!(%refusal, "audit record refused");
+                        if let Some((token, remote)) = g.acks.remove(&ack) {
+                            let reason = refusal.to_string();
+                            self.send_on(token, &GatewayReply::AuditRefused { ack: remote, reason });
                         }
                     }
                 }
@@ -743,7 +705,7 @@ impl ExecRuntime {
                         Err(reason) => {
                             let now = self.now();
                             if let Some(g) = &mut self.gateway {
-                                g.gateway.handle_at(now, wall(), GatewayInput::HostLost { session, reason });
+                                g.gateway.handle(now, GatewayInput::HostLost { session, reason });
                             }
                         }
                     }
@@ -776,16 +738,9 @@ impl ExecRuntime {
                 match out {
                     DaemonOutput::PersistAudit { token, record } => {
                         self.store.append_local_audit(&record)?;
-                        self.hosts[host].daemon.handle_at(now, wall(), DaemonInput::AuditPersisted { token });
+                        self.hosts[host].daemon.handle(now, DaemonInput::AuditPersisted { token });
                     }
-                    DaemonOutput::SubmitAudit { token, record } => {
-                        let signed = match Signed::sign(record, &self.hosts[host].keys) {
-                            Ok(signed) => signed,
-                            Err(e) => {
-                                warn!(error = %e, "could not sign an audit record");
-                                continue;
-                            }
-                        };
+                    DaemonOutput::SubmitAudit { token, record: signed } => {
                         if let Some(link) = &mut self.link
                             && link.queue.len() < MAX_AUDIT_QUEUE
                         {
@@ -805,26 +760,14 @@ impl ExecRuntime {
                                     self.forget_pipes(host, session);
                                     self.hosts[host].children.remove(&session);
                                     let end = process_end(status);
-                                    self.hosts[host].daemon.handle_at(
-                                        now,
-                                        wall(),
-                                        DaemonInput::Exited { session, end },
-                                    );
+                                    self.hosts[host].daemon.handle(now, DaemonInput::Exited { session, end });
                                 }
                                 Err(e) => warn!(error = %e, "kill failed"),
                             }
                         }
                     }
-                    DaemonOutput::Reply { session, event } => {
-                        if let Some(token) = self.hosts[host].sessions.get(&session).copied() {
-                            self.send_on(token, &event);
-                        }
-                    }
-                    DaemonOutput::Done { session } => {
-                        if let Some(token) = self.hosts[host].sessions.remove(&session) {
-                            self.close_after_flush(token);
-                        }
-                    }
+                    DaemonOutput::Reply { session, event } => self.send_on(conn_of(session), &event),
+                    DaemonOutput::Done { session } => self.close_after_flush(conn_of(session)),
                 }
             }
         }
@@ -843,7 +786,7 @@ impl ExecRuntime {
             }
             Err(e) => {
                 let reason = e.to_string();
-                self.hosts[host].daemon.handle_at(now, wall(), DaemonInput::SpawnFailed { session, reason });
+                self.hosts[host].daemon.handle(now, DaemonInput::SpawnFailed { session, reason });
             }
         }
     }
@@ -859,11 +802,7 @@ impl ExecRuntime {
         match child.read(stream, 256 * 1024) {
             Ok(Some(bytes)) => {
                 let stderr = stream == Stream::Stderr;
-                self.hosts[host].daemon.handle_at(
-                    now,
-                    wall(),
-                    DaemonInput::Output { session, stderr, bytes },
-                );
+                self.hosts[host].daemon.handle(now, DaemonInput::Output { session, stderr, bytes });
             }
             Ok(None) => {
                 self.pipes.remove(&token);
@@ -885,7 +824,7 @@ impl ExecRuntime {
             for (session, end) in done {
                 self.hosts[host].children.remove(&session);
                 self.forget_pipes(host, session);
-                self.hosts[host].daemon.handle_at(now, wall(), DaemonInput::Exited { session, end });
+                self.hosts[host].daemon.handle(now, DaemonInput::Exited { session, end });
             }
         }
     }
@@ -899,7 +838,7 @@ impl ExecRuntime {
             return false;
         }
         if link.token.is_none() {
-            if link.retry_at.is_some_and(|t| t > now) {
+            if link.retry_at.is_some_and(|t| t > now.mono) {
                 return false;
             }
             let (addr, identity) = (link.addr, link.identity);
@@ -912,7 +851,7 @@ impl ExecRuntime {
                 }
                 Err(e) => {
                     let wait = link.backoff.failed(&mut self.rng);
-                    link.retry_at = Some(now + wait);
+                    link.retry_at = Some(now.mono + wait);
                     warn!(%addr, error = %e, retry_in = ?wait, "audit collector unreachable");
                     return false;
                 }
@@ -952,7 +891,7 @@ impl Role for ExecRuntime {
     }
 
     fn next_wake(&self) -> Option<std::time::Instant> {
-        let deadline = self.next_deadline().map(|d| wake_at(self.started, d));
+        let deadline = self.next_deadline().map(|d| self.clock.wake_at(d));
         // Children that closed their pipes may not have been reaped yet: look again soon.
         if self.hosts.iter().any(|h| h.children.values().any(RunningChild::output_closed)) {
             let soon = std::time::Instant::now() + Duration::from_millis(10);

@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod channel_client;
 mod channel_conn;
 pub mod child;
+pub mod clock;
 pub mod entropy;
 pub mod exec_runtime;
 pub mod keyfile;

@@ -12,17 +12,18 @@ use cohort_core::admin::{AdminRequest, AdminResponse, node_status};
 use cohort_core::channel::{Channel, ChannelConfig, ChannelOutput, CloseReason, TrustSet};
 use cohort_core::member::{Member, MemberInput, MemberOutput, MemberSettings};
 use cohort_core::rng::{SeededRng, fork};
-use cohort_core::{Instant, Machine, NodeKeys, wire};
+use cohort_core::{Instant, Machine, NodeKeys, Now, wire};
 use mio::event::Event;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Interest, Token};
 use tracing::{debug, info, warn};
 
 use crate::channel_conn::{ChannelConn, ReadOutcome};
+use crate::clock::Clock;
 use crate::entropy::os_seeded_rng;
 use crate::keyfile;
 use crate::node_config::NodeConfig;
-use crate::reactor::{Role, Slot, wake_at};
+use crate::reactor::{Role, Slot};
 use crate::store::{Store, StoreError};
 
 // The role's own token numbers (see `reactor::Slot`).
@@ -100,7 +101,7 @@ pub struct Node {
     member: Member,
     store: Store,
     rng: SeededRng,
-    started: std::time::Instant,
+    clock: Clock,
     conns: BTreeMap<Token, ChannelConn>,
     next_conn: usize,
     next_request: u64,
@@ -140,7 +141,7 @@ impl Node {
         slot.register(&mut udp, UDP, Interest::READABLE)?;
         slot.register(&mut listener, LISTENER, Interest::READABLE)?;
         let mut rng = os_seeded_rng();
-        let started = std::time::Instant::now();
+        let clock = Clock::start();
         let settings = MemberSettings { heartbeat: config.heartbeat(), ..MemberSettings::default() };
         info!(
             node = %keys.node_id(),
@@ -160,7 +161,7 @@ impl Node {
             member,
             store,
             rng,
-            started,
+            clock,
             conns: BTreeMap::new(),
             next_conn: FIRST_CONN,
             next_request: 1,
@@ -189,8 +190,8 @@ impl Node {
         }
     }
 
-    fn now(&self) -> Instant {
-        Instant::from_nanos(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    fn now(&self) -> Now {
+        self.clock.now()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -200,11 +201,11 @@ impl Node {
 
     fn fire_member_timeouts(&mut self) {
         let now = self.now();
-        if self.member.poll_timeout().is_some_and(|t| t <= now) {
+        if self.member.poll_timeout().is_some_and(|t| t <= now.mono) {
             self.member.handle(now, MemberInput::Timeout);
         }
         for conn in self.conns.values_mut() {
-            if conn.channel.poll_timeout().is_some_and(|t| t <= now) {
+            if conn.channel.poll_timeout().is_some_and(|t| t <= now.mono) {
                 conn.channel.handle(now, cohort_core::channel::ChannelInput::Timeout);
             }
         }
@@ -305,14 +306,19 @@ impl Node {
                 max_queued_bytes: self.limits.max_message,
             };
             let now = self.now();
-            let channel =
-                match Channel::responder(now, config, &self.keys, self.admin_trust(), fork(&mut self.rng)) {
-                    Ok(channel) => channel,
-                    Err(e) => {
-                        warn!(%peer, error = %e, "could not start an admin channel");
-                        continue;
-                    }
-                };
+            let channel = match Channel::responder(
+                now.mono,
+                config,
+                &self.keys,
+                self.admin_trust(),
+                fork(&mut self.rng),
+            ) {
+                Ok(channel) => channel,
+                Err(e) => {
+                    warn!(%peer, error = %e, "could not start an admin channel");
+                    continue;
+                }
+            };
             let token = self.slot.token(self.next_conn);
             self.next_conn += 1;
             if let Err(e) = self.slot.registry().register(&mut stream, token, Interest::READABLE) {
@@ -426,7 +432,7 @@ impl Node {
         let now = self.now();
         match request {
             AdminRequest::Status => {
-                let status = node_status(&self.member, now);
+                let status = node_status(&self.member, now.mono);
                 self.reply(token, &AdminResponse::Status(status));
             }
             AdminRequest::Change(request) => {
@@ -493,7 +499,7 @@ impl Role for Node {
     }
 
     fn next_wake(&self) -> Option<std::time::Instant> {
-        self.next_deadline().map(|d| wake_at(self.started, d))
+        self.next_deadline().map(|d| self.clock.wake_at(d))
     }
 
     fn handle_event(&mut self, event: &Event) -> Result<(), NodeError> {

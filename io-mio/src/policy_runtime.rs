@@ -1,23 +1,24 @@
 //! The security-policy roles of a node, hosted by the process's event loop: a policy server (master or local)
-//! and any number of agents. Owns the listener, the links to a parent server and from agents to
-//! their server, name-based routing of tier messages, operators' admin requests, the master's
-//! history in SQLite, and writing each agent's effective policy to its file atomically (then
-//! running its hook). Protocol rules stay in core.
+//! and any number of agents. Owns the listener (admitting only the tier's servers, agents and
+//! operators), the links to a parent server and from agents to their server, delivery of tier
+//! messages by the identity each channel authenticated, the master's history in SQLite, and
+//! writing each agent's effective policy to its file atomically (then running its hook). Protocol
+//! rules, operators' admin requests included, stay in core.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use cohort_core::channel::{Channel, ChannelConfig, ChannelInput, ChannelOutput, TrustSet};
 use cohort_core::policy::agent::{AgentInput, AgentOutput, PolicyAgent};
 use cohort_core::policy::document::Platform;
 use cohort_core::policy::merge::EffectivePolicy;
-use cohort_core::policy::server::{PolicyMessage, PolicyServer, ServerInput, ServerOutput, ServerSetup};
-use cohort_core::policy::wire::{ADMIN_FRESHNESS_MS, PolicyAdmin, PolicyAdminReply, PolicyWire};
+use cohort_core::policy::server::{PolicyServer, ServerInput, ServerOutput, ServerSetup};
+use cohort_core::policy::wire::PolicyWire;
 use cohort_core::rng::{SeededRng, fork};
-use cohort_core::{Instant, Machine, NodeKeys, PublicIdentity, WallClock, wire};
+use cohort_core::{Instant, Machine, NodeId, NodeKeys, Now, PublicIdentity, wire};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Token};
@@ -25,21 +26,18 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::channel_conn::ChannelConn;
+use crate::clock::Clock;
 use crate::entropy::os_seeded_rng;
 use crate::keyfile;
 use crate::node::NodeError;
 use crate::node_config::{AgentsFile, NodeConfig, NodeConfigError, TierFile, load_toml, parse_key};
-use crate::reactor::{Role, Slot, wake_at};
+use crate::reactor::{Role, Slot};
 use crate::store::Store;
 
 // The role's own token numbers (see `reactor::Slot`).
 const LISTENER: usize = 2;
 const FIRST_DYNAMIC: usize = 1_000;
 const MAX_INBOUND: usize = 4096;
-
-fn wall() -> WallClock {
-    WallClock(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64))
-}
 
 fn identity(path: &Path, ed: &str, x: &str) -> Result<PublicIdentity, NodeConfigError> {
     Ok(PublicIdentity { signing: parse_key(path, "ed25519", ed)?, agreement: parse_key(path, "x25519", x)? })
@@ -58,6 +56,8 @@ enum Kind {
 struct Conn {
     io: ChannelConn,
     kind: Kind,
+    /// The identity the channel authenticated, once established.
+    peer: Option<PublicIdentity>,
 }
 
 #[derive(Debug)]
@@ -81,15 +81,12 @@ impl Link {
 struct ServerSide {
     server: PolicyServer,
     listener: TcpListener,
-    parent_name: Option<String>,
     parent: Option<Link>,
-    /// Who is reachable on which inbound connection, learned from verified messages.
-    peers: BTreeMap<String, Token>,
-    operators: Vec<PublicIdentity>,
-    /// Admin status requests waiting for the server's answer.
+    /// The inbound connection each authenticated peer is reachable on.
+    peers: BTreeMap<NodeId, Token>,
+    /// Admin requests waiting for the server's answer.
     admin: BTreeMap<u64, Token>,
     next_request: u64,
-    is_master: bool,
 }
 
 #[derive(Debug)]
@@ -106,7 +103,7 @@ pub struct PolicyRuntime {
     keys: NodeKeys,
     store: Store,
     rng: SeededRng,
-    started: std::time::Instant,
+    clock: Clock,
     server: Option<ServerSide>,
     agents: Vec<AgentSide>,
     conns: BTreeMap<Token, Conn>,
@@ -184,6 +181,7 @@ impl PolicyRuntime {
                     children,
                     agents,
                     signers: ids.iter().map(|(n, (id, _, _))| (n.clone(), *id)).collect(),
+                    operators,
                     sync_window: Duration::from_secs(sc.sync_window_s.max(1)),
                     sync_jitter: Duration::from_secs(sc.sync_jitter_s),
                     stats_deadline: Duration::from_secs(5),
@@ -207,11 +205,8 @@ impl PolicyRuntime {
                 Some(ServerSide {
                     server,
                     listener,
-                    is_master: parent_name.is_none(),
-                    parent_name,
                     parent,
                     peers: BTreeMap::new(),
-                    operators,
                     admin: BTreeMap::new(),
                     next_request: 1,
                 })
@@ -245,32 +240,21 @@ impl PolicyRuntime {
                 hooks: Vec::new(),
             });
         }
-        let mut runtime = PolicyRuntime {
+        Ok(PolicyRuntime {
             slot,
             keys,
             store,
             rng,
-            started: std::time::Instant::now(),
+            clock: Clock::start(),
             server,
             agents,
             conns: BTreeMap::new(),
             next_token: FIRST_DYNAMIC,
-        };
-        for i in 0..runtime.agents.len() {
-            runtime.feed_agent(
-                i,
-                AgentInput::State {
-                    checks: [("policy.applied".to_owned(), false)].into(),
-                    threats: 0,
-                    last_scan: wall(),
-                },
-            );
-        }
-        Ok(runtime)
+        })
     }
 
-    fn now(&self) -> Instant {
-        Instant::from_nanos(u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX))
+    fn now(&self) -> Now {
+        self.clock.now()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -287,20 +271,19 @@ impl PolicyRuntime {
 
     fn fire_due(&mut self) {
         let now = self.now();
-        let w = wall();
         if let Some(s) = &mut self.server
-            && s.server.poll_timeout().is_some_and(|t| t <= now)
+            && s.server.poll_timeout().is_some_and(|t| t <= now.mono)
         {
-            s.server.handle_at(now, w, ServerInput::Timeout);
+            s.server.handle(now, ServerInput::Timeout);
         }
         for i in 0..self.agents.len() {
-            if self.agents[i].agent.poll_timeout().is_some_and(|t| t <= now) {
+            if self.agents[i].agent.poll_timeout().is_some_and(|t| t <= now.mono) {
                 self.feed_agent(i, AgentInput::Timeout);
             }
             self.agents[i].hooks.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
         }
         for conn in self.conns.values_mut() {
-            if conn.io.channel.poll_timeout().is_some_and(|t| t <= now) {
+            if conn.io.channel.poll_timeout().is_some_and(|t| t <= now.mono) {
                 conn.io.channel.handle(now, ChannelInput::Timeout);
             }
         }
@@ -335,7 +318,7 @@ impl PolicyRuntime {
             warn!(%peer, error = %e, "could not register a policy connection");
             return None;
         }
-        self.conns.insert(token, Conn { io: ChannelConn::new(stream, peer, channel), kind });
+        self.conns.insert(token, Conn { io: ChannelConn::new(stream, peer, channel), kind, peer: None });
         Some(token)
     }
 
@@ -351,14 +334,10 @@ impl PolicyRuntime {
                 warn!(%peer, "policy connection refused: too many open");
                 continue;
             }
-            let now = self.now();
-            match Channel::responder(
-                now,
-                channel_config(),
-                &self.keys,
-                TrustSet::any_peer(),
-                fork(&mut self.rng),
-            ) {
+            // The tier's servers and agents, and the operators: no one else gets a channel.
+            let trust: TrustSet = s.server.peers().chain(s.server.operators()).copied().collect();
+            let now = self.now().mono;
+            match Channel::responder(now, channel_config(), &self.keys, trust, fork(&mut self.rng)) {
                 Ok(channel) => {
                     self.add_conn(stream, peer, channel, Kind::Inbound);
                 }
@@ -400,9 +379,16 @@ impl PolicyRuntime {
                             conn.io.channel.close();
                         }
                     }
-                    ChannelOutput::Established(_) => {
-                        let kind = self.conns.get(&token).map(|c| c.kind);
-                        if let Some(link) = kind.and_then(|k| self.link_mut(k)) {
+                    ChannelOutput::Established(peer) => {
+                        let Some(conn) = self.conns.get_mut(&token) else { break };
+                        conn.peer = Some(peer);
+                        let kind = conn.kind;
+                        if kind == Kind::Inbound
+                            && let Some(s) = &mut self.server
+                        {
+                            s.peers.insert(peer.node_id(), token);
+                        }
+                        if let Some(link) = self.link_mut(kind) {
                             link.backoff.succeeded();
                         }
                     }
@@ -442,6 +428,7 @@ impl PolicyRuntime {
     fn link_down(&mut self, kind: Kind) {
         let now = self.now();
         // The link and the rng are borrowed apart, so not through `link_mut`.
+        let now = now.mono;
         let PolicyRuntime { server, agents, rng, .. } = self;
         if let Some(link) = link_of(server, agents, kind) {
             link.token = None;
@@ -450,7 +437,7 @@ impl PolicyRuntime {
     }
 
     fn on_message(&mut self, token: Token, bytes: &[u8]) {
-        let Some(kind) = self.conns.get(&token).map(|c| c.kind) else { return };
+        let Some((kind, peer)) = self.conns.get(&token).map(|c| (c.kind, c.peer)) else { return };
         let message = match wire::decode::<PolicyWire>(bytes) {
             Ok(message) => message,
             Err(e) => {
@@ -461,12 +448,19 @@ impl PolicyRuntime {
                 return;
             }
         };
+        // Messages arrive only on established channels.
+        let Some(from) = peer else { return };
         let size = bytes.len();
         match (kind, message) {
-            (Kind::Inbound, PolicyWire::Tier(message)) => self.tier_from_below(token, message, size),
-            (Kind::Inbound, PolicyWire::Admin(signed)) => self.admin(token, signed),
-            (Kind::Parent, PolicyWire::Tier(message)) => {
-                self.feed_server(ServerInput::Received { message, size })
+            (Kind::Inbound | Kind::Parent, PolicyWire::Tier(message)) => {
+                self.feed_server(ServerInput::Received { from, message, size })
+            }
+            (Kind::Inbound, PolicyWire::Admin(signed)) => {
+                let Some(s) = &mut self.server else { return };
+                let request = s.next_request;
+                s.next_request += 1;
+                s.admin.insert(request, token);
+                self.feed_server(ServerInput::Admin { request, signed });
             }
             (Kind::AgentLink(i), PolicyWire::Tier(message)) => {
                 self.feed_agent(i, AgentInput::FromServer(Box::new(message)))
@@ -475,92 +469,10 @@ impl PolicyRuntime {
         }
     }
 
-    /// A tier message from a child or an agent. The sender's name is learned for routing only
-    /// when the server accepted the message (it verifies every signature).
-    fn tier_from_below(&mut self, token: Token, message: PolicyMessage, size: usize) {
-        let claimed = match &message {
-            PolicyMessage::Sync(s) => Some(s.body.from.clone()),
-            PolicyMessage::StatsReply(s) => Some(s.body.from.clone()),
-            PolicyMessage::Poll(s) => Some(s.body.agent.clone()),
-            _ => None,
-        };
-        let now = self.now();
-        let Some(s) = &mut self.server else { return };
-        let before: u64 = s.server.rejected().values().sum();
-        if let Some(name) = &claimed {
-            // Routed replies go out on this connection; remember it, and undo if refused.
-            s.peers.insert(name.clone(), token);
-        }
-        s.server.handle_at(now, wall(), ServerInput::Received { message, size });
-        let after: u64 = s.server.rejected().values().sum();
-        if after > before
-            && let Some(name) = claimed
-        {
-            s.peers.remove(&name);
-        }
-    }
-
-    fn admin(
-        &mut self,
-        token: Token,
-        signed: cohort_core::signed::Signed<cohort_core::policy::wire::PolicyAdminRequest>,
-    ) {
-        let now = self.now();
-        let w = wall();
-        let Some(s) = &mut self.server else { return };
-        let authorised = s.operators.iter().any(|op| signed.verify(op).is_ok());
-        let fresh = w.distance(signed.body.at) <= Duration::from_millis(ADMIN_FRESHNESS_MS);
-        let reply = if !authorised {
-            Some(PolicyAdminReply::Error("not signed by an operator this tier lists".into()))
-        } else if !fresh {
-            Some(PolicyAdminReply::Error(
-                "the request is stale or from the future; check the clock and retry".into(),
-            ))
-        } else {
-            match signed.body.request {
-                PolicyAdmin::Create(mut policy) => {
-                    // The server signs it as its author.
-                    policy.author = s.server.name().to_owned();
-                    if let Err(e) = policy.validate() {
-                        Some(PolicyAdminReply::Error(e.to_string()))
-                    } else {
-                        s.server.handle_at(now, w, ServerInput::Create(policy));
-                        Some(PolicyAdminReply::Created)
-                    }
-                }
-                PolicyAdmin::List => Some(PolicyAdminReply::Policies(s.server.policies().cloned().collect())),
-                PolicyAdmin::SyncNow => {
-                    if s.is_master {
-                        Some(PolicyAdminReply::Error(
-                            "the master has no parent to sync with; ask a local (--server NAME)".into(),
-                        ))
-                    } else {
-                        s.server.handle_at(now, w, ServerInput::SyncNow);
-                        Some(PolicyAdminReply::SyncStarted)
-                    }
-                }
-                PolicyAdmin::Status { current, since } => {
-                    if !s.is_master {
-                        Some(PolicyAdminReply::Error("global status comes from the master".into()))
-                    } else {
-                        let request = s.next_request;
-                        s.next_request += 1;
-                        s.admin.insert(request, token);
-                        s.server.handle_at(now, w, ServerInput::Status { request, current, since });
-                        None
-                    }
-                }
-            }
-        };
-        if let Some(reply) = reply {
-            self.send_on(token, &PolicyWire::AdminReply(reply));
-        }
-    }
-
     fn feed_server(&mut self, input: ServerInput) {
         let now = self.now();
         if let Some(s) = &mut self.server {
-            s.server.handle_at(now, wall(), input);
+            s.server.handle(now, input);
         }
     }
 
@@ -571,15 +483,16 @@ impl PolicyRuntime {
             let Some(out) = s.server.poll_output() else { return Ok(moved) };
             moved = true;
             match out {
-                ServerOutput::Send { to, message } => {
-                    if s.parent_name.as_deref() == Some(to.as_str()) {
+                ServerOutput::Send { to, name, message } => {
+                    let to_parent = s.server.parent().is_some_and(|p| p.node_id() == to);
+                    if to_parent {
                         if let Some(link) = &mut s.parent {
                             link.queue.push(PolicyWire::Tier(message));
                         }
                     } else if let Some(token) = s.peers.get(&to).copied() {
                         self.send_on(token, &PolicyWire::Tier(message));
                     } else {
-                        debug!(%to, "no connection to a policy peer; message dropped");
+                        debug!(%name, "no connection to a policy peer; message dropped");
                     }
                 }
                 ServerOutput::Stored(policy) => {
@@ -590,12 +503,14 @@ impl PolicyRuntime {
                 ServerOutput::History { from, at, aggregate } => {
                     self.store.append_policy_history(&from, at, &aggregate)?
                 }
-                ServerOutput::StatusAnswer { request, status } => {
+                ServerOutput::AdminReply { request, reply } => {
                     if let Some(token) = s.admin.remove(&request) {
-                        self.send_on(token, &PolicyWire::AdminReply(PolicyAdminReply::Status(status)));
+                        self.send_on(token, &PolicyWire::AdminReply(reply));
                     }
                 }
-                ServerOutput::Rejected { reason } => warn!(%reason, "policy input refused"),
+                ServerOutput::Rejected(rejection) => {
+                    warn!(kind = rejection.kind.as_str(), reason = %rejection, "policy input refused")
+                }
             }
         }
     }
@@ -605,7 +520,7 @@ impl PolicyRuntime {
     /// Opens links that have messages waiting, and sends them.
     fn drive_links(&mut self) -> bool {
         let mut moved = false;
-        let now = self.now();
+        let now = self.now().mono;
         let mut targets: Vec<(Kind, SocketAddr, PublicIdentity)> = Vec::new();
         if let Some(link) = self.server.as_ref().and_then(|s| s.parent.as_ref())
             && link.token.is_none()
@@ -665,38 +580,42 @@ impl PolicyRuntime {
     // ---- agents -------------------------------------------------------------------------------
 
     fn feed_agent(&mut self, i: usize, input: AgentInput) {
-        let now = self.now();
-        let w = wall();
         let Some(side) = self.agents.get_mut(i) else { return };
-        side.agent.handle_at(now, w, input);
+        side.agent.handle(self.clock.now(), input);
         while let Some(out) = side.agent.poll_output() {
             match out {
                 AgentOutput::Send { message, .. } => side.link.queue.push(PolicyWire::Tier(message)),
                 AgentOutput::Apply(policy) => {
-                    match write_policy(&side.policy_file, side.agent.name(), &policy) {
+                    let outcome = side.apply(&policy);
+                    match &outcome {
                         Ok(()) => {
-                            info!(agent = %side.agent.name(), digest = %policy.short(), "policy applied");
-                            if !side.hook.is_empty() {
-                                match Command::new(&side.hook[0])
-                                    .args(&side.hook[1..])
-                                    .env("COHORT_POLICY_FILE", &side.policy_file)
-                                    .stdin(Stdio::null())
-                                    .spawn()
-                                {
-                                    Ok(child) => side.hooks.push(child),
-                                    Err(e) => warn!(error = %e, "policy hook did not start"),
-                                }
-                            }
+                            info!(agent = %side.agent.name(), digest = %policy.short(), "policy applied")
                         }
-                        Err(e) => {
-                            warn!(error = %e, file = %side.policy_file.display(), "could not write the policy")
-                        }
+                        Err(e) => warn!(agent = %side.agent.name(), error = %e, "policy not applied"),
                     }
-                    let checks = [("policy.applied".to_owned(), true)].into();
-                    side.agent.handle_at(now, w, AgentInput::State { checks, threats: 0, last_scan: w });
+                    let applied = AgentInput::Applied { digest: policy.digest, outcome };
+                    side.agent.handle(self.clock.now(), applied);
                 }
             }
         }
+    }
+}
+
+impl AgentSide {
+    /// Writes the policy file and starts the hook; what failed, if anything, in words.
+    fn apply(&mut self, policy: &EffectivePolicy) -> Result<(), String> {
+        let file = self.policy_file.display();
+        write_policy(&self.policy_file, self.agent.name(), policy)
+            .map_err(|e| format!("could not write {file}: {e}"))?;
+        let Some((program, args)) = self.hook.split_first() else { return Ok(()) };
+        let child = Command::new(program)
+            .args(args)
+            .env("COHORT_POLICY_FILE", &self.policy_file)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("the policy hook `{program}` did not start: {e}"))?;
+        self.hooks.push(child);
+        Ok(())
     }
 }
 
@@ -723,7 +642,7 @@ impl Role for PolicyRuntime {
     }
 
     fn next_wake(&self) -> Option<std::time::Instant> {
-        self.next_deadline().map(|d| wake_at(self.started, d))
+        self.next_deadline().map(|d| self.clock.wake_at(d))
     }
 
     fn handle_event(&mut self, event: &Event) -> Result<(), NodeError> {

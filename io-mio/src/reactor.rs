@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
@@ -190,9 +189,4 @@ impl Reactor {
         }
         Ok(())
     }
-}
-
-/// A role's core deadline as a moment on this process's clock.
-pub fn wake_at(started: std::time::Instant, deadline: cohort_core::Instant) -> std::time::Instant {
-    started + Duration::from_nanos(deadline.as_nanos())
 }

@@ -236,9 +236,16 @@ fn firewall(value: &str) -> Policy {
 fn a_policy_from_the_operator_reaches_every_agents_file_and_status_counts_them() {
     let tier = Tier::start(9, 1);
     assert_eq!(tier.admin(0, PolicyAdmin::Create(firewall("deny"))), PolicyAdminReply::Created);
-    // A stranger's request is refused.
+    // A stranger gets no channel at all: the listener admits the tier and its operators only.
     let stranger = NodeKeys::generate(&mut seeded(99));
-    assert!(matches!(tier.admin_as(0, &stranger, PolicyAdmin::List), PolicyAdminReply::Error(_)));
+    let refused =
+        ChannelClient::connect(tier.addrs[0], tier.keys[0].public(), &stranger, Duration::from_secs(5))
+            .and_then(|mut client| {
+                let request = PolicyAdminRequest { at: wall(), request: PolicyAdmin::List };
+                client.send(&PolicyWire::Admin(Signed::sign(request, &stranger).expect("signs")))?;
+                client.recv::<PolicyWire>(Duration::from_secs(5))
+            });
+    assert!(refused.is_err(), "a stranger was answered: {refused:?}");
 
     wait_until("the policy reaches every agent's file", || {
         (0..3).all(|a| tier.agent_has(a, "firewall.default = \"deny\""))

@@ -9,7 +9,7 @@ use std::time::Duration;
 use cohort_core::exec::parallel::{
     AlarmKill, AlarmSchedule, ParallelInput, ParallelOutput, ParallelRun, SessionEnd, SessionResult,
 };
-use cohort_core::{Instant, Machine};
+use cohort_core::{Instant, Machine, Now};
 
 /// What a simulated command does once started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +104,7 @@ pub fn run_parallel(hosts: Vec<(String, SimScript)>, fanout: usize, alarms: Alar
                             events.insert((now + at, seq), (index, ParallelInput::Ended { index, end }));
                         }
                         SimEnd::Unreachable => {
-                            let end = SessionEnd::Failed { reason: "host unreachable".into() };
+                            let end = SessionEnd::Unreachable { reason: "host unreachable".into() };
                             events.insert((now, seq), (index, ParallelInput::Ended { index, end }));
                         }
                         SimEnd::Hang => {}
@@ -134,17 +134,17 @@ pub fn run_parallel(hosts: Vec<(String, SimScript)>, fanout: usize, alarms: Alar
             (Some(e), Some(a)) if a < e => {
                 now = a;
                 report.alarms.push(now - start);
-                run.handle(now, ParallelInput::Timeout);
+                run.handle(Now::ZERO.with_mono(now), ParallelInput::Timeout);
             }
             (None, Some(a)) => {
                 now = a;
                 report.alarms.push(now - start);
-                run.handle(now, ParallelInput::Timeout);
+                run.handle(Now::ZERO.with_mono(now), ParallelInput::Timeout);
             }
             (Some(_), _) => {
                 let Some(((at, _), (_, input))) = events.pop_first() else { continue };
                 now = at;
-                run.handle(now, input);
+                run.handle(Now::ZERO.with_mono(now), input);
             }
             (None, None) => {
                 // Nothing scheduled and not done: cannot happen with a well-formed run.

@@ -3,6 +3,7 @@
 //! checked while a run goes, so cohort-core's machines run under chaos with every run replayable
 //! from its seed. Protocol rules never live here: they belong to core.
 
+pub mod clock;
 pub mod commands;
 pub mod config_change;
 mod member_host;

@@ -40,9 +40,7 @@ pub struct HostContext {
     pub boots: Arc<Mutex<u64>>,
 }
 
-fn now() -> Instant {
-    Instant::from_nanos(u64::try_from(turmoil::elapsed().as_nanos()).unwrap_or(u64::MAX))
-}
+use crate::clock::now;
 
 pub async fn run(ctx: HostContext) -> turmoil::Result {
     let boot = {
@@ -56,7 +54,7 @@ pub async fn run(ctx: HostContext) -> turmoil::Result {
     let record = ctx.disk.recover().ok_or("a simulated host started with an empty disk")?;
     let me = ctx.keys.node_id();
     ctx.observer.booted(me, &record, turmoil::elapsed());
-    let mut member = Member::new(now(), ctx.keys.clone(), record, ctx.settings, fork(&mut rng));
+    let mut member = Member::new(now().mono, ctx.keys.clone(), record, ctx.settings, fork(&mut rng));
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         while let Some(output) = member.poll_output() {

@@ -13,9 +13,10 @@ use cohort_core::policy::document::{Platform, Policy, PolicyTarget, Scope};
 use cohort_core::policy::server::{
     GlobalStatus, PolicyMessage, PolicyServer, ServerInput, ServerOutput, ServerSetup,
 };
+use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest};
 use cohort_core::rng::{SeededRng, fork, seeded};
-use cohort_core::{Instant, NodeKeys, PublicIdentity, WallClock, wire};
-use rand_core::RngCore;
+use cohort_core::signed::Signed;
+use cohort_core::{Instant, Machine, NodeKeys, Now, PublicIdentity, WallClock, wire};
 use serde::Serialize;
 
 pub const MASTER: &str = "master";
@@ -87,10 +88,15 @@ pub struct Fleet {
     /// (time, bytes) of every agent poll: what would reach a master that agents polled directly.
     pub baseline_bytes: Vec<(Instant, usize)>,
     pub statuses: Vec<(u64, Instant, GlobalStatus)>,
+    /// Every admin answer, by request: (server, request, reply).
+    pub admin_replies: Vec<(String, u64, PolicyAdminReply)>,
     pub rejections: Vec<(String, String)>,
     /// Keys, for tests that forge or sign messages.
     pub master_keys: NodeKeys,
     pub local_keys: Vec<NodeKeys>,
+    /// The operator every server of the fleet lists.
+    pub operator: NodeKeys,
+    next_request: u64,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -109,6 +115,7 @@ impl Fleet {
         let master_keys = NodeKeys::generate(&mut rng);
         let local_keys: Vec<NodeKeys> = (0..scenario.locals).map(|_| NodeKeys::generate(&mut rng)).collect();
         let agent_keys: Vec<NodeKeys> = (0..scenario.agents).map(|_| NodeKeys::generate(&mut rng)).collect();
+        let operator = NodeKeys::generate(&mut rng);
         // The last local sits behind the first, when there are two or more.
         let local_parent: Vec<Option<usize>> = (0..scenario.locals)
             .map(|i| (scenario.locals >= 2 && i == scenario.locals - 1).then_some(0))
@@ -126,6 +133,7 @@ impl Fleet {
                     children,
                     agents,
                     signers: signers.clone(),
+                    operators: vec![operator.public()],
                     sync_window: scenario.sync_window,
                     sync_jitter: scenario.sync_jitter,
                     stats_deadline: scenario.stats_deadline,
@@ -163,7 +171,7 @@ impl Fleet {
         let wall = WallClock(START_WALL);
         let agents = (0..scenario.agents)
             .map(|a| {
-                let mut agent = PolicyAgent::new(
+                PolicyAgent::new(
                     now,
                     agent_name(a),
                     agent_keys[a].clone(),
@@ -172,16 +180,7 @@ impl Fleet {
                     scenario.poll_interval,
                     Duration::from_secs(5),
                     fork(&mut rng),
-                );
-                let checks = [
-                    ("antimalware.running".to_owned(), rng.next_u32() % 10 != 0),
-                    ("firewall.enabled".to_owned(), rng.next_u32() % 20 != 0),
-                    ("patches.current".to_owned(), rng.next_u32() % 4 != 0),
-                ]
-                .into();
-                let state = AgentInput::State { checks, threats: rng.next_u32() % 3, last_scan: wall };
-                agent.handle_at(now, wall, state);
-                agent
+                )
             })
             .collect();
         Fleet {
@@ -200,10 +199,42 @@ impl Fleet {
             master_bytes: Vec::new(),
             baseline_bytes: Vec::new(),
             statuses: Vec::new(),
+            admin_replies: Vec::new(),
             rejections: Vec::new(),
             master_keys,
             local_keys,
+            operator,
+            next_request: 1,
         }
+    }
+
+    /// An operator's request to `server`, signed now; returns the request id its answer
+    /// carries in [`Fleet::admin_replies`] (and, for a status, in [`Fleet::statuses`]).
+    pub fn admin(&mut self, server: &str, request: PolicyAdmin) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        let body = PolicyAdminRequest { at: self.wall, request };
+        if let Ok(signed) = Signed::sign(body, &self.operator) {
+            self.feed_server(server, ServerInput::Admin { request: id, signed });
+        }
+        id
+    }
+
+    /// An operator creates `policy` at `server`.
+    pub fn create(&mut self, server: &str, policy: Policy) -> u64 {
+        self.admin(server, PolicyAdmin::Create(policy))
+    }
+
+    /// The identity a node of the fleet authenticates as, by name.
+    pub fn identity_of(&self, name: &str) -> Option<PublicIdentity> {
+        if name == MASTER {
+            return Some(self.master_keys.public());
+        }
+        if let Some(i) = name.strip_prefix("local-").and_then(|n| n.parse::<usize>().ok()) {
+            return self.local_keys.get(i).map(NodeKeys::public);
+        }
+        let agent = name.strip_prefix("agent-").and_then(|n| n.parse::<usize>().ok())?;
+        self.agents.get(agent).map(|a| a.keys().public())
     }
 
     fn is_cut(&self, a: &str, b: &str) -> bool {
@@ -242,41 +273,53 @@ impl Fleet {
 
     /// Feeds a server an input, then routes what it says.
     pub fn feed_server(&mut self, name: &str, input: ServerInput) {
-        let (now, wall) = (self.now, self.wall);
+        let now = Now::new(self.now, self.wall);
         if self.down.contains(name) {
             return;
         }
         let Some(server) = self.server_mut(name) else { return };
-        server.handle_at(now, wall, input);
+        server.handle(now, input);
         self.drain_server(name);
     }
 
     fn drain_server(&mut self, name: &str) {
         loop {
-            let Some(out) = self.server_mut(name).and_then(PolicyServer::poll_output) else { return };
+            let Some(out) = self.server_mut(name).and_then(|s| s.poll_output()) else { return };
             match out {
-                ServerOutput::Send { to, message } => self.send(name, &to, message),
-                ServerOutput::StatusAnswer { request, status } => {
-                    self.statuses.push((request, self.now, status))
+                ServerOutput::Send { name: to, message, .. } => self.send(name, &to, message),
+                ServerOutput::AdminReply { request, reply } => {
+                    if let PolicyAdminReply::Status(status) = &reply {
+                        self.statuses.push((request, self.now, status.clone()));
+                    }
+                    self.admin_replies.push((name.to_owned(), request, reply));
                 }
-                ServerOutput::Rejected { reason } => self.rejections.push((name.to_owned(), reason)),
+                ServerOutput::Rejected(rejection) => {
+                    self.rejections.push((name.to_owned(), rejection.to_string()))
+                }
                 ServerOutput::Stored(_) | ServerOutput::History { .. } => {}
             }
         }
     }
 
     fn feed_agent(&mut self, index: usize, input: AgentInput) {
-        let (now, wall) = (self.now, self.wall);
-        self.agents[index].handle_at(now, wall, input);
+        let now = Now::new(self.now, self.wall);
+        self.agents[index].handle(now, input);
         while let Some(out) = self.agents[index].poll_output() {
-            if let AgentOutput::Send { to, message } = out {
-                let from = agent_name(index);
-                self.send(&from, &to, message);
+            match out {
+                AgentOutput::Send { to, message } => {
+                    let from = agent_name(index);
+                    self.send(&from, &to, message);
+                }
+                // A simulated machine writes every policy it is given.
+                AgentOutput::Apply(policy) => {
+                    let applied = AgentInput::Applied { digest: policy.digest, outcome: Ok(()) };
+                    self.agents[index].handle(now, applied);
+                }
             }
         }
     }
 
-    fn deliver(&mut self, to: String, message: PolicyMessage, size: usize) {
+    fn deliver(&mut self, from: &str, to: String, message: PolicyMessage, size: usize) {
         if to == MASTER {
             self.master_bytes.push((self.now, size));
         }
@@ -286,7 +329,9 @@ impl Fleet {
             }
             return;
         }
-        self.feed_server(&to, ServerInput::Received { message, size });
+        // The channel would have authenticated the sender as who it is.
+        let Some(from) = self.identity_of(from) else { return };
+        self.feed_server(&to, ServerInput::Received { from, message, size });
     }
 
     /// Runs the fleet for `span` of simulated time.
@@ -298,7 +343,7 @@ impl Fleet {
                 .chain(self.locals.iter())
                 .filter(|s| !self.down.contains(s.name()))
                 .filter_map(PolicyServer::poll_timeout);
-            let agents = self.agents.iter().filter_map(PolicyAgent::poll_timeout);
+            let agents = self.agents.iter().filter_map(|a| a.poll_timeout());
             let next_timer = servers.chain(agents).min();
             let Some(next) = [next_message, next_timer].into_iter().flatten().min() else { break };
             if next > until {
@@ -307,9 +352,9 @@ impl Fleet {
             self.wall = WallClock(self.wall.0 + (next - self.now).as_millis() as u64);
             self.now = self.now.max(next);
             if next_message == Some(next) {
-                let Some((_, (_, to, message, size))) = self.queue.pop_first() else { continue };
+                let Some((_, (from, to, message, size))) = self.queue.pop_first() else { continue };
                 if !self.down.contains(&to) {
-                    self.deliver(to, message, size);
+                    self.deliver(&from, to, message, size);
                 }
                 continue;
             }
@@ -389,7 +434,7 @@ pub struct FleetReport {
 pub fn run_fleet(scenario: FleetScenario) -> FleetReport {
     let mut fleet = Fleet::new(scenario.clone());
     let base = Fleet::policy("baseline", "antimalware.enabled", "true", Scope::Global);
-    fleet.feed_server(MASTER, ServerInput::Create(base));
+    fleet.create(MASTER, base);
     // Warm up: every local has synced and every agent has polled at least once.
     let warmup = scenario.sync_window * 2 + scenario.sync_jitter;
     fleet.run_for(warmup);
@@ -401,7 +446,7 @@ pub fn run_fleet(scenario: FleetScenario) -> FleetReport {
     let master = in_window(&fleet.master_bytes) / cycles as f64;
     let baseline = in_window(&fleet.baseline_bytes) / cycles as f64;
     let change = Fleet::policy("scan", "scan.interval_hours", "6", Scope::Global);
-    fleet.feed_server(MASTER, ServerInput::Create(change));
+    fleet.create(MASTER, change);
     let limit = scenario.sync_window * 6;
     let reached = fleet.time_until_all("scan.interval_hours", "6", limit);
     FleetReport {

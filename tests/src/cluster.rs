@@ -14,7 +14,7 @@ use cohort_core::member::{
 use cohort_core::rng::{fork, seeded};
 use cohort_core::signed::Signed;
 use cohort_core::trace::Trace;
-use cohort_core::{Instant, Machine, NodeKeys};
+use cohort_core::{Instant, Machine, NodeKeys, Now};
 
 pub const LATENCY: Duration = Duration::from_millis(5);
 
@@ -197,7 +197,7 @@ impl MemCluster {
         }
         let now = self.now;
         if let Some(member) = self.members[i].as_mut() {
-            member.handle(now, input);
+            member.handle(Now::ZERO.with_mono(now), input);
         }
     }
 

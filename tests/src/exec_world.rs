@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use cohort_core::exec::acl::{Acl, AclEntry};
 use cohort_core::exec::audit::{AuditCollector, ChainEntry, CollectorInput, CollectorOutput};
-use cohort_core::exec::daemon::{DaemonInput, DaemonOutput, ExecDaemon, ExecRequest, ProcessEnd};
+use cohort_core::exec::daemon::{DaemonInput, DaemonOutput, ExecDaemon, ExecRequest, HostWire, ProcessEnd};
 use cohort_core::exec::gateway::{
-    ClientEvent, ClientRequest, ExecCommand, Gateway, GatewayInput, GatewayOutput,
+    ClientEvent, ClientRequest, ExecCommand, GATEWAY_AUDIT_NAME, Gateway, GatewayInput, GatewayOutput,
 };
 use cohort_core::exec::kdc::{Kdc, KdcSettings, hash_password};
 use cohort_core::exec::ticket::Credential;
 use cohort_core::rng::{fork, seeded};
 use cohort_core::signed::Signed;
-use cohort_core::{Instant, Machine, NodeKeys, PublicIdentity, WallClock};
+use cohort_core::{Instant, Machine, NodeKeys, Now, PublicIdentity, WallClock};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const START_WALL: u64 = 1_900_000_000_000;
@@ -73,9 +73,12 @@ impl ExecWorld {
             .iter()
             .map(|p| ((*p).to_owned(), hash_password(PASSWORD, &mut hash_rng).expect("hashes")))
             .collect();
-        let host_table = host_keys.iter().enumerate().map(|(i, k)| (host_name(i), k.public())).collect();
+        let host_table: BTreeMap<String, PublicIdentity> =
+            host_keys.iter().enumerate().map(|(i, k)| (host_name(i), k.public())).collect();
+        let mut signers = host_table.clone();
+        signers.insert(GATEWAY_AUDIT_NAME.into(), kdc_keys.public());
         let kdc = Kdc::new(kdc_keys.clone(), principals, host_table, KdcSettings::default(), fork(&mut rng));
-        let gateway = Gateway::new(kdc, fork(&mut rng));
+        let gateway = Gateway::new(kdc, kdc_keys.clone(), fork(&mut rng));
         let mut acl = Acl::default();
         acl.principals.insert(
             "alice".into(),
@@ -105,7 +108,7 @@ impl ExecWorld {
             local_audit: vec![Vec::new(); hosts],
             spawned: vec![Vec::new(); hosts],
             host_keys,
-            collector: AuditCollector::new(None),
+            collector: AuditCollector::new(None, signers),
             chain: Vec::new(),
             client_events: BTreeMap::new(),
             client_keys: BTreeMap::new(),
@@ -172,16 +175,26 @@ impl ExecWorld {
     }
 
     pub fn gateway_in(&mut self, input: GatewayInput) {
-        self.gateway.handle_at(self.now, self.wall, input);
+        self.gateway.handle(Now::new(self.now, self.wall), input);
     }
 
     pub fn daemon_in(&mut self, host: usize, input: DaemonInput) {
-        self.daemons[host].handle_at(self.now, self.wall, input);
+        self.daemons[host].handle(Now::new(self.now, self.wall), input);
     }
 
     /// Sends a request straight to a host's daemon (as an attacker or a test would).
     pub fn direct(&mut self, host: usize, session: u64, request: ExecRequest) {
-        self.daemon_in(host, DaemonInput::Request { session, request, wall: self.wall });
+        self.daemon_in(
+            host,
+            DaemonInput::Wire { conn: session, message: HostWire::Start(Box::new(request)) },
+        );
+        self.pump();
+    }
+
+    /// Hands the collector a record as if a host had sent it.
+    pub fn submit_audit(&mut self, record: Signed<cohort_core::exec::audit::AuditRecord>) {
+        let now = Now::new(self.now, self.wall);
+        self.collector.handle(now, CollectorInput::Submit { ack: u64::MAX - 1, record });
         self.pump();
     }
 
@@ -216,7 +229,8 @@ impl ExecWorld {
                     CollectorOutput::Append(entry) => {
                         let index = entry.index;
                         self.chain.push(*entry);
-                        self.collector.handle(self.now, CollectorInput::Persisted { index });
+                        self.collector
+                            .handle(Now::new(self.now, self.wall), CollectorInput::Persisted { index });
                     }
                     CollectorOutput::Ack { ack, .. } => {
                         if let Some((host, token)) =
@@ -225,6 +239,9 @@ impl ExecWorld {
                             self.pending_acks.retain(|p| *p != (host, token));
                             self.daemon_in(host, DaemonInput::AuditAcked { token });
                         }
+                    }
+                    CollectorOutput::Refused { ack, .. } => {
+                        self.pending_acks.retain(|(h, t)| (*h as u64) << 32 | *t != ack);
                     }
                 }
             }
@@ -242,7 +259,8 @@ impl ExecWorld {
             GatewayOutput::CloseClient { .. } => {}
             GatewayOutput::Audit(record) => {
                 if self.collector_up {
-                    self.collector.handle(self.now, CollectorInput::Submit { ack: u64::MAX, record });
+                    let now = Now::new(self.now, self.wall);
+                    self.collector.handle(now, CollectorInput::Submit { ack: u64::MAX, record });
                 }
             }
             GatewayOutput::HostStart { session, host, identity, request } => {
@@ -254,11 +272,15 @@ impl ExecWorld {
                     return;
                 }
                 self.sessions.insert(session, index);
-                self.daemon_in(index, DaemonInput::Request { session, request, wall: self.wall });
+                let message = HostWire::Start(Box::new(request));
+                self.daemon_in(index, DaemonInput::Wire { conn: session, message });
             }
             GatewayOutput::HostCancel { session, reason } => {
                 if let Some(&host) = self.sessions.get(&session) {
-                    self.daemon_in(host, DaemonInput::Cancel { session, reason });
+                    self.daemon_in(
+                        host,
+                        DaemonInput::Wire { conn: session, message: HostWire::Cancel { reason } },
+                    );
                 }
             }
         }
@@ -274,7 +296,8 @@ impl ExecWorld {
                 if self.collector_up {
                     self.pending_acks.push_back((host, token));
                     let ack = (host as u64) << 32 | token;
-                    self.collector.handle(self.now, CollectorInput::Submit { ack, record });
+                    self.collector
+                        .handle(Now::new(self.now, self.wall), CollectorInput::Submit { ack, record });
                 }
             }
             DaemonOutput::Spawn { session, argv, .. } => {

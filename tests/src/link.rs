@@ -7,7 +7,7 @@ use cohort_core::channel::{
 };
 use cohort_core::rng::{fork, seeded};
 use cohort_core::trace::Trace;
-use cohort_core::{Instant, Machine, NodeKeys, PublicIdentity};
+use cohort_core::{Instant, Machine, NodeKeys, Now, PublicIdentity};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum End {
@@ -128,7 +128,7 @@ impl Link {
     pub fn feed(&mut self, to: End, input: ChannelInput) {
         self.trace.input(self.now, name(to), &input);
         let now = self.now;
-        self.end(to).handle(now, input);
+        self.end(to).handle(Now::ZERO.with_mono(now), input);
     }
 
     /// Moves bytes both ways until neither end has anything more to say. A `Closed` output makes

@@ -8,7 +8,7 @@ use cohort_core::channel::{
     Channel, ChannelConfig, ChannelError, ChannelInput, ChannelOutput, CloseReason, TrustSet,
 };
 use cohort_core::rng::seeded;
-use cohort_core::{Instant, Machine, NodeKeys};
+use cohort_core::{Instant, Machine, NodeKeys, Now};
 use cohort_tests::link::{End, Link, Parties};
 use proptest::prelude::*;
 
@@ -133,7 +133,7 @@ fn an_oversized_length_prefix_is_rejected_before_allocating() {
         Channel::responder(Instant::ZERO, ChannelConfig::default(), &parties.responder, trust, seeded(4))
             .expect("builds");
     // A 4 GiB length prefix and nothing else.
-    responder.handle(Instant::ZERO, ChannelInput::Received(u32::MAX.to_be_bytes().to_vec()));
+    responder.handle(Now::ZERO, ChannelInput::Received(u32::MAX.to_be_bytes().to_vec()));
     assert_eq!(
         responder.poll_output(),
         Some(ChannelOutput::Closed(CloseReason::Failed(ChannelError::Frame(FrameError::Oversized {
@@ -182,9 +182,9 @@ fn an_unfinished_handshake_times_out() {
         Channel::responder(Instant::ZERO, config, &parties.responder, trust, seeded(7)).expect("builds");
     let deadline = responder.poll_timeout().expect("a handshake deadline");
     assert_eq!(deadline, Instant::ZERO + Duration::from_secs(5));
-    responder.handle(Instant::ZERO + Duration::from_secs(4), ChannelInput::Timeout);
+    responder.handle(Now::ZERO.after(Duration::from_secs(4)), ChannelInput::Timeout);
     assert_eq!(responder.poll_output(), None, "not before the deadline");
-    responder.handle(deadline, ChannelInput::Timeout);
+    responder.handle(Now::ZERO.with_mono(deadline), ChannelInput::Timeout);
     assert_eq!(
         responder.poll_output(),
         Some(ChannelOutput::Closed(CloseReason::Failed(ChannelError::HandshakeTimeout(
@@ -230,11 +230,11 @@ proptest! {
         let mut responder = responder_for_fuzz();
         let mut outputs = Vec::new();
         for piece in pieces {
-            responder.handle(Instant::ZERO, ChannelInput::Received(piece));
+            responder.handle(Now::ZERO, ChannelInput::Received(piece));
             outputs.extend(drain(&mut responder));
         }
         if close {
-            responder.handle(Instant::ZERO, ChannelInput::PeerClosed);
+            responder.handle(Now::ZERO, ChannelInput::PeerClosed);
             outputs.extend(drain(&mut responder));
         }
         prop_assert!(!outputs.iter().any(|o| matches!(o, ChannelOutput::Established(_) | ChannelOutput::Message(_))));

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use cohort_core::exec::audit::{AuditDecision, verify_chain};
-use cohort_core::exec::daemon::ExecRequest;
+use cohort_core::exec::daemon::{DaemonInput, ExecRequest, HostWire};
 use cohort_core::exec::gateway::{ClientEvent, GatewayInput, HeldState, HostOutcome};
 use cohort_core::exec::kdc::KdcError;
 use cohort_core::exec::ticket::{Authenticator, request_digest};
@@ -313,4 +313,77 @@ fn percent_h_becomes_each_hosts_name() {
     got.sort();
     assert_eq!(got[0], ("h01".to_owned(), b"I am h01\n".to_vec()));
     assert_eq!(got[2], ("h03".to_owned(), b"I am h03\n".to_vec()));
+}
+
+/// Node sets are the gateway's to expand, from the groups the installed configuration gave it:
+/// `@web` names what `group.web` says, ranges expand, and a malformed set is refused with what
+/// was wrong before anything runs.
+#[test]
+fn the_gateway_expands_node_sets_and_groups_from_its_installed_configuration() {
+    let mut world = ExecWorld::new(6, 31);
+    let groups = [("web".to_owned(), "h[01-02],h05".to_owned())].into();
+    world.gateway_in(GatewayInput::Groups(groups));
+    let credential = world.login(1, "alice", PASSWORD).expect("logs in");
+    let key = world.client_keys[&1];
+    world.exec(1, key, credential.clone(), vec!["@web".into(), "h06".into()], &["echo", "hi"]);
+    let mut ran: Vec<String> = results(&world, 1).into_iter().map(|(h, ..)| h).collect();
+    ran.sort();
+    assert_eq!(ran, ["h01", "h02", "h05", "h06"]);
+
+    world.exec(1, key, credential, vec!["h[03-".into()], &["echo", "hi"]);
+    let reason = refused(&world, 1).expect("refused");
+    assert!(reason.starts_with("bad host list:"), "{reason}");
+    // A group the configuration does not define is an error too, not an empty run.
+    let credential = world.login(2, "alice", PASSWORD).expect("logs in");
+    let key = world.client_keys[&2];
+    world.exec(2, key, credential, vec!["@db".into()], &["echo", "hi"]);
+    assert!(refused(&world, 2).is_some_and(|r| r.contains("bad host list")));
+    assert_eq!(world.total_spawned(), 4);
+}
+
+/// A connection to a host carries one session: a second Start on it is a gateway out of protocol,
+/// so what runs is stopped (and audited) rather than a second command started; a Cancel with no
+/// session behind it changes nothing.
+#[test]
+fn a_second_start_on_one_host_connection_stops_the_run_instead_of_starting_another() {
+    let mut world = ExecWorld::new(1, 32);
+    world.daemon_in(0, DaemonInput::Wire { conn: 77, message: HostWire::Cancel { reason: "early".into() } });
+    world.pump();
+    assert_eq!(world.daemons[0].protocol_errors(), 0, "a cancel that crossed the end is harmless");
+    let stamp = world.wall;
+    let first = request(&mut world, "h01", "h01", stamp, &["sleep", "60"]);
+    let first_again = first.clone();
+    world.direct(0, 77, first);
+    assert_eq!(world.total_spawned(), 1);
+    // The order rule comes before any check of what the message carries.
+    world.direct(0, 77, first_again);
+    assert_eq!(world.total_spawned(), 1, "the second Start ran nothing");
+    assert_eq!(world.daemons[0].protocol_errors(), 1);
+    assert_eq!(world.daemons[0].sessions(), 0, "the running session was stopped");
+    let ended = world.local_audit[0].iter().any(
+        |r| matches!(&r.decision, AuditDecision::Ended { outcome } if outcome.contains("already carries a session")),
+    );
+    assert!(ended, "the stop was audited: {:?}", world.local_audit[0]);
+}
+
+/// The collector takes a record only if the host it names signed it: a host writing records in
+/// another host's name is refused, the chain stays as it was, and the refusal is counted.
+#[test]
+fn an_audit_record_not_signed_by_the_host_it_names_is_refused_and_counted() {
+    let mut world = ExecWorld::new(3, 33);
+    let before = world.chain.len();
+    let record = cohort_core::exec::audit::AuditRecord {
+        host: host_name(1),
+        principal: "alice".into(),
+        run_as: "root".into(),
+        argv: vec!["true".into()],
+        at: world.wall,
+        decision: AuditDecision::Run,
+        run_id: [7; 16],
+    };
+    let forged = Signed::sign(record, &world.host_keys[0]).expect("signs");
+    world.submit_audit(forged);
+    assert_eq!(world.chain.len(), before);
+    assert_eq!(world.collector.refused(), 1);
+    assert!(verify_chain(&world.chain).is_ok());
 }

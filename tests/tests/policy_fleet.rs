@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use cohort_core::policy::document::{Platform, Scope};
 use cohort_core::policy::report::AgentReport;
-use cohort_core::policy::server::{PolicyMessage, ServerInput, SyncRequest};
+use cohort_core::policy::server::{PolicyMessage, RejectKind, ServerInput, SyncRequest};
+use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest};
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
 use cohort_core::{NodeKeys, WallClock};
@@ -17,10 +18,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 fn fleet() -> Fleet {
     let mut fleet = Fleet::new(FleetScenario::new(3, 300, 7));
-    fleet.feed_server(
-        MASTER,
-        ServerInput::Create(Fleet::policy("base", "antimalware.enabled", "true", Scope::Global)),
-    );
+    fleet.create(MASTER, Fleet::policy("base", "antimalware.enabled", "true", Scope::Global));
     fleet.run_for(MINUTE * 3);
     assert_eq!(
         fleet.agents_with("antimalware.enabled", "true"),
@@ -34,10 +32,7 @@ fn fleet() -> Fleet {
 fn a_change_at_the_master_reaches_every_agent_including_behind_the_nested_local() {
     let mut fleet = fleet();
     assert_eq!(fleet.local_parent[2], Some(0), "local-02 sits behind local-00");
-    fleet.feed_server(
-        MASTER,
-        ServerInput::Create(Fleet::policy("fw", "firewall.default", "deny", Scope::Global)),
-    );
+    fleet.create(MASTER, Fleet::policy("fw", "firewall.default", "deny", Scope::Global));
     let took = fleet.time_until_all("firewall.default", "deny", MINUTE * 6).expect("reached every agent");
     assert!(took <= MINUTE * 4, "took {took:?}");
 }
@@ -47,10 +42,7 @@ fn a_change_made_at_a_local_reaches_every_agent_in_every_branch() {
     let mut fleet = fleet();
     // Made at the nested local: it climbs to local-00, then the master, then down every branch.
     let name = local_name(2);
-    fleet.feed_server(
-        &name,
-        ServerInput::Create(Fleet::policy("upd", "update.channel", "stable", Scope::Global)),
-    );
+    fleet.create(&name, Fleet::policy("upd", "update.channel", "stable", Scope::Global));
     fleet.time_until_all("update.channel", "stable", MINUTE * 8).expect("reached every agent");
     assert!(fleet.master.policies().any(|p| p.id == "upd" && p.author == name));
 }
@@ -59,10 +51,7 @@ fn a_change_made_at_a_local_reaches_every_agent_in_every_branch() {
 fn a_partitioned_local_keeps_serving_its_agents_and_catches_up_after_the_heal() {
     let mut fleet = fleet();
     fleet.partition_local(1);
-    fleet.feed_server(
-        MASTER,
-        ServerInput::Create(Fleet::policy("scan", "scan.interval_hours", "6", Scope::Global)),
-    );
+    fleet.create(MASTER, Fleet::policy("scan", "scan.interval_hours", "6", Scope::Global));
     fleet.run_for(MINUTE * 4);
     let behind: Vec<usize> = (0..300).filter(|a| fleet.agent_local[*a] == 1).collect();
     let others = 300 - behind.len();
@@ -83,10 +72,7 @@ fn a_partitioned_local_keeps_serving_its_agents_and_catches_up_after_the_heal() 
 fn a_policy_made_at_a_partitioned_local_climbs_after_the_heal() {
     let mut fleet = fleet();
     fleet.partition_local(1);
-    fleet.feed_server(
-        &local_name(1),
-        ServerInput::Create(Fleet::policy("usb", "usb.storage", "block", Scope::Global)),
-    );
+    fleet.create(&local_name(1), Fleet::policy("usb", "usb.storage", "block", Scope::Global));
     fleet.run_for(MINUTE * 3);
     assert_eq!(fleet.master.policies().filter(|p| p.id == "usb").count(), 0, "cut off from the master");
     fleet.heal();
@@ -98,9 +84,9 @@ fn current_status_with_a_local_down_returns_by_its_deadline_marked_partial() {
     let mut fleet = fleet();
     fleet.down.insert(local_name(1));
     let asked = fleet.now;
-    fleet.feed_server(MASTER, ServerInput::Status { request: 1, current: true, since: None });
+    let request = fleet.admin(MASTER, PolicyAdmin::Status { current: true, since: None });
     fleet.run_for(Duration::from_secs(10));
-    let (_, answered, status) = fleet.statuses.iter().find(|(r, ..)| *r == 1).expect("answered");
+    let (_, answered, status) = fleet.statuses.iter().find(|(r, ..)| *r == request).expect("answered");
     assert!(
         *answered - asked <= Duration::from_secs(5) + Duration::from_millis(100),
         "answered after {:?}",
@@ -112,8 +98,8 @@ fn current_status_with_a_local_down_returns_by_its_deadline_marked_partial() {
     let agents = status.aggregate.agents();
     assert_eq!(agents, 200, "local-00 and local-02 carry 200 of the 300 agents");
     // Historical status comes from stored syncs, including the down local's last one.
-    fleet.feed_server(MASTER, ServerInput::Status { request: 2, current: false, since: None });
-    let (_, _, history) = fleet.statuses.iter().find(|(r, ..)| *r == 2).expect("answered");
+    let request = fleet.admin(MASTER, PolicyAdmin::Status { current: false, since: None });
+    let (_, _, history) = fleet.statuses.iter().find(|(r, ..)| *r == request).expect("answered");
     assert!(!history.partial(), "every direct child has synced before: {history:?}");
 }
 
@@ -122,6 +108,8 @@ fn bad_input_is_refused_counted_and_never_stored() {
     let mut fleet = fleet();
     let held = fleet.master.policies().count();
     let stranger = NodeKeys::generate(&mut seeded(404));
+    // A compromised local forwards what it likes: the policy's own signature still decides.
+    let local_0 = fleet.local_keys[0].public();
 
     // A policy signed by a key no server has.
     let mut forged = Fleet::policy("evil", "firewall.default", "allow-all", Scope::Global);
@@ -129,20 +117,22 @@ fn bad_input_is_refused_counted_and_never_stored() {
     let forged = Signed::sign(forged, &stranger).expect("signs");
     fleet.feed_server(
         MASTER,
-        ServerInput::Received { message: PolicyMessage::NewPolicy(forged.clone()), size: 0 },
+        ServerInput::Received { from: local_0, message: PolicyMessage::NewPolicy(forged.clone()), size: 0 },
     );
     // The same, claiming an author nobody knows.
     let mut unknown = forged.clone();
     unknown.body.author = "nobody".into();
-    fleet.feed_server(MASTER, ServerInput::Received { message: PolicyMessage::NewPolicy(unknown), size: 0 });
+    let message = PolicyMessage::NewPolicy(unknown);
+    fleet.feed_server(MASTER, ServerInput::Received { from: local_0, message, size: 0 });
     // Unsigned: the signature field left empty (all zero).
     let mut unsigned = forged.clone();
     unsigned.body.id = "unsigned".into();
     unsigned.signature = cohort_core::signed::Signature([0; 64]);
-    fleet.feed_server(MASTER, ServerInput::Received { message: PolicyMessage::NewPolicy(unsigned), size: 0 });
+    let message = PolicyMessage::NewPolicy(unsigned);
+    fleet.feed_server(MASTER, ServerInput::Received { from: local_0, message, size: 0 });
     assert_eq!(fleet.master.policies().count(), held);
-    assert_eq!(fleet.master.rejected().get("policy-bad-signature"), Some(&2));
-    assert_eq!(fleet.master.rejected().get("policy-unknown-signer"), Some(&1));
+    assert_eq!(fleet.master.rejected().get(&RejectKind::PolicyBadSignature), Some(&2));
+    assert_eq!(fleet.master.rejected().get(&RejectKind::PolicyUnknownSigner), Some(&1));
 
     // An aggregate from a local the master does not know.
     let sync = SyncRequest {
@@ -153,8 +143,9 @@ fn bad_input_is_refused_counted_and_never_stored() {
     };
     let sync = Signed::sign(sync, &stranger).expect("signs");
     let syncs = fleet.master.syncs_received();
-    fleet.feed_server(MASTER, ServerInput::Received { message: PolicyMessage::Sync(sync), size: 0 });
-    assert_eq!(fleet.master.rejected().get("unknown-local"), Some(&1));
+    let from = stranger.public();
+    fleet.feed_server(MASTER, ServerInput::Received { from, message: PolicyMessage::Sync(sync), size: 0 });
+    assert_eq!(fleet.master.rejected().get(&RejectKind::UnknownLocal), Some(&1));
     assert_eq!(fleet.master.syncs_received(), syncs);
 
     // A report from an agent the local does not know, and an oversized one.
@@ -163,22 +154,26 @@ fn bad_input_is_refused_counted_and_never_stored() {
         platform: Platform::new("linux", "6", "web"),
         applied: [0; 32],
         checks: Default::default(),
-        threats: 0,
-        last_scan: WallClock(0),
+        threats: None,
+        last_scan: None,
         at: WallClock(0),
     };
     let local = local_name(0);
     let held_reports = fleet.locals[0].reports_held();
     let signed = Signed::sign(report.clone(), &stranger).expect("signs");
-    fleet.feed_server(&local, ServerInput::Received { message: PolicyMessage::Poll(signed), size: 300 });
+    let from = stranger.public();
+    fleet
+        .feed_server(&local, ServerInput::Received { from, message: PolicyMessage::Poll(signed), size: 300 });
     let mut big = report;
     big.agent = "agent-0000".into();
     big.checks = (0..2000).map(|i| (format!("check-{i}"), true)).collect();
     let big = Signed::sign(big, &stranger).expect("signs");
     let size = cohort_core::wire::encode(&PolicyMessage::Poll(big.clone())).expect("encodes").len();
-    fleet.feed_server(&local, ServerInput::Received { message: PolicyMessage::Poll(big), size });
-    assert_eq!(fleet.locals[0].rejected().get("unknown-agent"), Some(&1));
-    assert_eq!(fleet.locals[0].rejected().get("oversized-report"), Some(&1));
+    // From agent-0000's own channel, so the size is what is judged.
+    let from = fleet.identity_of("agent-0000").expect("agent-0000");
+    fleet.feed_server(&local, ServerInput::Received { from, message: PolicyMessage::Poll(big), size });
+    assert_eq!(fleet.locals[0].rejected().get(&RejectKind::UnknownAgent), Some(&1));
+    assert_eq!(fleet.locals[0].rejected().get(&RejectKind::OversizedReport), Some(&1));
     assert_eq!(fleet.locals[0].reports_held(), held_reports);
     assert!(fleet.rejections.iter().any(|(_, r)| r.contains("over the 16384-byte limit")));
 
@@ -187,7 +182,7 @@ fn bad_input_is_refused_counted_and_never_stored() {
     tampered.body.params.insert("firewall.default".into(), "allow-all".into());
     tampered.body.version += 1;
     fleet.master.restore([tampered], []);
-    assert_eq!(fleet.master.rejected().get("stored-policy-invalid"), Some(&1));
+    assert_eq!(fleet.master.rejected().get(&RejectKind::StoredPolicyInvalid), Some(&1));
     assert!(fleet.master.policies().all(|p| !p.params.contains_key("firewall.default")));
 }
 
@@ -201,4 +196,89 @@ fn the_tier_cuts_bytes_at_the_master_at_least_twentyfold() {
         report.direct_baseline_bytes_per_cycle
     );
     assert_eq!(report.agents_applied, 1000);
+}
+
+/// Operators' requests are judged by the server itself: a request signed by a key the tier does
+/// not list, or made outside the freshness window, is refused, counted and changes nothing; the
+/// master refuses to "sync now"; a local refuses to answer for the global status.
+#[test]
+fn admin_requests_are_authorised_and_checked_for_freshness_by_the_server() {
+    let mut fleet = fleet();
+    let held = fleet.master.policies().count();
+    let stranger = NodeKeys::generate(&mut seeded(405));
+    let create = PolicyAdmin::Create(Fleet::policy("evil", "firewall.default", "allow-all", Scope::Global));
+    let request = PolicyAdminRequest { at: fleet.wall, request: create.clone() };
+    let signed = Signed::sign(request, &stranger).expect("signs");
+    fleet.feed_server(MASTER, ServerInput::Admin { request: 900, signed });
+    // The operator's own key, but a request made an hour ago (a captured one, replayed).
+    let stale = PolicyAdminRequest { at: WallClock(fleet.wall.0 - 3_600_000), request: create };
+    let signed = Signed::sign(stale, &fleet.operator).expect("signs");
+    fleet.feed_server(MASTER, ServerInput::Admin { request: 901, signed });
+    assert_eq!(fleet.master.policies().count(), held, "nothing was created");
+    assert_eq!(fleet.master.rejected().get(&RejectKind::AdminNotOperator), Some(&1));
+    assert_eq!(fleet.master.rejected().get(&RejectKind::AdminStale), Some(&1));
+    let reply = |fleet: &Fleet, id: u64| {
+        fleet.admin_replies.iter().find(|(_, r, _)| *r == id).map(|(_, _, reply)| reply.clone())
+    };
+    assert!(
+        matches!(reply(&fleet, 900), Some(PolicyAdminReply::Error(e)) if e.contains("not signed by an operator"))
+    );
+    assert!(matches!(reply(&fleet, 901), Some(PolicyAdminReply::Error(e)) if e.contains("stale")));
+
+    let sync = fleet.admin(MASTER, PolicyAdmin::SyncNow);
+    assert!(matches!(reply(&fleet, sync), Some(PolicyAdminReply::Error(e)) if e.contains("no parent")));
+    let status = fleet.admin(&local_name(0), PolicyAdmin::Status { current: true, since: None });
+    assert!(
+        matches!(reply(&fleet, status), Some(PolicyAdminReply::Error(e)) if e.contains("from the master"))
+    );
+    // A genuine request: the server becomes the author, whatever the request said.
+    let mut policy = Fleet::policy("ok", "update.channel", "stable", Scope::Global);
+    policy.author = "someone-else".into();
+    let created = fleet.create(&local_name(0), policy);
+    assert_eq!(reply(&fleet, created), Some(PolicyAdminReply::Created));
+    assert!(fleet.locals[0].policies().any(|p| p.id == "ok" && p.author == local_name(0)));
+}
+
+/// A tier message is taken only from the channel of the server or agent it names: a local's
+/// sync arriving on another local's channel, an agent's report on a stranger's, a parent's
+/// reply from a child, are refused and counted.
+#[test]
+fn a_message_on_a_channel_whose_peer_is_not_its_sender_is_refused() {
+    let mut fleet = fleet();
+    let syncs = fleet.master.syncs_received();
+    let sync = SyncRequest {
+        from: local_name(0),
+        cycle: 99,
+        versions: Default::default(),
+        aggregate: Default::default(),
+    };
+    let sync = Signed::sign(sync, &fleet.local_keys[0]).expect("signs");
+    let from = fleet.local_keys[1].public();
+    fleet.feed_server(MASTER, ServerInput::Received { from, message: PolicyMessage::Sync(sync), size: 0 });
+    assert_eq!(fleet.master.syncs_received(), syncs, "a relayed sync is not a sync");
+
+    let report = AgentReport {
+        agent: "agent-0000".into(),
+        platform: Platform::new("linux", "6", "web"),
+        applied: [0; 32],
+        checks: Default::default(),
+        threats: None,
+        last_scan: None,
+        at: fleet.wall,
+    };
+    let agent_0 = fleet.agents[0].keys().clone();
+    let signed = Signed::sign(report, &agent_0).expect("signs");
+    let stranger = NodeKeys::generate(&mut seeded(406)).public();
+    let local = local_name(0);
+    fleet.feed_server(
+        &local,
+        ServerInput::Received { from: stranger, message: PolicyMessage::Poll(signed), size: 300 },
+    );
+
+    let reply = PolicyMessage::SyncReply { policies: Vec::new(), wanted: vec!["base".into()] };
+    let child = fleet.local_keys[2].public();
+    fleet.feed_server(&local, ServerInput::Received { from: child, message: reply, size: 0 });
+
+    assert_eq!(fleet.master.rejected().get(&RejectKind::WrongPeer), Some(&1));
+    assert_eq!(fleet.locals[0].rejected().get(&RejectKind::WrongPeer), Some(&2));
 }

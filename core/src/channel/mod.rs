@@ -18,7 +18,7 @@ use snow::{HandshakeState, TransportState};
 use crate::identity::{KeyDigest, NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::{SeededResolver, SeededRng};
-use crate::time::Instant;
+use crate::time::{Instant, Now};
 use chunk::{ChunkError, Reassembler};
 use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN, encode_frame};
 
@@ -421,7 +421,8 @@ impl Machine for Channel {
     type Input = ChannelInput;
     type Output = ChannelOutput;
 
-    fn handle(&mut self, now: Instant, input: ChannelInput) {
+    fn handle(&mut self, now: Now, input: ChannelInput) {
+        let now = now.mono;
         if matches!(self.state, State::Closed) {
             return;
         }

@@ -1,15 +1,18 @@
 //! The audit trail: records of every run and every denial, and the collector's append-only chain
 //! in which each entry holds the hash of the one before. Owns the record, the chain hashing, the
-//! collector machine (durable before acknowledged) and chain verification. It never rewrites or
-//! drops an entry.
+//! collector machine (a record counts only if signed by the host it names; durable before
+//! acknowledged) and chain verification. It never rewrites or drops an entry, and never appends a
+//! record it could not verify.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::identity::PublicIdentity;
 use crate::machine::Machine;
-use crate::time::{Instant, WallClock};
+use crate::signed::Signed;
+use crate::time::{Instant, Now, WallClock};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AuditDecision {
@@ -88,11 +91,14 @@ pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a ChainEntry>) -> Re
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CollectorInput {
-    /// A host submits a record; `ack` identifies the reply.
+    /// A host submits a record signed with its key; `ack` identifies the reply.
     Submit {
         ack: u64,
-        record: AuditRecord,
+        record: Signed<AuditRecord>,
     },
+    /// The hosts (and the gateway) whose records are accepted, by the name a record carries:
+    /// from the installed configuration, replacing the table before.
+    Signers(BTreeMap<String, PublicIdentity>),
     Persisted {
         index: u64,
     },
@@ -104,11 +110,24 @@ pub enum CollectorOutput {
     Append(Box<ChainEntry>),
     /// The record is durable at `index`: tell the submitter.
     Ack { ack: u64, index: u64 },
+    /// The record was not appended: tell the submitter why.
+    Refused { ack: u64, refusal: AuditRefusal },
+}
+
+/// Why the collector would not append a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditRefusal {
+    #[error("the record names host `{0}`, which the collector does not know")]
+    UnknownHost(String),
+    #[error("the record for `{0}` is not signed by that host's key")]
+    BadSignature(String),
 }
 
 /// The audit collector: appends in arrival order and acknowledges only what is durable.
 #[derive(Debug)]
 pub struct AuditCollector {
+    signers: BTreeMap<String, PublicIdentity>,
+    refused: u64,
     next_index: u64,
     last_hash: [u8; 32],
     waiting: VecDeque<(u64, u64)>,
@@ -116,9 +135,12 @@ pub struct AuditCollector {
 }
 
 impl AuditCollector {
-    /// Resumes after the last stored entry (`None` for an empty trail).
-    pub fn new(last: Option<&ChainEntry>) -> Self {
+    /// Resumes after the last stored entry (`None` for an empty trail), accepting records from
+    /// `signers`.
+    pub fn new(last: Option<&ChainEntry>, signers: BTreeMap<String, PublicIdentity>) -> Self {
         AuditCollector {
+            signers,
+            refused: 0,
             next_index: last.map_or(0, |e| e.index + 1),
             last_hash: last.map_or(GENESIS_HASH, |e| e.hash),
             waiting: VecDeque::new(),
@@ -133,15 +155,39 @@ impl AuditCollector {
     pub fn is_empty(&self) -> bool {
         self.next_index == 0
     }
+
+    /// Records refused since start (unknown host, bad signature).
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
+    fn check(&self, record: &Signed<AuditRecord>) -> Result<(), AuditRefusal> {
+        let host = &record.body.host;
+        let signer = self.signers.get(host).ok_or_else(|| AuditRefusal::UnknownHost(clip(host)))?;
+        record.verify(signer).map_err(|_| AuditRefusal::BadSignature(clip(host)))?;
+        Ok(())
+    }
+}
+
+/// A host name from a record, cut short enough to log and send back.
+fn clip(name: &str) -> String {
+    name.chars().take(64).collect()
 }
 
 impl Machine for AuditCollector {
     type Input = CollectorInput;
     type Output = CollectorOutput;
 
-    fn handle(&mut self, _now: Instant, input: CollectorInput) {
+    fn handle(&mut self, _now: Now, input: CollectorInput) {
         match input {
+            CollectorInput::Signers(signers) => self.signers = signers,
             CollectorInput::Submit { ack, record } => {
+                if let Err(refusal) = self.check(&record) {
+                    self.refused += 1;
+                    self.outputs.push_back(CollectorOutput::Refused { ack, refusal });
+                    return;
+                }
+                let record = record.body;
                 let index = self.next_index;
                 let hash = entry_hash(index, &self.last_hash, &record);
                 let entry = ChainEntry { index, prev_hash: self.last_hash, record, hash };
@@ -175,8 +221,19 @@ impl Machine for AuditCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::NodeKeys;
+    use crate::rng::seeded;
+    use crate::time::Now;
 
-    fn record(n: u8) -> AuditRecord {
+    fn key(n: u8) -> NodeKeys {
+        NodeKeys::generate(&mut seeded(u64::from(n)))
+    }
+
+    fn signers(n: u8) -> BTreeMap<String, PublicIdentity> {
+        (0..n).map(|i| (format!("h{i}"), key(i).public())).collect()
+    }
+
+    fn body(n: u8) -> AuditRecord {
         AuditRecord {
             host: format!("h{n}"),
             principal: "alice".into(),
@@ -188,11 +245,16 @@ mod tests {
         }
     }
 
+    /// Host `n`'s record, signed by host `n`.
+    fn record(n: u8) -> Signed<AuditRecord> {
+        Signed::sign(body(n), &key(n)).expect("signs")
+    }
+
     fn chain(n: u8) -> Vec<ChainEntry> {
-        let mut collector = AuditCollector::new(None);
+        let mut collector = AuditCollector::new(None, signers(n));
         let mut entries = Vec::new();
         for i in 0..n {
-            collector.handle(Instant::ZERO, CollectorInput::Submit { ack: u64::from(i), record: record(i) });
+            collector.handle(Now::ZERO, CollectorInput::Submit { ack: u64::from(i), record: record(i) });
         }
         while let Some(out) = collector.poll_output() {
             if let CollectorOutput::Append(e) = out {
@@ -204,17 +266,42 @@ mod tests {
 
     #[test]
     fn acks_come_only_after_persistence_and_in_order() {
-        let mut collector = AuditCollector::new(None);
-        collector.handle(Instant::ZERO, CollectorInput::Submit { ack: 7, record: record(1) });
-        collector.handle(Instant::ZERO, CollectorInput::Submit { ack: 8, record: record(2) });
+        let mut collector = AuditCollector::new(None, signers(3));
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 7, record: record(1) });
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 8, record: record(2) });
         let appended: Vec<_> = std::iter::from_fn(|| collector.poll_output()).collect();
         assert!(appended.iter().all(|o| matches!(o, CollectorOutput::Append(_))));
-        collector.handle(Instant::ZERO, CollectorInput::Persisted { index: 1 });
+        collector.handle(Now::ZERO, CollectorInput::Persisted { index: 1 });
         let acks: Vec<_> = std::iter::from_fn(|| collector.poll_output()).collect();
         assert_eq!(
             acks,
             vec![CollectorOutput::Ack { ack: 7, index: 0 }, CollectorOutput::Ack { ack: 8, index: 1 }]
         );
+    }
+
+    #[test]
+    fn a_record_not_signed_by_the_host_it_names_is_refused_and_counted() {
+        let mut collector = AuditCollector::new(None, signers(3));
+        // h2's record signed by h1: a host writing in another's name.
+        let forged = Signed::sign(body(2), &key(1)).expect("signs");
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 1, record: forged });
+        // A host the collector has never heard of.
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 2, record: record(9) });
+        let outputs: Vec<_> = std::iter::from_fn(|| collector.poll_output()).collect();
+        assert_eq!(
+            outputs,
+            vec![
+                CollectorOutput::Refused { ack: 1, refusal: AuditRefusal::BadSignature("h2".into()) },
+                CollectorOutput::Refused { ack: 2, refusal: AuditRefusal::UnknownHost("h9".into()) },
+            ]
+        );
+        assert_eq!((collector.refused(), collector.len()), (2, 0));
+        // Once the configuration names h9, its records count.
+        let mut table = signers(3);
+        table.insert("h9".into(), key(9).public());
+        collector.handle(Now::ZERO, CollectorInput::Signers(table));
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 3, record: record(9) });
+        assert!(matches!(collector.poll_output(), Some(CollectorOutput::Append(e)) if e.index == 0));
     }
 
     #[test]
@@ -231,8 +318,8 @@ mod tests {
     #[test]
     fn a_resumed_collector_continues_the_chain() {
         let entries = chain(3);
-        let mut collector = AuditCollector::new(entries.last());
-        collector.handle(Instant::ZERO, CollectorInput::Submit { ack: 0, record: record(9) });
+        let mut collector = AuditCollector::new(entries.last(), signers(10));
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 0, record: record(9) });
         let Some(CollectorOutput::Append(next)) = collector.poll_output() else { panic!("an append") };
         let all: Vec<ChainEntry> = entries.into_iter().chain([*next]).collect();
         assert_eq!(verify_chain(&all), Ok(4));

@@ -7,53 +7,47 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
-use super::acl::Acl;
+use super::acl::{Acl, AclDenied};
 use super::audit::{AuditDecision, AuditRecord};
-use super::ticket::{Authenticator, SealedAuthenticator, ServiceTicket, request_digest};
+use super::ticket::{Authenticator, TicketError, request_digest};
+pub use super::wire::{ExecRequest, HostEvent, HostWire};
 use crate::identity::NodeKeys;
 use crate::machine::Machine;
-use crate::time::{Instant, WallClock};
+use crate::signed::Signed;
+use crate::time::{Instant, Now, WallClock};
 
-/// What a gateway sends a host to run one command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecRequest {
-    pub ticket: ServiceTicket,
-    pub authenticator: SealedAuthenticator,
-    pub run_as: String,
-    pub argv: Vec<String>,
-}
-
-/// What a host tells the gateway about a run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HostEvent {
-    Started,
-    Output {
-        stderr: bool,
-        bytes: Vec<u8>,
-    },
-    Exited {
-        code: i32,
-    },
-    Signalled {
-        signal: i32,
-    },
-    /// Refused before anything ran; the reason is safe to show the user.
-    Denied {
-        reason: String,
-    },
-    /// Ended by a cancel (alarm, or the client went away).
-    Killed {
-        reason: String,
-    },
-}
-
-impl HostEvent {
-    /// Whether this event ends the session (nothing follows it).
-    pub fn is_final(&self) -> bool {
-        !matches!(self, HostEvent::Started | HostEvent::Output { .. })
-    }
+/// Why a host refused a request before anything ran. The text is safe to show the user and is
+/// what the audit record keeps.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("ticket refused: {0}")]
+    Ticket(TicketError),
+    #[error("ticket is for host `{ticket}`, not `{host}`")]
+    WrongHost { ticket: String, host: String },
+    #[error("ticket expired; log in again")]
+    Expired,
+    #[error("ticket issued in the future beyond the allowed clock skew")]
+    IssuedInFuture,
+    #[error("authenticator refused: {0}")]
+    Authenticator(TicketError),
+    #[error("authenticator names another principal")]
+    OtherPrincipal,
+    #[error("clock skew of {skew_s}s is beyond the {limit_s}s limit; check NTP on both ends")]
+    ClockSkew { skew_s: u64, limit_s: u64 },
+    #[error("authenticator predates this daemon's start; retry")]
+    PredatesStart,
+    #[error("authenticator does not cover this command")]
+    NotCovered,
+    #[error("replayed authenticator")]
+    Replayed,
+    #[error("replay cache full; retry shortly")]
+    ReplayCacheFull,
+    #[error("ACL: {0}")]
+    Acl(AclDenied),
+    #[error("the audit collector did not acknowledge the record; refusing to run")]
+    AuditUnacknowledged,
+    #[error("a request arrived on a connection that already carries a session")]
+    OutOfOrder,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,10 +58,15 @@ pub enum ProcessEnd {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaemonInput {
-    Request {
-        session: u64,
-        request: ExecRequest,
-        wall: WallClock,
+    /// A gateway's message on connection `conn`. A connection carries one session, named by
+    /// the connection: a `Start` opens it and only a `Cancel` may follow.
+    Wire {
+        conn: u64,
+        message: HostWire,
+    },
+    /// The gateway's connection `conn` closed: whatever runs for it is stopped.
+    Gone {
+        conn: u64,
     },
     /// The local audit write `token` is durable.
     AuditPersisted {
@@ -86,11 +85,6 @@ pub enum DaemonInput {
         session: u64,
         end: ProcessEnd,
     },
-    /// Stop the run: the alarm ended it, or the gateway or client went away.
-    Cancel {
-        session: u64,
-        reason: String,
-    },
     /// The process could not be started.
     SpawnFailed {
         session: u64,
@@ -106,10 +100,11 @@ pub enum DaemonOutput {
         token: u64,
         record: AuditRecord,
     },
-    /// Send the record to the collector; answer `AuditAcked` when it acknowledges.
+    /// Send the record, signed with this host's key, to the collector; answer `AuditAcked`
+    /// when it acknowledges.
     SubmitAudit {
         token: u64,
-        record: AuditRecord,
+        record: Signed<AuditRecord>,
     },
     Spawn {
         session: u64,
@@ -154,7 +149,7 @@ enum Phase {
     Auditing {
         token: u64,
         allowed: bool,
-        reason: Option<String>,
+        reason: Option<Refusal>,
         deadline: Instant,
         persisted: bool,
     },
@@ -190,6 +185,8 @@ pub struct ExecDaemon {
     next_token: u64,
     outputs: VecDeque<DaemonOutput>,
     denials: u64,
+    /// Gateway messages out of order (a Cancel before any Start, a second Start).
+    protocol_errors: u64,
 }
 
 impl ExecDaemon {
@@ -206,6 +203,7 @@ impl ExecDaemon {
             next_token: 0,
             outputs: VecDeque::new(),
             denials: 0,
+            protocol_errors: 0,
         }
     }
 
@@ -217,61 +215,62 @@ impl ExecDaemon {
         self.denials
     }
 
+    pub fn protocol_errors(&self) -> u64 {
+        self.protocol_errors
+    }
+
     pub fn sessions(&self) -> usize {
         self.sessions.len()
     }
 
     /// Checks everything a request must pass. Returns the principal (or the name claimed) and
     /// the refusal, if any.
-    fn verify(&mut self, request: &ExecRequest, wall: WallClock) -> (String, Result<(), String>) {
+    fn verify(&mut self, request: &ExecRequest, wall: WallClock) -> (String, Result<(), Refusal>) {
         let body = match request.ticket.open(&self.keys, &self.host) {
             Ok(body) => body,
-            Err(e) => return ("(unverified)".into(), Err(format!("ticket refused: {e}"))),
+            Err(e) => return ("(unverified)".into(), Err(Refusal::Ticket(e))),
         };
         let principal = body.principal.clone();
         let skew_ms = u64::try_from(self.settings.max_skew.as_millis()).unwrap_or(u64::MAX);
-        let refuse = |reason: String| (principal.clone(), Err(reason));
+        let refuse = |refusal: Refusal| (principal.clone(), Err(refusal));
         if body.host != self.host {
-            return refuse(format!("ticket is for host `{}`, not `{}`", body.host, self.host));
+            return refuse(Refusal::WrongHost { ticket: body.host.clone(), host: self.host.clone() });
         }
         if wall >= body.expires {
-            return refuse("ticket expired; log in again".into());
+            return refuse(Refusal::Expired);
         }
         if body.issued.0 > wall.0.saturating_add(skew_ms) {
-            return refuse("ticket issued in the future beyond the allowed clock skew".into());
+            return refuse(Refusal::IssuedInFuture);
         }
         let auth = match Authenticator::open(&request.authenticator, &body.session_key, &self.host) {
             Ok(auth) => auth,
-            Err(e) => return refuse(format!("authenticator refused: {e}")),
+            Err(e) => return refuse(Refusal::Authenticator(e)),
         };
         if auth.principal != body.principal {
-            return refuse("authenticator names another principal".into());
+            return refuse(Refusal::OtherPrincipal);
         }
         let skew = wall.distance(auth.timestamp);
         if skew > self.settings.max_skew {
-            return refuse(format!(
-                "clock skew of {}s is beyond the {}s limit; check NTP on both ends",
-                skew.as_secs(),
-                self.settings.max_skew.as_secs()
-            ));
+            let (skew_s, limit_s) = (skew.as_secs(), self.settings.max_skew.as_secs());
+            return refuse(Refusal::ClockSkew { skew_s, limit_s });
         }
         if auth.timestamp < self.started {
-            return refuse("authenticator predates this daemon's start; retry".into());
+            return refuse(Refusal::PredatesStart);
         }
         if auth.request_digest != request_digest(&self.host, &request.run_as, &request.argv) {
-            return refuse("authenticator does not cover this command".into());
+            return refuse(Refusal::NotCovered);
         }
         self.replay.retain(|_, forget_at| *forget_at > wall);
         let key = (auth.principal.clone(), auth.nonce);
         if self.replay.contains_key(&key) {
-            return refuse("replayed authenticator".into());
+            return refuse(Refusal::Replayed);
         }
         if self.replay.len() >= self.settings.max_replay_entries {
-            return refuse("replay cache full; retry shortly".into());
+            return refuse(Refusal::ReplayCacheFull);
         }
         self.replay.insert(key, WallClock(auth.timestamp.0.saturating_add(2 * skew_ms)));
         if let Err(denied) = self.acl.check(&principal, &request.run_as, &request.argv) {
-            return refuse(format!("ACL: {denied}"));
+            return refuse(Refusal::Acl(denied));
         }
         (principal, Ok(()))
     }
@@ -313,9 +312,9 @@ impl ExecDaemon {
         };
         let (decision, allowed, reason) = match verdict {
             Ok(()) => (AuditDecision::Run, true, None),
-            Err(reason) => {
+            Err(refusal) => {
                 self.denials += 1;
-                (AuditDecision::Denied { reason: reason.clone() }, false, Some(reason))
+                (AuditDecision::Denied { reason: refusal.to_string() }, false, Some(refusal))
             }
         };
         let record = self.record(&session, wall, decision);
@@ -339,7 +338,11 @@ impl ExecDaemon {
         {
             *persisted = true;
         }
-        if let Some(record) = self.unsent.remove(&token) {
+        // A record that cannot be signed is never acknowledged: the audit timeout then refuses
+        // the run, which is what an unaudited run deserves.
+        if let Some(record) = self.unsent.remove(&token)
+            && let Ok(record) = Signed::sign(record, &self.keys)
+        {
             self.outputs.push_back(DaemonOutput::SubmitAudit { token, record });
         }
     }
@@ -356,7 +359,7 @@ impl ExecDaemon {
             self.outputs.push_back(DaemonOutput::Spawn { session: id, run_as, argv });
             self.outputs.push_back(DaemonOutput::Reply { session: id, event: HostEvent::Started });
         } else {
-            let reason = reason.clone().unwrap_or_default();
+            let reason = reason.as_ref().map(Refusal::to_string).unwrap_or_default();
             self.sessions.remove(&id);
             self.outputs.push_back(DaemonOutput::Reply { session: id, event: HostEvent::Denied { reason } });
             self.outputs.push_back(DaemonOutput::Done { session: id });
@@ -403,13 +406,28 @@ impl ExecDaemon {
             }
         }
     }
+}
 
-    /// Feeds an input that needs the wall clock (requests, ends, cancels, audit writes).
-    pub fn handle_at(&mut self, now: Instant, wall: WallClock, input: DaemonInput) {
+impl Machine for ExecDaemon {
+    type Input = DaemonInput;
+    type Output = DaemonOutput;
+
+    fn handle(&mut self, now: Now, input: DaemonInput) {
+        let Now { mono: now, wall } = now;
         match input {
-            DaemonInput::Request { session, request, wall } => {
-                self.handle_request(now, session, request, wall)
-            }
+            DaemonInput::Wire { conn, message } => match (message, self.sessions.contains_key(&conn)) {
+                (HostWire::Start(request), false) => self.handle_request(now, conn, *request, wall),
+                (HostWire::Cancel { reason }, true) => self.cancel(conn, wall, reason),
+                // A Cancel that crossed the run's end on the wire: nothing is left to stop.
+                (HostWire::Cancel { .. }, false) => {}
+                // A second Start on one connection: a gateway out of protocol. What runs is
+                // stopped and the connection ends.
+                (HostWire::Start(_), true) => {
+                    self.protocol_errors += 1;
+                    self.cancel(conn, wall, Refusal::OutOfOrder.to_string());
+                }
+            },
+            DaemonInput::Gone { conn } => self.cancel(conn, wall, "the gateway went away".to_owned()),
             DaemonInput::AuditPersisted { token } => self.audit_persisted(token),
             DaemonInput::AuditAcked { token } => self.audit_acked(token),
             DaemonInput::Output { session, stderr, bytes } => {
@@ -421,7 +439,6 @@ impl ExecDaemon {
                 }
             }
             DaemonInput::Exited { session, end } => self.ended(session, wall, end),
-            DaemonInput::Cancel { session, reason } => self.cancel(session, wall, reason),
             DaemonInput::SpawnFailed { session, reason } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.phase = Phase::Running { cancelled: Some(format!("could not start: {reason}")) };
@@ -437,8 +454,7 @@ impl ExecDaemon {
                     .collect();
                 for id in expired {
                     let Some(session) = self.sessions.remove(&id) else { continue };
-                    let reason =
-                        "the audit collector did not acknowledge the record; refusing to run".to_owned();
+                    let reason = Refusal::AuditUnacknowledged.to_string();
                     self.denials += 1;
                     let record =
                         self.record(&session, wall, AuditDecision::Denied { reason: reason.clone() });
@@ -449,15 +465,6 @@ impl ExecDaemon {
                 }
             }
         }
-    }
-}
-
-impl Machine for ExecDaemon {
-    type Input = (WallClock, DaemonInput);
-    type Output = DaemonOutput;
-
-    fn handle(&mut self, now: Instant, (wall, input): (WallClock, DaemonInput)) {
-        self.handle_at(now, wall, input);
     }
 
     fn poll_output(&mut self) -> Option<DaemonOutput> {

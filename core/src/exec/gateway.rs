@@ -3,77 +3,35 @@
 //! the gateway checks, then for each host it gets a service ticket, makes an authenticator, and
 //! runs the parallel execution utility over the hosts, streaming each host's result back as it
 //! completes. When the run ends every trace of it (credential, session keys, output) is dropped.
-//! It never acts without a valid credential presented over the channel it was issued to.
+//! It never acts without a valid credential presented over the channel it was issued to. Node
+//! sets (`h[01-50]`, `@web`) are expanded here, from the groups of the installed configuration.
+//! Its own refusals are audited in records it signs.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use rand_core::RngCore;
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::audit::{AuditDecision, AuditRecord};
-use super::daemon::{ExecRequest, HostEvent};
 use super::kdc::Kdc;
+use super::nodeset;
 use super::parallel::{AlarmSchedule, ParallelInput, ParallelOutput, ParallelRun, SessionEnd, SessionResult};
 use super::ticket::{Authenticator, Credential, request_digest};
-use crate::identity::PublicIdentity;
+pub use super::wire::{ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult};
+use super::wire::{ExecRequest, HostEvent};
+use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::SeededRng;
 use crate::signed::Signed;
-use crate::time::{Instant, WallClock};
+use crate::time::{Instant, Now, WallClock};
 
 /// The largest fanout a client may ask for.
 pub const MAX_FANOUT: usize = 1024;
+/// The host name the gateway's own audit records carry; the collector knows the gateway's key by
+/// it.
+pub const GATEWAY_AUDIT_NAME: &str = "gateway";
 /// Output kept per host and stream.
 pub const MAX_OUTPUT_PER_HOST: usize = 1024 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ExecCommand {
-    pub credential: Signed<Credential>,
-    pub hosts: Vec<String>,
-    pub run_as: String,
-    pub argv: Vec<String>,
-    pub fanout: u32,
-    pub t1_ms: u64,
-    pub t2_ms: u64,
-    pub t3_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientRequest {
-    Login { principal: String, password: String },
-    Exec(Box<ExecCommand>),
-}
-
-/// One host's outcome as the client receives it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HostResult {
-    pub host: String,
-    pub outcome: HostOutcome,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub started_ms: Option<u64>,
-    pub ended_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HostOutcome {
-    Exited(i32),
-    Signalled(i32),
-    KilledByAlarm(String),
-    Denied(String),
-    Unreachable(String),
-    Failed(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ClientEvent {
-    LoggedIn { credential: Signed<Credential> },
-    Refused { reason: String },
-    Accepted { hosts: u32 },
-    Host(HostResult),
-    Finished,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GatewayInput {
@@ -86,6 +44,9 @@ pub enum GatewayInput {
     ClientGone {
         client: u64,
     },
+    /// The `group.NAME` settings of the installed configuration, for `@NAME` in node sets;
+    /// replaces the groups before.
+    Groups(BTreeMap<String, String>),
     /// A host's report for session `session`.
     Host {
         session: u64,
@@ -119,8 +80,9 @@ pub enum GatewayOutput {
     CloseClient {
         client: u64,
     },
-    /// A refusal at the gateway (failed login, bad credential) for the audit trail.
-    Audit(AuditRecord),
+    /// A refusal at the gateway (failed login, bad credential) for the audit trail, signed with
+    /// the gateway's key under the host name [`GATEWAY_AUDIT_NAME`].
+    Audit(Signed<AuditRecord>),
 }
 
 #[derive(Debug)]
@@ -152,6 +114,9 @@ pub struct HeldState {
 #[derive(Debug)]
 pub struct Gateway {
     kdc: Kdc,
+    /// Signs the gateway's own audit records.
+    keys: NodeKeys,
+    groups: BTreeMap<String, String>,
     rng: SeededRng,
     runs: BTreeMap<u64, Run>,
     /// session id → (client, host index).
@@ -167,9 +132,11 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 impl Gateway {
-    pub fn new(kdc: Kdc, rng: SeededRng) -> Gateway {
+    pub fn new(kdc: Kdc, keys: NodeKeys, rng: SeededRng) -> Gateway {
         Gateway {
             kdc,
+            keys,
+            groups: BTreeMap::new(),
             rng,
             runs: BTreeMap::new(),
             session_index: BTreeMap::new(),
@@ -212,15 +179,20 @@ impl Gateway {
     fn audit_refusal(&mut self, wall: WallClock, principal: &str, argv: Vec<String>, reason: String) {
         let mut run_id = [0u8; 16];
         self.rng.fill_bytes(&mut run_id);
-        self.outputs.push_back(GatewayOutput::Audit(AuditRecord {
-            host: "gateway".into(),
+        let record = AuditRecord {
+            host: GATEWAY_AUDIT_NAME.into(),
             principal: principal.chars().take(128).collect(),
             run_as: String::new(),
             argv,
             at: wall,
             decision: AuditDecision::Denied { reason },
             run_id,
-        }));
+        };
+        // An encoding failure here would be a bug in the record type, not an input; the refusal
+        // itself still reaches the client.
+        if let Ok(signed) = Signed::sign(record, &self.keys) {
+            self.outputs.push_back(GatewayOutput::Audit(signed));
+        }
     }
 
     fn refuse(&mut self, client: u64, reason: String) {
@@ -277,6 +249,20 @@ impl Gateway {
                 format!("credential refused: {e}"),
             );
         }
+        let groups = &self.groups;
+        let lookup = |name: &str| groups.get(name).cloned();
+        let mut hosts = Vec::new();
+        for pattern in &command.hosts {
+            match nodeset::expand(pattern, &lookup) {
+                Ok(expanded) => hosts.extend(expanded),
+                Err(e) => return self.refuse(client, format!("bad host list: {e}")),
+            }
+            if hosts.len() > nodeset::MAX_HOSTS {
+                let reason = format!("bad host list: more than {} hosts", nodeset::MAX_HOSTS);
+                return self.refuse(client, reason);
+            }
+        }
+        let command = ExecCommand { hosts, ..command };
         if command.hosts.is_empty() || command.argv.is_empty() {
             return self.refuse(client, "no hosts or no command".into());
         }
@@ -385,7 +371,7 @@ impl Gateway {
     fn session_ended(&mut self, now: Instant, wall: WallClock, session: u64, end: SessionEnd) {
         let Some(&(client, index)) = self.session_index.get(&session) else { return };
         if let Some(run) = self.runs.get_mut(&client) {
-            run.parallel.handle(now, ParallelInput::Ended { index, end });
+            run.parallel.handle(Now::new(now, wall), ParallelInput::Ended { index, end });
         }
         self.drive(now, wall, client);
     }
@@ -396,14 +382,14 @@ impl Gateway {
             HostEvent::Started => return,
             HostEvent::Output { stderr, bytes } => {
                 if let Some(run) = self.runs.get_mut(&client) {
-                    run.parallel.handle(now, ParallelInput::Output { index, stderr, bytes });
+                    run.parallel.handle(Now::new(now, wall), ParallelInput::Output { index, stderr, bytes });
                 }
                 return;
             }
             HostEvent::Exited { code } => SessionEnd::Exited { code },
             HostEvent::Signalled { signal } => SessionEnd::Signalled { signal },
-            HostEvent::Denied { reason } => SessionEnd::Failed { reason: format!("denied: {reason}") },
-            HostEvent::Killed { reason } => SessionEnd::Failed { reason: format!("killed: {reason}") },
+            HostEvent::Denied { reason } => SessionEnd::Denied { reason },
+            HostEvent::Killed { reason } => SessionEnd::Cancelled { reason },
         };
         self.session_ended(now, wall, session, end);
     }
@@ -417,9 +403,14 @@ impl Gateway {
         }
         self.credentials.remove(&client);
     }
+}
 
-    /// Feeds one input with the wall clock reading it needs.
-    pub fn handle_at(&mut self, now: Instant, wall: WallClock, input: GatewayInput) {
+impl Machine for Gateway {
+    type Input = GatewayInput;
+    type Output = GatewayOutput;
+
+    fn handle(&mut self, now: Now, input: GatewayInput) {
+        let Now { mono: now, wall } = now;
         match input {
             GatewayInput::Client { client, client_key, request } => {
                 self.handle_client(now, wall, client, client_key, request)
@@ -434,13 +425,11 @@ impl Gateway {
                 }
                 self.forget(client);
             }
+            GatewayInput::Groups(groups) => self.groups = groups,
             GatewayInput::Host { session, event } => self.handle_host(now, wall, session, event),
-            GatewayInput::HostLost { session, reason } => self.session_ended(
-                now,
-                wall,
-                session,
-                SessionEnd::Failed { reason: format!("unreachable: {reason}") },
-            ),
+            GatewayInput::HostLost { session, reason } => {
+                self.session_ended(now, wall, session, SessionEnd::Unreachable { reason })
+            }
             GatewayInput::Timeout => {
                 let due: Vec<u64> = self
                     .runs
@@ -450,7 +439,7 @@ impl Gateway {
                     .collect();
                 for client in due {
                     if let Some(run) = self.runs.get_mut(&client) {
-                        run.parallel.handle(now, ParallelInput::Timeout);
+                        run.parallel.handle(Now::new(now, wall), ParallelInput::Timeout);
                     }
                     self.drive(now, wall, client);
                 }
@@ -458,11 +447,11 @@ impl Gateway {
         }
     }
 
-    pub fn poll_output(&mut self) -> Option<GatewayOutput> {
+    fn poll_output(&mut self) -> Option<GatewayOutput> {
         self.outputs.pop_front()
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         self.runs.values().filter_map(|r| r.parallel.poll_timeout()).min()
     }
 }
@@ -472,12 +461,9 @@ fn host_result(result: &SessionResult, run_started: Instant) -> HostResult {
         SessionEnd::Exited { code } => HostOutcome::Exited(*code),
         SessionEnd::Signalled { signal } => HostOutcome::Signalled(*signal),
         SessionEnd::Killed(kill) => HostOutcome::KilledByAlarm(kill.to_string()),
-        SessionEnd::Failed { reason } if reason.starts_with("denied: ") => {
-            HostOutcome::Denied(reason.trim_start_matches("denied: ").to_owned())
-        }
-        SessionEnd::Failed { reason } if reason.starts_with("unreachable: ") => {
-            HostOutcome::Unreachable(reason.trim_start_matches("unreachable: ").to_owned())
-        }
+        SessionEnd::Denied { reason } => HostOutcome::Denied(reason.clone()),
+        SessionEnd::Unreachable { reason } => HostOutcome::Unreachable(reason.clone()),
+        SessionEnd::Cancelled { reason } => HostOutcome::Failed(format!("killed: {reason}")),
         SessionEnd::Failed { reason } => HostOutcome::Failed(reason.clone()),
     };
     HostResult {

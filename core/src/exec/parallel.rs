@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::machine::Machine;
-use crate::time::Instant;
+use crate::time::{Instant, Now};
 
 /// T1, T2, T3 of the source (defaults 16 s, 32 s, 2 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +58,19 @@ pub enum SessionEnd {
         signal: i32,
     },
     Killed(AlarmKill),
-    /// The host could not be reached, refused, or failed before running anything.
+    /// The host refused the request before anything ran (ticket, authenticator, ACL, audit).
+    Denied {
+        reason: String,
+    },
+    /// The host could not be reached, or its connection dropped mid-run.
+    Unreachable {
+        reason: String,
+    },
+    /// The host ended the run on a cancel that was not the alarm (the client went away).
+    Cancelled {
+        reason: String,
+    },
+    /// The gateway could not start the session (no ticket, no such host).
     Failed {
         reason: String,
     },
@@ -299,7 +311,8 @@ impl Machine for ParallelRun {
     type Input = ParallelInput;
     type Output = ParallelOutput;
 
-    fn handle(&mut self, now: Instant, input: ParallelInput) {
+    fn handle(&mut self, now: Now, input: ParallelInput) {
+        let now = now.mono;
         match input {
             ParallelInput::Output { index, stderr, bytes } => {
                 let max = self.max_output;

@@ -6,8 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditRecord;
-use super::daemon::ExecRequest;
-use super::gateway::{ClientEvent, ClientRequest};
+use super::ticket::{Credential, SealedAuthenticator, ServiceTicket};
 use crate::signed::{Signed, SignedKind};
 
 impl SignedKind for AuditRecord {
@@ -44,4 +43,92 @@ pub enum GatewayReply {
 pub enum HostWire {
     Start(Box<ExecRequest>),
     Cancel { reason: String },
+}
+
+/// What a gateway sends a host to run one command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub ticket: ServiceTicket,
+    pub authenticator: SealedAuthenticator,
+    pub run_as: String,
+    pub argv: Vec<String>,
+}
+
+/// What a host tells the gateway about a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostEvent {
+    Started,
+    Output {
+        stderr: bool,
+        bytes: Vec<u8>,
+    },
+    Exited {
+        code: i32,
+    },
+    Signalled {
+        signal: i32,
+    },
+    /// Refused before anything ran; the reason is safe to show the user.
+    Denied {
+        reason: String,
+    },
+    /// Ended by a cancel (alarm, or the client went away).
+    Killed {
+        reason: String,
+    },
+}
+
+impl HostEvent {
+    /// Whether this event ends the session (nothing follows it).
+    pub fn is_final(&self) -> bool {
+        !matches!(self, HostEvent::Started | HostEvent::Output { .. })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecCommand {
+    pub credential: Signed<Credential>,
+    pub hosts: Vec<String>,
+    pub run_as: String,
+    pub argv: Vec<String>,
+    pub fanout: u32,
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t3_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    Login { principal: String, password: String },
+    Exec(Box<ExecCommand>),
+}
+
+/// One host's outcome as the client receives it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostResult {
+    pub host: String,
+    pub outcome: HostOutcome,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub started_ms: Option<u64>,
+    pub ended_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostOutcome {
+    Exited(i32),
+    Signalled(i32),
+    KilledByAlarm(String),
+    Denied(String),
+    Unreachable(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientEvent {
+    LoggedIn { credential: Signed<Credential> },
+    Refused { reason: String },
+    Accepted { hosts: u32 },
+    Host(HostResult),
+    Finished,
 }

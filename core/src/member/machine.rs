@@ -17,7 +17,7 @@ use crate::identity::{KeyDigest, NodeId, NodeKeys};
 use crate::machine::Machine;
 use crate::rng::SeededRng;
 use crate::signed::Signed;
-use crate::time::Instant;
+use crate::time::{Instant, Now};
 use crate::wire::WireError;
 
 /// A configuration as a member stores it: the block (all entries if this member authored it,
@@ -685,7 +685,8 @@ impl Machine for Member {
     type Input = MemberInput;
     type Output = MemberOutput;
 
-    fn handle(&mut self, now: Instant, input: MemberInput) {
+    fn handle(&mut self, now: Now, input: MemberInput) {
+        let now = now.mono;
         match input {
             MemberInput::Received(bytes) => self.handle_decoded(now, MemberMessage::from_wire(&bytes)),
             MemberInput::Persisted(token) => self.handle_persisted(now, token),
@@ -709,29 +710,5 @@ impl Machine for Member {
     fn poll_timeout(&self) -> Option<Instant> {
         let fetch = self.fetch.as_ref().map(|f| f.deadline);
         [self.next_heartbeat, fetch].into_iter().flatten().min()
-    }
-}
-
-/// Hosted by a node's router: the envelope is already opened, so only the body is decoded here.
-/// Every member message authenticates itself by signature, so the channel peer's id is not used.
-impl crate::router::Role<MemberOutput> for Member {
-    fn tag(&self) -> crate::wire::RoleTag {
-        crate::wire::RoleTag::Member
-    }
-
-    fn handle_message(&mut self, now: Instant, _from: NodeId, body: &[u8]) {
-        self.handle_decoded(now, MemberMessage::from_body(body));
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.handle(now, MemberInput::Timeout);
-    }
-
-    fn poll_output(&mut self) -> Option<MemberOutput> {
-        Machine::poll_output(self)
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        Machine::poll_timeout(self)
     }
 }

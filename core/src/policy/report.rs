@@ -19,8 +19,9 @@ pub struct AgentReport {
     pub applied: [u8; 32],
     /// Compliance checks and whether each passed.
     pub checks: BTreeMap<String, bool>,
-    pub threats: u32,
-    pub last_scan: WallClock,
+    /// Threats found by the last scan; `None` until something on the machine measured it.
+    pub threats: Option<u32>,
+    pub last_scan: Option<WallClock>,
     pub at: WallClock,
 }
 
@@ -33,8 +34,10 @@ pub const MAX_REPORT_BYTES: usize = 16 * 1024;
 pub const MAX_CHECKS: usize = 256;
 
 impl AgentReport {
+    /// Every check passed, and there was at least one: an agent that measured nothing is not
+    /// counted compliant.
     pub fn compliant(&self) -> bool {
-        self.checks.values().all(|passed| *passed)
+        !self.checks.is_empty() && self.checks.values().all(|passed| *passed)
     }
 }
 
@@ -69,7 +72,7 @@ impl Aggregate {
         ] {
             counts.agents += 1;
             counts.compliant += compliant;
-            counts.threats += u64::from(report.threats);
+            counts.threats += u64::from(report.threats.unwrap_or(0));
         }
         *self.policy_versions.entry(hex::encode(&report.applied[..4])).or_default() += 1;
     }

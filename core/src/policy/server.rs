@@ -2,8 +2,10 @@
 //! tiers nest to any depth). Owns the policy store, replication down the tier by scheduled sync
 //! (window plus jitter) and on demand, upward forwarding of policies created below, serving agents
 //! their effective policy, consolidating their reports into aggregates, and (at the master) the
-//! global status, historical or current with a deadline. It never stores a policy, report or
-//! aggregate it could not verify, and never sends raw reports upward.
+//! global status, historical or current with a deadline, and operators' signed admin requests
+//! (who may ask, how fresh, what each tier may do). It never stores a policy, report or aggregate
+//! it could not verify, never takes a tier message from a channel peer other than the server or
+//! agent the message names, and never sends raw reports upward.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -13,10 +15,12 @@ use serde::{Deserialize, Serialize};
 use super::document::{Policy, PolicyError, SignedPolicy};
 use super::merge::{EffectivePolicy, effective};
 use super::report::{AgentReport, Aggregate, MAX_CHECKS, MAX_REPORT_BYTES};
-use crate::identity::{NodeKeys, PublicIdentity};
+use super::wire::{ADMIN_FRESHNESS_MS, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest};
+use crate::identity::{NodeId, NodeKeys, PublicIdentity};
+use crate::machine::Machine;
 use crate::rng::{SeededRng, uniform_duration};
 use crate::signed::{Signed, SignedKind};
-use crate::time::{Instant, WallClock};
+use crate::time::{Instant, Now, WallClock};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncRequest {
@@ -78,6 +82,8 @@ pub struct ServerSetup {
     pub agents: BTreeMap<String, PublicIdentity>,
     /// Servers whose signed policies are accepted (the master and every local).
     pub signers: BTreeMap<String, PublicIdentity>,
+    /// Operators whose signed admin requests this server serves.
+    pub operators: Vec<PublicIdentity>,
     pub sync_window: Duration,
     pub sync_jitter: Duration,
     pub stats_deadline: Duration,
@@ -101,27 +107,79 @@ impl GlobalStatus {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerInput {
+    /// A tier message from the channel peer `from` (the identity its channel authenticated).
     Received {
+        from: PublicIdentity,
         message: PolicyMessage,
         size: usize,
     },
     Timeout,
-    /// An operator creates (or replaces) a policy at this server.
-    Create(Policy),
-    /// Sync with the parent now rather than at the next window.
-    SyncNow,
-    /// The global status (master only): current asks every child now.
-    Status {
+    /// An operator's signed request; the answer leaves as [`ServerOutput::AdminReply`] with the
+    /// same `request`.
+    Admin {
         request: u64,
-        current: bool,
-        since: Option<WallClock>,
+        signed: Signed<PolicyAdminRequest>,
     },
+}
+
+/// Why a server refused an input. The detail names the sender and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub kind: RejectKind,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RejectKind {
+    UnknownLocal,
+    UnknownAgent,
+    BadSignature,
+    /// A message whose named sender is not the peer its channel authenticated.
+    WrongPeer,
+    OversizedReport,
+    Unexpected,
+    PolicyUnknownSigner,
+    PolicyBadSignature,
+    PolicyInvalid,
+    StoredPolicyInvalid,
+    AdminNotOperator,
+    AdminStale,
+    AdminInvalid,
+}
+
+impl RejectKind {
+    /// The name a counter is shown under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::UnknownLocal => "unknown-local",
+            RejectKind::UnknownAgent => "unknown-agent",
+            RejectKind::BadSignature => "bad-signature",
+            RejectKind::WrongPeer => "wrong-peer",
+            RejectKind::OversizedReport => "oversized-report",
+            RejectKind::Unexpected => "unexpected",
+            RejectKind::PolicyUnknownSigner => "policy-unknown-signer",
+            RejectKind::PolicyBadSignature => "policy-bad-signature",
+            RejectKind::PolicyInvalid => "policy-invalid",
+            RejectKind::StoredPolicyInvalid => "stored-policy-invalid",
+            RejectKind::AdminNotOperator => "admin-not-operator",
+            RejectKind::AdminStale => "admin-stale",
+            RejectKind::AdminInvalid => "admin-invalid",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerOutput {
+    /// Send `message` to the peer whose channel authenticated as `to` (`name` is for logs).
     Send {
-        to: String,
+        to: NodeId,
+        name: String,
         message: PolicyMessage,
     },
     /// A verified policy version is now held here; the driver keeps it durably so a restart
@@ -133,13 +191,12 @@ pub enum ServerOutput {
         at: WallClock,
         aggregate: Aggregate,
     },
-    StatusAnswer {
+    /// The answer to the admin request `request`.
+    AdminReply {
         request: u64,
-        status: GlobalStatus,
+        reply: PolicyAdminReply,
     },
-    Rejected {
-        reason: String,
-    },
+    Rejected(Rejection),
 }
 
 #[derive(Debug)]
@@ -168,7 +225,7 @@ pub struct PolicyServer {
     cycle: u64,
     pending: Vec<PendingStatus>,
     outputs: VecDeque<ServerOutput>,
-    rejected: BTreeMap<&'static str, u64>,
+    rejected: BTreeMap<RejectKind, u64>,
 }
 
 impl PolicyServer {
@@ -202,7 +259,7 @@ impl PolicyServer {
     }
 
     /// Refusals, by kind.
-    pub fn rejected(&self) -> &BTreeMap<&'static str, u64> {
+    pub fn rejected(&self) -> &BTreeMap<RejectKind, u64> {
         &self.rejected
     }
 
@@ -228,7 +285,9 @@ impl PolicyServer {
                     self.policies.insert(signed.body.id.clone(), signed);
                 }
                 Err(PolicyError::NotNewer { .. }) => {}
-                Err(e) => self.reject("stored-policy-invalid", format!("a stored policy was refused: {e}")),
+                Err(e) => {
+                    self.reject(RejectKind::StoredPolicyInvalid, format!("a stored policy was refused: {e}"))
+                }
             }
         }
         for (child, at, aggregate) in latest {
@@ -238,9 +297,25 @@ impl PolicyServer {
         }
     }
 
-    fn reject(&mut self, kind: &'static str, reason: String) {
+    fn reject(&mut self, kind: RejectKind, detail: String) {
         *self.rejected.entry(kind).or_default() += 1;
-        self.outputs.push_back(ServerOutput::Rejected { reason });
+        self.outputs.push_back(ServerOutput::Rejected(Rejection { kind, detail }));
+    }
+
+    /// Who this server exchanges tier messages with: its parent, children and agents. A
+    /// driver's listener admits these (and the operators) and no one else.
+    pub fn peers(&self) -> impl Iterator<Item = &PublicIdentity> {
+        let parent = self.setup.parent.iter().map(|(_, id)| id);
+        parent.chain(self.setup.children.values()).chain(self.setup.agents.values())
+    }
+
+    pub fn operators(&self) -> &[PublicIdentity] {
+        &self.setup.operators
+    }
+
+    /// The parent's identity, if this server has one.
+    pub fn parent(&self) -> Option<&PublicIdentity> {
+        self.setup.parent.as_ref().map(|(_, id)| id)
     }
 
     /// Checks a policy is valid, signed by a server of the tier, and newer than the one held.
@@ -276,9 +351,9 @@ impl PolicyServer {
             Err(PolicyError::NotNewer { .. }) => false,
             Err(e) => {
                 let kind = match e {
-                    PolicyError::UnknownSigner(_) => "policy-unknown-signer",
-                    PolicyError::BadSignature(_) => "policy-bad-signature",
-                    _ => "policy-invalid",
+                    PolicyError::UnknownSigner(_) => RejectKind::PolicyUnknownSigner,
+                    PolicyError::BadSignature(_) => RejectKind::PolicyBadSignature,
+                    _ => RejectKind::PolicyInvalid,
                 };
                 self.reject(kind, e.to_string());
                 false
@@ -286,12 +361,71 @@ impl PolicyServer {
         }
     }
 
+    /// Sends to a named parent, child or agent of this server; names come from the setup, so a
+    /// name with no identity is a bug, never a peer's doing.
     fn send(&mut self, to: &str, message: PolicyMessage) {
-        self.outputs.push_back(ServerOutput::Send { to: to.to_owned(), message });
+        let setup = &self.setup;
+        let parent = setup.parent.as_ref().filter(|(name, _)| name == to).map(|(_, id)| id);
+        let identity = parent.or_else(|| setup.children.get(to)).or_else(|| setup.agents.get(to));
+        if let Some(identity) = identity {
+            let to_id = identity.node_id();
+            self.outputs.push_back(ServerOutput::Send { to: to_id, name: to.to_owned(), message });
+        }
+    }
+
+    /// An operator's request: signed by an operator this server lists, made within
+    /// [`ADMIN_FRESHNESS_MS`] of now, and asking for something this tier does.
+    fn admin(&mut self, now: Instant, wall: WallClock, request: u64, signed: Signed<PolicyAdminRequest>) {
+        let reply = |server: &mut Self, reply: PolicyAdminReply| {
+            server.outputs.push_back(ServerOutput::AdminReply { request, reply });
+        };
+        let refuse = |server: &mut Self, kind: RejectKind, text: &str| {
+            server.reject(kind, format!("admin request refused: {text}"));
+            reply(server, PolicyAdminReply::Error(text.to_owned()));
+        };
+        if !self.setup.operators.iter().any(|op| signed.verify(op).is_ok()) {
+            return refuse(self, RejectKind::AdminNotOperator, "not signed by an operator this tier lists");
+        }
+        if wall.distance(signed.body.at) > Duration::from_millis(ADMIN_FRESHNESS_MS) {
+            let text = "the request is stale or from the future; check the clock and retry";
+            return refuse(self, RejectKind::AdminStale, text);
+        }
+        match signed.body.request {
+            PolicyAdmin::Create(policy) => {
+                // The server signs what it creates, so it is the author whatever the request said.
+                let policy = Policy { author: self.setup.name.clone(), ..policy };
+                if let Err(e) = policy.validate() {
+                    return refuse(self, RejectKind::AdminInvalid, &e.to_string());
+                }
+                self.create(policy);
+                reply(self, PolicyAdminReply::Created);
+            }
+            PolicyAdmin::List => {
+                let policies = self.policies().cloned().collect();
+                reply(self, PolicyAdminReply::Policies(policies));
+            }
+            PolicyAdmin::SyncNow if self.setup.parent.is_none() => {
+                let text = "the master has no parent to sync with; ask a local (--server NAME)";
+                refuse(self, RejectKind::AdminInvalid, text);
+            }
+            PolicyAdmin::SyncNow => {
+                self.sync();
+                reply(self, PolicyAdminReply::SyncStarted);
+            }
+            PolicyAdmin::Status { .. } if self.setup.parent.is_some() => {
+                refuse(self, RejectKind::AdminInvalid, "global status comes from the master");
+            }
+            PolicyAdmin::Status { current, since } => self.status(now, wall, request, current, since),
+        }
+    }
+
+    /// Whether a message naming `name`, a known sender, came on a channel that authenticated
+    /// someone else. (A name nobody knows is refused as unknown, later.)
+    fn wrong_peer(known: &BTreeMap<String, PublicIdentity>, name: &str, peer: &PublicIdentity) -> bool {
+        known.get(name).is_some_and(|id| id.node_id() != peer.node_id())
     }
 
     fn create(&mut self, mut policy: Policy) {
-        policy.author = self.setup.name.clone();
         if let Some(held) = self.policies.get(&policy.id) {
             policy.version = policy.version.max(held.body.version + 1);
         }
@@ -342,18 +476,47 @@ impl PolicyServer {
         }
     }
 
-    fn handle_message(&mut self, now: Instant, wall: WallClock, message: PolicyMessage, size: usize) {
+    fn handle_message(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        peer: PublicIdentity,
+        message: PolicyMessage,
+        size: usize,
+    ) {
+        let from_parent = self.parent().is_some_and(|p| p.node_id() == peer.node_id());
+        let from_child = self.setup.children.values().any(|c| c.node_id() == peer.node_id());
+        let wrong_peer = |what: &str| format!("{what} on a channel from {}, not its sender", peer.node_id());
+        match &message {
+            PolicyMessage::Sync(s) if Self::wrong_peer(&self.setup.children, &s.body.from, &peer) => {
+                return self.reject(RejectKind::WrongPeer, wrong_peer("a sync"));
+            }
+            PolicyMessage::StatsReply(s) if Self::wrong_peer(&self.setup.children, &s.body.from, &peer) => {
+                return self.reject(RejectKind::WrongPeer, wrong_peer("statistics"));
+            }
+            PolicyMessage::Poll(s) if Self::wrong_peer(&self.setup.agents, &s.body.agent, &peer) => {
+                return self.reject(RejectKind::WrongPeer, wrong_peer("a report"));
+            }
+            PolicyMessage::SyncReply { .. } | PolicyMessage::StatsRequest { .. } if !from_parent => {
+                return self.reject(RejectKind::WrongPeer, wrong_peer("a parent's message"));
+            }
+            PolicyMessage::NewPolicy(_) if !from_child => {
+                return self.reject(RejectKind::WrongPeer, wrong_peer("a policy on its way up"));
+            }
+            _ => {}
+        }
         match message {
             PolicyMessage::Sync(signed) => {
                 let from = signed.body.from.clone();
                 let Some(identity) = self.setup.children.get(&from).copied() else {
                     return self.reject(
-                        "unknown-local",
+                        RejectKind::UnknownLocal,
                         format!("sync from unknown local `{}`", from.chars().take(64).collect::<String>()),
                     );
                 };
                 if signed.verify(&identity).is_err() {
-                    return self.reject("bad-signature", format!("sync from `{from}` has a bad signature"));
+                    return self
+                        .reject(RejectKind::BadSignature, format!("sync from `{from}` has a bad signature"));
                 }
                 let SyncRequest { versions, aggregate, .. } = signed.body;
                 self.syncs_received += 1;
@@ -410,7 +573,7 @@ impl PolicyServer {
                 let from = signed.body.from.clone();
                 let Some(identity) = self.setup.children.get(&from).copied() else {
                     return self.reject(
-                        "unknown-local",
+                        RejectKind::UnknownLocal,
                         format!(
                             "statistics from unknown local `{}`",
                             from.chars().take(64).collect::<String>()
@@ -418,8 +581,10 @@ impl PolicyServer {
                     );
                 };
                 if signed.verify(&identity).is_err() {
-                    return self
-                        .reject("bad-signature", format!("statistics from `{from}` have a bad signature"));
+                    return self.reject(
+                        RejectKind::BadSignature,
+                        format!("statistics from `{from}` have a bad signature"),
+                    );
                 }
                 let StatsReply { request, aggregate, .. } = signed.body;
                 if let Some(pending) = self.pending.iter_mut().find(|p| p.request == request)
@@ -432,7 +597,7 @@ impl PolicyServer {
             }
             PolicyMessage::Poll(signed) => self.handle_poll(wall, signed, size),
             PolicyMessage::PollReply { .. } => {
-                self.reject("unexpected", "a poll reply sent to a server".into())
+                self.reject(RejectKind::Unexpected, "a poll reply sent to a server".into())
             }
         }
     }
@@ -441,7 +606,7 @@ impl PolicyServer {
         let agent = signed.body.agent.clone();
         if size > MAX_REPORT_BYTES {
             return self.reject(
-                "oversized-report",
+                RejectKind::OversizedReport,
                 format!(
                     "report of {size} bytes from `{}` is over the {MAX_REPORT_BYTES}-byte limit",
                     agent.chars().take(64).collect::<String>()
@@ -450,16 +615,17 @@ impl PolicyServer {
         }
         let Some(identity) = self.setup.agents.get(&agent).copied() else {
             return self.reject(
-                "unknown-agent",
+                RejectKind::UnknownAgent,
                 format!("report from unknown agent `{}`", agent.chars().take(64).collect::<String>()),
             );
         };
         if signed.verify(&identity).is_err() {
-            return self.reject("bad-signature", format!("report from `{agent}` has a bad signature"));
+            return self
+                .reject(RejectKind::BadSignature, format!("report from `{agent}` has a bad signature"));
         }
         if signed.body.checks.len() > MAX_CHECKS {
             return self.reject(
-                "oversized-report",
+                RejectKind::OversizedReport,
                 format!("report from `{agent}` has {} checks", signed.body.checks.len()),
             );
         }
@@ -489,7 +655,8 @@ impl PolicyServer {
             }
             let missing = self.setup.children.keys().filter(|c| !as_of.contains_key(*c)).cloned().collect();
             let status = GlobalStatus { current: false, missing, aggregate, as_of };
-            self.outputs.push_back(ServerOutput::StatusAnswer { request, status });
+            self.outputs
+                .push_back(ServerOutput::AdminReply { request, reply: PolicyAdminReply::Status(status) });
             return;
         }
         let children: Vec<String> = self.setup.children.keys().cloned().collect();
@@ -527,18 +694,25 @@ impl PolicyServer {
                 aggregate: p.aggregate,
                 as_of: p.as_of,
             };
-            self.outputs.push_back(ServerOutput::StatusAnswer { request: p.request, status });
+            self.outputs.push_back(ServerOutput::AdminReply {
+                request: p.request,
+                reply: PolicyAdminReply::Status(status),
+            });
         }
     }
+}
 
-    pub fn handle_at(&mut self, now: Instant, wall: WallClock, input: ServerInput) {
+impl Machine for PolicyServer {
+    type Input = ServerInput;
+    type Output = ServerOutput;
+
+    fn handle(&mut self, now: Now, input: ServerInput) {
+        let Now { mono: now, wall } = now;
         match input {
-            ServerInput::Received { message, size } => self.handle_message(now, wall, message, size),
-            ServerInput::Create(policy) => self.create(policy),
-            ServerInput::SyncNow => self.sync(),
-            ServerInput::Status { request, current, since } => {
-                self.status(now, wall, request, current, since)
+            ServerInput::Received { from, message, size } => {
+                self.handle_message(now, wall, from, message, size)
             }
+            ServerInput::Admin { request, signed } => self.admin(now, wall, request, signed),
             ServerInput::Timeout => {
                 if self.next_sync.is_some_and(|t| now >= t) {
                     self.sync();
@@ -549,11 +723,11 @@ impl PolicyServer {
         }
     }
 
-    pub fn poll_output(&mut self) -> Option<ServerOutput> {
+    fn poll_output(&mut self) -> Option<ServerOutput> {
         self.outputs.pop_front()
     }
 
-    pub fn poll_timeout(&self) -> Option<Instant> {
+    fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.pending.iter().map(|p| p.deadline).min();
         [self.next_sync, pending].into_iter().flatten().min()
     }
