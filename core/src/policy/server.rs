@@ -10,64 +10,16 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
 use super::document::{Policy, PolicyError, SignedPolicy};
-use super::merge::{EffectivePolicy, effective};
+use super::merge::effective;
 use super::report::{AgentReport, Aggregate, MAX_CHECKS, MAX_REPORT_BYTES};
 use super::wire::{ADMIN_FRESHNESS_MS, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest};
+pub use super::wire::{GlobalStatus, PolicyMessage, StatsReply, SyncRequest};
 use crate::identity::{NodeId, NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::{SeededRng, uniform_duration};
-use crate::signed::{Signed, SignedKind};
+use crate::signed::Signed;
 use crate::time::{Instant, Now, WallClock};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncRequest {
-    pub from: String,
-    pub cycle: u64,
-    /// The version of every policy the child holds.
-    pub versions: BTreeMap<String, u64>,
-    /// Statistics consolidated since the child's last sync.
-    pub aggregate: Aggregate,
-}
-
-impl SignedKind for SyncRequest {
-    const DOMAIN: &'static str = "policy-sync";
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatsReply {
-    pub from: String,
-    pub request: u64,
-    pub aggregate: Aggregate,
-}
-
-impl SignedKind for StatsReply {
-    const DOMAIN: &'static str = "policy-stats";
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PolicyMessage {
-    Sync(Signed<SyncRequest>),
-    /// Only the policies the child lacks or holds older versions of, and the ids of those the
-    /// child holds newer than the parent (a policy made below whose climb was lost): the child
-    /// sends those up again.
-    SyncReply {
-        policies: Vec<SignedPolicy>,
-        wanted: Vec<String>,
-    },
-    /// A policy created below, on its way to the master.
-    NewPolicy(SignedPolicy),
-    StatsRequest {
-        request: u64,
-    },
-    StatsReply(Signed<StatsReply>),
-    Poll(Signed<AgentReport>),
-    PollReply {
-        effective: EffectivePolicy,
-    },
-}
 
 /// Who a server is and whom it trusts.
 #[derive(Debug, Clone)]
@@ -87,22 +39,6 @@ pub struct ServerSetup {
     pub sync_window: Duration,
     pub sync_jitter: Duration,
     pub stats_deadline: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GlobalStatus {
-    pub current: bool,
-    /// Direct children that did not answer in time (current status only).
-    pub missing: Vec<String>,
-    pub aggregate: Aggregate,
-    /// When each child's figures were taken.
-    pub as_of: BTreeMap<String, WallClock>,
-}
-
-impl GlobalStatus {
-    pub fn partial(&self) -> bool {
-        !self.missing.is_empty()
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
