@@ -9,7 +9,7 @@ use anyhow::Context;
 use cohort_io_mio::exec_runtime::ExecRuntime;
 use cohort_io_mio::node::{AdminLimits, Node, NodeError};
 use cohort_io_mio::node_config::NodeConfig;
-use cohort_io_mio::policy_runtime::PolicyRuntime;
+use cohort_io_mio::policy_roles;
 use cohort_io_mio::reactor::Reactor;
 
 #[derive(Debug, clap::Subcommand)]
@@ -46,7 +46,7 @@ pub fn run(command: &NodeCommand) -> anyhow::Result<()> {
     }
     if config.has_role("policy") {
         reactor
-            .host(|slot| PolicyRuntime::start(&config, slot))
+            .host(|slot| policy_roles::start(&config, slot))
             .context("the policy roles could not start")?;
     }
     reactor.run().context("the node stopped on an error")

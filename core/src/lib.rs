@@ -12,6 +12,7 @@ pub mod exec;
 pub mod identity;
 pub mod machine;
 pub mod member;
+pub mod node;
 pub mod policy;
 pub mod rng;
 pub mod seal;

@@ -60,11 +60,12 @@ pub struct RunningChild {
 }
 
 impl RunningChild {
-    /// Starts `argv` with no shell, as `run_as`, in a new process group, and registers its
-    /// output pipes.
+    /// Starts `argv` with no shell, as `run_as`, with `env` added to its environment, in a new
+    /// process group, and registers its output pipes.
     pub fn spawn(
         argv: &[String],
         run_as: &str,
+        env: &[(String, String)],
         registry: &Registry,
         stdout_token: Token,
         stderr_token: Token,
@@ -77,6 +78,7 @@ impl RunningChild {
         }
         let mut child = command
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -165,8 +167,14 @@ mod tests {
     #[test]
     fn another_user_needs_root_or_is_refused() {
         let poll = Poll::new().expect("poll");
-        let result =
-            RunningChild::spawn(&argv(&["true"]), "no-such-user-here", poll.registry(), Token(1), Token(2));
+        let result = RunningChild::spawn(
+            &argv(&["true"]),
+            "no-such-user-here",
+            &[],
+            poll.registry(),
+            Token(1),
+            Token(2),
+        );
         assert!(matches!(result, Err(ChildError::RunAs { .. })));
     }
 
@@ -196,6 +204,7 @@ mod tests {
         let mut child = RunningChild::spawn(
             &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
             &me(),
+            &[],
             poll.registry(),
             Token(1),
             Token(2),
@@ -221,6 +230,7 @@ mod tests {
         let mut child = RunningChild::spawn(
             &argv(&["echo", "$HOME;", "`id`"]),
             &me(),
+            &[],
             poll.registry(),
             Token(1),
             Token(2),
@@ -237,6 +247,7 @@ mod tests {
         let mut child = RunningChild::spawn(
             &argv(&["sh", "-c", "sleep 300 & echo $!; wait"]),
             &me(),
+            &[],
             poll.registry(),
             Token(1),
             Token(2),
@@ -268,7 +279,7 @@ mod tests {
     fn an_empty_command_is_refused() {
         let poll = Poll::new().expect("poll");
         assert!(matches!(
-            RunningChild::spawn(&[], &me(), poll.registry(), Token(1), Token(2)),
+            RunningChild::spawn(&[], &me(), &[], poll.registry(), Token(1), Token(2)),
             Err(ChildError::EmptyCommand)
         ));
     }

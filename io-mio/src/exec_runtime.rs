@@ -29,7 +29,6 @@ use mio::{Interest, Token};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::backoff::Backoff;
 use crate::channel_conn::ChannelConn;
 use crate::child::{RunningChild, Stream};
 use crate::clock::Clock;
@@ -39,6 +38,7 @@ use crate::node::NodeError;
 use crate::node_config::{HostsFile, NodeConfig, PrincipalsFile, load_toml, parse_key};
 use crate::reactor::{Role, Slot};
 use crate::store::Store;
+use cohort_core::node::Backoff;
 
 // The role's own token numbers (see `reactor::Slot`).
 const GATEWAY_LISTENER: usize = 2;
@@ -777,7 +777,7 @@ impl ExecRuntime {
     fn spawn(&mut self, host: usize, session: u64, run_as: &str, argv: &[String]) {
         let (out, err) = (self.token(), self.token());
         let now = self.now();
-        match RunningChild::spawn(argv, run_as, self.slot.registry(), out, err) {
+        match RunningChild::spawn(argv, run_as, &[], self.slot.registry(), out, err) {
             Ok(child) => {
                 debug!(host = %self.hosts[host].daemon.host(), pid = child.pid(), "spawned");
                 self.pipes.insert(out, (host, session, Stream::Stdout));

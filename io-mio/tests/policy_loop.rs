@@ -20,7 +20,7 @@ use cohort_io_mio::node::NodeError;
 use cohort_io_mio::node_config::{
     AgentsFile, NodeConfig, PolicyAgentConfig, PolicyServerConfig, TierFile, TierOperator, TierServer,
 };
-use cohort_io_mio::policy_runtime::PolicyRuntime;
+use cohort_io_mio::policy_roles;
 use cohort_io_mio::reactor::{NodeHandle, Reactor};
 use cohort_io_mio::store::Store;
 
@@ -217,7 +217,7 @@ impl Tier {
 
 fn run(config: &NodeConfig) -> Running {
     let mut reactor = Reactor::new().expect("a loop");
-    reactor.host(|slot| PolicyRuntime::start(config, slot)).expect("starts");
+    reactor.host(|slot| policy_roles::start(config, slot)).expect("starts");
     (reactor.handle(), std::thread::spawn(move || reactor.run()))
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use cohort_core::rng::{SeededRng, uniform_duration};
+use crate::rng::{SeededRng, uniform_duration};
 
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -41,7 +41,7 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cohort_core::rng::seeded;
+    use crate::rng::seeded;
 
     #[test]
     fn waits_double_up_to_the_cap_with_jitter_and_reset_after_success() {

@@ -1,0 +1,244 @@
+//! What a driver and a [`Node`](super::Node) say to each other: the ids that name sockets,
+//! stored records, files and child processes, the [`Input`]s a driver observes and the
+//! [`Output`]s it carries out. Owns no state and decides nothing.
+
+use std::fmt;
+
+use crate::exec::daemon::ProcessEnd;
+use crate::policy::document::SignedPolicy;
+use crate::policy::report::Aggregate;
+use crate::policy::server::Rejection;
+use crate::time::WallClock;
+
+/// One stream connection. Inbound ids come from the driver (the high bit set, see
+/// [`ConnId::inbound`]), outbound ids from the node's [`Output::Connect`], so the two never meet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId(pub u64);
+
+impl ConnId {
+    const INBOUND: u64 = 1 << 63;
+
+    /// The driver's `n`th accepted connection.
+    pub const fn inbound(n: u64) -> ConnId {
+        ConnId(n | Self::INBOUND)
+    }
+
+    pub const fn is_inbound(self) -> bool {
+        self.0 & Self::INBOUND != 0
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let side = if self.is_inbound() { "in" } else { "out" };
+        write!(f, "{side}#{}", self.0 & !Self::INBOUND)
+    }
+}
+
+/// A listening socket the node asked for with [`Output::Listen`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ListenerId(pub u32);
+
+/// A record handed to the driver to keep; answered by [`Input::Persisted`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PersistId(pub u64);
+
+/// A file write; answered by [`Input::FileWritten`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FileId(pub u64);
+
+/// A child process; its life is reported by the `Child*` inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChildId(pub u64);
+
+/// What a driver observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// `listener` accepted a connection, which the driver names `conn` ([`ConnId::inbound`]).
+    Accepted {
+        listener: ListenerId,
+        conn: ConnId,
+    },
+    /// Bytes read from `conn`, in any split.
+    Received {
+        conn: ConnId,
+        bytes: Vec<u8>,
+    },
+    /// The driver wrote `bytes` more of what `conn` was given to the socket.
+    Written {
+        conn: ConnId,
+        bytes: usize,
+    },
+    /// `conn` ended: end of stream, a reset, or (for an outbound one) the connect failed.
+    Closed {
+        conn: ConnId,
+        error: Option<String>,
+    },
+    /// The record `id` is durable.
+    Persisted {
+        id: PersistId,
+    },
+    FileWritten {
+        id: FileId,
+        outcome: Result<(), String>,
+    },
+    ChildStarted {
+        child: ChildId,
+    },
+    /// The child could not be started.
+    ChildFailed {
+        child: ChildId,
+        reason: String,
+    },
+    ChildOutput {
+        child: ChildId,
+        stderr: bool,
+        bytes: Vec<u8>,
+    },
+    ChildExited {
+        child: ChildId,
+        end: ProcessEnd,
+    },
+    /// The deadline from `poll_timeout` passed.
+    Timeout,
+}
+
+/// What a driver does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Listen on `addr` (`IP:PORT`); a failure to bind is fatal for the process.
+    Listen { listener: ListenerId, addr: String },
+    /// Open a stream to `addr`; bytes for `conn` may follow at once and wait for the connect.
+    Connect { conn: ConnId, addr: String },
+    /// Write `bytes` to `conn`, in order, after everything given before; report with `Written`.
+    Transmit { conn: ConnId, bytes: Vec<u8> },
+    /// Write what is queued for `conn`, then close it. No input about it follows.
+    Close { conn: ConnId },
+    /// Keep `record` durably, then answer `Persisted`. The node yields nothing more until then.
+    Persist { id: PersistId, record: Record },
+    /// Replace the file at `path` with `contents` atomically, then answer `FileWritten`.
+    WriteFile { id: FileId, path: String, contents: Vec<u8> },
+    /// Start `argv` (no shell) as this process's user, in its own process group, with `env` added
+    /// to its environment; answer `ChildStarted` or `ChildFailed`.
+    Spawn { child: ChildId, argv: Vec<String>, env: Vec<(String, String)> },
+    /// Kill the child's whole process group.
+    Kill { child: ChildId },
+    /// Something a person may want to read in the log.
+    Log(Event),
+}
+
+/// What the driver keeps for the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A verified policy version this server now holds (served again after a restart).
+    Policy(SignedPolicy),
+    /// One sync's aggregate from a child, at the master: the historical status.
+    PolicyHistory { from: String, at: WallClock, aggregate: Aggregate },
+}
+
+/// How much a log line matters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Warn,
+}
+
+/// A log line, typed so tests and traces can match on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An inbound connection was refused at accept: too many open, or mid-handshake.
+    Refused {
+        conn: ConnId,
+        open: usize,
+        handshaking: usize,
+    },
+    /// A peer had more than its share of connections open; the newest was closed.
+    PerPeerLimit {
+        conn: ConnId,
+        peer: String,
+    },
+    /// A connection ended with an error (the channel's or the socket's).
+    ConnFailed {
+        conn: ConnId,
+        error: String,
+    },
+    /// An inbound connection said nothing in time and was closed.
+    Silent {
+        conn: ConnId,
+    },
+    /// The peer did not read what it was sent; it was dropped rather than buffered without end.
+    NotReading {
+        conn: ConnId,
+        backlog: usize,
+    },
+    /// A message that could not be decoded or did not belong on its connection.
+    BadMessage {
+        conn: ConnId,
+        error: String,
+    },
+    /// A link to `peer` is down; the next attempt waits `retry_ms`.
+    LinkDown {
+        peer: String,
+        retry_ms: u64,
+    },
+    /// A message for a peer with no open channel was dropped (it is resent by its protocol).
+    Undeliverable {
+        to: String,
+    },
+    PolicyStored {
+        id: String,
+        version: u64,
+    },
+    PolicyRejected(Rejection),
+    PolicyApplied {
+        agent: String,
+        digest: String,
+    },
+    PolicyApplyFailed {
+        agent: String,
+        error: String,
+    },
+}
+
+impl Event {
+    pub fn level(&self) -> Level {
+        match self {
+            Event::Refused { .. }
+            | Event::PerPeerLimit { .. }
+            | Event::NotReading { .. }
+            | Event::BadMessage { .. }
+            | Event::PolicyRejected(_)
+            | Event::PolicyApplyFailed { .. } => Level::Warn,
+            Event::LinkDown { .. } | Event::PolicyStored { .. } | Event::PolicyApplied { .. } => Level::Info,
+            Event::ConnFailed { .. } | Event::Silent { .. } | Event::Undeliverable { .. } => Level::Debug,
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Refused { conn, open, handshaking } => {
+                write!(f, "connection {conn} refused: {open} open, {handshaking} in handshake")
+            }
+            Event::PerPeerLimit { conn, peer } => {
+                write!(f, "connection {conn} closed: {peer} has too many connections open")
+            }
+            Event::ConnFailed { conn, error } => write!(f, "connection {conn} failed: {error}"),
+            Event::Silent { conn } => write!(f, "connection {conn} closed: it sent nothing in time"),
+            Event::NotReading { conn, backlog } => {
+                write!(f, "connection {conn} dropped: the peer is not reading ({backlog} bytes waiting)")
+            }
+            Event::BadMessage { conn, error } => write!(f, "connection {conn} closed: {error}"),
+            Event::LinkDown { peer, retry_ms } => write!(f, "link to {peer} down; retrying in {retry_ms} ms"),
+            Event::Undeliverable { to } => write!(f, "no channel to {to}; message dropped"),
+            Event::PolicyStored { id, version } => write!(f, "policy {id} v{version} stored"),
+            Event::PolicyRejected(rejection) => {
+                write!(f, "policy input refused ({}): {rejection}", rejection.kind.as_str())
+            }
+            Event::PolicyApplied { agent, digest } => write!(f, "{agent}: policy {digest} applied"),
+            Event::PolicyApplyFailed { agent, error } => write!(f, "{agent}: policy not applied: {error}"),
+        }
+    }
+}

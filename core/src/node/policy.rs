@@ -1,0 +1,319 @@
+//! The security-policy roles on a node: a policy server (master or local) on its listener, with
+//! its link to a parent, and any number of agents, each on its own link to its server with its
+//! own key. Owns the mapping between the roles and the node: tier messages in by the identity
+//! each channel authenticated and out to an identity, operators' admin requests and their
+//! answers, storing what the server keeps, and an agent's apply (write the file, start the hook,
+//! report how it went). The rules themselves are the server's and the agent's.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::Effects;
+use super::conns::{ConnEvent, ConnLimits, Owner};
+use super::io::{ChildId, ConnId, Event, FileId, ListenerId, Output, Record};
+use crate::channel::TrustSet;
+use crate::identity::{NodeKeys, PublicIdentity};
+use crate::machine::Machine;
+use crate::policy::agent::{AgentInput, AgentOutput, PolicyAgent};
+use crate::policy::document::{Platform, SignedPolicy};
+use crate::policy::report::Aggregate;
+use crate::policy::server::{PolicyServer, ServerInput, ServerOutput, ServerSetup};
+use crate::policy::wire::PolicyWire;
+use crate::rng::{SeededRng, fork};
+use crate::time::{Now, WallClock};
+use crate::wire;
+
+/// A policy server a node runs.
+#[derive(Debug, Clone)]
+pub struct PolicyServerRole {
+    pub listen: String,
+    pub setup: ServerSetup,
+    /// Where the parent listens (a local's).
+    pub parent_addr: Option<String>,
+    /// What the driver kept from before a restart: verified again before use.
+    pub stored: Vec<SignedPolicy>,
+    pub latest: Vec<(String, WallClock, Aggregate)>,
+    pub limits: ConnLimits,
+}
+
+/// A policy agent a node runs.
+#[derive(Debug, Clone)]
+pub struct PolicyAgentRole {
+    pub name: String,
+    pub keys: NodeKeys,
+    pub platform: Platform,
+    pub server: String,
+    pub server_addr: String,
+    pub server_identity: PublicIdentity,
+    pub poll_interval: Duration,
+    /// The effective policy's file, replaced atomically at each apply.
+    pub policy_file: String,
+    /// Run after each apply (argv), with `COHORT_POLICY_FILE` set; empty for none.
+    pub hook: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Server {
+    server: PolicyServer,
+    listener: ListenerId,
+    parent_link: Option<usize>,
+    /// Admin requests waiting for the server's answer, and the connection each came on.
+    admin: BTreeMap<u64, ConnId>,
+    next_request: u64,
+}
+
+#[derive(Debug)]
+struct Agent {
+    agent: PolicyAgent,
+    link: usize,
+    policy_file: String,
+    hook: Vec<String>,
+}
+
+/// An apply under way: the file is being written, or the hook started.
+#[derive(Debug, Clone, Copy)]
+struct Applying {
+    agent: usize,
+    digest: [u8; 32],
+}
+
+#[derive(Debug)]
+pub(super) struct PolicyHost {
+    server: Option<Server>,
+    agents: Vec<Agent>,
+    files: BTreeMap<FileId, Applying>,
+    hooks: BTreeMap<ChildId, Applying>,
+}
+
+impl PolicyHost {
+    pub fn new(
+        now: Now,
+        server: Option<PolicyServerRole>,
+        agents: Vec<PolicyAgentRole>,
+        rng: &mut SeededRng,
+        fx: &mut Effects<'_>,
+    ) -> PolicyHost {
+        let server = server.map(|role| {
+            let keys = role.setup.keys.clone();
+            let parent = role.setup.parent.clone();
+            let mut server = PolicyServer::new(now.mono, role.setup, fork(rng));
+            server.restore(role.stored, role.latest);
+            // The tier's servers and agents, and its operators: no one else gets a channel.
+            let trust: TrustSet = server.peers().chain(server.operators()).copied().collect();
+            let listener = fx.conns.listen(role.listen, keys.clone(), trust, role.limits);
+            let parent_link = parent
+                .zip(role.parent_addr)
+                .map(|((_, identity), addr)| fx.links.add(addr, keys.clone(), identity, role.limits));
+            Server { server, listener, parent_link, admin: BTreeMap::new(), next_request: 1 }
+        });
+        let agents = agents
+            .into_iter()
+            .map(|role| {
+                let limits = ConnLimits::default();
+                let link = fx.links.add(role.server_addr, role.keys.clone(), role.server_identity, limits);
+                let agent = PolicyAgent::new(
+                    now.mono,
+                    role.name,
+                    role.keys,
+                    role.platform,
+                    role.server,
+                    role.poll_interval,
+                    role.poll_interval / 5,
+                    fork(rng),
+                );
+                Agent { agent, link, policy_file: role.policy_file, hook: role.hook }
+            })
+            .collect();
+        let mut host = PolicyHost { server, agents, files: BTreeMap::new(), hooks: BTreeMap::new() };
+        host.drain(now, fx);
+        host
+    }
+
+    pub fn owns(&self, owner: Owner) -> bool {
+        let server = self.server.as_ref();
+        match owner {
+            Owner::Listener(l) => server.is_some_and(|s| s.listener == l),
+            Owner::Link(i) => {
+                server.is_some_and(|s| s.parent_link == Some(i)) || self.agents.iter().any(|a| a.link == i)
+            }
+        }
+    }
+
+    pub fn server(&self) -> Option<&PolicyServer> {
+        self.server.as_ref().map(|s| &s.server)
+    }
+
+    pub fn agents(&self) -> impl Iterator<Item = &PolicyAgent> {
+        self.agents.iter().map(|a| &a.agent)
+    }
+
+    pub fn poll_timeout(&self) -> Option<crate::time::Instant> {
+        let server = self.server.as_ref().and_then(|s| s.server.poll_timeout());
+        server.into_iter().chain(self.agents.iter().filter_map(|a| a.agent.poll_timeout())).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Now, fx: &mut Effects<'_>) {
+        if let Some(s) = &mut self.server
+            && s.server.poll_timeout().is_some_and(|t| t <= now.mono)
+        {
+            s.server.handle(now, ServerInput::Timeout);
+        }
+        for a in &mut self.agents {
+            if a.agent.poll_timeout().is_some_and(|t| t <= now.mono) {
+                a.agent.handle(now, AgentInput::Timeout);
+            }
+        }
+        self.drain(now, fx);
+    }
+
+    /// A connection event on a listener or link this host owns.
+    pub fn on_conn(&mut self, now: Now, event: ConnEvent, fx: &mut Effects<'_>) {
+        let ConnEvent::Message { conn, owner, peer, bytes } = event else {
+            if let ConnEvent::Gone { conn, .. } = event
+                && let Some(s) = &mut self.server
+            {
+                s.admin.retain(|_, c| *c != conn);
+            }
+            return;
+        };
+        let size = bytes.len();
+        let message = match wire::decode::<PolicyWire>(&bytes) {
+            Ok(message) => message,
+            Err(e) => return bad_message(fx, conn, format!("undecodable policy message: {e}")),
+        };
+        let agent = self.agents.iter().position(|a| Owner::Link(a.link) == owner);
+        match (message, agent, &mut self.server) {
+            (PolicyWire::Tier(message), Some(i), _) => {
+                self.agents[i].agent.handle(now, AgentInput::FromServer(Box::new(message)))
+            }
+            (PolicyWire::Tier(message), None, Some(s)) => {
+                s.server.handle(now, ServerInput::Received { from: peer, message, size })
+            }
+            (PolicyWire::Admin(signed), None, Some(s)) if Owner::Listener(s.listener) == owner => {
+                let request = s.next_request;
+                s.next_request += 1;
+                s.admin.insert(request, conn);
+                s.server.handle(now, ServerInput::Admin { request, signed });
+            }
+            _ => return bad_message(fx, conn, "a policy message on the wrong kind of connection".into()),
+        }
+        self.drain(now, fx);
+    }
+
+    pub fn on_file_written(
+        &mut self,
+        now: Now,
+        id: FileId,
+        outcome: Result<(), String>,
+        fx: &mut Effects<'_>,
+    ) {
+        let Some(applying) = self.files.remove(&id) else { return };
+        let Some(a) = self.agents.get(applying.agent) else { return };
+        let hook = match (outcome, a.hook.split_first()) {
+            (Err(e), _) => {
+                return self.applied(
+                    now,
+                    applying,
+                    Err(format!("could not write {}: {e}", a.policy_file)),
+                    fx,
+                );
+            }
+            (Ok(()), None) => return self.applied(now, applying, Ok(()), fx),
+            (Ok(()), Some(_)) => a.hook.clone(),
+        };
+        let child = fx.ids.child();
+        let env = vec![("COHORT_POLICY_FILE".to_owned(), a.policy_file.clone())];
+        self.hooks.insert(child, applying);
+        fx.out.push_back(Output::Spawn { child, argv: hook, env });
+    }
+
+    /// Whether `child` is one of this host's hooks; its start or failure ends the apply.
+    pub fn on_child(
+        &mut self,
+        now: Now,
+        child: ChildId,
+        started: Result<(), String>,
+        fx: &mut Effects<'_>,
+    ) -> bool {
+        let Some(applying) = self.hooks.remove(&child) else { return false };
+        let program =
+            self.agents.get(applying.agent).and_then(|a| a.hook.first().cloned()).unwrap_or_default();
+        let outcome = started.map_err(|e| format!("the policy hook `{program}` did not start: {e}"));
+        self.applied(now, applying, outcome, fx);
+        true
+    }
+
+    fn applied(&mut self, now: Now, applying: Applying, outcome: Result<(), String>, fx: &mut Effects<'_>) {
+        let Some(a) = self.agents.get_mut(applying.agent) else { return };
+        let agent = a.agent.name().to_owned();
+        let event = match &outcome {
+            Ok(()) => Event::PolicyApplied { agent, digest: hex::encode(&applying.digest[..4]) },
+            Err(error) => Event::PolicyApplyFailed { agent, error: error.clone() },
+        };
+        fx.out.push_back(Output::Log(event));
+        a.agent.handle(now, AgentInput::Applied { digest: applying.digest, outcome });
+        self.drain(now, fx);
+    }
+
+    /// Carries out what the server and agents asked for.
+    fn drain(&mut self, now: Now, fx: &mut Effects<'_>) {
+        if let Some(s) = &mut self.server {
+            while let Some(out) = s.server.poll_output() {
+                match out {
+                    ServerOutput::Send { to, name, message } => {
+                        let bytes = encode(&PolicyWire::Tier(message));
+                        let parent =
+                            s.parent_link.filter(|l| fx.links.peer(*l).is_some_and(|p| p.node_id() == to));
+                        match (parent, fx.conns.find(s.listener, &to)) {
+                            (Some(link), _) => fx.links.send(now, link, bytes, fx.conns),
+                            (None, Some(conn)) => fx.conns.send(conn, &bytes),
+                            (None, None) => fx.out.push_back(Output::Log(Event::Undeliverable { to: name })),
+                        }
+                    }
+                    ServerOutput::Stored(policy) => {
+                        let (id, version) = (policy.body.id.clone(), policy.body.version);
+                        fx.persist(Record::Policy(policy));
+                        fx.out.push_back(Output::Log(Event::PolicyStored { id, version }));
+                    }
+                    ServerOutput::History { from, at, aggregate } => {
+                        fx.persist(Record::PolicyHistory { from, at, aggregate })
+                    }
+                    ServerOutput::AdminReply { request, reply } => {
+                        if let Some(conn) = s.admin.remove(&request) {
+                            fx.conns.send(conn, &encode(&PolicyWire::AdminReply(reply)));
+                        }
+                    }
+                    ServerOutput::Rejected(rejection) => {
+                        fx.out.push_back(Output::Log(Event::PolicyRejected(rejection)))
+                    }
+                }
+            }
+        }
+        for (i, a) in self.agents.iter_mut().enumerate() {
+            while let Some(out) = a.agent.poll_output() {
+                match out {
+                    AgentOutput::Send { message, .. } => {
+                        fx.links.send(now, a.link, encode(&PolicyWire::Tier(message)), fx.conns)
+                    }
+                    AgentOutput::Apply(policy) => {
+                        let id = fx.ids.file();
+                        self.files.insert(id, Applying { agent: i, digest: policy.digest });
+                        let contents = policy.render(a.agent.name()).into_bytes();
+                        fx.out.push_back(Output::WriteFile { id, path: a.policy_file.clone(), contents });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn encode(message: &PolicyWire) -> Vec<u8> {
+    // Every policy message type encodes; an error here is a bug, and an empty message is then
+    // refused by the peer's decoder rather than taking this node down.
+    wire::encode(message).unwrap_or_default()
+}
+
+fn bad_message(fx: &mut Effects<'_>, conn: ConnId, error: String) {
+    fx.out.push_back(Output::Log(Event::BadMessage { conn, error }));
+    fx.conns.close(conn);
+}

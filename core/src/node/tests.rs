@@ -1,0 +1,430 @@
+//! Nodes on an in-memory network: every output carried out at once (connects paired with the
+//! listener at the address, bytes delivered whole, persists and file writes answered), time
+//! advanced to the next deadline. Enough to check what the node itself decides.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use super::*;
+use crate::channel::{Channel, ChannelConfig, ChannelInput, ChannelOutput, TrustSet};
+use crate::identity::{NodeKeys, PublicIdentity};
+use crate::policy::document::{Platform, Policy, PolicyTarget, Scope};
+use crate::policy::server::ServerSetup;
+use crate::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest, PolicyWire};
+use crate::rng::seeded;
+use crate::signed::Signed;
+use crate::time::WallClock;
+use crate::wire;
+
+/// An operator's end of a channel: a bare channel the test drives.
+struct Client {
+    channel: Channel,
+    conn: ConnId,
+    received: Vec<Vec<u8>>,
+    closed: bool,
+}
+
+enum End {
+    Node(Box<Node>),
+    Client(Box<Client>),
+}
+
+struct Net {
+    ends: Vec<End>,
+    listening: BTreeMap<String, (usize, ListenerId)>,
+    pairs: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    inputs: VecDeque<(usize, Input)>,
+    next_inbound: u64,
+    now: Now,
+    files: BTreeMap<String, Vec<u8>>,
+    unwritable: BTreeSet<String>,
+    persisted: Vec<(usize, Record)>,
+    logs: Vec<(usize, Event)>,
+}
+
+impl Net {
+    fn new() -> Net {
+        Net {
+            ends: Vec::new(),
+            listening: BTreeMap::new(),
+            pairs: BTreeMap::new(),
+            inputs: VecDeque::new(),
+            next_inbound: 1,
+            now: Now::new(Instant::from_nanos(1), WallClock(1_900_000_000_000)),
+            files: BTreeMap::new(),
+            unwritable: BTreeSet::new(),
+            persisted: Vec::new(),
+            logs: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, setup: NodeSetup, seed: u64) -> usize {
+        self.ends.push(End::Node(Box::new(Node::new(self.now, setup, seeded(seed)))));
+        self.settle();
+        self.ends.len() - 1
+    }
+
+    fn node(&self, i: usize) -> &Node {
+        match &self.ends[i] {
+            End::Node(node) => node,
+            End::Client(_) => panic!("end {i} is a client"),
+        }
+    }
+
+    /// Opens a channel as `keys` to whatever listens at `addr`, trusting `peer`.
+    fn client(&mut self, addr: &str, keys: &NodeKeys, peer: PublicIdentity) -> usize {
+        let trust: TrustSet = [peer].into_iter().collect();
+        let channel = Channel::initiator(self.now.mono, ChannelConfig::default(), keys, trust, seeded(77))
+            .expect("a channel");
+        let index = self.ends.len();
+        let conn = ConnId(1);
+        self.ends.push(End::Client(Box::new(Client { channel, conn, received: Vec::new(), closed: false })));
+        self.connect(index, conn, addr);
+        self.settle();
+        index
+    }
+
+    fn send(&mut self, client: usize, bytes: &[u8]) {
+        // A channel the listener refused is closed already: the send goes nowhere.
+        if let End::Client(c) = &mut self.ends[client]
+            && !c.channel.is_closed()
+        {
+            c.channel.send(bytes).expect("sends");
+        }
+        self.settle();
+    }
+
+    fn connect(&mut self, from: usize, conn: ConnId, addr: &str) {
+        match self.listening.get(addr).copied() {
+            Some((to, listener)) => {
+                let inbound = ConnId::inbound(self.next_inbound);
+                self.next_inbound += 1;
+                self.pairs.insert((from, conn), (to, inbound));
+                self.pairs.insert((to, inbound), (from, conn));
+                self.inputs.push_back((to, Input::Accepted { listener, conn: inbound }));
+            }
+            None => self.deliver_close(from, conn, Some("connection refused".into())),
+        }
+    }
+
+    fn deliver_close(&mut self, to: usize, conn: ConnId, error: Option<String>) {
+        self.inputs.push_back((to, Input::Closed { conn, error }));
+    }
+
+    /// Carries out one end's output.
+    fn carry_out(&mut self, i: usize, out: Output) {
+        match out {
+            Output::Listen { listener, addr } => {
+                self.listening.insert(addr, (i, listener));
+            }
+            Output::Connect { conn, addr } => self.connect(i, conn, &addr),
+            Output::Transmit { conn, bytes } => {
+                self.inputs.push_back((i, Input::Written { conn, bytes: bytes.len() }));
+                if let Some(&(to, peer)) = self.pairs.get(&(i, conn)) {
+                    self.inputs.push_back((to, Input::Received { conn: peer, bytes }));
+                }
+            }
+            Output::Close { conn } => {
+                if let Some((to, peer)) = self.pairs.remove(&(i, conn)) {
+                    self.pairs.remove(&(to, peer));
+                    self.deliver_close(to, peer, None);
+                }
+            }
+            Output::Persist { id, record } => {
+                self.persisted.push((i, record));
+                self.inputs.push_front((i, Input::Persisted { id }));
+            }
+            Output::WriteFile { id, path, contents } => {
+                let outcome = if self.unwritable.contains(&path) {
+                    Err("permission denied".to_owned())
+                } else {
+                    self.files.insert(path, contents);
+                    Ok(())
+                };
+                self.inputs.push_back((i, Input::FileWritten { id, outcome }));
+            }
+            Output::Spawn { child, .. } => self.inputs.push_back((i, Input::ChildStarted { child })),
+            Output::Kill { .. } => {}
+            Output::Log(event) => self.logs.push((i, event)),
+        }
+    }
+
+    /// Runs until no end has anything to do.
+    fn settle(&mut self) {
+        loop {
+            let mut moved = false;
+            for i in 0..self.ends.len() {
+                loop {
+                    let out = match &mut self.ends[i] {
+                        End::Node(node) => node.poll_output(),
+                        End::Client(c) => client_output(c),
+                    };
+                    let Some(out) = out else { break };
+                    moved = true;
+                    self.carry_out(i, out);
+                    // A persist is answered before the node says anything more.
+                    while let Some((j, input)) = self.inputs.front().cloned() {
+                        if j != i || !matches!(input, Input::Persisted { .. }) {
+                            break;
+                        }
+                        self.inputs.pop_front();
+                        self.feed(j, input);
+                    }
+                }
+            }
+            while let Some((i, input)) = self.inputs.pop_front() {
+                moved = true;
+                self.feed(i, input);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn feed(&mut self, i: usize, input: Input) {
+        let now = self.now;
+        match &mut self.ends[i] {
+            End::Node(node) => node.handle(now, input),
+            End::Client(c) => match input {
+                Input::Received { bytes, .. } => c.channel.handle(now, ChannelInput::Received(bytes)),
+                Input::Closed { .. } => c.channel.handle(now, ChannelInput::PeerClosed),
+                _ => {}
+            },
+        }
+    }
+
+    /// Advances time by `span`, firing every deadline on the way.
+    fn run_for(&mut self, span: Duration) {
+        let until = self.now.mono + span;
+        loop {
+            self.settle();
+            let next = self
+                .ends
+                .iter()
+                .filter_map(|e| match e {
+                    End::Node(node) => node.poll_timeout(),
+                    End::Client(_) => None,
+                })
+                .min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.with_mono(t.max(self.now.mono));
+                    for i in 0..self.ends.len() {
+                        let due =
+                            matches!(&self.ends[i], End::Node(n) if n.poll_timeout().is_some_and(|d| d <= t));
+                        if due {
+                            self.feed(i, Input::Timeout);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.with_mono(until);
+        self.settle();
+    }
+}
+
+fn client_output(c: &mut Client) -> Option<Output> {
+    loop {
+        match c.channel.poll_output()? {
+            ChannelOutput::Transmit(bytes) => return Some(Output::Transmit { conn: c.conn, bytes }),
+            ChannelOutput::Message(bytes) => c.received.push(bytes),
+            ChannelOutput::Established(_) => {}
+            ChannelOutput::Closed(_) => {
+                c.closed = true;
+                return Some(Output::Close { conn: c.conn });
+            }
+        }
+    }
+}
+
+/// A master, one local under it, and one agent on the local; keys and addresses by seed.
+struct Tier {
+    net: Net,
+    operator: NodeKeys,
+    master_keys: NodeKeys,
+    master: usize,
+    local: usize,
+    agents: usize,
+}
+
+const MASTER_ADDR: &str = "10.0.0.1:7400";
+const LOCAL_ADDR: &str = "10.0.0.2:7400";
+const POLICY_FILE: &str = "/etc/cohort/a0.policy";
+
+fn policy(value: &str, version: u64) -> Policy {
+    Policy {
+        id: "fw".into(),
+        version,
+        author: "master".into(),
+        scope: Scope::Global,
+        target: PolicyTarget::default(),
+        params: [("firewall.default".to_owned(), value.to_owned())].into(),
+    }
+}
+
+impl Tier {
+    fn start(unwritable: bool) -> Tier {
+        let mut rng = seeded(5);
+        let operator = NodeKeys::generate(&mut rng);
+        let master_keys = NodeKeys::generate(&mut rng);
+        let local_keys = NodeKeys::generate(&mut rng);
+        let agent_keys = NodeKeys::generate(&mut rng);
+        let signers: BTreeMap<String, PublicIdentity> =
+            [("master".to_owned(), master_keys.public()), ("local".to_owned(), local_keys.public())].into();
+        let setup = |name: &str, keys: &NodeKeys, parent, children, agents| ServerSetup {
+            name: name.into(),
+            keys: keys.clone(),
+            parent,
+            children,
+            agents,
+            signers: signers.clone(),
+            operators: vec![operator.public()],
+            sync_window: Duration::from_secs(10),
+            sync_jitter: Duration::ZERO,
+            stats_deadline: Duration::from_secs(5),
+        };
+        let stored = Signed::sign(policy("deny", 1), &master_keys).expect("signs");
+        let mut net = Net::new();
+        if unwritable {
+            net.unwritable.insert(POLICY_FILE.into());
+        }
+        let master = net.add(
+            NodeSetup {
+                policy_server: Some(PolicyServerRole {
+                    listen: MASTER_ADDR.into(),
+                    setup: setup(
+                        "master",
+                        &master_keys,
+                        None,
+                        [("local".to_owned(), local_keys.public())].into(),
+                        BTreeMap::new(),
+                    ),
+                    parent_addr: None,
+                    stored: vec![stored],
+                    latest: Vec::new(),
+                    limits: ConnLimits::default(),
+                }),
+                policy_agents: Vec::new(),
+            },
+            1,
+        );
+        let local = net.add(
+            NodeSetup {
+                policy_server: Some(PolicyServerRole {
+                    listen: LOCAL_ADDR.into(),
+                    setup: setup(
+                        "local",
+                        &local_keys,
+                        Some(("master".to_owned(), master_keys.public())),
+                        BTreeMap::new(),
+                        [("a0".to_owned(), agent_keys.public())].into(),
+                    ),
+                    parent_addr: Some(MASTER_ADDR.into()),
+                    stored: Vec::new(),
+                    latest: Vec::new(),
+                    limits: ConnLimits::default(),
+                }),
+                policy_agents: Vec::new(),
+            },
+            2,
+        );
+        let agents = net.add(
+            NodeSetup {
+                policy_server: None,
+                policy_agents: vec![PolicyAgentRole {
+                    name: "a0".into(),
+                    keys: agent_keys,
+                    platform: Platform::new("linux", "6", "web"),
+                    server: "local".into(),
+                    server_addr: LOCAL_ADDR.into(),
+                    server_identity: local_keys.public(),
+                    poll_interval: Duration::from_secs(2),
+                    policy_file: POLICY_FILE.into(),
+                    hook: vec!["/usr/sbin/reload-firewall".into()],
+                }],
+            },
+            3,
+        );
+        Tier { net, operator, master_keys, master, local, agents }
+    }
+
+    fn admin(&mut self, keys: &NodeKeys, request: PolicyAdmin) -> Option<PolicyAdminReply> {
+        let client = self.net.client(MASTER_ADDR, keys, self.master_keys.public());
+        let body = PolicyAdminRequest { at: self.net.now.wall, request };
+        let signed = Signed::sign(body, keys).expect("signs");
+        self.net.send(client, &wire::encode(&PolicyWire::Admin(signed)).expect("encodes"));
+        let End::Client(c) = &self.net.ends[client] else { return None };
+        match wire::decode::<PolicyWire>(c.received.first()?) {
+            Ok(PolicyWire::AdminReply(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn a_policy_at_the_master_reaches_the_agents_file_through_a_local() {
+    let mut tier = Tier::start(false);
+    tier.net.run_for(Duration::from_secs(30));
+    let file =
+        String::from_utf8(tier.net.files.get(POLICY_FILE).cloned().unwrap_or_default()).expect("utf-8");
+    assert!(file.contains("firewall.default = \"deny\""), "{file:?}");
+    let agent = tier.net.node(tier.agents).policy_agents().next().expect("an agent");
+    assert!(agent.applied().is_some_and(|p| p.params["firewall.default"] == "deny"));
+    assert!(tier.net.logs.iter().any(|(i, e)| *i == tier.agents && matches!(e, Event::PolicyApplied { .. })));
+    // The local stored what it got, and the master kept each sync for history.
+    assert!(tier.net.persisted.iter().any(|(i, r)| *i == tier.local && matches!(r, Record::Policy(_))));
+    assert!(
+        tier.net
+            .persisted
+            .iter()
+            .any(|(i, r)| *i == tier.master && matches!(r, Record::PolicyHistory { .. }))
+    );
+
+    // An operator's change at the master travels the same way.
+    let created = tier.admin(&tier.operator.clone(), PolicyAdmin::Create(policy("allow", 1)));
+    assert_eq!(created, Some(PolicyAdminReply::Created));
+    tier.net.run_for(Duration::from_secs(30));
+    let file = String::from_utf8(tier.net.files[POLICY_FILE].clone()).expect("utf-8");
+    assert!(file.contains("firewall.default = \"allow\""), "{file:?}");
+}
+
+#[test]
+fn a_stranger_gets_no_channel_to_a_policy_listener() {
+    let mut tier = Tier::start(false);
+    let stranger = NodeKeys::generate(&mut seeded(404));
+    let reply = tier.admin(&stranger, PolicyAdmin::List);
+    assert_eq!(reply, None);
+    let refused = tier.net.logs.iter().any(|(i, e)| {
+        *i == tier.master && matches!(e, Event::ConnFailed { error, .. } if error.contains("not trusted"))
+    });
+    assert!(refused, "{:?}", tier.net.logs);
+}
+
+#[test]
+fn an_agent_whose_policy_file_cannot_be_written_reports_the_apply_as_failed() {
+    let mut tier = Tier::start(true);
+    tier.net.run_for(Duration::from_secs(30));
+    let agent = tier.net.node(tier.agents).policy_agents().next().expect("an agent");
+    assert!(agent.applied().is_none());
+    assert!(
+        agent.apply_error().is_some_and(|e| e.contains("permission denied")),
+        "{:?}",
+        agent.apply_error()
+    );
+    let failed =
+        tier.net.logs.iter().any(|(i, e)| *i == tier.agents && matches!(e, Event::PolicyApplyFailed { .. }));
+    assert!(failed);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let run = || {
+        let mut tier = Tier::start(false);
+        tier.net.run_for(Duration::from_secs(25));
+        (tier.net.files.clone(), tier.net.persisted.len(), format!("{:?}", tier.net.logs))
+    };
+    assert_eq!(run(), run());
+}

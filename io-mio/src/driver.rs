@@ -1,0 +1,412 @@
+//! Drives a core [`Node`] on real sockets, files, child processes and SQLite, inside the process's
+//! event loop. Owns the mapping only: each node output becomes a socket, write, file, process or
+//! row, and each readiness event becomes a node input. It never decides who may connect, what a
+//! message means or what to report: the node does.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+
+use cohort_core::node::{ChildId, ConnId, Input, Level, ListenerId, Node, Output, Record};
+use cohort_core::{Machine, exec::daemon::ProcessEnd};
+use mio::event::Event;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Interest, Token};
+use tracing::{debug, info, warn};
+
+use crate::child::{RunningChild, Stream};
+use crate::clock::Clock;
+use crate::node::NodeError;
+use crate::reactor::{Role, Slot};
+use crate::store::Store;
+
+/// Bytes read from one connection per wake-up, so one busy peer cannot starve the rest.
+const READ_BUDGET: usize = 256 * 1024;
+
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Listener(ListenerId),
+    Conn(ConnId),
+    Pipe(ChildId, Stream),
+}
+
+#[derive(Debug)]
+struct Socket {
+    stream: TcpStream,
+    token: Token,
+    outgoing: Vec<u8>,
+    /// The node closed it: write what is queued, then drop it.
+    closing: bool,
+    /// Stopped reading at the budget with bytes waiting: read again next turn.
+    more_to_read: bool,
+}
+
+/// A node on the loop. See the module docs.
+pub struct NodeDriver {
+    name: &'static str,
+    node: Node,
+    slot: Slot,
+    clock: Clock,
+    store: Store,
+    listeners: BTreeMap<ListenerId, TcpListener>,
+    sockets: BTreeMap<ConnId, Socket>,
+    children: BTreeMap<ChildId, RunningChild>,
+    sources: BTreeMap<Token, Source>,
+    next_token: usize,
+    next_inbound: u64,
+}
+
+impl std::fmt::Debug for NodeDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeDriver").field("name", &self.name).field("sockets", &self.sockets.len()).finish()
+    }
+}
+
+impl NodeDriver {
+    /// Drives `node` (already started with the same `clock`), keeping its records in `store`.
+    pub fn new(
+        name: &'static str,
+        node: Node,
+        clock: Clock,
+        store: Store,
+        slot: Slot,
+    ) -> Result<Self, NodeError> {
+        let mut driver = NodeDriver {
+            name,
+            node,
+            slot,
+            clock,
+            store,
+            listeners: BTreeMap::new(),
+            sockets: BTreeMap::new(),
+            children: BTreeMap::new(),
+            sources: BTreeMap::new(),
+            next_token: 1,
+            next_inbound: 1,
+        };
+        driver.settle()?;
+        Ok(driver)
+    }
+
+    fn feed(&mut self, input: Input) {
+        let now = self.clock.now();
+        self.node.handle(now, input);
+    }
+
+    fn token(&mut self, source: Source) -> Token {
+        let token = self.slot.token(self.next_token);
+        self.next_token += 1;
+        self.sources.insert(token, source);
+        token
+    }
+
+    /// Carries out one node output. Errors are only what the process cannot go on after.
+    fn carry_out(&mut self, output: Output) -> Result<(), NodeError> {
+        match output {
+            Output::Listen { listener, addr } => {
+                let addr: SocketAddr = addr.parse().map_err(|_| NodeError::Bind {
+                    what: "listen on",
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    source: io::Error::new(io::ErrorKind::InvalidInput, format!("`{addr}` is not IP:PORT")),
+                })?;
+                let mut socket = TcpListener::bind(addr).map_err(|source| NodeError::Bind {
+                    what: "listen on",
+                    addr,
+                    source,
+                })?;
+                let token = self.token(Source::Listener(listener));
+                self.slot.registry().register(&mut socket, token, Interest::READABLE)?;
+                self.listeners.insert(listener, socket);
+            }
+            Output::Connect { conn, addr } => match addr.parse::<SocketAddr>().map(TcpStream::connect) {
+                Ok(Ok(stream)) => self.adopt(conn, stream),
+                Ok(Err(e)) => self.feed(Input::Closed { conn, error: Some(e.to_string()) }),
+                Err(_) => self.feed(Input::Closed { conn, error: Some(format!("`{addr}` is not IP:PORT")) }),
+            },
+            Output::Transmit { conn, bytes } => {
+                if let Some(socket) = self.sockets.get_mut(&conn) {
+                    socket.outgoing.extend_from_slice(&bytes);
+                    self.flush(conn);
+                }
+            }
+            Output::Close { conn } => {
+                if let Some(socket) = self.sockets.get_mut(&conn) {
+                    socket.closing = true;
+                    self.flush(conn);
+                }
+            }
+            Output::Persist { id, record } => {
+                match record {
+                    Record::Policy(policy) => self.store.save_policy(&policy)?,
+                    Record::PolicyHistory { from, at, aggregate } => {
+                        self.store.append_policy_history(&from, at, &aggregate)?
+                    }
+                }
+                self.feed(Input::Persisted { id });
+            }
+            Output::WriteFile { id, path, contents } => {
+                let outcome = write_atomically(Path::new(&path), &contents).map_err(|e| e.to_string());
+                self.feed(Input::FileWritten { id, outcome });
+            }
+            Output::Spawn { child, argv, env } => {
+                let (out, err) = (
+                    self.token(Source::Pipe(child, Stream::Stdout)),
+                    self.token(Source::Pipe(child, Stream::Stderr)),
+                );
+                match RunningChild::spawn(&argv, &current_user(), &env, self.slot.registry(), out, err) {
+                    Ok(running) => {
+                        self.children.insert(child, running);
+                        self.feed(Input::ChildStarted { child });
+                    }
+                    Err(e) => {
+                        self.sources.retain(|_, s| !matches!(s, Source::Pipe(c, _) if *c == child));
+                        self.feed(Input::ChildFailed { child, reason: e.to_string() });
+                    }
+                }
+            }
+            Output::Kill { child } => {
+                if let Some(mut running) = self.children.remove(&child) {
+                    self.sources.retain(|_, s| !matches!(s, Source::Pipe(c, _) if *c == child));
+                    match running.kill_group() {
+                        Ok(status) => self.feed(Input::ChildExited { child, end: process_end(status) }),
+                        Err(e) => warn!(error = %e, "kill failed"),
+                    }
+                }
+            }
+            Output::Log(event) => match event.level() {
+                Level::Warn => warn!(node = self.name, "{event}"),
+                Level::Info => info!(node = self.name, "{event}"),
+                Level::Debug => debug!(node = self.name, "{event}"),
+            },
+        }
+        Ok(())
+    }
+
+    fn adopt(&mut self, conn: ConnId, mut stream: TcpStream) {
+        let token = self.token(Source::Conn(conn));
+        if let Err(e) =
+            self.slot.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+        {
+            self.sources.remove(&token);
+            return self.feed(Input::Closed { conn, error: Some(e.to_string()) });
+        }
+        let socket = Socket { stream, token, outgoing: Vec::new(), closing: false, more_to_read: false };
+        self.sockets.insert(conn, socket);
+    }
+
+    fn accept(&mut self, listener: ListenerId) {
+        loop {
+            let Some(socket) = self.listeners.get(&listener) else { return };
+            match socket.accept() {
+                Ok((stream, _)) => {
+                    let conn = ConnId::inbound(self.next_inbound);
+                    self.next_inbound += 1;
+                    self.adopt(conn, stream);
+                    self.feed(Input::Accepted { listener, conn });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => return warn!(error = %e, "accept failed"),
+            }
+        }
+    }
+
+    /// Writes what the socket takes; a finished close drops the socket.
+    fn flush(&mut self, conn: ConnId) {
+        let Some(socket) = self.sockets.get_mut(&conn) else { return };
+        let mut written = 0;
+        let failure = loop {
+            if socket.outgoing.len() == written {
+                break None;
+            }
+            match socket.stream.write(&socket.outgoing[written..]) {
+                Ok(0) => break Some("the peer stopped accepting bytes".to_owned()),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e.to_string()),
+            }
+        };
+        socket.outgoing.drain(..written);
+        let done = socket.closing && socket.outgoing.is_empty();
+        if written > 0 {
+            self.feed(Input::Written { conn, bytes: written });
+        }
+        if let Some(error) = failure {
+            self.drop_socket(conn);
+            self.feed(Input::Closed { conn, error: Some(error) });
+        } else if done {
+            self.drop_socket(conn);
+        }
+    }
+
+    fn drop_socket(&mut self, conn: ConnId) {
+        if let Some(mut socket) = self.sockets.remove(&conn) {
+            let _ = self.slot.registry().deregister(&mut socket.stream);
+            let _ = socket.stream.shutdown(std::net::Shutdown::Both);
+            self.sources.remove(&socket.token);
+        }
+    }
+
+    fn read(&mut self, conn: ConnId) {
+        let mut buf = [0u8; 16 * 1024];
+        let mut total = 0;
+        loop {
+            let Some(socket) = self.sockets.get_mut(&conn) else { return };
+            match socket.stream.read(&mut buf) {
+                Ok(0) => {
+                    self.drop_socket(conn);
+                    return self.feed(Input::Closed { conn, error: None });
+                }
+                Ok(n) => {
+                    total += n;
+                    if total >= READ_BUDGET {
+                        socket.more_to_read = true;
+                    }
+                    self.feed(Input::Received { conn, bytes: buf[..n].to_vec() });
+                    if total >= READ_BUDGET {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.drop_socket(conn);
+                    return self.feed(Input::Closed { conn, error: Some(e.to_string()) });
+                }
+            }
+        }
+    }
+
+    fn read_pipe(&mut self, child: ChildId, stream: Stream) {
+        let Some(running) = self.children.get_mut(&child) else { return };
+        match running.read(stream, READ_BUDGET) {
+            Ok(Some(bytes)) => {
+                let stderr = stream == Stream::Stderr;
+                self.feed(Input::ChildOutput { child, stderr, bytes });
+            }
+            Ok(None) => {}
+            Err(e) => debug!(error = %e, "pipe read failed"),
+        }
+        self.reap();
+    }
+
+    /// Reports children whose output closed and who exited.
+    fn reap(&mut self) {
+        let done: Vec<(ChildId, ProcessEnd)> = self
+            .children
+            .iter_mut()
+            .filter(|(_, c)| c.output_closed())
+            .filter_map(|(id, c)| c.try_wait().ok().flatten().map(|status| (*id, process_end(status))))
+            .collect();
+        for (child, end) in done {
+            self.children.remove(&child);
+            self.sources.retain(|_, s| !matches!(s, Source::Pipe(c, _) if *c == child));
+            self.feed(Input::ChildExited { child, end });
+        }
+    }
+
+    /// Carries out outputs until the node has none, reading again where a budget stopped.
+    fn settle(&mut self) -> Result<(), NodeError> {
+        loop {
+            while let Some(output) = self.node.poll_output() {
+                self.carry_out(output)?;
+            }
+            let again: Vec<ConnId> = self
+                .sockets
+                .iter_mut()
+                .filter_map(|(c, s)| std::mem::take(&mut s.more_to_read).then_some(*c))
+                .collect();
+            if again.is_empty() {
+                return Ok(());
+            }
+            for conn in again {
+                self.read(conn);
+            }
+        }
+    }
+}
+
+fn process_end(status: std::process::ExitStatus) -> ProcessEnd {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ProcessEnd::Exited(code),
+        (None, Some(signal)) => ProcessEnd::Signalled(signal),
+        (None, None) => ProcessEnd::Exited(-1),
+    }
+}
+
+fn current_user() -> String {
+    nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).unwrap_or_default()
+}
+
+/// Replaces `path` with `contents`: a temporary file beside it, synced, then renamed over, so a
+/// reader never sees half a file.
+fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let staging = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&staging)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    std::fs::rename(&staging, path)
+}
+
+impl Role for NodeDriver {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn settle(&mut self) -> Result<(), NodeError> {
+        NodeDriver::settle(self)
+    }
+
+    fn next_wake(&self) -> Option<std::time::Instant> {
+        let deadline = self.node.poll_timeout().map(|d| self.clock.wake_at(d));
+        // Children whose pipes closed may not have exited yet: look again soon.
+        if self.children.values().any(RunningChild::output_closed) {
+            let soon = std::time::Instant::now() + std::time::Duration::from_millis(10);
+            return Some(deadline.map_or(soon, |d| d.min(soon)));
+        }
+        deadline
+    }
+
+    fn handle_event(&mut self, event: &Event) -> Result<(), NodeError> {
+        match self.sources.get(&event.token()).copied() {
+            Some(Source::Listener(listener)) => self.accept(listener),
+            Some(Source::Conn(conn)) => {
+                let error = self.sockets.get(&conn).and_then(|s| match s.stream.take_error() {
+                    Ok(Some(e)) | Err(e) => Some(e.to_string()),
+                    Ok(None) => None,
+                });
+                if let Some(error) = error {
+                    self.drop_socket(conn);
+                    self.feed(Input::Closed { conn, error: Some(error) });
+                } else {
+                    if event.is_readable() {
+                        self.read(conn);
+                    }
+                    if event.is_writable() {
+                        self.flush(conn);
+                    }
+                }
+            }
+            Some(Source::Pipe(child, stream)) => self.read_pipe(child, stream),
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn fire_timeouts(&mut self) -> Result<(), NodeError> {
+        self.reap();
+        if self.node.poll_timeout().is_some_and(|t| t <= self.clock.now().mono) {
+            self.feed(Input::Timeout);
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self) {
+        for running in self.children.values_mut() {
+            let _ = running.kill_group();
+        }
+        info!(node = self.name, "stopped");
+    }
+}
