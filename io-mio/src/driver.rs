@@ -11,13 +11,13 @@ use std::path::Path;
 use cohort_core::node::{ChildId, ConnId, Input, Level, ListenerId, Node, Output, Record};
 use cohort_core::{Machine, exec::daemon::ProcessEnd};
 use mio::event::Event;
-use mio::net::{TcpListener, TcpStream};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Interest, Token};
 use tracing::{debug, info, warn};
 
 use crate::child::{RunningChild, Stream};
 use crate::clock::Clock;
-use crate::node::NodeError;
+use crate::error::NodeError;
 use crate::reactor::{Role, Slot};
 use crate::store::Store;
 
@@ -26,6 +26,7 @@ const READ_BUDGET: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 enum Source {
+    Datagram,
     Listener(ListenerId),
     Conn(ConnId),
     Pipe(ChildId, Stream),
@@ -49,6 +50,7 @@ pub struct NodeDriver {
     slot: Slot,
     clock: Clock,
     store: Store,
+    udp: Option<UdpSocket>,
     listeners: BTreeMap<ListenerId, TcpListener>,
     sockets: BTreeMap<ConnId, Socket>,
     children: BTreeMap<ChildId, RunningChild>,
@@ -78,6 +80,7 @@ impl NodeDriver {
             slot,
             clock,
             store,
+            udp: None,
             listeners: BTreeMap::new(),
             sockets: BTreeMap::new(),
             children: BTreeMap::new(),
@@ -104,17 +107,26 @@ impl NodeDriver {
     /// Carries out one node output. Errors are only what the process cannot go on after.
     fn carry_out(&mut self, output: Output) -> Result<(), NodeError> {
         match output {
+            Output::BindDatagram { addr } => {
+                let mut socket = UdpSocket::bind(parse_addr("bind the member socket on", &addr)?)
+                    .map_err(|source| NodeError::Bind { what: "bind the member socket on", addr, source })?;
+                let token = self.token(Source::Datagram);
+                self.slot.registry().register(&mut socket, token, Interest::READABLE)?;
+                self.udp = Some(socket);
+            }
+            Output::SendDatagram { addr, bytes } => {
+                let sent = match (&self.udp, addr.parse::<SocketAddr>()) {
+                    (Some(udp), Ok(to)) => udp.send_to(&bytes, to).map(|_| ()).map_err(|e| e.to_string()),
+                    (None, _) => Err("no member socket".to_owned()),
+                    (_, Err(_)) => Err(format!("`{addr}` is not IP:PORT")),
+                };
+                if let Err(error) = sent {
+                    debug!(%addr, %error, "datagram not sent (counted as loss)");
+                }
+            }
             Output::Listen { listener, addr } => {
-                let addr: SocketAddr = addr.parse().map_err(|_| NodeError::Bind {
-                    what: "listen on",
-                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                    source: io::Error::new(io::ErrorKind::InvalidInput, format!("`{addr}` is not IP:PORT")),
-                })?;
-                let mut socket = TcpListener::bind(addr).map_err(|source| NodeError::Bind {
-                    what: "listen on",
-                    addr,
-                    source,
-                })?;
+                let mut socket = TcpListener::bind(parse_addr("listen on", &addr)?)
+                    .map_err(|source| NodeError::Bind { what: "listen on", addr, source })?;
                 let token = self.token(Source::Listener(listener));
                 self.slot.registry().register(&mut socket, token, Interest::READABLE)?;
                 self.listeners.insert(listener, socket);
@@ -137,7 +149,13 @@ impl NodeDriver {
                 }
             }
             Output::Persist { id, record } => {
+                // Durable before the node hears so: each write returns only once committed.
                 match record {
+                    Record::Member(record) => {
+                        self.store.save_member(&record, self.clock.now().wall.unix_millis())?
+                    }
+                    Record::AuditEntry(entry) => self.store.append_chain(&entry)?,
+                    Record::LocalAudit(record) => self.store.append_local_audit(&record)?,
                     Record::Policy(policy) => self.store.save_policy(&policy)?,
                     Record::PolicyHistory { from, at, aggregate } => {
                         self.store.append_policy_history(&from, at, &aggregate)?
@@ -149,12 +167,13 @@ impl NodeDriver {
                 let outcome = write_atomically(Path::new(&path), &contents).map_err(|e| e.to_string());
                 self.feed(Input::FileWritten { id, outcome });
             }
-            Output::Spawn { child, argv, env } => {
+            Output::Spawn { child, argv, run_as, env } => {
+                let run_as = run_as.unwrap_or_else(current_user);
                 let (out, err) = (
                     self.token(Source::Pipe(child, Stream::Stdout)),
                     self.token(Source::Pipe(child, Stream::Stderr)),
                 );
-                match RunningChild::spawn(&argv, &current_user(), &env, self.slot.registry(), out, err) {
+                match RunningChild::spawn(&argv, &run_as, &env, self.slot.registry(), out, err) {
                     Ok(running) => {
                         self.children.insert(child, running);
                         self.feed(Input::ChildStarted { child });
@@ -278,6 +297,19 @@ impl NodeDriver {
         }
     }
 
+    fn read_datagrams(&mut self) {
+        let mut buf = vec![0u8; 64 * 1024];
+        // Bounded per wake-up so a flood cannot starve timers and connections.
+        for _ in 0..1024 {
+            let Some(udp) = &self.udp else { return };
+            match udp.recv_from(&mut buf) {
+                Ok((len, _)) => self.feed(Input::Datagram { bytes: buf[..len].to_vec() }),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => return warn!(error = %e, "member socket read failed"),
+            }
+        }
+    }
+
     fn read_pipe(&mut self, child: ChildId, stream: Stream) {
         let Some(running) = self.children.get_mut(&child) else { return };
         match running.read(stream, READ_BUDGET) {
@@ -336,6 +368,14 @@ fn process_end(status: std::process::ExitStatus) -> ProcessEnd {
     }
 }
 
+fn parse_addr(what: &'static str, addr: &str) -> Result<SocketAddr, NodeError> {
+    addr.parse().map_err(|_| NodeError::Bind {
+        what,
+        addr: addr.to_owned(),
+        source: io::Error::new(io::ErrorKind::InvalidInput, "not IP:PORT"),
+    })
+}
+
 fn current_user() -> String {
     nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).unwrap_or_default()
 }
@@ -371,6 +411,7 @@ impl Role for NodeDriver {
 
     fn handle_event(&mut self, event: &Event) -> Result<(), NodeError> {
         match self.sources.get(&event.token()).copied() {
+            Some(Source::Datagram) => self.read_datagrams(),
             Some(Source::Listener(listener)) => self.accept(listener),
             Some(Source::Conn(conn)) => {
                 let error = self.sockets.get(&conn).and_then(|s| match s.stream.take_error() {

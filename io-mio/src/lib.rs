@@ -4,15 +4,13 @@
 
 pub mod admin_client;
 pub mod channel_client;
-mod channel_conn;
 pub mod child;
 pub mod clock;
 pub mod driver;
 pub mod entropy;
-pub mod exec_runtime;
+pub mod error;
 pub mod keyfile;
-pub mod node;
 pub mod node_config;
-pub mod policy_roles;
 pub mod reactor;
+pub mod roles;
 pub mod store;

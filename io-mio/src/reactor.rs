@@ -12,7 +12,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::info;
 
-use crate::node::NodeError;
+use crate::error::NodeError;
 
 const WAKER: Token = Token(0);
 const SIGNALS: Token = Token(1);

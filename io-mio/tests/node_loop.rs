@@ -9,9 +9,9 @@ use cohort_core::admin::{AdminRequest, AdminResponse};
 use cohort_core::member::MemberInfo;
 use cohort_core::member::genesis::{genesis_config, genesis_records};
 use cohort_core::rng::seeded;
-use cohort_io_mio::node::{AdminLimits, Node};
 use cohort_io_mio::node_config::NodeConfig;
 use cohort_io_mio::reactor::Reactor;
+use cohort_io_mio::roles;
 use cohort_io_mio::store::Store;
 use cohort_io_mio::{admin_client, keyfile};
 
@@ -38,7 +38,7 @@ fn a_node_serves_status_and_stops_on_a_local_request() {
         ..NodeConfig::new(addr, addr, dir.path().to_owned(), dir.path().join("node.key"), "member")
     };
     let mut reactor = Reactor::new().expect("a loop");
-    reactor.host(|slot| Node::start(node_config, AdminLimits::default(), slot)).expect("starts");
+    reactor.host(|slot| roles::start(&node_config, slot)).expect("starts");
     let handle = reactor.handle();
     let running = std::thread::spawn(move || reactor.run());
 

@@ -15,13 +15,13 @@ use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminReques
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
 use cohort_io_mio::channel_client::ChannelClient;
+use cohort_io_mio::error::NodeError;
 use cohort_io_mio::keyfile;
-use cohort_io_mio::node::NodeError;
 use cohort_io_mio::node_config::{
     AgentsFile, NodeConfig, PolicyAgentConfig, PolicyServerConfig, TierFile, TierOperator, TierServer,
 };
-use cohort_io_mio::policy_roles;
 use cohort_io_mio::reactor::{NodeHandle, Reactor};
+use cohort_io_mio::roles;
 use cohort_io_mio::store::Store;
 
 const NAMES: [&str; 4] = ["master", "local-00", "local-01", "local-02"];
@@ -217,7 +217,7 @@ impl Tier {
 
 fn run(config: &NodeConfig) -> Running {
     let mut reactor = Reactor::new().expect("a loop");
-    reactor.host(|slot| policy_roles::start(config, slot)).expect("starts");
+    reactor.host(|slot| roles::start(config, slot)).expect("starts");
     (reactor.handle(), std::thread::spawn(move || reactor.run()))
 }
 

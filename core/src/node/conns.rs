@@ -66,6 +66,9 @@ pub enum Owner {
     Listener(ListenerId),
     /// An outbound link, by the index its host gave it.
     Link(usize),
+    /// A one-off outbound connection a role opened, by the role's own number for it (the
+    /// gateway's session to a host).
+    Dial(u64),
 }
 
 /// What a connection produced, for its owner.
@@ -82,15 +85,18 @@ pub enum ConnEvent {
         peer: PublicIdentity,
         bytes: Vec<u8>,
     },
-    /// The connection is gone; nothing more comes from it.
+    /// The connection is gone, with the error that ended it if one did; nothing more comes.
     Gone {
         conn: ConnId,
         owner: Owner,
+        error: Option<String>,
     },
 }
 
 #[derive(Debug)]
 struct Listener {
+    /// What it serves, as logs name it ("admin", "gateway", ...).
+    name: &'static str,
     keys: NodeKeys,
     trust: TrustSet,
     limits: ConnLimits,
@@ -107,6 +113,8 @@ struct Conn {
     backlog: usize,
     /// Closed by this side; the `Gone` has been reported.
     done: bool,
+    /// The driver's error for a connection that ended on one.
+    error: Option<String>,
 }
 
 impl Conn {
@@ -149,15 +157,23 @@ impl Connections {
     /// Listens on `addr`, presenting `keys` and admitting the peers `trust` names.
     pub fn listen(
         &mut self,
+        name: &'static str,
         addr: String,
         keys: NodeKeys,
         trust: TrustSet,
         limits: ConnLimits,
     ) -> ListenerId {
         let listener = ListenerId(u32::try_from(self.listeners.len()).unwrap_or(u32::MAX));
-        self.listeners.insert(listener, Listener { keys, trust, limits });
+        self.listeners.insert(listener, Listener { name, keys, trust, limits });
         self.outputs.push_back(Output::Listen { listener, addr });
         listener
+    }
+
+    /// Replaces whom a listener admits (a configuration changed); open channels stay.
+    pub fn set_trust(&mut self, listener: ListenerId, trust: TrustSet) {
+        if let Some(l) = self.listeners.get_mut(&listener) {
+            l.trust = trust;
+        }
     }
 
     /// Opens a channel to `addr` as `keys`, trusting only `peer`.
@@ -191,6 +207,7 @@ impl Connections {
             last_message: None,
             backlog: 0,
             done: false,
+            error: None,
         };
         self.conns.insert(conn, fresh);
         self.pump(conn);
@@ -209,7 +226,8 @@ impl Connections {
             || open >= l.limits.max_open
             || handshaking >= l.limits.max_handshaking
         {
-            self.outputs.push_back(Output::Log(Event::Refused { conn, open, handshaking }));
+            let listener = l.name;
+            self.outputs.push_back(Output::Log(Event::Refused { listener, conn, open, handshaking }));
             return self.outputs.push_back(Output::Close { conn });
         }
         let limits = l.limits;
@@ -248,16 +266,18 @@ impl Connections {
     pub fn closed(&mut self, now: Now, conn: ConnId, error: Option<String>) {
         self.now = now.mono;
         let Some(c) = self.conns.get_mut(&conn) else { return };
-        if let Some(error) = error {
+        if let Some(error) = &error {
+            let error = error.clone();
             self.outputs.push_back(Output::Log(Event::ConnFailed { conn, error }));
         }
+        c.error = error;
         c.channel.handle(now, ChannelInput::PeerClosed);
         self.pump(conn);
         // The driver's side is gone: nothing to close there.
         if let Some(c) = self.conns.remove(&conn)
             && !c.done
         {
-            self.events.push_back(ConnEvent::Gone { conn, owner: c.owner });
+            self.events.push_back(ConnEvent::Gone { conn, owner: c.owner, error: c.error });
         }
     }
 
@@ -365,14 +385,16 @@ impl Connections {
                     self.events.push_back(ConnEvent::Message { conn, owner, peer, bytes });
                 }
                 ChannelOutput::Closed(reason) => {
+                    let mut error = c.error.take();
                     if let CloseReason::Failed(e) = reason {
-                        let error = e.to_string();
-                        self.outputs.push_back(Output::Log(Event::ConnFailed { conn, error }));
+                        let text = e.to_string();
+                        self.outputs.push_back(Output::Log(Event::ConnFailed { conn, error: text.clone() }));
+                        error = error.or(Some(text));
                     }
                     c.done = true;
                     let owner = c.owner;
                     self.outputs.push_back(Output::Close { conn });
-                    self.events.push_back(ConnEvent::Gone { conn, owner });
+                    self.events.push_back(ConnEvent::Gone { conn, owner, error });
                     self.conns.remove(&conn);
                     return;
                 }

@@ -4,7 +4,9 @@
 
 use std::fmt;
 
+use crate::exec::audit::{AuditRecord, ChainEntry};
 use crate::exec::daemon::ProcessEnd;
+use crate::member::MemberRecord;
 use crate::policy::document::SignedPolicy;
 use crate::policy::report::Aggregate;
 use crate::policy::server::Rejection;
@@ -59,6 +61,10 @@ pub enum Input {
         listener: ListenerId,
         conn: ConnId,
     },
+    /// A member datagram arrived on the datagram socket.
+    Datagram {
+        bytes: Vec<u8>,
+    },
     /// Bytes read from `conn`, in any split.
     Received {
         conn: ConnId,
@@ -108,6 +114,10 @@ pub enum Input {
 pub enum Output {
     /// Listen on `addr` (`IP:PORT`); a failure to bind is fatal for the process.
     Listen { listener: ListenerId, addr: String },
+    /// Bind the node's datagram socket (member messages) on `addr`; a failure is fatal.
+    BindDatagram { addr: String },
+    /// Send one datagram to `addr`; a failed send is a lost datagram.
+    SendDatagram { addr: String, bytes: Vec<u8> },
     /// Open a stream to `addr`; bytes for `conn` may follow at once and wait for the connect.
     Connect { conn: ConnId, addr: String },
     /// Write `bytes` to `conn`, in order, after everything given before; report with `Written`.
@@ -118,9 +128,9 @@ pub enum Output {
     Persist { id: PersistId, record: Record },
     /// Replace the file at `path` with `contents` atomically, then answer `FileWritten`.
     WriteFile { id: FileId, path: String, contents: Vec<u8> },
-    /// Start `argv` (no shell) as this process's user, in its own process group, with `env` added
-    /// to its environment; answer `ChildStarted` or `ChildFailed`.
-    Spawn { child: ChildId, argv: Vec<String>, env: Vec<(String, String)> },
+    /// Start `argv` (no shell) as `run_as` (this process's user when `None`), in its own process
+    /// group, with `env` added to its environment; answer `ChildStarted` or `ChildFailed`.
+    Spawn { child: ChildId, argv: Vec<String>, run_as: Option<String>, env: Vec<(String, String)> },
     /// Kill the child's whole process group.
     Kill { child: ChildId },
     /// Something a person may want to read in the log.
@@ -130,6 +140,12 @@ pub enum Output {
 /// What the driver keeps for the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
+    /// The member's whole durable state.
+    Member(Box<MemberRecord>),
+    /// The next entry of the collector's audit chain.
+    AuditEntry(Box<ChainEntry>),
+    /// An exec host's own copy of an audit record, kept before the collector is asked.
+    LocalAudit(AuditRecord),
     /// A verified policy version this server now holds (served again after a restart).
     Policy(SignedPolicy),
     /// One sync's aggregate from a child, at the master: the historical status.
@@ -149,6 +165,7 @@ pub enum Level {
 pub enum Event {
     /// An inbound connection was refused at accept: too many open, or mid-handshake.
     Refused {
+        listener: &'static str,
         conn: ConnId,
         open: usize,
         handshaking: usize,
@@ -186,6 +203,24 @@ pub enum Event {
     Undeliverable {
         to: String,
     },
+    Staged {
+        version: String,
+    },
+    Installed {
+        version: String,
+    },
+    MemberDropped {
+        reason: String,
+    },
+    ChangeAccepted {
+        version: String,
+    },
+    ChangeRejected {
+        reason: String,
+    },
+    AuditRefused {
+        reason: String,
+    },
     PolicyStored {
         id: String,
         version: u64,
@@ -209,9 +244,19 @@ impl Event {
             | Event::NotReading { .. }
             | Event::BadMessage { .. }
             | Event::PolicyRejected(_)
+            | Event::AuditRefused { .. }
             | Event::PolicyApplyFailed { .. } => Level::Warn,
-            Event::LinkDown { .. } | Event::PolicyStored { .. } | Event::PolicyApplied { .. } => Level::Info,
-            Event::ConnFailed { .. } | Event::Silent { .. } | Event::Undeliverable { .. } => Level::Debug,
+            Event::LinkDown { .. }
+            | Event::Staged { .. }
+            | Event::Installed { .. }
+            | Event::ChangeAccepted { .. }
+            | Event::ChangeRejected { .. }
+            | Event::PolicyStored { .. }
+            | Event::PolicyApplied { .. } => Level::Info,
+            Event::ConnFailed { .. }
+            | Event::Silent { .. }
+            | Event::Undeliverable { .. }
+            | Event::MemberDropped { .. } => Level::Debug,
         }
     }
 }
@@ -219,9 +264,10 @@ impl Event {
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Event::Refused { conn, open, handshaking } => {
-                write!(f, "connection {conn} refused: {open} open, {handshaking} in handshake")
-            }
+            Event::Refused { listener, conn, open, handshaking } => write!(
+                f,
+                "{listener} connection refused: too many open ({conn}; {open} open, {handshaking} in handshake)"
+            ),
             Event::PerPeerLimit { conn, peer } => {
                 write!(f, "connection {conn} closed: {peer} has too many connections open")
             }
@@ -233,6 +279,12 @@ impl fmt::Display for Event {
             Event::BadMessage { conn, error } => write!(f, "connection {conn} closed: {error}"),
             Event::LinkDown { peer, retry_ms } => write!(f, "link to {peer} down; retrying in {retry_ms} ms"),
             Event::Undeliverable { to } => write!(f, "no channel to {to}; message dropped"),
+            Event::Staged { version } => write!(f, "configuration {version} staged"),
+            Event::Installed { version } => write!(f, "configuration {version} installed"),
+            Event::MemberDropped { reason } => write!(f, "member message dropped: {reason}"),
+            Event::ChangeAccepted { version } => write!(f, "operator change accepted as {version}"),
+            Event::ChangeRejected { reason } => write!(f, "operator change rejected: {reason}"),
+            Event::AuditRefused { reason } => write!(f, "audit record refused: {reason}"),
             Event::PolicyStored { id, version } => write!(f, "policy {id} v{version} stored"),
             Event::PolicyRejected(rejection) => {
                 write!(f, "policy input refused ({}): {rejection}", rejection.kind.as_str())

@@ -12,8 +12,8 @@ use crate::identity::{NodeKeys, PublicIdentity};
 use crate::rng::SeededRng;
 use crate::time::{Instant, Now};
 
-/// Messages kept for a link that is down; older ones are dropped first (the protocols on links
-/// resend what matters at their next cycle).
+/// Messages kept for a link that is down, unless its owner asks for more; older ones are dropped
+/// first (the protocols on links resend what matters, or time out on it).
 const MAX_QUEUED: usize = 256;
 
 #[derive(Debug)]
@@ -24,6 +24,7 @@ struct Link {
     limits: ConnLimits,
     conn: Option<ConnId>,
     queue: VecDeque<Vec<u8>>,
+    max_queued: usize,
     retry_at: Option<Instant>,
     backoff: Backoff,
 }
@@ -42,6 +43,18 @@ impl Links {
 
     /// A link to `peer` at `addr`, presenting `keys`; returns its index.
     pub fn add(&mut self, addr: String, keys: NodeKeys, peer: PublicIdentity, limits: ConnLimits) -> usize {
+        self.add_with_queue(addr, keys, peer, limits, MAX_QUEUED)
+    }
+
+    /// A link that keeps up to `max_queued` messages while it is down.
+    pub fn add_with_queue(
+        &mut self,
+        addr: String,
+        keys: NodeKeys,
+        peer: PublicIdentity,
+        limits: ConnLimits,
+        max_queued: usize,
+    ) -> usize {
         self.links.push(Link {
             addr,
             keys,
@@ -49,6 +62,7 @@ impl Links {
             limits,
             conn: None,
             queue: VecDeque::new(),
+            max_queued,
             retry_at: None,
             backoff: Backoff::reconnect(),
         });
@@ -65,7 +79,7 @@ impl Links {
         match l.conn {
             Some(conn) => conns.send(conn, &bytes),
             None => {
-                if l.queue.len() >= MAX_QUEUED {
+                if l.queue.len() >= l.max_queued {
                     l.queue.pop_front();
                 }
                 l.queue.push_back(bytes);
@@ -103,7 +117,7 @@ impl Links {
                 }
                 None
             }
-            ConnEvent::Gone { conn, owner: Owner::Link(i) } => {
+            ConnEvent::Gone { conn, owner: Owner::Link(i), .. } => {
                 let l = self.links.get_mut(i).filter(|l| l.conn == Some(conn))?;
                 l.conn = None;
                 let wait = l.backoff.failed(&mut self.rng);

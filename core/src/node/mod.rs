@@ -37,31 +37,72 @@
 
 mod backoff;
 mod conns;
+mod exec;
 mod io;
 mod links;
+mod member;
 mod policy;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 pub use backoff::Backoff;
 pub use conns::ConnLimits;
+pub use exec::{AuditLinkRole, ExecHostRole, GatewayRole};
 pub use io::{ChildId, ConnId, Event, FileId, Input, Level, ListenerId, Output, PersistId, Record};
+pub use member::MemberRole;
 pub use policy::{PolicyAgentRole, PolicyServerRole};
 
+use crate::exec::audit::AuditCollector;
+use crate::exec::daemon::ExecDaemon;
+use crate::exec::gateway::Gateway;
+use crate::identity::NodeKeys;
 use crate::machine::Machine;
+use crate::member::{Member, PersistToken};
 use crate::policy::agent::PolicyAgent;
 use crate::policy::server::PolicyServer;
 use crate::rng::{SeededRng, fork};
 use crate::time::{Instant, Now};
-use conns::{ConnEvent, Connections};
+use conns::{ConnEvent, Connections, Owner};
+use exec::{ChildEvent, ExecHost};
 use links::Links;
+use member::MemberHost;
 use policy::PolicyHost;
 
-/// The roles a node runs.
-#[derive(Debug, Clone, Default)]
+/// The roles a node runs, and the key it presents where a role has none of its own.
+#[derive(Debug)]
 pub struct NodeSetup {
+    pub keys: NodeKeys,
+    pub member: Option<MemberRole>,
+    pub gateway: Option<GatewayRole>,
+    pub exec_hosts: Vec<ExecHostRole>,
+    /// Where this node's exec hosts send their audit records.
+    pub audit_link: Option<AuditLinkRole>,
     pub policy_server: Option<PolicyServerRole>,
     pub policy_agents: Vec<PolicyAgentRole>,
+}
+
+impl NodeSetup {
+    /// A node that runs nothing yet.
+    pub fn new(keys: NodeKeys) -> NodeSetup {
+        NodeSetup {
+            keys,
+            member: None,
+            gateway: None,
+            exec_hosts: Vec::new(),
+            audit_link: None,
+            policy_server: None,
+            policy_agents: Vec::new(),
+        }
+    }
+}
+
+/// What follows when a record is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterPersist {
+    Nothing,
+    Member(PersistToken),
+    Chain(u64),
+    LocalAudit { host: usize, token: u64 },
 }
 
 /// Ids the node hands out for what it asks the driver to do.
@@ -95,13 +136,27 @@ struct Effects<'a> {
     links: &'a mut Links,
     out: &'a mut VecDeque<Output>,
     ids: &'a mut Ids,
+    after: &'a mut BTreeMap<PersistId, AfterPersist>,
 }
 
 impl Effects<'_> {
-    fn persist(&mut self, record: Record) {
+    fn persist_then(&mut self, record: Record, after: AfterPersist) {
         let id = self.ids.persist();
+        self.after.insert(id, after);
         self.out.push_back(Output::Persist { id, record });
     }
+
+    fn log(&mut self, event: Event) {
+        self.out.push_back(Output::Log(event));
+    }
+}
+
+/// The roles, apart from the node's plumbing, so each can be lent with the plumbing at once.
+#[derive(Debug)]
+struct Roles {
+    member: Option<MemberHost>,
+    exec: ExecHost,
+    policy: PolicyHost,
 }
 
 /// One process's machine. See the module docs.
@@ -109,34 +164,70 @@ impl Effects<'_> {
 pub struct Node {
     conns: Connections,
     links: Links,
-    policy: PolicyHost,
+    roles: Roles,
     ids: Ids,
+    after: BTreeMap<PersistId, AfterPersist>,
     outputs: VecDeque<Output>,
     /// A persist handed out and not yet answered: nothing more leaves until it is.
     unanswered: Option<PersistId>,
 }
 
 impl Node {
-    /// Starts the roles of `setup`; the first outputs ask for the listeners.
+    /// Starts the roles of `setup`; the first outputs ask for the sockets.
     pub fn new(now: Now, setup: NodeSetup, mut rng: SeededRng) -> Node {
         let mut conns = Connections::new(fork(&mut rng));
         let mut links = Links::new(fork(&mut rng));
         let mut ids = Ids::default();
+        let mut after = BTreeMap::new();
         let mut outputs = VecDeque::new();
-        let mut fx = Effects { conns: &mut conns, links: &mut links, out: &mut outputs, ids: &mut ids };
+        let mut fx = Effects {
+            conns: &mut conns,
+            links: &mut links,
+            out: &mut outputs,
+            ids: &mut ids,
+            after: &mut after,
+        };
+        let member =
+            setup.member.map(|role| MemberHost::new(now, role, setup.keys.clone(), fork(&mut rng), &mut fx));
+        let exec = ExecHost::new(
+            now,
+            setup.gateway,
+            setup.exec_hosts,
+            setup.audit_link,
+            &setup.keys,
+            &mut rng,
+            &mut fx,
+        );
         let policy = PolicyHost::new(now, setup.policy_server, setup.policy_agents, &mut rng, &mut fx);
-        let mut node = Node { conns, links, policy, ids, outputs, unanswered: None };
+        let roles = Roles { member, exec, policy };
+        let mut node = Node { conns, links, roles, ids, after, outputs, unanswered: None };
         node.settle(now);
         node
     }
 
+    pub fn member(&self) -> Option<&Member> {
+        self.roles.member.as_ref().map(MemberHost::member)
+    }
+
+    pub fn gateway(&self) -> Option<&Gateway> {
+        self.roles.exec.gateway()
+    }
+
+    pub fn collector(&self) -> Option<&AuditCollector> {
+        self.roles.exec.collector()
+    }
+
+    pub fn exec_daemons(&self) -> impl Iterator<Item = &ExecDaemon> {
+        self.roles.exec.daemons()
+    }
+
     /// The policy server this node runs, if any.
     pub fn policy_server(&self) -> Option<&PolicyServer> {
-        self.policy.server()
+        self.roles.policy.server()
     }
 
     pub fn policy_agents(&self) -> impl Iterator<Item = &PolicyAgent> {
-        self.policy.agents()
+        self.roles.policy.agents()
     }
 
     /// Connections open now.
@@ -144,10 +235,21 @@ impl Node {
         self.conns.open()
     }
 
-    /// Runs connection events through the roles until nothing moves, and opens links that have
-    /// something to send.
+    /// Lends the roles and the node's plumbing to `f`.
+    fn with_roles(&mut self, f: impl FnOnce(&mut Roles, &mut Effects<'_>)) {
+        let Node { conns, links, roles, ids, after, outputs, .. } = self;
+        f(roles, &mut Effects { conns, links, out: outputs, ids, after });
+    }
+
+    /// Runs connection events through the roles until nothing moves, opens links that have
+    /// something to send, and hands a newly installed configuration's groups to the gateway.
     fn settle(&mut self, now: Now) {
         loop {
+            self.with_roles(|roles, fx| {
+                if let Some(groups) = roles.member.as_mut().and_then(MemberHost::take_installed_groups) {
+                    roles.exec.set_groups(now, groups, fx);
+                }
+            });
             self.links.dial_due(now, &mut self.conns);
             while let Some(out) = self.conns.poll_output() {
                 self.outputs.push_back(out);
@@ -161,18 +263,31 @@ impl Node {
                 | ConnEvent::Message { owner, .. }
                 | ConnEvent::Gone { owner, .. } => *owner,
             };
-            if self.policy.owns(owner) {
-                let Node { conns, links, policy, ids, outputs, .. } = self;
-                let mut fx = Effects { conns, links, out: outputs, ids };
-                policy.on_conn(now, event, &mut fx);
-            }
+            self.with_roles(|roles, fx| match owner {
+                Owner::Listener(l) if roles.member.as_ref().is_some_and(|m| m.owns(l)) => {
+                    if let Some(m) = roles.member.as_mut() {
+                        m.on_conn(now, event, fx);
+                    }
+                }
+                _ if roles.exec.owns(owner) => roles.exec.on_conn(now, event, fx),
+                _ if roles.policy.owns(owner) => roles.policy.on_conn(now, event, fx),
+                _ => {}
+            });
         }
     }
 
-    /// Lends the roles' view of the node (connections, links, outputs, ids) to `f`.
-    fn with_policy(&mut self, f: impl FnOnce(&mut PolicyHost, &mut Effects<'_>)) {
-        let Node { conns, links, policy, ids, outputs, .. } = self;
-        f(policy, &mut Effects { conns, links, out: outputs, ids });
+    fn on_child(&mut self, now: Now, child: ChildId, event: ChildEvent) {
+        self.with_roles(|roles, fx| {
+            let policy_outcome = match &event {
+                ChildEvent::Failed(reason) => Some(Err(reason.clone())),
+                ChildEvent::Output { .. } | ChildEvent::Exited(_) => None,
+            };
+            if !roles.exec.on_child(now, child, event, fx)
+                && let Some(outcome) = policy_outcome
+            {
+                roles.policy.on_child(now, child, outcome, fx);
+            }
+        });
     }
 }
 
@@ -186,25 +301,48 @@ impl Machine for Node {
             Input::Received { conn, bytes } => self.conns.received(now, conn, bytes),
             Input::Written { conn, bytes } => self.conns.written(conn, bytes),
             Input::Closed { conn, error } => self.conns.closed(now, conn, error),
+            Input::Datagram { bytes } => self.with_roles(|roles, fx| {
+                if let Some(m) = roles.member.as_mut() {
+                    m.on_datagram(now, bytes, fx);
+                }
+            }),
             Input::Persisted { id } => {
                 if self.unanswered == Some(id) {
                     self.unanswered = None;
                 }
+                let after = self.after.remove(&id);
+                self.with_roles(|roles, fx| match after {
+                    Some(AfterPersist::Member(token)) => {
+                        if let Some(m) = roles.member.as_mut() {
+                            m.on_persisted(now, token, fx);
+                        }
+                    }
+                    Some(after @ (AfterPersist::Chain(_) | AfterPersist::LocalAudit { .. })) => {
+                        roles.exec.on_persisted(now, after, fx)
+                    }
+                    Some(AfterPersist::Nothing) | None => {}
+                });
             }
             Input::FileWritten { id, outcome } => {
-                self.with_policy(|policy, fx| policy.on_file_written(now, id, outcome, fx))
+                self.with_roles(|roles, fx| roles.policy.on_file_written(now, id, outcome, fx))
             }
-            Input::ChildStarted { child } => self.with_policy(|policy, fx| {
-                policy.on_child(now, child, Ok(()), fx);
+            Input::ChildStarted { child } => self.with_roles(|roles, fx| {
+                roles.policy.on_child(now, child, Ok(()), fx);
             }),
-            Input::ChildFailed { child, reason } => self.with_policy(|policy, fx| {
-                policy.on_child(now, child, Err(reason), fx);
-            }),
-            // Hooks' output and exit are not the policy's business; exec sessions are (later).
-            Input::ChildOutput { .. } | Input::ChildExited { .. } => {}
+            Input::ChildFailed { child, reason } => self.on_child(now, child, ChildEvent::Failed(reason)),
+            Input::ChildOutput { child, stderr, bytes } => {
+                self.on_child(now, child, ChildEvent::Output { stderr, bytes })
+            }
+            Input::ChildExited { child, end } => self.on_child(now, child, ChildEvent::Exited(end)),
             Input::Timeout => {
                 self.conns.handle_timeout(now);
-                self.with_policy(|policy, fx| policy.handle_timeout(now, fx));
+                self.with_roles(|roles, fx| {
+                    if let Some(m) = roles.member.as_mut() {
+                        m.handle_timeout(now, fx);
+                    }
+                    roles.exec.handle_timeout(now, fx);
+                    roles.policy.handle_timeout(now, fx);
+                });
             }
         }
         self.settle(now);
@@ -222,10 +360,17 @@ impl Machine for Node {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        [self.conns.poll_timeout(), self.links.poll_timeout(), self.policy.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        let member = self.roles.member.as_ref().and_then(MemberHost::poll_timeout);
+        [
+            self.conns.poll_timeout(),
+            self.links.poll_timeout(),
+            member,
+            self.roles.exec.poll_timeout(),
+            self.roles.policy.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 

@@ -100,7 +100,7 @@ impl PolicyHost {
             server.restore(role.stored, role.latest);
             // The tier's servers and agents, and its operators: no one else gets a channel.
             let trust: TrustSet = server.peers().chain(server.operators()).copied().collect();
-            let listener = fx.conns.listen(role.listen, keys.clone(), trust, role.limits);
+            let listener = fx.conns.listen("policy", role.listen, keys.clone(), trust, role.limits);
             let parent_link = parent
                 .zip(role.parent_addr)
                 .map(|((_, identity), addr)| fx.links.add(addr, keys.clone(), identity, role.limits));
@@ -136,6 +136,7 @@ impl PolicyHost {
             Owner::Link(i) => {
                 server.is_some_and(|s| s.parent_link == Some(i)) || self.agents.iter().any(|a| a.link == i)
             }
+            Owner::Dial(_) => false,
         }
     }
 
@@ -224,7 +225,7 @@ impl PolicyHost {
         let child = fx.ids.child();
         let env = vec![("COHORT_POLICY_FILE".to_owned(), a.policy_file.clone())];
         self.hooks.insert(child, applying);
-        fx.out.push_back(Output::Spawn { child, argv: hook, env });
+        fx.out.push_back(Output::Spawn { child, argv: hook, run_as: None, env });
     }
 
     /// Whether `child` is one of this host's hooks; its start or failure ends the apply.
@@ -272,12 +273,13 @@ impl PolicyHost {
                     }
                     ServerOutput::Stored(policy) => {
                         let (id, version) = (policy.body.id.clone(), policy.body.version);
-                        fx.persist(Record::Policy(policy));
+                        fx.persist_then(Record::Policy(policy), super::AfterPersist::Nothing);
                         fx.out.push_back(Output::Log(Event::PolicyStored { id, version }));
                     }
-                    ServerOutput::History { from, at, aggregate } => {
-                        fx.persist(Record::PolicyHistory { from, at, aggregate })
-                    }
+                    ServerOutput::History { from, at, aggregate } => fx.persist_then(
+                        Record::PolicyHistory { from, at, aggregate },
+                        super::AfterPersist::Nothing,
+                    ),
                     ServerOutput::AdminReply { request, reply } => {
                         if let Some(conn) = s.admin.remove(&request) {
                             fx.conns.send(conn, &encode(&PolicyWire::AdminReply(reply)));

@@ -144,7 +144,7 @@ impl Net {
                 self.inputs.push_back((i, Input::FileWritten { id, outcome }));
             }
             Output::Spawn { child, .. } => self.inputs.push_back((i, Input::ChildStarted { child })),
-            Output::Kill { .. } => {}
+            Output::Kill { .. } | Output::BindDatagram { .. } | Output::SendDatagram { .. } => {}
             Output::Log(event) => self.logs.push((i, event)),
         }
     }
@@ -307,7 +307,7 @@ impl Tier {
                     latest: Vec::new(),
                     limits: ConnLimits::default(),
                 }),
-                policy_agents: Vec::new(),
+                ..NodeSetup::new(master_keys.clone())
             },
             1,
         );
@@ -327,16 +327,15 @@ impl Tier {
                     latest: Vec::new(),
                     limits: ConnLimits::default(),
                 }),
-                policy_agents: Vec::new(),
+                ..NodeSetup::new(local_keys.clone())
             },
             2,
         );
         let agents = net.add(
             NodeSetup {
-                policy_server: None,
                 policy_agents: vec![PolicyAgentRole {
                     name: "a0".into(),
-                    keys: agent_keys,
+                    keys: agent_keys.clone(),
                     platform: Platform::new("linux", "6", "web"),
                     server: "local".into(),
                     server_addr: LOCAL_ADDR.into(),
@@ -345,6 +344,7 @@ impl Tier {
                     policy_file: POLICY_FILE.into(),
                     hook: vec!["/usr/sbin/reload-firewall".into()],
                 }],
+                ..NodeSetup::new(NodeKeys::generate(&mut seeded(6)))
             },
             3,
         );

@@ -1,0 +1,484 @@
+//! Parallel secure execution on a node: the gateway (with its KDC and the audit collector) on
+//! the gateway listener, each managed host's exec daemon on its own listener with its own key,
+//! and the link an exec node keeps to the collector. Owns the mapping between those roles and
+//! the node: a client is its connection (its key, the channel's); each host session is one
+//! connection the gateway opens, pinned to the host's key; a daemon's session is the connection
+//! it came on; audit records go to the collector and acknowledgements come back to the daemon
+//! that asked; a session's process is a child of the node. The rules are the roles'.
+
+use std::collections::BTreeMap;
+
+use super::conns::{ConnEvent, ConnLimits, Owner};
+use super::io::{ChildId, ConnId, Event, ListenerId, Output, Record};
+use super::{AfterPersist, Effects};
+use crate::channel::TrustSet;
+use crate::exec::acl::Acl;
+use crate::exec::audit::{AuditCollector, ChainEntry, CollectorInput, CollectorOutput};
+use crate::exec::daemon::{DaemonInput, DaemonOutput, DaemonSettings, ExecDaemon, HostEvent, ProcessEnd};
+use crate::exec::gateway::{Gateway, GatewayInput, GatewayOutput};
+use crate::exec::kdc::Kdc;
+use crate::exec::wire::{GatewayReply, GatewayWire, HostWire};
+use crate::identity::{NodeKeys, PublicIdentity};
+use crate::machine::Machine;
+use crate::rng::{SeededRng, fork};
+use crate::time::{Instant, Now};
+use crate::wire;
+
+/// The gateway a node runs, with its KDC and the audit collector.
+#[derive(Debug)]
+pub struct GatewayRole {
+    pub listen: String,
+    /// Signs the gateway's own audit records.
+    pub keys: NodeKeys,
+    pub kdc: Kdc,
+    /// Managed hosts: name → (address, identity).
+    pub hosts: BTreeMap<String, (String, PublicIdentity)>,
+    /// The last entry of the stored audit chain, which the collector continues.
+    pub chain_tail: Option<ChainEntry>,
+    /// Whose audit records the collector accepts, by the host name a record carries.
+    pub signers: BTreeMap<String, PublicIdentity>,
+    pub limits: ConnLimits,
+}
+
+/// One managed host a node plays.
+#[derive(Debug, Clone)]
+pub struct ExecHostRole {
+    pub name: String,
+    pub keys: NodeKeys,
+    pub acl: Acl,
+    pub listen: String,
+    pub settings: DaemonSettings,
+    pub limits: ConnLimits,
+}
+
+/// Where an exec node's hosts send their audit records.
+#[derive(Debug, Clone)]
+pub struct AuditLinkRole {
+    pub addr: String,
+    pub collector: PublicIdentity,
+}
+
+/// Audit records waiting for the collector link; beyond it the daemons' audit timeout decides.
+const MAX_AUDIT_QUEUE: usize = 10_000;
+
+#[derive(Debug)]
+struct GatewaySlot {
+    gateway: Gateway,
+    collector: AuditCollector,
+    listener: ListenerId,
+    keys: NodeKeys,
+    hosts: BTreeMap<String, (String, PublicIdentity)>,
+    limits: ConnLimits,
+    /// Each host session's connection, both ways.
+    sessions: BTreeMap<u64, ConnId>,
+    /// Collector ack → (the submitter's connection, its own ack); the gateway's own records
+    /// have no entry.
+    acks: BTreeMap<u64, (ConnId, u64)>,
+    next_ack: u64,
+}
+
+#[derive(Debug)]
+struct Host {
+    daemon: ExecDaemon,
+    listener: ListenerId,
+}
+
+#[derive(Debug)]
+pub(super) struct ExecHost {
+    gateway: Option<GatewaySlot>,
+    hosts: Vec<Host>,
+    /// The link to the collector, and each record in flight on it: link ack → (host, token).
+    audit_link: Option<usize>,
+    in_flight: BTreeMap<u64, (usize, u64)>,
+    next_link_ack: u64,
+    /// Each running session's child: child → (host, session), and back.
+    children: BTreeMap<ChildId, (usize, u64)>,
+}
+
+impl ExecHost {
+    pub fn new(
+        now: Now,
+        gateway: Option<GatewayRole>,
+        hosts: Vec<ExecHostRole>,
+        audit: Option<AuditLinkRole>,
+        node_keys: &NodeKeys,
+        rng: &mut SeededRng,
+        fx: &mut Effects<'_>,
+    ) -> ExecHost {
+        let gateway = gateway.map(|role| {
+            // Clients are any key: a client proves itself with a credential bound to its key.
+            let listener =
+                fx.conns.listen("gateway", role.listen, role.keys.clone(), TrustSet::any_peer(), role.limits);
+            GatewaySlot {
+                gateway: Gateway::new(role.kdc, role.keys.clone(), fork(rng)),
+                collector: AuditCollector::new(role.chain_tail.as_ref(), role.signers),
+                listener,
+                keys: role.keys,
+                hosts: role.hosts,
+                limits: role.limits,
+                sessions: BTreeMap::new(),
+                acks: BTreeMap::new(),
+                next_ack: 1,
+            }
+        });
+        let hosts = hosts
+            .into_iter()
+            .map(|role| {
+                // Gateways are any key: a gateway proves itself with a ticket sealed to this host.
+                let listener = fx.conns.listen(
+                    "exec host",
+                    role.listen,
+                    role.keys.clone(),
+                    TrustSet::any_peer(),
+                    role.limits,
+                );
+                let daemon = ExecDaemon::new(role.name, role.keys, role.acl, role.settings, now.wall);
+                Host { daemon, listener }
+            })
+            .collect::<Vec<_>>();
+        let audit_link = audit.filter(|_| !hosts.is_empty()).map(|a| {
+            fx.links.add_with_queue(
+                a.addr,
+                node_keys.clone(),
+                a.collector,
+                ConnLimits::default(),
+                MAX_AUDIT_QUEUE,
+            )
+        });
+        ExecHost {
+            gateway,
+            hosts,
+            audit_link,
+            in_flight: BTreeMap::new(),
+            next_link_ack: 1,
+            children: BTreeMap::new(),
+        }
+    }
+
+    pub fn owns(&self, owner: Owner) -> bool {
+        match owner {
+            Owner::Listener(l) => {
+                self.gateway.as_ref().is_some_and(|g| g.listener == l)
+                    || self.hosts.iter().any(|h| h.listener == l)
+            }
+            Owner::Link(i) => self.audit_link == Some(i),
+            Owner::Dial(_) => self.gateway.is_some(),
+        }
+    }
+
+    pub fn gateway(&self) -> Option<&Gateway> {
+        self.gateway.as_ref().map(|g| &g.gateway)
+    }
+
+    pub fn collector(&self) -> Option<&AuditCollector> {
+        self.gateway.as_ref().map(|g| &g.collector)
+    }
+
+    pub fn daemons(&self) -> impl Iterator<Item = &ExecDaemon> {
+        self.hosts.iter().map(|h| &h.daemon)
+    }
+
+    pub fn set_groups(&mut self, now: Now, groups: BTreeMap<String, String>, fx: &mut Effects<'_>) {
+        if let Some(g) = &mut self.gateway {
+            g.gateway.handle(now, GatewayInput::Groups(groups));
+        }
+        self.drain(now, fx);
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let gateway = self.gateway.as_ref().and_then(|g| g.gateway.poll_timeout());
+        gateway.into_iter().chain(self.hosts.iter().filter_map(|h| h.daemon.poll_timeout())).min()
+    }
+
+    pub fn handle_timeout(&mut self, now: Now, fx: &mut Effects<'_>) {
+        if let Some(g) = &mut self.gateway
+            && g.gateway.poll_timeout().is_some_and(|t| t <= now.mono)
+        {
+            g.gateway.handle(now, GatewayInput::Timeout);
+        }
+        for h in &mut self.hosts {
+            if h.daemon.poll_timeout().is_some_and(|t| t <= now.mono) {
+                h.daemon.handle(now, DaemonInput::Timeout);
+            }
+        }
+        self.drain(now, fx);
+    }
+
+    pub fn on_conn(&mut self, now: Now, event: ConnEvent, fx: &mut Effects<'_>) {
+        match event {
+            ConnEvent::Established { .. } => {}
+            ConnEvent::Message { conn, owner, peer, bytes } => {
+                self.on_message(now, conn, owner, peer, &bytes, fx)
+            }
+            ConnEvent::Gone { conn, owner, error } => self.on_gone(now, conn, owner, error),
+        }
+        self.drain(now, fx);
+    }
+
+    fn on_message(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        owner: Owner,
+        peer: PublicIdentity,
+        bytes: &[u8],
+        fx: &mut Effects<'_>,
+    ) {
+        let host = self.hosts.iter().position(|h| Owner::Listener(h.listener) == owner);
+        match (owner, host, &mut self.gateway) {
+            (Owner::Listener(_), Some(i), _) => match wire::decode::<HostWire>(bytes) {
+                Ok(message) => self.hosts[i].daemon.handle(now, DaemonInput::Wire { conn: conn.0, message }),
+                Err(e) => bad_message(fx, conn, format!("undecodable request: {e}")),
+            },
+            (Owner::Listener(_), None, Some(g)) => match wire::decode::<GatewayWire>(bytes) {
+                Ok(GatewayWire::Client(request)) => {
+                    let input = GatewayInput::Client { client: conn.0, client_key: peer.agreement, request };
+                    g.gateway.handle(now, input);
+                }
+                Ok(GatewayWire::AuditSubmit { ack: remote, record }) => {
+                    let ack = g.next_ack;
+                    g.next_ack += 1;
+                    g.acks.insert(ack, (conn, remote));
+                    g.collector.handle(now, CollectorInput::Submit { ack, record });
+                }
+                Err(e) => {
+                    let refused = GatewayReply::Client(crate::exec::gateway::ClientEvent::Refused {
+                        reason: format!("bad request: {e}"),
+                    });
+                    send(fx, conn, &refused);
+                    fx.conns.close(conn);
+                }
+            },
+            (Owner::Dial(session), _, Some(g)) => match wire::decode::<HostEvent>(bytes) {
+                Ok(event) => {
+                    if event.is_final() {
+                        g.sessions.remove(&session);
+                        fx.conns.close(conn);
+                    }
+                    g.gateway.handle(now, GatewayInput::Host { session, event });
+                }
+                Err(e) => bad_message(fx, conn, format!("a host sent an undecodable event: {e}")),
+            },
+            (Owner::Link(_), _, _) => match wire::decode::<GatewayReply>(bytes) {
+                Ok(GatewayReply::AuditAck { ack }) => {
+                    if let Some((host, token)) = self.in_flight.remove(&ack)
+                        && let Some(h) = self.hosts.get_mut(host)
+                    {
+                        h.daemon.handle(now, DaemonInput::AuditAcked { token });
+                    }
+                }
+                Ok(GatewayReply::AuditRefused { ack, reason }) => {
+                    self.in_flight.remove(&ack);
+                    fx.log(Event::AuditRefused { reason });
+                }
+                Ok(GatewayReply::Client(_)) | Err(_) => {
+                    bad_message(fx, conn, "unexpected message on the audit link".into())
+                }
+            },
+            _ => bad_message(fx, conn, "an exec message on the wrong kind of connection".into()),
+        }
+    }
+
+    fn on_gone(&mut self, now: Now, conn: ConnId, owner: Owner, error: Option<String>) {
+        let host = self.hosts.iter().position(|h| Owner::Listener(h.listener) == owner);
+        match (owner, host, &mut self.gateway) {
+            (Owner::Listener(_), Some(i), _) => {
+                self.hosts[i].daemon.handle(now, DaemonInput::Gone { conn: conn.0 })
+            }
+            (Owner::Listener(_), None, Some(g)) => {
+                g.gateway.handle(now, GatewayInput::ClientGone { client: conn.0 });
+                g.acks.retain(|_, (c, _)| *c != conn);
+            }
+            // A session that ended with its final event is forgotten already.
+            (Owner::Dial(session), _, Some(g)) if g.sessions.contains_key(&session) => {
+                g.sessions.remove(&session);
+                let reason = error.unwrap_or_else(|| "the host closed the connection".into());
+                g.gateway.handle(now, GatewayInput::HostLost { session, reason });
+            }
+            // Records in flight are refused by the daemons' audit timeout; the link redials.
+            (Owner::Link(_), _, _) => self.in_flight.clear(),
+            _ => {}
+        }
+    }
+
+    pub fn on_persisted(&mut self, now: Now, after: AfterPersist, fx: &mut Effects<'_>) {
+        match after {
+            AfterPersist::Chain(index) => {
+                if let Some(g) = &mut self.gateway {
+                    g.collector.handle(now, CollectorInput::Persisted { index });
+                }
+            }
+            AfterPersist::LocalAudit { host, token } => {
+                if let Some(h) = self.hosts.get_mut(host) {
+                    h.daemon.handle(now, DaemonInput::AuditPersisted { token });
+                }
+            }
+            AfterPersist::Nothing | AfterPersist::Member(_) => {}
+        }
+        self.drain(now, fx);
+    }
+
+    /// A child event; false if the child is not a session of this host.
+    pub fn on_child(&mut self, now: Now, child: ChildId, input: ChildEvent, fx: &mut Effects<'_>) -> bool {
+        let Some(&(host, session)) = self.children.get(&child) else { return false };
+        let input = match input {
+            ChildEvent::Output { stderr, bytes } => DaemonInput::Output { session, stderr, bytes },
+            ChildEvent::Exited(end) => {
+                self.children.remove(&child);
+                DaemonInput::Exited { session, end }
+            }
+            ChildEvent::Failed(reason) => {
+                self.children.remove(&child);
+                DaemonInput::SpawnFailed { session, reason }
+            }
+        };
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.daemon.handle(now, input);
+        }
+        self.drain(now, fx);
+        true
+    }
+
+    /// Carries out what the gateway, the collector and the daemons asked for, until none asks.
+    fn drain(&mut self, now: Now, fx: &mut Effects<'_>) {
+        loop {
+            let mut moved = self.drain_gateway(now, fx);
+            moved |= self.drain_hosts(now, fx);
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn drain_gateway(&mut self, now: Now, fx: &mut Effects<'_>) -> bool {
+        let Some(g) = &mut self.gateway else { return false };
+        let mut moved = false;
+        loop {
+            if let Some(out) = g.collector.poll_output() {
+                moved = true;
+                match out {
+                    CollectorOutput::Append(entry) => {
+                        let index = entry.index;
+                        fx.persist_then(Record::AuditEntry(entry), AfterPersist::Chain(index));
+                    }
+                    CollectorOutput::Ack { ack, .. } => {
+                        if let Some((conn, remote)) = g.acks.remove(&ack) {
+                            send(fx, conn, &GatewayReply::AuditAck { ack: remote });
+                        }
+                    }
+                    CollectorOutput::Refused { ack, refusal } => {
+                        let reason = refusal.to_string();
+                        fx.log(Event::AuditRefused { reason: reason.clone() });
+                        if let Some((conn, remote)) = g.acks.remove(&ack) {
+                            send(fx, conn, &GatewayReply::AuditRefused { ack: remote, reason });
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(out) = g.gateway.poll_output() else { return moved };
+            moved = true;
+            match out {
+                GatewayOutput::ToClient { client, event } => {
+                    send(fx, ConnId(client), &GatewayReply::Client(event))
+                }
+                GatewayOutput::CloseClient { client } => fx.conns.close(ConnId(client)),
+                GatewayOutput::HostStart { session, host, identity, request } => {
+                    let dialled = match g.hosts.get(&host) {
+                        Some((addr, _)) => fx.conns.connect(
+                            now,
+                            addr.clone(),
+                            &g.keys,
+                            identity,
+                            Owner::Dial(session),
+                            g.limits,
+                        ),
+                        None => Err(format!("no address for host `{host}`")),
+                    };
+                    match dialled {
+                        Ok(conn) => {
+                            g.sessions.insert(session, conn);
+                            send(fx, conn, &HostWire::Start(Box::new(request)));
+                        }
+                        Err(reason) => g.gateway.handle(now, GatewayInput::HostLost { session, reason }),
+                    }
+                }
+                GatewayOutput::HostCancel { session, reason } => {
+                    if let Some(conn) = g.sessions.get(&session).copied() {
+                        send(fx, conn, &HostWire::Cancel { reason });
+                    }
+                }
+                GatewayOutput::Audit(record) => {
+                    let ack = g.next_ack;
+                    g.next_ack += 1;
+                    g.collector.handle(now, CollectorInput::Submit { ack, record });
+                }
+            }
+        }
+    }
+
+    fn drain_hosts(&mut self, now: Now, fx: &mut Effects<'_>) -> bool {
+        let mut moved = false;
+        for (i, h) in self.hosts.iter_mut().enumerate() {
+            while let Some(out) = h.daemon.poll_output() {
+                moved = true;
+                match out {
+                    DaemonOutput::PersistAudit { token, record } => fx.persist_then(
+                        Record::LocalAudit(record),
+                        AfterPersist::LocalAudit { host: i, token },
+                    ),
+                    DaemonOutput::SubmitAudit { token, record } => {
+                        let Some(link) = self.audit_link else { continue };
+                        let ack = self.next_link_ack;
+                        self.next_link_ack += 1;
+                        self.in_flight.insert(ack, (i, token));
+                        let bytes = encode(&GatewayWire::AuditSubmit { ack, record });
+                        fx.links.send(now, link, bytes, fx.conns);
+                    }
+                    DaemonOutput::Spawn { session, run_as, argv } => {
+                        let child = fx.ids.child();
+                        self.children.insert(child, (i, session));
+                        fx.out.push_back(Output::Spawn {
+                            child,
+                            argv,
+                            run_as: Some(run_as),
+                            env: Vec::new(),
+                        });
+                    }
+                    DaemonOutput::Kill { session } => {
+                        let child = self.children.iter().find(|(_, s)| **s == (i, session)).map(|(c, _)| *c);
+                        if let Some(child) = child {
+                            fx.out.push_back(Output::Kill { child });
+                        }
+                    }
+                    DaemonOutput::Reply { session, event } => send(fx, ConnId(session), &event),
+                    DaemonOutput::Done { session } => fx.conns.close(ConnId(session)),
+                }
+            }
+        }
+        moved
+    }
+}
+
+/// What a child of an exec session did.
+#[derive(Debug)]
+pub(super) enum ChildEvent {
+    Output { stderr: bool, bytes: Vec<u8> },
+    Exited(ProcessEnd),
+    Failed(String),
+}
+
+fn encode<T: serde::Serialize>(message: &T) -> Vec<u8> {
+    // Every exec message type encodes; an error here is a bug, and the peer refuses the empty
+    // message it turns into rather than this node going down.
+    wire::encode(message).unwrap_or_default()
+}
+
+fn send<T: serde::Serialize>(fx: &mut Effects<'_>, conn: ConnId, message: &T) {
+    fx.conns.send(conn, &encode(message));
+}
+
+fn bad_message(fx: &mut Effects<'_>, conn: ConnId, error: String) {
+    fx.log(Event::BadMessage { conn, error });
+    fx.conns.close(conn);
+}

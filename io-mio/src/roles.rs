@@ -1,0 +1,208 @@
+//! The roles a node configuration asks for (member, gateway with its KDC and collector, exec
+//! hosts, policy server and agents), read from its files and from the node's store, and started
+//! as one core node on the loop. Owns reading configuration only: every rule is the node's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use cohort_core::exec::acl::Acl;
+use cohort_core::exec::daemon::DaemonSettings;
+use cohort_core::exec::gateway::GATEWAY_AUDIT_NAME;
+use cohort_core::exec::kdc::{Kdc, KdcSettings};
+use cohort_core::member::MemberSettings;
+use cohort_core::node::{
+    AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, MemberRole, Node, NodeSetup, PolicyAgentRole,
+    PolicyServerRole,
+};
+use cohort_core::policy::document::Platform;
+use cohort_core::policy::server::ServerSetup;
+use cohort_core::rng::fork;
+use cohort_core::{NodeKeys, PublicIdentity};
+
+use crate::clock::Clock;
+use crate::driver::NodeDriver;
+use crate::entropy::os_seeded_rng;
+use crate::error::NodeError;
+use crate::keyfile;
+use crate::node_config::{
+    AgentsFile, HostsFile, NodeConfig, NodeConfigError, PrincipalsFile, TierFile, load_toml, parse_key,
+};
+use crate::reactor::Slot;
+use crate::store::Store;
+
+fn identity(path: &Path, ed: &str, x: &str) -> Result<PublicIdentity, NodeConfigError> {
+    Ok(PublicIdentity { signing: parse_key(path, "ed25519", ed)?, agreement: parse_key(path, "x25519", x)? })
+}
+
+/// Starts every role `config` names as one node, driven on the loop's `slot`.
+pub fn start(config: &NodeConfig, slot: Slot) -> Result<NodeDriver, NodeError> {
+    let keys = keyfile::read_key_file(&config.key_file)?;
+    let store = Store::open(&config.database())?;
+    let mut rng = os_seeded_rng();
+    let mut setup = NodeSetup::new(keys.clone());
+    if config.has_role("member") {
+        let record = store.load_member()?.ok_or_else(|| NodeError::NoState { path: config.database() })?;
+        tracing::info!(node = %keys.node_id(), listen = %config.listen, admin = %config.admin_listen,
+            active = %record.active.version(), "member starting");
+        setup.member = Some(MemberRole {
+            record,
+            settings: MemberSettings { heartbeat: config.heartbeat(), ..MemberSettings::default() },
+            listen: config.listen.to_string(),
+            admin_listen: config.admin_listen.to_string(),
+            admin_limits: ConnLimits {
+                max_open: 256,
+                max_handshaking: config.admin_max_handshaking,
+                handshake_timeout: config.admin_handshake_timeout(),
+                max_message: 1024 * 1024,
+                ..ConnLimits::default()
+            },
+        });
+    }
+    if config.has_role("gateway") || config.has_role("exec") {
+        exec_roles(config, &keys, &store, &mut rng, &mut setup)?;
+    }
+    if config.has_role("policy") {
+        policy_roles(config, &keys, &store, &mut setup)?;
+    }
+    let clock = Clock::start();
+    let node = Node::new(clock.now(), setup, fork(&mut rng));
+    NodeDriver::new("node", node, clock, store, slot)
+}
+
+fn exec_roles(
+    config: &NodeConfig,
+    keys: &NodeKeys,
+    store: &Store,
+    rng: &mut cohort_core::rng::SeededRng,
+    setup: &mut NodeSetup,
+) -> Result<(), NodeError> {
+    let limits = ConnLimits { max_message: 4 * 1024 * 1024, ..ConnLimits::default() };
+    if let Some(gw) = &config.gateway {
+        let principals: PrincipalsFile = load_toml(&gw.principals_file)?;
+        let hosts_file: HostsFile = load_toml(&gw.hosts_file)?;
+        let mut hosts = BTreeMap::new();
+        for h in &hosts_file.hosts {
+            let id = PublicIdentity {
+                signing: parse_key(&gw.hosts_file, "ed25519", &h.ed25519)?,
+                agreement: parse_key(&gw.hosts_file, "x25519", &h.x25519)?,
+            };
+            hosts.insert(h.name.clone(), (h.address.to_string(), id));
+        }
+        let table: BTreeMap<String, PublicIdentity> =
+            hosts.iter().map(|(n, (_, id))| (n.clone(), *id)).collect();
+        // Records count when signed by the host they name, or by this gateway.
+        let mut signers = table.clone();
+        signers.entry(GATEWAY_AUDIT_NAME.to_owned()).or_insert_with(|| keys.public());
+        let kdc = Kdc::new(keys.clone(), principals.principals, table, KdcSettings::default(), fork(rng));
+        let chain_tail = store.last_chain_entry()?;
+        tracing::info!(listen = %gw.listen, hosts = hosts.len(), "gateway starting");
+        setup.gateway = Some(GatewayRole {
+            listen: gw.listen.to_string(),
+            keys: keys.clone(),
+            kdc,
+            hosts,
+            chain_tail,
+            signers,
+            limits,
+        });
+    }
+    for h in &config.exec_hosts {
+        setup.exec_hosts.push(ExecHostRole {
+            name: h.name.clone(),
+            keys: keyfile::read_key_file(&h.key_file)?,
+            acl: load_toml::<Acl>(&h.acl_file)?,
+            listen: h.listen.to_string(),
+            settings: DaemonSettings::default(),
+            limits,
+        });
+    }
+    if let Some(c) = &config.collector {
+        let path = config.key_file.clone();
+        let collector = PublicIdentity {
+            signing: parse_key(&path, "collector ed25519", &c.ed25519)?,
+            agreement: parse_key(&path, "collector x25519", &c.x25519)?,
+        };
+        setup.audit_link = Some(AuditLinkRole { addr: c.address.to_string(), collector });
+    }
+    Ok(())
+}
+
+fn policy_roles(
+    config: &NodeConfig,
+    keys: &NodeKeys,
+    store: &Store,
+    setup: &mut NodeSetup,
+) -> Result<(), NodeError> {
+    if let Some(sc) = &config.policy_server {
+        let tier: TierFile = load_toml(&sc.tier_file)?;
+        let mut ids = BTreeMap::new();
+        for s in &tier.servers {
+            ids.insert(
+                s.name.clone(),
+                (identity(&sc.tier_file, &s.ed25519, &s.x25519)?, s.address, s.parent.clone()),
+            );
+        }
+        let me = tier.servers.iter().find(|s| s.name == sc.name).ok_or_else(|| NodeConfigError::Parse {
+            path: sc.tier_file.clone(),
+            message: format!("no server `{}` in the tier file", sc.name),
+        })?;
+        let parent = me.parent.as_ref().and_then(|p| ids.get(p).map(|(id, addr, _)| (p.clone(), *id, *addr)));
+        let children = ids
+            .iter()
+            .filter(|(_, (_, _, p))| p.as_deref() == Some(sc.name.as_str()))
+            .map(|(n, (id, _, _))| (n.clone(), *id))
+            .collect();
+        let mut agents = BTreeMap::new();
+        if let Some(path) = &sc.agents_file {
+            let file: AgentsFile = load_toml(path)?;
+            for a in &file.agents {
+                agents.insert(a.name.clone(), identity(path, &a.ed25519, &a.x25519)?);
+            }
+        }
+        let operators = tier
+            .operators
+            .iter()
+            .map(|o| identity(&sc.tier_file, &o.ed25519, &o.x25519))
+            .collect::<Result<Vec<_>, _>>()?;
+        setup.policy_server = Some(PolicyServerRole {
+            listen: sc.listen.to_string(),
+            setup: ServerSetup {
+                name: sc.name.clone(),
+                keys: keys.clone(),
+                parent: parent.clone().map(|(name, id, _)| (name, id)),
+                children,
+                agents,
+                signers: ids.iter().map(|(n, (id, _, _))| (n.clone(), *id)).collect(),
+                operators,
+                sync_window: Duration::from_secs(sc.sync_window_s.max(1)),
+                sync_jitter: Duration::from_secs(sc.sync_jitter_s),
+                stats_deadline: Duration::from_secs(5),
+            },
+            parent_addr: parent.map(|(_, _, addr)| addr.to_string()),
+            stored: store.load_policies()?,
+            latest: store.latest_policy_history()?,
+            limits: ConnLimits::default(),
+        });
+    }
+    for ac in &config.policy_agents {
+        let tier: TierFile = load_toml(&ac.tier_file)?;
+        let server =
+            tier.servers.iter().find(|s| s.name == ac.server).ok_or_else(|| NodeConfigError::Parse {
+                path: ac.tier_file.clone(),
+                message: format!("agent `{}` names unknown server `{}`", ac.name, ac.server),
+            })?;
+        setup.policy_agents.push(PolicyAgentRole {
+            name: ac.name.clone(),
+            keys: keyfile::read_key_file(&ac.key_file)?,
+            platform: Platform::new(&ac.os, &ac.os_version, &ac.role),
+            server: ac.server.clone(),
+            server_addr: server.address.to_string(),
+            server_identity: identity(&ac.tier_file, &server.ed25519, &server.x25519)?,
+            poll_interval: Duration::from_secs(ac.poll_interval_s.max(1)),
+            policy_file: ac.policy_file.to_string_lossy().into_owned(),
+            hook: ac.hook.clone(),
+        });
+    }
+    Ok(())
+}
