@@ -284,6 +284,7 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
         t2: 32.0,
         t3: 2.0,
         run_as: None,
+        max_output: 1024 * 1024,
         json: false,
         state: state.clone(),
         command: argv.iter().map(|a| (*a).to_owned()).collect(),

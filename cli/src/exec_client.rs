@@ -169,6 +169,10 @@ pub struct ExecArgs {
     /// Local user to run as on each host (default: your local user name).
     #[arg(long, value_name = "USER")]
     pub run_as: Option<String>,
+    /// Bytes of each host's stdout (and of its stderr) to keep; the rest is cut and counted.
+    /// The gateway holds it to at most 1 MiB.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub max_output: u64,
     /// One JSON object per host instead of grouped output.
     #[arg(long)]
     pub json: bool,
@@ -210,6 +214,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
         t1_ms: t1,
         t2_ms: t2,
         t3_ms: t3,
+        max_output: args.max_output,
     };
     let connect = Duration::from_secs(10);
     let mut client = ChannelClient::connect(session.gateway, session.gateway_identity, &keys, connect)?;
@@ -287,6 +292,7 @@ pub fn host_json(r: &HostResult) -> serde_json::Value {
         "outcome": outcome_text(&r.outcome),
         "stdout": String::from_utf8_lossy(&r.stdout),
         "stderr": String::from_utf8_lossy(&r.stderr),
+        "output_cut_bytes": r.cut_bytes,
         "start_ms": r.started_ms,
         "end_ms": r.ended_ms,
     })
@@ -297,7 +303,12 @@ pub fn render_grouped(results: &[HostResult]) -> String {
     let groups = group_by_host(
         results,
         |r| &r.host,
-        |a, b| a.outcome == b.outcome && a.stdout == b.stdout && a.stderr == b.stderr,
+        |a, b| {
+            a.outcome == b.outcome
+                && a.stdout == b.stdout
+                && a.stderr == b.stderr
+                && a.cut_bytes == b.cut_bytes
+        },
     );
     let mut out = String::new();
     for (hosts, r) in groups {
@@ -309,6 +320,12 @@ pub fn render_grouped(results: &[HostResult]) -> String {
             for line in String::from_utf8_lossy(&r.stderr).lines() {
                 out.push_str(&format!("stderr: {line}\n"));
             }
+        }
+        if r.cut_bytes > 0 {
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
+            out.push_str(&format!("[output cut: {} more bytes not kept; see --max-output]\n", r.cut_bytes));
         }
     }
     out

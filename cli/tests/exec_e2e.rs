@@ -259,3 +259,63 @@ fn fifty_hosts_one_group_a_down_host_unreachable_denials_and_an_audit_trail_that
     let tail = cohort(&["audit", "tail", "--config", &config]);
     assert!(String::from_utf8_lossy(&tail.stdout).contains("DENIED: wrong password for `alice`"));
 }
+
+/// Output larger than one message, from every host at once and from one host printing 50 MB: the
+/// first comes back whole and grouped, the second cut at the cap with a marker that says how
+/// much was dropped, and a run beside it is not disturbed.
+#[test]
+fn large_outputs_come_back_whole_or_capped_with_a_marker_without_disturbing_other_runs() {
+    let site = site();
+
+    // About 108 KB per host from fifty hosts: 5.4 MB of results for one client.
+    let out = site.run(&["exec", "-w", "h[01-50]", "--", "seq", "1", "20000"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        &stdout[..stdout.len().min(2000)],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("h[01-50] (50) ok\n"), "one group of fifty");
+    assert_eq!(stdout.matches("\n19999\n20000\n").count(), 1, "the whole output, once");
+    assert!(stdout.contains("50 hosts: 50 ok"));
+
+    let fifty_mb = (50 * 1024 * 1024).to_string();
+    let (big, beside) = std::thread::scope(|s| {
+        let big = s.spawn(|| site.run(&["exec", "-w", "h01", "--", "head", "-c", &fifty_mb, "/dev/zero"]));
+        std::thread::sleep(Duration::from_millis(200));
+        let beside = site.run(&["exec", "-w", "h[02-10]", "--", "echo", "beside"]);
+        (big.join().expect("the big run"), beside)
+    });
+    let stdout = String::from_utf8_lossy(&beside.stdout);
+    assert!(beside.status.success(), "{stdout}");
+    assert!(stdout.contains("h[02-10] (9) ok\n") && stdout.contains("\nbeside\n"), "{stdout}");
+    assert!(stdout.contains("9 hosts: 9 ok"), "{stdout}");
+    let stdout = String::from_utf8_lossy(&big.stdout);
+    assert!(big.status.success(), "{}", String::from_utf8_lossy(&big.stderr));
+    let cut = 50 * 1024 * 1024 - 1024 * 1024;
+    assert!(
+        stdout.contains(&format!("[output cut: {cut} more bytes not kept; see --max-output]")),
+        "marker missing"
+    );
+
+    // A smaller cap, asked for by the client, in JSON.
+    let out = site.run(&[
+        "exec",
+        "-w",
+        "h03",
+        "--json",
+        "--max-output",
+        "4096",
+        "--",
+        "head",
+        "-c",
+        &fifty_mb,
+        "/dev/zero",
+    ]);
+    let line: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).trim()).expect("one JSON object");
+    assert_eq!(line["stdout"].as_str().map(str::len), Some(4096));
+    assert_eq!(line["output_cut_bytes"], 50 * 1024 * 1024 - 4096);
+    assert_eq!(line["exit_code"], 0);
+}

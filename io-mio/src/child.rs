@@ -132,6 +132,25 @@ impl RunningChild {
         Ok(Some(out))
     }
 
+    /// Stops watching the output pipes: the command blocks once they fill.
+    pub fn pause(&mut self, registry: &Registry) -> io::Result<()> {
+        for receiver in [&mut self.stdout, &mut self.stderr].into_iter().flatten() {
+            registry.deregister(receiver)?;
+        }
+        Ok(())
+    }
+
+    /// Watches the output pipes again (what waited in them is reported at once).
+    pub fn resume(&mut self, registry: &Registry) -> io::Result<()> {
+        let tokens = [self.stdout_token, self.stderr_token];
+        for (receiver, token) in [&mut self.stdout, &mut self.stderr].into_iter().zip(tokens) {
+            if let Some(receiver) = receiver {
+                registry.register(receiver, token, Interest::READABLE)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Both pipes have reached EOF.
     pub fn output_closed(&self) -> bool {
         self.stdout.is_none() && self.stderr.is_none()

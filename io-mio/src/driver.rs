@@ -193,6 +193,20 @@ impl NodeDriver {
                     }
                 }
             }
+            Output::PauseChild { child } => {
+                if let Some(running) = self.children.get_mut(&child)
+                    && let Err(e) = running.pause(self.slot.registry())
+                {
+                    warn!(error = %e, "could not pause a command's output");
+                }
+            }
+            Output::ResumeChild { child } => {
+                if let Some(running) = self.children.get_mut(&child)
+                    && let Err(e) = running.resume(self.slot.registry())
+                {
+                    warn!(error = %e, "could not resume a command's output");
+                }
+            }
             Output::Log(event) => match event.level() {
                 Level::Warn => warn!(node = self.name, "{event}"),
                 Level::Info => info!(node = self.name, "{event}"),

@@ -26,6 +26,8 @@ fn simulate(argv: &[String]) -> (Vec<u8>, Option<ProcessEnd>) {
         Some("echo") => (format!("{}\n", argv[1..].join(" ")).into_bytes(), Some(ProcessEnd::Exited(0))),
         Some("uname") => (b"Linux\n".to_vec(), Some(ProcessEnd::Exited(0))),
         Some("false") => (Vec::new(), Some(ProcessEnd::Exited(1))),
+        // Three MiB at once, more than any cap keeps.
+        Some("spew") => (vec![b'y'; 3 * 1024 * 1024], Some(ProcessEnd::Exited(0))),
         // Anything else hangs until killed.
         _ => (b"started\n".to_vec(), None),
     }
@@ -84,7 +86,10 @@ impl ExecWorld {
             "alice".into(),
             AclEntry {
                 run_as: ["alice".to_owned()].into(),
-                commands: ["echo", "uname", "false", "sleep"].iter().map(|c| (*c).to_owned()).collect(),
+                commands: ["echo", "uname", "false", "sleep", "spew"]
+                    .iter()
+                    .map(|c| (*c).to_owned())
+                    .collect(),
                 shell: false,
             },
         );
@@ -161,6 +166,7 @@ impl ExecWorld {
             t1_ms: 16_000,
             t2_ms: 32_000,
             t3_ms: 2_000,
+            max_output: 1024 * 1024,
         };
         self.gateway_in(GatewayInput::Client {
             client,

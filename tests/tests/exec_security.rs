@@ -60,7 +60,7 @@ fn request(
         request_digest: request_digest(host, "alice", &argv),
     };
     let authenticator = auth.seal(&issued.session_key, host, &mut seeded(stamp.0)).expect("seals");
-    ExecRequest { ticket: issued.ticket, authenticator, run_as: "alice".into(), argv }
+    ExecRequest { ticket: issued.ticket, authenticator, run_as: "alice".into(), argv, max_output: 1 << 20 }
 }
 
 fn denial_reason(world: &ExecWorld, host: usize) -> Option<String> {
@@ -386,4 +386,28 @@ fn an_audit_record_not_signed_by_the_host_it_names_is_refused_and_counted() {
     assert_eq!(world.chain.len(), before);
     assert_eq!(world.collector.refused(), 1);
     assert!(verify_chain(&world.chain).is_ok());
+}
+
+/// Output past the cap stops at the host: what goes back is the cap's worth, and the rest is
+/// counted, reported before the end, and shown to the client as cut.
+#[test]
+fn output_beyond_the_cap_is_cut_at_the_host_and_counted() {
+    let mut world = ExecWorld::new(2, 34);
+    let credential = world.login(1, "alice", PASSWORD).expect("logs in");
+    let key = world.client_keys[&1];
+    world.exec(1, key, credential, hosts(2), &["spew"]);
+    let results: Vec<_> = world
+        .events(1)
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Host(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(results.len(), 2);
+    for r in &results {
+        assert_eq!(r.outcome, HostOutcome::Exited(0));
+        assert_eq!(r.stdout.len(), 1024 * 1024, "the cap's worth came back");
+        assert_eq!(r.cut_bytes, 2 * 1024 * 1024, "the rest was counted");
+    }
 }

@@ -165,6 +165,45 @@ struct Session {
     argv: Vec<String>,
     run_id: [u8; 16],
     phase: Phase,
+    output: OutputCap,
+}
+
+/// How much of a run's output goes back, and what was dropped beyond it.
+#[derive(Debug, Default)]
+struct OutputCap {
+    max: u64,
+    /// Sent so far, stdout and stderr.
+    sent: [u64; 2],
+    /// Dropped and not yet reported, stdout and stderr.
+    unreported: [u64; 2],
+}
+
+/// Dropped output is reported in steps of this much, so the gateway's alarm rules see it.
+const DROPPED_REPORT_STEP: u64 = 64 * 1024;
+
+impl OutputCap {
+    /// The part of `bytes` that goes back; the rest is counted.
+    fn admit(&mut self, stderr: bool, mut bytes: Vec<u8>) -> Vec<u8> {
+        let i = usize::from(stderr);
+        let room = self.max.saturating_sub(self.sent[i]);
+        let keep = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
+        let dropped = (bytes.len() - keep) as u64;
+        bytes.truncate(keep);
+        self.sent[i] = self.sent[i].saturating_add(keep as u64);
+        self.unreported[i] = self.unreported[i].saturating_add(dropped);
+        bytes
+    }
+
+    /// A `Dropped` report if `force` or a step's worth is waiting.
+    fn report(&mut self, force: bool) -> Option<HostEvent> {
+        let [stdout, stderr] = self.unreported;
+        let total = stdout.saturating_add(stderr);
+        if total == 0 || (!force && total < DROPPED_REPORT_STEP) {
+            return None;
+        }
+        self.unreported = [0, 0];
+        Some(HostEvent::Dropped { stdout, stderr })
+    }
 }
 
 /// One managed host's exec daemon.
@@ -309,6 +348,7 @@ impl ExecDaemon {
             argv: request.argv,
             run_id,
             phase: Phase::Running { cancelled: None },
+            output: OutputCap { max: request.max_output, ..OutputCap::default() },
         };
         let (decision, allowed, reason) = match verdict {
             Ok(()) => (AuditDecision::Run, true, None),
@@ -367,7 +407,10 @@ impl ExecDaemon {
     }
 
     fn ended(&mut self, id: u64, wall: WallClock, end: ProcessEnd) {
-        let Some(session) = self.sessions.remove(&id) else { return };
+        let Some(mut session) = self.sessions.remove(&id) else { return };
+        if let Some(event) = session.output.report(true) {
+            self.outputs.push_back(DaemonOutput::Reply { session: id, event });
+        }
         let Phase::Running { cancelled } = &session.phase else {
             self.sessions.insert(id, session);
             return;
@@ -430,12 +473,17 @@ impl Machine for ExecDaemon {
             DaemonInput::Gone { conn } => self.cancel(conn, wall, "the gateway went away".to_owned()),
             DaemonInput::AuditPersisted { token } => self.audit_persisted(token),
             DaemonInput::AuditAcked { token } => self.audit_acked(token),
-            DaemonInput::Output { session, stderr, bytes } => {
-                if self.sessions.contains_key(&session) {
-                    self.outputs.push_back(DaemonOutput::Reply {
-                        session,
-                        event: HostEvent::Output { stderr, bytes },
-                    });
+            DaemonInput::Output { session: id, stderr, bytes } => {
+                if let Some(session) = self.sessions.get_mut(&id) {
+                    let bytes = session.output.admit(stderr, bytes);
+                    let report = session.output.report(false);
+                    if !bytes.is_empty() {
+                        let event = HostEvent::Output { stderr, bytes };
+                        self.outputs.push_back(DaemonOutput::Reply { session: id, event });
+                    }
+                    if let Some(event) = report {
+                        self.outputs.push_back(DaemonOutput::Reply { session: id, event });
+                    }
                 }
             }
             DaemonInput::Exited { session, end } => self.ended(session, wall, end),

@@ -30,7 +30,9 @@ pub const MAX_FANOUT: usize = 1024;
 /// The host name the gateway's own audit records carry; the collector knows the gateway's key by
 /// it.
 pub const GATEWAY_AUDIT_NAME: &str = "gateway";
-/// Output kept per host and stream.
+/// The smallest cap a client may ask for.
+pub const MIN_OUTPUT_PER_HOST: u64 = 1024;
+/// Output kept per host and stream, at most.
 pub const MAX_OUTPUT_PER_HOST: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +102,7 @@ struct RunGrant {
     client_key: [u8; 32],
     run_as: String,
     argv: Vec<String>,
+    max_output: u64,
 }
 
 /// What the gateway holds right now: all zero between requests.
@@ -278,14 +281,19 @@ impl Gateway {
         let count = u32::try_from(command.hosts.len()).unwrap_or(u32::MAX);
         self.outputs
             .push_back(GatewayOutput::ToClient { client, event: ClientEvent::Accepted { hosts: count } });
+        // Each stream's cap, within the gateway's ceiling (a result must fit one message).
+        let ceiling = MAX_OUTPUT_PER_HOST as u64;
+        let max_output = command.max_output.clamp(MIN_OUTPUT_PER_HOST, ceiling);
         let grant = RunGrant {
             credential: command.credential,
             client_key,
             run_as: command.run_as,
             argv: command.argv,
+            max_output,
         };
         self.credentials.insert(client, grant);
-        let parallel = ParallelRun::new(now, command.hosts, fanout, alarms, MAX_OUTPUT_PER_HOST);
+        let kept = usize::try_from(max_output).unwrap_or(MAX_OUTPUT_PER_HOST);
+        let parallel = ParallelRun::new(now, command.hosts, fanout, alarms, kept);
         self.runs.insert(client, Run { started: now, parallel, sessions: BTreeMap::new() });
         self.drive(now, wall, client);
     }
@@ -324,7 +332,8 @@ impl Gateway {
     }
 
     fn start_session(&mut self, now: Instant, wall: WallClock, client: u64, index: usize, host: String) {
-        let Some(RunGrant { credential, client_key, run_as, argv }) = self.credentials.get(&client).cloned()
+        let Some(RunGrant { credential, client_key, run_as, argv, max_output }) =
+            self.credentials.get(&client).cloned()
         else {
             return;
         };
@@ -364,7 +373,7 @@ impl Gateway {
                 return self.session_ended(now, wall, session, SessionEnd::Failed { reason: e.to_string() });
             }
         };
-        let request = ExecRequest { ticket: issued.ticket, authenticator: sealed, run_as, argv };
+        let request = ExecRequest { ticket: issued.ticket, authenticator: sealed, run_as, argv, max_output };
         self.outputs.push_back(GatewayOutput::HostStart { session, host, identity, request });
     }
 
@@ -380,6 +389,13 @@ impl Gateway {
         let Some(&(client, index)) = self.session_index.get(&session) else { return };
         let end = match event {
             HostEvent::Started => return,
+            HostEvent::Dropped { stdout, stderr } => {
+                if let Some(run) = self.runs.get_mut(&client) {
+                    let bytes = stdout.saturating_add(stderr);
+                    run.parallel.handle(Now::new(now, wall), ParallelInput::Dropped { index, bytes });
+                }
+                return;
+            }
             HostEvent::Output { stderr, bytes } => {
                 if let Some(run) = self.runs.get_mut(&client) {
                     run.parallel.handle(Now::new(now, wall), ParallelInput::Output { index, stderr, bytes });
@@ -471,6 +487,7 @@ fn host_result(result: &SessionResult, run_started: Instant) -> HostResult {
         outcome,
         stdout: result.stdout.clone(),
         stderr: result.stderr.clone(),
+        cut_bytes: result.cut,
         started_ms: result.started.map(|s| millis(s - run_started)),
         ended_ms: millis(result.ended - run_started),
     }

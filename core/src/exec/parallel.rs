@@ -82,6 +82,8 @@ pub struct SessionResult {
     pub end: SessionEnd,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Output beyond the cap, here or at the host, counted and not kept.
+    pub cut: u64,
     pub started: Option<Instant>,
     pub ended: Instant,
 }
@@ -93,6 +95,11 @@ pub enum ParallelInput {
         index: usize,
         stderr: bool,
         bytes: Vec<u8>,
+    },
+    /// The host dropped `bytes` of session `index`'s output beyond the cap.
+    Dropped {
+        index: usize,
+        bytes: u64,
     },
     /// Session `index` ended on its own (or failed); after a kill the driver reports it too.
     Ended {
@@ -137,6 +144,7 @@ struct Session {
     stderr: Vec<u8>,
     /// Every byte the session ever produced, kept or not: what the alarm rules look at.
     produced: u64,
+    cut: u64,
     result: Option<SessionResult>,
 }
 
@@ -175,6 +183,7 @@ impl ParallelRun {
                 stdout: Vec::new(),
                 stderr: Vec::new(),
                 produced: 0,
+                cut: 0,
                 result: None,
             })
             .collect();
@@ -259,6 +268,7 @@ impl ParallelRun {
             end,
             stdout: std::mem::take(&mut session.stdout),
             stderr: std::mem::take(&mut session.stderr),
+            cut: session.cut,
             started,
             ended: now,
         });
@@ -325,7 +335,17 @@ impl Machine for ParallelRun {
                 let room = max.saturating_sub(sink.len());
                 let kept = bytes.len().min(room);
                 sink.extend_from_slice(&bytes[..kept]);
-                self.dropped_output += (bytes.len() - kept) as u64;
+                let cut = (bytes.len() - kept) as u64;
+                session.cut = session.cut.saturating_add(cut);
+                self.dropped_output += cut;
+            }
+            ParallelInput::Dropped { index, bytes } => {
+                if let Some(session) = self.sessions.get_mut(index) {
+                    // Dropped at the host is still output: the alarm rules count it.
+                    session.produced = session.produced.saturating_add(bytes);
+                    session.cut = session.cut.saturating_add(bytes);
+                    self.dropped_output = self.dropped_output.saturating_add(bytes);
+                }
             }
             ParallelInput::Ended { index, end } => self.ended(now, index, end),
             ParallelInput::Timeout => {

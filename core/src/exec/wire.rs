@@ -52,6 +52,8 @@ pub struct ExecRequest {
     pub authenticator: SealedAuthenticator,
     pub run_as: String,
     pub argv: Vec<String>,
+    /// Bytes of each stream the host sends back; the rest is counted and dropped.
+    pub max_output: u64,
 }
 
 /// What a host tells the gateway about a run.
@@ -61,6 +63,13 @@ pub enum HostEvent {
     Output {
         stderr: bool,
         bytes: Vec<u8>,
+    },
+    /// Output beyond the run's cap that the host dropped since its last `Dropped` (sent every
+    /// 64 KiB dropped, so the alarm rules still see output, and once more before the final
+    /// event).
+    Dropped {
+        stdout: u64,
+        stderr: u64,
     },
     Exited {
         code: i32,
@@ -81,7 +90,7 @@ pub enum HostEvent {
 impl HostEvent {
     /// Whether this event ends the session (nothing follows it).
     pub fn is_final(&self) -> bool {
-        !matches!(self, HostEvent::Started | HostEvent::Output { .. })
+        !matches!(self, HostEvent::Started | HostEvent::Output { .. } | HostEvent::Dropped { .. })
     }
 }
 
@@ -95,6 +104,8 @@ pub struct ExecCommand {
     pub t1_ms: u64,
     pub t2_ms: u64,
     pub t3_ms: u64,
+    /// Bytes of each stream kept per host; the gateway holds it to its own ceiling.
+    pub max_output: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,6 +121,8 @@ pub struct HostResult {
     pub outcome: HostOutcome,
     pub stdout: Vec<u8>,
     pub stderr: Vec<u8>,
+    /// Output beyond the cap, counted and not kept: shown as a marker after the output.
+    pub cut_bytes: u64,
     pub started_ms: Option<u64>,
     pub ended_ms: u64,
 }

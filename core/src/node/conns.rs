@@ -15,6 +15,12 @@ use crate::machine::Machine;
 use crate::rng::{SeededRng, fork};
 use crate::time::{Instant, Now};
 
+/// Above this many bytes waiting to be written, a connection is congested: producers that can
+/// wait (a command's output, results for a client) hold back ...
+const HIGH_WATER: usize = 1024 * 1024;
+/// ... until it is down to this.
+const LOW_WATER: usize = 256 * 1024;
+
 /// What one listener admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnLimits {
@@ -91,6 +97,11 @@ pub enum ConnEvent {
         owner: Owner,
         error: Option<String>,
     },
+    /// A congested connection is down to its low-water mark: producers may go on.
+    Drained {
+        conn: ConnId,
+        owner: Owner,
+    },
 }
 
 #[derive(Debug)]
@@ -111,6 +122,8 @@ struct Conn {
     opened: Instant,
     last_message: Option<Instant>,
     backlog: usize,
+    /// Over the high-water mark since it last drained: its producer should wait.
+    congested: bool,
     /// Closed by this side; the `Gone` has been reported.
     done: bool,
     /// The driver's error for a connection that ended on one.
@@ -206,6 +219,7 @@ impl Connections {
             opened: now.mono,
             last_message: None,
             backlog: 0,
+            congested: false,
             done: false,
             error: None,
         };
@@ -259,7 +273,17 @@ impl Connections {
     pub fn written(&mut self, conn: ConnId, bytes: usize) {
         if let Some(c) = self.conns.get_mut(&conn) {
             c.backlog = c.backlog.saturating_sub(bytes);
+            if c.congested && c.backlog <= LOW_WATER {
+                c.congested = false;
+                self.events.push_back(ConnEvent::Drained { conn, owner: c.owner });
+            }
         }
+    }
+
+    /// Whether `conn` has more waiting to be written than a producer should add to: it should
+    /// hold back until [`ConnEvent::Drained`].
+    pub fn congested(&self, conn: ConnId) -> bool {
+        self.conns.get(&conn).is_some_and(|c| c.congested)
     }
 
     /// The driver saw `conn` end.
@@ -298,6 +322,12 @@ impl Connections {
             c.channel.close();
             self.pump(conn);
         }
+    }
+
+    /// The peer `conn` authenticated, once its handshake finished.
+    #[cfg(test)]
+    pub fn peer_of(&self, conn: ConnId) -> Option<&PublicIdentity> {
+        self.conns.get(&conn).and_then(|c| c.peer.as_ref())
     }
 
     /// The newest established connection on `listener` whose peer authenticated as `peer`.
@@ -349,6 +379,7 @@ impl Connections {
             match out {
                 ChannelOutput::Transmit(bytes) => {
                     c.backlog = c.backlog.saturating_add(bytes.len());
+                    c.congested |= c.backlog > HIGH_WATER;
                     if c.backlog > c.limits.max_backlog {
                         // Dropped whole: a frame skipped mid-stream would read as forgery.
                         let backlog = c.backlog;
@@ -408,5 +439,90 @@ impl Connections {
 
     pub fn poll_event(&mut self) -> Option<ConnEvent> {
         self.events.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::seeded;
+
+    /// Moves every transmit from one table to the other; `ack` says whether the sender's driver
+    /// reports the bytes written (a peer that reads) or sits on them (one that does not).
+    fn shuttle(now: Now, from: &mut Connections, to: &mut Connections, pair: (ConnId, ConnId), ack: bool) {
+        while let Some(out) = from.poll_output() {
+            if let Output::Transmit { conn, bytes } = out {
+                if ack {
+                    from.written(conn, bytes.len());
+                }
+                let target = if conn == pair.0 { pair.1 } else { pair.0 };
+                to.received(now, target, bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_connection_the_peer_does_not_drain_is_congested_until_it_catches_up() {
+        let now = Now::ZERO;
+        let (ka, kb) = (NodeKeys::generate(&mut seeded(1)), NodeKeys::generate(&mut seeded(2)));
+        let mut a = Connections::new(seeded(3));
+        let mut b = Connections::new(seeded(4));
+        let trust: TrustSet = [kb.public()].into_iter().collect();
+        let listener = a.listen("test", "a".into(), ka.clone(), trust, ConnLimits::default());
+        let cb = b
+            .connect(now, "a".into(), &kb, ka.public(), Owner::Link(0), ConnLimits::default())
+            .expect("dials");
+        let ca = ConnId::inbound(1);
+        a.accepted(now, listener, ca);
+        for _ in 0..4 {
+            shuttle(now, &mut b, &mut a, (cb, ca), true);
+            shuttle(now, &mut a, &mut b, (ca, cb), true);
+        }
+        assert!(a.peer_of(ca).is_some() && b.peer_of(cb).is_some(), "handshake done");
+
+        // 2 MiB that the driver has not written yet: over the high-water mark.
+        b.send(cb, &vec![7; 2 * 1024 * 1024]);
+        let mut held = 0;
+        while let Some(out) = b.poll_output() {
+            if let Output::Transmit { bytes, .. } = out {
+                held += bytes.len();
+            }
+        }
+        assert!(b.congested(cb));
+        assert!(!std::iter::from_fn(|| b.poll_event()).any(|e| matches!(e, ConnEvent::Drained { .. })));
+        // The driver writes it out: below the low-water mark, the producer hears it may go on.
+        b.written(cb, held);
+        assert!(!b.congested(cb));
+        let drained = std::iter::from_fn(|| b.poll_event())
+            .any(|e| e == ConnEvent::Drained { conn: cb, owner: Owner::Link(0) });
+        assert!(drained);
+    }
+
+    #[test]
+    fn a_peer_that_never_reads_is_dropped_whole_at_the_backlog_limit() {
+        let now = Now::ZERO;
+        let (ka, kb) = (NodeKeys::generate(&mut seeded(1)), NodeKeys::generate(&mut seeded(2)));
+        let mut a = Connections::new(seeded(3));
+        let mut b = Connections::new(seeded(4));
+        let trust: TrustSet = [kb.public()].into_iter().collect();
+        let limits = ConnLimits { max_backlog: 3 * 1024 * 1024, ..ConnLimits::default() };
+        let listener = a.listen("test", "a".into(), ka.clone(), trust, limits);
+        let cb = b.connect(now, "a".into(), &kb, ka.public(), Owner::Link(0), limits).expect("dials");
+        let ca = ConnId::inbound(1);
+        a.accepted(now, listener, ca);
+        for _ in 0..4 {
+            shuttle(now, &mut b, &mut a, (cb, ca), true);
+            shuttle(now, &mut a, &mut b, (ca, cb), true);
+        }
+        for _ in 0..4 {
+            b.send(cb, &vec![1; 1024 * 1024]);
+        }
+        let outputs: Vec<Output> = std::iter::from_fn(|| b.poll_output()).collect();
+        assert!(outputs.iter().any(|o| matches!(o, Output::Log(Event::NotReading { .. }))));
+        assert!(outputs.contains(&Output::Close { conn: cb }));
+        // Nothing after the drop: a frame skipped mid-stream would read as forgery at the peer.
+        let last_transmit = outputs.iter().rposition(|o| matches!(o, Output::Transmit { .. }));
+        let drop = outputs.iter().position(|o| matches!(o, Output::Log(Event::NotReading { .. })));
+        assert!(last_transmit < drop);
     }
 }

@@ -6,7 +6,7 @@
 //! it came on; audit records go to the collector and acknowledgements come back to the daemon
 //! that asked; a session's process is a child of the node. The rules are the roles'.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::conns::{ConnEvent, ConnLimits, Owner};
 use super::io::{ChildId, ConnId, Event, ListenerId, Output, Record};
@@ -75,6 +75,28 @@ struct GatewaySlot {
     /// have no entry.
     acks: BTreeMap<u64, (ConnId, u64)>,
     next_ack: u64,
+    /// Messages for each client waiting for its connection to drain, and the clients to close
+    /// once theirs is sent.
+    outbox: BTreeMap<ConnId, VecDeque<Vec<u8>>>,
+    closing: BTreeSet<ConnId>,
+}
+
+impl GatewaySlot {
+    /// Sends what a client is owed while its connection keeps up; closes it once all is sent
+    /// if asked to.
+    fn flush_client(&mut self, fx: &mut Effects<'_>, conn: ConnId) {
+        let queue = self.outbox.entry(conn).or_default();
+        while !fx.conns.congested(conn) {
+            let Some(bytes) = queue.pop_front() else { break };
+            fx.conns.send(conn, &bytes);
+        }
+        if queue.is_empty() {
+            self.outbox.remove(&conn);
+            if self.closing.remove(&conn) {
+                fx.conns.close(conn);
+            }
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -91,8 +113,10 @@ pub(super) struct ExecHost {
     audit_link: Option<usize>,
     in_flight: BTreeMap<u64, (usize, u64)>,
     next_link_ack: u64,
-    /// Each running session's child: child → (host, session), and back.
+    /// Each running session's child: child → (host, session).
     children: BTreeMap<ChildId, (usize, u64)>,
+    /// Children whose output waits for their session's connection to drain.
+    paused: BTreeSet<ChildId>,
 }
 
 impl ExecHost {
@@ -119,6 +143,8 @@ impl ExecHost {
                 sessions: BTreeMap::new(),
                 acks: BTreeMap::new(),
                 next_ack: 1,
+                outbox: BTreeMap::new(),
+                closing: BTreeSet::new(),
             }
         });
         let hosts = hosts
@@ -152,6 +178,7 @@ impl ExecHost {
             in_flight: BTreeMap::new(),
             next_link_ack: 1,
             children: BTreeMap::new(),
+            paused: BTreeSet::new(),
         }
     }
 
@@ -211,6 +238,7 @@ impl ExecHost {
                 self.on_message(now, conn, owner, peer, &bytes, fx)
             }
             ConnEvent::Gone { conn, owner, error } => self.on_gone(now, conn, owner, error),
+            ConnEvent::Drained { conn, owner } => self.on_drained(conn, owner, fx),
         }
         self.drain(now, fx);
     }
@@ -279,6 +307,22 @@ impl ExecHost {
         }
     }
 
+    /// A congested connection caught up: the session's command may write again, or the
+    /// client's results go on.
+    fn on_drained(&mut self, conn: ConnId, owner: Owner, fx: &mut Effects<'_>) {
+        let host = self.hosts.iter().position(|h| Owner::Listener(h.listener) == owner);
+        match (host, &mut self.gateway) {
+            (Some(i), _) => {
+                let child = self.children.iter().find(|(_, s)| **s == (i, conn.0)).map(|(c, _)| *c);
+                if let Some(child) = child.filter(|c| self.paused.remove(c)) {
+                    fx.out.push_back(Output::ResumeChild { child });
+                }
+            }
+            (None, Some(g)) if Owner::Listener(g.listener) == owner => g.flush_client(fx, conn),
+            _ => {}
+        }
+    }
+
     fn on_gone(&mut self, now: Now, conn: ConnId, owner: Owner, error: Option<String>) {
         let host = self.hosts.iter().position(|h| Owner::Listener(h.listener) == owner);
         match (owner, host, &mut self.gateway) {
@@ -288,6 +332,8 @@ impl ExecHost {
             (Owner::Listener(_), None, Some(g)) => {
                 g.gateway.handle(now, GatewayInput::ClientGone { client: conn.0 });
                 g.acks.retain(|_, (c, _)| *c != conn);
+                g.outbox.remove(&conn);
+                g.closing.remove(&conn);
             }
             // A session that ended with its final event is forgotten already.
             (Owner::Dial(session), _, Some(g)) if g.sessions.contains_key(&session) => {
@@ -325,10 +371,12 @@ impl ExecHost {
             ChildEvent::Output { stderr, bytes } => DaemonInput::Output { session, stderr, bytes },
             ChildEvent::Exited(end) => {
                 self.children.remove(&child);
+                self.paused.remove(&child);
                 DaemonInput::Exited { session, end }
             }
             ChildEvent::Failed(reason) => {
                 self.children.remove(&child);
+                self.paused.remove(&child);
                 DaemonInput::SpawnFailed { session, reason }
             }
         };
@@ -379,10 +427,17 @@ impl ExecHost {
             let Some(out) = g.gateway.poll_output() else { return moved };
             moved = true;
             match out {
+                // Results wait here, not in the driver, while a client reads slowly.
                 GatewayOutput::ToClient { client, event } => {
-                    send(fx, ConnId(client), &GatewayReply::Client(event))
+                    let conn = ConnId(client);
+                    g.outbox.entry(conn).or_default().push_back(encode(&GatewayReply::Client(event)));
+                    g.flush_client(fx, conn);
                 }
-                GatewayOutput::CloseClient { client } => fx.conns.close(ConnId(client)),
+                GatewayOutput::CloseClient { client } => {
+                    let conn = ConnId(client);
+                    g.closing.insert(conn);
+                    g.flush_client(fx, conn);
+                }
                 GatewayOutput::HostStart { session, host, identity, request } => {
                     let dialled = match g.hosts.get(&host) {
                         Some((addr, _)) => fx.conns.connect(
@@ -451,7 +506,18 @@ impl ExecHost {
                             fx.out.push_back(Output::Kill { child });
                         }
                     }
-                    DaemonOutput::Reply { session, event } => send(fx, ConnId(session), &event),
+                    DaemonOutput::Reply { session, event } => {
+                        let conn = ConnId(session);
+                        send(fx, conn, &event);
+                        // The gateway is not keeping up: the command waits instead of memory filling.
+                        if fx.conns.congested(conn) {
+                            let child =
+                                self.children.iter().find(|(_, s)| **s == (i, session)).map(|(c, _)| *c);
+                            if let Some(child) = child.filter(|c| self.paused.insert(*c)) {
+                                fx.out.push_back(Output::PauseChild { child });
+                            }
+                        }
+                    }
                     DaemonOutput::Done { session } => fx.conns.close(ConnId(session)),
                 }
             }

@@ -133,6 +133,11 @@ pub enum Output {
     Spawn { child: ChildId, argv: Vec<String>, run_as: Option<String>, env: Vec<(String, String)> },
     /// Kill the child's whole process group.
     Kill { child: ChildId },
+    /// Stop reading the child's output for now: it blocks once its pipe fills, which is how a
+    /// slow reader at the far end slows the command instead of filling memory.
+    PauseChild { child: ChildId },
+    /// Read the child's output again.
+    ResumeChild { child: ChildId },
     /// Something a person may want to read in the log.
     Log(Event),
 }

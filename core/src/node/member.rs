@@ -105,7 +105,7 @@ impl MemberHost {
                 self.waiting.remove(&conn);
                 return;
             }
-            ConnEvent::Established { .. } => return,
+            ConnEvent::Established { .. } | ConnEvent::Drained { .. } => return,
         };
         if self.waiting.contains_key(&conn) {
             return reply(fx, conn, &AdminResponse::Error("one request at a time per connection".into()));

@@ -261,7 +261,8 @@ impl Node {
             let owner = match &event {
                 ConnEvent::Established { owner, .. }
                 | ConnEvent::Message { owner, .. }
-                | ConnEvent::Gone { owner, .. } => *owner,
+                | ConnEvent::Gone { owner, .. }
+                | ConnEvent::Drained { owner, .. } => *owner,
             };
             self.with_roles(|roles, fx| match owner {
                 Owner::Listener(l) if roles.member.as_ref().is_some_and(|m| m.owns(l)) => {
