@@ -7,16 +7,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use cohort_core::NodeKeys;
+use cohort_core::admin::{AdminRequest, AdminResponse};
 use cohort_core::member::genesis::{genesis_config, genesis_records};
 use cohort_core::member::{Change, ChangeRequest, MemberInfo, MemberSettings};
+use cohort_core::node::{ConnLimits, MemberRole, NodeSetup};
 use cohort_core::rng::{fork, seeded};
 use cohort_core::signed::Signed;
 use rand_core::RngCore;
 use serde::Serialize;
 
-use crate::member_host::{self, HostContext, PORT, ScheduledChange};
+use crate::node_host::{self, NodeHostContext};
 use crate::observer::Observer;
+use crate::operator;
 use crate::storage::SimDisk;
+
+/// Member datagrams and the admin channel, on every simulated member.
+const PORT: u16 = 7000;
+const ADMIN_PORT: u16 = 7001;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigChangeScenario {
@@ -168,26 +175,52 @@ pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport 
         .rng_seed(scenario.seed)
         .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
         .build();
-    let mut contexts = Vec::new();
     for (i, member_keys) in keys.iter().enumerate() {
         let Some(record) = records.get(&member_keys.node_id()) else {
             return failed_report(scenario, format!("no genesis record for m{i}"));
         };
-        let ctx = HostContext {
+        let node_keys = member_keys.clone();
+        let setup: node_host::SetupFn = Arc::new(move |record| NodeSetup {
+            member: record.map(|record| MemberRole {
+                record,
+                settings,
+                listen: format!("0.0.0.0:{PORT}"),
+                admin_listen: format!("0.0.0.0:{ADMIN_PORT}"),
+                admin_limits: ConnLimits::default(),
+            }),
+            ..NodeSetup::new(node_keys.clone())
+        });
+        let ctx = NodeHostContext {
             keys: member_keys.clone(),
+            setup,
             disk: SimDisk::with_record(record.clone()),
             observer: observer.clone(),
-            settings,
             seed: fork(&mut rng).next_u64(),
             loss: scenario.loss,
-            change: Arc::new(Mutex::new(
-                (i == author).then(|| ScheduledChange { at: change_at, request: request.clone() }),
-            )),
             boots: Arc::new(Mutex::new(0)),
         };
-        contexts.push(ctx.clone());
-        sim.host(host_name(i), move || member_host::run(ctx.clone()));
+        sim.host(host_name(i), move || node_host::run(ctx.clone()));
     }
+    // The operator asks the author over its admin channel, as `cohort admin set` would, until a
+    // change is accepted (the author may be down or cut off when it first asks).
+    let author_addr = format!("{}:{ADMIN_PORT}", host_name(author));
+    let author_identity = keys[author].public();
+    let operator_rng = fork(&mut rng);
+    sim.client("operator", async move {
+        tokio::time::sleep(change_at).await;
+        let change = AdminRequest::Change(request);
+        for attempt in 0u64.. {
+            let rng = seeded(operator_rng.clone().next_u64() ^ attempt);
+            let answer =
+                operator::ask(&author_addr, author_identity, &operator, &change, rng, Duration::from_secs(2))
+                    .await;
+            if matches!(answer, Ok(AdminResponse::ChangeAccepted { .. })) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
+    });
 
     let mut crashed = vec![false; scenario.nodes];
     let mut next_fault = 0;

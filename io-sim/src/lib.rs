@@ -6,8 +6,9 @@
 pub mod clock;
 pub mod commands;
 pub mod config_change;
-mod member_host;
+pub mod node_host;
 pub mod observer;
+pub mod operator;
 pub mod policy_fleet;
 pub mod storage;
 

@@ -1,7 +1,8 @@
 //! Invariants checked while a simulated run goes, from what the hosts report: one configuration
 //! per version cluster-wide, every installed configuration signed by a key its member trusted, and
 //! no install of a version before every other member of its roster announced it twice to the
-//! installer. The first violation is kept with the simulated time it happened.
+//! installer *since the installer staged it* (a boot with it staged counts as staging it again).
+//! The first violation is kept with the simulated time it happened.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,7 +21,8 @@ pub struct Observer {
 pub struct Observations {
     /// The configuration hash seen active under each version, anywhere.
     pub active_by_version: BTreeMap<Version, [u8; 32]>,
-    /// Status announcements delivered: (receiver, sender, version) → count.
+    /// Status announcements delivered since the receiver last staged the version:
+    /// (receiver, sender, version) → count.
     pub announced: BTreeMap<(NodeId, NodeId, Version), u32>,
     /// Each member's last active configuration, to judge who it trusted at its next install.
     pub last_active: BTreeMap<NodeId, ClusterConfig>,
@@ -58,6 +60,18 @@ impl Observer {
         }
         Self::record_active(&mut state, member, active, at);
         state.last_active.insert(member, active.config.clone());
+        if let Some(staged) = &record.staged {
+            Self::forget_announcements(&mut state, member, staged.version());
+        }
+    }
+
+    /// `member` staged `version`: only announcements from now on count toward installing it.
+    pub fn staged(&self, member: NodeId, version: Version) {
+        Self::forget_announcements(&mut self.lock(), member, version);
+    }
+
+    fn forget_announcements(state: &mut Observations, member: NodeId, version: Version) {
+        state.announced.retain(|(receiver, _, v), _| !(*receiver == member && *v == version));
     }
 
     pub fn sent(&self, member: NodeId, bytes: usize) {
@@ -182,6 +196,31 @@ mod tests {
         let record = records.get(&a.node_id()).expect("a's record");
         let observer = Observer::default();
         observer.booted(a.node_id(), record, Duration::ZERO);
+        observer.installed(a.node_id(), &record.active, Duration::from_secs(1));
+        assert!(observer.violation().expect("caught").contains("only 0 times"));
+    }
+
+    /// Announcements heard before staging do not count: a member that skipped the reset would
+    /// install on stale ones, and the checker must say so.
+    #[test]
+    fn announcements_from_before_staging_do_not_count() {
+        let mut rng = seeded(3);
+        let operator = NodeKeys::generate(&mut rng);
+        let a = NodeKeys::generate(&mut rng);
+        let b = NodeKeys::generate(&mut rng);
+        let infos =
+            [&a, &b].map(|k| MemberInfo { name: "m".into(), identity: k.public(), address: "m:1".into() });
+        let config = genesis_config("c", "ops", &operator, infos, BTreeMap::new());
+        let records = genesis_records(&config, &operator, &mut rng).expect("seals");
+        let record = records.get(&a.node_id()).expect("a's record");
+        let observer = Observer::default();
+        observer.booted(a.node_id(), record, Duration::ZERO);
+        let version = record.active.version();
+        {
+            let mut state = observer.lock();
+            state.announced.insert((a.node_id(), b.node_id(), version), 5);
+        }
+        observer.staged(a.node_id(), version);
         observer.installed(a.node_id(), &record.active, Duration::from_secs(1));
         assert!(observer.violation().expect("caught").contains("only 0 times"));
     }

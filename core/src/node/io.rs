@@ -6,7 +6,7 @@ use std::fmt;
 
 use crate::exec::audit::{AuditRecord, ChainEntry};
 use crate::exec::daemon::ProcessEnd;
-use crate::member::MemberRecord;
+use crate::member::{MemberRecord, Version};
 use crate::policy::document::SignedPolicy;
 use crate::policy::report::Aggregate;
 use crate::policy::server::Rejection;
@@ -209,16 +209,16 @@ pub enum Event {
         to: String,
     },
     Staged {
-        version: String,
+        version: Version,
     },
     Installed {
-        version: String,
+        version: Version,
     },
     MemberDropped {
         reason: String,
     },
     ChangeAccepted {
-        version: String,
+        version: Version,
     },
     ChangeRejected {
         reason: String,

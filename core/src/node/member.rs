@@ -158,9 +158,9 @@ impl MemberHost {
                 MemberOutput::Persist { token, record } => {
                     fx.persist_then(Record::Member(record), super::AfterPersist::Member(token))
                 }
-                MemberOutput::Staged { version } => fx.log(Event::Staged { version: version.to_string() }),
+                MemberOutput::Staged { version } => fx.log(Event::Staged { version }),
                 MemberOutput::Installed { version, .. } => {
-                    fx.log(Event::Installed { version: version.to_string() });
+                    fx.log(Event::Installed { version });
                     fx.conns.set_trust(self.admin, admin_trust(&self.member, &self.keys));
                     self.installed = Some(groups(&self.member));
                 }
@@ -168,7 +168,7 @@ impl MemberHost {
                     fx.log(Event::MemberDropped { reason: reason.to_string() })
                 }
                 MemberOutput::ChangeAccepted { request_id, version } => {
-                    fx.log(Event::ChangeAccepted { version: version.to_string() });
+                    fx.log(Event::ChangeAccepted { version });
                     self.answer(fx, request_id, &AdminResponse::ChangeAccepted { version });
                 }
                 MemberOutput::ChangeRejected { request_id, error } => {
