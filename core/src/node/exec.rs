@@ -117,6 +117,8 @@ pub(super) struct ExecHost {
     children: BTreeMap<ChildId, (usize, u64)>,
     /// Children whose output waits for their session's connection to drain.
     paused: BTreeSet<ChildId>,
+    /// Which host each host listener belongs to (a node may play a thousand hosts).
+    by_listener: BTreeMap<ListenerId, usize>,
 }
 
 impl ExecHost {
@@ -162,6 +164,7 @@ impl ExecHost {
                 Host { daemon, listener }
             })
             .collect::<Vec<_>>();
+        let by_listener = hosts.iter().enumerate().map(|(i, h)| (h.listener, i)).collect();
         let audit_link = audit.filter(|_| !hosts.is_empty()).map(|a| {
             fx.links.add_with_queue(
                 a.addr,
@@ -179,14 +182,22 @@ impl ExecHost {
             next_link_ack: 1,
             children: BTreeMap::new(),
             paused: BTreeSet::new(),
+            by_listener,
+        }
+    }
+
+    /// The host whose listener `owner` is, if it is one.
+    fn host_of(&self, owner: Owner) -> Option<usize> {
+        match owner {
+            Owner::Listener(l) => self.by_listener.get(&l).copied(),
+            Owner::Link(_) | Owner::Dial(_) => None,
         }
     }
 
     pub fn owns(&self, owner: Owner) -> bool {
         match owner {
             Owner::Listener(l) => {
-                self.gateway.as_ref().is_some_and(|g| g.listener == l)
-                    || self.hosts.iter().any(|h| h.listener == l)
+                self.gateway.as_ref().is_some_and(|g| g.listener == l) || self.by_listener.contains_key(&l)
             }
             Owner::Link(i) => self.audit_link == Some(i),
             Owner::Dial(_) => self.gateway.is_some(),
@@ -252,7 +263,7 @@ impl ExecHost {
         bytes: &[u8],
         fx: &mut Effects<'_>,
     ) {
-        let host = self.hosts.iter().position(|h| Owner::Listener(h.listener) == owner);
+        let host = self.host_of(owner);
         match (owner, host, &mut self.gateway) {
             (Owner::Listener(_), Some(i), _) => match wire::decode::<HostWire>(bytes) {
                 Ok(message) => self.hosts[i].daemon.handle(now, DaemonInput::Wire { conn: conn.0, message }),
@@ -310,7 +321,7 @@ impl ExecHost {
     /// A congested connection caught up: the session's command may write again, or the
     /// client's results go on.
     fn on_drained(&mut self, conn: ConnId, owner: Owner, fx: &mut Effects<'_>) {
-        let host = self.hosts.iter().position(|h| Owner::Listener(h.listener) == owner);
+        let host = self.host_of(owner);
         match (host, &mut self.gateway) {
             (Some(i), _) => {
                 let child = self.children.iter().find(|(_, s)| **s == (i, conn.0)).map(|(c, _)| *c);
@@ -324,7 +335,7 @@ impl ExecHost {
     }
 
     fn on_gone(&mut self, now: Now, conn: ConnId, owner: Owner, error: Option<String>) {
-        let host = self.hosts.iter().position(|h| Owner::Listener(h.listener) == owner);
+        let host = self.host_of(owner);
         match (owner, host, &mut self.gateway) {
             (Owner::Listener(_), Some(i), _) => {
                 self.hosts[i].daemon.handle(now, DaemonInput::Gone { conn: conn.0 })
