@@ -3,7 +3,7 @@
 //! the fault schedule and the report. Every run replays exactly from its seed.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use cohort_core::NodeKeys;
@@ -190,14 +190,12 @@ pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport 
             }),
             ..NodeSetup::new(node_keys.clone())
         });
+        let disk = SimDisk::with_record(record.clone());
+        let seed = fork(&mut rng).next_u64();
         let ctx = NodeHostContext {
-            keys: member_keys.clone(),
-            setup,
-            disk: SimDisk::with_record(record.clone()),
             observer: observer.clone(),
-            seed: fork(&mut rng).next_u64(),
             loss: scenario.loss,
-            boots: Arc::new(Mutex::new(0)),
+            ..NodeHostContext::new(&host_name(i), member_keys.clone(), setup, disk, seed)
         };
         sim.host(host_name(i), move || node_host::run(ctx.clone()));
     }

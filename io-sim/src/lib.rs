@@ -10,6 +10,7 @@ pub mod node_host;
 pub mod observer;
 pub mod operator;
 pub mod policy_fleet;
+pub mod processes;
 pub mod storage;
 
 pub use config_change::{ConfigChangeReport, ConfigChangeScenario, run_config_change};

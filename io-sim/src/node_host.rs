@@ -8,9 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use cohort_core::exec::daemon::ProcessEnd;
 use cohort_core::member::MemberRecord;
+use cohort_core::node::ChildId;
 use cohort_core::node::{ConnId, Event, Input, Node, NodeSetup, Output, Record};
 use cohort_core::rng::{SeededRng, fork, seeded};
+use cohort_core::trace::Trace;
 use cohort_core::{Machine, NodeKeys};
 use rand_core::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -20,6 +23,7 @@ use turmoil::net::{TcpListener, TcpStream, UdpSocket};
 
 use crate::clock::now;
 use crate::observer::Observer;
+use crate::processes::{Behaviour, behaviour};
 use crate::storage::SimDisk;
 
 /// A simulated fsync: a crash inside this window loses the write.
@@ -27,10 +31,18 @@ const SYNC_DELAY: Duration = Duration::from_millis(2);
 
 /// Builds a host's roles from what its disk holds at boot.
 pub type SetupFn = Arc<dyn Fn(Option<MemberRecord>) -> NodeSetup + Send + Sync>;
+/// A trace several hosts write into, one line per node input and output.
+pub type SharedTrace = Arc<Mutex<Trace>>;
+/// Files the hosts wrote, by host name and path.
+pub type SharedFiles = Arc<Mutex<BTreeMap<(String, String), Vec<u8>>>>;
+/// Records the hosts kept besides the member's (policies, history, audit), by host name.
+pub type SharedRecords = Arc<Mutex<Vec<(String, Record)>>>;
 
 /// Everything a host needs, shared with the harness so it survives the host's crashes.
 #[derive(Clone)]
 pub struct NodeHostContext {
+    /// The host's name in traces and in what it leaves behind.
+    pub name: String,
     pub keys: NodeKeys,
     pub setup: SetupFn,
     pub disk: SimDisk,
@@ -40,6 +52,45 @@ pub struct NodeHostContext {
     pub loss: f64,
     /// Incremented at each boot so a restarted host draws fresh (still seeded) randomness.
     pub boots: Arc<Mutex<u64>>,
+    pub trace: Option<SharedTrace>,
+    pub files: SharedFiles,
+    pub records: SharedRecords,
+}
+
+impl NodeHostContext {
+    pub fn new(name: &str, keys: NodeKeys, setup: SetupFn, disk: SimDisk, seed: u64) -> NodeHostContext {
+        NodeHostContext {
+            name: name.to_owned(),
+            keys,
+            setup,
+            disk,
+            observer: Observer::default(),
+            seed,
+            loss: 0.0,
+            boots: Arc::new(Mutex::new(0)),
+            trace: None,
+            files: SharedFiles::default(),
+            records: SharedRecords::default(),
+        }
+    }
+
+    fn input(&self, input: &Input) {
+        if let Some(trace) = &self.trace {
+            trace.lock().unwrap_or_else(PoisonError::into_inner).input(now().mono, &self.name, input);
+        }
+    }
+
+    fn output(&self, output: &Output) {
+        if let Some(trace) = &self.trace {
+            trace.lock().unwrap_or_else(PoisonError::into_inner).output(now().mono, &self.name, output);
+        }
+    }
+}
+
+/// Feeds one input, tracing it.
+fn feed(ctx: &NodeHostContext, node: &mut Node, input: Input) {
+    ctx.input(&input);
+    node.handle(now(), input);
 }
 
 impl std::fmt::Debug for NodeHostContext {
@@ -77,10 +128,11 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
     let (tx, mut rx) = unbounded_channel::<Report>();
     let inbound = Arc::new(AtomicU64::new(1));
     let mut writers: BTreeMap<ConnId, UnboundedSender<Vec<u8>>> = BTreeMap::new();
+    let mut children: BTreeMap<ChildId, tokio::task::JoinHandle<()>> = BTreeMap::new();
     let mut udp: Option<Arc<UdpSocket>> = None;
-    let mut kept: Vec<Record> = Vec::new();
     loop {
         while let Some(output) = node.poll_output() {
+            ctx.output(&output);
             match output {
                 Output::BindDatagram { addr } => {
                     let socket = Arc::new(UdpSocket::bind(("0.0.0.0", port(&addr)?)).await?);
@@ -118,18 +170,33 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                             tokio::time::sleep(SYNC_DELAY).await;
                             ctx.disk.sync();
                         }
-                        other => kept.push(other),
+                        other => ctx
+                            .records
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .push((ctx.name.clone(), other)),
                     }
-                    node.handle(now(), Input::Persisted { id });
+                    feed(&ctx, &mut node, Input::Persisted { id });
                 }
-                Output::WriteFile { id, .. } => {
-                    node.handle(now(), Input::FileWritten { id, outcome: Ok(()) });
+                Output::WriteFile { id, path, contents } => {
+                    ctx.files
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert((ctx.name.clone(), path), contents);
+                    feed(&ctx, &mut node, Input::FileWritten { id, outcome: Ok(()) });
                 }
-                Output::Spawn { child, .. } => {
-                    let reason = "this simulated host runs no commands".to_owned();
-                    node.handle(now(), Input::ChildFailed { child, reason });
+                Output::Spawn { child, argv, .. } => {
+                    feed(&ctx, &mut node, Input::ChildStarted { child });
+                    children.insert(child, tokio::spawn(simulate(child, behaviour(&argv), tx.clone())));
                 }
-                Output::Kill { .. } | Output::PauseChild { .. } | Output::ResumeChild { .. } => {}
+                Output::Kill { child } => {
+                    if let Some(task) = children.remove(&child) {
+                        task.abort();
+                        feed(&ctx, &mut node, Input::ChildExited { child, end: ProcessEnd::Signalled(9) });
+                    }
+                }
+                // A simulated command's output is tiny; nothing to hold back.
+                Output::PauseChild { .. } | Output::ResumeChild { .. } => {}
                 Output::Log(event) => observe(&ctx, &node, &event),
             }
         }
@@ -145,15 +212,37 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     tokio::spawn(write_out(conn, write, bytes_rx, tx.clone()));
                 }
                 Some(Report::Input(input)) => {
-                    if let Input::Datagram { bytes } = &input {
-                        ctx.observer.delivered(me, bytes);
+                    match &input {
+                        Input::Datagram { bytes } => ctx.observer.delivered(me, bytes),
+                        Input::ChildExited { child, .. } => drop(children.remove(child)),
+                        _ => {}
                     }
-                    node.handle(now(), input);
+                    feed(&ctx, &mut node, input);
                 }
                 None => return Err("the host's socket tasks all ended".into()),
             },
-            () = tokio::time::sleep(wait) => node.handle(now(), Input::Timeout),
+            () = tokio::time::sleep(wait) => feed(&ctx, &mut node, Input::Timeout),
         }
+    }
+}
+
+/// Plays one command: its output and its end, as a process would report them.
+async fn simulate(child: ChildId, behaviour: Behaviour, tx: UnboundedSender<Report>) {
+    let send = |input| tx.send(Report::Input(input)).is_ok();
+    match behaviour {
+        Behaviour::Runs { stdout, after, end } => {
+            tokio::time::sleep(after).await;
+            if !stdout.is_empty() && !send(Input::ChildOutput { child, stderr: false, bytes: stdout }) {
+                return;
+            }
+            send(Input::ChildExited { child, end });
+        }
+        Behaviour::Chatters { chunk, every } => loop {
+            tokio::time::sleep(every).await;
+            if !send(Input::ChildOutput { child, stderr: false, bytes: chunk.clone() }) {
+                return;
+            }
+        },
     }
 }
 

@@ -1,27 +1,44 @@
-//! A simulated operator: opens the admin channel to a member (Noise over turmoil's TCP, the
-//! member's key pinned, the operator's key presented), sends one request and reads one answer,
-//! the way `cohort admin` does on real sockets. Owns nothing but the bytes of that exchange.
+//! A simulated operator or client: opens a channel to a node (Noise over turmoil's TCP, the
+//! node's key pinned, the caller's key presented), sends one request and reads answers, the way
+//! `cohort admin`, `cohort policy` and `cohort exec` do on real sockets. Owns nothing but the
+//! bytes of that exchange.
 
 use std::time::Duration;
 
-use cohort_core::admin::{AdminRequest, AdminResponse};
 use cohort_core::channel::{Channel, ChannelConfig, ChannelInput, ChannelOutput, TrustSet};
 use cohort_core::rng::SeededRng;
 use cohort_core::{Machine, NodeKeys, PublicIdentity, wire};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use turmoil::net::TcpStream;
 
 use crate::clock::now;
 
-/// Sends `request` to the admin channel at `addr` and returns the answer, or why there was none.
-pub async fn ask(
+/// Sends `request` to the node at `addr` and returns the first answer, or why there was none.
+pub async fn ask<Req: Serialize, Resp: DeserializeOwned>(
     addr: &str,
     member: PublicIdentity,
     keys: &NodeKeys,
-    request: &AdminRequest,
+    request: &Req,
     rng: SeededRng,
     patience: Duration,
-) -> Result<AdminResponse, String> {
+) -> Result<Resp, String> {
+    let mut answers = converse(addr, member, keys, request, rng, patience, |_: &Resp| true).await?;
+    answers.pop().ok_or_else(|| format!("no answer from {addr}"))
+}
+
+/// Sends `request` and collects answers until `last` says one ends the exchange (or the peer
+/// closes): a client reading a run's streamed results.
+pub async fn converse<Req: Serialize, Resp: DeserializeOwned>(
+    addr: &str,
+    member: PublicIdentity,
+    keys: &NodeKeys,
+    request: &Req,
+    rng: SeededRng,
+    patience: Duration,
+    last: impl Fn(&Resp) -> bool,
+) -> Result<Vec<Resp>, String> {
     let mut stream = TcpStream::connect(addr).await.map_err(|e| format!("connect to {addr}: {e}"))?;
     let trust: TrustSet = [member].into_iter().collect();
     let mut channel = Channel::initiator(now().mono, ChannelConfig::default(), keys, trust, rng)
@@ -29,6 +46,7 @@ pub async fn ask(
     let bytes = wire::encode(request).map_err(|e| e.to_string())?;
     channel.send(&bytes).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 16 * 1024];
+    let mut answers = Vec::new();
     let exchange = async {
         loop {
             while let Some(out) = channel.poll_output() {
@@ -36,7 +54,15 @@ pub async fn ask(
                     ChannelOutput::Transmit(bytes) => {
                         stream.write_all(&bytes).await.map_err(|e| e.to_string())?
                     }
-                    ChannelOutput::Message(bytes) => return wire::decode(&bytes).map_err(|e| e.to_string()),
+                    ChannelOutput::Message(bytes) => {
+                        let answer: Resp = wire::decode(&bytes).map_err(|e| e.to_string())?;
+                        let done = last(&answer);
+                        answers.push(answer);
+                        if done {
+                            return Ok::<(), String>(());
+                        }
+                    }
+                    ChannelOutput::Closed(_) if !answers.is_empty() => return Ok(()),
                     ChannelOutput::Closed(reason) => return Err(format!("the channel closed: {reason:?}")),
                     ChannelOutput::Established(_) => {}
                 }
@@ -52,5 +78,6 @@ pub async fn ask(
     };
     tokio::time::timeout(patience, exchange)
         .await
-        .map_err(|_| format!("no answer from {addr} in {patience:?}"))?
+        .map_err(|_| format!("no answer from {addr} in {patience:?}"))??;
+    Ok(answers)
 }

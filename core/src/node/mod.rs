@@ -42,6 +42,7 @@ mod io;
 mod links;
 mod member;
 mod policy;
+mod trace;
 
 use std::collections::{BTreeMap, VecDeque};
 

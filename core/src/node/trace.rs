@@ -1,0 +1,65 @@
+//! How a node's inputs and outputs read in a trace: one line each, bytes as length and digest,
+//! records by what they hold. It never prints a message's contents: channels carry ciphertext,
+//! and records are shown by kind and version.
+
+use super::io::{Input, Output, Record};
+use crate::trace::{TraceEvent, short};
+
+impl TraceEvent for Input {
+    fn describe(&self) -> String {
+        match self {
+            Input::Accepted { listener, conn } => format!("Accepted {conn} on listener {}", listener.0),
+            Input::Datagram { bytes } => format!("Datagram {}", short(bytes)),
+            Input::Received { conn, bytes } => format!("Received {conn} {}", short(bytes)),
+            Input::Written { conn, bytes } => format!("Written {conn} {bytes}B"),
+            Input::Closed { conn, error: None } => format!("Closed {conn}"),
+            Input::Closed { conn, error: Some(e) } => format!("Closed {conn}: {e}"),
+            Input::Persisted { id } => format!("Persisted #{}", id.0),
+            Input::FileWritten { id, outcome: Ok(()) } => format!("FileWritten #{}", id.0),
+            Input::FileWritten { id, outcome: Err(e) } => format!("FileWritten #{} failed: {e}", id.0),
+            Input::ChildStarted { child } => format!("ChildStarted #{}", child.0),
+            Input::ChildFailed { child, reason } => format!("ChildFailed #{}: {reason}", child.0),
+            Input::ChildOutput { child, stderr, bytes } => {
+                let stream = if *stderr { "stderr" } else { "stdout" };
+                format!("ChildOutput #{} {stream} {}", child.0, short(bytes))
+            }
+            Input::ChildExited { child, end } => format!("ChildExited #{} {end:?}", child.0),
+            Input::Timeout => "Timeout".to_owned(),
+        }
+    }
+}
+
+fn describe_record(record: &Record) -> String {
+    match record {
+        Record::Member(r) => format!("member active={}", r.active.version()),
+        Record::AuditEntry(e) => format!("audit entry {} {}", e.index, e.record.host),
+        Record::LocalAudit(r) => format!("local audit {} {:?}", r.host, r.decision),
+        Record::Policy(p) => format!("policy {} v{}", p.body.id, p.body.version),
+        Record::PolicyHistory { from, .. } => format!("policy history from {from}"),
+    }
+}
+
+impl TraceEvent for Output {
+    fn describe(&self) -> String {
+        match self {
+            Output::Listen { listener, addr } => format!("Listen {} on {addr}", listener.0),
+            Output::BindDatagram { addr } => format!("BindDatagram {addr}"),
+            Output::SendDatagram { addr, bytes } => format!("SendDatagram {addr} {}", short(bytes)),
+            Output::Connect { conn, addr } => format!("Connect {conn} to {addr}"),
+            Output::Transmit { conn, bytes } => format!("Transmit {conn} {}", short(bytes)),
+            Output::Close { conn } => format!("Close {conn}"),
+            Output::Persist { id, record } => format!("Persist #{} {}", id.0, describe_record(record)),
+            Output::WriteFile { id, path, contents } => {
+                format!("WriteFile #{} {path} {}", id.0, short(contents))
+            }
+            Output::Spawn { child, argv, run_as, .. } => {
+                let user = run_as.as_deref().unwrap_or("(self)");
+                format!("Spawn #{} as {user}: {}", child.0, argv.join(" "))
+            }
+            Output::Kill { child } => format!("Kill #{}", child.0),
+            Output::PauseChild { child } => format!("PauseChild #{}", child.0),
+            Output::ResumeChild { child } => format!("ResumeChild #{}", child.0),
+            Output::Log(event) => format!("Log {event}"),
+        }
+    }
+}

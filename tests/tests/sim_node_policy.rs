@@ -1,0 +1,183 @@
+//! The security-policy tier on the one turmoil host driver that runs the core node: a master, a
+//! local under it and a local under that one, and agents on both locals. An operator's change at
+//! the master reaches every agent's file through both tiers; the whole run is a trace snapshot and
+//! replays byte for byte from its seed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use cohort_core::node::{ConnLimits, NodeSetup, PolicyAgentRole, PolicyServerRole};
+use cohort_core::policy::document::{Platform, Policy, PolicyTarget, Scope};
+use cohort_core::policy::server::ServerSetup;
+use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest, PolicyWire};
+use cohort_core::rng::seeded;
+use cohort_core::signed::Signed;
+use cohort_core::trace::Trace;
+use cohort_core::{NodeKeys, PublicIdentity};
+use cohort_io_sim::clock::now;
+use cohort_io_sim::node_host::{self, NodeHostContext, SetupFn, SharedFiles, SharedTrace};
+use cohort_io_sim::operator;
+use cohort_io_sim::storage::SimDisk;
+
+const PORT: u16 = 7400;
+const SERVERS: [(&str, Option<&str>); 3] =
+    [("master", None), ("local-a", Some("master")), ("local-b", Some("local-a"))];
+const AGENTS: [(&str, &str); 2] = [("agent-a", "local-a"), ("agent-b", "local-b")];
+
+fn file(agent: &str) -> String {
+    format!("/etc/cohort/{agent}.policy")
+}
+
+/// Runs the tier until both agents hold `firewall.default = "deny"` (or 60 simulated seconds).
+/// Returns the trace, the files written, and whether both agents got the policy.
+fn run(seed: u64) -> (Trace, SharedFiles, bool) {
+    let mut rng = seeded(seed);
+    let operator = NodeKeys::generate(&mut rng);
+    let keys: BTreeMap<&str, NodeKeys> = SERVERS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(AGENTS.iter().map(|(n, _)| *n))
+        .map(|n| (n, NodeKeys::generate(&mut rng)))
+        .collect();
+    let id = |name: &str| keys[name].public();
+    let signers: BTreeMap<String, PublicIdentity> =
+        SERVERS.iter().map(|(n, _)| ((*n).to_owned(), id(n))).collect();
+    let trace: SharedTrace = Arc::new(Mutex::new(Trace::new()));
+    let files = SharedFiles::default();
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(90))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(5))
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+        .build();
+    for (i, (name, parent)) in SERVERS.iter().enumerate() {
+        let children: BTreeMap<String, PublicIdentity> = SERVERS
+            .iter()
+            .filter(|(_, p)| *p == Some(*name))
+            .map(|(n, _)| ((*n).to_owned(), id(n)))
+            .collect();
+        let agents: BTreeMap<String, PublicIdentity> =
+            AGENTS.iter().filter(|(_, s)| s == name).map(|(n, _)| ((*n).to_owned(), id(n))).collect();
+        let role = PolicyServerRole {
+            listen: format!("0.0.0.0:{PORT}"),
+            setup: ServerSetup {
+                name: (*name).to_owned(),
+                keys: keys[name].clone(),
+                parent: parent.map(|p| (p.to_owned(), id(p))),
+                children,
+                agents,
+                signers: signers.clone(),
+                operators: vec![operator.public()],
+                sync_window: Duration::from_secs(3),
+                sync_jitter: Duration::ZERO,
+                stats_deadline: Duration::from_secs(5),
+            },
+            parent_addr: parent.map(|p| format!("{p}:{PORT}")),
+            stored: Vec::new(),
+            latest: Vec::new(),
+            limits: ConnLimits::default(),
+        };
+        let node_keys = keys[name].clone();
+        let setup: SetupFn = Arc::new(move |_| NodeSetup {
+            policy_server: Some(role.clone()),
+            ..NodeSetup::new(node_keys.clone())
+        });
+        let ctx = NodeHostContext {
+            trace: Some(trace.clone()),
+            files: files.clone(),
+            ..NodeHostContext::new(name, keys[name].clone(), setup, SimDisk::default(), seed ^ i as u64)
+        };
+        sim.host(*name, move || node_host::run(ctx.clone()));
+    }
+    let agent_roles: Vec<PolicyAgentRole> = AGENTS
+        .iter()
+        .map(|(name, server)| PolicyAgentRole {
+            name: (*name).to_owned(),
+            keys: keys[name].clone(),
+            platform: Platform::new("linux", "6", "web"),
+            server: (*server).to_owned(),
+            server_addr: format!("{server}:{PORT}"),
+            server_identity: id(server),
+            poll_interval: Duration::from_secs(1),
+            policy_file: file(name),
+            hook: Vec::new(),
+        })
+        .collect();
+    let agents_keys = NodeKeys::generate(&mut rng);
+    let setup: SetupFn = Arc::new(move |_| NodeSetup {
+        policy_agents: agent_roles.clone(),
+        ..NodeSetup::new(agents_keys.clone())
+    });
+    let ctx = NodeHostContext {
+        trace: Some(trace.clone()),
+        files: files.clone(),
+        ..NodeHostContext::new("agents", NodeKeys::generate(&mut rng), setup, SimDisk::default(), seed ^ 99)
+    };
+    sim.host("agents", move || node_host::run(ctx.clone()));
+
+    let master = id("master");
+    let done = Arc::new(Mutex::new(None::<PolicyAdminReply>));
+    let reply = done.clone();
+    sim.client("operator", async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let policy = Policy {
+            id: "fw".into(),
+            version: 1,
+            author: String::new(),
+            scope: Scope::Global,
+            target: PolicyTarget::default(),
+            params: [("firewall.default".to_owned(), "deny".to_owned())].into(),
+        };
+        let body = PolicyAdminRequest { at: now().wall, request: PolicyAdmin::Create(policy) };
+        let request = PolicyWire::Admin(Signed::sign(body, &operator).map_err(|e| e.to_string())?);
+        let answer: PolicyWire = operator::ask(
+            &format!("master:{PORT}"),
+            master,
+            &operator,
+            &request,
+            seeded(7),
+            Duration::from_secs(5),
+        )
+        .await?;
+        if let PolicyWire::AdminReply(answer) = answer {
+            *reply.lock().expect("reply") = Some(answer);
+        }
+        Ok(())
+    });
+    let has = |files: &SharedFiles, agent: &str| {
+        files
+            .lock()
+            .expect("files")
+            .get(&("agents".to_owned(), file(agent)))
+            .is_some_and(|f| String::from_utf8_lossy(f).contains("firewall.default = \"deny\""))
+    };
+    let mut reached = false;
+    while sim.elapsed() < Duration::from_secs(60) {
+        sim.step().expect("the simulation runs");
+        if AGENTS.iter().all(|(a, _)| has(&files, a)) {
+            reached = true;
+            break;
+        }
+    }
+    assert_eq!(
+        *done.lock().expect("reply"),
+        Some(PolicyAdminReply::Created),
+        "the operator's request was taken"
+    );
+    let trace = trace.lock().expect("trace").clone();
+    (trace, files, reached)
+}
+
+#[test]
+fn a_change_at_the_master_reaches_agents_two_tiers_down_and_the_run_replays() {
+    let (trace, _, reached) = run(3);
+    assert!(reached, "both agents applied the policy");
+    let (again, _, _) = run(3);
+    assert_eq!(trace, again, "one seed must replay byte for byte");
+    insta::with_settings!({ snapshot_path => "../../snapshots", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("node_policy_change_two_tiers", trace.render());
+    });
+}
