@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_chain};
 use cohort_core::exec::daemon::ProcessEnd;
 use cohort_core::member::MemberRecord;
 use cohort_core::node::ChildId;
@@ -130,6 +131,7 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
     let mut writers: BTreeMap<ConnId, UnboundedSender<Vec<u8>>> = BTreeMap::new();
     let mut children: BTreeMap<ChildId, tokio::task::JoinHandle<()>> = BTreeMap::new();
     let mut udp: Option<Arc<UdpSocket>> = None;
+    let mut spawned = 0usize;
     loop {
         while let Some(output) = node.poll_output() {
             ctx.output(&output);
@@ -164,6 +166,9 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                 // Dropping the sender lets the writer finish what it holds, then shut down.
                 Output::Close { conn } => drop(writers.remove(&conn)),
                 Output::Persist { id, record } => {
+                    if let Record::AuditEntry(entry) = &record {
+                        check_chain(&ctx, entry);
+                    }
                     match record {
                         Record::Member(record) => {
                             ctx.disk.write(*record);
@@ -186,6 +191,8 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     feed(&ctx, &mut node, Input::FileWritten { id, outcome: Ok(()) });
                 }
                 Output::Spawn { child, argv, .. } => {
+                    spawned += 1;
+                    check_audited_before_spawn(&ctx, spawned);
                     feed(&ctx, &mut node, Input::ChildStarted { child });
                     children.insert(child, tokio::spawn(simulate(child, behaviour(&argv), tx.clone())));
                 }
@@ -223,6 +230,49 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
             },
             () = tokio::time::sleep(wait) => feed(&ctx, &mut node, Input::Timeout),
         }
+    }
+}
+
+/// Invariant: the collector's chain verifies after every append (the entry about to be made
+/// durable, after every one this host made durable before it).
+fn check_chain(ctx: &NodeHostContext, entry: &ChainEntry) {
+    let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
+    let chain: Vec<&ChainEntry> = records
+        .iter()
+        .filter(|(host, _)| *host == ctx.name)
+        .filter_map(|(_, r)| match r {
+            Record::AuditEntry(e) => Some(&**e),
+            _ => None,
+        })
+        .chain([entry])
+        .collect();
+    if let Err(e) = verify_chain(chain) {
+        ctx.observer
+            .report_violation(turmoil::elapsed(), format!("{}: the audit chain broke: {e}", ctx.name));
+    }
+}
+
+/// Invariant: no command runs before its audit record is durable at its host and in the
+/// collector's chain. The `spawned`th command of this host needs that many `Run` records kept
+/// here, and at least that many `Run` entries in the chain, which is shared by every host.
+fn check_audited_before_spawn(ctx: &NodeHostContext, spawned: usize) {
+    let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
+    let local = records
+        .iter()
+        .filter(|(host, r)| {
+            *host == ctx.name && matches!(r, Record::LocalAudit(a) if a.decision == AuditDecision::Run)
+        })
+        .count();
+    let chained = records
+        .iter()
+        .filter(|(_, r)| matches!(r, Record::AuditEntry(e) if e.record.decision == AuditDecision::Run))
+        .count();
+    if local < spawned || chained < spawned {
+        let what = format!(
+            "{}: command {spawned} spawned with {local} run records kept here and {chained} in the chain",
+            ctx.name
+        );
+        ctx.observer.report_violation(turmoil::elapsed(), what);
     }
 }
 

@@ -149,6 +149,11 @@ impl Observer {
         }
     }
 
+    /// Records a violation a driver found itself (the first one is kept).
+    pub fn report_violation(&self, at: Duration, what: String) {
+        Self::violate(&mut self.lock(), at, what);
+    }
+
     pub fn violation(&self) -> Option<String> {
         self.lock().violation.clone()
     }

@@ -1,0 +1,234 @@
+//! Parallel execution on the one turmoil host driver that runs the core node: a gateway (with its
+//! KDC and collector) and an exec node playing three hosts, simulated commands, a client that logs
+//! in and runs. A run on three hosts, one killed by the alarm, one refused by the ACL; the
+//! invariants (nothing runs before its audit record is durable at its host and in the chain, the
+//! chain verifies after every append) are checked as it goes; the trace is a snapshot and replays
+//! byte for byte from its seed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use cohort_core::exec::acl::{Acl, AclEntry};
+use cohort_core::exec::daemon::DaemonSettings;
+use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, GATEWAY_AUDIT_NAME, HostOutcome};
+use cohort_core::exec::kdc::{Kdc, KdcSettings, hash_password};
+use cohort_core::exec::wire::{GatewayReply, GatewayWire};
+use cohort_core::node::{AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, NodeSetup};
+use cohort_core::rng::{fork, seeded};
+use cohort_core::trace::Trace;
+use cohort_core::{NodeKeys, PublicIdentity};
+use cohort_io_sim::node_host::{self, NodeHostContext, SetupFn, SharedRecords, SharedTrace};
+use cohort_io_sim::observer::Observer;
+use cohort_io_sim::operator;
+use cohort_io_sim::storage::SimDisk;
+
+const GATEWAY_PORT: u16 = 7300;
+const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
+const PASSWORD: &str = "correct horse battery staple";
+
+fn host_port(i: usize) -> u16 {
+    7301 + i as u16
+}
+
+/// What the client saw of one run: each host's outcome and output.
+type Results = Vec<(String, HostOutcome, String)>;
+
+struct Run {
+    trace: Trace,
+    runs: Vec<Results>,
+    violation: Option<String>,
+    spawned: Vec<String>,
+}
+
+fn run(seed: u64) -> Run {
+    let mut rng = seeded(seed);
+    let gw_keys = NodeKeys::generate(&mut rng);
+    let exec_keys = NodeKeys::generate(&mut rng);
+    let host_keys: Vec<NodeKeys> = HOSTS.iter().map(|_| NodeKeys::generate(&mut rng)).collect();
+    let client_keys = NodeKeys::generate(&mut rng);
+    let table: BTreeMap<String, PublicIdentity> =
+        HOSTS.iter().zip(&host_keys).map(|(h, k)| ((*h).to_owned(), k.public())).collect();
+    let mut signers = table.clone();
+    signers.insert(GATEWAY_AUDIT_NAME.into(), gw_keys.public());
+    let hash = hash_password(PASSWORD, &mut fork(&mut rng)).expect("hashes");
+    let principals: BTreeMap<String, String> = [("alice".to_owned(), hash)].into();
+    let hosts: BTreeMap<String, (String, PublicIdentity)> = HOSTS
+        .iter()
+        .enumerate()
+        .map(|(i, h)| ((*h).to_owned(), (format!("exec:{}", host_port(i)), host_keys[i].public())))
+        .collect();
+    let trace: SharedTrace = Arc::new(Mutex::new(Trace::new()));
+    let records = SharedRecords::default();
+    let observer = Observer::default();
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_secs(120))
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(5))
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
+        .build();
+
+    let kdc_rng = fork(&mut rng);
+    let gw = gw_keys.clone();
+    let setup: SetupFn = Arc::new(move |_| NodeSetup {
+        gateway: Some(GatewayRole {
+            listen: format!("0.0.0.0:{GATEWAY_PORT}"),
+            keys: gw.clone(),
+            kdc: Kdc::new(
+                gw.clone(),
+                principals.clone(),
+                table.clone(),
+                KdcSettings::default(),
+                kdc_rng.clone(),
+            ),
+            hosts: hosts.clone(),
+            chain_tail: None,
+            signers: signers.clone(),
+            limits: ConnLimits::default(),
+        }),
+        ..NodeSetup::new(gw.clone())
+    });
+    let ctx = NodeHostContext {
+        trace: Some(trace.clone()),
+        records: records.clone(),
+        observer: observer.clone(),
+        ..NodeHostContext::new("gw", gw_keys.clone(), setup, SimDisk::default(), seed ^ 1)
+    };
+    sim.host("gw", move || node_host::run(ctx.clone()));
+
+    let mut acl = Acl::default();
+    acl.principals.insert(
+        "alice".into(),
+        AclEntry {
+            run_as: ["alice".to_owned()].into(),
+            commands: ["echo", "sleep"].iter().map(|c| (*c).to_owned()).collect(),
+            shell: false,
+        },
+    );
+    let roles: Vec<ExecHostRole> = HOSTS
+        .iter()
+        .enumerate()
+        .map(|(i, h)| ExecHostRole {
+            name: (*h).to_owned(),
+            keys: host_keys[i].clone(),
+            acl: acl.clone(),
+            listen: format!("0.0.0.0:{}", host_port(i)),
+            settings: DaemonSettings::default(),
+            limits: ConnLimits::default(),
+        })
+        .collect();
+    let collector = gw_keys.public();
+    let ek = exec_keys.clone();
+    let setup: SetupFn = Arc::new(move |_| NodeSetup {
+        exec_hosts: roles.clone(),
+        audit_link: Some(AuditLinkRole { addr: format!("gw:{GATEWAY_PORT}"), collector }),
+        ..NodeSetup::new(ek.clone())
+    });
+    let ctx = NodeHostContext {
+        trace: Some(trace.clone()),
+        records: records.clone(),
+        observer: observer.clone(),
+        ..NodeHostContext::new("exec", exec_keys, setup, SimDisk::default(), seed ^ 2)
+    };
+    sim.host("exec", move || node_host::run(ctx.clone()));
+
+    let results = Arc::new(Mutex::new(Vec::<Results>::new()));
+    let seen = results.clone();
+    let gateway = gw_keys.public();
+    sim.client("client", async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let addr = format!("gw:{GATEWAY_PORT}");
+        let patience = Duration::from_secs(60);
+        let login = GatewayWire::Client(ClientRequest::Login {
+            principal: "alice".into(),
+            password: PASSWORD.into(),
+        });
+        let answer: GatewayReply =
+            operator::ask(&addr, gateway, &client_keys, &login, seeded(11), patience).await?;
+        let GatewayReply::Client(ClientEvent::LoggedIn { credential }) = answer else {
+            return Err(format!("login refused: {answer:?}").into());
+        };
+        // Three runs: every host echoes; a silent command past the alarm's T1; a command the
+        // ACL does not grant.
+        let runs: [(&[&str], u64); 3] =
+            [(&["echo", "hi"], 16_000), (&["sleep", "100"], 1_000), (&["rm", "-rf", "/"], 16_000)];
+        for (n, (argv, t1_ms)) in runs.into_iter().enumerate() {
+            let command = ExecCommand {
+                credential: credential.clone(),
+                hosts: vec!["h[1-3]".into()],
+                run_as: "alice".into(),
+                argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+                fanout: 3,
+                t1_ms,
+                t2_ms: 2 * t1_ms,
+                t3_ms: 500,
+                max_output: 1 << 20,
+            };
+            let request = GatewayWire::Client(ClientRequest::Exec(Box::new(command)));
+            let events: Vec<GatewayReply> = operator::converse(
+                &addr,
+                gateway,
+                &client_keys,
+                &request,
+                seeded(20 + n as u64),
+                patience,
+                |e| matches!(e, GatewayReply::Client(ClientEvent::Finished | ClientEvent::Refused { .. })),
+            )
+            .await?;
+            let mut hosts: Results = events
+                .into_iter()
+                .filter_map(|e| match e {
+                    GatewayReply::Client(ClientEvent::Host(r)) => {
+                        Some((r.host, r.outcome, String::from_utf8_lossy(&r.stdout).into_owned()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            hosts.sort_by(|a, b| a.0.cmp(&b.0));
+            seen.lock().expect("results").push(hosts);
+        }
+        Ok(())
+    });
+    // Until the client is done.
+    while !sim.step().expect("the simulation runs") {}
+    let trace = trace.lock().expect("trace").clone();
+    let spawned = trace.lines().iter().filter(|l| l.contains("-> Spawn")).cloned().collect();
+    let runs = results.lock().expect("results").clone();
+    Run { trace, runs, violation: observer.violation(), spawned }
+}
+
+#[test]
+fn a_run_an_alarm_kill_and_an_acl_denial_through_the_node_with_invariants_and_a_replayable_trace() {
+    let first = run(5);
+    assert_eq!(first.violation, None);
+    assert_eq!(first.runs.len(), 3, "every run came back");
+    for (host, outcome, stdout) in &first.runs[0] {
+        assert_eq!((outcome, stdout.as_str()), (&HostOutcome::Exited(0), "hi\n"), "{host}");
+    }
+    for (host, outcome, _) in &first.runs[1] {
+        assert!(
+            matches!(outcome, HostOutcome::KilledByAlarm(reason) if reason.contains("no output")),
+            "{host}: {outcome:?}"
+        );
+    }
+    for (host, outcome, _) in &first.runs[2] {
+        assert!(
+            matches!(outcome, HostOutcome::Denied(reason) if reason.contains("ACL")),
+            "{host}: {outcome:?}"
+        );
+    }
+    assert_eq!(
+        first.spawned.len(),
+        6,
+        "echo and sleep on three hosts each, nothing else: {:?}",
+        first.spawned
+    );
+    assert!(first.spawned.iter().all(|l| !l.contains("rm")), "a denied command never spawns");
+    let again = run(5);
+    assert_eq!(first.trace, again.trace, "one seed must replay byte for byte");
+    insta::with_settings!({ snapshot_path => "../../snapshots", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!("node_exec_run_kill_denial", first.trace.render());
+    });
+}
