@@ -19,6 +19,7 @@ use cohort_io_sim::clock::now;
 use cohort_io_sim::node_host::{self, NodeHostContext, SetupFn, SharedFiles, SharedTrace};
 use cohort_io_sim::operator;
 use cohort_io_sim::storage::SimDisk;
+use rand_core::RngCore;
 
 const PORT: u16 = 7400;
 const SERVERS: [(&str, Option<&str>); 3] =
@@ -29,9 +30,22 @@ fn file(agent: &str) -> String {
     format!("/etc/cohort/{agent}.policy")
 }
 
-/// Runs the tier until both agents hold `firewall.default = "deny"` (or 60 simulated seconds).
-/// Returns the trace, the files written, and whether both agents got the policy.
-fn run(seed: u64) -> (Trace, SharedFiles, bool) {
+/// A link cut for a while: (one end, the other, from, for how long).
+type Cut = (&'static str, &'static str, Duration, Duration);
+
+/// The cut seed `seed` makes: a local cut off from its parent at a seeded time for a seeded span.
+fn cut_for(seed: u64) -> Cut {
+    let mut rng = seeded(seed ^ 0xc0ffee);
+    let (a, b) = if rng.next_u32() % 2 == 0 { ("local-a", "master") } else { ("local-b", "local-a") };
+    let from = Duration::from_millis(1_000 + u64::from(rng.next_u32() % 5_000));
+    let span = Duration::from_millis(u64::from(rng.next_u32() % 10_000));
+    (a, b, from, span)
+}
+
+/// Runs the tier until both agents hold `firewall.default = "deny"` (or 60 simulated seconds),
+/// with `cut` applied on the way. Returns the trace, the files written, and whether both agents
+/// got the policy.
+fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool) {
     let mut rng = seeded(seed);
     let operator = NodeKeys::generate(&mut rng);
     let keys: BTreeMap<&str, NodeKeys> = SERVERS
@@ -156,6 +170,13 @@ fn run(seed: u64) -> (Trace, SharedFiles, bool) {
     };
     let mut reached = false;
     while sim.elapsed() < Duration::from_secs(60) {
+        if let Some((a, b, from, span)) = cut {
+            if sim.elapsed() >= from && sim.elapsed() < from + span {
+                sim.partition(a, b);
+            } else if sim.elapsed() >= from + span {
+                sim.repair(a, b);
+            }
+        }
         sim.step().expect("the simulation runs");
         if AGENTS.iter().all(|(a, _)| has(&files, a)) {
             reached = true;
@@ -173,11 +194,42 @@ fn run(seed: u64) -> (Trace, SharedFiles, bool) {
 
 #[test]
 fn a_change_at_the_master_reaches_agents_two_tiers_down_and_the_run_replays() {
-    let (trace, _, reached) = run(3);
+    let (trace, _, reached) = run(3, None);
     assert!(reached, "both agents applied the policy");
-    let (again, _, _) = run(3);
+    let (again, _, _) = run(3, None);
     assert_eq!(trace, again, "one seed must replay byte for byte");
     insta::with_settings!({ snapshot_path => "../../snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("node_policy_change_two_tiers", trace.render());
     });
+}
+
+/// Every seed cuts a local off from its parent for a while; once the link heals, both agents end
+/// on the policy made at the master. A failure prints the command that replays it.
+#[test]
+fn seed_sweep_100_seeds_with_partitions_every_agent_ends_on_the_policy() {
+    let seeds = 100;
+    let mut ran = 0;
+    for seed in 1..=seeds {
+        let cut = cut_for(seed);
+        let (_, _, reached) = run(seed, Some(cut));
+        assert!(
+            reached,
+            "seed {seed} ({} cut from {} at {:?} for {:?}): an agent never got the policy \
+             (replay: COHORT_SEED={seed} cargo test -p cohort-tests --test sim_node_policy replay_one_seed)",
+            cut.0, cut.1, cut.2, cut.3
+        );
+        ran += 1;
+    }
+    println!("policy seed sweep: {ran} seeds ran, every agent ended on the policy");
+}
+
+/// Replays the seed in `COHORT_SEED` (default 1) with its cut, printing the trace.
+#[test]
+fn replay_one_seed() {
+    let seed = std::env::var("COHORT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let (trace, _, reached) = run(seed, Some(cut_for(seed)));
+    if std::env::var("COHORT_SEED").is_ok() {
+        println!("{}", trace.render());
+    }
+    assert!(reached, "seed {seed}: an agent never got the policy");
 }

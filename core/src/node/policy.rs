@@ -23,6 +23,10 @@ use crate::rng::{SeededRng, fork};
 use crate::time::{Now, WallClock};
 use crate::wire;
 
+/// A policy listener closes a connection silent for at least this long, whatever the window:
+/// agents may poll less often than locals sync.
+const LISTENER_IDLE_FLOOR: Duration = Duration::from_secs(600);
+
 /// A policy server a node runs.
 #[derive(Debug, Clone)]
 pub struct PolicyServerRole {
@@ -96,20 +100,30 @@ impl PolicyHost {
         let server = server.map(|role| {
             let keys = role.setup.keys.clone();
             let parent = role.setup.parent.clone();
+            // A parent answers every sync, so a link that hears nothing for three windows is
+            // dead (a peer gone without a reset): it is closed and dialled again. A child or
+            // agent that falls silent that long has its connection here closed too.
+            let silent_for = role.setup.sync_window * 3;
+            let link_limits = ConnLimits { idle: Some(silent_for), ..role.limits };
+            let listen_limits = ConnLimits {
+                idle: role.limits.idle.or(Some(silent_for.max(LISTENER_IDLE_FLOOR))),
+                ..role.limits
+            };
             let mut server = PolicyServer::new(now.mono, role.setup, fork(rng));
             server.restore(role.stored, role.latest);
             // The tier's servers and agents, and its operators: no one else gets a channel.
             let trust: TrustSet = server.peers().chain(server.operators()).copied().collect();
-            let listener = fx.conns.listen("policy", role.listen, keys.clone(), trust, role.limits);
+            let listener = fx.conns.listen("policy", role.listen, keys.clone(), trust, listen_limits);
             let parent_link = parent
                 .zip(role.parent_addr)
-                .map(|((_, identity), addr)| fx.links.add(addr, keys.clone(), identity, role.limits));
+                .map(|((_, identity), addr)| fx.links.add(addr, keys.clone(), identity, link_limits));
             Server { server, listener, parent_link, admin: BTreeMap::new(), next_request: 1 }
         });
         let agents = agents
             .into_iter()
             .map(|role| {
-                let limits = ConnLimits::default();
+                // The server answers every poll: three intervals of silence is a dead link.
+                let limits = ConnLimits { idle: Some(role.poll_interval * 3), ..ConnLimits::default() };
                 let link = fx.links.add(role.server_addr, role.keys.clone(), role.server_identity, limits);
                 let agent = PolicyAgent::new(
                     now.mono,
