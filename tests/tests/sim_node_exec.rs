@@ -22,6 +22,7 @@ use cohort_io_sim::node_host::{self, NodeHostContext, SetupFn, SharedRecords, Sh
 use cohort_io_sim::observer::Observer;
 use cohort_io_sim::operator;
 use cohort_io_sim::storage::SimDisk;
+use rand_core::RngCore;
 
 const GATEWAY_PORT: u16 = 7300;
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
@@ -41,7 +42,16 @@ struct Run {
     spawned: Vec<String>,
 }
 
-fn run(seed: u64) -> Run {
+/// The link between the gateway and the exec node cut from `.0` for `.1`.
+type Cut = (Duration, Duration);
+
+fn cut_for(seed: u64) -> Cut {
+    let mut rng = seeded(seed ^ 0xfa17);
+    let from = Duration::from_millis(400 + u64::from(rng.next_u32() % 6_000));
+    (from, Duration::from_millis(u64::from(rng.next_u32() % 8_000)))
+}
+
+fn run(seed: u64, cut: Option<Cut>) -> Run {
     let mut rng = seeded(seed);
     let gw_keys = NodeKeys::generate(&mut rng);
     let exec_keys = NodeKeys::generate(&mut rng);
@@ -192,7 +202,25 @@ fn run(seed: u64) -> Run {
         Ok(())
     });
     // Until the client is done.
-    while !sim.step().expect("the simulation runs") {}
+    loop {
+        if let Some((from, span)) = cut {
+            let t = sim.elapsed();
+            if t >= from && t < from + span {
+                sim.partition("gw", "exec");
+            } else if t >= from + span {
+                sim.repair("gw", "exec");
+            }
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            // A client that gave up (a run that never ended) or a host that failed.
+            Err(e) => {
+                observer.report_violation(sim.elapsed(), format!("the simulation stopped: {e}"));
+                break;
+            }
+        }
+    }
     let trace = trace.lock().expect("trace").clone();
     let spawned = trace.lines().iter().filter(|l| l.contains("-> Spawn")).cloned().collect();
     let runs = results.lock().expect("results").clone();
@@ -201,7 +229,7 @@ fn run(seed: u64) -> Run {
 
 #[test]
 fn a_run_an_alarm_kill_and_an_acl_denial_through_the_node_with_invariants_and_a_replayable_trace() {
-    let first = run(5);
+    let first = run(5, None);
     assert_eq!(first.violation, None);
     assert_eq!(first.runs.len(), 3, "every run came back");
     for (host, outcome, stdout) in &first.runs[0] {
@@ -226,9 +254,56 @@ fn a_run_an_alarm_kill_and_an_acl_denial_through_the_node_with_invariants_and_a_
         first.spawned
     );
     assert!(first.spawned.iter().all(|l| !l.contains("rm")), "a denied command never spawns");
-    let again = run(5);
+    let again = run(5, None);
     assert_eq!(first.trace, again.trace, "one seed must replay byte for byte");
     insta::with_settings!({ snapshot_path => "../../snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("node_exec_run_kill_denial", first.trace.render());
     });
+}
+
+/// Every seed cuts the gateway off the exec node for a while during the runs. Whatever the cut
+/// hits, every run ends with a result for every host (none hangs), a result is only what could
+/// have happened, nothing runs before it is audited, the chain verifies after every append, and
+/// the denied command never runs. A failure prints the command that replays it.
+#[test]
+fn seed_sweep_100_seeds_with_the_gateway_cut_off_the_hosts() {
+    let seeds = 100;
+    let mut ran = 0;
+    for seed in 1..=seeds {
+        let cut = cut_for(seed);
+        let replay =
+            format!("COHORT_SEED={seed} cargo test -p cohort-tests --test sim_node_exec replay_one_seed");
+        let r = run(seed, Some(cut));
+        assert_eq!(r.violation, None, "seed {seed} (cut at {:?} for {:?}); replay: {replay}", cut.0, cut.1);
+        assert_eq!(r.runs.len(), 3, "seed {seed}: a run never ended; replay: {replay}");
+        for (n, results) in r.runs.iter().enumerate() {
+            assert_eq!(results.len(), 3, "seed {seed} run {n}: {results:?}; replay: {replay}");
+            for (host, outcome, _) in results {
+                let possible = matches!(
+                    (n, outcome),
+                    (_, HostOutcome::Unreachable(_) | HostOutcome::KilledByAlarm(_) | HostOutcome::Denied(_))
+                        | (0, HostOutcome::Exited(0))
+                );
+                assert!(possible, "seed {seed} run {n} {host}: {outcome:?}; replay: {replay}");
+            }
+        }
+        assert!(
+            r.spawned.iter().all(|l| !l.contains("rm")),
+            "seed {seed}: a denied command ran; replay: {replay}"
+        );
+        ran += 1;
+    }
+    println!("exec seed sweep: {ran} seeds ran, no invariant violated, every run ended");
+}
+
+/// Replays the seed in `COHORT_SEED` (default 1) with its cut, printing the trace.
+#[test]
+fn replay_one_seed() {
+    let seed = std::env::var("COHORT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let r = run(seed, Some(cut_for(seed)));
+    if std::env::var("COHORT_SEED").is_ok() {
+        println!("{}", r.trace.render());
+    }
+    assert_eq!(r.violation, None);
+    assert_eq!(r.runs.len(), 3);
 }

@@ -121,6 +121,11 @@ pub enum ParallelOutput {
     AllDone,
 }
 
+/// How long a killed session may take to confirm its end. A host that says nothing more (its
+/// link cut, its machine gone) must not hold the whole run open: past this the session ends as
+/// killed, and whatever the host says later is ignored.
+pub const KILL_CONFIRM: Duration = Duration::from_secs(5);
+
 #[derive(Debug)]
 enum State {
     Waiting,
@@ -128,10 +133,12 @@ enum State {
         started: Instant,
         produced_at_last_alarm: u64,
     },
-    /// Killed by the alarm; waiting for the driver to report the end.
+    /// Killed by the alarm; waiting for the driver to report the end, until `since` plus
+    /// [`KILL_CONFIRM`].
     Killing {
         started: Instant,
         reason: AlarmKill,
+        since: Instant,
     },
     Done,
 }
@@ -230,16 +237,27 @@ impl ParallelRun {
     fn alarm(&mut self, now: Instant) {
         let AlarmSchedule { t1, t2, t3 } = self.alarms;
         let mut next = now + t1;
+        let mut unconfirmed = Vec::new();
         for (index, session) in self.sessions.iter_mut().enumerate() {
+            if let State::Killing { since, .. } = session.state {
+                if now >= since + KILL_CONFIRM {
+                    unconfirmed.push(index);
+                } else {
+                    next = next.min(since + KILL_CONFIRM);
+                }
+                continue;
+            }
             let State::Running { started, produced_at_last_alarm } = session.state else { continue };
             let ran = now - started;
             if ran >= t1 + t2 {
-                session.state = State::Killing { started, reason: AlarmKill::RanTooLong };
+                session.state = State::Killing { started, reason: AlarmKill::RanTooLong, since: now };
+                next = next.min(now + KILL_CONFIRM);
                 self.outputs.push_back(ParallelOutput::Kill { index, reason: AlarmKill::RanTooLong });
             } else if ran >= t1 {
                 let produced = session.produced;
                 if produced == produced_at_last_alarm {
-                    session.state = State::Killing { started, reason: AlarmKill::Silent };
+                    session.state = State::Killing { started, reason: AlarmKill::Silent, since: now };
+                    next = next.min(now + KILL_CONFIRM);
                     self.outputs.push_back(ParallelOutput::Kill { index, reason: AlarmKill::Silent });
                 } else {
                     session.state = State::Running { started, produced_at_last_alarm: produced };
@@ -252,6 +270,10 @@ impl ParallelRun {
             }
         }
         self.alarm_at = Some(next);
+        for index in unconfirmed {
+            // Ends as killed, for the alarm's reason, as if the host had confirmed.
+            self.ended(now, index, SessionEnd::Signalled { signal: 9 });
+        }
     }
 
     fn ended(&mut self, now: Instant, index: usize, end: SessionEnd) {
@@ -259,7 +281,7 @@ impl ParallelRun {
         let (started, end) = match session.state {
             State::Running { started, .. } => (Some(started), end),
             // The alarm's reason is what the user needs to see, whatever signal ended it.
-            State::Killing { started, reason } => (Some(started), SessionEnd::Killed(reason)),
+            State::Killing { started, reason, .. } => (Some(started), SessionEnd::Killed(reason)),
             State::Waiting | State::Done => return,
         };
         session.state = State::Done;
@@ -388,4 +410,42 @@ pub fn group_results<'a>(
     results: impl IntoIterator<Item = &'a SessionResult>,
 ) -> Vec<(Vec<&'a str>, &'a SessionResult)> {
     group_by_host(results, |r| &r.host, |a, b| a.end == b.end && a.stdout == b.stdout && a.stderr == b.stderr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: u64) -> Now {
+        Now::ZERO.with_mono(Instant::ZERO + Duration::from_secs(secs))
+    }
+
+    /// A host that never confirms a kill (its link cut) does not hold the run open: the session
+    /// ends as killed for the alarm's reason once the grace has passed.
+    #[test]
+    fn a_kill_the_host_never_confirms_ends_the_session_after_the_grace() {
+        let alarms = AlarmSchedule {
+            t1: Duration::from_secs(1),
+            t2: Duration::from_secs(2),
+            t3: Duration::from_secs(1),
+        };
+        let mut run = ParallelRun::new(Instant::ZERO, vec!["h1".into()], 1, alarms, 1024);
+        assert!(matches!(run.poll_output(), Some(ParallelOutput::Start { index: 0, .. })));
+        run.handle(at(1), ParallelInput::Timeout);
+        assert_eq!(run.poll_output(), Some(ParallelOutput::Kill { index: 0, reason: AlarmKill::Silent }));
+        // The alarm keeps its round until the grace has passed, and nothing ends before.
+        let grace_over = Instant::ZERO + Duration::from_secs(1) + KILL_CONFIRM;
+        while let Some(next) = run.poll_timeout().filter(|t| *t < grace_over) {
+            run.handle(Now::ZERO.with_mono(next), ParallelInput::Timeout);
+            assert_eq!(run.poll_output(), None, "ended before the grace at {next}");
+        }
+        assert_eq!(run.poll_timeout(), Some(grace_over));
+        run.handle(Now::ZERO.with_mono(grace_over), ParallelInput::Timeout);
+        assert_eq!(run.poll_output(), Some(ParallelOutput::Finished { index: 0 }));
+        assert_eq!(run.poll_output(), Some(ParallelOutput::AllDone));
+        assert_eq!(run.result(0).map(|r| r.end.clone()), Some(SessionEnd::Killed(AlarmKill::Silent)));
+        // The host's late word changes nothing.
+        run.handle(at(9), ParallelInput::Ended { index: 0, end: SessionEnd::Exited { code: 0 } });
+        assert_eq!(run.poll_output(), None);
+    }
 }

@@ -60,6 +60,7 @@ pub struct AuditLinkRole {
 
 /// Audit records waiting for the collector link; beyond it the daemons' audit timeout decides.
 const MAX_AUDIT_QUEUE: usize = 10_000;
+const AUDIT_LINK_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug)]
 struct GatewaySlot {
@@ -166,13 +167,10 @@ impl ExecHost {
             .collect::<Vec<_>>();
         let by_listener = hosts.iter().enumerate().map(|(i, h)| (h.listener, i)).collect();
         let audit_link = audit.filter(|_| !hosts.is_empty()).map(|a| {
-            fx.links.add_with_queue(
-                a.addr,
-                node_keys.clone(),
-                a.collector,
-                ConnLimits::default(),
-                MAX_AUDIT_QUEUE,
-            )
+            // The collector acknowledges every record at once: a link that hears nothing for this
+            // long is dead (a cut without a reset), and is closed and redialled when needed.
+            let limits = ConnLimits { idle: Some(AUDIT_LINK_IDLE), ..ConnLimits::default() };
+            fx.links.add_with_queue(a.addr, node_keys.clone(), a.collector, limits, MAX_AUDIT_QUEUE)
         });
         ExecHost {
             gateway,
