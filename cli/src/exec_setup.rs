@@ -16,7 +16,7 @@ use cohort_io_mio::node_config::{
 };
 use rand_core::RngCore;
 
-use crate::init::Args;
+use crate::init_args::Args;
 
 /// Managed host `i`'s address: 127.0.x.y, distinct per host, never 127.0.0.1.
 pub fn host_address(i: usize, port: u16) -> SocketAddr {

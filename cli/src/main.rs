@@ -9,6 +9,7 @@ mod demo;
 mod exec_client;
 mod exec_setup;
 mod init;
+mod init_args;
 mod keygen;
 mod node;
 mod policy_cli;

@@ -13,7 +13,7 @@ use cohort_io_mio::node_config::{
     AgentsFile, NodeConfig, PolicyAgentConfig, PolicyServerConfig, TierFile, TierOperator, TierServer,
 };
 
-use crate::init::Args;
+use crate::init_args::Args;
 
 fn hex_pair(keys: &NodeKeys) -> (String, String) {
     let p = keys.public();
