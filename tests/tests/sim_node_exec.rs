@@ -10,12 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
 
 use cohort_core::exec::acl::{Acl, AclEntry};
+use cohort_core::exec::audit::{AuditDecision, AuditRecord};
 use cohort_core::exec::daemon::DaemonSettings;
 use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, GATEWAY_AUDIT_NAME, HostOutcome};
 use cohort_core::exec::kdc::{Kdc, KdcSettings, hash_password};
 use cohort_core::exec::wire::{GatewayReply, GatewayWire};
 use cohort_core::node::{AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, NodeSetup};
 use cohort_core::rng::{fork, seeded};
+use cohort_core::signed::Signed;
 use cohort_core::trace::Trace;
 use cohort_core::{NodeKeys, PublicIdentity};
 use cohort_io_sim::node_host::{self, NodeHostContext, SetupFn, SharedRecords, SharedTrace};
@@ -37,6 +39,8 @@ type Results = Vec<(String, HostOutcome, String)>;
 
 struct Run {
     trace: Trace,
+    /// The collector's answer to a record forged in a host's name.
+    forged: Option<GatewayReply>,
     runs: Vec<Results>,
     violation: Option<String>,
     spawned: Vec<String>,
@@ -146,6 +150,8 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
 
     let results = Arc::new(Mutex::new(Vec::<Results>::new()));
     let seen = results.clone();
+    let forged = Arc::new(Mutex::new(None::<GatewayReply>));
+    let forged_reply = forged.clone();
     let gateway = gw_keys.public();
     sim.client("client", async move {
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -199,6 +205,24 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
             hosts.sort_by(|a, b| a.0.cmp(&b.0));
             seen.lock().expect("results").push(hosts);
         }
+        // A key that is no host's writes a record in h1's name: the collector must refuse it.
+        let forger = NodeKeys::generate(&mut seeded(404));
+        let record = AuditRecord {
+            host: "h1".into(),
+            principal: "alice".into(),
+            run_as: "root".into(),
+            argv: vec!["true".into()],
+            at: cohort_io_sim::clock::now().wall,
+            decision: AuditDecision::Run,
+            run_id: [9; 16],
+        };
+        let forged = GatewayWire::AuditSubmit {
+            ack: 1,
+            record: Signed::sign(record, &forger).map_err(|e| e.to_string())?,
+        };
+        let answer: GatewayReply =
+            operator::ask(&addr, gateway, &forger, &forged, seeded(30), patience).await?;
+        *forged_reply.lock().expect("reply") = Some(answer);
         Ok(())
     });
     // Until the client is done.
@@ -224,7 +248,8 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
     let trace = trace.lock().expect("trace").clone();
     let spawned = trace.lines().iter().filter(|l| l.contains("-> Spawn")).cloned().collect();
     let runs = results.lock().expect("results").clone();
-    Run { trace, runs, violation: observer.violation(), spawned }
+    let forged = forged.lock().expect("reply").clone();
+    Run { trace, forged, runs, violation: observer.violation(), spawned }
 }
 
 #[test]
@@ -254,6 +279,15 @@ fn a_run_an_alarm_kill_and_an_acl_denial_through_the_node_with_invariants_and_a_
         first.spawned
     );
     assert!(first.spawned.iter().all(|l| !l.contains("rm")), "a denied command never spawns");
+    // A record not signed by the host it names is refused, said so, and logged at the collector.
+    assert!(
+        matches!(&first.forged, Some(GatewayReply::AuditRefused { reason, .. }) if reason.contains("not signed by that host's key")),
+        "{:?}",
+        first.forged
+    );
+    let refused =
+        "gw         -> Log audit record refused: the record for `h1` is not signed by that host's key";
+    assert!(first.trace.lines().iter().any(|l| l.ends_with(refused)));
     let again = run(5, None);
     assert_eq!(first.trace, again.trace, "one seed must replay byte for byte");
     insta::with_settings!({ snapshot_path => "../../snapshots", prepend_module_to_snapshot => false }, {
