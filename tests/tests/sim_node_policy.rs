@@ -9,7 +9,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use cohort_core::node::{ConnLimits, NodeSetup, PolicyAgentRole, PolicyServerRole};
 use cohort_core::policy::document::{Platform, Policy, PolicyTarget, Scope};
-use cohort_core::policy::server::ServerSetup;
+use cohort_core::policy::server::{PolicyMessage, ServerSetup, SyncRequest};
 use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest, PolicyWire};
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
@@ -45,7 +45,7 @@ fn cut_for(seed: u64) -> Cut {
 /// Runs the tier until both agents hold `firewall.default = "deny"` (or 60 simulated seconds),
 /// with `cut` applied on the way. Returns the trace, the files written, and whether both agents
 /// got the policy.
-fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool) {
+fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool, Vec<String>) {
     let mut rng = seeded(seed);
     let operator = NodeKeys::generate(&mut rng);
     let keys: BTreeMap<&str, NodeKeys> = SERVERS
@@ -135,8 +135,49 @@ fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool) {
     let master = id("master");
     let done = Arc::new(Mutex::new(None::<PolicyAdminReply>));
     let reply = done.clone();
+    let agent_a = keys["agent-a"].clone();
+    let local_a = id("local-a");
+    let refusals = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = refusals.clone();
     sim.client("operator", async move {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let patience = Duration::from_secs(5);
+        let master_addr = format!("master:{PORT}");
+        // A key the tier does not list gets no channel at all.
+        let stranger = NodeKeys::generate(&mut seeded(404));
+        let body = PolicyAdminRequest { at: now().wall, request: PolicyAdmin::List };
+        let request = PolicyWire::Admin(Signed::sign(body, &stranger).map_err(|e| e.to_string())?);
+        let answer: Result<PolicyWire, String> =
+            operator::ask(&master_addr, master, &stranger, &request, seeded(5), patience).await;
+        seen.lock()
+            .expect("refusals")
+            .push(format!("stranger: {}", if answer.is_err() { "no channel" } else { "answered" }));
+        // The operator's own key on a request made an hour ago (a captured one, replayed).
+        let stale = cohort_core::WallClock(now().wall.0 - 3_600_000);
+        let body = PolicyAdminRequest { at: stale, request: PolicyAdmin::List };
+        let request = PolicyWire::Admin(Signed::sign(body, &operator).map_err(|e| e.to_string())?);
+        let answer: PolicyWire =
+            operator::ask(&master_addr, master, &operator, &request, seeded(6), patience).await?;
+        seen.lock().expect("refusals").push(format!("stale: {answer:?}"));
+        // agent-a's channel carrying a sync in local-b's name: refused as the wrong peer.
+        let sync = SyncRequest {
+            from: "local-b".into(),
+            cycle: 1,
+            versions: BTreeMap::new(),
+            aggregate: Default::default(),
+        };
+        let message =
+            PolicyWire::Tier(PolicyMessage::Sync(Signed::sign(sync, &agent_a).map_err(|e| e.to_string())?));
+        let _: Result<PolicyWire, String> = operator::ask(
+            &format!("local-a:{PORT}"),
+            local_a,
+            &agent_a,
+            &message,
+            seeded(8),
+            Duration::from_secs(1),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let policy = Policy {
             id: "fw".into(),
             version: 1,
@@ -189,14 +230,20 @@ fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool) {
         "the operator's request was taken"
     );
     let trace = trace.lock().expect("trace").clone();
-    (trace, files, reached)
+    let refusals = refusals.lock().expect("refusals").clone();
+    (trace, files, reached, refusals)
 }
 
 #[test]
 fn a_change_at_the_master_reaches_agents_two_tiers_down_and_the_run_replays() {
-    let (trace, _, reached) = run(3, None);
+    let (trace, _, reached, refusals) = run(3, None);
     assert!(reached, "both agents applied the policy");
-    let (again, _, _) = run(3, None);
+    // The rules the server owns, through the driver: no channel for a stranger, a stale request
+    // refused, a message on a channel whose peer is not its sender refused and logged.
+    assert_eq!(refusals[0], "stranger: no channel");
+    assert!(refusals[1].contains("stale or from the future"), "{}", refusals[1]);
+    assert!(trace.lines().iter().any(|l| l.contains("local-a    -> Log policy input refused (wrong-peer)")));
+    let (again, _, _, _) = run(3, None);
     assert_eq!(trace, again, "one seed must replay byte for byte");
     insta::with_settings!({ snapshot_path => "../../snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("node_policy_change_two_tiers", trace.render());
@@ -211,7 +258,7 @@ fn seed_sweep_100_seeds_with_partitions_every_agent_ends_on_the_policy() {
     let mut ran = 0;
     for seed in 1..=seeds {
         let cut = cut_for(seed);
-        let (_, _, reached) = run(seed, Some(cut));
+        let (_, _, reached, _) = run(seed, Some(cut));
         assert!(
             reached,
             "seed {seed} ({} cut from {} at {:?} for {:?}): an agent never got the policy \
@@ -227,7 +274,7 @@ fn seed_sweep_100_seeds_with_partitions_every_agent_ends_on_the_policy() {
 #[test]
 fn replay_one_seed() {
     let seed = std::env::var("COHORT_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
-    let (trace, _, reached) = run(seed, Some(cut_for(seed)));
+    let (trace, _, reached, _) = run(seed, Some(cut_for(seed)));
     if std::env::var("COHORT_SEED").is_ok() {
         println!("{}", trace.render());
     }
