@@ -281,6 +281,9 @@ impl ExecWorld {
                 let message = HostWire::Start(Box::new(request));
                 self.daemon_in(index, DaemonInput::Wire { conn: session, message });
             }
+            GatewayOutput::HostDone { session } => {
+                self.sessions.remove(&session);
+            }
             GatewayOutput::HostCancel { session, reason } => {
                 if let Some(&host) = self.sessions.get(&session) {
                     self.daemon_in(

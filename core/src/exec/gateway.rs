@@ -79,6 +79,11 @@ pub enum GatewayOutput {
         session: u64,
         reason: String,
     },
+    /// The session's result is final: its connection to the host may go, whether or not the
+    /// host said its last word (a kill it never confirmed).
+    HostDone {
+        session: u64,
+    },
     CloseClient {
         client: u64,
     },
@@ -319,6 +324,7 @@ impl Gateway {
                     }
                     if let Some(session) = run.sessions.get(&index).copied() {
                         self.session_index.remove(&session);
+                        self.outputs.push_back(GatewayOutput::HostDone { session });
                     }
                 }
                 ParallelOutput::AllDone => {

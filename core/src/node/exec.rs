@@ -467,6 +467,11 @@ impl ExecHost {
                         Err(reason) => g.gateway.handle(now, GatewayInput::HostLost { session, reason }),
                     }
                 }
+                GatewayOutput::HostDone { session } => {
+                    if let Some(conn) = g.sessions.remove(&session) {
+                        fx.conns.close(conn);
+                    }
+                }
                 GatewayOutput::HostCancel { session, reason } => {
                     if let Some(conn) = g.sessions.get(&session).copied() {
                         send(fx, conn, &HostWire::Cancel { reason });
