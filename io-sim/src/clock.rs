@@ -2,6 +2,8 @@
 //! starts at a fixed calendar date and never drifts from it, so every run replays exactly. It
 //! never reads the host's clocks.
 
+use std::time::{Duration, UNIX_EPOCH};
+
 use cohort_core::{Instant, Now, WallClock};
 
 /// The calendar time at a simulation's start (2030-03-17), fixed so runs replay exactly.
@@ -13,4 +15,17 @@ pub fn now() -> Now {
     let mono = Instant::from_nanos(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
     let millis = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
     Now::new(mono, WallClock(EPOCH_UNIX_MS.saturating_add(millis)))
+}
+
+/// A turmoil simulation that replays exactly from `seed`: 1 ms ticks, each message taking 1 ms to
+/// `max_latency`, and a fixed epoch (turmoil's own defaults to the host's wall clock).
+pub fn simulation<'a>(seed: u64, duration: Duration, max_latency: Duration) -> turmoil::Sim<'a> {
+    turmoil::Builder::new()
+        .simulation_duration(duration)
+        .tick_duration(Duration::from_millis(1))
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(max_latency)
+        .rng_seed(seed)
+        .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_UNIX_MS))
+        .build()
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use cohort_core::NodeKeys;
 use cohort_core::admin::{AdminRequest, AdminResponse};
@@ -167,14 +167,11 @@ pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport 
 
     let observer = Observer::default();
     let settings = MemberSettings { heartbeat: scenario.heartbeat, ..MemberSettings::default() };
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(scenario.limit + Duration::from_secs(10))
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(10))
-        .rng_seed(scenario.seed)
-        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
-        .build();
+    let mut sim = crate::clock::simulation(
+        scenario.seed,
+        scenario.limit + Duration::from_secs(10),
+        Duration::from_millis(10),
+    );
     for (i, member_keys) in keys.iter().enumerate() {
         let Some(record) = records.get(&member_keys.node_id()) else {
             return failed_report(scenario, format!("no genesis record for m{i}"));

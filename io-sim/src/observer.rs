@@ -188,9 +188,9 @@ mod tests {
         assert!(observer.violation().expect("caught").contains("different configuration"));
     }
 
-    #[test]
-    fn an_install_without_two_announcements_is_a_violation() {
-        let mut rng = seeded(2);
+    /// Member `a` of a two-member cluster (with `b`), booted from its genesis record under a new observer.
+    fn booted_member_of_two(seed: u64) -> (NodeKeys, NodeKeys, MemberRecord, Observer) {
+        let mut rng = seeded(seed);
         let operator = NodeKeys::generate(&mut rng);
         let a = NodeKeys::generate(&mut rng);
         let b = NodeKeys::generate(&mut rng);
@@ -198,9 +198,16 @@ mod tests {
             [&a, &b].map(|k| MemberInfo { name: "m".into(), identity: k.public(), address: "m:1".into() });
         let config = genesis_config("c", "ops", &operator, infos, BTreeMap::new());
         let records = genesis_records(&config, &operator, &mut rng).expect("seals");
-        let record = records.get(&a.node_id()).expect("a's record");
+        let record = records.get(&a.node_id()).expect("a's record").clone();
         let observer = Observer::default();
-        observer.booted(a.node_id(), record, Duration::ZERO);
+        observer.booted(a.node_id(), &record, Duration::ZERO);
+        (a, b, record, observer)
+    }
+
+    #[test]
+    fn an_install_without_two_announcements_is_a_violation() {
+        let (a, _b, record, observer) = booted_member_of_two(2);
+        let record = &record;
         observer.installed(a.node_id(), &record.active, Duration::from_secs(1));
         assert!(observer.violation().expect("caught").contains("only 0 times"));
     }
@@ -209,17 +216,8 @@ mod tests {
     /// install on stale ones, and the checker must say so.
     #[test]
     fn announcements_from_before_staging_do_not_count() {
-        let mut rng = seeded(3);
-        let operator = NodeKeys::generate(&mut rng);
-        let a = NodeKeys::generate(&mut rng);
-        let b = NodeKeys::generate(&mut rng);
-        let infos =
-            [&a, &b].map(|k| MemberInfo { name: "m".into(), identity: k.public(), address: "m:1".into() });
-        let config = genesis_config("c", "ops", &operator, infos, BTreeMap::new());
-        let records = genesis_records(&config, &operator, &mut rng).expect("seals");
-        let record = records.get(&a.node_id()).expect("a's record");
-        let observer = Observer::default();
-        observer.booted(a.node_id(), record, Duration::ZERO);
+        let (a, b, record, observer) = booted_member_of_two(3);
+        let record = &record;
         let version = record.active.version();
         {
             let mut state = observer.lock();

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use cohort_core::exec::acl::{Acl, AclEntry};
 use cohort_core::exec::audit::{AuditDecision, AuditRecord};
@@ -75,14 +75,7 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
     let trace: SharedTrace = Arc::new(Mutex::new(Trace::new()));
     let records = SharedRecords::default();
     let observer = Observer::default();
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs(120))
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(5))
-        .rng_seed(seed)
-        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
-        .build();
+    let mut sim = cohort_io_sim::clock::simulation(seed, Duration::from_secs(120), Duration::from_millis(5));
 
     let kdc_rng = fork(&mut rng);
     let gw = gw_keys.clone();

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use cohort_core::node::{ConnLimits, NodeSetup, PolicyAgentRole, PolicyServerRole};
 use cohort_core::policy::document::{Platform, Policy, PolicyTarget, Scope};
@@ -59,14 +59,7 @@ fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool, Vec<String>) {
         SERVERS.iter().map(|(n, _)| ((*n).to_owned(), id(n))).collect();
     let trace: SharedTrace = Arc::new(Mutex::new(Trace::new()));
     let files = SharedFiles::default();
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(Duration::from_secs(90))
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(5))
-        .rng_seed(seed)
-        .epoch(UNIX_EPOCH + Duration::from_secs(1_800_000_000))
-        .build();
+    let mut sim = cohort_io_sim::clock::simulation(seed, Duration::from_secs(90), Duration::from_millis(5));
     for (i, (name, parent)) in SERVERS.iter().enumerate() {
         let children: BTreeMap<String, PublicIdentity> = SERVERS
             .iter()

@@ -461,17 +461,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_connection_the_peer_does_not_drain_is_congested_until_it_catches_up() {
+    /// Two tables with `b` dialled into `a`'s listener and the handshake done, under `limits`;
+    /// returns them and `b`'s connection.
+    fn connected(limits: ConnLimits) -> (Connections, Connections, ConnId) {
         let now = Now::ZERO;
         let (ka, kb) = (NodeKeys::generate(&mut seeded(1)), NodeKeys::generate(&mut seeded(2)));
         let mut a = Connections::new(seeded(3));
         let mut b = Connections::new(seeded(4));
         let trust: TrustSet = [kb.public()].into_iter().collect();
-        let listener = a.listen("test", "a".into(), ka.clone(), trust, ConnLimits::default());
-        let cb = b
-            .connect(now, "a".into(), &kb, ka.public(), Owner::Link(0), ConnLimits::default())
-            .expect("dials");
+        let listener = a.listen("test", "a".into(), ka.clone(), trust, limits);
+        let cb = b.connect(now, "a".into(), &kb, ka.public(), Owner::Link(0), limits).expect("dials");
         let ca = ConnId::inbound(1);
         a.accepted(now, listener, ca);
         for _ in 0..4 {
@@ -479,6 +478,12 @@ mod tests {
             shuttle(now, &mut a, &mut b, (ca, cb), true);
         }
         assert!(a.peer_of(ca).is_some() && b.peer_of(cb).is_some(), "handshake done");
+        (a, b, cb)
+    }
+
+    #[test]
+    fn a_connection_the_peer_does_not_drain_is_congested_until_it_catches_up() {
+        let (_a, mut b, cb) = connected(ConnLimits::default());
 
         // 2 MiB that the driver has not written yet: over the high-water mark.
         b.send(cb, &vec![7; 2 * 1024 * 1024]);
@@ -500,20 +505,7 @@ mod tests {
 
     #[test]
     fn a_peer_that_never_reads_is_dropped_whole_at_the_backlog_limit() {
-        let now = Now::ZERO;
-        let (ka, kb) = (NodeKeys::generate(&mut seeded(1)), NodeKeys::generate(&mut seeded(2)));
-        let mut a = Connections::new(seeded(3));
-        let mut b = Connections::new(seeded(4));
-        let trust: TrustSet = [kb.public()].into_iter().collect();
-        let limits = ConnLimits { max_backlog: 3 * 1024 * 1024, ..ConnLimits::default() };
-        let listener = a.listen("test", "a".into(), ka.clone(), trust, limits);
-        let cb = b.connect(now, "a".into(), &kb, ka.public(), Owner::Link(0), limits).expect("dials");
-        let ca = ConnId::inbound(1);
-        a.accepted(now, listener, ca);
-        for _ in 0..4 {
-            shuttle(now, &mut b, &mut a, (cb, ca), true);
-            shuttle(now, &mut a, &mut b, (ca, cb), true);
-        }
+        let (_a, mut b, cb) = connected(ConnLimits { max_backlog: 3 * 1024 * 1024, ..ConnLimits::default() });
         for _ in 0..4 {
             b.send(cb, &vec![1; 1024 * 1024]);
         }
