@@ -13,7 +13,11 @@ use std::time::Duration;
 use super::document::{Policy, PolicyError, SignedPolicy};
 use super::merge::effective;
 use super::report::{AgentReport, Aggregate, MAX_CHECKS, MAX_REPORT_BYTES};
-use super::wire::{ADMIN_FRESHNESS_MS, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest};
+use super::wire::{PolicyAdminReply, PolicyAdminRequest};
+pub use rejection::{RejectKind, Rejection};
+mod admin;
+mod rejection;
+
 pub use super::wire::{GlobalStatus, PolicyMessage, StatsReply, SyncRequest};
 use crate::identity::{NodeId, NodeKeys, PublicIdentity};
 use crate::machine::Machine;
@@ -56,58 +60,6 @@ pub enum ServerInput {
         request: u64,
         signed: Signed<PolicyAdminRequest>,
     },
-}
-
-/// Why a server refused an input. The detail names the sender and what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    pub kind: RejectKind,
-    pub detail: String,
-}
-
-impl std::fmt::Display for Rejection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.detail)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RejectKind {
-    UnknownLocal,
-    UnknownAgent,
-    BadSignature,
-    /// A message whose named sender is not the peer its channel authenticated.
-    WrongPeer,
-    OversizedReport,
-    Unexpected,
-    PolicyUnknownSigner,
-    PolicyBadSignature,
-    PolicyInvalid,
-    StoredPolicyInvalid,
-    AdminNotOperator,
-    AdminStale,
-    AdminInvalid,
-}
-
-impl RejectKind {
-    /// The name a counter is shown under.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RejectKind::UnknownLocal => "unknown-local",
-            RejectKind::UnknownAgent => "unknown-agent",
-            RejectKind::BadSignature => "bad-signature",
-            RejectKind::WrongPeer => "wrong-peer",
-            RejectKind::OversizedReport => "oversized-report",
-            RejectKind::Unexpected => "unexpected",
-            RejectKind::PolicyUnknownSigner => "policy-unknown-signer",
-            RejectKind::PolicyBadSignature => "policy-bad-signature",
-            RejectKind::PolicyInvalid => "policy-invalid",
-            RejectKind::StoredPolicyInvalid => "stored-policy-invalid",
-            RejectKind::AdminNotOperator => "admin-not-operator",
-            RejectKind::AdminStale => "admin-stale",
-            RejectKind::AdminInvalid => "admin-invalid",
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,52 +258,6 @@ impl PolicyServer {
         if let Some(identity) = identity {
             let to_id = identity.node_id();
             self.outputs.push_back(ServerOutput::Send { to: to_id, name: to.to_owned(), message });
-        }
-    }
-
-    /// An operator's request: signed by an operator this server lists, made within
-    /// [`ADMIN_FRESHNESS_MS`] of now, and asking for something this tier does.
-    fn admin(&mut self, now: Instant, wall: WallClock, request: u64, signed: Signed<PolicyAdminRequest>) {
-        let reply = |server: &mut Self, reply: PolicyAdminReply| {
-            server.outputs.push_back(ServerOutput::AdminReply { request, reply });
-        };
-        let refuse = |server: &mut Self, kind: RejectKind, text: &str| {
-            server.reject(kind, format!("admin request refused: {text}"));
-            reply(server, PolicyAdminReply::Error(text.to_owned()));
-        };
-        if !self.setup.operators.iter().any(|op| signed.verify(op).is_ok()) {
-            return refuse(self, RejectKind::AdminNotOperator, "not signed by an operator this tier lists");
-        }
-        if wall.distance(signed.body.at) > Duration::from_millis(ADMIN_FRESHNESS_MS) {
-            let text = "the request is stale or from the future; check the clock and retry";
-            return refuse(self, RejectKind::AdminStale, text);
-        }
-        match signed.body.request {
-            PolicyAdmin::Create(policy) => {
-                // The server signs what it creates, so it is the author whatever the request said.
-                let policy = Policy { author: self.setup.name.clone(), ..policy };
-                if let Err(e) = policy.validate() {
-                    return refuse(self, RejectKind::AdminInvalid, &e.to_string());
-                }
-                self.create(policy);
-                reply(self, PolicyAdminReply::Created);
-            }
-            PolicyAdmin::List => {
-                let policies = self.policies().cloned().collect();
-                reply(self, PolicyAdminReply::Policies(policies));
-            }
-            PolicyAdmin::SyncNow if self.setup.parent.is_none() => {
-                let text = "the master has no parent to sync with; ask a local (--server NAME)";
-                refuse(self, RejectKind::AdminInvalid, text);
-            }
-            PolicyAdmin::SyncNow => {
-                self.sync();
-                reply(self, PolicyAdminReply::SyncStarted);
-            }
-            PolicyAdmin::Status { .. } if self.setup.parent.is_some() => {
-                refuse(self, RejectKind::AdminInvalid, "global status comes from the master");
-            }
-            PolicyAdmin::Status { current, since } => self.status(now, wall, request, current, since),
         }
     }
 

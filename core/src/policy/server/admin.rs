@@ -1,0 +1,66 @@
+//! Operators' signed admin requests at a policy server: who may ask (an operator the tier lists),
+//! how fresh a request must be, and what each tier may be asked (no sync at the master, no global
+//! status at a local). The answer always goes back as an `AdminReply`; nothing is done for a
+//! request that fails a check.
+
+use std::time::Duration;
+
+use super::{PolicyServer, RejectKind, ServerOutput};
+use crate::policy::document::Policy;
+use crate::policy::wire::{ADMIN_FRESHNESS_MS, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest};
+use crate::signed::Signed;
+use crate::time::{Instant, WallClock};
+
+impl PolicyServer {
+    /// An operator's request: signed by an operator this server lists, made within
+    /// [`ADMIN_FRESHNESS_MS`] of now, and asking for something this tier does.
+    pub(super) fn admin(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        request: u64,
+        signed: Signed<PolicyAdminRequest>,
+    ) {
+        let reply = |server: &mut Self, reply: PolicyAdminReply| {
+            server.outputs.push_back(ServerOutput::AdminReply { request, reply });
+        };
+        let refuse = |server: &mut Self, kind: RejectKind, text: &str| {
+            server.reject(kind, format!("admin request refused: {text}"));
+            reply(server, PolicyAdminReply::Error(text.to_owned()));
+        };
+        if !self.setup.operators.iter().any(|op| signed.verify(op).is_ok()) {
+            return refuse(self, RejectKind::AdminNotOperator, "not signed by an operator this tier lists");
+        }
+        if wall.distance(signed.body.at) > Duration::from_millis(ADMIN_FRESHNESS_MS) {
+            let text = "the request is stale or from the future; check the clock and retry";
+            return refuse(self, RejectKind::AdminStale, text);
+        }
+        match signed.body.request {
+            PolicyAdmin::Create(policy) => {
+                // The server signs what it creates, so it is the author whatever the request said.
+                let policy = Policy { author: self.setup.name.clone(), ..policy };
+                if let Err(e) = policy.validate() {
+                    return refuse(self, RejectKind::AdminInvalid, &e.to_string());
+                }
+                self.create(policy);
+                reply(self, PolicyAdminReply::Created);
+            }
+            PolicyAdmin::List => {
+                let policies = self.policies().cloned().collect();
+                reply(self, PolicyAdminReply::Policies(policies));
+            }
+            PolicyAdmin::SyncNow if self.setup.parent.is_none() => {
+                let text = "the master has no parent to sync with; ask a local (--server NAME)";
+                refuse(self, RejectKind::AdminInvalid, text);
+            }
+            PolicyAdmin::SyncNow => {
+                self.sync();
+                reply(self, PolicyAdminReply::SyncStarted);
+            }
+            PolicyAdmin::Status { .. } if self.setup.parent.is_some() => {
+                refuse(self, RejectKind::AdminInvalid, "global status comes from the master");
+            }
+            PolicyAdmin::Status { current, since } => self.status(now, wall, request, current, since),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Why a policy server refused an input: a kind to count and match on, and a detail naming the
+//! sender and what was wrong. It decides nothing; the server does.
+
+/// Why a server refused an input. The detail names the sender and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub kind: RejectKind,
+    pub detail: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RejectKind {
+    UnknownLocal,
+    UnknownAgent,
+    BadSignature,
+    /// A message whose named sender is not the peer its channel authenticated.
+    WrongPeer,
+    OversizedReport,
+    Unexpected,
+    PolicyUnknownSigner,
+    PolicyBadSignature,
+    PolicyInvalid,
+    StoredPolicyInvalid,
+    AdminNotOperator,
+    AdminStale,
+    AdminInvalid,
+}
+
+impl RejectKind {
+    /// The name a counter is shown under.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectKind::UnknownLocal => "unknown-local",
+            RejectKind::UnknownAgent => "unknown-agent",
+            RejectKind::BadSignature => "bad-signature",
+            RejectKind::WrongPeer => "wrong-peer",
+            RejectKind::OversizedReport => "oversized-report",
+            RejectKind::Unexpected => "unexpected",
+            RejectKind::PolicyUnknownSigner => "policy-unknown-signer",
+            RejectKind::PolicyBadSignature => "policy-bad-signature",
+            RejectKind::PolicyInvalid => "policy-invalid",
+            RejectKind::StoredPolicyInvalid => "stored-policy-invalid",
+            RejectKind::AdminNotOperator => "admin-not-operator",
+            RejectKind::AdminStale => "admin-stale",
+            RejectKind::AdminInvalid => "admin-invalid",
+        }
+    }
+}
