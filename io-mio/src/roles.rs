@@ -83,10 +83,7 @@ fn exec_roles(
         let hosts_file: HostsFile = load_toml(&gw.hosts_file)?;
         let mut hosts = BTreeMap::new();
         for h in &hosts_file.hosts {
-            let id = PublicIdentity {
-                signing: parse_key(&gw.hosts_file, "ed25519", &h.ed25519)?,
-                agreement: parse_key(&gw.hosts_file, "x25519", &h.x25519)?,
-            };
+            let id = identity(&gw.hosts_file, &h.ed25519, &h.x25519)?;
             hosts.insert(h.name.clone(), (h.address.to_string(), id));
         }
         let table: BTreeMap<String, PublicIdentity> =
