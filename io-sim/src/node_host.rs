@@ -38,6 +38,21 @@ pub type SharedTrace = Arc<Mutex<Trace>>;
 pub type SharedFiles = Arc<Mutex<BTreeMap<(String, String), Vec<u8>>>>;
 /// Records the hosts kept besides the member's (policies, history, audit), by host name.
 pub type SharedRecords = Arc<Mutex<Vec<(String, Record)>>>;
+/// Looks at the node after every input it handled, for what a scenario reads back from its
+/// roles (counters, held state). It may only read.
+pub type Probe = Arc<dyn Fn(&Node) + Send + Sync>;
+/// Every stream byte count a host moved, when, and which way: what a scenario measures traffic
+/// by (bytes reaching a server per cycle) without looking inside the channels.
+pub type SharedTraffic = Arc<Mutex<Vec<TrafficSample>>>;
+
+/// Bytes one host received from or handed to one connection at one simulated instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrafficSample {
+    pub at: Duration,
+    pub conn: ConnId,
+    pub inbound: bool,
+    pub bytes: usize,
+}
 
 /// Everything a host needs, shared with the harness so it survives the host's crashes.
 #[derive(Clone)]
@@ -56,6 +71,8 @@ pub struct NodeHostContext {
     pub trace: Option<SharedTrace>,
     pub files: SharedFiles,
     pub records: SharedRecords,
+    pub probe: Option<Probe>,
+    pub traffic: Option<SharedTraffic>,
 }
 
 impl NodeHostContext {
@@ -72,12 +89,21 @@ impl NodeHostContext {
             trace: None,
             files: SharedFiles::default(),
             records: SharedRecords::default(),
+            probe: None,
+            traffic: None,
         }
     }
 
     fn input(&self, input: &Input) {
         if let Some(trace) = &self.trace {
             trace.lock().unwrap_or_else(PoisonError::into_inner).input(now().mono, &self.name, input);
+        }
+    }
+
+    fn count(&self, conn: ConnId, inbound: bool, bytes: usize) {
+        if let Some(traffic) = &self.traffic {
+            let sample = TrafficSample { at: turmoil::elapsed(), conn, inbound, bytes };
+            traffic.lock().unwrap_or_else(PoisonError::into_inner).push(sample);
         }
     }
 
@@ -88,10 +114,13 @@ impl NodeHostContext {
     }
 }
 
-/// Feeds one input, tracing it.
+/// Feeds one input, tracing it, and lets the probe look at the result.
 fn feed(ctx: &NodeHostContext, node: &mut Node, input: Input) {
     ctx.input(&input);
     node.handle(now(), input);
+    if let Some(probe) = &ctx.probe {
+        probe(node);
+    }
 }
 
 impl std::fmt::Debug for NodeHostContext {
@@ -126,6 +155,9 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
         ctx.observer.booted(me, record, turmoil::elapsed());
     }
     let mut node = Node::new(now(), (ctx.setup)(record), fork(&mut rng));
+    if let Some(probe) = &ctx.probe {
+        probe(&node);
+    }
     let (tx, mut rx) = unbounded_channel::<Report>();
     let inbound = Arc::new(AtomicU64::new(1));
     let mut writers: BTreeMap<ConnId, UnboundedSender<Vec<u8>>> = BTreeMap::new();
@@ -159,6 +191,7 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     tokio::spawn(dial(conn, addr, bytes_rx, tx.clone()));
                 }
                 Output::Transmit { conn, bytes } => {
+                    ctx.count(conn, false, bytes.len());
                     if let Some(writer) = writers.get(&conn) {
                         let _ = writer.send(bytes);
                     }
@@ -221,6 +254,7 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                 Some(Report::Input(input)) => {
                     match &input {
                         Input::Datagram { bytes } => ctx.observer.delivered(me, bytes),
+                        Input::Received { conn, bytes } => ctx.count(*conn, true, bytes.len()),
                         Input::ChildExited { child, .. } => drop(children.remove(child)),
                         _ => {}
                     }
