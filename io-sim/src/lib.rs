@@ -4,8 +4,8 @@
 //! from its seed. Protocol rules never live here: they belong to core.
 
 pub mod clock;
-pub mod commands;
 pub mod config_change;
+pub mod exec_site;
 pub mod node_host;
 pub mod observer;
 pub mod operator;

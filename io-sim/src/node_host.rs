@@ -314,12 +314,37 @@ fn check_audited_before_spawn(ctx: &NodeHostContext, spawned: usize) {
 async fn simulate(child: ChildId, behaviour: Behaviour, tx: UnboundedSender<Report>) {
     let send = |input| tx.send(Report::Input(input)).is_ok();
     match behaviour {
-        Behaviour::Runs { stdout, after, end } => {
-            tokio::time::sleep(after).await;
-            if !stdout.is_empty() && !send(Input::ChildOutput { child, stderr: false, bytes: stdout }) {
-                return;
+        Behaviour::Script { outputs, end } => {
+            let mut at = Duration::ZERO;
+            // Output before the end when both fall at one instant, as a process writes then exits.
+            let mut steps: Vec<(Duration, Option<Vec<u8>>)> =
+                outputs.into_iter().map(|(t, bytes)| (t, Some(bytes))).collect();
+            if let Some((t, _)) = &end {
+                steps.push((*t, None));
             }
-            send(Input::ChildExited { child, end });
+            steps.sort_by_key(|(t, bytes)| (*t, bytes.is_none()));
+            for (t, bytes) in steps {
+                // No zero sleeps: each would yield and reorder the run for nothing.
+                if t > at {
+                    tokio::time::sleep(t - at).await;
+                    at = t;
+                }
+                let input = match bytes {
+                    Some(bytes) if bytes.is_empty() => continue,
+                    Some(bytes) => Input::ChildOutput { child, stderr: false, bytes },
+                    None => match &end {
+                        Some((_, end)) => Input::ChildExited { child, end: *end },
+                        None => return,
+                    },
+                };
+                if !send(input) {
+                    return;
+                }
+            }
+            // A command without an end hangs until it is killed (its task aborted).
+            if end.is_none() {
+                std::future::pending::<()>().await;
+            }
         }
         Behaviour::Chatters { chunk, every } => loop {
             tokio::time::sleep(every).await;

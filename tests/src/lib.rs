@@ -2,5 +2,4 @@
 //! (no sockets) with a trace of every input and output; it never hides a failure from a test.
 
 pub mod cluster;
-pub mod exec_world;
 pub mod link;

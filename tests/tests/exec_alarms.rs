@@ -1,103 +1,151 @@
-//! The parallel execution utility's alarm rules (source 002, figures 9A-9E) and fanout, in
-//! simulated time with simulated commands (T1 = 16 s, T2 = 32 s, T3 = 2 s).
+//! The parallel execution utility's alarm rules (source 002, figures 9A-9E) and fanout, through
+//! the one turmoil host driver: a client runs simulated commands on a gateway node and an exec
+//! node (T1 = 16 s, T2 = 32 s, T3 = 2 s unless a test sets them). When a session ended is read
+//! from its result (`ended_ms`, since the run began), so every kill is checked at the alarm the
+//! rules name, within the few milliseconds the simulated network takes. The exact alarm
+//! sequence of one run is a unit test of `ParallelRun` in core.
 
 use std::time::Duration;
 
-use cohort_core::exec::parallel::{AlarmKill, AlarmSchedule, SessionEnd, group_results};
-use cohort_io_sim::commands::{SimEnd, SimScript, run_parallel};
+use cohort_core::exec::gateway::{ClientEvent, ExecCommand, HostOutcome, HostResult};
+use cohort_core::exec::nodeset::fold;
+use cohort_core::exec::parallel::{AlarmKill, group_by_host};
+use cohort_io_sim::exec_site::{PASSWORD, Site, SiteRun, SiteSpec};
 
-const S: fn(u64) -> Duration = Duration::from_secs;
+/// How long after the alarm a kill may land: the cancel's and the exit's trips.
+const SLACK_MS: u64 = 500;
 
-fn one(script: SimScript) -> cohort_io_sim::commands::SimExecReport {
-    run_parallel(vec![("h1".into(), script)], 1, AlarmSchedule::default())
+/// Runs `argv` on `hosts` with `adjust` applied to the command, and returns each host's result.
+fn run_with(
+    spec: SiteSpec,
+    hosts: &str,
+    argv: &[&str],
+    adjust: fn(&mut ExecCommand),
+) -> (Vec<HostResult>, SiteRun) {
+    let events = std::sync::Arc::new(std::sync::Mutex::new(Vec::<ClientEvent>::new()));
+    let out = events.clone();
+    let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+    let hosts = hosts.to_owned();
+    let site = Site::new(&spec).expect("the site builds");
+    let run = site.run(Duration::from_secs(2), |client| async move {
+        let login = client.login("alice", PASSWORD).await?;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut command = client.command(&login.credential, &[hosts.as_str()], &argv);
+        adjust(&mut command);
+        *out.lock().expect("not poisoned") = client.run(&login.keys, command).await?;
+        Ok(())
+    });
+    assert_eq!(run.violation, None);
+    assert_eq!(run.script, Ok(()));
+    let mut results: Vec<HostResult> = events
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Host(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    results.sort_by(|a, b| a.host.cmp(&b.host));
+    (results, run)
+}
+
+fn one(argv: &[&str]) -> HostResult {
+    let (mut results, _) = run_with(SiteSpec::new(1, 1), "h01", argv, |_| {});
+    assert_eq!(results.len(), 1);
+    results.remove(0)
+}
+
+/// Asserts `result` was killed by the alarm for `why` at `at_s` seconds into the run.
+fn killed_at(result: &HostResult, why: AlarmKill, at_s: u64) {
+    assert_eq!(result.outcome, HostOutcome::KilledByAlarm(why.to_string()), "{result:?}");
+    let at_ms = at_s * 1000;
+    assert!(
+        (at_ms..at_ms + SLACK_MS).contains(&result.ended_ms),
+        "{} killed at {} ms, the rules say {at_ms} ms",
+        result.host,
+        result.ended_ms
+    );
 }
 
 #[test]
 fn a_session_still_running_at_t1_plus_t2_is_killed_then() {
-    // Output every second forever: the "no output" rule never fires, the T1+T2 rule does.
-    let report = one(SimScript::chatty(S(1), S(1000), true));
-    assert_eq!(report.kills, vec![("h1".to_owned(), S(48), AlarmKill::RanTooLong)]);
-    assert_eq!(report.results[0].end, SessionEnd::Killed(AlarmKill::RanTooLong));
+    // Output every second: the "no output" rule never fires, the T1+T2 rule does.
+    killed_at(&one(&["tick", "1000", "1000000"]), AlarmKill::RanTooLong, 48);
 }
 
 #[test]
 fn a_session_silent_since_the_last_alarm_after_t1_is_killed_at_that_alarm() {
     // No output at all: killed at the first alarm, T1.
-    let silent = one(SimScript { outputs: vec![], end: SimEnd::Hang });
-    assert_eq!(silent.kills, vec![("h1".to_owned(), S(16), AlarmKill::Silent)]);
+    killed_at(&one(&["sleep", "1000"]), AlarmKill::Silent, 16);
     // Output only at the start: it counts at T1 (output since the run began), so the next alarm
     // comes T3 later, where nothing new has come: killed then.
-    let quiet = one(SimScript::silent_hang());
-    assert_eq!(quiet.alarms, vec![S(16), S(18)]);
-    assert_eq!(quiet.kills, vec![("h1".to_owned(), S(18), AlarmKill::Silent)]);
-    assert_eq!(quiet.results[0].stdout, b"started\n");
+    let quiet = one(&["hang"]);
+    killed_at(&quiet, AlarmKill::Silent, 18);
+    assert_eq!(quiet.stdout, b"started\n");
 }
 
 #[test]
-fn steady_output_keeps_a_session_alive_past_t1_with_rechecks_within_t3() {
-    let report = one(SimScript::chatty(S(1), S(25), false));
-    assert!(report.kills.is_empty(), "{:?}", report.kills);
-    assert_eq!(report.results[0].end, SessionEnd::Exited { code: 0 });
-    let after_t1: Vec<Duration> = report.alarms.iter().copied().filter(|a| *a >= S(16)).collect();
-    assert_eq!(after_t1.first(), Some(&S(16)));
-    assert!(after_t1.windows(2).all(|w| w[1] - w[0] <= S(2)), "rechecks within T3: {after_t1:?}");
-    assert!(after_t1.len() >= 4);
+fn steady_output_keeps_a_session_alive_past_t1() {
+    let steady = one(&["tick", "1000", "25000"]);
+    assert_eq!(steady.outcome, HostOutcome::Exited(0), "{steady:?}");
+    assert!((25_000..25_000 + SLACK_MS).contains(&steady.ended_ms), "ended at {}", steady.ended_ms);
 }
 
 #[test]
 fn a_session_younger_than_t1_sets_the_next_alarm_at_its_start_plus_t1() {
-    // Fanout 1: h2 starts when h1 exits at 10 s. At the 16 s alarm h2 has run 6 s, so the next
-    // alarm is at 10 + 16 = 26 s, not 32 s.
-    let hosts =
-        vec![("h1".into(), SimScript::quick("done\n", S(10), 0)), ("h2".into(), SimScript::silent_hang())];
-    let report = run_parallel(hosts, 1, AlarmSchedule::default());
-    assert_eq!(&report.alarms[..3], &[S(16), S(26), S(28)]);
-    assert_eq!(report.kills, vec![("h2".to_owned(), S(28), AlarmKill::Silent)]);
+    // Fanout 1: h02 starts when h01 exits at 10 s. At the 16 s alarm h02 has run 6 s, so the next
+    // alarm is at its start + T1 = 26 s, where its one line counts; T3 later, at 28 s, nothing
+    // new has come: killed then (a schedule keyed on the run's start would kill at 34 s).
+    let (results, _) = run_with(
+        SiteSpec::new(2, 2),
+        "h[01-02]",
+        &["when", "%h=h01", "say", "done", "10", "0", "else", "hang"],
+        |c| c.fanout = 1,
+    );
+    assert_eq!(results[0].outcome, HostOutcome::Exited(0));
+    let started = results[1].started_ms.expect("h02 started");
+    assert!((10_000..10_000 + SLACK_MS).contains(&started), "h02 started at {started} ms");
+    killed_at(&results[1], AlarmKill::Silent, 28);
 }
 
 #[test]
 fn configured_timers_are_used() {
-    let alarms = AlarmSchedule { t1: S(2), t2: S(3), t3: Duration::from_millis(500) };
-    let report = run_parallel(
-        vec![("h".into(), SimScript::chatty(Duration::from_millis(200), S(60), true))],
-        1,
-        alarms,
-    );
-    assert_eq!(report.kills, vec![("h".to_owned(), S(5), AlarmKill::RanTooLong)]);
+    let (results, _) = run_with(SiteSpec::new(1, 3), "h01", &["tick", "200", "60000", "hang"], |c| {
+        (c.t1_ms, c.t2_ms, c.t3_ms) = (2_000, 3_000, 500);
+    });
+    killed_at(&results[0], AlarmKill::RanTooLong, 5);
 }
 
 #[test]
 fn fanout_is_never_exceeded_and_outputs_come_back_grouped_per_host() {
-    let hosts: Vec<(String, SimScript)> = (1..=50)
-        .map(|i| {
-            let script = if i % 10 == 0 {
-                SimScript::quick("error: disk full\n", S(i % 7 + 1), 1)
-            } else {
-                SimScript::quick("ok\n", S(i % 5 + 1), 0)
-            };
-            (format!("h{i:02}"), script)
-        })
-        .collect();
-    let report = run_parallel(hosts, 7, AlarmSchedule::default());
-    assert_eq!(report.max_running, 7, "fanout reached but never exceeded");
-    assert_eq!(report.results.len(), 50);
-    let groups = group_results(&report.results);
+    let (results, run) = run_with(SiteSpec::new(50, 4), "h[01-50]", &["mixed", "%h"], |c| c.fanout = 7);
+    assert_eq!(results.len(), 50);
+    // Commands running at once on the exec node, from what it spawned and saw exit.
+    let mut running = 0usize;
+    let mut most = 0usize;
+    for line in run.trace.lines() {
+        if line.contains("exec       -> Spawn ") {
+            running += 1;
+            most = most.max(running);
+        } else if line.contains("exec       <- ChildExited ") {
+            running -= 1;
+        }
+    }
+    assert_eq!(most, 7, "fanout reached but never exceeded");
+    let groups = group_by_host(&results, |r| &r.host, |a, b| a.outcome == b.outcome && a.stdout == b.stdout);
     assert_eq!(groups.len(), 2);
     assert_eq!(groups[0].0.len(), 45);
     assert_eq!(groups[0].1.stdout, b"ok\n");
-    assert_eq!(cohort_core::exec::nodeset::fold(&groups[1].0), "h[10,20,30,40,50]");
-    assert_eq!(groups[1].1.end, SessionEnd::Exited { code: 1 });
+    let failed: Vec<String> = groups[1].0.iter().map(|h| (*h).to_owned()).collect();
+    assert_eq!(fold(&failed), "h[10,20,30,40,50]");
+    assert_eq!(groups[1].1.outcome, HostOutcome::Exited(1));
 }
 
 #[test]
 fn an_unreachable_host_is_reported_while_the_others_complete() {
-    let hosts = vec![
-        ("up1".into(), SimScript::quick("hi\n", S(1), 0)),
-        ("down".into(), SimScript { outputs: vec![], end: SimEnd::Unreachable }),
-        ("up2".into(), SimScript::quick("hi\n", S(1), 0)),
-    ];
-    let report = run_parallel(hosts, 2, AlarmSchedule::default());
-    let down = report.results.iter().find(|r| r.host == "down").expect("reported");
-    assert!(matches!(&down.end, SessionEnd::Unreachable { .. }));
-    assert_eq!(report.results.iter().filter(|r| r.end == SessionEnd::Exited { code: 0 }).count(), 2);
+    let spec = SiteSpec { down: [1].into(), ..SiteSpec::new(3, 5) };
+    let (results, _) = run_with(spec, "h[01-03]", &["say", "hi", "1", "0"], |c| c.fanout = 2);
+    assert!(matches!(&results[1].outcome, HostOutcome::Unreachable(_)), "{:?}", results[1]);
+    assert_eq!(results.iter().filter(|r| r.outcome == HostOutcome::Exited(0)).count(), 2);
 }

@@ -420,6 +420,99 @@ mod tests {
         Now::ZERO.with_mono(Instant::ZERO + Duration::from_secs(secs))
     }
 
+    /// Drives one run: `script[i]` is host i's (offset from its start, output or end) list, a
+    /// `None` end meaning it hangs. Returns the instants the alarm fired and each kill.
+    #[allow(clippy::type_complexity)]
+    fn alarms_of(
+        script: Vec<Vec<(u64, Option<&str>)>>,
+        fanout: usize,
+    ) -> (Vec<u64>, Vec<(u64, usize, AlarmKill)>) {
+        let hosts = (0..script.len()).map(|i| format!("h{i}")).collect();
+        let mut run = ParallelRun::new(Instant::ZERO, hosts, fanout, AlarmSchedule::default(), 1024);
+        // (when, order) -> (host, output or end): the one machine's world, nothing else.
+        let mut due: std::collections::BTreeMap<(u64, u64), (usize, Option<String>)> = Default::default();
+        let mut order = 0;
+        let (mut alarms, mut kills, mut now) = (Vec::new(), Vec::new(), 0u64);
+        loop {
+            while let Some(out) = run.poll_output() {
+                match out {
+                    ParallelOutput::Start { index, .. } => {
+                        for (offset, what) in &script[index] {
+                            order += 1;
+                            due.insert((now + offset, order), (index, what.map(str::to_owned)));
+                        }
+                    }
+                    ParallelOutput::Kill { index, reason } => {
+                        kills.push((now, index, reason));
+                        due.retain(|_, (i, _)| *i != index);
+                        let end = SessionEnd::Signalled { signal: 9 };
+                        run.handle(at(now), ParallelInput::Ended { index, end });
+                    }
+                    ParallelOutput::Finished { .. } => {}
+                    ParallelOutput::AllDone => return (alarms, kills),
+                }
+            }
+            let alarm = run.poll_timeout().map(|t| (t - Instant::ZERO).as_secs());
+            let event = due.keys().next().map(|(t, _)| *t);
+            match (event, alarm) {
+                (Some(e), Some(a)) if a < e => {
+                    now = a;
+                    alarms.push(now);
+                    run.handle(at(now), ParallelInput::Timeout);
+                }
+                (None, Some(a)) => {
+                    now = a;
+                    alarms.push(now);
+                    run.handle(at(now), ParallelInput::Timeout);
+                }
+                (Some(_), _) => {
+                    let Some(((t, _), (index, what))) = due.pop_first() else { continue };
+                    now = t;
+                    let input = match what {
+                        Some(line) => {
+                            ParallelInput::Output { index, stderr: false, bytes: line.into_bytes() }
+                        }
+                        None => ParallelInput::Ended { index, end: SessionEnd::Exited { code: 0 } },
+                    };
+                    run.handle(at(now), input);
+                }
+                (None, None) => return (alarms, kills),
+            }
+        }
+    }
+
+    /// Output only at the start counts at T1 (output since the run began), so the next alarm
+    /// comes T3 later, where nothing new has come: killed then.
+    #[test]
+    fn output_only_at_the_start_is_killed_at_t1_plus_t3() {
+        let (alarms, kills) = alarms_of(vec![vec![(0, Some("started\n"))]], 1);
+        assert_eq!(alarms, [16, 18]);
+        assert_eq!(kills, [(18, 0, AlarmKill::Silent)]);
+    }
+
+    /// Fanout 1: h1 ends at 10 s and h2 starts then; at the 16 s alarm h2 is younger than T1, so
+    /// the next alarm comes at its start + T1 = 26 s, then T3 later.
+    #[test]
+    fn a_session_younger_than_t1_brings_the_next_alarm_to_its_start_plus_t1() {
+        let h1 = vec![(0, Some("done\n")), (10, None)];
+        let h2 = vec![(0, Some("started\n"))];
+        let (alarms, kills) = alarms_of(vec![h1, h2], 1);
+        assert_eq!(&alarms[..3], &[16, 26, 28]);
+        assert_eq!(kills, [(28, 1, AlarmKill::Silent)]);
+    }
+
+    /// A line every second until 25 s: rechecked at least every T3 after T1, never killed.
+    #[test]
+    fn steady_output_is_rechecked_within_t3_after_t1() {
+        let mut h = (0..25).map(|s| (s, Some("tick\n"))).collect::<Vec<_>>();
+        h.push((25, None));
+        let (alarms, kills) = alarms_of(vec![h], 1);
+        assert!(kills.is_empty(), "{kills:?}");
+        assert_eq!(alarms.first(), Some(&16));
+        assert!(alarms.windows(2).all(|w| w[1] - w[0] <= 2), "rechecks within T3: {alarms:?}");
+        assert!(alarms.len() >= 4, "{alarms:?}");
+    }
+
     /// A host that never confirms a kill (its link cut) does not hold the run open: the session
     /// ends as killed for the alarm's reason once the grace has passed.
     #[test]

@@ -1,0 +1,539 @@
+//! A parallel-execution site on the one turmoil host driver: a gateway node (its KDC and audit
+//! collector inside, and a one-member cluster whose installed configuration gives it its groups)
+//! and one exec node playing N managed hosts that run simulated commands. A scenario scripts a
+//! client ([`SiteClient`]: log in, run, walk away from a run, talk to a host directly as an
+//! attacker would) and reads back what the nodes kept ([`SiteRun`]). Owns the wiring and what it
+//! observes; every rule is the nodes'.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use cohort_core::exec::acl::{Acl, AclEntry};
+use cohort_core::exec::audit::{AuditRecord, ChainEntry};
+use cohort_core::exec::daemon::{DaemonSettings, ExecRequest};
+use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, GATEWAY_AUDIT_NAME, HeldState};
+use cohort_core::exec::kdc::{Kdc, KdcSettings, hash_password};
+use cohort_core::exec::ticket::{Authenticator, Credential, request_digest};
+use cohort_core::exec::wire::{GatewayReply, GatewayWire};
+use cohort_core::member::genesis::{genesis_config, genesis_records};
+use cohort_core::member::{MemberInfo, MemberSettings};
+use cohort_core::node::{
+    AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, MemberRole, NodeSetup, Record,
+};
+use cohort_core::rng::{SeededRng, fork, seeded};
+use cohort_core::signed::Signed;
+use cohort_core::trace::Trace;
+use cohort_core::{NodeKeys, PublicIdentity, WallClock};
+
+use crate::node_host::{self, NodeHostContext, Probe, SetupFn, SharedRecords, SharedTrace};
+use crate::observer::Observer;
+use crate::operator::{self, Conversation};
+use crate::storage::SimDisk;
+
+/// Every principal's password.
+pub const PASSWORD: &str = "correct horse battery staple";
+pub const GATEWAY_PORT: u16 = 7300;
+const MEMBER_PORT: u16 = 7290;
+const ADMIN_PORT: u16 = 7291;
+/// A host that exists and listens on nothing: connecting to it is refused.
+const VOID: &str = "void";
+
+/// `h01`, `h02`, …: the name of managed host `i`.
+pub fn host_name(i: usize) -> String {
+    format!("h{:02}", i + 1)
+}
+
+fn host_port(i: usize) -> u16 {
+    7301 + u16::try_from(i).unwrap_or(u16::MAX - 7301)
+}
+
+/// What a site is made of.
+#[derive(Debug, Clone)]
+pub struct SiteSpec {
+    pub hosts: usize,
+    pub seed: u64,
+    /// The ACL every host holds.
+    pub acl: Acl,
+    /// Principals the KDC knows, all with [`PASSWORD`].
+    pub principals: Vec<String>,
+    pub kdc: KdcSettings,
+    /// Hosts the gateway knows whose address answers nothing.
+    pub down: BTreeSet<usize>,
+    /// When false the exec node sends its audit records where no collector listens.
+    pub collector_reachable: bool,
+    /// `group.NAME` settings of the configuration the gateway's member installs.
+    pub groups: BTreeMap<String, String>,
+    /// Simulated time the scenario may take.
+    pub limit: Duration,
+}
+
+impl SiteSpec {
+    /// `hosts` hosts; alice may run the simulated commands (see [`crate::processes`]) as alice; bob is
+    /// a principal with no ACL entry.
+    pub fn new(hosts: usize, seed: u64) -> SiteSpec {
+        let mut acl = Acl::default();
+        let commands = ["echo", "uname", "false", "sleep", "hang", "say", "tick", "spew", "when", "mixed"];
+        acl.principals.insert(
+            "alice".into(),
+            AclEntry {
+                run_as: ["alice".to_owned()].into(),
+                commands: commands.iter().map(|c| (*c).to_owned()).collect(),
+                shell: false,
+            },
+        );
+        SiteSpec {
+            hosts,
+            seed,
+            acl,
+            principals: vec!["alice".into(), "bob".into()],
+            kdc: KdcSettings::default(),
+            down: BTreeSet::new(),
+            collector_reachable: true,
+            groups: BTreeMap::new(),
+            limit: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the probes read from the nodes' roles, as of the last input each handled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SiteState {
+    pub gateway: HeldState,
+    /// Records the collector refused.
+    pub collector_refused: u64,
+    /// Sessions open across the exec node's hosts.
+    pub host_sessions: usize,
+    /// Messages the hosts refused as out of protocol.
+    pub host_protocol_errors: u64,
+}
+
+/// What a scenario leaves behind.
+#[derive(Debug)]
+pub struct SiteRun {
+    pub trace: Trace,
+    /// The first invariant broken during the run.
+    pub violation: Option<String>,
+    /// What the client script returned.
+    pub script: Result<(), String>,
+    /// The argv of every command spawned, in order (from the trace).
+    pub spawned: Vec<String>,
+    /// The records each host made durable before acting.
+    pub local_audit: Vec<AuditRecord>,
+    /// The collector's chain.
+    pub chain: Vec<ChainEntry>,
+    pub state: SiteState,
+}
+
+impl SiteRun {
+    /// The reason of the last denial `host` recorded.
+    pub fn denial(&self, host: &str) -> Option<&str> {
+        self.local_audit.iter().rev().filter(|r| r.host == host).find_map(|r| match &r.decision {
+            cohort_core::exec::audit::AuditDecision::Denied { reason } => Some(reason.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Whether the chain holds a denial whose reason contains `needle`.
+    pub fn denied_in_chain(&self, needle: &str) -> bool {
+        self.chain.iter().any(|e| {
+            matches!(&e.record.decision, cohort_core::exec::audit::AuditDecision::Denied { reason } if reason.contains(needle))
+        })
+    }
+}
+
+/// A logged-in client: its channel key and the credential bound to it.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub keys: NodeKeys,
+    pub credential: Signed<Credential>,
+}
+
+/// The client side of a scenario: cheap to clone into the simulated client task.
+#[derive(Clone)]
+pub struct SiteClient {
+    gateway: PublicIdentity,
+    hosts: Vec<PublicIdentity>,
+    /// The site's KDC, rebuilt from its key and principals: what holding a genuine ticket takes.
+    kdc: Arc<Mutex<Kdc>>,
+    rng: Arc<Mutex<SeededRng>>,
+}
+
+impl std::fmt::Debug for SiteClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SiteClient").field("hosts", &self.hosts.len()).finish_non_exhaustive()
+    }
+}
+
+/// Long enough for any run a scenario makes.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+impl SiteClient {
+    /// A fresh rng, forked in the order the script asks (so a run replays).
+    pub fn rng(&self) -> SeededRng {
+        fork(&mut *self.rng.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn new_keys(&self) -> NodeKeys {
+        NodeKeys::generate(&mut self.rng())
+    }
+
+    /// Logs in over a fresh channel key; the refusal's reason otherwise.
+    pub async fn login(&self, principal: &str, password: &str) -> Result<Login, String> {
+        let keys = self.new_keys();
+        let request = GatewayWire::Client(ClientRequest::Login {
+            principal: principal.into(),
+            password: password.into(),
+        });
+        let addr = format!("gw:{GATEWAY_PORT}");
+        let reply: GatewayReply =
+            operator::ask(&addr, self.gateway, &keys, &request, self.rng(), PATIENCE).await?;
+        match reply {
+            GatewayReply::Client(ClientEvent::LoggedIn { credential }) => Ok(Login { keys, credential }),
+            GatewayReply::Client(ClientEvent::Refused { reason }) => Err(reason),
+            other => Err(format!("unexpected answer to a login: {other:?}")),
+        }
+    }
+
+    /// A command as `cohort exec` sends it by default: fanout 8, T1/T2/T3 16/32/2 s, 1 MiB cap.
+    pub fn command(&self, credential: &Signed<Credential>, hosts: &[&str], argv: &[&str]) -> ExecCommand {
+        ExecCommand {
+            credential: credential.clone(),
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            run_as: "alice".into(),
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            fanout: 8,
+            t1_ms: 16_000,
+            t2_ms: 32_000,
+            t3_ms: 2_000,
+            max_output: 1024 * 1024,
+        }
+    }
+
+    /// Runs `hosts argv` as `login` and returns every event until the run finished or was
+    /// refused.
+    pub async fn exec(
+        &self,
+        login: &Login,
+        hosts: &[&str],
+        argv: &[&str],
+    ) -> Result<Vec<ClientEvent>, String> {
+        self.run(&login.keys, self.command(&login.credential, hosts, argv)).await
+    }
+
+    /// Sends `command` over a channel with `keys` and collects the events until the end.
+    pub async fn run(&self, keys: &NodeKeys, command: ExecCommand) -> Result<Vec<ClientEvent>, String> {
+        self.run_until(keys, command, |e| matches!(e, ClientEvent::Finished | ClientEvent::Refused { .. }))
+            .await
+    }
+
+    /// Like [`SiteClient::run`], but hangs up as soon as `stop` says so.
+    pub async fn run_until(
+        &self,
+        keys: &NodeKeys,
+        command: ExecCommand,
+        stop: impl Fn(&ClientEvent) -> bool,
+    ) -> Result<Vec<ClientEvent>, String> {
+        let addr = format!("gw:{GATEWAY_PORT}");
+        let request = GatewayWire::Client(ClientRequest::Exec(Box::new(command)));
+        let replies: Vec<GatewayReply> = operator::converse(
+            &addr,
+            self.gateway,
+            keys,
+            &request,
+            self.rng(),
+            PATIENCE,
+            |r| matches!(r, GatewayReply::Client(e) if stop(e)),
+        )
+        .await?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|r| match r {
+                GatewayReply::Client(e) => Some(e),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// A request for `host` built the way the gateway builds one, from a genuine ticket for
+    /// `ticket_host` and an authenticator stamped `stamp`: the raw material of replays and
+    /// forgeries.
+    pub fn request(
+        &self,
+        ticket_host: &str,
+        host: &str,
+        stamp: WallClock,
+        argv: &[&str],
+    ) -> Result<ExecRequest, String> {
+        let client = self.new_keys().public().agreement;
+        let mut kdc = self.kdc.lock().unwrap_or_else(PoisonError::into_inner);
+        let now = crate::clock::now().wall;
+        let credential = kdc.login(now, "alice", PASSWORD, client).map_err(|e| e.to_string())?;
+        let issued = kdc.issue_ticket(now, &credential, &client, ticket_host).map_err(|e| e.to_string())?;
+        let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&stamp.0.to_le_bytes());
+        let auth = Authenticator {
+            principal: "alice".into(),
+            timestamp: stamp,
+            nonce,
+            request_digest: request_digest(host, "alice", &argv),
+        };
+        let authenticator =
+            auth.seal(&issued.session_key, host, &mut self.rng()).map_err(|e| e.to_string())?;
+        Ok(ExecRequest {
+            ticket: issued.ticket,
+            authenticator,
+            run_as: "alice".into(),
+            argv,
+            max_output: 1 << 20,
+        })
+    }
+
+    /// A channel straight to managed host `host`, presenting `keys`: what a gateway (or an
+    /// attacker) has.
+    pub async fn to_host(&self, host: usize, keys: &NodeKeys) -> Result<Conversation, String> {
+        let identity = *self.hosts.get(host).ok_or_else(|| format!("no host {host}"))?;
+        Conversation::open(&format!("exec:{}", host_port(host)), identity, keys, self.rng()).await
+    }
+
+    /// A channel to the gateway presenting `keys`, for a client that does more than one exchange
+    /// (or hangs up half way).
+    pub async fn to_gateway(&self, keys: &NodeKeys) -> Result<Conversation, String> {
+        Conversation::open(&format!("gw:{GATEWAY_PORT}"), self.gateway, keys, self.rng()).await
+    }
+
+    /// A record sent to the collector as an exec node sends it, over a channel with `keys`;
+    /// returns the collector's answer.
+    pub async fn submit_audit(
+        &self,
+        keys: &NodeKeys,
+        record: Signed<AuditRecord>,
+    ) -> Result<GatewayReply, String> {
+        let addr = format!("gw:{GATEWAY_PORT}");
+        let request = GatewayWire::AuditSubmit { ack: 1, record };
+        operator::ask(&addr, self.gateway, keys, &request, self.rng(), PATIENCE).await
+    }
+}
+
+/// A built site, ready for one client script.
+pub struct Site {
+    sim: turmoil::Sim<'static>,
+    client: SiteClient,
+    pub host_keys: Vec<NodeKeys>,
+    trace: SharedTrace,
+    records: SharedRecords,
+    observer: Observer,
+    state: Arc<Mutex<SiteState>>,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site").field("hosts", &self.host_keys.len()).finish_non_exhaustive()
+    }
+}
+
+impl Site {
+    pub fn new(spec: &SiteSpec) -> Result<Site, String> {
+        let mut rng = seeded(spec.seed);
+        let gw_keys = NodeKeys::generate(&mut rng);
+        let exec_keys = NodeKeys::generate(&mut rng);
+        let operator = NodeKeys::generate(&mut rng);
+        let host_keys: Vec<NodeKeys> = (0..spec.hosts).map(|_| NodeKeys::generate(&mut rng)).collect();
+        let names: Vec<String> = (0..spec.hosts).map(host_name).collect();
+        let table: BTreeMap<String, PublicIdentity> =
+            names.iter().cloned().zip(host_keys.iter().map(NodeKeys::public)).collect();
+        let mut signers = table.clone();
+        signers.insert(GATEWAY_AUDIT_NAME.into(), gw_keys.public());
+        let mut hash_rng = fork(&mut rng);
+        let principals: BTreeMap<String, String> = spec
+            .principals
+            .iter()
+            .map(|p| Ok((p.clone(), hash_password(PASSWORD, &mut hash_rng).map_err(|e| e.to_string())?)))
+            .collect::<Result<_, String>>()?;
+        let hosts: BTreeMap<String, (String, PublicIdentity)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let machine = if spec.down.contains(&i) { VOID } else { "exec" };
+                (name.clone(), (format!("{machine}:{}", host_port(i)), host_keys[i].public()))
+            })
+            .collect();
+        let trace: SharedTrace = Arc::new(Mutex::new(Trace::new()));
+        let records = SharedRecords::default();
+        let observer = Observer::default();
+        let state = Arc::new(Mutex::new(SiteState::default()));
+        let mut sim = crate::clock::simulation(spec.seed, spec.limit, Duration::from_millis(5));
+
+        // The gateway's node: gateway, KDC, collector, and a one-member cluster for its groups.
+        let settings = spec.groups.iter().map(|(g, set)| (format!("group.{g}"), set.clone())).collect();
+        let me = MemberInfo {
+            name: "gw".into(),
+            identity: gw_keys.public(),
+            address: format!("gw:{MEMBER_PORT}"),
+        };
+        let config = genesis_config("site", "ops", &operator, [me], settings);
+        let record = genesis_records(&config, &operator, &mut rng)
+            .map_err(|e| e.to_string())?
+            .remove(&gw_keys.node_id())
+            .ok_or("no genesis record for the gateway")?;
+        let (kdc_principals, kdc_hosts, kdc_settings) = (principals.clone(), table.clone(), spec.kdc);
+        let kdc_rng = fork(&mut rng);
+        let gw = gw_keys.clone();
+        let setup: SetupFn = Arc::new(move |stored| NodeSetup {
+            member: stored.map(|record| MemberRole {
+                record,
+                settings: MemberSettings::default(),
+                listen: format!("0.0.0.0:{MEMBER_PORT}"),
+                admin_listen: format!("0.0.0.0:{ADMIN_PORT}"),
+                admin_limits: ConnLimits::default(),
+            }),
+            gateway: Some(GatewayRole {
+                listen: format!("0.0.0.0:{GATEWAY_PORT}"),
+                keys: gw.clone(),
+                kdc: Kdc::new(
+                    gw.clone(),
+                    kdc_principals.clone(),
+                    kdc_hosts.clone(),
+                    kdc_settings,
+                    kdc_rng.clone(),
+                ),
+                hosts: hosts.clone(),
+                chain_tail: None,
+                signers: signers.clone(),
+                limits: ConnLimits::default(),
+            }),
+            ..NodeSetup::new(gw.clone())
+        });
+        let seen = state.clone();
+        let probe: Probe = Arc::new(move |node| {
+            let mut state = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(gateway) = node.gateway() {
+                state.gateway = gateway.held_state();
+            }
+            if let Some(collector) = node.collector() {
+                state.collector_refused = collector.refused();
+            }
+        });
+        let ctx = NodeHostContext {
+            trace: Some(trace.clone()),
+            records: records.clone(),
+            observer: observer.clone(),
+            probe: Some(probe),
+            ..NodeHostContext::new("gw", gw_keys.clone(), setup, SimDisk::with_record(record), spec.seed ^ 1)
+        };
+        sim.host("gw", move || node_host::run(ctx.clone()));
+
+        // The exec node playing every managed host.
+        let roles: Vec<ExecHostRole> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| ExecHostRole {
+                name: name.clone(),
+                keys: host_keys[i].clone(),
+                acl: spec.acl.clone(),
+                listen: format!("0.0.0.0:{}", host_port(i)),
+                settings: DaemonSettings::default(),
+                limits: ConnLimits::default(),
+            })
+            .collect();
+        let machine = if spec.collector_reachable { "gw" } else { VOID };
+        let audit = AuditLinkRole { addr: format!("{machine}:{GATEWAY_PORT}"), collector: gw_keys.public() };
+        let ek = exec_keys.clone();
+        let setup: SetupFn = Arc::new(move |_| NodeSetup {
+            exec_hosts: roles.clone(),
+            audit_link: Some(audit.clone()),
+            ..NodeSetup::new(ek.clone())
+        });
+        let seen = state.clone();
+        let probe: Probe = Arc::new(move |node| {
+            let mut state = seen.lock().unwrap_or_else(PoisonError::into_inner);
+            state.host_sessions = node.exec_daemons().map(|d| d.sessions()).sum();
+            state.host_protocol_errors = node.exec_daemons().map(|d| d.protocol_errors()).sum();
+        });
+        let ctx = NodeHostContext {
+            trace: Some(trace.clone()),
+            records: records.clone(),
+            observer: observer.clone(),
+            probe: Some(probe),
+            ..NodeHostContext::new("exec", exec_keys, setup, SimDisk::default(), spec.seed ^ 2)
+        };
+        sim.host("exec", move || node_host::run(ctx.clone()));
+        // Registered so that connecting there is refused rather than unknown.
+        sim.host(VOID, || async { std::future::pending::<turmoil::Result>().await });
+
+        let client_kdc = Kdc::new(gw_keys.clone(), principals, table, spec.kdc, fork(&mut rng));
+        let client = SiteClient {
+            gateway: gw_keys.public(),
+            hosts: host_keys.iter().map(NodeKeys::public).collect(),
+            kdc: Arc::new(Mutex::new(client_kdc)),
+            rng: Arc::new(Mutex::new(fork(&mut rng))),
+        };
+        Ok(Site { sim, client, host_keys, trace, records, observer, state })
+    }
+
+    /// Runs `script` as the site's client (after the nodes have had half a second to start),
+    /// then lets the site settle for `settle`, and returns what the nodes kept.
+    pub fn run<F>(mut self, settle: Duration, script: impl FnOnce(SiteClient) -> F) -> SiteRun
+    where
+        F: Future<Output = Result<(), String>> + 'static,
+    {
+        let outcome = Arc::new(Mutex::new(None::<Result<(), String>>));
+        let done = outcome.clone();
+        let future = script(self.client.clone());
+        self.sim.client("client", async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let result = future.await;
+            *done.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+            tokio::time::sleep(settle).await;
+            Ok(())
+        });
+        loop {
+            match self.sim.step() {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    self.observer
+                        .report_violation(self.sim.elapsed(), format!("the simulation stopped: {e}"));
+                    break;
+                }
+            }
+        }
+        let trace = self.trace.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let spawned = trace
+            .lines()
+            .iter()
+            .filter_map(|l| l.split_once("-> Spawn ").map(|(_, rest)| rest.to_owned()))
+            .collect();
+        let records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
+        let local_audit = records
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Record::LocalAudit(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        let chain = records
+            .iter()
+            .filter_map(|(_, r)| match r {
+                Record::AuditEntry(e) => Some((**e).clone()),
+                _ => None,
+            })
+            .collect();
+        let script = outcome
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .unwrap_or_else(|| Err("the client script never finished".into()));
+        SiteRun {
+            trace,
+            violation: self.observer.violation(),
+            script,
+            spawned,
+            local_audit,
+            chain,
+            state: self.state.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        }
+    }
+}
