@@ -286,7 +286,9 @@ impl NodeConfig {
             return Err(invalid("the exec role and [[exec_host]] sections go together"));
         }
         if config.has_role("exec") && config.collector.is_none() {
-            return Err(invalid("the exec role needs a [collector] section (where audit records go)"));
+            return Err(invalid(
+                "the exec role needs a [collector] section (where audit records go, and whose key signs tickets)",
+            ));
         }
         let base = path.parent().unwrap_or(Path::new(".")).to_owned();
         config.data_dir = base.join(&config.data_dir);

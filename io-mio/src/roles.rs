@@ -104,23 +104,32 @@ fn exec_roles(
             limits,
         });
     }
-    for h in &config.exec_hosts {
-        setup.exec_hosts.push(ExecHostRole {
-            name: h.name.clone(),
-            keys: keyfile::read_key_file(&h.key_file)?,
-            acl: load_toml::<Acl>(&h.acl_file)?,
-            listen: h.listen.to_string(),
-            settings: DaemonSettings::default(),
-            limits,
-        });
-    }
-    if let Some(c) = &config.collector {
-        let path = config.key_file.clone();
-        let collector = PublicIdentity {
-            signing: parse_key(&path, "collector ed25519", &c.ed25519)?,
-            agreement: parse_key(&path, "collector x25519", &c.x25519)?,
-        };
-        setup.audit_link = Some(AuditLinkRole { addr: c.address.to_string(), collector });
+    let collector = match &config.collector {
+        Some(c) => {
+            let path = config.key_file.clone();
+            let collector = PublicIdentity {
+                signing: parse_key(&path, "collector ed25519", &c.ed25519)?,
+                agreement: parse_key(&path, "collector x25519", &c.x25519)?,
+            };
+            setup.audit_link = Some(AuditLinkRole { addr: c.address.to_string(), collector });
+            Some(collector)
+        }
+        None => None,
+    };
+    // The gateway's KDC signs tickets with the gateway's key, the one the collector section names
+    // (node.toml checking makes the exec role come with that section).
+    if let Some(kdc) = collector {
+        for h in &config.exec_hosts {
+            setup.exec_hosts.push(ExecHostRole {
+                name: h.name.clone(),
+                keys: keyfile::read_key_file(&h.key_file)?,
+                kdc,
+                acl: load_toml::<Acl>(&h.acl_file)?,
+                listen: h.listen.to_string(),
+                settings: DaemonSettings::default(),
+                limits,
+            });
+        }
     }
     Ok(())
 }

@@ -291,6 +291,11 @@ impl SiteClient {
         })
     }
 
+    /// Managed host `host`'s public keys (what anyone may know).
+    pub fn host_identity(&self, host: usize) -> Option<PublicIdentity> {
+        self.hosts.get(host).copied()
+    }
+
     /// A channel straight to managed host `host`, presenting `keys`: what a gateway (or an
     /// attacker) has.
     pub async fn to_host(&self, host: usize, keys: &NodeKeys) -> Result<Conversation, String> {
@@ -432,6 +437,7 @@ impl Site {
             .map(|(i, name)| ExecHostRole {
                 name: name.clone(),
                 keys: host_keys[i].clone(),
+                kdc: gw_keys.public(),
                 acl: spec.acl.clone(),
                 listen: format!("0.0.0.0:{}", host_port(i)),
                 settings: DaemonSettings::default(),

@@ -10,9 +10,10 @@
 use std::time::Duration;
 
 use cohort_core::exec::audit::{AuditDecision, AuditRecord, verify_chain};
-use cohort_core::exec::daemon::HostWire;
+use cohort_core::exec::daemon::{ExecRequest, HostWire};
 use cohort_core::exec::gateway::{ClientEvent, ClientRequest, HeldState, HostOutcome, HostResult};
 use cohort_core::exec::kdc::KdcSettings;
+use cohort_core::exec::ticket::{Authenticator, ServiceTicket, TicketBody, request_digest};
 use cohort_core::exec::wire::{GatewayReply, GatewayWire, HostEvent};
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
@@ -133,6 +134,41 @@ fn a_ticket_for_another_host_is_refused_and_audited() {
     assert!(run.spawned.is_empty());
     assert!(run.denial("h01").expect("audited").contains("ticket refused"));
     assert!(run.denied_in_chain("ticket refused"));
+}
+
+/// A ticket is sealed to its host's public key, which anyone may know: what makes it a ticket is
+/// the KDC's signature inside. One made and signed by anyone else runs nothing.
+#[test]
+fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
+    let run = run(&SiteSpec::new(1, 14), |client| async move {
+        let forger = NodeKeys::generate(&mut seeded(67));
+        let session_key = [7u8; 32];
+        let wall = now().wall;
+        let body = TicketBody {
+            principal: "alice".into(),
+            host: "h01".into(),
+            issued: wall,
+            expires: WallClock(wall.0 + 60_000),
+            session_key,
+        };
+        let host = client.host_identity(0).ok_or("no h01")?;
+        let ticket =
+            ServiceTicket::seal(&body, &host, &forger, &mut client.rng()).map_err(|e| e.to_string())?;
+        let argv = vec!["echo".to_owned(), "pwned".to_owned()];
+        let auth = Authenticator {
+            principal: "alice".into(),
+            timestamp: wall,
+            nonce: [1; 16],
+            request_digest: request_digest("h01", "alice", &argv),
+        };
+        let authenticator = auth.seal(&session_key, "h01", &mut client.rng()).map_err(|e| e.to_string())?;
+        let request = ExecRequest { ticket, authenticator, run_as: "alice".into(), argv, max_output: 1024 };
+        talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
+        Ok(())
+    });
+    assert!(run.spawned.is_empty(), "{:?}", run.spawned);
+    assert!(run.denial("h01").expect("audited").contains("not signed by the KDC"), "{:?}", run.denial("h01"));
+    assert!(run.denied_in_chain("not signed by the KDC"));
 }
 
 #[test]

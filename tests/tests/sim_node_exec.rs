@@ -120,6 +120,7 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
         .map(|(i, h)| ExecHostRole {
             name: (*h).to_owned(),
             keys: host_keys[i].clone(),
+            kdc: gw_keys.public(),
             acl: acl.clone(),
             listen: format!("0.0.0.0:{}", host_port(i)),
             settings: DaemonSettings::default(),

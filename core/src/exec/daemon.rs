@@ -11,7 +11,7 @@ use super::acl::{Acl, AclDenied};
 use super::audit::{AuditDecision, AuditRecord};
 use super::ticket::{Authenticator, TicketError, request_digest};
 pub use super::wire::{ExecRequest, HostEvent, HostWire};
-use crate::identity::NodeKeys;
+use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::signed::Signed;
 use crate::time::{Instant, Now, WallClock};
@@ -211,6 +211,7 @@ impl OutputCap {
 pub struct ExecDaemon {
     host: String,
     keys: NodeKeys,
+    kdc: PublicIdentity,
     acl: Acl,
     settings: DaemonSettings,
     /// Authenticators made before this daemon started are refused: the replay cache is not
@@ -229,10 +230,19 @@ pub struct ExecDaemon {
 }
 
 impl ExecDaemon {
-    pub fn new(host: String, keys: NodeKeys, acl: Acl, settings: DaemonSettings, started: WallClock) -> Self {
+    /// The daemon of `host`, taking tickets signed by `kdc` only.
+    pub fn new(
+        host: String,
+        keys: NodeKeys,
+        kdc: PublicIdentity,
+        acl: Acl,
+        settings: DaemonSettings,
+        started: WallClock,
+    ) -> Self {
         ExecDaemon {
             host,
             keys,
+            kdc,
             acl,
             settings,
             started,
@@ -265,7 +275,7 @@ impl ExecDaemon {
     /// Checks everything a request must pass. Returns the principal (or the name claimed) and
     /// the refusal, if any.
     fn verify(&mut self, request: &ExecRequest, wall: WallClock) -> (String, Result<(), Refusal>) {
-        let body = match request.ticket.open(&self.keys, &self.host) {
+        let body = match request.ticket.open(&self.keys, &self.host, &self.kdc) {
             Ok(body) => body,
             Err(e) => return ("(unverified)".into(), Err(Refusal::Ticket(e))),
         };

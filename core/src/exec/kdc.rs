@@ -178,7 +178,7 @@ impl Kdc {
             expires,
             session_key: *session_key,
         };
-        let ticket = ServiceTicket::seal(&body, &identity, &mut self.rng)
+        let ticket = ServiceTicket::seal(&body, &identity, &self.keys, &mut self.rng)
             .map_err(|e: TicketError| KdcError::Issue(e.to_string()))?;
         Ok(IssuedTicket { ticket, session_key, expires })
     }

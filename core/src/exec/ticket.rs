@@ -1,5 +1,5 @@
 //! Credentials, service tickets and authenticators. Owns their contents, the HPKE sealing of a
-//! ticket to its host's key, and the AEAD sealing of an authenticator under the ticket's session
+//! KDC-signed ticket to its host's key, and the AEAD sealing of an authenticator under the ticket's session
 //! key. It never judges freshness or permission: the KDC and the exec daemon do, with the wall
 //! clock the driver passes in.
 
@@ -13,7 +13,7 @@ use zeroize::Zeroize;
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::rng::SeededRng;
 use crate::seal::{self, SealError, SealedBox};
-use crate::signed::SignedKind;
+use crate::signed::{Signed, SignedKind};
 use crate::time::WallClock;
 
 /// The ticket-granting credential the KDC issues at login and the client keeps. It is bound to
@@ -52,6 +52,10 @@ impl std::fmt::Debug for TicketBody {
     }
 }
 
+impl SignedKind for TicketBody {
+    const DOMAIN: &'static str = "exec-ticket";
+}
+
 impl Drop for TicketBody {
     fn drop(&mut self) {
         self.session_key.zeroize();
@@ -77,6 +81,8 @@ pub enum TicketError {
     Seal(SealError),
     #[error("ticket does not open with this host's key (for another host, or altered)")]
     NotForThisHost,
+    #[error("ticket is not signed by the KDC this host trusts (forged, or from another site)")]
+    NotFromKdc,
     #[error("ticket does not decode")]
     Malformed,
     #[error("authenticator does not open with the ticket's session key")]
@@ -84,20 +90,31 @@ pub enum TicketError {
 }
 
 impl ServiceTicket {
-    pub fn seal(body: &TicketBody, host: &PublicIdentity, rng: &mut SeededRng) -> Result<Self, TicketError> {
-        let mut plain = postcard::to_allocvec(body).map_err(|_| TicketError::Malformed)?;
+    /// Seals `body`, signed by the KDC, to `host`: only that host can read it, and it can tell
+    /// that the KDC (and not whoever knows the host's public key) made it.
+    pub fn seal(
+        body: &TicketBody,
+        host: &PublicIdentity,
+        kdc: &NodeKeys,
+        rng: &mut SeededRng,
+    ) -> Result<Self, TicketError> {
+        let signed = Signed::sign(body.clone(), kdc).map_err(|_| TicketError::Malformed)?;
+        let mut plain = postcard::to_allocvec(&signed).map_err(|_| TicketError::Malformed)?;
         let sealed = seal::seal(host, &ticket_info(&body.host), b"", &plain, rng).map_err(TicketError::Seal);
         plain.zeroize();
         Ok(ServiceTicket { host: body.host.clone(), sealed: sealed? })
     }
 
-    /// Opens the ticket with the host's keys; `host` is this host's own name.
-    pub fn open(&self, keys: &NodeKeys, host: &str) -> Result<TicketBody, TicketError> {
+    /// Opens the ticket with the host's keys and checks the KDC's signature; `host` is this
+    /// host's own name.
+    pub fn open(&self, keys: &NodeKeys, host: &str, kdc: &PublicIdentity) -> Result<TicketBody, TicketError> {
         let mut plain = seal::open(keys, &ticket_info(host), b"", &self.sealed)
             .map_err(|_| TicketError::NotForThisHost)?;
-        let body = postcard::from_bytes(&plain).map_err(|_| TicketError::Malformed);
+        let signed: Result<Signed<TicketBody>, _> = postcard::from_bytes(&plain);
         plain.zeroize();
-        body
+        let signed = signed.map_err(|_| TicketError::Malformed)?;
+        signed.verify(kdc).map_err(|_| TicketError::NotFromKdc)?;
+        Ok(signed.body)
     }
 }
 

@@ -45,6 +45,8 @@ pub struct GatewayRole {
 pub struct ExecHostRole {
     pub name: String,
     pub keys: NodeKeys,
+    /// The KDC whose signed tickets this host takes.
+    pub kdc: PublicIdentity,
     pub acl: Acl,
     pub listen: String,
     pub settings: DaemonSettings,
@@ -161,7 +163,8 @@ impl ExecHost {
                     TrustSet::any_peer(),
                     role.limits,
                 );
-                let daemon = ExecDaemon::new(role.name, role.keys, role.acl, role.settings, now.wall);
+                let daemon =
+                    ExecDaemon::new(role.name, role.keys, role.kdc, role.acl, role.settings, now.wall);
                 Host { daemon, listener }
             })
             .collect::<Vec<_>>();
