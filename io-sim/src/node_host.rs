@@ -3,7 +3,7 @@
 //! turmoil's clock. The loop carries out every output, then waits (biased) for what a socket task
 //! reports or the node's next deadline. It owns the mapping only; every rule is the node's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -287,24 +287,27 @@ fn check_chain(ctx: &NodeHostContext, entry: &ChainEntry) {
 }
 
 /// Invariant: no command runs before its audit record is durable at its host and in the
-/// collector's chain. The `spawned`th command of this host needs that many `Run` records kept
-/// here, and at least that many `Run` entries in the chain, which is shared by every host.
+/// collector's chain. The `spawned`th command of this node needs that many `Run` records kept
+/// here that the chain holds too (the same host and run, so another host's records cannot
+/// stand in for them).
 fn check_audited_before_spawn(ctx: &NodeHostContext, spawned: usize) {
     let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
-    let local = records
-        .iter()
-        .filter(|(host, r)| {
-            *host == ctx.name && matches!(r, Record::LocalAudit(a) if a.decision == AuditDecision::Run)
-        })
-        .count();
-    let chained = records
-        .iter()
-        .filter(|(_, r)| matches!(r, Record::AuditEntry(e) if e.record.decision == AuditDecision::Run))
-        .count();
-    if local < spawned || chained < spawned {
+    let runs = |r: &Record, here: bool| match r {
+        Record::LocalAudit(a) if here && a.decision == AuditDecision::Run => Some((a.host.clone(), a.run_id)),
+        Record::AuditEntry(e) if !here && e.record.decision == AuditDecision::Run => {
+            Some((e.record.host.clone(), e.record.run_id))
+        }
+        _ => None,
+    };
+    let chained: BTreeSet<(String, [u8; 16])> = records.iter().filter_map(|(_, r)| runs(r, false)).collect();
+    let local: Vec<(String, [u8; 16])> =
+        records.iter().filter(|(host, _)| *host == ctx.name).filter_map(|(_, r)| runs(r, true)).collect();
+    let both = local.iter().filter(|run| chained.contains(*run)).count();
+    if both < spawned {
         let what = format!(
-            "{}: command {spawned} spawned with {local} run records kept here and {chained} in the chain",
-            ctx.name
+            "{}: command {spawned} spawned with {} run records kept here, {both} of them in the chain",
+            ctx.name,
+            local.len()
         );
         ctx.observer.report_violation(turmoil::elapsed(), what);
     }
