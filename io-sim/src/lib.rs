@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod commands;
 pub mod config_change;
+pub mod members;
 pub mod node_host;
 pub mod observer;
 pub mod operator;
