@@ -6,6 +6,8 @@
 pub mod clock;
 pub mod commands;
 pub mod config_change;
+pub mod member_site;
+pub mod member_view;
 pub mod members;
 pub mod node_host;
 pub mod observer;
