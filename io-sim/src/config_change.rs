@@ -3,27 +3,20 @@
 //! the fault schedule and the report. Every run replays exactly from its seed.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use cohort_core::NodeKeys;
 use cohort_core::admin::{AdminRequest, AdminResponse};
-use cohort_core::member::genesis::{genesis_config, genesis_records};
-use cohort_core::member::{Change, ChangeRequest, MemberInfo, MemberSettings};
-use cohort_core::node::{ConnLimits, MemberRole, NodeSetup};
+use cohort_core::member::{Change, ChangeRequest, MemberSettings};
 use cohort_core::rng::{fork, seeded};
 use cohort_core::signed::Signed;
 use rand_core::RngCore;
 use serde::Serialize;
 
+use crate::members::{Genesis, admin_addr, host_name};
 use crate::node_host::{self, NodeHostContext};
 use crate::observer::Observer;
 use crate::operator;
-use crate::storage::SimDisk;
-
-/// Member datagrams and the admin channel, on every simulated member.
-const PORT: u16 = 7000;
-const ADMIN_PORT: u16 = 7001;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigChangeScenario {
@@ -106,28 +99,17 @@ enum Fault {
     Restart(usize),
 }
 
-fn host_name(i: usize) -> String {
-    format!("m{i}")
-}
-
 fn roll(rng: &mut impl RngCore, below: u64) -> u64 {
     if below == 0 { 0 } else { rng.next_u64() % below }
 }
 
 pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport {
     let mut rng = seeded(scenario.seed);
-    let operator = NodeKeys::generate(&mut rng);
-    let keys: Vec<NodeKeys> = (0..scenario.nodes).map(|_| NodeKeys::generate(&mut rng)).collect();
-    let infos = keys.iter().enumerate().map(|(i, k)| MemberInfo {
-        name: host_name(i),
-        identity: k.public(),
-        address: format!("{}:{PORT}", host_name(i)),
-    });
-    let config = genesis_config("sim", "ops", &operator, infos, BTreeMap::new());
-    let records = match genesis_records(&config, &operator, &mut rng) {
-        Ok(records) => records,
+    let genesis = match Genesis::new("sim", scenario.nodes, 0, &mut rng) {
+        Ok(genesis) => genesis,
         Err(e) => return failed_report(scenario, format!("genesis could not be sealed: {e}")),
     };
+    let (operator, keys, config) = (&genesis.operator, &genesis.keys, &genesis.config);
 
     let change_at = Duration::from_millis(2_000 + roll(&mut rng, 1_000));
     let random_author = roll(&mut rng, scenario.nodes as u64) as usize;
@@ -138,7 +120,7 @@ pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport 
         changes: vec![Change::Set { key: "changed-by".into(), value: host_name(author) }],
         operator: operator.public().signing,
     };
-    let Ok(request) = Signed::sign(request, &operator) else {
+    let Ok(request) = Signed::sign(request, operator) else {
         return failed_report(scenario, "the change request could not be signed".into());
     };
 
@@ -172,35 +154,20 @@ pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport 
         scenario.limit + Duration::from_secs(10),
         Duration::from_millis(10),
     );
-    for (i, member_keys) in keys.iter().enumerate() {
-        let Some(record) = records.get(&member_keys.node_id()) else {
+    for i in 0..scenario.nodes {
+        let seed = fork(&mut rng).next_u64();
+        let Some(ctx) = genesis.context(i, settings, seed) else {
             return failed_report(scenario, format!("no genesis record for m{i}"));
         };
-        let node_keys = member_keys.clone();
-        let setup: node_host::SetupFn = Arc::new(move |record| NodeSetup {
-            member: record.map(|record| MemberRole {
-                record,
-                settings,
-                listen: format!("0.0.0.0:{PORT}"),
-                admin_listen: format!("0.0.0.0:{ADMIN_PORT}"),
-                admin_limits: ConnLimits::default(),
-            }),
-            ..NodeSetup::new(node_keys.clone())
-        });
-        let disk = SimDisk::with_record(record.clone());
-        let seed = fork(&mut rng).next_u64();
-        let ctx = NodeHostContext {
-            observer: observer.clone(),
-            loss: scenario.loss,
-            ..NodeHostContext::new(&host_name(i), member_keys.clone(), setup, disk, seed)
-        };
+        let ctx = NodeHostContext { observer: observer.clone(), loss: scenario.loss, ..ctx };
         sim.host(host_name(i), move || node_host::run(ctx.clone()));
     }
     // The operator asks the author over its admin channel, as `cohort admin set` would, until a
     // change is accepted (the author may be down or cut off when it first asks).
-    let author_addr = format!("{}:{ADMIN_PORT}", host_name(author));
+    let author_addr = admin_addr(author);
     let author_identity = keys[author].public();
     let operator_rng = fork(&mut rng);
+    let operator = operator.clone();
     sim.client("operator", async move {
         tokio::time::sleep(change_at).await;
         let change = AdminRequest::Change(request);
@@ -250,7 +217,7 @@ pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport 
         if observer.violation().is_some() {
             break;
         }
-        if next_fault >= faults.len() && converged(&observer, &keys) {
+        if next_fault >= faults.len() && converged(&observer, keys) {
             converged_at = Some(elapsed);
             break;
         }
@@ -266,7 +233,7 @@ pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport 
             }
         }
     }
-    report(scenario, &observer, &keys, converged_at, sim.elapsed())
+    report(scenario, &observer, keys, converged_at, sim.elapsed())
 }
 
 /// Every member has the accepted change (or something newer) active.

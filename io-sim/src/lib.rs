@@ -6,6 +6,9 @@
 pub mod clock;
 pub mod config_change;
 pub mod exec_site;
+pub mod member_site;
+pub mod member_view;
+pub mod members;
 pub mod node_host;
 pub mod observer;
 pub mod operator;

@@ -1,14 +1,20 @@
-//! One test per rule of DESIGN.md "Cluster member" (rules 1-9), on an in-memory cluster.
+//! One test per rule of DESIGN.md "Cluster member" (rules 1-9), each member a core node on the one
+//! turmoil host driver: the operator speaks over the admin channel, a forger puts datagrams on a
+//! member's port, partitions hold announcements back, crashes lose what was not synced. The
+//! assertions read what members hold and refuse and what the operator is told; the observer
+//! checks the invariants at every step (a broken one fails the run). Where a rule is about one
+//! member's own choices that no network run can show, its test is a unit test of the member
+//! machine in `core/src/member/tests.rs`.
 
 use std::time::Duration;
 
 use cohort_core::NodeKeys;
-use cohort_core::member::{
-    Change, ChangeError, LookupAnswer, MemberInput, MemberMessage, MemberOutput, Status,
-};
+use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply};
+use cohort_core::member::{Change, ChangeError, MemberMessage, Status, Version};
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
-use cohort_tests::cluster::{Event, MemCluster};
+use cohort_core::trace::short;
+use cohort_io_sim::member_site::{CLUSTER_ID, MemberSite, SiteResult};
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -16,357 +22,403 @@ fn set(key: &str, value: &str) -> Vec<Change> {
     vec![Change::Set { key: key.into(), value: value.into() }]
 }
 
-fn installs(cluster: &MemCluster) -> Vec<(usize, cohort_core::member::Version)> {
-    cluster
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Installed { member, version, .. } => Some((*member, *version)),
-            _ => None,
-        })
-        .collect()
+/// The version the operator was told its change was accepted as.
+fn accepted(answer: AdminResponse) -> Version {
+    match answer {
+        AdminResponse::ChangeAccepted { version } => version,
+        other => panic!("the change was not accepted: {other:?}"),
+    }
 }
 
-fn accepted_version(cluster: &MemCluster, member: usize) -> cohort_core::member::Version {
-    cluster
-        .events
-        .iter()
-        .rev()
-        .find_map(|e| match e {
-            Event::Output { member: m, output: MemberOutput::ChangeAccepted { version, .. } }
-                if *m == member =>
-            {
-                Some(*version)
-            }
-            _ => None,
-        })
-        .expect("the change was accepted")
+/// Why the operator was told its change was rejected.
+fn rejected(answer: AdminResponse) -> String {
+    match answer {
+        AdminResponse::ChangeRejected { reason } => reason,
+        other => panic!("the change was not rejected: {other:?}"),
+    }
 }
 
-/// A Status from member `from` as it would sign one, with fields adjusted by `edit`.
-fn crafted_status(
-    cluster: &MemCluster,
+/// A Status in member `from`'s name, as it would send one now with sequence number `seq`, signed
+/// by `signer` and then adjusted by `edit` (before signing), as one datagram.
+fn status(
+    site: &MemberSite,
     from: usize,
     signer: &NodeKeys,
+    seq: u64,
     edit: impl FnOnce(&mut Status),
-) -> Vec<u8> {
-    let mut status = Status {
-        cluster_id: "test-cluster".into(),
-        sender: cluster.keys[from].node_id(),
-        active: cluster.member(0).active_version(),
+) -> SiteResult<Vec<u8>> {
+    let sender = site.node_id(from)?;
+    let mut others: Vec<_> =
+        (0..site.nodes()).filter(|i| *i != from).map(|i| site.keys(i)).collect::<Result<_, _>>()?;
+    // A member names its recipients in the order of their node ids.
+    others.sort_by_key(|k| k.node_id());
+    let mut body = Status {
+        cluster_id: CLUSTER_ID.into(),
+        sender,
+        active: site.view(from)?.active_version(),
         staged: None,
-        seq: u64::MAX / 2,
-        recipients: cluster.keys.iter().map(|k| k.public().key_digest()).collect(),
+        seq,
+        recipients: others.iter().map(|k| k.public().key_digest()).collect(),
     };
-    edit(&mut status);
-    MemberMessage::Status(Signed::sign(status, signer).expect("signs")).to_wire().expect("encodes")
+    edit(&mut body);
+    let signed = Signed::sign(body, signer).expect("signs");
+    Ok(MemberMessage::Status(signed).to_wire().expect("encodes"))
+}
+
+/// The sequence number of a member's `n`th Status after its first boot (epoch 1 in the high half).
+fn first_boot_seq(n: u32) -> u64 {
+    (1 << 32) | u64::from(n)
 }
 
 #[test]
-fn rule1_every_member_sends_every_other_a_signed_status_each_heartbeat() {
-    let mut cluster = MemCluster::new(3, 1);
-    cluster.run_for(HEARTBEAT * 3 + Duration::from_millis(500));
-    for i in 0..3 {
-        let sends: Vec<&Status> = cluster
-            .sent_by(i)
-            .into_iter()
-            .filter_map(|(_, m)| match m {
-                MemberMessage::Status(s) => Some(&s.body),
-                _ => None,
-            })
-            .collect();
-        // One at boot, then one per heartbeat, to each of the two others.
-        assert_eq!(sends.len(), 2 * 4, "member {i}");
-        for status in &sends {
-            assert_eq!(status.sender, cluster.keys[i].node_id());
-            assert_eq!(status.recipients.len(), 2, "the other members' digests");
-            assert!(!status.recipients.contains(&cluster.keys[i].public().key_digest()));
+fn rule1_every_member_sends_every_other_a_signed_status_each_heartbeat() -> SiteResult<()> {
+    let mut site = MemberSite::new(3, 1)?;
+    site.run_for(HEARTBEAT * 3 + Duration::from_millis(500))?;
+    for r in 0..3 {
+        let view = site.view(r)?;
+        // Nothing refused: every Status was signed by its sender, named this member as a
+        // recipient, and carried a higher sequence number than the one before.
+        assert_eq!(view.all_drops(), 0, "m{r} refused {:?}", view.drops);
+        for s in (0..3).filter(|s| *s != r) {
+            let sender = site.node_id(s)?;
+            // One at boot, then one per heartbeat.
+            assert_eq!(view.heard.get(&sender), Some(&4), "m{r} accepted from m{s}");
+            let peer = view.peers.get(&sender).expect("heard");
+            assert_eq!((peer.active, peer.staged), (site.genesis_version(), None), "what m{s} runs");
+            let ago = site.elapsed() - peer.last_heard.since_start();
+            assert!(ago < HEARTBEAT, "m{r} last heard m{s} {ago:?} ago");
         }
-        // One signature per heartbeat, shared by its recipients; sequence numbers strictly rise.
-        let mut seqs: Vec<u64> = sends.iter().map(|s| s.seq).collect();
-        seqs.dedup();
-        assert_eq!(seqs.len(), 4);
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
     }
+    Ok(())
 }
 
 #[test]
-fn rule2_status_from_unknown_key_bad_signature_replayed_or_missing_digest_is_dropped() {
-    let mut cluster = MemCluster::new(3, 2);
-    cluster.run_for(HEARTBEAT);
+fn rule2_status_from_unknown_key_bad_signature_replayed_or_missing_digest_is_dropped() -> SiteResult<()> {
+    let mut site = MemberSite::new(3, 2)?;
+    // Between heartbeats, so each forgery is handled on its own.
+    site.run_for(HEARTBEAT + HEARTBEAT / 2)?;
     let stranger = NodeKeys::generate(&mut seeded(777));
+    let (m1, m2) = (site.keys(1)?.clone(), site.keys(2)?.clone());
+    let heard_before = site.view(0)?.heard;
 
-    // Unknown key: claims to be a sender not in the roster.
-    let unknown = {
-        let mut status_bytes = crafted_status(&cluster, 1, &stranger, |_| {});
-        let mut msg = MemberMessage::from_wire(&status_bytes).expect("decodes");
-        if let MemberMessage::Status(s) = &mut msg {
-            s.body.sender = stranger.node_id();
-            *s = Signed::sign(s.body.clone(), &stranger).expect("signs");
-        }
-        status_bytes = msg.to_wire().expect("encodes");
-        status_bytes
-    };
-    cluster.inject(0, unknown);
-    assert_eq!(cluster.drops_of(0, "unknown-sender"), 1);
+    // A key not in the roster, in its own name.
+    let unknown = status(&site, 1, &stranger, u64::MAX / 2, |s| s.sender = stranger.node_id())?;
+    site.inject(0, unknown)?;
+    assert_eq!(site.view(0)?.drops_of("unknown-sender"), 1);
 
-    // Bad signature: member 1's name, a stranger's signature.
-    cluster.inject(0, crafted_status(&cluster, 1, &stranger, |_| {}));
-    assert_eq!(cluster.drops_of(0, "bad-signature"), 1);
+    // Member 1's name, a stranger's signature.
+    site.inject(0, status(&site, 1, &stranger, u64::MAX / 2, |_| {})?)?;
+    assert_eq!(site.view(0)?.drops_of("bad-signature"), 1);
 
-    // Replayed: a genuine Status delivered twice.
-    let genuine = crafted_status(&cluster, 1, &cluster.keys[1].clone(), |_| {});
-    cluster.inject(0, genuine.clone());
-    cluster.inject(0, genuine);
-    assert_eq!(cluster.drops_of(0, "stale-sequence"), 1);
+    // Member 1's heartbeats replayed: its first, and the last one member 0 accepted from it (its
+    // second, a heartbeat ago), each the very datagram member 0 received before.
+    for n in [1, 2] {
+        let replay = status(&site, 1, &m1, first_boot_seq(n), |_| {})?;
+        let delivered = format!("<- Datagram {}", short(&replay));
+        assert!(
+            site.trace().lines().iter().any(|l| l.contains(" m0 ") && l.ends_with(&delivered)),
+            "the replayed bytes are a datagram member 0 received before"
+        );
+        site.inject(0, replay)?;
+    }
+    assert_eq!(site.view(0)?.drops_of("stale-sequence"), 2);
 
-    // Lacking the receiver's digest.
-    let keys2 = cluster.keys[2].clone();
-    let me = cluster.keys[0].public().key_digest();
-    cluster.inject(0, crafted_status(&cluster, 2, &keys2, |s| s.recipients.retain(|d| *d != me)));
-    assert_eq!(cluster.drops_of(0, "not-a-recipient"), 1);
+    // Member 2's signature on a Status that does not name member 0 as a recipient.
+    let me = site.keys(0)?.public().key_digest();
+    site.inject(0, status(&site, 2, &m2, u64::MAX / 2, |s| s.recipients.retain(|d| *d != me))?)?;
+    assert_eq!(site.view(0)?.drops_of("not-a-recipient"), 1);
 
-    // Garbage bytes.
-    cluster.inject(0, vec![1, 0xff, 0xff, 0x03]);
-    assert_eq!(cluster.drops_of(0, "undecodable"), 1);
+    site.inject(0, vec![1, 0xff, 0xff, 0x03])?;
+    assert_eq!(site.view(0)?.drops_of("undecodable"), 1);
+
+    // None of it disturbed the members' own heartbeats, and the operator sees each refusal.
+    site.run_for(HEARTBEAT * 2)?;
+    let view = site.view(0)?;
+    for s in [1, 2] {
+        let id = site.node_id(s)?;
+        assert_eq!(view.heard.get(&id).copied(), heard_before.get(&id).map(|n| n + 2), "m0 still hears m{s}");
+    }
+    let dropped = site.status(0)?.dropped;
+    let expected = [
+        ("bad-signature", 1),
+        ("not-a-recipient", 1),
+        ("stale-sequence", 2),
+        ("undecodable", 1),
+        ("unknown-sender", 1),
+    ];
+    assert_eq!(dropped, expected.map(|(kind, n)| (kind.to_owned(), n)), "what `cohort status` shows");
+    Ok(())
 }
 
 #[test]
-fn rule3_a_newer_version_starts_syncing_and_lookups_are_declined() {
-    let mut cluster = MemCluster::new(3, 3);
-    cluster.run_for(HEARTBEAT);
-    cluster.feed(1, MemberInput::Lookup { request_id: 1, key: Some("dns".into()) });
-    cluster.pump();
-    // Member 2 cannot hear from member 0 (the author), so it stays syncing.
-    cluster.cut.insert((0, 2));
-    cluster.change(0, set("dns", "10.0.0.53"));
-    cluster.run_for(Duration::from_millis(1200));
-    let m2 = cluster.member(2);
-    assert!(m2.is_syncing(), "member 2 has heard of a newer version");
-    cluster.feed(2, MemberInput::Lookup { request_id: 2, key: Some("dns".into()) });
-    cluster.pump();
-    let answers: Vec<&LookupAnswer> = cluster
-        .events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Output { output: MemberOutput::LookupAnswer { answer, .. }, .. } => Some(answer),
-            _ => None,
-        })
-        .collect();
-    assert!(matches!(answers[0], LookupAnswer::Value { value: None, .. }));
-    assert_eq!(answers[1], &LookupAnswer::Declined { retry_after: HEARTBEAT });
-    // It fetched from the author, and with the author unreachable, from the member that told it.
-    let fetch_targets: Vec<usize> = cluster
-        .sent_by(2)
-        .into_iter()
-        .filter(|(_, m)| matches!(m, MemberMessage::Fetch(_)))
-        .map(|(to, _)| to)
-        .collect();
-    assert_eq!(fetch_targets.first(), Some(&0));
-    assert!(fetch_targets.contains(&1));
+fn rule3_a_newer_version_starts_syncing_and_lookups_are_declined() -> SiteResult<()> {
+    let mut site = MemberSite::new(3, 3)?;
+    site.run_for(HEARTBEAT)?;
+    let genesis = site.genesis_version();
+    let answer = site.lookup(1, Some("dns"))?;
+    assert_eq!(answer, LookupReply::Value { version: genesis, key: "dns".into(), value: None });
+    // Member 2 cannot hear from member 0, the author: it learns of the change from member 1.
+    site.cut_oneway(0, 2);
+    let version = accepted(site.change(0, set("dns", "10.0.0.53"))?);
+    site.run_for(Duration::from_millis(1200))?;
+    let m2 = site.view(2)?;
+    assert!(m2.syncing, "member 2 has heard of {version}");
+    assert_eq!(m2.active_version(), genesis);
+    assert_eq!(site.lookup(2, Some("dns"))?, LookupReply::Declined { retry_after_ms: 1000 });
+    // Once member 2 hears the author again, it installs, stops syncing, and answers from the new
+    // version.
+    site.heal();
+    site.run_for(HEARTBEAT * 3)?;
+    assert!(site.installed_everywhere(version));
+    assert!(!site.view(2)?.syncing);
+    let answer = site.lookup(2, Some("dns"))?;
+    assert_eq!(answer, LookupReply::Value { version, key: "dns".into(), value: Some("10.0.0.53".into()) });
+    Ok(())
 }
 
 #[test]
-fn rule4_a_member_fetches_only_its_own_entry_and_tampering_keeps_the_old_configuration() {
-    let mut cluster = MemCluster::new(3, 4);
-    cluster.run_for(HEARTBEAT);
-    let before = cluster.member(1).active_version();
-    cluster.isolate(1);
-    cluster.change(0, set("ntp", "pool.example"));
-    cluster.run_for(HEARTBEAT);
-    // The reply member 0 sent to member 2 holds member 2's entry only.
-    let replies: Vec<(usize, MemberMessage)> = cluster
-        .sent_by(0)
-        .into_iter()
-        .filter(|(_, m)| matches!(m, MemberMessage::FetchReply { .. }))
-        .map(|(to, m)| (to, m.clone()))
-        .collect();
-    let (_, MemberMessage::FetchReply { header, entry }) =
-        replies.iter().find(|(to, _)| *to == 2).expect("member 2 fetched").clone()
-    else {
-        unreachable!()
-    };
-    assert_eq!(header.body.entries.get(&cluster.keys[2].public().key_digest()), Some(&entry.digest()));
+fn rule4_a_member_fetches_only_its_own_entry_and_tampering_keeps_the_old_configuration() -> SiteResult<()> {
+    let mut site = MemberSite::new(3, 4)?;
+    site.run_for(HEARTBEAT)?;
+    let before = site.view(1)?.active_version();
+    site.isolate(1);
+    let version = accepted(site.change(0, set("ntp", "pool.example"))?);
+    site.run_for(HEARTBEAT)?;
+    let digest = |i: usize| site.keys(i).map(|k| k.public().key_digest());
 
-    // Member 1 is cut off; hand it member 2's entry, then a tampered header, then a tampered entry.
-    cluster.inject(
-        1,
-        MemberMessage::FetchReply { header: header.clone(), entry: entry.clone() }
-            .to_wire()
-            .expect("encodes"),
-    );
+    // Member 2 fetched and holds its own entry only; the author holds every member's.
+    let fetched = site.view(2)?.staged.expect("member 2 staged the change").block;
+    assert_eq!(fetched.entries.keys().copied().collect::<Vec<_>>(), vec![digest(2)?]);
+    let authored = site.view(0)?.staged.expect("the author staged the change").block;
+    assert_eq!(authored.entries.len(), 3);
+
+    // Member 1 is cut off from the members. A forger hands it member 2's entry, its own entry
+    // under a tampered header, and its own entry tampered.
+    let (header, entry_2) = authored.entry_for(&digest(2)?).expect("member 2's entry");
+    let (_, entry_1) = authored.entry_for(&digest(1)?).expect("member 1's entry");
     let mut bad_header = header.clone();
     bad_header.body.config_hash[0] ^= 1;
-    cluster.inject(
-        1,
-        MemberMessage::FetchReply { header: bad_header, entry: entry.clone() }.to_wire().expect("encodes"),
-    );
-    let mut bad_entry = entry;
+    let mut bad_entry = entry_1.clone();
     bad_entry.ciphertext[0] ^= 1;
-    cluster.inject(1, MemberMessage::FetchReply { header, entry: bad_entry }.to_wire().expect("encodes"));
-    assert_eq!(cluster.drops_of(1, "bad-block"), 3);
-    assert_eq!(cluster.member(1).active_version(), before);
-    assert_eq!(cluster.member(1).staged_version(), None);
+    for (header, entry) in [(header.clone(), entry_2), (bad_header, entry_1), (header, bad_entry)] {
+        site.inject(1, MemberMessage::FetchReply { header, entry }.to_wire().expect("encodes"))?;
+    }
+    let m1 = site.view(1)?;
+    assert_eq!(m1.drops_of("bad-block"), 3, "{:?}", m1.drops);
+    assert_eq!((m1.active_version(), m1.staged_version()), (before, None));
+
+    // Once it can reach the author again, it gets the genuine block and everyone installs it.
+    site.heal();
+    site.run_for(HEARTBEAT * 3)?;
+    assert!(site.installed_everywhere(version));
+    Ok(())
 }
 
 #[test]
-fn rule5_install_waits_for_two_announcements_from_every_other_member() {
-    let mut cluster = MemCluster::new(5, 5);
-    cluster.run_for(HEARTBEAT);
-    cluster.isolate(4);
-    cluster.change(0, set("k", "v"));
-    let version = accepted_version(&cluster, 0);
-    cluster.run_for(HEARTBEAT * 10);
-    assert!(installs(&cluster).is_empty(), "no member installs while one member is cut off");
+fn rule5_install_waits_for_two_announcements_from_every_other_member() -> SiteResult<()> {
+    let mut site = MemberSite::new(5, 5)?;
+    site.run_for(HEARTBEAT)?;
+    site.isolate(4);
+    let version = accepted(site.change(0, set("k", "v"))?);
+    site.run_for(HEARTBEAT * 10)?;
+    assert_eq!(site.installs(), [], "no member installs while one member is cut off");
     for i in 0..4 {
-        assert_eq!(cluster.member(i).staged_version(), Some(version), "member {i} staged it");
+        assert_eq!(site.view(i)?.staged_version(), Some(version), "member {i} staged it");
     }
-    cluster.heal();
-    cluster.run_for(HEARTBEAT * 4);
-    assert!(cluster.installed_everywhere(version));
-    // No install happened before every other member had announced it twice to the installer:
-    // MemCluster checks that at every install from the messages it delivered.
-    for (member, installed) in installs(&cluster) {
+    site.heal();
+    let healed = site.elapsed();
+    site.run_for(HEARTBEAT * 4)?;
+    assert!(site.installed_everywhere(version));
+    // The observer checked at every install that the installer had heard the version announced
+    // twice by every other member since staging it; the run would have failed otherwise.
+    let installs = site.installs();
+    assert_eq!(installs.len(), 5);
+    for (member, installed, at) in installs {
         assert_eq!(installed, version, "member {member}");
+        assert!(at > healed, "member {member} installed at {at:?}, before the heal at {healed:?}");
     }
+    Ok(())
 }
 
 #[test]
-fn rule6_two_concurrent_changes_end_with_everyone_on_the_highest_version() {
-    let mut cluster = MemCluster::new(5, 6);
-    cluster.run_for(HEARTBEAT);
-    cluster.change(1, set("who", "one"));
-    cluster.change(3, set("who", "three"));
-    let (a, b) = (accepted_version(&cluster, 1), accepted_version(&cluster, 3));
+fn rule6_two_concurrent_changes_end_with_everyone_on_the_highest_version() -> SiteResult<()> {
+    let mut site = MemberSite::new(5, 6)?;
+    site.run_for(HEARTBEAT)?;
+    // Members 1 and 3 each take a change while neither can hear of the other's.
+    site.isolate(1);
+    site.isolate(3);
+    let a = accepted(site.change(1, set("who", "one"))?);
+    let b = accepted(site.change(3, set("who", "three"))?);
     assert_eq!(a.counter, b.counter, "both changes saw the same history");
+    site.heal();
     let winner = a.max(b);
-    cluster.run_for(HEARTBEAT * 5);
-    assert!(cluster.installed_everywhere(winner));
+    site.run_for(HEARTBEAT * 5)?;
+    assert!(site.installed_everywhere(winner));
     let expected = if winner == a { "one" } else { "three" };
-    for i in 0..5 {
-        assert_eq!(cluster.member(i).active().config.settings.get("who").map(String::as_str), Some(expected));
+    for (i, view) in site.views().iter().enumerate() {
+        assert_eq!(view.setting("who"), Some(expected), "member {i}");
     }
+    Ok(())
+}
+
+/// Rule 6 meets rule 5: members that staged the lower of two concurrent versions replace it with
+/// the higher one, and count announcements afresh: announcements of the lower version never help
+/// install the higher.
+#[test]
+fn rule6_a_replaced_staged_version_starts_its_count_of_announcements_afresh() -> SiteResult<()> {
+    let mut site = MemberSite::new(5, 16)?;
+    site.run_for(HEARTBEAT)?;
+    // Of members 1 and 3, the one with the higher id authors the version that wins (same counter).
+    let (low, high) = if site.node_id(1)? < site.node_id(3)? { (1, 3) } else { (3, 1) };
+    site.isolate(high);
+    let lower = accepted(site.change(low, set("who", "low"))?);
+    let higher = accepted(site.change(high, set("who", "high"))?);
+    assert_eq!(lower.counter, higher.counter, "both changes saw the same history");
+    assert!(higher > lower);
+    // The four others stage the lower version and announce it to each other, again and again,
+    // waiting on the member cut off.
+    site.run_for(HEARTBEAT * 3)?;
+    for i in (0..5).filter(|i| *i != high) {
+        assert_eq!(site.view(i)?.staged_version(), Some(lower), "member {i}");
+    }
+    assert_eq!(site.installs(), []);
+    // The author of the higher version comes back while member 0 is cut off. The others replace
+    // the lower version with the higher; member 0 has announced only the lower one, so nobody may
+    // install yet, however often it announced that.
+    site.heal();
+    site.isolate(0);
+    site.run_for(HEARTBEAT * 3)?;
+    for i in 1..5 {
+        assert_eq!(site.view(i)?.staged_version(), Some(higher), "member {i}");
+    }
+    assert_eq!(site.installs(), [], "an install counted announcements of the version it replaced");
+    site.heal();
+    site.run_for(HEARTBEAT * 5)?;
+    // The observer checked each install against announcements of `higher` since it was staged.
+    assert!(site.installed_everywhere(higher));
+    assert!(site.installs().iter().all(|(_, version, _)| *version == higher));
+    assert!(site.views().iter().all(|v| v.setting("who") == Some("high")));
+    Ok(())
 }
 
 #[test]
-fn rule7_only_a_listed_operator_with_a_valid_signature_and_fresh_base_changes_the_configuration() {
-    let mut cluster = MemCluster::new(3, 7);
-    cluster.run_for(HEARTBEAT);
-    let rejections = |cluster: &MemCluster| -> Vec<ChangeError> {
-        cluster
-            .events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Output { output: MemberOutput::ChangeRejected { error, .. }, .. } => {
-                    Some(error.clone())
-                }
-                _ => None,
-            })
-            .collect()
-    };
+fn rule7_only_a_listed_operator_with_a_valid_signature_and_fresh_base_changes_the_configuration()
+-> SiteResult<()> {
+    let mut site = MemberSite::new(3, 7)?;
+    site.run_for(HEARTBEAT)?;
+    let genesis = site.genesis_version();
     let stranger = NodeKeys::generate(&mut seeded(5));
-    let mut request = cluster.signed_change(2, set("a", "b"));
+    let operator = site.operator().clone();
+
+    // A key the configuration does not list gets no admin channel at all.
+    assert!(site.ask(2, &stranger, AdminRequest::Status).is_err(), "a stranger was answered");
+
+    // A request signed by that key, carried on the operator's channel: the member refuses it.
+    let mut request = site.change_request(genesis, set("a", "b"))?;
     request.body.operator = stranger.public().signing;
-    let forged = Signed::sign(request.body.clone(), &stranger).expect("signs");
-    cluster.feed(2, MemberInput::Change { request_id: 10, request: forged });
-    let mut tampered = cluster.signed_change(2, set("a", "b"));
+    let forged = Signed::sign(request.body, &stranger).expect("signs");
+    let reason = rejected(site.ask(2, &operator, AdminRequest::Change(forged))?);
+    let unknown = cohort_core::NodeId::of_signing_key(&stranger.public().signing);
+    assert_eq!(reason, ChangeError::UnknownOperator(unknown).to_string());
+
+    // The operator's request, altered after it was signed.
+    let mut tampered = site.change_request(genesis, set("a", "b"))?;
     tampered.body.changes = set("a", "evil");
-    cluster.feed(2, MemberInput::Change { request_id: 11, request: tampered });
-    cluster.pump();
-    let errors = rejections(&cluster);
-    assert!(matches!(errors[0], ChangeError::UnknownOperator(_)));
-    assert_eq!(errors[1], ChangeError::BadSignature);
+    let reason = rejected(site.ask(2, &operator, AdminRequest::Change(tampered))?);
+    assert_eq!(reason, ChangeError::BadSignature.to_string());
 
     // A good change at member 2 (any member may take one) reaches all.
-    cluster.change(2, set("a", "b"));
-    let version = accepted_version(&cluster, 2);
-    assert_eq!(version.author, cluster.keys[2].node_id());
-    assert_eq!(version.counter, 2);
-    cluster.run_for(HEARTBEAT * 3);
-    assert!(cluster.installed_everywhere(version));
+    let version = accepted(site.change(2, set("a", "b"))?);
+    assert_eq!((version.counter, version.author), (2, site.node_id(2)?));
+    site.run_for(HEARTBEAT * 3)?;
+    assert!(site.installed_everywhere(version));
+    assert!(site.views().iter().all(|v| v.setting("a") == Some("b")));
 
     // A request based on a version older than the active one is stale.
-    let mut old = cluster.signed_change(0, set("a", "c"));
-    old.body.base.counter = 1;
-    let old = Signed::sign(old.body, &cluster.operator).expect("signs");
-    cluster.feed(0, MemberInput::Change { request_id: 12, request: old });
-    cluster.pump();
-    assert!(matches!(rejections(&cluster).last(), Some(ChangeError::Stale { .. })));
+    let old = site.change_request(genesis, set("a", "c"))?;
+    let reason = rejected(site.ask(0, &operator, AdminRequest::Change(old))?);
+    assert_eq!(reason, ChangeError::Stale { base: genesis, active: version }.to_string());
+    Ok(())
 }
 
 #[test]
-fn rule8_a_removed_members_messages_are_dropped_after_install() {
-    let mut cluster = MemCluster::new(4, 8);
-    cluster.run_for(HEARTBEAT);
-    let removed = cluster.keys[3].node_id();
-    cluster.change(0, vec![Change::RemoveMember(removed)]);
-    let version = accepted_version(&cluster, 0);
-    cluster.run_for(HEARTBEAT * 4);
+fn rule8_a_removed_members_messages_are_dropped_after_install() -> SiteResult<()> {
+    let mut site = MemberSite::new(4, 8)?;
+    site.run_for(HEARTBEAT)?;
+    let removed = site.node_id(3)?;
+    let version = accepted(site.change(0, vec![Change::RemoveMember(removed)])?);
+    site.run_for(HEARTBEAT * 4)?;
     for i in 0..3 {
-        assert_eq!(cluster.member(i).active_version(), version, "member {i}");
-        assert!(!cluster.member(i).active().config.is_member(&removed));
+        let view = site.view(i)?;
+        assert_eq!(view.active_version(), version, "member {i}");
+        assert!(!view.active.config.is_member(&removed));
     }
     // Member 3 never gets an entry for a configuration without it; it keeps its old one.
-    assert_ne!(cluster.member(3).active_version(), version);
-    let before: u64 = (0..3).map(|i| cluster.drops_of(i, "unknown-sender")).sum();
-    cluster.run_for(HEARTBEAT * 2);
-    let after: u64 = (0..3).map(|i| cluster.drops_of(i, "unknown-sender")).sum();
-    assert!(after > before, "the removed member's heartbeats are dropped");
+    assert_ne!(site.view(3)?.active_version(), version);
+    let unknown = |site: &MemberSite| -> SiteResult<u64> {
+        (0..3).map(|i| site.view(i).map(|v| v.drops_of("unknown-sender"))).sum()
+    };
+    let before = unknown(&site)?;
+    site.run_for(HEARTBEAT * 2)?;
+    assert!(unknown(&site)? > before, "the removed member's heartbeats are dropped");
+    Ok(())
 }
 
 #[test]
-fn rule8_an_added_member_joins_and_the_install_waits_for_it() {
+fn rule8_an_added_member_joins_and_the_install_waits_for_it() -> SiteResult<()> {
     // Three founders; node 3 was provisioned with the genesis configuration but is not a member.
-    let mut cluster = MemCluster::with_joiners(3, 1, 14);
-    cluster.run_for(HEARTBEAT * 2);
-    let joiner = cluster.keys[3].node_id();
-    assert!(cluster.drops_of(0, "unknown-sender") > 0, "a non-member's heartbeats are dropped");
-    cluster.change(1, vec![Change::AddMember(cluster.info(3))]);
-    let version = accepted_version(&cluster, 1);
-    cluster.run_for(HEARTBEAT * 4);
-    assert!(cluster.installed_everywhere(version), "all four, the joiner included, run {version}");
-    for i in 0..4 {
-        assert!(cluster.member(i).active().config.is_member(&joiner));
+    let mut site = MemberSite::with_joiners(3, 1, 14)?;
+    site.run_for(HEARTBEAT * 2)?;
+    let joiner = site.node_id(3)?;
+    assert!(site.view(0)?.drops_of("unknown-sender") > 0, "a non-member's heartbeats are dropped");
+    let version = accepted(site.change(1, vec![Change::AddMember(site.info(3)?)])?);
+    site.run_for(HEARTBEAT * 4)?;
+    assert!(site.installed_everywhere(version), "all four, the joiner included, run {version}");
+    for (i, view) in site.views().iter().enumerate() {
+        assert!(view.active.config.is_member(&joiner), "member {i}");
     }
     // Now the joiner's heartbeats count: no new drops of its messages.
-    let before = cluster.drops_of(0, "unknown-sender");
-    cluster.run_for(HEARTBEAT * 2);
-    assert_eq!(cluster.drops_of(0, "unknown-sender"), before);
+    let before = site.view(0)?.drops_of("unknown-sender");
+    site.run_for(HEARTBEAT * 2)?;
+    assert_eq!(site.view(0)?.drops_of("unknown-sender"), before);
+    assert!(site.view(0)?.heard.get(&joiner).is_some_and(|n| *n >= 2), "member 0 hears the joiner");
+    Ok(())
 }
 
 #[test]
-fn a_member_crashed_while_staging_recovers_its_staged_state_from_storage() {
-    let mut cluster = MemCluster::new(3, 9);
-    cluster.run_for(HEARTBEAT);
-    cluster.isolate(2);
-    cluster.change(0, set("x", "1"));
-    let version = accepted_version(&cluster, 0);
-    cluster.run_for(HEARTBEAT);
-    assert_eq!(cluster.member(1).staged_version(), Some(version));
-    cluster.crash(1);
-    cluster.run_for(HEARTBEAT);
-    cluster.restart(1);
-    assert_eq!(cluster.member(1).staged_version(), Some(version), "staged state came back from storage");
-    cluster.heal();
-    cluster.run_for(HEARTBEAT * 4);
-    assert!(cluster.installed_everywhere(version));
+fn a_member_crashed_while_staging_recovers_its_staged_state_from_storage() -> SiteResult<()> {
+    let mut site = MemberSite::new(3, 9)?;
+    site.run_for(HEARTBEAT)?;
+    site.isolate(2);
+    let version = accepted(site.change(0, set("x", "1"))?);
+    site.run_for(HEARTBEAT)?;
+    assert_eq!(site.view(1)?.staged_version(), Some(version));
+    site.crash(1);
+    site.run_for(HEARTBEAT)?;
+    site.restart(1);
+    site.run_for(Duration::from_millis(10))?;
+    assert_eq!(site.recoveries(), [(1, site.genesis_version(), Some(version))], "staged state came back");
+    assert_eq!(site.view(1)?.staged_version(), Some(version));
+    site.heal();
+    site.run_for(HEARTBEAT * 4)?;
+    assert!(site.installed_everywhere(version));
+    Ok(())
 }
 
 #[test]
-fn rule9_lookups_name_the_version_they_came_from() {
-    let mut cluster = MemCluster::new(3, 10);
-    cluster.run_for(HEARTBEAT);
-    cluster.change(0, set("dns", "10.0.0.53"));
-    let version = accepted_version(&cluster, 0);
-    cluster.run_for(HEARTBEAT * 3);
-    cluster.feed(1, MemberInput::Lookup { request_id: 5, key: Some("dns".into()) });
-    cluster.pump();
-    let answer = cluster.events.iter().rev().find_map(|e| match e {
-        Event::Output { output: MemberOutput::LookupAnswer { answer, .. }, .. } => Some(answer.clone()),
-        _ => None,
-    });
-    assert_eq!(
-        answer,
-        Some(LookupAnswer::Value { version, key: "dns".into(), value: Some("10.0.0.53".into()) })
-    );
+fn rule9_lookups_name_the_version_they_came_from() -> SiteResult<()> {
+    let mut site = MemberSite::new(3, 10)?;
+    site.run_for(HEARTBEAT)?;
+    let version = accepted(site.change(0, set("dns", "10.0.0.53"))?);
+    site.run_for(HEARTBEAT * 3)?;
+    let answer = site.lookup(1, Some("dns"))?;
+    assert_eq!(answer, LookupReply::Value { version, key: "dns".into(), value: Some("10.0.0.53".into()) });
+    match site.lookup(2, None)? {
+        LookupReply::Settings { version: from, settings } => {
+            assert_eq!(from, version);
+            assert_eq!(settings, [("dns".to_owned(), "10.0.0.53".to_owned())]);
+        }
+        other => panic!("not the whole document: {other:?}"),
+    }
+    Ok(())
 }

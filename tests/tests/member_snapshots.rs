@@ -1,14 +1,18 @@
-//! Member traces as insta snapshots under `snapshots/`: a clean change on 3 members, a change
-//! during a partition and its heal, and a rejected forged heartbeat. Each replays identically.
+//! Member traces as insta snapshots under `snapshots/`, each from members that are core nodes on
+//! the one turmoil host driver: a clean change on 3 members, a change during a partition and its
+//! heal, and a rejected forged heartbeat. A trace holds every input and output of every node (the
+//! operator's admin channel included) and the site's notes of what it did; each scenario runs
+//! twice and must replay byte for byte.
 
 use std::time::Duration;
 
 use cohort_core::NodeKeys;
+use cohort_core::admin::AdminResponse;
 use cohort_core::member::{Change, MemberMessage, Status};
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
 use cohort_core::trace::Trace;
-use cohort_tests::cluster::MemCluster;
+use cohort_io_sim::member_site::{CLUSTER_ID, MemberSite, SiteResult};
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
@@ -18,69 +22,83 @@ fn snapshot(name: &str, trace: &Trace) {
     });
 }
 
-/// Boots the cluster, lets it settle, then starts a fresh trace for the scenario.
-fn settled(n: usize, seed: u64) -> MemCluster {
-    let mut cluster = MemCluster::new(n, seed);
-    cluster.run_for(HEARTBEAT);
-    cluster.trace = Trace::new();
-    cluster
+/// Boots the members and lets them settle, then starts a fresh trace for the scenario.
+fn settled(members: usize, seed: u64) -> SiteResult<MemberSite> {
+    let mut site = MemberSite::new(members, seed)?;
+    site.run_for(HEARTBEAT)?;
+    site.clear_trace();
+    Ok(site)
 }
 
-fn clean_change() -> Trace {
-    let mut cluster = settled(3, 11);
-    cluster.change(1, vec![Change::Set { key: "dns".into(), value: "10.0.0.53".into() }]);
-    cluster.run_for(HEARTBEAT * 2);
-    assert!(cluster.installed_everywhere(cluster.member(1).active_version()));
-    assert_eq!(cluster.member(0).active_version().counter, 2);
-    cluster.trace
+fn set(key: &str, value: &str) -> Vec<Change> {
+    vec![Change::Set { key: key.into(), value: value.into() }]
 }
 
-fn partition_and_heal() -> Trace {
-    let mut cluster = settled(3, 12);
-    cluster.isolate(2);
-    cluster.change(0, vec![Change::Set { key: "ntp".into(), value: "pool.example".into() }]);
-    cluster.run_for(HEARTBEAT * 2);
-    assert_eq!(cluster.member(0).active_version().counter, 1, "held back by the partition");
-    cluster.heal();
-    cluster.run_for(HEARTBEAT * 3);
-    assert!((0..3).all(|i| cluster.member(i).active_version().counter == 2));
-    cluster.trace
+fn clean_change() -> SiteResult<Trace> {
+    let mut site = settled(3, 11)?;
+    let answer = site.change(1, set("dns", "10.0.0.53"))?;
+    let AdminResponse::ChangeAccepted { version } = answer else { panic!("not accepted: {answer:?}") };
+    site.run_for(HEARTBEAT * 2)?;
+    assert!(site.installed_everywhere(version));
+    assert_eq!(version.counter, 2);
+    Ok(site.trace())
 }
 
-fn forged_heartbeat() -> Trace {
-    let mut cluster = settled(3, 13);
+fn partition_and_heal() -> SiteResult<Trace> {
+    let mut site = settled(3, 12)?;
+    site.isolate(2);
+    let answer = site.change(0, set("ntp", "pool.example"))?;
+    let AdminResponse::ChangeAccepted { version } = answer else { panic!("not accepted: {answer:?}") };
+    site.run_for(HEARTBEAT * 2)?;
+    assert_eq!(site.view(0)?.active_version(), site.genesis_version(), "held back by the partition");
+    site.heal();
+    site.run_for(HEARTBEAT * 3)?;
+    assert!(site.installed_everywhere(version));
+    Ok(site.trace())
+}
+
+fn forged_heartbeat() -> SiteResult<Trace> {
+    let mut site = settled(3, 13)?;
+    // Half a heartbeat on, so the forgery is alone in the trace.
+    site.run_for(HEARTBEAT / 2)?;
+    site.clear_trace();
     let forger = NodeKeys::generate(&mut seeded(666));
     let status = Status {
-        cluster_id: "test-cluster".into(),
-        sender: cluster.keys[1].node_id(),
-        active: cluster.member(0).active_version(),
+        cluster_id: CLUSTER_ID.into(),
+        sender: site.node_id(1)?,
+        active: site.genesis_version(),
         staged: None,
         seq: u64::MAX,
-        recipients: cluster.keys.iter().map(|k| k.public().key_digest()).collect(),
+        recipients: (0..3)
+            .map(|i| site.keys(i).map(|k| k.public().key_digest()))
+            .collect::<Result<_, _>>()?,
     };
     let forged = MemberMessage::Status(Signed::sign(status, &forger).expect("signs"));
-    cluster.inject(0, forged.to_wire().expect("encodes"));
-    assert_eq!(cluster.drops_of(0, "bad-signature"), 1);
-    cluster.trace
+    site.inject(0, forged.to_wire().expect("encodes"))?;
+    assert_eq!(site.view(0)?.drops_of("bad-signature"), 1);
+    Ok(site.trace())
 }
 
 #[test]
-fn clean_change_on_three_members() {
-    let trace = clean_change();
-    assert_eq!(trace, clean_change(), "same seed, same trace");
+fn clean_change_on_three_members() -> SiteResult<()> {
+    let trace = clean_change()?;
+    assert_eq!(trace, clean_change()?, "same seed, same trace");
     snapshot("member_clean_change_3", &trace);
+    Ok(())
 }
 
 #[test]
-fn change_during_a_partition_and_its_heal() {
-    let trace = partition_and_heal();
-    assert_eq!(trace, partition_and_heal());
+fn change_during_a_partition_and_its_heal() -> SiteResult<()> {
+    let trace = partition_and_heal()?;
+    assert_eq!(trace, partition_and_heal()?, "same seed, same trace");
     snapshot("member_partition_and_heal", &trace);
+    Ok(())
 }
 
 #[test]
-fn rejected_forged_heartbeat() {
-    let trace = forged_heartbeat();
-    assert_eq!(trace, forged_heartbeat());
+fn rejected_forged_heartbeat() -> SiteResult<()> {
+    let trace = forged_heartbeat()?;
+    assert_eq!(trace, forged_heartbeat()?, "same seed, same trace");
     snapshot("member_forged_heartbeat", &trace);
+    Ok(())
 }

@@ -19,3 +19,6 @@ pub use machine::{
     PeerView, PersistToken, StoredConfig,
 };
 pub use messages::{ChangeRequest, FetchRequest, MemberMessage, Status};
+
+#[cfg(test)]
+mod tests;

@@ -31,7 +31,10 @@ impl TraceEvent for Input {
 
 fn describe_record(record: &Record) -> String {
     match record {
-        Record::Member(r) => format!("member active={}", r.active.version()),
+        Record::Member(r) => {
+            let staged = r.staged.as_ref().map_or_else(|| "-".to_owned(), |s| s.version().to_string());
+            format!("member active={} staged={staged}", r.active.version())
+        }
         Record::AuditEntry(e) => format!("audit entry {} {}", e.index, e.record.host),
         Record::LocalAudit(r) => format!("local audit {} {:?}", r.host, r.decision),
         Record::Policy(p) => format!("policy {} v{}", p.body.id, p.body.version),

@@ -1,0 +1,75 @@
+//! Unit tests of one member machine, for the parts of the rules that are a member's own choice
+//! and show on no network: which member it asks for a block, and in what order. Everything a
+//! network run can show is tested on the turmoil host driver (`tests/tests/member_rules.rs`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::genesis::{genesis_config, genesis_records};
+use super::{MemberInfo, MemberInput, MemberMessage, MemberOutput, MemberSettings, Status, Version};
+use crate::identity::{NodeId, NodeKeys};
+use crate::machine::Machine;
+use crate::member::Member;
+use crate::rng::seeded;
+use crate::signed::Signed;
+use crate::time::{Instant, Now};
+
+/// Three members' keys and member `me`'s machine, booted (its boot record made durable).
+fn booted(me: usize) -> (Vec<NodeKeys>, Member) {
+    let mut rng = seeded(31);
+    let operator = NodeKeys::generate(&mut rng);
+    let keys: Vec<NodeKeys> = (0..3).map(|_| NodeKeys::generate(&mut rng)).collect();
+    let infos = keys.iter().enumerate().map(|(i, k)| MemberInfo {
+        name: format!("m{i}"),
+        identity: k.public(),
+        address: format!("m{i}:7000"),
+    });
+    let config = genesis_config("c", "ops", &operator, infos, BTreeMap::new());
+    let mut records = genesis_records(&config, &operator, &mut rng).expect("seals");
+    let record = records.remove(&keys[me].node_id()).expect("a record");
+    let mut member = Member::new(Instant::ZERO, keys[me].clone(), record, MemberSettings::default(), rng);
+    let persist = match member.poll_output() {
+        Some(MemberOutput::Persist { token, .. }) => token,
+        other => panic!("a member persists its boot epoch first, not {other:?}"),
+    };
+    member.handle(Now::ZERO, MemberInput::Persisted(persist));
+    while member.poll_output().is_some() {}
+    (keys, member)
+}
+
+/// Where the member's fetch requests went, in order.
+fn fetches(member: &mut Member) -> Vec<NodeId> {
+    std::iter::from_fn(|| member.poll_output())
+        .filter_map(|out| match out {
+            MemberOutput::Send { to, message, .. } if matches!(*message, MemberMessage::Fetch(_)) => Some(to),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Rule 3: told of a newer version by a member that is not its author, a member asks the author
+/// first, and when no reply comes, the member that told it.
+#[test]
+fn rule3_a_member_fetches_from_the_author_first_then_from_the_member_that_advertised_it() {
+    let (keys, mut m2) = booted(2);
+    let (author, teller) = (keys[0].node_id(), keys[1].node_id());
+    let status = Status {
+        cluster_id: "c".into(),
+        sender: teller,
+        active: m2.active_version(),
+        staged: Some(Version { counter: 2, author }),
+        seq: (1 << 32) | 1,
+        recipients: vec![keys[0].public().key_digest(), keys[2].public().key_digest()],
+    };
+    let bytes =
+        MemberMessage::Status(Signed::sign(status, &keys[1]).expect("signs")).to_wire().expect("encodes");
+    let at = Instant::ZERO + Duration::from_millis(100);
+    m2.handle(Now::ZERO.with_mono(at), MemberInput::Received(bytes));
+    assert_eq!(fetches(&mut m2), [author], "the author first");
+    assert!(m2.is_syncing());
+
+    let retry = m2.poll_timeout().expect("a retry is due");
+    assert_eq!(retry, at + MemberSettings::default().fetch_retry);
+    m2.handle(Now::ZERO.with_mono(retry), MemberInput::Timeout);
+    assert_eq!(fetches(&mut m2), [teller], "then the member that advertised it");
+}
