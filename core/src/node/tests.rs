@@ -432,3 +432,56 @@ fn the_same_seed_gives_the_same_run() {
     };
     assert_eq!(run(), run());
 }
+
+/// A one-member cluster on the in-memory network, with its operator.
+fn lone_member() -> (Net, usize, NodeKeys, NodeKeys, crate::member::Version) {
+    use crate::member::genesis::{genesis_config, genesis_records};
+    use crate::member::{MemberInfo, MemberSettings};
+    let mut rng = seeded(5);
+    let operator = NodeKeys::generate(&mut rng);
+    let keys = NodeKeys::generate(&mut rng);
+    let info = MemberInfo { name: "m0".into(), identity: keys.public(), address: "10.0.0.9:7000".into() };
+    let config = genesis_config("t", "ops", &operator, [info], BTreeMap::new());
+    let mut records = genesis_records(&config, &operator, &mut rng).expect("seals");
+    let record = records.remove(&keys.node_id()).expect("a record for m0");
+    let mut net = Net::new();
+    let role = MemberRole {
+        record,
+        settings: MemberSettings::default(),
+        listen: "10.0.0.9:7000".into(),
+        admin_listen: "10.0.0.9:7001".into(),
+        admin_limits: ConnLimits::default(),
+    };
+    let node = net.add(NodeSetup { member: Some(role), ..NodeSetup::new(keys.clone()) }, 1);
+    (net, node, keys, operator, config.version)
+}
+
+/// Requests pipelined on one admin connection are answered in order, each in full: the member
+/// answers a change or lookup in the same step it takes it, so the second never finds the first
+/// pending (the one-at-a-time guard is for answers that would come later).
+#[test]
+fn requests_pipelined_on_one_admin_connection_are_answered_in_order() {
+    use crate::admin::{AdminRequest, AdminResponse};
+    use crate::member::{Change, ChangeRequest};
+    let (mut net, _, keys, operator, base) = lone_member();
+    let client = net.client("10.0.0.9:7001", &operator, keys.public());
+    let change = ChangeRequest {
+        cluster_id: "t".into(),
+        base,
+        changes: vec![Change::Set { key: "dns".into(), value: "10.0.0.53".into() }],
+        operator: operator.public().signing,
+    };
+    let change = AdminRequest::Change(Signed::sign(change, &operator).expect("signs"));
+    // Both leave together, so the second is on the node before the first is answered.
+    if let End::Client(c) = &mut net.ends[client] {
+        for request in [&change, &AdminRequest::Status] {
+            c.channel.send(&wire::encode(request).expect("encodes")).expect("sends");
+        }
+    }
+    net.run_for(Duration::from_secs(2));
+    let End::Client(c) = &net.ends[client] else { panic!("a client") };
+    let answers: Vec<AdminResponse> = c.received.iter().map(|b| wire::decode(b).expect("decodes")).collect();
+    assert_eq!(answers.len(), 2, "{answers:#?}");
+    assert!(matches!(answers[0], AdminResponse::ChangeAccepted { .. }), "{answers:?}");
+    assert!(matches!(&answers[1], AdminResponse::Status(_)), "{answers:?}");
+}
