@@ -19,7 +19,9 @@ pub enum SimCommand {
 
 #[derive(Debug, clap::Args)]
 pub struct PolicyArgs {
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    /// Local servers. Each local, and the agents it serves, are simulated hosts of their own, and
+    /// the simulator's cost grows with the cube of its hosts: 50 locals take minutes.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=50))]
     locals: u16,
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     agents: u32,

@@ -20,9 +20,21 @@ pub fn now() -> Now {
 /// A turmoil simulation that replays exactly from `seed`: 1 ms ticks, each message taking 1 ms to
 /// `max_latency`, and a fixed epoch (turmoil's own defaults to the host's wall clock).
 pub fn simulation<'a>(seed: u64, duration: Duration, max_latency: Duration) -> turmoil::Sim<'a> {
+    simulation_ticked(seed, duration, max_latency, Duration::from_millis(1))
+}
+
+/// The same, stepping `tick` at a time: a run of many simulated minutes, whose protocol timers
+/// are seconds apart, need not pay for a step per millisecond. Timers and deliveries land on tick
+/// boundaries.
+pub fn simulation_ticked<'a>(
+    seed: u64,
+    duration: Duration,
+    max_latency: Duration,
+    tick: Duration,
+) -> turmoil::Sim<'a> {
     turmoil::Builder::new()
         .simulation_duration(duration)
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(tick)
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(max_latency)
         .rng_seed(seed)

@@ -1,24 +1,35 @@
-//! The security-policy tier on a simulated fleet: 1 master, 3 locals (local-02 behind local-00),
-//! 300 agents. Changes at the master and at a local reach every agent; a partitioned local keeps
-//! serving and catches up; current status with a local down is partial and on time; bad input is
-//! refused, counted, and stored nowhere; and the tier cuts the master's traffic at least 20-fold.
+//! The security-policy tier on a simulated fleet of core nodes on the turmoil host driver: 1
+//! master, 3 locals (local-02 behind local-00), 300 agents. Changes at the master and at a local
+//! reach every agent's file; a partitioned local keeps serving and catches up; current status with
+//! a local down is partial and on time; bad input sent over real channels, with stolen or
+//! stranger keys, is refused, counted, and stored nowhere; and the tier cuts the master's traffic
+//! at least 20-fold.
 
 use std::time::Duration;
 
+use cohort_core::node::Record;
 use cohort_core::policy::document::{Platform, Scope};
 use cohort_core::policy::report::AgentReport;
-use cohort_core::policy::server::{PolicyMessage, RejectKind, ServerInput, SyncRequest};
-use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest};
+use cohort_core::policy::server::{PolicyMessage, RejectKind, SyncRequest};
+use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyWire};
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
 use cohort_core::{NodeKeys, WallClock};
-use cohort_io_sim::policy_fleet::{Fleet, FleetScenario, MASTER, local_name, run_fleet};
+use cohort_io_sim::policy_fleet::{
+    Fleet, FleetScenario, MASTER, agent_name, local_name, no_channel, run_fleet,
+};
 
+const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 
-fn fleet() -> Fleet {
-    let mut fleet = Fleet::new(FleetScenario::new(3, 300, 7));
-    fleet.create(MASTER, Fleet::policy("base", "antimalware.enabled", "true", Scope::Global));
+/// The fleet, warmed up: every agent has written the base policy. `trace` keeps the servers'
+/// logs, for tests that read a refusal's detail.
+fn fleet_with(trace: bool) -> Fleet {
+    let mut scenario = FleetScenario::new(3, 300, 7);
+    scenario.trace_servers = trace;
+    let mut fleet = Fleet::new(scenario);
+    let created = fleet.create(MASTER, Fleet::policy("base", "antimalware.enabled", "true", Scope::Global));
+    assert_eq!(created.reply(), Some(&PolicyAdminReply::Created), "{created:?}");
     fleet.run_for(MINUTE * 3);
     assert_eq!(
         fleet.agents_with("antimalware.enabled", "true"),
@@ -28,10 +39,42 @@ fn fleet() -> Fleet {
     fleet
 }
 
+fn fleet() -> Fleet {
+    fleet_with(false)
+}
+
+/// Sends a tier message to `server` on a channel that presents `keys`.
+fn send_tier(fleet: &mut Fleet, server: &str, keys: &NodeKeys, message: PolicyMessage) {
+    fleet.send_as(server, keys, PolicyWire::Tier(message), SECOND);
+}
+
+fn keys(fleet: &Fleet, name: &str) -> NodeKeys {
+    fleet.keys_of(name).unwrap_or_else(|| panic!("no keys for {name}")).clone()
+}
+
+/// Whether any server persisted a policy with `id`.
+fn stored_anywhere(fleet: &Fleet, id: &str) -> bool {
+    let records = fleet.records();
+    let records = records.lock().expect("records");
+    records.iter().any(|(_, r)| matches!(r, Record::Policy(p) if p.body.id == id))
+}
+
+fn report(agent: &str, wall: WallClock) -> AgentReport {
+    AgentReport {
+        agent: agent.into(),
+        platform: Platform::new("linux", "6", "web"),
+        applied: [0; 32],
+        checks: Default::default(),
+        threats: None,
+        last_scan: None,
+        at: wall,
+    }
+}
+
 #[test]
 fn a_change_at_the_master_reaches_every_agent_including_behind_the_nested_local() {
     let mut fleet = fleet();
-    assert_eq!(fleet.local_parent[2], Some(0), "local-02 sits behind local-00");
+    assert_eq!(fleet.local_parent()[2], Some(0), "local-02 sits behind local-00");
     fleet.create(MASTER, Fleet::policy("fw", "firewall.default", "deny", Scope::Global));
     let took = fleet.time_until_all("firewall.default", "deny", MINUTE * 6).expect("reached every agent");
     assert!(took <= MINUTE * 4, "took {took:?}");
@@ -42,9 +85,11 @@ fn a_change_made_at_a_local_reaches_every_agent_in_every_branch() {
     let mut fleet = fleet();
     // Made at the nested local: it climbs to local-00, then the master, then down every branch.
     let name = local_name(2);
-    fleet.create(&name, Fleet::policy("upd", "update.channel", "stable", Scope::Global));
+    let created = fleet.create(&name, Fleet::policy("upd", "update.channel", "stable", Scope::Global));
+    assert_eq!(created.reply(), Some(&PolicyAdminReply::Created));
     fleet.time_until_all("update.channel", "stable", MINUTE * 8).expect("reached every agent");
-    assert!(fleet.master.policies().any(|p| p.id == "upd" && p.author == name));
+    let at_master = fleet.server(MASTER).policy("upd").cloned().expect("the master holds it");
+    assert_eq!(at_master.author, name);
 }
 
 #[test]
@@ -53,15 +98,14 @@ fn a_partitioned_local_keeps_serving_its_agents_and_catches_up_after_the_heal() 
     fleet.partition_local(1);
     fleet.create(MASTER, Fleet::policy("scan", "scan.interval_hours", "6", Scope::Global));
     fleet.run_for(MINUTE * 4);
-    let behind: Vec<usize> = (0..300).filter(|a| fleet.agent_local[*a] == 1).collect();
+    let behind: Vec<usize> = (0..300).filter(|a| fleet.agent_local()[*a] == 1).collect();
     let others = 300 - behind.len();
     assert_eq!(fleet.agents_with("scan.interval_hours", "6"), others, "only the cut-off branch lacks it");
     // Still served: those agents keep the last policy their local had.
     for a in &behind {
-        let applied = fleet.agents[*a].applied().expect("an applied policy");
-        assert_eq!(applied.params.get("antimalware.enabled").map(String::as_str), Some("true"));
+        assert!(fleet.agent_has(*a, "antimalware.enabled", "true"), "{} lost its policy", agent_name(*a));
     }
-    assert!(fleet.locals[1].reports_held() >= behind.len(), "the local still takes their reports");
+    assert!(fleet.server(&local_name(1)).reports_held >= behind.len(), "the local still takes their reports");
     fleet.heal();
     fleet.time_until_all("scan.interval_hours", "6", MINUTE * 6).expect("caught up after the heal");
 }
@@ -72,9 +116,10 @@ fn a_partitioned_local_keeps_serving_its_agents_and_catches_up_after_the_heal() 
 fn a_policy_made_at_a_partitioned_local_climbs_after_the_heal() {
     let mut fleet = fleet();
     fleet.partition_local(1);
-    fleet.create(&local_name(1), Fleet::policy("usb", "usb.storage", "block", Scope::Global));
+    let created = fleet.create(&local_name(1), Fleet::policy("usb", "usb.storage", "block", Scope::Global));
+    assert_eq!(created.reply(), Some(&PolicyAdminReply::Created));
     fleet.run_for(MINUTE * 3);
-    assert_eq!(fleet.master.policies().filter(|p| p.id == "usb").count(), 0, "cut off from the master");
+    assert!(fleet.server(MASTER).policy("usb").is_none(), "cut off from the master");
     fleet.heal();
     fleet.time_until_all("usb.storage", "block", MINUTE * 6).expect("every agent after the heal");
 }
@@ -82,108 +127,107 @@ fn a_policy_made_at_a_partitioned_local_climbs_after_the_heal() {
 #[test]
 fn current_status_with_a_local_down_returns_by_its_deadline_marked_partial() {
     let mut fleet = fleet();
-    fleet.down.insert(local_name(1));
-    let asked = fleet.now;
-    let request = fleet.admin(MASTER, PolicyAdmin::Status { current: true, since: None });
-    fleet.run_for(Duration::from_secs(10));
-    let (_, answered, status) = fleet.statuses.iter().find(|(r, ..)| *r == request).expect("answered");
-    assert!(
-        *answered - asked <= Duration::from_secs(5) + Duration::from_millis(100),
-        "answered after {:?}",
-        *answered - asked
-    );
+    fleet.take_down(1);
+    let asked = fleet.status(true, None);
+    let took = asked.took().expect("answered");
+    assert!(took <= Duration::from_secs(5) + Duration::from_millis(100), "answered after {took:?}");
+    let status = asked.status().expect("a status");
     assert!(status.partial());
     assert_eq!(status.missing, vec![local_name(1)]);
     // local-00 answered for itself and for local-02 behind it.
-    let agents = status.aggregate.agents();
-    assert_eq!(agents, 200, "local-00 and local-02 carry 200 of the 300 agents");
+    assert_eq!(status.aggregate.agents(), 200, "local-00 and local-02 carry 200 of the 300 agents");
     // Historical status comes from stored syncs, including the down local's last one.
-    let request = fleet.admin(MASTER, PolicyAdmin::Status { current: false, since: None });
-    let (_, _, history) = fleet.statuses.iter().find(|(r, ..)| *r == request).expect("answered");
+    let history = fleet.status(false, None);
+    let history = history.status().expect("a status");
     assert!(!history.partial(), "every direct child has synced before: {history:?}");
+
+    // Back up from what it had stored: it serves the base policy again and, once it has synced,
+    // answers for its agents.
+    fleet.bring_up(1);
+    fleet.run_for(SECOND * 5);
+    let restarted = fleet.server(&local_name(1));
+    assert_eq!(restarted.syncs_received, 0);
+    assert!(restarted.policy("base").is_some(), "restored from its store before any sync");
+    fleet.run_for(MINUTE * 2);
+    let asked = fleet.status(true, None);
+    let status = asked.status().expect("a status");
+    assert!(!status.partial(), "{status:?}");
+    assert_eq!(status.aggregate.agents(), 300);
 }
 
 #[test]
 fn bad_input_is_refused_counted_and_never_stored() {
-    let mut fleet = fleet();
-    let held = fleet.master.policies().count();
+    let mut fleet = fleet_with(true);
+    let held = fleet.server(MASTER).policies.len();
     let stranger = NodeKeys::generate(&mut seeded(404));
-    // A compromised local forwards what it likes: the policy's own signature still decides.
-    let local_0 = fleet.local_keys[0].public();
-
-    // A policy signed by a key no server has.
     let mut forged = Fleet::policy("evil", "firewall.default", "allow-all", Scope::Global);
     forged.author = MASTER.into();
     let forged = Signed::sign(forged, &stranger).expect("signs");
-    fleet.feed_server(
-        MASTER,
-        ServerInput::Received { from: local_0, message: PolicyMessage::NewPolicy(forged.clone()), size: 0 },
-    );
+
+    // A key the tier does not list gets no channel at all.
+    let tried =
+        fleet.send_as(MASTER, &stranger, PolicyWire::Tier(PolicyMessage::NewPolicy(forged.clone())), SECOND);
+    assert!(no_channel(&tried), "{tried:?}");
+    assert!(fleet.server(MASTER).rejected.is_empty(), "nothing reached the server's role");
+
+    // A compromised local forwards what it likes: the policy's own signature still decides.
+    let local_0 = keys(&fleet, &local_name(0));
+    // Signed by a key no server has.
+    send_tier(&mut fleet, MASTER, &local_0, PolicyMessage::NewPolicy(forged.clone()));
     // The same, claiming an author nobody knows.
     let mut unknown = forged.clone();
     unknown.body.author = "nobody".into();
-    let message = PolicyMessage::NewPolicy(unknown);
-    fleet.feed_server(MASTER, ServerInput::Received { from: local_0, message, size: 0 });
+    send_tier(&mut fleet, MASTER, &local_0, PolicyMessage::NewPolicy(unknown));
     // Unsigned: the signature field left empty (all zero).
     let mut unsigned = forged.clone();
     unsigned.body.id = "unsigned".into();
     unsigned.signature = cohort_core::signed::Signature([0; 64]);
-    let message = PolicyMessage::NewPolicy(unsigned);
-    fleet.feed_server(MASTER, ServerInput::Received { from: local_0, message, size: 0 });
-    assert_eq!(fleet.master.policies().count(), held);
-    assert_eq!(fleet.master.rejected().get(&RejectKind::PolicyBadSignature), Some(&2));
-    assert_eq!(fleet.master.rejected().get(&RejectKind::PolicyUnknownSigner), Some(&1));
+    send_tier(&mut fleet, MASTER, &local_0, PolicyMessage::NewPolicy(unsigned));
+    let master = fleet.server(MASTER);
+    assert_eq!(master.policies.len(), held);
+    assert_eq!(master.refused(RejectKind::PolicyBadSignature), 2);
+    assert_eq!(master.refused(RejectKind::PolicyUnknownSigner), 1);
+    assert!(!stored_anywhere(&fleet, "evil") && !stored_anywhere(&fleet, "unsigned"));
 
-    // An aggregate from a local the master does not know.
+    // An aggregate in the name of a local the master does not know, on local-00's channel.
     let sync = SyncRequest {
         from: "rogue".into(),
         cycle: 1,
         versions: Default::default(),
         aggregate: Default::default(),
     };
-    let sync = Signed::sign(sync, &stranger).expect("signs");
-    let syncs = fleet.master.syncs_received();
-    let from = stranger.public();
-    fleet.feed_server(MASTER, ServerInput::Received { from, message: PolicyMessage::Sync(sync), size: 0 });
-    assert_eq!(fleet.master.rejected().get(&RejectKind::UnknownLocal), Some(&1));
-    assert_eq!(fleet.master.syncs_received(), syncs);
+    send_tier(
+        &mut fleet,
+        MASTER,
+        &local_0,
+        PolicyMessage::Sync(Signed::sign(sync, &stranger).expect("signs")),
+    );
+    assert_eq!(fleet.server(MASTER).refused(RejectKind::UnknownLocal), 1);
+    let records = fleet.records();
+    let history_from_rogue = records
+        .lock()
+        .expect("records")
+        .iter()
+        .any(|(_, r)| matches!(r, Record::PolicyHistory { from, .. } if from == "rogue"));
+    assert!(!history_from_rogue, "a refused sync leaves no history");
 
-    // A report from an agent the local does not know, and an oversized one.
-    let report = AgentReport {
-        agent: "agent-9999".into(),
-        platform: Platform::new("linux", "6", "web"),
-        applied: [0; 32],
-        checks: Default::default(),
-        threats: None,
-        last_scan: None,
-        at: WallClock(0),
-    };
+    // A report from an agent local-00 does not know, on agent-0000's channel; then an oversized
+    // one in agent-0000's own name.
     let local = local_name(0);
-    let held_reports = fleet.locals[0].reports_held();
-    let signed = Signed::sign(report.clone(), &stranger).expect("signs");
-    let from = stranger.public();
-    fleet
-        .feed_server(&local, ServerInput::Received { from, message: PolicyMessage::Poll(signed), size: 300 });
-    let mut big = report;
-    big.agent = "agent-0000".into();
+    let agent_0 = keys(&fleet, &agent_name(0));
+    let held_reports = fleet.server(&local).reports_held;
+    let unknown = Signed::sign(report("agent-9999", fleet.wall()), &stranger).expect("signs");
+    send_tier(&mut fleet, &local, &agent_0, PolicyMessage::Poll(unknown));
+    let mut big = report(&agent_name(0), fleet.wall());
     big.checks = (0..2000).map(|i| (format!("check-{i}"), true)).collect();
-    let big = Signed::sign(big, &stranger).expect("signs");
-    let size = cohort_core::wire::encode(&PolicyMessage::Poll(big.clone())).expect("encodes").len();
-    // From agent-0000's own channel, so the size is what is judged.
-    let from = fleet.identity_of("agent-0000").expect("agent-0000");
-    fleet.feed_server(&local, ServerInput::Received { from, message: PolicyMessage::Poll(big), size });
-    assert_eq!(fleet.locals[0].rejected().get(&RejectKind::UnknownAgent), Some(&1));
-    assert_eq!(fleet.locals[0].rejected().get(&RejectKind::OversizedReport), Some(&1));
-    assert_eq!(fleet.locals[0].reports_held(), held_reports);
-    assert!(fleet.rejections.iter().any(|(_, r)| r.contains("over the 16384-byte limit")));
-
-    // What a restart takes back from storage is verified again: a row altered on disk is refused.
-    let mut tampered = fleet.master.signed_policies().next().expect("one held").clone();
-    tampered.body.params.insert("firewall.default".into(), "allow-all".into());
-    tampered.body.version += 1;
-    fleet.master.restore([tampered], []);
-    assert_eq!(fleet.master.rejected().get(&RejectKind::StoredPolicyInvalid), Some(&1));
-    assert!(fleet.master.policies().all(|p| !p.params.contains_key("firewall.default")));
+    let big = Signed::sign(big, &agent_0).expect("signs");
+    send_tier(&mut fleet, &local, &agent_0, PolicyMessage::Poll(big));
+    let view = fleet.server(&local);
+    assert_eq!(view.refused(RejectKind::UnknownAgent), 1);
+    assert_eq!(view.refused(RejectKind::OversizedReport), 1);
+    assert_eq!(view.reports_held, held_reports);
+    let refusals = fleet.refusals(&local);
+    assert!(refusals.iter().any(|r| r.contains("over the 16384-byte limit")), "{refusals:#?}");
 }
 
 #[test]
@@ -204,81 +248,81 @@ fn the_tier_cuts_bytes_at_the_master_at_least_twentyfold() {
 #[test]
 fn admin_requests_are_authorised_and_checked_for_freshness_by_the_server() {
     let mut fleet = fleet();
-    let held = fleet.master.policies().count();
+    let held = fleet.server(MASTER).policies.len();
     let stranger = NodeKeys::generate(&mut seeded(405));
     let create = PolicyAdmin::Create(Fleet::policy("evil", "firewall.default", "allow-all", Scope::Global));
-    let request = PolicyAdminRequest { at: fleet.wall, request: create.clone() };
-    let signed = Signed::sign(request, &stranger).expect("signs");
-    fleet.feed_server(MASTER, ServerInput::Admin { request: 900, signed });
+    // The stranger gets no channel of its own, so its request rides on local-00's, which the
+    // master admits: the signature, not the channel, says who asks.
+    let signed = Fleet::signed_admin(&stranger, fleet.wall(), create.clone());
+    let local_0 = keys(&fleet, &local_name(0));
+    let not_operator = fleet.send_as(MASTER, &local_0, PolicyWire::Admin(signed), SECOND * 5);
     // The operator's own key, but a request made an hour ago (a captured one, replayed).
-    let stale = PolicyAdminRequest { at: WallClock(fleet.wall.0 - 3_600_000), request: create };
-    let signed = Signed::sign(stale, &fleet.operator).expect("signs");
-    fleet.feed_server(MASTER, ServerInput::Admin { request: 901, signed });
-    assert_eq!(fleet.master.policies().count(), held, "nothing was created");
-    assert_eq!(fleet.master.rejected().get(&RejectKind::AdminNotOperator), Some(&1));
-    assert_eq!(fleet.master.rejected().get(&RejectKind::AdminStale), Some(&1));
-    let reply = |fleet: &Fleet, id: u64| {
-        fleet.admin_replies.iter().find(|(_, r, _)| *r == id).map(|(_, _, reply)| reply.clone())
-    };
+    let stale = WallClock(fleet.wall().0 - 3_600_000);
+    let signed = Fleet::signed_admin(fleet.operator(), stale, create);
+    let operator = fleet.operator().clone();
+    let replayed = fleet.send_as(MASTER, &operator, PolicyWire::Admin(signed), SECOND * 5);
+    let master = fleet.server(MASTER);
+    assert_eq!(master.policies.len(), held, "nothing was created");
+    assert!(!stored_anywhere(&fleet, "evil"));
+    assert_eq!(master.refused(RejectKind::AdminNotOperator), 1);
+    assert_eq!(master.refused(RejectKind::AdminStale), 1);
     assert!(
-        matches!(reply(&fleet, 900), Some(PolicyAdminReply::Error(e)) if e.contains("not signed by an operator"))
+        not_operator.error().is_some_and(|e| e.contains("not signed by an operator")),
+        "{not_operator:?}"
     );
-    assert!(matches!(reply(&fleet, 901), Some(PolicyAdminReply::Error(e)) if e.contains("stale")));
+    assert!(replayed.error().is_some_and(|e| e.contains("stale")), "{replayed:?}");
 
     let sync = fleet.admin(MASTER, PolicyAdmin::SyncNow);
-    assert!(matches!(reply(&fleet, sync), Some(PolicyAdminReply::Error(e)) if e.contains("no parent")));
+    assert!(sync.error().is_some_and(|e| e.contains("no parent")), "{sync:?}");
     let status = fleet.admin(&local_name(0), PolicyAdmin::Status { current: true, since: None });
-    assert!(
-        matches!(reply(&fleet, status), Some(PolicyAdminReply::Error(e)) if e.contains("from the master"))
-    );
+    assert!(status.error().is_some_and(|e| e.contains("from the master")), "{status:?}");
     // A genuine request: the server becomes the author, whatever the request said.
     let mut policy = Fleet::policy("ok", "update.channel", "stable", Scope::Global);
     policy.author = "someone-else".into();
     let created = fleet.create(&local_name(0), policy);
-    assert_eq!(reply(&fleet, created), Some(PolicyAdminReply::Created));
-    assert!(fleet.locals[0].policies().any(|p| p.id == "ok" && p.author == local_name(0)));
+    assert_eq!(created.reply(), Some(&PolicyAdminReply::Created));
+    let ok = fleet.server(&local_name(0)).policy("ok").cloned().expect("held at local-00");
+    assert_eq!(ok.author, local_name(0));
 }
 
 /// A tier message is taken only from the channel of the server or agent it names: a local's
-/// sync arriving on another local's channel, an agent's report on a stranger's, a parent's
+/// sync arriving on another local's channel, an agent's report on another agent's, a parent's
 /// reply from a child, are refused and counted.
 #[test]
 fn a_message_on_a_channel_whose_peer_is_not_its_sender_is_refused() {
-    let mut fleet = fleet();
-    let syncs = fleet.master.syncs_received();
+    let mut fleet = fleet_with(true);
+    // local-00's own signed sync, sent on local-01's channel.
     let sync = SyncRequest {
         from: local_name(0),
         cycle: 99,
         versions: Default::default(),
         aggregate: Default::default(),
     };
-    let sync = Signed::sign(sync, &fleet.local_keys[0]).expect("signs");
-    let from = fleet.local_keys[1].public();
-    fleet.feed_server(MASTER, ServerInput::Received { from, message: PolicyMessage::Sync(sync), size: 0 });
-    assert_eq!(fleet.master.syncs_received(), syncs, "a relayed sync is not a sync");
+    let sync = Signed::sign(sync, &keys(&fleet, &local_name(0))).expect("signs");
+    let local_1 = keys(&fleet, &local_name(1));
+    send_tier(&mut fleet, MASTER, &local_1, PolicyMessage::Sync(sync));
+    // Taken as a sync, it would have left its empty aggregate in the master's history.
+    let records = fleet.records();
+    let relayed_kept = records.lock().expect("records").iter().any(|(host, r)| {
+        host == MASTER
+            && matches!(r, Record::PolicyHistory { aggregate, .. } if *aggregate == Default::default())
+    });
+    assert!(!relayed_kept, "a relayed sync is not a sync");
 
-    let report = AgentReport {
-        agent: "agent-0000".into(),
-        platform: Platform::new("linux", "6", "web"),
-        applied: [0; 32],
-        checks: Default::default(),
-        threats: None,
-        last_scan: None,
-        at: fleet.wall,
-    };
-    let agent_0 = fleet.agents[0].keys().clone();
-    let signed = Signed::sign(report, &agent_0).expect("signs");
-    let stranger = NodeKeys::generate(&mut seeded(406)).public();
+    // agent-0000's own signed report, on agent-0003's channel (both are local-00's).
     let local = local_name(0);
-    fleet.feed_server(
-        &local,
-        ServerInput::Received { from: stranger, message: PolicyMessage::Poll(signed), size: 300 },
-    );
-
+    assert_eq!(fleet.agent_local()[3], 0);
+    let signed =
+        Signed::sign(report(&agent_name(0), fleet.wall()), &keys(&fleet, &agent_name(0))).expect("signs");
+    let agent_3 = keys(&fleet, &agent_name(3));
+    send_tier(&mut fleet, &local, &agent_3, PolicyMessage::Poll(signed));
+    // A parent's reply, from local-02, local-00's child.
     let reply = PolicyMessage::SyncReply { policies: Vec::new(), wanted: vec!["base".into()] };
-    let child = fleet.local_keys[2].public();
-    fleet.feed_server(&local, ServerInput::Received { from: child, message: reply, size: 0 });
+    let local_2 = keys(&fleet, &local_name(2));
+    send_tier(&mut fleet, &local, &local_2, reply);
 
-    assert_eq!(fleet.master.rejected().get(&RejectKind::WrongPeer), Some(&1));
-    assert_eq!(fleet.locals[0].rejected().get(&RejectKind::WrongPeer), Some(&2));
+    assert_eq!(fleet.server(MASTER).refused(RejectKind::WrongPeer), 1);
+    assert_eq!(fleet.server(&local).refused(RejectKind::WrongPeer), 2);
+    let logged = fleet.refusals(&local);
+    assert_eq!(logged.iter().filter(|l| l.contains("(wrong-peer)")).count(), 2, "{logged:#?}");
 }

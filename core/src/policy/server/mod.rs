@@ -17,6 +17,8 @@ use super::wire::{PolicyAdminReply, PolicyAdminRequest};
 pub use rejection::{RejectKind, Rejection};
 mod admin;
 mod rejection;
+#[cfg(test)]
+mod tests;
 
 pub use super::wire::{GlobalStatus, PolicyMessage, StatsReply, SyncRequest};
 use crate::identity::{NodeId, NodeKeys, PublicIdentity};
