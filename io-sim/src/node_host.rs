@@ -19,6 +19,7 @@ use cohort_core::{Machine, NodeKeys};
 use rand_core::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tokio::sync::watch;
 use turmoil::net::tcp::OwnedWriteHalf;
 use turmoil::net::{TcpListener, TcpStream, UdpSocket};
 
@@ -161,7 +162,8 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
     let (tx, mut rx) = unbounded_channel::<Report>();
     let inbound = Arc::new(AtomicU64::new(1));
     let mut writers: BTreeMap<ConnId, UnboundedSender<Vec<u8>>> = BTreeMap::new();
-    let mut children: BTreeMap<ChildId, tokio::task::JoinHandle<()>> = BTreeMap::new();
+    // Each running command's task, and the switch that holds its output back while paused.
+    let mut children: BTreeMap<ChildId, (tokio::task::JoinHandle<()>, watch::Sender<bool>)> = BTreeMap::new();
     let mut udp: Option<Arc<UdpSocket>> = None;
     let mut spawned = 0usize;
     loop {
@@ -227,16 +229,27 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     spawned += 1;
                     check_audited_before_spawn(&ctx, spawned);
                     feed(&ctx, &mut node, Input::ChildStarted { child });
-                    children.insert(child, tokio::spawn(simulate(child, behaviour(&argv), tx.clone())));
+                    let (pause, paused) = watch::channel(false);
+                    let task = tokio::spawn(simulate(child, behaviour(&argv), paused, tx.clone()));
+                    children.insert(child, (task, pause));
                 }
                 Output::Kill { child } => {
-                    if let Some(task) = children.remove(&child) {
+                    if let Some((task, _)) = children.remove(&child) {
                         task.abort();
                         feed(&ctx, &mut node, Input::ChildExited { child, end: ProcessEnd::Signalled(9) });
                     }
                 }
-                // A simulated command's output is tiny; nothing to hold back.
-                Output::PauseChild { .. } | Output::ResumeChild { .. } => {}
+                // A paused command writes nothing more until resumed, as one blocked on a full pipe.
+                Output::PauseChild { child } => {
+                    if let Some((_, pause)) = children.get(&child) {
+                        pause.send_replace(true);
+                    }
+                }
+                Output::ResumeChild { child } => {
+                    if let Some((_, pause)) = children.get(&child) {
+                        pause.send_replace(false);
+                    }
+                }
                 Output::Log(event) => observe(&ctx, &node, &event),
             }
         }
@@ -314,7 +327,12 @@ fn check_audited_before_spawn(ctx: &NodeHostContext, spawned: usize) {
 }
 
 /// Plays one command: its output and its end, as a process would report them.
-async fn simulate(child: ChildId, behaviour: Behaviour, tx: UnboundedSender<Report>) {
+async fn simulate(
+    child: ChildId,
+    behaviour: Behaviour,
+    mut paused: watch::Receiver<bool>,
+    tx: UnboundedSender<Report>,
+) {
     let send = |input| tx.send(Report::Input(input)).is_ok();
     match behaviour {
         Behaviour::Script { outputs, end } => {
@@ -334,7 +352,12 @@ async fn simulate(child: ChildId, behaviour: Behaviour, tx: UnboundedSender<Repo
                 }
                 let input = match bytes {
                     Some(bytes) if bytes.is_empty() => continue,
-                    Some(bytes) => Input::ChildOutput { child, stderr: false, bytes },
+                    Some(bytes) => {
+                        if paused.wait_for(|p| !p).await.is_err() {
+                            return;
+                        }
+                        Input::ChildOutput { child, stderr: false, bytes }
+                    }
                     None => match &end {
                         Some((_, end)) => Input::ChildExited { child, end: *end },
                         None => return,
@@ -351,6 +374,9 @@ async fn simulate(child: ChildId, behaviour: Behaviour, tx: UnboundedSender<Repo
         }
         Behaviour::Chatters { chunk, every } => loop {
             tokio::time::sleep(every).await;
+            if paused.wait_for(|p| !p).await.is_err() {
+                return;
+            }
             if !send(Input::ChildOutput { child, stderr: false, bytes: chunk.clone() }) {
                 return;
             }
