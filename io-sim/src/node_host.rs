@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use cohort_core::exec::acl::Acl;
 use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_chain};
 use cohort_core::exec::daemon::ProcessEnd;
 use cohort_core::member::MemberRecord;
@@ -155,7 +156,11 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
     if let Some(record) = &record {
         ctx.observer.booted(me, record, turmoil::elapsed());
     }
-    let mut node = Node::new(now(), (ctx.setup)(record), fork(&mut rng));
+    let setup = (ctx.setup)(record);
+    // The ACL each host this node plays holds, for the invariant that nothing denied runs.
+    let acls: BTreeMap<String, Acl> =
+        setup.exec_hosts.iter().map(|h| (h.name.clone(), h.acl.clone())).collect();
+    let mut node = Node::new(now(), setup, fork(&mut rng));
     if let Some(probe) = &ctx.probe {
         probe(&node);
     }
@@ -225,9 +230,10 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                         .insert((ctx.name.clone(), path), contents);
                     feed(&ctx, &mut node, Input::FileWritten { id, outcome: Ok(()) });
                 }
-                Output::Spawn { child, argv, .. } => {
+                Output::Spawn { child, argv, run_as, .. } => {
                     spawned += 1;
                     check_audited_before_spawn(&ctx, spawned);
+                    check_permitted(&ctx, &acls, &argv, run_as.as_deref());
                     feed(&ctx, &mut node, Input::ChildStarted { child });
                     let (pause, paused) = watch::channel(false);
                     let task = tokio::spawn(simulate(child, behaviour(&argv), paused, tx.clone()));
@@ -322,6 +328,29 @@ fn check_audited_before_spawn(ctx: &NodeHostContext, spawned: usize) {
             ctx.name,
             local.len()
         );
+        ctx.observer.report_violation(turmoil::elapsed(), what);
+    }
+}
+
+/// Invariant: nothing runs that the ACL denies. A spawned command has a `Run` record kept here
+/// with the same argv and run-as user, whose host's ACL grants its principal exactly that.
+fn check_permitted(
+    ctx: &NodeHostContext,
+    acls: &BTreeMap<String, Acl>,
+    argv: &[String],
+    run_as: Option<&str>,
+) {
+    let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
+    let permitted = records.iter().filter(|(host, _)| *host == ctx.name).any(|(_, r)| {
+        matches!(r, Record::LocalAudit(a)
+            if a.decision == AuditDecision::Run
+                && a.argv == argv
+                && Some(a.run_as.as_str()) == run_as
+                && acls.get(&a.host).is_some_and(|acl| acl.check(&a.principal, &a.run_as, &a.argv).is_ok()))
+    });
+    if !permitted {
+        let what =
+            format!("{}: spawned {argv:?} as {run_as:?}, which no permitted run record covers", ctx.name);
         ctx.observer.report_violation(turmoil::elapsed(), what);
     }
 }
