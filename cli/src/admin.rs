@@ -294,12 +294,19 @@ pub struct GetArgs {
     /// The setting to look up; all settings when omitted.
     #[arg(value_name = "KEY")]
     pub setting: Option<String>,
+    /// Ask the member's local lookup service at this Unix socket (its `lookup_socket`) instead
+    /// of the admin channel: no key needed, only access to the socket.
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
 
 /// `cohort get KEY`: the network service lookup (rule 9).
 pub fn get(args: &GetArgs) -> anyhow::Result<()> {
+    if let Some(socket) = &args.socket {
+        return crate::local_get::get(socket, args.setting.as_deref());
+    }
     let node = args.target.resolve()?;
     match node.ask(&AdminRequest::Lookup { key: args.setting.clone() })? {
         AdminResponse::Lookup(LookupReply::Value { version, key, value: Some(value) }) => {

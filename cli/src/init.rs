@@ -117,6 +117,8 @@ pub fn create_at(args: &Args, addresses: &[SocketAddr]) -> anyhow::Result<Create
         keyfile::write_key_file(&dir.join("node.key"), member_keys, false)?;
         let node = NodeConfig {
             heartbeat_ms: args.heartbeat_ms,
+            // Applications on the member's host read the configuration here, without a key.
+            lookup_socket: Some("lookup.sock".into()),
             ..NodeConfig::new(entry.address, entry.admin, ".".into(), "node.key".into(), "member")
         };
         let config_path = dir.join("node.toml");

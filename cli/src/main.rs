@@ -11,6 +11,7 @@ mod exec_setup;
 mod init;
 mod init_args;
 mod keygen;
+mod local_get;
 mod node;
 mod policy_cli;
 mod policy_setup;

@@ -1,5 +1,5 @@
 //! Real `cohort node run` processes on loopback: a change through `cohort admin` installs on every
-//! member; a member killed with SIGKILL while a change is staged comes back with it from SQLite.
+//! member and is read back through each member's local lookup socket; a member killed with SIGKILL while a change is staged comes back with it from SQLite.
 
 mod common;
 
@@ -40,6 +40,21 @@ fn a_change_through_admin_installs_on_every_member() {
             status["members"].as_array().expect("members").iter().filter(|m| m["self"] == false).collect();
         assert_eq!(heard.len(), 2);
         assert!(heard.iter().all(|m| m["last_heard_ms"].as_u64().is_some()));
+    }
+    // The same configuration from each member's local lookup service, with no key at all.
+    for i in 0..3 {
+        let socket = cluster.config(i).with_file_name("lookup.sock");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&socket).expect("socket").permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o660, "only the owner and the group may ask");
+        let out = cohort(&["get", "dns", "--socket", socket.to_str().expect("utf-8")]);
+        assert!(out.status.success(), "get --socket failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "10.0.0.53\n");
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("(dns from {})", versions[i])));
+        let out = cohort(&["get", "nosuch", "--socket", socket.to_str().expect("utf-8")]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("`nosuch` is not set in 2@"));
     }
 }
 

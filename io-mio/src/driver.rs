@@ -12,6 +12,8 @@ use cohort_core::node::{ChildId, ConnId, Input, Level, ListenerId, Node, Output,
 use cohort_core::{Machine, exec::daemon::ProcessEnd};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::sockets::{ListenSocket, StreamSocket, bind_local};
 use mio::{Interest, Token};
 use tracing::{debug, info, warn};
 
@@ -34,7 +36,7 @@ enum Source {
 
 #[derive(Debug)]
 struct Socket {
-    stream: TcpStream,
+    stream: StreamSocket,
     token: Token,
     outgoing: Vec<u8>,
     /// The node closed it: write what is queued, then drop it.
@@ -51,7 +53,9 @@ pub struct NodeDriver {
     clock: Clock,
     store: Store,
     udp: Option<UdpSocket>,
-    listeners: BTreeMap<ListenerId, TcpListener>,
+    listeners: BTreeMap<ListenerId, ListenSocket>,
+    /// The group the local lookup socket is given.
+    local_group: Option<u32>,
     sockets: BTreeMap<ConnId, Socket>,
     children: BTreeMap<ChildId, RunningChild>,
     sources: BTreeMap<Token, Source>,
@@ -73,6 +77,7 @@ impl NodeDriver {
         clock: Clock,
         store: Store,
         slot: Slot,
+        local_group: Option<u32>,
     ) -> Result<Self, NodeError> {
         let mut driver = NodeDriver {
             name,
@@ -82,6 +87,7 @@ impl NodeDriver {
             store,
             udp: None,
             listeners: BTreeMap::new(),
+            local_group,
             sockets: BTreeMap::new(),
             children: BTreeMap::new(),
             sources: BTreeMap::new(),
@@ -129,10 +135,19 @@ impl NodeDriver {
                     .map_err(|source| NodeError::Bind { what: "listen on", addr, source })?;
                 let token = self.token(Source::Listener(listener));
                 self.slot.registry().register(&mut socket, token, Interest::READABLE)?;
-                self.listeners.insert(listener, socket);
+                self.listeners.insert(listener, ListenSocket::Tcp(socket));
+            }
+            Output::ListenLocal { listener, path } => {
+                let what = "open the lookup socket at";
+                let mut socket = bind_local(Path::new(&path), self.local_group)
+                    .map_err(|source| NodeError::Bind { what, addr: path.clone(), source })?;
+                let token = self.token(Source::Listener(listener));
+                self.slot.registry().register(&mut socket, token, Interest::READABLE)?;
+                info!(%path, "lookup socket open");
+                self.listeners.insert(listener, ListenSocket::Unix(socket));
             }
             Output::Connect { conn, addr } => match addr.parse::<SocketAddr>().map(TcpStream::connect) {
-                Ok(Ok(stream)) => self.adopt(conn, stream),
+                Ok(Ok(stream)) => self.adopt(conn, StreamSocket::Tcp(stream)),
                 Ok(Err(e)) => self.feed(Input::Closed { conn, error: Some(e.to_string()) }),
                 Err(_) => self.feed(Input::Closed { conn, error: Some(format!("`{addr}` is not IP:PORT")) }),
             },
@@ -216,7 +231,7 @@ impl NodeDriver {
         Ok(())
     }
 
-    fn adopt(&mut self, conn: ConnId, mut stream: TcpStream) {
+    fn adopt(&mut self, conn: ConnId, mut stream: StreamSocket) {
         let token = self.token(Source::Conn(conn));
         if let Err(e) =
             self.slot.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
@@ -232,7 +247,7 @@ impl NodeDriver {
         loop {
             let Some(socket) = self.listeners.get(&listener) else { return };
             match socket.accept() {
-                Ok((stream, _)) => {
+                Ok(stream) => {
                     let conn = ConnId::inbound(self.next_inbound);
                     self.next_inbound += 1;
                     self.adopt(conn, stream);
@@ -276,7 +291,7 @@ impl NodeDriver {
     fn drop_socket(&mut self, conn: ConnId) {
         if let Some(mut socket) = self.sockets.remove(&conn) {
             let _ = self.slot.registry().deregister(&mut socket.stream);
-            let _ = socket.stream.shutdown(std::net::Shutdown::Both);
+            socket.stream.shutdown();
             self.sources.remove(&socket.token);
         }
     }

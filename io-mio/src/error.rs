@@ -16,6 +16,8 @@ pub enum NodeError {
     NoState { path: std::path::PathBuf },
     #[error("could not {what} {addr}: {source}")]
     Bind { what: &'static str, addr: String, source: std::io::Error },
+    #[error("lookup_group `{group}` is not a group on this machine; give an existing group's name or number")]
+    UnknownGroup { group: String },
     #[error("event loop failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("the {role} role: {source}")]

@@ -13,4 +13,5 @@ pub mod keyfile;
 pub mod node_config;
 pub mod reactor;
 pub mod roles;
+pub mod sockets;
 pub mod store;

@@ -44,6 +44,15 @@ pub struct NodeConfig {
     /// Admin connections allowed to be mid-handshake at once; more are refused at accept.
     #[serde(default = "default_max_handshaking")]
     pub admin_max_handshaking: usize,
+    /// The member's local lookup service for this host's applications: a Unix socket (mode 0660)
+    /// answering `get KEY`, `get --all` and `version` without any key. Relative paths are
+    /// relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_socket: Option<PathBuf>,
+    /// The group (name or number) that owns the lookup socket: its members' applications may
+    /// ask. The node's own group when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lookup_group: Option<String>,
 }
 
 fn default_handshake_timeout_ms() -> u64 {
@@ -253,6 +262,8 @@ impl NodeConfig {
             collector: None,
             policy_server: None,
             policy_agents: Vec::new(),
+            lookup_socket: None,
+            lookup_group: None,
         }
     }
 
@@ -293,6 +304,7 @@ impl NodeConfig {
         let base = path.parent().unwrap_or(Path::new(".")).to_owned();
         config.data_dir = base.join(&config.data_dir);
         config.key_file = base.join(&config.key_file);
+        config.lookup_socket = config.lookup_socket.as_ref().map(|p| base.join(p));
         if let Some(gateway) = &mut config.gateway {
             gateway.principals_file = base.join(&gateway.principals_file);
             gateway.hosts_file = base.join(&gateway.hosts_file);

@@ -35,6 +35,17 @@ fn identity(path: &Path, ed: &str, x: &str) -> Result<PublicIdentity, NodeConfig
     Ok(PublicIdentity { signing: parse_key(path, "ed25519", ed)?, agreement: parse_key(path, "x25519", x)? })
 }
 
+/// The group id `group` names: a number, or a name from the system's group database.
+fn group_id(group: &str) -> Result<u32, NodeError> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(found)) => Ok(found.gid.as_raw()),
+        Ok(None) | Err(_) => Err(NodeError::UnknownGroup { group: group.to_owned() }),
+    }
+}
+
 /// Starts every role `config` names as one node, driven on the loop's `slot`.
 pub fn start(config: &NodeConfig, slot: Slot) -> Result<NodeDriver, NodeError> {
     let keys = keyfile::read_key_file(&config.key_file)?;
@@ -57,6 +68,7 @@ pub fn start(config: &NodeConfig, slot: Slot) -> Result<NodeDriver, NodeError> {
                 max_message: 1024 * 1024,
                 ..ConnLimits::default()
             },
+            lookup_socket: config.lookup_socket.as_ref().map(|p| p.display().to_string()),
         });
     }
     if config.has_role("gateway") || config.has_role("exec") {
@@ -67,7 +79,8 @@ pub fn start(config: &NodeConfig, slot: Slot) -> Result<NodeDriver, NodeError> {
     }
     let clock = Clock::start();
     let node = Node::new(clock.now(), setup, fork(&mut rng));
-    NodeDriver::new("node", node, clock, store, slot)
+    let local_group = config.lookup_group.as_deref().map(group_id).transpose()?;
+    NodeDriver::new("node", node, clock, store, slot, local_group)
 }
 
 fn exec_roles(

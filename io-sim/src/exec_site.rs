@@ -393,6 +393,7 @@ impl Site {
                 listen: format!("0.0.0.0:{MEMBER_PORT}"),
                 admin_listen: format!("0.0.0.0:{ADMIN_PORT}"),
                 admin_limits: ConnLimits::default(),
+                lookup_socket: None,
             }),
             gateway: Some(GatewayRole {
                 listen: format!("0.0.0.0:{GATEWAY_PORT}"),

@@ -106,6 +106,7 @@ fn member_setup(keys: NodeKeys, settings: MemberSettings) -> SetupFn {
             listen: format!("0.0.0.0:{MEMBER_PORT}"),
             admin_listen: format!("0.0.0.0:{ADMIN_PORT}"),
             admin_limits: ConnLimits::default(),
+            lookup_socket: None,
         }),
         ..NodeSetup::new(keys.clone())
     })

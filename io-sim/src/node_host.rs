@@ -192,6 +192,9 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     let socket = TcpListener::bind(("0.0.0.0", port(&addr)?)).await?;
                     tokio::spawn(accept(socket, listener, inbound.clone(), tx.clone()));
                 }
+                // Simulated hosts run no local applications: the lookup service's rules are
+                // tested on the node itself.
+                Output::ListenLocal { .. } => {}
                 Output::Connect { conn, addr } => {
                     let (bytes_tx, bytes_rx) = unbounded_channel();
                     writers.insert(conn, bytes_tx);

@@ -37,9 +37,23 @@ impl fmt::Display for ConnId {
     }
 }
 
-/// A listening socket the node asked for with [`Output::Listen`].
+/// A listening socket the node asked for with [`Output::Listen`] or [`Output::ListenLocal`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ListenerId(pub u32);
+
+impl ListenerId {
+    const LOCAL: u32 = 1 << 31;
+
+    /// The node's `n`th local (plain, same-host) listener.
+    pub const fn local(n: u32) -> ListenerId {
+        ListenerId(n | Self::LOCAL)
+    }
+
+    /// Whether this listener is a local one: its connections carry no channel.
+    pub const fn is_local(self) -> bool {
+        self.0 & Self::LOCAL != 0
+    }
+}
 
 /// A record handed to the driver to keep; answered by [`Input::Persisted`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -114,6 +128,10 @@ pub enum Input {
 pub enum Output {
     /// Listen on `addr` (`IP:PORT`); a failure to bind is fatal for the process.
     Listen { listener: ListenerId, addr: String },
+    /// Listen on the Unix socket at `path` for applications on this host (no channel: whoever
+    /// may open the socket may ask); its connections come as `Accepted` on `listener`, their
+    /// bytes plain. A failure to bind is fatal for the process.
+    ListenLocal { listener: ListenerId, path: String },
     /// Bind the node's datagram socket (member messages) on `addr`; a failure is fatal.
     BindDatagram { addr: String },
     /// Send one datagram to `addr`; a failed send is a lost datagram.

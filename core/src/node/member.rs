@@ -1,5 +1,5 @@
-//! The cluster member on a node: member messages as datagrams, and the admin channel on its
-//! listener. Owns the mapping between the member and the node: who may open the admin channel
+//! The cluster member on a node: member messages as datagrams, the admin channel on its
+//! listener, and the local lookup service for the host's applications. Owns the mapping between the member and the node: who may open the admin channel
 //! (the operators the active configuration lists, and the node's own key, kept current at every
 //! install), one admin request at a time per connection, answers on the connection the request
 //! came on, and what the member asks to keep. The rules of agreement are the member's.
@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use super::Effects;
 use super::conns::{ConnEvent, ConnLimits};
 use super::io::{ConnId, Event, ListenerId, Output, Record};
+use super::lookup::{self, LocalConns, LocalEvent, LocalRequest};
 use crate::admin::{AdminRequest, AdminResponse, node_status};
 use crate::channel::TrustSet;
 use crate::identity::NodeKeys;
@@ -29,6 +30,8 @@ pub struct MemberRole {
     /// Where operators open the admin channel.
     pub admin_listen: String,
     pub admin_limits: ConnLimits,
+    /// The Unix socket of the local lookup service, if the node offers one.
+    pub lookup_socket: Option<String>,
 }
 
 #[derive(Debug)]
@@ -41,6 +44,8 @@ pub(super) struct MemberHost {
     next_request: u64,
     /// The groups of a configuration installed since the node last asked.
     installed: Option<BTreeMap<String, String>>,
+    /// The local lookup listener and its connections.
+    local: Option<(ListenerId, LocalConns)>,
 }
 
 impl MemberHost {
@@ -56,8 +61,13 @@ impl MemberHost {
         let trust = admin_trust(&member, &keys);
         let admin = fx.conns.listen("admin", role.admin_listen, keys.clone(), trust, role.admin_limits);
         let installed = Some(groups(&member));
+        let local = role.lookup_socket.map(|path| {
+            let listener = ListenerId::local(0);
+            fx.out.push_back(Output::ListenLocal { listener, path });
+            (listener, LocalConns::default())
+        });
         let mut host =
-            MemberHost { member, keys, admin, waiting: BTreeMap::new(), next_request: 1, installed };
+            MemberHost { member, keys, admin, waiting: BTreeMap::new(), next_request: 1, installed, local };
         host.drain(now, fx);
         host
     }
@@ -130,6 +140,70 @@ impl MemberHost {
         self.drain(now, fx);
     }
 
+    /// Whether `conn` is one of the local lookup service's connections.
+    pub fn owns_local(&self, conn: ConnId) -> bool {
+        self.local.as_ref().is_some_and(|(_, conns)| conns.owns(conn))
+    }
+
+    /// Whether `listener` is the local lookup service's.
+    pub fn owns_local_listener(&self, listener: ListenerId) -> bool {
+        self.local.as_ref().is_some_and(|(l, _)| *l == listener)
+    }
+
+    pub fn on_local_accepted(&mut self, conn: ConnId, fx: &mut Effects<'_>) {
+        let admitted = self.local.as_mut().is_some_and(|(_, conns)| conns.accepted(conn));
+        if !admitted {
+            fx.out.push_back(Output::Close { conn });
+        }
+    }
+
+    pub fn on_local_closed(&mut self, conn: ConnId) {
+        if let Some((_, conns)) = self.local.as_mut() {
+            conns.closed(conn);
+        }
+    }
+
+    /// Bytes from a local client: each request line is answered from the active configuration,
+    /// in order (the member answers lookups in the step it takes them).
+    pub fn on_local_bytes(&mut self, now: Now, conn: ConnId, bytes: &[u8], fx: &mut Effects<'_>) {
+        let Some((_, conns)) = self.local.as_mut() else { return };
+        for event in conns.received(conn, bytes) {
+            match event {
+                LocalEvent::Request { conn, request: Ok(LocalRequest::Version) } => {
+                    let line = lookup::version_line(self.member.active_version(), self.member.is_syncing());
+                    fx.out.push_back(Output::Transmit { conn, bytes: line });
+                }
+                LocalEvent::Request { conn, request: Ok(request) } => {
+                    let key = match request {
+                        LocalRequest::Get(key) => Some(key),
+                        LocalRequest::All | LocalRequest::Version => None,
+                    };
+                    let request_id = self.next_request;
+                    self.next_request += 1;
+                    if !self.local.as_mut().is_some_and(|(_, conns)| conns.wait(conn, request_id)) {
+                        self.refuse_local(conn, "too many requests waiting; read the answers", fx);
+                        return;
+                    }
+                    self.member.handle(now, MemberInput::Lookup { request_id, key });
+                    self.drain(now, fx);
+                }
+                LocalEvent::Request { conn, request: Err(error) } => {
+                    fx.out.push_back(Output::Transmit { conn, bytes: lookup::error_line(&error) });
+                }
+                LocalEvent::Refuse { conn, reason } => return self.refuse_local(conn, &reason, fx),
+            }
+            if self.local.is_none() {
+                return;
+            }
+        }
+    }
+
+    fn refuse_local(&mut self, conn: ConnId, reason: &str, fx: &mut Effects<'_>) {
+        fx.out.push_back(Output::Transmit { conn, bytes: lookup::error_line(reason) });
+        fx.out.push_back(Output::Close { conn });
+        self.on_local_closed(conn);
+    }
+
     fn track(&mut self, conn: ConnId) -> u64 {
         let id = self.next_request;
         self.next_request += 1;
@@ -177,7 +251,13 @@ impl MemberHost {
                     self.answer(fx, request_id, &AdminResponse::ChangeRejected { reason });
                 }
                 MemberOutput::LookupAnswer { request_id, answer } => {
-                    self.answer(fx, request_id, &AdminResponse::Lookup(answer.into()))
+                    let local = self.local.as_mut().and_then(|(_, conns)| conns.answered(request_id));
+                    match local {
+                        Some(conn) => {
+                            fx.out.push_back(Output::Transmit { conn, bytes: lookup::answer_line(&answer) })
+                        }
+                        None => self.answer(fx, request_id, &AdminResponse::Lookup(answer.into())),
+                    }
                 }
             }
         }

@@ -40,6 +40,7 @@ mod conns;
 mod exec;
 mod io;
 mod links;
+mod lookup;
 mod member;
 mod policy;
 mod trace;
@@ -278,6 +279,11 @@ impl Node {
         }
     }
 
+    /// Whether `conn` is a local lookup connection.
+    fn is_local(&self, conn: ConnId) -> bool {
+        self.roles.member.as_ref().is_some_and(|m| m.owns_local(conn))
+    }
+
     fn on_child(&mut self, now: Now, child: ChildId, event: ChildEvent) {
         self.with_roles(|roles, fx| {
             let policy_outcome = match &event {
@@ -299,6 +305,24 @@ impl Machine for Node {
 
     fn handle(&mut self, now: Now, input: Input) {
         match input {
+            // A local listener's connections carry no channel: they go to the lookup service.
+            Input::Accepted { listener, conn } if listener.is_local() => self.with_roles(|roles, fx| {
+                match roles.member.as_mut().filter(|m| m.owns_local_listener(listener)) {
+                    Some(m) => m.on_local_accepted(conn, fx),
+                    None => fx.out.push_back(Output::Close { conn }),
+                }
+            }),
+            Input::Received { conn, bytes } if self.is_local(conn) => self.with_roles(|roles, fx| {
+                if let Some(m) = roles.member.as_mut() {
+                    m.on_local_bytes(now, conn, &bytes, fx);
+                }
+            }),
+            Input::Written { conn, .. } if self.is_local(conn) => {}
+            Input::Closed { conn, .. } if self.is_local(conn) => {
+                if let Some(m) = self.roles.member.as_mut() {
+                    m.on_local_closed(conn);
+                }
+            }
             Input::Accepted { listener, conn } => self.conns.accepted(now, listener, conn),
             Input::Received { conn, bytes } => self.conns.received(now, conn, bytes),
             Input::Written { conn, bytes } => self.conns.written(conn, bytes),

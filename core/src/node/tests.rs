@@ -117,6 +117,9 @@ impl Net {
             Output::Listen { listener, addr } => {
                 self.listening.insert(addr, (i, listener));
             }
+            Output::ListenLocal { listener, path } => {
+                self.listening.insert(path, (i, listener));
+            }
             Output::Connect { conn, addr } => self.connect(i, conn, &addr),
             Output::Transmit { conn, bytes } => {
                 self.inputs.push_back((i, Input::Written { conn, bytes: bytes.len() }));
@@ -451,6 +454,7 @@ fn lone_member() -> (Net, usize, NodeKeys, NodeKeys, crate::member::Version) {
         listen: "10.0.0.9:7000".into(),
         admin_listen: "10.0.0.9:7001".into(),
         admin_limits: ConnLimits::default(),
+        lookup_socket: Some("/run/cohort/lookup.sock".into()),
     };
     let node = net.add(NodeSetup { member: Some(role), ..NodeSetup::new(keys.clone()) }, 1);
     (net, node, keys, operator, config.version)
@@ -484,4 +488,58 @@ fn requests_pipelined_on_one_admin_connection_are_answered_in_order() {
     assert_eq!(answers.len(), 2, "{answers:#?}");
     assert!(matches!(answers[0], AdminResponse::ChangeAccepted { .. }), "{answers:?}");
     assert!(matches!(&answers[1], AdminResponse::Status(_)), "{answers:?}");
+}
+
+/// Feeds `input` and carries out what the node says until it is quiet (persists answered),
+/// returning the bytes it sent on `conn` and whether it closed it.
+fn exchange(node: &mut Node, now: Now, input: Input, conn: ConnId) -> (Vec<u8>, bool) {
+    let (mut sent, mut closed) = (Vec::new(), false);
+    let mut inputs = VecDeque::from([input]);
+    while let Some(input) = inputs.pop_front() {
+        node.handle(now, input);
+        while let Some(out) = node.poll_output() {
+            match out {
+                Output::Persist { id, .. } => inputs.push_back(Input::Persisted { id }),
+                Output::Transmit { conn: c, bytes } if c == conn => sent.extend(bytes),
+                Output::Close { conn: c } if c == conn => closed = true,
+                _ => {}
+            }
+        }
+    }
+    (sent, closed)
+}
+
+/// The local lookup service answers the host's applications line by line from the active
+/// configuration, names what it cannot read, and closes a connection that sends an overlong
+/// line; a connection the service does not know never reaches the channel layer.
+#[test]
+fn the_local_lookup_service_answers_lines_from_the_active_configuration() {
+    let (net, node, ..) = lone_member();
+    let End::Node(node) = net.ends.into_iter().nth(node).expect("the node") else { panic!("a node") };
+    let mut node = *node;
+    let now = net.now;
+    let listener = ListenerId::local(0);
+    let conn = ConnId::inbound(900);
+    assert_eq!(exchange(&mut node, now, Input::Accepted { listener, conn }, conn), (Vec::new(), false));
+    let ask = |node: &mut Node, line: &[u8]| {
+        let (bytes, closed) = exchange(node, now, Input::Received { conn, bytes: line.to_vec() }, conn);
+        (String::from_utf8(bytes).expect("utf-8"), closed)
+    };
+    let (version, _) = ask(&mut node, b"version\n");
+    assert!(
+        version.starts_with("{\"version\":\"1@") && version.ends_with(",\"syncing\":false}\n"),
+        "{version}"
+    );
+    let (two, _) = ask(&mut node, b"get --all\nget nosuch\n");
+    let lines: Vec<&str> = two.lines().collect();
+    assert_eq!(lines.len(), 2, "one answer per request, in order: {two}");
+    assert!(lines[0].contains("\"settings\":{}"), "{two}");
+    assert!(lines[1].contains("\"key\":\"nosuch\",\"value\":null"), "{two}");
+    let (error, closed) = ask(&mut node, b"rm -rf /\n");
+    assert!(error.contains("\"error\":\"cannot read `rm -rf /`") && !closed, "{error}");
+    let (error, closed) = ask(&mut node, &[b'x'; 2000]);
+    assert!(error.contains("longer than 1024 bytes") && closed, "{error}");
+    // After the close the connection is gone: its bytes are the channel layer's no more.
+    let (nothing, _) = ask(&mut node, b"version\n");
+    assert_eq!(nothing, "");
 }

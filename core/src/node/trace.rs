@@ -46,6 +46,7 @@ impl TraceEvent for Output {
     fn describe(&self) -> String {
         match self {
             Output::Listen { listener, addr } => format!("Listen {} on {addr}", listener.0),
+            Output::ListenLocal { listener, path } => format!("ListenLocal {} on {path}", listener.0),
             Output::BindDatagram { addr } => format!("BindDatagram {addr}"),
             Output::SendDatagram { addr, bytes } => format!("SendDatagram {addr} {}", short(bytes)),
             Output::Connect { conn, addr } => format!("Connect {conn} to {addr}"),
