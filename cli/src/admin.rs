@@ -196,11 +196,28 @@ pub fn status_json(status: &NodeStatus) -> serde_json::Value {
         "cluster_id": status.cluster_id,
         "active": status.active.to_full_string(),
         "staged": status.staged.map(|v| v.to_full_string()),
-        "state": if status.syncing { "syncing" } else { "serving" },
+        "state": state(status),
         "settings": status.settings,
         "members": members,
         "dropped": status.dropped.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
     })
+}
+
+/// What the node is doing, in one word for scripts.
+fn state(status: &NodeStatus) -> &'static str {
+    match (status.in_roster, status.syncing) {
+        (false, _) => "outside-roster",
+        (true, true) => "syncing",
+        (true, false) => "serving",
+    }
+}
+
+/// What the node is doing, for a person.
+fn state_text(status: &NodeStatus) -> &'static str {
+    match state(status) {
+        "outside-roster" => "not in the roster (waiting to be added, or removed): answering no lookups",
+        other => other,
+    }
 }
 
 pub fn render_status(status: &NodeStatus) -> String {
@@ -211,7 +228,7 @@ pub fn render_status(status: &NodeStatus) -> String {
         status.cluster_id,
         status.active,
         version_text(status.staged),
-        if status.syncing { "syncing" } else { "serving" },
+        state_text(status),
     );
     out.push_str(&format!(
         "  {:<10} {:<22} {:<14} {:<14} {}\n",
@@ -267,6 +284,8 @@ pub enum AdminCommand {
         #[command(flatten)]
         target: TargetArgs,
     },
+    /// Export what a new node needs to join (for `cohort join`) from a member.
+    JoinFile(crate::join::JoinFileArgs),
 }
 
 pub fn admin(command: &AdminCommand) -> anyhow::Result<()> {
@@ -278,6 +297,7 @@ pub fn admin(command: &AdminCommand) -> anyhow::Result<()> {
         AdminCommand::RemoveMember { node_id, target } => {
             (parse_changes(&[], &[], &[], std::slice::from_ref(node_id))?, target, false)
         }
+        AdminCommand::JoinFile(args) => return crate::join::export(args),
     };
     let node = target.resolve()?;
     let version = node.change(changes)?;

@@ -10,6 +10,7 @@ mod exec_client;
 mod exec_setup;
 mod init;
 mod init_args;
+mod join;
 mod keygen;
 mod local_get;
 mod node;
@@ -42,6 +43,8 @@ enum Command {
     Demo,
     /// Create a cluster: operator key, member keys, genesis configuration, one directory per member.
     Init(init::Args),
+    /// Prepare a new node's directory to join a running cluster (from `cohort admin join-file`).
+    Join(join::JoinArgs),
     /// Run a node.
     #[command(subcommand)]
     Node(node::NodeCommand),
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Sim(command) => sim::run(&command),
         Command::Demo => demo::run(),
         Command::Init(args) => init::run(&args),
+        Command::Join(args) => join::join(&args),
         Command::Node(command) => {
             init_logging();
             node::run(&command)

@@ -42,7 +42,7 @@ fn a_change_through_admin_installs_on_every_member() {
         assert!(heard.iter().all(|m| m["last_heard_ms"].as_u64().is_some()));
     }
     // The same configuration from each member's local lookup service, with no key at all.
-    for i in 0..3 {
+    for (i, version) in versions.iter().enumerate() {
         let socket = cluster.config(i).with_file_name("lookup.sock");
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(&socket).expect("socket").permissions(),
@@ -51,7 +51,7 @@ fn a_change_through_admin_installs_on_every_member() {
         let out = cohort(&["get", "dns", "--socket", socket.to_str().expect("utf-8")]);
         assert!(out.status.success(), "get --socket failed: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "10.0.0.53\n");
-        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("(dns from {})", versions[i])));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("(dns from {version})")));
         let out = cohort(&["get", "nosuch", "--socket", socket.to_str().expect("utf-8")]);
         assert!(!out.status.success());
         assert!(String::from_utf8_lossy(&out.stderr).contains("`nosuch` is not set in 2@"));

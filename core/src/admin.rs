@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::identity::NodeId;
-use crate::member::{ChangeRequest, LookupAnswer, Member, Version};
+use crate::member::{ChangeRequest, JoinAnchor, LookupAnswer, Member, Version};
 use crate::signed::Signed;
 use crate::time::Instant;
 
@@ -14,7 +14,11 @@ use crate::time::Instant;
 pub enum AdminRequest {
     Status,
     Change(Signed<ChangeRequest>),
-    Lookup { key: Option<String> },
+    Lookup {
+        key: Option<String>,
+    },
+    /// What a new node needs to join (`cohort admin join-file`).
+    JoinAnchor,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,6 +31,7 @@ pub enum AdminResponse {
         reason: String,
     },
     Lookup(LookupReply),
+    JoinAnchor(Box<JoinAnchor>),
     /// The request could not be served; the text says why and what to do.
     Error(String),
 }
@@ -61,6 +66,9 @@ pub struct NodeStatus {
     pub active: Version,
     pub staged: Option<Version>,
     pub syncing: bool,
+    /// Whether this node is in its active configuration's roster: false while joining (not yet
+    /// added) and after it was removed.
+    pub in_roster: bool,
     pub settings: u64,
     pub members: Vec<PeerStatus>,
     pub dropped: Vec<(String, u64)>,
@@ -111,6 +119,7 @@ pub fn node_status(member: &Member, now: Instant) -> NodeStatus {
         active: member.active_version(),
         staged: member.staged_version(),
         syncing: member.is_syncing(),
+        in_roster: active.is_member(&me),
         settings: active.settings.len() as u64,
         members,
         dropped: member.drops().iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),

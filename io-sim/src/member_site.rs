@@ -273,6 +273,7 @@ impl MemberSite {
             AdminRequest::Status => "status".to_owned(),
             AdminRequest::Change(r) => format!("change of {} on {}", r.body.changes.len(), r.body.base),
             AdminRequest::Lookup { key } => format!("lookup {key:?}"),
+            AdminRequest::JoinAnchor => "join anchor".to_owned(),
         };
         self.note(OPERATOR, &format!("asks {}: {what}", host_name(at)));
         let answer = Slot::default();

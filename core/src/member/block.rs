@@ -143,16 +143,13 @@ impl ConfigBlock {
     }
 }
 
-/// Verifies `header` against `trusted` and opens `entry` with `keys`. Returns the configuration
-/// only if every check passes: cluster, author, signature, entry hash, decryption, content hash,
-/// version and cluster inside the configuration, and its bounds.
-pub fn verify_and_open(
+/// Checks `header` alone: for this cluster, and signed by the trusted member or operator it
+/// names as its author.
+pub fn verify_header(
     cluster_id: &str,
     header: &SignedHeader,
-    entry: &SealedBox,
-    keys: &NodeKeys,
     trusted: &TrustedAuthors,
-) -> Result<ClusterConfig, BlockError> {
+) -> Result<(), BlockError> {
     let body = &header.body;
     if body.cluster_id != cluster_id {
         return Err(BlockError::WrongCluster { got: body.cluster_id.chars().take(64).collect() });
@@ -177,6 +174,21 @@ pub fn verify_and_open(
             header.verify_with_signing_key(key).map_err(|_| BlockError::BadSignature)?;
         }
     }
+    Ok(())
+}
+
+/// Verifies `header` against `trusted` and opens `entry` with `keys`. Returns the configuration
+/// only if every check passes: cluster, author, signature, entry hash, decryption, content hash,
+/// version and cluster inside the configuration, and its bounds.
+pub fn verify_and_open(
+    cluster_id: &str,
+    header: &SignedHeader,
+    entry: &SealedBox,
+    keys: &NodeKeys,
+    trusted: &TrustedAuthors,
+) -> Result<ClusterConfig, BlockError> {
+    verify_header(cluster_id, header, trusted)?;
+    let body = &header.body;
     let me = keys.public().key_digest();
     let expected = body.entries.get(&me).ok_or(BlockError::NoEntry)?;
     if entry.digest() != *expected {

@@ -655,7 +655,8 @@ impl Member {
 
     fn handle_lookup(&mut self, request_id: u64, key: Option<String>) {
         let active = &self.durable.active.config;
-        let answer = if self.is_syncing() {
+        // A node not (or no longer) in its own roster has nothing it may answer from.
+        let answer = if self.is_syncing() || !active.is_member(&self.id) {
             LookupAnswer::Declined { retry_after: self.settings.heartbeat }
         } else {
             match key {

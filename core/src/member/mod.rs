@@ -8,12 +8,14 @@
 pub mod block;
 pub mod config;
 pub mod genesis;
+pub mod join;
 pub mod machine;
 pub mod messages;
 pub mod trace;
 
 pub use block::{Author, ConfigBlock};
 pub use config::{Change, ClusterConfig, MemberInfo, OperatorInfo, Version};
+pub use join::{JoinAnchor, JoinError};
 pub use machine::{
     ChangeError, DropReason, LookupAnswer, Member, MemberInput, MemberOutput, MemberRecord, MemberSettings,
     PeerView, PersistToken, StoredConfig,

@@ -232,6 +232,10 @@ pub enum Event {
     Installed {
         version: Version,
     },
+    /// The installed configuration does not list this node: it was removed.
+    OutsideRoster {
+        version: Version,
+    },
     MemberDropped {
         reason: String,
     },
@@ -268,7 +272,8 @@ impl Event {
             | Event::BadMessage { .. }
             | Event::PolicyRejected(_)
             | Event::AuditRefused { .. }
-            | Event::PolicyApplyFailed { .. } => Level::Warn,
+            | Event::PolicyApplyFailed { .. }
+            | Event::OutsideRoster { .. } => Level::Warn,
             Event::LinkDown { .. }
             | Event::Staged { .. }
             | Event::Installed { .. }
@@ -304,6 +309,10 @@ impl fmt::Display for Event {
             Event::Undeliverable { to } => write!(f, "no channel to {to}; message dropped"),
             Event::Staged { version } => write!(f, "configuration {version} staged"),
             Event::Installed { version } => write!(f, "configuration {version} installed"),
+            Event::OutsideRoster { version } => write!(
+                f,
+                "installed {version}, which does not list this node: it was removed from the cluster and serves nothing"
+            ),
             Event::MemberDropped { reason } => write!(f, "member message dropped: {reason}"),
             Event::ChangeAccepted { version } => write!(f, "operator change accepted as {version}"),
             Event::ChangeRejected { reason } => write!(f, "operator change rejected: {reason}"),

@@ -14,7 +14,9 @@ use crate::admin::{AdminRequest, AdminResponse, node_status};
 use crate::channel::TrustSet;
 use crate::identity::NodeKeys;
 use crate::machine::Machine;
-use crate::member::{Member, MemberInput, MemberOutput, MemberRecord, MemberSettings, PersistToken};
+use crate::member::{
+    JoinAnchor, Member, MemberInput, MemberOutput, MemberRecord, MemberSettings, PersistToken,
+};
 use crate::rng::SeededRng;
 use crate::time::{Instant, Now};
 use crate::wire;
@@ -132,6 +134,10 @@ impl MemberHost {
                 let request_id = self.track(conn);
                 self.member.handle(now, MemberInput::Change { request_id, request });
             }
+            AdminRequest::JoinAnchor => {
+                let anchor = JoinAnchor::of(self.member.active());
+                reply(fx, conn, &AdminResponse::JoinAnchor(Box::new(anchor)))
+            }
             AdminRequest::Lookup { key } => {
                 let request_id = self.track(conn);
                 self.member.handle(now, MemberInput::Lookup { request_id, key });
@@ -235,6 +241,9 @@ impl MemberHost {
                 MemberOutput::Staged { version } => fx.log(Event::Staged { version }),
                 MemberOutput::Installed { version, .. } => {
                     fx.log(Event::Installed { version });
+                    if !self.member.active().config.is_member(&self.keys.node_id()) {
+                        fx.log(Event::OutsideRoster { version });
+                    }
                     fx.conns.set_trust(self.admin, admin_trust(&self.member, &self.keys));
                     self.installed = Some(groups(&self.member));
                 }
