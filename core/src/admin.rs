@@ -119,7 +119,7 @@ pub fn node_status(member: &Member, now: Instant) -> NodeStatus {
         active: member.active_version(),
         staged: member.staged_version(),
         syncing: member.is_syncing(),
-        in_roster: active.is_member(&me),
+        in_roster: member.in_roster(),
         settings: active.settings.len() as u64,
         members,
         dropped: member.drops().iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),

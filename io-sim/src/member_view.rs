@@ -20,6 +20,8 @@ pub struct MemberView {
     pub staged: Option<StoredConfig>,
     /// A newer version is known than the one active: lookups are declined.
     pub syncing: bool,
+    /// The version whose verified header showed the member it was removed.
+    pub removed: Option<Version>,
     /// Refused messages, by kind, since the member last booted.
     pub drops: BTreeMap<String, u64>,
     /// Each peer's last valid Status, as the member holds it.
@@ -36,6 +38,7 @@ impl MemberView {
             active: record.active.clone(),
             staged: record.staged.clone(),
             syncing: false,
+            removed: None,
             drops: BTreeMap::new(),
             peers: BTreeMap::new(),
             heard: BTreeMap::new(),
@@ -84,6 +87,7 @@ pub fn probe(views: SharedViews, index: usize) -> Probe {
         view.peers = member.peers().clone();
         view.drops = member.drops().iter().map(|(k, v)| ((*k).to_owned(), *v)).collect();
         view.syncing = member.is_syncing();
+        view.removed = member.removed_in();
         // Versions name their content (one configuration per version), so a copy is taken only
         // when one moves.
         if view.active_version() != member.active_version() {

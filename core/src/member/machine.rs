@@ -100,6 +100,11 @@ pub enum MemberOutput {
         version: Version,
         config_hash: [u8; 32],
     },
+    /// A verified header shows that `version` does not list this member: it was removed, and
+    /// stops heartbeating, fetching and answering.
+    Removed {
+        version: Version,
+    },
     /// A message was refused; counted in [`Member::drops`].
     Dropped {
         reason: DropReason,
@@ -235,6 +240,8 @@ pub struct Member {
     peers: BTreeMap<NodeId, PeerView>,
     highest_seen: Version,
     fetch: Option<Fetch>,
+    /// The version whose verified header left this member out.
+    removed: Option<Version>,
     next_heartbeat: Option<Instant>,
     outputs: VecDeque<MemberOutput>,
     drops: BTreeMap<&'static str, u64>,
@@ -280,6 +287,7 @@ impl Member {
             peers: BTreeMap::new(),
             highest_seen,
             fetch: None,
+            removed: None,
             next_heartbeat: None,
             outputs: VecDeque::new(),
             drops: BTreeMap::new(),
@@ -308,6 +316,17 @@ impl Member {
     /// Rule 3: a newer version is known than the one active; service requests are declined.
     pub fn is_syncing(&self) -> bool {
         self.highest_seen > self.active_version()
+    }
+
+    /// The version that removed this member, once a verified header showed it.
+    pub fn removed_in(&self) -> Option<Version> {
+        self.removed
+    }
+
+    /// Whether this member may answer from its active configuration: listed there, and not
+    /// known to be removed by a newer one.
+    pub fn in_roster(&self) -> bool {
+        self.removed.is_none() && self.durable.active.config.is_member(&self.id)
     }
 
     /// Each peer's last valid Status, by sender.
@@ -376,7 +395,7 @@ impl Member {
     // ---- heartbeats -------------------------------------------------------------------------
 
     fn send_status(&mut self, now: Instant) {
-        if !self.running {
+        if !self.running || self.removed.is_some() {
             return;
         }
         self.seq_low = self.seq_low.saturating_add(1);
@@ -500,10 +519,18 @@ impl Member {
             .into_iter()
             .flatten()
             .find(|s| s.version() == request.version);
-        let reply = held
-            .and_then(|s| s.block.entry_for(&requester.identity.key_digest()))
-            .map(|(header, entry)| MemberMessage::FetchReply { header, entry })
-            .unwrap_or(MemberMessage::FetchRefused { version: request.version });
+        let digest = requester.identity.key_digest();
+        let reply = match held {
+            Some(s) if !s.block.header.body.entries.contains_key(&digest) => {
+                MemberMessage::NotInVersion { header: s.block.header.clone() }
+            }
+            Some(s) => s
+                .block
+                .entry_for(&digest)
+                .map(|(header, entry)| MemberMessage::FetchReply { header, entry })
+                .unwrap_or(MemberMessage::FetchRefused { version: request.version }),
+            None => MemberMessage::FetchRefused { version: request.version },
+        };
         self.outputs.push_back(MemberOutput::Send {
             to: request.requester,
             address: requester.address,
@@ -535,6 +562,26 @@ impl Member {
         if self.fetch.as_ref().is_some_and(|f| f.version == version) {
             self.send_fetch(now);
         }
+    }
+
+    /// A header that leaves this member out of the version it is fetching: believed only if it
+    /// verifies against the authors this member trusts and is the version it asked for.
+    fn handle_not_in_version(&mut self, header: super::block::SignedHeader) {
+        let version = header.body.version;
+        if self.fetch.as_ref().is_none_or(|f| f.version != version) {
+            return self.drop_message(DropReason::StaleReply(version));
+        }
+        if let Err(error) = super::block::verify_header(self.cluster_id(), &header, &self.trusted_authors()) {
+            return self.drop_message(DropReason::BadBlock { version, error });
+        }
+        if header.body.entries.contains_key(&self.digest) {
+            // It lists this member after all: an entry is to be had; keep fetching.
+            return;
+        }
+        self.fetch = None;
+        self.removed = Some(version);
+        self.next_heartbeat = None;
+        self.outputs.push_back(MemberOutput::Removed { version });
     }
 
     // ---- staging and install ----------------------------------------------------------------
@@ -656,7 +703,7 @@ impl Member {
     fn handle_lookup(&mut self, request_id: u64, key: Option<String>) {
         let active = &self.durable.active.config;
         // A node not (or no longer) in its own roster has nothing it may answer from.
-        let answer = if self.is_syncing() || !active.is_member(&self.id) {
+        let answer = if self.is_syncing() || !self.in_roster() {
             LookupAnswer::Declined { retry_after: self.settings.heartbeat }
         } else {
             match key {
@@ -678,6 +725,7 @@ impl Member {
             Ok(MemberMessage::Fetch(request)) => self.handle_fetch(request),
             Ok(MemberMessage::FetchReply { header, entry }) => self.handle_fetch_reply(now, header, entry),
             Ok(MemberMessage::FetchRefused { version }) => self.handle_fetch_refused(now, version),
+            Ok(MemberMessage::NotInVersion { header }) => self.handle_not_in_version(header),
         }
     }
 }

@@ -82,6 +82,11 @@ pub enum MemberMessage {
     FetchRefused {
         version: Version,
     },
+    /// The version asked for does not list the requester: its signed header, which commits to
+    /// every entry, shows that the requester was removed.
+    NotInVersion {
+        header: SignedHeader,
+    },
 }
 
 /// The largest member message: one UDP datagram.

@@ -73,3 +73,48 @@ fn rule3_a_member_fetches_from_the_author_first_then_from_the_member_that_advert
     m2.handle(Now::ZERO.with_mono(retry), MemberInput::Timeout);
     assert_eq!(fetches(&mut m2), [teller], "then the member that advertised it");
 }
+
+/// A header claiming that the version being fetched leaves this member out is believed only
+/// when it verifies: one signed by a stranger is dropped and the member keeps fetching.
+#[test]
+fn a_removal_is_believed_only_from_a_header_its_trusted_authors_signed() {
+    use super::block::{Author, BlockHeader};
+    let (keys, mut m2) = booted(2);
+    let author = keys[0].node_id();
+    let version = Version { counter: 2, author };
+    let status = Status {
+        cluster_id: "c".into(),
+        sender: author,
+        active: m2.active_version(),
+        staged: Some(version),
+        seq: (1 << 32) | 1,
+        recipients: vec![keys[1].public().key_digest(), keys[2].public().key_digest()],
+    };
+    let bytes =
+        MemberMessage::Status(Signed::sign(status, &keys[0]).expect("signs")).to_wire().expect("encodes");
+    m2.handle(Now::ZERO, MemberInput::Received(bytes));
+    assert_eq!(fetches(&mut m2), [author]);
+    // The header of a version listing only m0 and m1.
+    let header = BlockHeader {
+        cluster_id: "c".into(),
+        version,
+        author: Author::Member(author),
+        config_hash: [0; 32],
+        entries: [keys[0].public().key_digest(), keys[1].public().key_digest()]
+            .into_iter()
+            .map(|d| (d, [0; 32]))
+            .collect(),
+    };
+    let stranger = NodeKeys::generate(&mut seeded(99));
+    let forged =
+        MemberMessage::NotInVersion { header: Signed::sign(header.clone(), &stranger).expect("signs") };
+    m2.handle(Now::ZERO, MemberInput::Received(forged.to_wire().expect("encodes")));
+    assert_eq!(m2.removed_in(), None, "a stranger's header removes nobody");
+    assert_eq!(m2.drops().get("bad-block"), Some(&1));
+    assert!(m2.in_roster());
+    let genuine = MemberMessage::NotInVersion { header: Signed::sign(header, &keys[0]).expect("signs") };
+    m2.handle(Now::ZERO, MemberInput::Received(genuine.to_wire().expect("encodes")));
+    assert_eq!(m2.removed_in(), Some(version));
+    assert!(!m2.in_roster(), "a removed member answers nothing");
+    assert!(std::iter::from_fn(|| m2.poll_output()).any(|o| o == MemberOutput::Removed { version }));
+}

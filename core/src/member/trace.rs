@@ -28,6 +28,7 @@ fn describe_message(message: &MemberMessage) -> String {
             format!("FetchReply {} entry={}", header.body.version, short(&entry.ciphertext))
         }
         MemberMessage::FetchRefused { version } => format!("FetchRefused {version}"),
+        MemberMessage::NotInVersion { header } => format!("NotInVersion {}", header.body.version),
     }
 }
 
@@ -69,6 +70,7 @@ impl TraceEvent for MemberOutput {
                 )
             }
             MemberOutput::Staged { version } => format!("Staged {version}"),
+            MemberOutput::Removed { version } => format!("Removed in {version}"),
             MemberOutput::Installed { version, config_hash } => {
                 format!("Installed {version} config={}", hex::encode(&config_hash[..4]))
             }
