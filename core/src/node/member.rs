@@ -244,12 +244,10 @@ impl MemberHost {
                     if !self.member.active().config.is_member(&self.keys.node_id()) {
                         fx.log(Event::OutsideRoster { version });
                     }
-                }
-                MemberOutput::Removed { version } => {
-                    fx.log(Event::OutsideRoster { version });
                     fx.conns.set_trust(self.admin, admin_trust(&self.member, &self.keys));
                     self.installed = Some(groups(&self.member));
                 }
+                MemberOutput::Removed { version } => fx.log(Event::OutsideRoster { version }),
                 MemberOutput::Dropped { reason } => {
                     fx.log(Event::MemberDropped { reason: reason.to_string() })
                 }

@@ -543,3 +543,33 @@ fn the_local_lookup_service_answers_lines_from_the_active_configuration() {
     let (nothing, _) = ask(&mut node, b"version\n");
     assert_eq!(nothing, "");
 }
+
+/// Who may open the admin channel follows the installed configuration: an operator added by a
+/// change is admitted once it installs, and not before.
+#[test]
+fn an_operator_added_by_a_change_may_open_the_admin_channel_once_it_installs() {
+    use crate::admin::{AdminRequest, AdminResponse};
+    use crate::member::{Change, ChangeRequest, OperatorInfo};
+    let (mut net, _, keys, operator, base) = lone_member();
+    let newcomer = NodeKeys::generate(&mut seeded(44));
+    let ask_status = |net: &mut Net, who: &NodeKeys| -> Vec<AdminResponse> {
+        let client = net.client("10.0.0.9:7001", who, keys.public());
+        net.send(client, &wire::encode(&AdminRequest::Status).expect("encodes"));
+        net.run_for(Duration::from_millis(100));
+        let End::Client(c) = &net.ends[client] else { panic!("a client") };
+        c.received.iter().map(|b| wire::decode(b).expect("decodes")).collect()
+    };
+    assert!(ask_status(&mut net, &newcomer).is_empty(), "not an operator yet: no channel");
+    let change = ChangeRequest {
+        cluster_id: "t".into(),
+        base,
+        changes: vec![Change::AddOperator(OperatorInfo { name: "new".into(), identity: newcomer.public() })],
+        operator: operator.public().signing,
+    };
+    let client = net.client("10.0.0.9:7001", &operator, keys.public());
+    let change = AdminRequest::Change(Signed::sign(change, &operator).expect("signs"));
+    net.send(client, &wire::encode(&change).expect("encodes"));
+    net.run_for(Duration::from_secs(3));
+    let answers = ask_status(&mut net, &newcomer);
+    assert!(matches!(answers.as_slice(), [AdminResponse::Status(_)]), "{answers:?}");
+}
