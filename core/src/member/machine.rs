@@ -62,8 +62,12 @@ pub struct PersistToken(pub u64);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MemberInput {
-    /// A member message as it arrived (datagram or channel message), not yet decoded.
-    Received(Vec<u8>),
+    /// A member message as it arrived on a channel whose peer authenticated as `from`, not yet
+    /// decoded.
+    Received {
+        from: NodeId,
+        bytes: Vec<u8>,
+    },
     /// Storage holds the record of `Persist { token }` durably.
     Persisted(PersistToken),
     Timeout,
@@ -104,6 +108,13 @@ pub enum MemberOutput {
     /// stops heartbeating, fetching and answering.
     Removed {
         version: Version,
+    },
+    /// A valid Status from `from` was taken: what it advertised. For observers counting
+    /// announcements; the member has already acted on it.
+    Heard {
+        from: NodeId,
+        active: Version,
+        staged: Option<Version>,
     },
     /// A message was refused; counted in [`Member::drops`].
     Dropped {
@@ -158,6 +169,8 @@ pub enum DropReason {
     BadBlock { version: Version, error: BlockError },
     #[error("reply for {0}, which is not newer than what this member holds")]
     StaleReply(Version),
+    #[error("message claims to be from {claimed} but came on {peer}'s channel")]
+    WrongPeer { claimed: NodeId, peer: NodeId },
 }
 
 impl DropReason {
@@ -172,6 +185,7 @@ impl DropReason {
             DropReason::NotARecipient(_) => "not-a-recipient",
             DropReason::BadBlock { .. } => "bad-block",
             DropReason::StaleReply(_) => "stale-reply",
+            DropReason::WrongPeer { .. } => "wrong-peer",
         }
     }
 }
@@ -388,6 +402,11 @@ impl Member {
         }
     }
 
+    /// The keys of member `id` as this member's configurations list it.
+    pub fn peer_identity(&self, id: &NodeId) -> Option<crate::identity::PublicIdentity> {
+        self.known_member(id).map(|m| m.identity)
+    }
+
     fn cluster_id(&self) -> &str {
         &self.durable.active.config.cluster_id
     }
@@ -421,9 +440,12 @@ impl Member {
         self.next_heartbeat = Some(now + self.settings.heartbeat);
     }
 
-    fn handle_status(&mut self, now: Instant, signed: Signed<Status>) {
+    fn handle_status(&mut self, now: Instant, from: NodeId, signed: Signed<Status>) {
         let status = &signed.body;
         let sender = status.sender;
+        if sender != from {
+            return self.drop_message(DropReason::WrongPeer { claimed: sender, peer: from });
+        }
         if status.cluster_id != self.cluster_id() {
             return self.drop_message(DropReason::WrongCluster);
         }
@@ -441,6 +463,11 @@ impl Member {
         }
         self.last_seq.insert(sender, status.seq);
         self.peers.insert(sender, PeerView { last_heard: now, active: status.active, staged: status.staged });
+        self.outputs.push_back(MemberOutput::Heard {
+            from: sender,
+            active: status.active,
+            staged: status.staged,
+        });
 
         if let Some(staged) = &self.durable.staged
             && status.advertises(staged.version())
@@ -504,8 +531,11 @@ impl Member {
         });
     }
 
-    fn handle_fetch(&mut self, signed: Signed<FetchRequest>) {
+    fn handle_fetch(&mut self, from: NodeId, signed: Signed<FetchRequest>) {
         let request = &signed.body;
+        if request.requester != from {
+            return self.drop_message(DropReason::WrongPeer { claimed: request.requester, peer: from });
+        }
         if request.cluster_id != self.cluster_id() {
             return self.drop_message(DropReason::WrongCluster);
         }
@@ -718,11 +748,15 @@ impl Member {
         self.outputs.push_back(MemberOutput::LookupAnswer { request_id, answer });
     }
 
-    fn handle_decoded(&mut self, now: Instant, decoded: Result<MemberMessage, WireError>) {
+    fn handle_decoded(&mut self, now: Instant, from: NodeId, decoded: Result<MemberMessage, WireError>) {
+        if self.known_member(&from).is_none() {
+            // The channel admitted a key that is no longer a member (a configuration moved on).
+            return self.drop_message(DropReason::UnknownSender(from));
+        }
         match decoded {
             Err(e) => self.drop_message(DropReason::Undecodable(e)),
-            Ok(MemberMessage::Status(status)) => self.handle_status(now, status),
-            Ok(MemberMessage::Fetch(request)) => self.handle_fetch(request),
+            Ok(MemberMessage::Status(status)) => self.handle_status(now, from, status),
+            Ok(MemberMessage::Fetch(request)) => self.handle_fetch(from, request),
             Ok(MemberMessage::FetchReply { header, entry }) => self.handle_fetch_reply(now, header, entry),
             Ok(MemberMessage::FetchRefused { version }) => self.handle_fetch_refused(now, version),
             Ok(MemberMessage::NotInVersion { header }) => self.handle_not_in_version(header),
@@ -737,7 +771,9 @@ impl Machine for Member {
     fn handle(&mut self, now: Now, input: MemberInput) {
         let now = now.mono;
         match input {
-            MemberInput::Received(bytes) => self.handle_decoded(now, MemberMessage::from_wire(&bytes)),
+            MemberInput::Received { from, bytes } => {
+                self.handle_decoded(now, from, MemberMessage::from_wire(&bytes))
+            }
             MemberInput::Persisted(token) => self.handle_persisted(now, token),
             MemberInput::Change { request_id, request } => self.handle_change(now, request_id, request),
             MemberInput::Lookup { request_id, key } => self.handle_lookup(request_id, key),

@@ -64,7 +64,7 @@ fn rule3_a_member_fetches_from_the_author_first_then_from_the_member_that_advert
     let bytes =
         MemberMessage::Status(Signed::sign(status, &keys[1]).expect("signs")).to_wire().expect("encodes");
     let at = Instant::ZERO + Duration::from_millis(100);
-    m2.handle(Now::ZERO.with_mono(at), MemberInput::Received(bytes));
+    m2.handle(Now::ZERO.with_mono(at), MemberInput::Received { from: teller, bytes });
     assert_eq!(fetches(&mut m2), [author], "the author first");
     assert!(m2.is_syncing());
 
@@ -92,7 +92,7 @@ fn a_removal_is_believed_only_from_a_header_its_trusted_authors_signed() {
     };
     let bytes =
         MemberMessage::Status(Signed::sign(status, &keys[0]).expect("signs")).to_wire().expect("encodes");
-    m2.handle(Now::ZERO, MemberInput::Received(bytes));
+    m2.handle(Now::ZERO, MemberInput::Received { from: author, bytes });
     assert_eq!(fetches(&mut m2), [author]);
     // The header of a version listing only m0 and m1.
     let header = BlockHeader {
@@ -108,13 +108,41 @@ fn a_removal_is_believed_only_from_a_header_its_trusted_authors_signed() {
     let stranger = NodeKeys::generate(&mut seeded(99));
     let forged =
         MemberMessage::NotInVersion { header: Signed::sign(header.clone(), &stranger).expect("signs") };
-    m2.handle(Now::ZERO, MemberInput::Received(forged.to_wire().expect("encodes")));
+    m2.handle(Now::ZERO, MemberInput::Received { from: author, bytes: forged.to_wire().expect("encodes") });
     assert_eq!(m2.removed_in(), None, "a stranger's header removes nobody");
     assert_eq!(m2.drops().get("bad-block"), Some(&1));
     assert!(m2.in_roster());
     let genuine = MemberMessage::NotInVersion { header: Signed::sign(header, &keys[0]).expect("signs") };
-    m2.handle(Now::ZERO, MemberInput::Received(genuine.to_wire().expect("encodes")));
+    m2.handle(Now::ZERO, MemberInput::Received { from: author, bytes: genuine.to_wire().expect("encodes") });
     assert_eq!(m2.removed_in(), Some(version));
     assert!(!m2.in_roster(), "a removed member answers nothing");
     assert!(std::iter::from_fn(|| m2.poll_output()).any(|o| o == MemberOutput::Removed { version }));
+}
+
+/// A member message is taken only from the channel of the member it names: m1's genuine
+/// Status arriving on m0's channel, or a fetch in m1's name from m0, is dropped and counted.
+#[test]
+fn a_message_on_a_channel_whose_peer_is_not_its_sender_is_dropped() {
+    let (keys, mut m2) = booted(2);
+    let (m0, m1) = (keys[0].node_id(), keys[1].node_id());
+    let status = Status {
+        cluster_id: "c".into(),
+        sender: m1,
+        active: m2.active_version(),
+        staged: None,
+        seq: (1 << 32) | 1,
+        recipients: vec![keys[0].public().key_digest(), keys[2].public().key_digest()],
+    };
+    let bytes =
+        MemberMessage::Status(Signed::sign(status, &keys[1]).expect("signs")).to_wire().expect("encodes");
+    m2.handle(Now::ZERO, MemberInput::Received { from: m0, bytes: bytes.clone() });
+    let fetch = super::FetchRequest { cluster_id: "c".into(), requester: m1, version: m2.active_version() };
+    let fetch =
+        MemberMessage::Fetch(Signed::sign(fetch, &keys[1]).expect("signs")).to_wire().expect("encodes");
+    m2.handle(Now::ZERO, MemberInput::Received { from: m0, bytes: fetch });
+    assert_eq!(m2.drops().get("wrong-peer"), Some(&2));
+    assert!(m2.peers().is_empty(), "nothing was taken from either");
+    // The same Status on its own sender's channel is taken.
+    m2.handle(Now::ZERO, MemberInput::Received { from: m1, bytes });
+    assert!(m2.peers().contains_key(&m1));
 }

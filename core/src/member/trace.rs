@@ -35,7 +35,7 @@ fn describe_message(message: &MemberMessage) -> String {
 impl TraceEvent for MemberInput {
     fn describe(&self) -> String {
         match self {
-            MemberInput::Received(bytes) => match MemberMessage::from_wire(bytes) {
+            MemberInput::Received { bytes, .. } => match MemberMessage::from_wire(bytes) {
                 Ok(m) => format!("Received {}", describe_message(&m)),
                 Err(e) => format!("Received {} undecodable: {e}", short(bytes)),
             },
@@ -70,6 +70,10 @@ impl TraceEvent for MemberOutput {
                 )
             }
             MemberOutput::Staged { version } => format!("Staged {version}"),
+            MemberOutput::Heard { from, active, staged } => {
+                let staged = staged.map_or_else(|| "-".to_owned(), |v| v.to_string());
+                format!("Heard {} active={active} staged={staged}", short_id(from))
+            }
             MemberOutput::Removed { version } => format!("Removed in {version}"),
             MemberOutput::Installed { version, config_hash } => {
                 format!("Installed {version} config={}", hex::encode(&config_hash[..4]))

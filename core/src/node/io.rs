@@ -6,6 +6,7 @@ use std::fmt;
 
 use crate::exec::audit::{AuditRecord, ChainEntry};
 use crate::exec::daemon::ProcessEnd;
+use crate::identity::NodeId;
 use crate::member::{MemberRecord, Version};
 use crate::policy::document::SignedPolicy;
 use crate::policy::report::Aggregate;
@@ -75,10 +76,6 @@ pub enum Input {
         listener: ListenerId,
         conn: ConnId,
     },
-    /// A member datagram arrived on the datagram socket.
-    Datagram {
-        bytes: Vec<u8>,
-    },
     /// Bytes read from `conn`, in any split.
     Received {
         conn: ConnId,
@@ -132,10 +129,6 @@ pub enum Output {
     /// may open the socket may ask); its connections come as `Accepted` on `listener`, their
     /// bytes plain. A failure to bind is fatal for the process.
     ListenLocal { listener: ListenerId, path: String },
-    /// Bind the node's datagram socket (member messages) on `addr`; a failure is fatal.
-    BindDatagram { addr: String },
-    /// Send one datagram to `addr`; a failed send is a lost datagram.
-    SendDatagram { addr: String, bytes: Vec<u8> },
     /// Open a stream to `addr`; bytes for `conn` may follow at once and wait for the connect.
     Connect { conn: ConnId, addr: String },
     /// Write `bytes` to `conn`, in order, after everything given before; report with `Written`.
@@ -232,6 +225,12 @@ pub enum Event {
     Installed {
         version: Version,
     },
+    /// A member's valid Status was taken: what it advertised.
+    Heard {
+        from: NodeId,
+        active: Version,
+        staged: Option<Version>,
+    },
     /// The installed configuration does not list this node: it was removed.
     OutsideRoster {
         version: Version,
@@ -284,6 +283,7 @@ impl Event {
             Event::ConnFailed { .. }
             | Event::Silent { .. }
             | Event::Undeliverable { .. }
+            | Event::Heard { .. }
             | Event::MemberDropped { .. } => Level::Debug,
         }
     }
@@ -309,6 +309,10 @@ impl fmt::Display for Event {
             Event::Undeliverable { to } => write!(f, "no channel to {to}; message dropped"),
             Event::Staged { version } => write!(f, "configuration {version} staged"),
             Event::Installed { version } => write!(f, "configuration {version} installed"),
+            Event::Heard { from, active, staged } => match staged {
+                Some(staged) => write!(f, "{from} announces active {active}, staged {staged}"),
+                None => write!(f, "{from} announces active {active}"),
+            },
             Event::OutsideRoster { version } => write!(
                 f,
                 "installed {version}, which does not list this node: it was removed from the cluster and serves nothing"

@@ -1,5 +1,8 @@
-//! The cluster member on a node: member messages as datagrams, the admin channel on its
-//! listener, and the local lookup service for the host's applications. Owns the mapping between the member and the node: who may open the admin channel
+//! The cluster member on a node: member messages on channels between members, the admin
+//! channel on its listener, and the local lookup service for the host's applications. Owns the
+//! mapping between the member and the node: one outbound link to each member it writes to (its
+//! key pinned) and a listener that admits only the roster's keys, each message handed to the
+//! member with the peer the channel authenticated; who may open the admin channel
 //! (the operators the active configuration lists, and the node's own key, kept current at every
 //! install), one admin request at a time per connection, answers on the connection the request
 //! came on, and what the member asks to keep. The rules of agreement are the member's.
@@ -7,13 +10,14 @@
 use std::collections::BTreeMap;
 
 use super::Effects;
-use super::conns::{ConnEvent, ConnLimits};
+use super::conns::{ConnEvent, ConnLimits, Owner};
 use super::io::{ConnId, Event, ListenerId, Output, Record};
 use super::lookup::{self, LocalConns, LocalEvent, LocalRequest};
 use crate::admin::{AdminRequest, AdminResponse, node_status};
 use crate::channel::TrustSet;
-use crate::identity::NodeKeys;
+use crate::identity::{NodeId, NodeKeys};
 use crate::machine::Machine;
+use crate::member::messages::MAX_MEMBER_MESSAGE;
 use crate::member::{
     JoinAnchor, Member, MemberInput, MemberOutput, MemberRecord, MemberSettings, PersistToken,
 };
@@ -27,7 +31,7 @@ pub struct MemberRole {
     /// What the driver kept: the member resumes from it.
     pub record: MemberRecord,
     pub settings: MemberSettings,
-    /// Where member datagrams arrive (`IP:PORT`).
+    /// Where other members' channels arrive (`IP:PORT`).
     pub listen: String,
     /// Where operators open the admin channel.
     pub admin_listen: String,
@@ -41,6 +45,10 @@ pub(super) struct MemberHost {
     member: Member,
     keys: NodeKeys,
     admin: ListenerId,
+    /// Where other members' channels arrive.
+    peers: ListenerId,
+    /// The outbound link to each member this one writes to.
+    links: BTreeMap<NodeId, usize>,
     /// The request each admin connection is waiting on: one at a time.
     waiting: BTreeMap<ConnId, u64>,
     next_request: u64,
@@ -59,7 +67,8 @@ impl MemberHost {
         fx: &mut Effects<'_>,
     ) -> MemberHost {
         let member = Member::new(now.mono, keys.clone(), role.record, role.settings, rng);
-        fx.out.push_back(Output::BindDatagram { addr: role.listen });
+        let peers =
+            fx.conns.listen("member", role.listen, keys.clone(), roster_trust(&member), member_limits());
         let trust = admin_trust(&member, &keys);
         let admin = fx.conns.listen("admin", role.admin_listen, keys.clone(), trust, role.admin_limits);
         let installed = Some(groups(&member));
@@ -68,8 +77,17 @@ impl MemberHost {
             fx.out.push_back(Output::ListenLocal { listener, path });
             (listener, LocalConns::default())
         });
-        let mut host =
-            MemberHost { member, keys, admin, waiting: BTreeMap::new(), next_request: 1, installed, local };
+        let mut host = MemberHost {
+            member,
+            keys,
+            admin,
+            peers,
+            links: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            next_request: 1,
+            installed,
+            local,
+        };
         host.drain(now, fx);
         host
     }
@@ -84,8 +102,14 @@ impl MemberHost {
         self.installed.take()
     }
 
-    pub fn owns(&self, listener: ListenerId) -> bool {
-        self.admin == listener
+    /// Whether connections of `owner` are this member's (its admin or member listener, or one
+    /// of its links).
+    pub fn owns(&self, owner: Owner) -> bool {
+        match owner {
+            Owner::Listener(l) => l == self.admin || l == self.peers,
+            Owner::Link(i) => self.links.values().any(|l| *l == i),
+            Owner::Dial(_) => false,
+        }
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -99,18 +123,26 @@ impl MemberHost {
         self.drain(now, fx);
     }
 
-    pub fn on_datagram(&mut self, now: Now, bytes: Vec<u8>, fx: &mut Effects<'_>) {
-        self.member.handle(now, MemberInput::Received(bytes));
-        self.drain(now, fx);
-    }
-
     pub fn on_persisted(&mut self, now: Now, token: PersistToken, fx: &mut Effects<'_>) {
         self.member.handle(now, MemberInput::Persisted(token));
         self.drain(now, fx);
     }
 
-    /// A message or close on the admin listener.
+    /// A message or close on one of this member's connections.
     pub fn on_conn(&mut self, now: Now, event: ConnEvent, fx: &mut Effects<'_>) {
+        let from_member = match &event {
+            ConnEvent::Message { owner: Owner::Listener(l), .. } => *l == self.peers,
+            ConnEvent::Message { owner: Owner::Link(_), .. } => true,
+            _ => false,
+        };
+        if from_member {
+            if let ConnEvent::Message { peer, bytes, .. } = event {
+                let from = peer.node_id();
+                self.member.handle(now, MemberInput::Received { from, bytes });
+                self.drain(now, fx);
+            }
+            return;
+        }
         let (conn, bytes) = match event {
             ConnEvent::Message { conn, bytes, .. } => (conn, bytes),
             ConnEvent::Gone { conn, .. } => {
@@ -226,25 +258,52 @@ impl MemberHost {
     }
 
     /// Carries out what the member asked for.
-    fn drain(&mut self, _now: Now, fx: &mut Effects<'_>) {
+    /// Sends on the link to `to`, opening one the first time.
+    fn send(&mut self, now: Now, to: NodeId, address: String, bytes: Vec<u8>, fx: &mut Effects<'_>) {
+        let link = match self.links.get(&to) {
+            Some(link) => *link,
+            None => {
+                let Some(identity) = self.member.peer_identity(&to) else { return };
+                let link = fx.links.add_with_queue(
+                    address,
+                    self.keys.clone(),
+                    identity,
+                    member_limits(),
+                    LINK_QUEUE,
+                );
+                self.links.insert(to, link);
+                link
+            }
+        };
+        fx.links.send(now, link, bytes, fx.conns);
+    }
+
+    fn drain(&mut self, now: Now, fx: &mut Effects<'_>) {
         while let Some(out) = self.member.poll_output() {
             match out {
-                MemberOutput::Send { address, message, .. } => match message.to_wire() {
-                    Ok(bytes) => fx.out.push_back(Output::SendDatagram { addr: address, bytes }),
+                MemberOutput::Send { to, address, message } => match message.to_wire() {
+                    Ok(bytes) => self.send(now, to, address, bytes, fx),
                     Err(e) => {
                         fx.log(Event::BadMessage { conn: ConnId(0), error: format!("member message: {e}") })
                     }
                 },
+                MemberOutput::Heard { from, active, staged } => fx.log(Event::Heard { from, active, staged }),
                 MemberOutput::Persist { token, record } => {
                     fx.persist_then(Record::Member(record), super::AfterPersist::Member(token))
                 }
-                MemberOutput::Staged { version } => fx.log(Event::Staged { version }),
+                MemberOutput::Staged { version } => {
+                    // The staged roster's members may open channels too (rule 8: a member added
+                    // by the change takes part in installing it).
+                    fx.conns.set_trust(self.peers, roster_trust(&self.member));
+                    fx.log(Event::Staged { version })
+                }
                 MemberOutput::Installed { version, .. } => {
                     fx.log(Event::Installed { version });
                     if !self.member.active().config.is_member(&self.keys.node_id()) {
                         fx.log(Event::OutsideRoster { version });
                     }
                     fx.conns.set_trust(self.admin, admin_trust(&self.member, &self.keys));
+                    fx.conns.set_trust(self.peers, roster_trust(&self.member));
                     self.installed = Some(groups(&self.member));
                 }
                 MemberOutput::Removed { version } => fx.log(Event::OutsideRoster { version }),
@@ -281,6 +340,27 @@ fn groups(member: &Member) -> BTreeMap<String, String> {
         .iter()
         .filter_map(|(k, v)| k.strip_prefix("group.").map(|name| (name.to_owned(), v.clone())))
         .collect()
+}
+
+/// Messages kept for a member whose channel is down: a few heartbeats' worth (newer ones say
+/// more than older ones, and fetches are retried).
+const LINK_QUEUE: usize = 16;
+
+/// Member channels: a message is at most a fetch reply, and a member silent for a while is gone
+/// (its link reopens when there is something to send).
+fn member_limits() -> ConnLimits {
+    ConnLimits {
+        max_message: MAX_MEMBER_MESSAGE,
+        idle: Some(std::time::Duration::from_secs(30)),
+        ..ConnLimits::default()
+    }
+}
+
+/// Who may open a member channel: the members of the active and the staged configuration.
+fn roster_trust(member: &Member) -> TrustSet {
+    let active = member.active().config.members.values();
+    let staged = member.staged().into_iter().flat_map(|s| s.config.members.values());
+    active.chain(staged).map(|m| m.identity).filter(|id| id.node_id() != member.id()).collect()
 }
 
 /// Who may open the admin channel: the operators the active configuration lists, and this node's

@@ -64,7 +64,7 @@ use crate::policy::agent::PolicyAgent;
 use crate::policy::server::PolicyServer;
 use crate::rng::{SeededRng, fork};
 use crate::time::{Instant, Now};
-use conns::{ConnEvent, Connections, Owner};
+use conns::{ConnEvent, Connections};
 use exec::{ChildEvent, ExecHost};
 use links::Links;
 use member::MemberHost;
@@ -267,7 +267,7 @@ impl Node {
                 | ConnEvent::Drained { owner, .. } => *owner,
             };
             self.with_roles(|roles, fx| match owner {
-                Owner::Listener(l) if roles.member.as_ref().is_some_and(|m| m.owns(l)) => {
+                _ if roles.member.as_ref().is_some_and(|m| m.owns(owner)) => {
                     if let Some(m) = roles.member.as_mut() {
                         m.on_conn(now, event, fx);
                     }
@@ -327,11 +327,6 @@ impl Machine for Node {
             Input::Received { conn, bytes } => self.conns.received(now, conn, bytes),
             Input::Written { conn, bytes } => self.conns.written(conn, bytes),
             Input::Closed { conn, error } => self.conns.closed(now, conn, error),
-            Input::Datagram { bytes } => self.with_roles(|roles, fx| {
-                if let Some(m) = roles.member.as_mut() {
-                    m.on_datagram(now, bytes, fx);
-                }
-            }),
             Input::Persisted { id } => {
                 if self.unanswered == Some(id) {
                     self.unanswered = None;

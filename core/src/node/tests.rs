@@ -147,11 +147,7 @@ impl Net {
                 self.inputs.push_back((i, Input::FileWritten { id, outcome }));
             }
             Output::Spawn { child, .. } => self.inputs.push_back((i, Input::ChildStarted { child })),
-            Output::Kill { .. }
-            | Output::PauseChild { .. }
-            | Output::ResumeChild { .. }
-            | Output::BindDatagram { .. }
-            | Output::SendDatagram { .. } => {}
+            Output::Kill { .. } | Output::PauseChild { .. } | Output::ResumeChild { .. } => {}
             Output::Log(event) => self.logs.push((i, event)),
         }
     }

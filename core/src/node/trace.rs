@@ -9,7 +9,6 @@ impl TraceEvent for Input {
     fn describe(&self) -> String {
         match self {
             Input::Accepted { listener, conn } => format!("Accepted {conn} on listener {}", listener.0),
-            Input::Datagram { bytes } => format!("Datagram {}", short(bytes)),
             Input::Received { conn, bytes } => format!("Received {conn} {}", short(bytes)),
             Input::Written { conn, bytes } => format!("Written {conn} {bytes}B"),
             Input::Closed { conn, error: None } => format!("Closed {conn}"),
@@ -47,8 +46,6 @@ impl TraceEvent for Output {
         match self {
             Output::Listen { listener, addr } => format!("Listen {} on {addr}", listener.0),
             Output::ListenLocal { listener, path } => format!("ListenLocal {} on {path}", listener.0),
-            Output::BindDatagram { addr } => format!("BindDatagram {addr}"),
-            Output::SendDatagram { addr, bytes } => format!("SendDatagram {addr} {}", short(bytes)),
             Output::Connect { conn, addr } => format!("Connect {conn} to {addr}"),
             Output::Transmit { conn, bytes } => format!("Transmit {conn} {}", short(bytes)),
             Output::Close { conn } => format!("Close {conn}"),
