@@ -37,7 +37,7 @@ impl GatewayEntry {
 #[serde(deny_unknown_fields)]
 pub struct MemberEntry {
     pub name: String,
-    /// The member protocol's UDP address.
+    /// Where other members' channels arrive (TCP).
     pub address: SocketAddr,
     /// The admin channel's TCP address.
     pub admin: SocketAddr,

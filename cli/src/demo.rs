@@ -98,11 +98,12 @@ pub fn run() -> anyhow::Result<()> {
         policy_sync_s: 1,
         policy_poll_s: None,
     };
-    let addresses = free_addresses(usize::from(MEMBERS) + 1)?;
-    let (members, gateway) = addresses.split_at(usize::from(MEMBERS));
+    let addresses = free_addresses(2 * usize::from(MEMBERS) + 1)?;
+    let (ports, gateway) = addresses.split_at(2 * usize::from(MEMBERS));
+    let members: Vec<(SocketAddr, SocketAddr)> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
     let policy_port = free_port_run(usize::from(POLICY_LOCALS) + 1)?;
     let args = init::Args { exec_port: gateway[0].port(), policy_port, ..args };
-    let created = init::create_at(&args, members)?;
+    let created = init::create_at(&args, &members)?;
     step(
         started,
         "created an operator key, 3 member keys, a genesis configuration signed by the operator, \

@@ -64,21 +64,26 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Member `i` listens for other members on base + i and for operators on base + 100 + i.
+const ADMIN_OFFSET: u16 = 100;
+
 pub fn create(args: &Args) -> anyhow::Result<Created> {
     let addresses = (0..args.members)
         .map(|i| {
-            let port = args
-                .base_port
-                .checked_add(i)
-                .with_context(|| format!("port {} + {i} is past 65535", args.base_port))?;
-            Ok(SocketAddr::new(args.host, port))
+            let port = |offset: u16| {
+                args.base_port
+                    .checked_add(offset + i)
+                    .with_context(|| format!("port {} + {} is past 65535", args.base_port, offset + i))
+            };
+            Ok((SocketAddr::new(args.host, port(0)?), SocketAddr::new(args.host, port(ADMIN_OFFSET)?)))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     create_at(args, &addresses)
 }
 
-/// Like [`create`], with each member's address given (the demo picks free ports).
-pub fn create_at(args: &Args, addresses: &[SocketAddr]) -> anyhow::Result<Created> {
+/// Like [`create`], with each member's (member, admin) addresses given (the demo picks free
+/// ports).
+pub fn create_at(args: &Args, addresses: &[(SocketAddr, SocketAddr)]) -> anyhow::Result<Created> {
     if args.dir.exists() && std::fs::read_dir(&args.dir)?.next().is_some() {
         bail!("{} exists and is not empty; choose a new directory", args.dir.display());
     }
@@ -90,13 +95,12 @@ pub fn create_at(args: &Args, addresses: &[SocketAddr]) -> anyhow::Result<Create
 
     let keys: Vec<NodeKeys> = addresses.iter().map(|_| NodeKeys::generate(&mut rng)).collect();
     let mut entries = Vec::new();
-    for (i, (member_keys, address)) in keys.iter().zip(addresses).enumerate() {
-        let address = *address;
+    for (i, (member_keys, (address, admin))) in keys.iter().zip(addresses).enumerate() {
         let public = member_keys.public();
         entries.push(MemberEntry {
             name: format!("m{i}"),
-            address,
-            admin: address,
+            address: *address,
+            admin: *admin,
             ed25519: hex::encode(public.signing),
             x25519: hex::encode(public.agreement),
         });

@@ -18,7 +18,8 @@ pub struct Args {
     /// Address members listen on. Use distinct loopback addresses or real host addresses.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: IpAddr,
-    /// First port; member i uses base + i for both its UDP member socket and its TCP admin socket.
+    /// First port; member i listens for other members on base + i and for operators on
+    /// base + 100 + i (both TCP).
     #[arg(long, default_value_t = 7100)]
     pub base_port: u16,
     #[arg(long, default_value_t = 1000)]

@@ -11,7 +11,7 @@ use std::path::Path;
 use cohort_core::node::{ChildId, ConnId, Input, Level, ListenerId, Node, Output, Record};
 use cohort_core::{Machine, exec::daemon::ProcessEnd};
 use mio::event::Event;
-use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::net::{TcpListener, TcpStream};
 
 use crate::sockets::{ListenSocket, StreamSocket, bind_local};
 use mio::{Interest, Token};
@@ -28,7 +28,6 @@ const READ_BUDGET: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 enum Source {
-    Datagram,
     Listener(ListenerId),
     Conn(ConnId),
     Pipe(ChildId, Stream),
@@ -52,7 +51,6 @@ pub struct NodeDriver {
     slot: Slot,
     clock: Clock,
     store: Store,
-    udp: Option<UdpSocket>,
     listeners: BTreeMap<ListenerId, ListenSocket>,
     /// The group the local lookup socket is given.
     local_group: Option<u32>,
@@ -85,7 +83,6 @@ impl NodeDriver {
             slot,
             clock,
             store,
-            udp: None,
             listeners: BTreeMap::new(),
             local_group,
             sockets: BTreeMap::new(),
@@ -113,23 +110,6 @@ impl NodeDriver {
     /// Carries out one node output. Errors are only what the process cannot go on after.
     fn carry_out(&mut self, output: Output) -> Result<(), NodeError> {
         match output {
-            Output::BindDatagram { addr } => {
-                let mut socket = UdpSocket::bind(parse_addr("bind the member socket on", &addr)?)
-                    .map_err(|source| NodeError::Bind { what: "bind the member socket on", addr, source })?;
-                let token = self.token(Source::Datagram);
-                self.slot.registry().register(&mut socket, token, Interest::READABLE)?;
-                self.udp = Some(socket);
-            }
-            Output::SendDatagram { addr, bytes } => {
-                let sent = match (&self.udp, addr.parse::<SocketAddr>()) {
-                    (Some(udp), Ok(to)) => udp.send_to(&bytes, to).map(|_| ()).map_err(|e| e.to_string()),
-                    (None, _) => Err("no member socket".to_owned()),
-                    (_, Err(_)) => Err(format!("`{addr}` is not IP:PORT")),
-                };
-                if let Err(error) = sent {
-                    debug!(%addr, %error, "datagram not sent (counted as loss)");
-                }
-            }
             Output::Listen { listener, addr } => {
                 let mut socket = TcpListener::bind(parse_addr("listen on", &addr)?)
                     .map_err(|source| NodeError::Bind { what: "listen on", addr, source })?;
@@ -326,19 +306,6 @@ impl NodeDriver {
         }
     }
 
-    fn read_datagrams(&mut self) {
-        let mut buf = vec![0u8; 64 * 1024];
-        // Bounded per wake-up so a flood cannot starve timers and connections.
-        for _ in 0..1024 {
-            let Some(udp) = &self.udp else { return };
-            match udp.recv_from(&mut buf) {
-                Ok((len, _)) => self.feed(Input::Datagram { bytes: buf[..len].to_vec() }),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) => return warn!(error = %e, "member socket read failed"),
-            }
-        }
-    }
-
     fn read_pipe(&mut self, child: ChildId, stream: Stream) {
         let Some(running) = self.children.get_mut(&child) else { return };
         match running.read(stream, READ_BUDGET) {
@@ -440,7 +407,6 @@ impl Role for NodeDriver {
 
     fn handle_event(&mut self, event: &Event) -> Result<(), NodeError> {
         match self.sources.get(&event.token()).copied() {
-            Some(Source::Datagram) => self.read_datagrams(),
             Some(Source::Listener(listener)) => self.accept(listener),
             Some(Source::Conn(conn)) => {
                 let error = self.sockets.get(&conn).and_then(|s| match s.stream.take_error() {

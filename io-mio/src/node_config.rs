@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
-    /// The member protocol's UDP address; must match this node's address in the cluster roster.
+    /// Where other members' channels arrive (TCP); must match this node's address in the roster.
     pub listen: SocketAddr,
     /// The admin channel's TCP address (Noise; operators and this node's own key may connect).
     pub admin_listen: SocketAddr,

@@ -1,5 +1,5 @@
 //! One simulated host running the core [`Node`]: the same machine a real process runs, on
-//! turmoil's simulated TCP and UDP, a simulated disk that loses unsynced writes on a crash, and
+//! turmoil's simulated TCP, a simulated disk that loses unsynced writes on a crash, and
 //! turmoil's clock. The loop carries out every output, then waits (biased) for what a socket task
 //! reports or the node's next deadline. It owns the mapping only; every rule is the node's.
 
@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::sync::watch;
 use turmoil::net::tcp::OwnedWriteHalf;
-use turmoil::net::{TcpListener, TcpStream, UdpSocket};
+use turmoil::net::{TcpListener, TcpStream};
 
 use crate::clock::now;
 use crate::observer::Observer;
@@ -66,7 +66,7 @@ pub struct NodeHostContext {
     pub disk: SimDisk,
     pub observer: Observer,
     pub seed: u64,
-    /// Probability that any one datagram this host sends is lost.
+    /// Probability that any one write this host makes breaks its connection (loss on a stream).
     pub loss: f64,
     /// Incremented at each boot so a restarted host draws fresh (still seeded) randomness.
     pub boots: Arc<Mutex<u64>>,
@@ -169,25 +169,11 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
     let mut writers: BTreeMap<ConnId, UnboundedSender<Vec<u8>>> = BTreeMap::new();
     // Each running command's task, and the switch that holds its output back while paused.
     let mut children: BTreeMap<ChildId, (tokio::task::JoinHandle<()>, watch::Sender<bool>)> = BTreeMap::new();
-    let mut udp: Option<Arc<UdpSocket>> = None;
     let mut spawned = 0usize;
     loop {
         while let Some(output) = node.poll_output() {
             ctx.output(&output);
             match output {
-                Output::BindDatagram { addr } => {
-                    let socket = Arc::new(UdpSocket::bind(("0.0.0.0", port(&addr)?)).await?);
-                    tokio::spawn(receive_datagrams(socket.clone(), tx.clone()));
-                    udp = Some(socket);
-                }
-                Output::SendDatagram { addr, bytes } => {
-                    ctx.observer.sent(me, bytes.len());
-                    let roll = f64::from(loss_rng.next_u32()) / f64::from(u32::MAX);
-                    if let Some(socket) = udp.as_ref().filter(|_| roll >= ctx.loss) {
-                        // A send to an unknown or unreachable host is like a lost datagram.
-                        let _ = socket.send_to(&bytes, addr.as_str()).await;
-                    }
-                }
                 Output::Listen { listener, addr } => {
                     let socket = TcpListener::bind(("0.0.0.0", port(&addr)?)).await?;
                     tokio::spawn(accept(socket, listener, inbound.clone(), tx.clone()));
@@ -202,7 +188,15 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                 }
                 Output::Transmit { conn, bytes } => {
                     ctx.count(conn, false, bytes.len());
-                    if let Some(writer) = writers.get(&conn) {
+                    ctx.observer.sent(me, bytes.len());
+                    let roll = f64::from(loss_rng.next_u32()) / f64::from(u32::MAX);
+                    if roll < ctx.loss {
+                        // Loss on a stream: the connection breaks, and what it carried is gone.
+                        if writers.remove(&conn).is_some() {
+                            let error = Some("simulated loss broke the connection".to_owned());
+                            feed(&ctx, &mut node, Input::Closed { conn, error });
+                        }
+                    } else if let Some(writer) = writers.get(&conn) {
                         let _ = writer.send(bytes);
                     }
                 }
@@ -275,7 +269,6 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                 }
                 Some(Report::Input(input)) => {
                     match &input {
-                        Input::Datagram { bytes } => ctx.observer.delivered(me, bytes),
                         Input::Received { conn, bytes } => ctx.count(*conn, true, bytes.len()),
                         Input::ChildExited { child, .. } => drop(children.remove(child)),
                         _ => {}
@@ -427,17 +420,8 @@ fn observe(ctx: &NodeHostContext, node: &Node, event: &Event) {
         }
         Event::ChangeAccepted { version } => ctx.observer.change_accepted(*version, turmoil::elapsed()),
         Event::Staged { version } => ctx.observer.staged(me, *version),
+        Event::Heard { from, active, staged } => ctx.observer.heard(me, *from, *active, *staged),
         _ => {}
-    }
-}
-
-async fn receive_datagrams(socket: Arc<UdpSocket>, tx: UnboundedSender<Report>) {
-    let mut buf = vec![0u8; 64 * 1024];
-    while let Ok((len, _)) = socket.recv_from(&mut buf).await {
-        let bytes = buf.get(..len).unwrap_or_default().to_vec();
-        if tx.send(Report::Input(Input::Datagram { bytes })).is_err() {
-            return;
-        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cohort_core::NodeId;
 use cohort_core::member::block::Author;
-use cohort_core::member::{ClusterConfig, MemberMessage, MemberRecord, StoredConfig, Version};
+use cohort_core::member::{ClusterConfig, MemberRecord, StoredConfig, Version};
 
 #[derive(Debug, Clone, Default)]
 pub struct Observer {
@@ -80,13 +80,11 @@ impl Observer {
         *state.bytes_sent.entry(member).or_default() += bytes as u64;
     }
 
-    /// A datagram reached `receiver`; Status announcements are counted.
-    pub fn delivered(&self, receiver: NodeId, bytes: &[u8]) {
-        if let Ok(MemberMessage::Status(status)) = MemberMessage::from_wire(bytes) {
-            let mut state = self.lock();
-            for version in [Some(status.body.active), status.body.staged].into_iter().flatten() {
-                *state.announced.entry((receiver, status.body.sender, version)).or_default() += 1;
-            }
+    /// `receiver` took a valid Status from `sender` advertising these versions.
+    pub fn heard(&self, receiver: NodeId, sender: NodeId, active: Version, staged: Option<Version>) {
+        let mut state = self.lock();
+        for version in [Some(active), staged].into_iter().flatten() {
+            *state.announced.entry((receiver, sender, version)).or_default() += 1;
         }
     }
 

@@ -55,6 +55,19 @@ impl Links {
         limits: ConnLimits,
         max_queued: usize,
     ) -> usize {
+        self.add_paced(addr, keys, peer, limits, max_queued, Backoff::reconnect())
+    }
+
+    /// A link with its own reconnect pacing (members redial within a heartbeat or two).
+    pub fn add_paced(
+        &mut self,
+        addr: String,
+        keys: NodeKeys,
+        peer: PublicIdentity,
+        limits: ConnLimits,
+        max_queued: usize,
+        backoff: Backoff,
+    ) -> usize {
         self.links.push(Link {
             addr,
             keys,
@@ -64,7 +77,7 @@ impl Links {
             queue: VecDeque::new(),
             max_queued,
             retry_at: None,
-            backoff: Backoff::reconnect(),
+            backoff,
         });
         self.links.len() - 1
     }

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use super::Effects;
+use super::backoff::Backoff;
 use super::conns::{ConnEvent, ConnLimits, Owner};
 use super::io::{ConnId, Event, ListenerId, Output, Record};
 use super::lookup::{self, LocalConns, LocalEvent, LocalRequest};
@@ -49,6 +50,7 @@ pub(super) struct MemberHost {
     peers: ListenerId,
     /// The outbound link to each member this one writes to.
     links: BTreeMap<NodeId, usize>,
+    heartbeat: std::time::Duration,
     /// The request each admin connection is waiting on: one at a time.
     waiting: BTreeMap<ConnId, u64>,
     next_request: u64,
@@ -67,8 +69,9 @@ impl MemberHost {
         fx: &mut Effects<'_>,
     ) -> MemberHost {
         let member = Member::new(now.mono, keys.clone(), role.record, role.settings, rng);
-        let peers =
-            fx.conns.listen("member", role.listen, keys.clone(), roster_trust(&member), member_limits());
+        let heartbeat = role.settings.heartbeat;
+        let limits = member_limits(heartbeat);
+        let peers = fx.conns.listen("member", role.listen, keys.clone(), roster_trust(&member), limits);
         let trust = admin_trust(&member, &keys);
         let admin = fx.conns.listen("admin", role.admin_listen, keys.clone(), trust, role.admin_limits);
         let installed = Some(groups(&member));
@@ -83,6 +86,7 @@ impl MemberHost {
             admin,
             peers,
             links: BTreeMap::new(),
+            heartbeat,
             waiting: BTreeMap::new(),
             next_request: 1,
             installed,
@@ -264,13 +268,11 @@ impl MemberHost {
             Some(link) => *link,
             None => {
                 let Some(identity) = self.member.peer_identity(&to) else { return };
-                let link = fx.links.add_with_queue(
-                    address,
-                    self.keys.clone(),
-                    identity,
-                    member_limits(),
-                    LINK_QUEUE,
-                );
+                // A member that went away is redialled within a heartbeat or two of its return.
+                let backoff = Backoff::new(self.heartbeat / 4, self.heartbeat);
+                let limits = member_limits(self.heartbeat);
+                let link =
+                    fx.links.add_paced(address, self.keys.clone(), identity, limits, LINK_QUEUE, backoff);
                 self.links.insert(to, link);
                 link
             }
@@ -346,14 +348,11 @@ fn groups(member: &Member) -> BTreeMap<String, String> {
 /// more than older ones, and fetches are retried).
 const LINK_QUEUE: usize = 16;
 
-/// Member channels: a message is at most a fetch reply, and a member silent for a while is gone
-/// (its link reopens when there is something to send).
-fn member_limits() -> ConnLimits {
-    ConnLimits {
-        max_message: MAX_MEMBER_MESSAGE,
-        idle: Some(std::time::Duration::from_secs(30)),
-        ..ConnLimits::default()
-    }
+/// Member channels: a message is at most a fetch reply, and a channel that carried nothing for
+/// three heartbeats is dead (a cut that sent no reset): closed, and redialled when there is
+/// something to send.
+fn member_limits(heartbeat: std::time::Duration) -> ConnLimits {
+    ConnLimits { max_message: MAX_MEMBER_MESSAGE, idle: Some(heartbeat * 3), ..ConnLimits::default() }
 }
 
 /// Who may open a member channel: the members of the active and the staged configuration.
