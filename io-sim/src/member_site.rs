@@ -19,7 +19,6 @@ use cohort_core::trace::{Trace, short};
 use cohort_core::{Instant, NodeId, NodeKeys, PublicIdentity};
 use rand_core::RngCore;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
-use turmoil::net::UdpSocket;
 
 use crate::member_view::{MemberView, SharedViews, probe};
 use crate::members::{Genesis, MEMBER_PORT, admin_addr, host_name};
@@ -31,8 +30,8 @@ use crate::operator;
 pub const CLUSTER_ID: &str = "sim";
 /// Each message takes 1 ms up to this long on a link.
 pub const MAX_LATENCY: Duration = Duration::from_millis(5);
-/// Long enough for any one datagram to arrive and be handled.
-const DELIVERY: Duration = Duration::from_millis(10);
+/// Long enough for a forger's channel to finish its handshake and deliver one message.
+const FORGED_DELIVERY: Duration = Duration::from_millis(100);
 /// How long the operator waits for an answer, as `cohort admin` would.
 const PATIENCE: Duration = Duration::from_secs(5);
 /// Far longer than any scenario: turmoil fails a run that outlives its duration.
@@ -79,10 +78,14 @@ struct Ask {
 /// What a host outside the cluster is asked to do.
 enum Job {
     Ask(Box<Ask>),
-    /// Send `bytes` as one datagram to `addr`.
-    Datagram {
+    /// Open a channel to `addr` presenting `keys` (a member's stolen key, or a stranger's), send
+    /// `bytes` as one message, and hang up.
+    Send {
         addr: String,
+        node: cohort_core::PublicIdentity,
+        keys: NodeKeys,
         bytes: Vec<u8>,
+        rng: SeededRng,
     },
 }
 
@@ -298,16 +301,19 @@ impl MemberSite {
         Err(no_answer(format!("nothing within {PATIENCE:?}")))
     }
 
-    /// Puts `bytes` on the wire to member `to`'s datagram port from a host outside the cluster,
-    /// and runs until it has arrived and been handled.
-    pub fn inject(&mut self, to: usize, bytes: Vec<u8>) -> SiteResult<()> {
+    /// Opens a channel from a host outside the cluster to member `to`'s member port presenting
+    /// `keys`, sends `bytes` as one message, and runs until it has arrived and been handled (a
+    /// key outside the roster gets no channel, so nothing arrives).
+    pub fn inject(&mut self, to: usize, keys: &NodeKeys, bytes: Vec<u8>) -> SiteResult<()> {
         let addr = format!("{}:{MEMBER_PORT}", host_name(to));
-        self.note(FORGER, &format!("sends {} to {addr}", short(&bytes)));
-        self.forger_jobs.send(Job::Datagram { addr, bytes }).map_err(|_| SiteError::NoAnswer {
+        let node = self.keys(to)?.public();
+        self.note(FORGER, &format!("sends {} to {addr} as {}", short(&bytes), keys.node_id()));
+        let job = Job::Send { addr, node, keys: keys.clone(), bytes, rng: fork(&mut self.rng) };
+        self.forger_jobs.send(job).map_err(|_| SiteError::NoAnswer {
             node: FORGER.into(),
             why: "the forger host stopped".into(),
         })?;
-        self.run_for(DELIVERY)
+        self.run_for(FORGED_DELIVERY)
     }
 
     // ---- what the site reads back ----------------------------------------------------------
@@ -406,7 +412,6 @@ impl MemberSite {
 /// A host outside the cluster: carries out the jobs the site hands it. Asks run side by side;
 /// each answer (or why there was none) goes to the job's slot.
 async fn outside(mut jobs: UnboundedReceiver<Job>) -> turmoil::Result {
-    let socket = UdpSocket::bind(("0.0.0.0", MEMBER_PORT)).await?;
     while let Some(job) = jobs.recv().await {
         match job {
             Job::Ask(ask) => {
@@ -416,9 +421,18 @@ async fn outside(mut jobs: UnboundedReceiver<Job>) -> turmoil::Result {
                     *answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
                 });
             }
-            // A datagram that cannot be sent is lost, as on a real network.
-            Job::Datagram { addr, bytes } => {
-                let _ = socket.send_to(&bytes, addr.as_str()).await;
+            // A message that cannot be delivered (no channel for that key) is simply not.
+            Job::Send { addr, node, keys, bytes, rng } => {
+                tokio::task::spawn_local(async move {
+                    let Ok(mut channel) = operator::Conversation::open(&addr, node, &keys, rng).await else {
+                        return;
+                    };
+                    if channel.send_bytes(&bytes).is_ok() {
+                        // Until the node hangs up or a while has passed: it answers nothing.
+                        let _ =
+                            tokio::time::timeout(Duration::from_secs(1), channel.receive::<Vec<u8>>()).await;
+                    }
+                });
             }
         }
     }

@@ -105,6 +105,11 @@ impl Conversation {
         self.channel.send(&bytes).map_err(|e| e.to_string())
     }
 
+    /// Queues `bytes` as one message, as they are (a message a caller built itself).
+    pub fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.channel.send(bytes).map_err(|e| e.to_string())
+    }
+
     /// Writes whatever the channel has to send.
     pub async fn flush(&mut self) -> Result<(), String> {
         while let Some(out) = self.channel.poll_output() {

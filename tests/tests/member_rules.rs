@@ -81,8 +81,10 @@ fn rule1_every_member_sends_every_other_a_signed_status_each_heartbeat() -> Site
         assert_eq!(view.all_drops(), 0, "m{r} refused {:?}", view.drops);
         for s in (0..3).filter(|s| *s != r) {
             let sender = site.node_id(s)?;
-            // One at boot, then one per heartbeat.
-            assert_eq!(view.heard.get(&sender), Some(&4), "m{r} accepted from m{s}");
+            // One at boot, then one per heartbeat; the boot one waits for the channel's
+            // handshake and may arrive in one read with the next, which the probe sees as one.
+            let heard = view.heard.get(&sender).copied().unwrap_or(0);
+            assert!((3..=4).contains(&heard), "m{r} accepted {heard} from m{s}");
             let peer = view.peers.get(&sender).expect("heard");
             assert_eq!((peer.active, peer.staged), (site.genesis_version(), None), "what m{s} runs");
             let ago = site.elapsed() - peer.last_heard.since_start();
@@ -93,7 +95,8 @@ fn rule1_every_member_sends_every_other_a_signed_status_each_heartbeat() -> Site
 }
 
 #[test]
-fn rule2_status_from_unknown_key_bad_signature_replayed_or_missing_digest_is_dropped() -> SiteResult<()> {
+fn rule2_status_from_unknown_key_bad_signature_replayed_wrong_channel_or_missing_digest_is_dropped()
+-> SiteResult<()> {
     let mut site = MemberSite::new(3, 2)?;
     // Between heartbeats, so each forgery is handled on its own.
     site.run_for(HEARTBEAT + HEARTBEAT / 2)?;
@@ -101,34 +104,33 @@ fn rule2_status_from_unknown_key_bad_signature_replayed_or_missing_digest_is_dro
     let (m1, m2) = (site.keys(1)?.clone(), site.keys(2)?.clone());
     let heard_before = site.view(0)?.heard;
 
-    // A key not in the roster, in its own name.
+    // A key not in the roster gets no channel: its Status never reaches the member.
     let unknown = status(&site, 1, &stranger, u64::MAX / 2, |s| s.sender = stranger.node_id())?;
-    site.inject(0, unknown)?;
-    assert_eq!(site.view(0)?.drops_of("unknown-sender"), 1);
+    site.inject(0, &stranger, unknown)?;
+    assert_eq!(site.view(0)?.all_drops(), 0, "nothing arrived to refuse");
 
+    // The rest come over channels opened with members' own (stolen) keys.
     // Member 1's name, a stranger's signature.
-    site.inject(0, status(&site, 1, &stranger, u64::MAX / 2, |_| {})?)?;
+    site.inject(0, &m1, status(&site, 1, &stranger, u64::MAX / 2, |_| {})?)?;
     assert_eq!(site.view(0)?.drops_of("bad-signature"), 1);
 
     // Member 1's heartbeats replayed: its first, and the last one member 0 accepted from it (its
-    // second, a heartbeat ago), each the very datagram member 0 received before.
+    // second, a heartbeat ago), byte for byte what member 1 sent (Ed25519 signs deterministically).
     for n in [1, 2] {
-        let replay = status(&site, 1, &m1, first_boot_seq(n), |_| {})?;
-        let delivered = format!("<- Datagram {}", short(&replay));
-        assert!(
-            site.trace().lines().iter().any(|l| l.contains(" m0 ") && l.ends_with(&delivered)),
-            "the replayed bytes are a datagram member 0 received before"
-        );
-        site.inject(0, replay)?;
+        site.inject(0, &m1, status(&site, 1, &m1, first_boot_seq(n), |_| {})?)?;
     }
     assert_eq!(site.view(0)?.drops_of("stale-sequence"), 2);
 
+    // Member 2's genuine-looking Status on member 1's channel.
+    site.inject(0, &m1, status(&site, 2, &m2, u64::MAX / 2, |_| {})?)?;
+    assert_eq!(site.view(0)?.drops_of("wrong-peer"), 1);
+
     // Member 2's signature on a Status that does not name member 0 as a recipient.
     let me = site.keys(0)?.public().key_digest();
-    site.inject(0, status(&site, 2, &m2, u64::MAX / 2, |s| s.recipients.retain(|d| *d != me))?)?;
+    site.inject(0, &m2, status(&site, 2, &m2, u64::MAX / 2, |s| s.recipients.retain(|d| *d != me))?)?;
     assert_eq!(site.view(0)?.drops_of("not-a-recipient"), 1);
 
-    site.inject(0, vec![1, 0xff, 0xff, 0x03])?;
+    site.inject(0, &m1, vec![1, 0xff, 0xff, 0x03])?;
     assert_eq!(site.view(0)?.drops_of("undecodable"), 1);
 
     // None of it disturbed the members' own heartbeats, and the operator sees each refusal.
@@ -136,7 +138,9 @@ fn rule2_status_from_unknown_key_bad_signature_replayed_or_missing_digest_is_dro
     let view = site.view(0)?;
     for s in [1, 2] {
         let id = site.node_id(s)?;
-        assert_eq!(view.heard.get(&id).copied(), heard_before.get(&id).map(|n| n + 2), "m0 still hears m{s}");
+        let (before, now) =
+            (heard_before.get(&id).copied().unwrap_or(0), view.heard.get(&id).copied().unwrap_or(0));
+        assert!(now >= before + 2, "m0 still hears m{s}: {before} then {now}");
     }
     let dropped = site.status(0)?.dropped;
     let expected = [
@@ -144,7 +148,7 @@ fn rule2_status_from_unknown_key_bad_signature_replayed_or_missing_digest_is_dro
         ("not-a-recipient", 1),
         ("stale-sequence", 2),
         ("undecodable", 1),
-        ("unknown-sender", 1),
+        ("wrong-peer", 1),
     ];
     assert_eq!(dropped, expected.map(|(kind, n)| (kind.to_owned(), n)), "what `cohort status` shows");
     Ok(())
@@ -165,10 +169,11 @@ fn rule3_a_newer_version_starts_syncing_and_lookups_are_declined() -> SiteResult
     assert!(m2.syncing, "member 2 has heard of {version}");
     assert_eq!(m2.active_version(), genesis);
     assert_eq!(site.lookup(2, Some("dns"))?, LookupReply::Declined { retry_after_ms: 1000 });
-    // Once member 2 hears the author again, it installs, stops syncing, and answers from the new
-    // version.
+    // Once member 2 hears the author again (the author's channel to it, dead since the cut,
+    // is redialled within a heartbeat or two), it installs, stops syncing, and answers from the
+    // new version.
     site.heal();
-    site.run_for(HEARTBEAT * 3)?;
+    site.run_for(HEARTBEAT * 5)?;
     assert!(site.installed_everywhere(version));
     assert!(!site.view(2)?.syncing);
     let answer = site.lookup(2, Some("dns"))?;
@@ -200,8 +205,10 @@ fn rule4_a_member_fetches_only_its_own_entry_and_tampering_keeps_the_old_configu
     bad_header.body.config_hash[0] ^= 1;
     let mut bad_entry = entry_1.clone();
     bad_entry.ciphertext[0] ^= 1;
+    // It comes over a channel opened with member 2's (stolen) key: the block itself must check.
+    let m2 = site.keys(2)?.clone();
     for (header, entry) in [(header.clone(), entry_2), (bad_header, entry_1), (header, bad_entry)] {
-        site.inject(1, MemberMessage::FetchReply { header, entry }.to_wire().expect("encodes"))?;
+        site.inject(1, &m2, MemberMessage::FetchReply { header, entry }.to_wire().expect("encodes"))?;
     }
     let m1 = site.view(1)?;
     assert_eq!(m1.drops_of("bad-block"), 3, "{:?}", m1.drops);
@@ -375,17 +382,16 @@ fn rule8_an_added_member_joins_and_the_install_waits_for_it() -> SiteResult<()> 
     let mut site = MemberSite::with_joiners(3, 1, 14)?;
     site.run_for(HEARTBEAT * 2)?;
     let joiner = site.node_id(3)?;
-    assert!(site.view(0)?.drops_of("unknown-sender") > 0, "a non-member's heartbeats are dropped");
+    assert!(!site.view(0)?.peers.contains_key(&joiner), "a non-member gets no channel: nothing heard");
     let version = accepted(site.change(1, vec![Change::AddMember(site.info(3)?)])?);
     site.run_for(HEARTBEAT * 4)?;
     assert!(site.installed_everywhere(version), "all four, the joiner included, run {version}");
     for (i, view) in site.views().iter().enumerate() {
         assert!(view.active.config.is_member(&joiner), "member {i}");
     }
-    // Now the joiner's heartbeats count: no new drops of its messages.
-    let before = site.view(0)?.drops_of("unknown-sender");
+    // Now the joiner's heartbeats count: nothing of it is refused.
     site.run_for(HEARTBEAT * 2)?;
-    assert_eq!(site.view(0)?.drops_of("unknown-sender"), before);
+    assert_eq!(site.view(0)?.all_drops(), 0);
     assert!(site.view(0)?.heard.get(&joiner).is_some_and(|n| *n >= 2), "member 0 hears the joiner");
     Ok(())
 }

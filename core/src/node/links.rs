@@ -82,6 +82,17 @@ impl Links {
         self.links.len() - 1
     }
 
+    /// Drops the link's connection (its peer went silent: the connection is likely dead); the
+    /// next message dials afresh.
+    pub fn reset(&mut self, link: usize, conns: &mut Connections) {
+        if let Some(l) = self.links.get_mut(link)
+            && let Some(conn) = l.conn.take()
+        {
+            conns.close(conn);
+            l.retry_at = None;
+        }
+    }
+
     pub fn peer(&self, link: usize) -> Option<&PublicIdentity> {
         self.links.get(link).map(|l| &l.peer)
     }

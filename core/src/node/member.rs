@@ -50,6 +50,9 @@ pub(super) struct MemberHost {
     peers: ListenerId,
     /// The outbound link to each member this one writes to.
     links: BTreeMap<NodeId, usize>,
+    /// When each member was last heard on any channel: a link to a member silent for three
+    /// heartbeats is reset, since a cut that sent no reset leaves it looking open.
+    last_heard: BTreeMap<NodeId, Instant>,
     heartbeat: std::time::Duration,
     /// The request each admin connection is waiting on: one at a time.
     waiting: BTreeMap<ConnId, u64>,
@@ -86,6 +89,7 @@ impl MemberHost {
             admin,
             peers,
             links: BTreeMap::new(),
+            last_heard: BTreeMap::new(),
             heartbeat,
             waiting: BTreeMap::new(),
             next_request: 1,
@@ -124,6 +128,13 @@ impl MemberHost {
         if self.member.poll_timeout().is_some_and(|t| t <= now.mono) {
             self.member.handle(now, MemberInput::Timeout);
         }
+        for (peer, link) in &self.links {
+            let heard = self.last_heard.entry(*peer).or_insert(now.mono);
+            if now.mono - *heard >= self.heartbeat * 3 {
+                fx.links.reset(*link, fx.conns);
+                *heard = now.mono;
+            }
+        }
         self.drain(now, fx);
     }
 
@@ -142,6 +153,7 @@ impl MemberHost {
         if from_member {
             if let ConnEvent::Message { peer, bytes, .. } = event {
                 let from = peer.node_id();
+                self.last_heard.insert(from, now.mono);
                 self.member.handle(now, MemberInput::Received { from, bytes });
                 self.drain(now, fx);
             }
@@ -270,7 +282,8 @@ impl MemberHost {
                 let Some(identity) = self.member.peer_identity(&to) else { return };
                 // A member that went away is redialled within a heartbeat or two of its return.
                 let backoff = Backoff::new(self.heartbeat / 4, self.heartbeat);
-                let limits = member_limits(self.heartbeat);
+                // Only sent on: its silence says nothing (the listener side judges the peer).
+                let limits = ConnLimits { idle: None, ..member_limits(self.heartbeat) };
                 let link =
                     fx.links.add_paced(address, self.keys.clone(), identity, limits, LINK_QUEUE, backoff);
                 self.links.insert(to, link);
