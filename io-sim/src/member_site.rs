@@ -80,13 +80,16 @@ enum Job {
     Ask(Box<Ask>),
     /// Open a channel to `addr` presenting `keys` (a member's stolen key, or a stranger's), send
     /// `bytes` as one message, and hang up.
-    Send {
-        addr: String,
-        node: cohort_core::PublicIdentity,
-        keys: NodeKeys,
-        bytes: Vec<u8>,
-        rng: SeededRng,
-    },
+    Send(Box<Forged>),
+}
+
+/// One message a forger sends on a channel of its own.
+struct Forged {
+    addr: String,
+    node: cohort_core::PublicIdentity,
+    keys: NodeKeys,
+    bytes: Vec<u8>,
+    rng: SeededRng,
 }
 
 /// See the module docs.
@@ -308,7 +311,8 @@ impl MemberSite {
         let addr = format!("{}:{MEMBER_PORT}", host_name(to));
         let node = self.keys(to)?.public();
         self.note(FORGER, &format!("sends {} to {addr} as {}", short(&bytes), keys.node_id()));
-        let job = Job::Send { addr, node, keys: keys.clone(), bytes, rng: fork(&mut self.rng) };
+        let job =
+            Job::Send(Box::new(Forged { addr, node, keys: keys.clone(), bytes, rng: fork(&mut self.rng) }));
         self.forger_jobs.send(job).map_err(|_| SiteError::NoAnswer {
             node: FORGER.into(),
             why: "the forger host stopped".into(),
@@ -422,7 +426,8 @@ async fn outside(mut jobs: UnboundedReceiver<Job>) -> turmoil::Result {
                 });
             }
             // A message that cannot be delivered (no channel for that key) is simply not.
-            Job::Send { addr, node, keys, bytes, rng } => {
+            Job::Send(forged) => {
+                let Forged { addr, node, keys, bytes, rng } = *forged;
                 tokio::task::spawn_local(async move {
                     let Ok(mut channel) = operator::Conversation::open(&addr, node, &keys, rng).await else {
                         return;

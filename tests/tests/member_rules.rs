@@ -13,7 +13,6 @@ use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply};
 use cohort_core::member::{Change, ChangeError, MemberMessage, Status, Version};
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
-use cohort_core::trace::short;
 use cohort_io_sim::member_site::{CLUSTER_ID, MemberSite, SiteResult};
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
