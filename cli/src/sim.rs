@@ -39,7 +39,7 @@ pub struct ConfigChangeArgs {
     /// Simulation seed: the same seed replays the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Probability (0 to 1) that any one datagram is lost.
+    /// Probability (0 to 1) that any one write breaks its connection (loss on a stream).
     #[arg(long, default_value_t = 0.0)]
     loss: f64,
     /// Cut one random member off for this many milliseconds, from just before the change.

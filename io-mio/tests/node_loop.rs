@@ -21,11 +21,12 @@ fn a_node_serves_status_and_stops_on_a_local_request() {
     let mut rng = seeded(5);
     let operator = NodeKeys::generate(&mut rng);
     let keys = NodeKeys::generate(&mut rng);
-    let addr = {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port");
+    let free = || {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         probe.local_addr().expect("address")
     };
-    let info = MemberInfo { name: "solo".into(), identity: keys.public(), address: addr.to_string() };
+    let (member_addr, addr) = (free(), free());
+    let info = MemberInfo { name: "solo".into(), identity: keys.public(), address: member_addr.to_string() };
     let config = genesis_config("c", "ops", &operator, [info], BTreeMap::new());
     let record =
         genesis_records(&config, &operator, &mut rng).expect("seals").into_values().next().expect("one");
@@ -35,7 +36,7 @@ fn a_node_serves_status_and_stops_on_a_local_request() {
         heartbeat_ms: 100,
         admin_handshake_timeout_ms: 2000,
         admin_max_handshaking: 4,
-        ..NodeConfig::new(addr, addr, dir.path().to_owned(), dir.path().join("node.key"), "member")
+        ..NodeConfig::new(member_addr, addr, dir.path().to_owned(), dir.path().join("node.key"), "member")
     };
     let mut reactor = Reactor::new().expect("a loop");
     reactor.host(|slot| roles::start(&node_config, slot)).expect("starts");

@@ -22,7 +22,7 @@ use crate::operator;
 pub struct ConfigChangeScenario {
     pub nodes: usize,
     pub seed: u64,
-    /// Probability that any one datagram is lost.
+    /// Probability that any one write breaks its connection (loss on a stream).
     pub loss: f64,
     /// Cut one random member off from all others for this long, starting just before the change.
     pub partition: Option<Duration>,

@@ -1,7 +1,7 @@
 //! A member site: cluster members from a genesis configuration, each a core node on the one
 //! turmoil host driver, driven step by step by a test. Owns the mapping from a scenario's verbs
 //! (run for a while, cut or heal links, crash or restart a member, ask a member as an operator
-//! over its admin channel, put a datagram on a member's port) onto turmoil, and what it reads
+//! over its admin channel, send a forged message on a channel of its own) onto turmoil, and what it reads
 //! back (each member's view from the driver's probe, the observer's installs, the trace). It
 //! never decides, retries or repairs anything for a member: every rule is the members', and a
 //! broken invariant ends the run with an error. Same seed, same run, byte for byte.
@@ -36,7 +36,7 @@ const FORGED_DELIVERY: Duration = Duration::from_millis(100);
 const PATIENCE: Duration = Duration::from_secs(5);
 /// Far longer than any scenario: turmoil fails a run that outlives its duration.
 const SIMULATION_LIMIT: Duration = Duration::from_secs(3_600);
-/// The two hosts outside the cluster: one plays the operator, one puts datagrams on the wire.
+/// The two hosts outside the cluster: one plays the operator, one forges member traffic.
 const OPERATOR: &str = "operator";
 const FORGER: &str = "forger";
 

@@ -16,7 +16,7 @@ use cohort_core::rng::SeededRng;
 use crate::node_host::{NodeHostContext, SetupFn};
 use crate::storage::SimDisk;
 
-/// Member datagrams arrive here on every simulated member.
+/// Other members' channels arrive here on every simulated member.
 pub const MEMBER_PORT: u16 = 7000;
 /// Operators open the admin channel here.
 pub const ADMIN_PORT: u16 = 7001;

@@ -110,7 +110,7 @@ pub const MAX_KEY_LEN: usize = 128;
 pub const MAX_VALUE_LEN: usize = 4096;
 pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_CHANGES: usize = 256;
-/// The encoded configuration must fit a fetch reply datagram with room for the header.
+/// The encoded configuration must fit one fetch reply with room for the header.
 pub const MAX_ENCODED_CONFIG: usize = 40 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

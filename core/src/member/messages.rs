@@ -89,7 +89,7 @@ pub enum MemberMessage {
     },
 }
 
-/// The largest member message: one UDP datagram.
+/// The largest member message on a member channel.
 pub const MAX_MEMBER_MESSAGE: usize = 60 * 1024;
 /// A Status naming more recipients than any roster may hold is malformed.
 pub const MAX_STATUS_RECIPIENTS: usize = super::config::MAX_MEMBERS;
@@ -105,7 +105,7 @@ impl MemberMessage {
         Ok(bytes)
     }
 
-    /// Decodes a whole datagram (envelope and body).
+    /// Decodes a whole message (envelope and body).
     pub fn from_wire(bytes: &[u8]) -> Result<MemberMessage, WireError> {
         if bytes.len() > MAX_MEMBER_MESSAGE {
             return Err(WireError::TooLarge { len: bytes.len() });
