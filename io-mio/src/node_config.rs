@@ -290,8 +290,8 @@ impl NodeConfig {
         }
         let invalid =
             |message: &str| NodeConfigError::Parse { path: path.to_owned(), message: message.to_owned() };
-        if config.listen == config.admin_listen {
-            return Err(invalid("listen and admin_listen must differ: both are TCP listeners"));
+        if config.has_role("member") && config.listen == config.admin_listen {
+            return Err(invalid("listen and admin_listen must differ: a member listens on both (TCP)"));
         }
         if config.has_role("gateway") != config.gateway.is_some() {
             return Err(invalid("the gateway role and a [gateway] section go together"));
