@@ -22,7 +22,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use crate::member_view::{MemberView, SharedViews, probe};
 use crate::members::{Genesis, MEMBER_PORT, admin_addr, host_name};
-use crate::node_host::{self, NodeHostContext, SharedTrace};
+use crate::node_host::{self, NodeHostContext, SharedCapture, SharedTrace};
 use crate::observer::Observer;
 use crate::operator;
 
@@ -104,6 +104,8 @@ pub struct MemberSite {
     rng: SeededRng,
     /// Member links cut, one way: (from, to).
     cuts: BTreeSet<(usize, usize)>,
+    /// Every byte the members put on the wire.
+    capture: SharedCapture,
     down: BTreeSet<usize>,
 }
 
@@ -131,6 +133,7 @@ impl MemberSite {
         let genesis = Genesis::new(CLUSTER_ID, members, joiners, &mut rng)?;
         let observer = Observer::default();
         let trace = SharedTrace::default();
+        let capture = SharedCapture::default();
         let views: SharedViews =
             Arc::new(Mutex::new(genesis.records.iter().map(MemberView::of_record).collect()));
         let mut sim = crate::clock::simulation(seed, SIMULATION_LIMIT, MAX_LATENCY);
@@ -142,6 +145,7 @@ impl MemberSite {
                 observer: observer.clone(),
                 trace: Some(trace.clone()),
                 probe: Some(probe(views.clone(), i)),
+                capture: Some(capture.clone()),
                 ..ctx
             };
             sim.host(host_name(i), move || node_host::run(ctx.clone()));
@@ -161,6 +165,7 @@ impl MemberSite {
             rng,
             cuts: BTreeSet::new(),
             down: BTreeSet::new(),
+            capture,
         })
     }
 
@@ -397,6 +402,11 @@ impl MemberSite {
 
     /// Every node input and output so far (since the last [`MemberSite::clear_trace`]), with the
     /// site's notes.
+    /// Every byte the members have put on the wire so far.
+    pub fn captured(&self) -> Vec<u8> {
+        self.capture.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     pub fn trace(&self) -> Trace {
         self.trace.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }

@@ -47,6 +47,10 @@ pub type Probe = Arc<dyn Fn(&Node) + Send + Sync>;
 /// by (bytes reaching a server per cycle) without looking inside the channels.
 pub type SharedTraffic = Arc<Mutex<Vec<TrafficSample>>>;
 
+/// Every byte the hosts that share it put on the wire, in order: what someone capturing the
+/// network would hold.
+pub type SharedCapture = Arc<Mutex<Vec<u8>>>;
+
 /// Bytes one host received from or handed to one connection at one simulated instant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrafficSample {
@@ -75,6 +79,7 @@ pub struct NodeHostContext {
     pub records: SharedRecords,
     pub probe: Option<Probe>,
     pub traffic: Option<SharedTraffic>,
+    pub capture: Option<SharedCapture>,
 }
 
 impl NodeHostContext {
@@ -93,6 +98,7 @@ impl NodeHostContext {
             records: SharedRecords::default(),
             probe: None,
             traffic: None,
+            capture: None,
         }
     }
 
@@ -189,6 +195,9 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                 Output::Transmit { conn, bytes } => {
                     ctx.count(conn, false, bytes.len());
                     ctx.observer.sent(me, bytes.len());
+                    if let Some(capture) = &ctx.capture {
+                        capture.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(&bytes);
+                    }
                     let roll = f64::from(loss_rng.next_u32()) / f64::from(u32::MAX);
                     if roll < ctx.loss {
                         // Loss on a stream: the connection breaks, and what it carried is gone.

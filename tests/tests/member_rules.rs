@@ -432,3 +432,32 @@ fn rule9_lookups_name_the_version_they_came_from() -> SiteResult<()> {
     }
     Ok(())
 }
+
+/// Whoever captures the network between members learns nothing of the configuration: through
+/// a change and its install, no setting's key or value, roster address, member key or node id
+/// (which versions name) appears in clear in any byte a member sent.
+#[test]
+fn member_traffic_carries_nothing_of_the_configuration_in_clear() -> SiteResult<()> {
+    let mut site = MemberSite::new(3, 21)?;
+    site.run_for(HEARTBEAT)?;
+    let version = accepted(site.change(1, set("wire-secret-key", "wire-secret-value"))?);
+    site.run_for(HEARTBEAT * 4)?;
+    assert!(site.installed_everywhere(version));
+    let wire = site.captured();
+    assert!(wire.len() > 10_000, "the capture holds the run's traffic: {} bytes", wire.len());
+    let mut secrets: Vec<(String, Vec<u8>)> = vec![
+        ("a setting's key".into(), b"wire-secret-key".to_vec()),
+        ("a setting's value".into(), b"wire-secret-value".to_vec()),
+    ];
+    for i in 0..3 {
+        let info = site.info(i)?;
+        secrets.push((format!("m{i}'s address"), info.address.into_bytes()));
+        secrets.push((format!("m{i}'s signing key"), info.identity.signing.to_vec()));
+        secrets.push((format!("m{i}'s agreement key"), info.identity.agreement.to_vec()));
+        secrets.push((format!("m{i}'s node id"), site.node_id(i)?.0.to_vec()));
+    }
+    for (what, bytes) in secrets {
+        assert!(!wire.windows(bytes.len()).any(|w| w == bytes.as_slice()), "{what} is readable on the wire");
+    }
+    Ok(())
+}
