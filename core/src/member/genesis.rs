@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use super::block::{Author, BlockError, ConfigBlock};
 use super::config::{ClusterConfig, MemberInfo, OperatorInfo, Version};
-use super::machine::{MemberRecord, StoredConfig};
+use super::io::{MemberRecord, StoredConfig};
 use crate::identity::{NodeId, NodeKeys};
 use crate::rng::SeededRng;
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::block::{ConfigBlock, SignedHeader, TrustedAuthors, verify_header};
 use super::config::{ClusterConfig, MemberInfo, OperatorInfo, Version};
-use super::machine::{MemberRecord, StoredConfig};
+use super::io::{MemberRecord, StoredConfig};
 use crate::identity::NodeId;
 
 /// What a new node needs to know to join: public to the operator, verified by the node.

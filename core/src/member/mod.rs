@@ -3,11 +3,13 @@
 //! installed everywhere only once every member has it.
 //!
 //! One module per concern: [`config`] the document and its changes, [`block`] sealing and
-//! opening, [`messages`] the wire, [`machine`] the rules, [`trace`] how it reads in a trace.
+//! opening, [`messages`] the wire, [`io`] what the machine takes, gives and keeps, [`machine`]
+//! the rules, [`join`] what a new node starts from, [`trace`] how it reads in a trace.
 
 pub mod block;
 pub mod config;
 pub mod genesis;
+pub mod io;
 pub mod join;
 pub mod machine;
 pub mod messages;
@@ -15,11 +17,12 @@ pub mod trace;
 
 pub use block::{Author, ConfigBlock};
 pub use config::{Change, ClusterConfig, MemberInfo, OperatorInfo, Version};
-pub use join::{JoinAnchor, JoinError};
-pub use machine::{
-    ChangeError, DropReason, LookupAnswer, Member, MemberInput, MemberOutput, MemberRecord, MemberSettings,
-    PeerView, PersistToken, StoredConfig,
+pub use io::{
+    ChangeError, DropReason, LookupAnswer, MemberInput, MemberOutput, MemberRecord, MemberSettings, PeerView,
+    PersistToken, StoredConfig,
 };
+pub use join::{JoinAnchor, JoinError};
+pub use machine::Member;
 pub use messages::{ChangeRequest, FetchRequest, MemberMessage, Status};
 
 #[cfg(test)]

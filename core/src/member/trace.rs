@@ -2,7 +2,7 @@
 //! bytes as digests. It never prints a configuration's secrets (there are none in settings by
 //! contract, but entries are shown only as digests anyway).
 
-use super::machine::{LookupAnswer, MemberInput, MemberOutput};
+use super::io::{LookupAnswer, MemberInput, MemberOutput};
 use super::messages::MemberMessage;
 use crate::trace::{TraceEvent, short};
 
