@@ -143,6 +143,19 @@ impl SiteRun {
     }
 }
 
+/// Each host's result among a run's events, by host name.
+pub fn host_results(events: &[ClientEvent]) -> Vec<cohort_core::exec::gateway::HostResult> {
+    let mut results: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            ClientEvent::Host(r) => Some(r.clone()),
+            _ => None,
+        })
+        .collect();
+    results.sort_by(|a, b| a.host.cmp(&b.host));
+    results
+}
+
 /// A logged-in client: its channel key and the credential bound to it.
 #[derive(Debug, Clone)]
 pub struct Login {

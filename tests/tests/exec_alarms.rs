@@ -10,7 +10,7 @@ use std::time::Duration;
 use cohort_core::exec::gateway::{ClientEvent, ExecCommand, HostOutcome, HostResult};
 use cohort_core::exec::nodeset::fold;
 use cohort_core::exec::parallel::{AlarmKill, group_by_host};
-use cohort_io_sim::exec_site::{PASSWORD, Site, SiteRun, SiteSpec};
+use cohort_io_sim::exec_site::{PASSWORD, Site, SiteRun, SiteSpec, host_results};
 
 /// How long after the alarm a kill may land: the cancel's and the exit's trips.
 const SLACK_MS: u64 = 500;
@@ -37,16 +37,7 @@ fn run_with(
     });
     assert_eq!(run.violation, None);
     assert_eq!(run.script, Ok(()));
-    let mut results: Vec<HostResult> = events
-        .lock()
-        .expect("not poisoned")
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Host(r) => Some(r.clone()),
-            _ => None,
-        })
-        .collect();
-    results.sort_by(|a, b| a.host.cmp(&b.host));
+    let results = host_results(&events.lock().expect("not poisoned"));
     (results, run)
 }
 

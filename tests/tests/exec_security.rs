@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cohort_core::exec::audit::{AuditDecision, AuditRecord, verify_chain};
 use cohort_core::exec::daemon::{ExecRequest, HostWire};
-use cohort_core::exec::gateway::{ClientEvent, ClientRequest, HeldState, HostOutcome, HostResult};
+use cohort_core::exec::gateway::{ClientEvent, ClientRequest, HeldState, HostOutcome};
 use cohort_core::exec::kdc::KdcSettings;
 use cohort_core::exec::ticket::{Authenticator, ServiceTicket, TicketBody, request_digest};
 use cohort_core::exec::wire::{GatewayReply, GatewayWire, HostEvent};
@@ -19,7 +19,7 @@ use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
 use cohort_core::{NodeKeys, WallClock};
 use cohort_io_sim::clock::now;
-use cohort_io_sim::exec_site::{PASSWORD, Site, SiteClient, SiteRun, SiteSpec};
+use cohort_io_sim::exec_site::{PASSWORD, Site, SiteClient, SiteRun, SiteSpec, host_results};
 use cohort_io_sim::operator::Conversation;
 
 /// Builds the site, runs `script` as its client, and checks the run broke no invariant.
@@ -32,18 +32,6 @@ where
     assert_eq!(run.violation, None, "an invariant broke");
     assert_eq!(run.script, Ok(()), "the client script failed");
     run
-}
-
-fn results(events: &[ClientEvent]) -> Vec<HostResult> {
-    let mut results: Vec<HostResult> = events
-        .iter()
-        .filter_map(|e| match e {
-            ClientEvent::Host(r) => Some(r.clone()),
-            _ => None,
-        })
-        .collect();
-    results.sort_by(|a, b| a.host.cmp(&b.host));
-    results
 }
 
 fn refused(events: &[ClientEvent]) -> Option<String> {
@@ -89,7 +77,7 @@ fn a_run_on_ten_hosts_returns_every_result_audits_in_order_and_leaves_the_gatewa
         Ok(())
     });
     let events = events.lock().expect("not poisoned").clone();
-    let got = results(&events);
+    let got = host_results(&events);
     assert_eq!(got.len(), 10);
     assert!(got.iter().all(|r| r.outcome == HostOutcome::Exited(0) && r.stdout == b"hi\n"), "{got:?}");
     assert_eq!(events.last(), Some(&ClientEvent::Finished));
@@ -232,7 +220,7 @@ fn an_acl_denial_runs_nothing_and_is_audited_on_every_host() {
         Ok(())
     });
     let runs = runs.lock().expect("not poisoned").clone();
-    let got = results(&runs[0]);
+    let got = host_results(&runs[0]);
     assert_eq!(got.len(), 3);
     for r in &got {
         assert_eq!(
@@ -244,7 +232,7 @@ fn an_acl_denial_runs_nothing_and_is_audited_on_every_host() {
         run.chain.iter().filter(|e| matches!(e.record.decision, AuditDecision::Denied { .. })).count();
     assert_eq!(denied, 4, "three for bob, one for alice's rm");
     assert!(
-        matches!(&results(&runs[1])[0].outcome, HostOutcome::Denied(r) if r.contains("may not run `rm`"))
+        matches!(&host_results(&runs[1])[0].outcome, HostOutcome::Denied(r) if r.contains("may not run `rm`"))
     );
     assert!(run.spawned.is_empty(), "{:?}", run.spawned);
 }
@@ -289,7 +277,7 @@ fn the_alarm_kill_reaches_the_host_and_is_audited() {
         *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-02]"], &["sleep", "1000"]).await?;
         Ok(())
     });
-    let got = results(&events.lock().expect("not poisoned"));
+    let got = host_results(&events.lock().expect("not poisoned"));
     assert_eq!(got.len(), 2);
     assert!(
         got.iter().all(
@@ -347,7 +335,7 @@ fn an_unreachable_host_is_reported_while_the_others_complete() {
         *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-03]"], &["uname"]).await?;
         Ok(())
     });
-    let got = results(&events.lock().expect("not poisoned"));
+    let got = host_results(&events.lock().expect("not poisoned"));
     assert_eq!(got.len(), 3);
     assert!(matches!(&got[1].outcome, HostOutcome::Unreachable(_)), "{:?}", got[1]);
     assert_eq!(got.iter().filter(|r| r.outcome == HostOutcome::Exited(0)).count(), 2);
@@ -364,7 +352,7 @@ fn without_the_collectors_acknowledgement_nothing_runs() {
         Ok(())
     });
     assert!(run.spawned.is_empty());
-    let got = results(&events.lock().expect("not poisoned"));
+    let got = host_results(&events.lock().expect("not poisoned"));
     assert!(
         matches!(&got[0].outcome, HostOutcome::Denied(r) if r.contains("audit collector did not acknowledge")),
         "{got:?}"
@@ -380,7 +368,7 @@ fn percent_h_becomes_each_hosts_name() {
         *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-03]"], &["echo", "I am %h"]).await?;
         Ok(())
     });
-    let got = results(&events.lock().expect("not poisoned"));
+    let got = host_results(&events.lock().expect("not poisoned"));
     assert_eq!((got[0].host.as_str(), got[0].stdout.as_slice()), ("h01", b"I am h01\n".as_slice()));
     assert_eq!((got[2].host.as_str(), got[2].stdout.as_slice()), ("h03", b"I am h03\n".as_slice()));
 }
@@ -403,7 +391,7 @@ fn the_gateway_expands_node_sets_and_groups_from_its_installed_configuration() {
         Ok(())
     });
     let runs = runs.lock().expect("not poisoned").clone();
-    let ran: Vec<String> = results(&runs[0]).into_iter().map(|r| r.host).collect();
+    let ran: Vec<String> = host_results(&runs[0]).into_iter().map(|r| r.host).collect();
     assert_eq!(ran, ["h01", "h02", "h05", "h06"]);
     let reason = refused(&runs[1]).expect("refused");
     assert!(reason.starts_with("bad host list:"), "{reason}");
@@ -478,7 +466,7 @@ fn output_beyond_the_cap_is_cut_at_the_host_and_counted() {
         *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-02]"], &["spew", "3"]).await?;
         Ok(())
     });
-    let got = results(&events.lock().expect("not poisoned"));
+    let got = host_results(&events.lock().expect("not poisoned"));
     assert_eq!(got.len(), 2);
     for r in &got {
         assert_eq!(r.outcome, HostOutcome::Exited(0));
