@@ -8,7 +8,8 @@ use std::time::{Duration, Instant as StdInstant};
 
 use anyhow::{Context, bail};
 use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply, NodeStatus};
-use cohort_core::member::{ChangeRequest, Version};
+use cohort_core::member::section::seal_value;
+use cohort_core::member::{Change, ChangeRequest, Version};
 use cohort_core::signed::Signed;
 use cohort_core::{NodeKeys, PublicIdentity};
 use cohort_io_mio::admin_client;
@@ -23,12 +24,12 @@ pub struct TargetArgs {
     /// A node's config file: talk to that node, opening the channel with its own key (or --key).
     #[arg(long, value_name = "FILE", conflicts_with = "cluster")]
     pub config: Option<PathBuf>,
-    /// The operator's cluster.toml (from `cohort init`); pick a member with --member.
+    /// The operator's cluster.toml (from `cohort init`); pick a member with --node.
     #[arg(long, value_name = "FILE")]
     pub cluster: Option<PathBuf>,
     /// Which member of --cluster to talk to (default: the first).
     #[arg(long, value_name = "NAME")]
-    pub member: Option<String>,
+    pub node: Option<String>,
     /// The operator key file: opens the channel, and signs changes.
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
@@ -69,11 +70,11 @@ impl TargetArgs {
         }
         let Some(path) = &self.cluster else {
             bail!(
-                "say which node: --config NODE.toml, or --cluster cluster.toml [--member NAME] --key operator.key"
+                "say which node: --config NODE.toml, or --cluster cluster.toml [--node NAME] --key operator.key"
             );
         };
         let file = ClusterFile::load(path)?;
-        let entry = file.member(self.member.as_deref())?;
+        let entry = file.member(self.node.as_deref())?;
         let keys = operator.context("--cluster needs --key with the operator's key file")?;
         Ok(Target { name: entry.name.clone(), addr: entry.admin, identity: entry.identity()?, keys, timeout })
     }
@@ -86,7 +87,7 @@ impl TargetArgs {
             .iter()
             .map(|entry| {
                 let mut args = self.clone();
-                args.member = Some(entry.name.clone());
+                args.node = Some(entry.name.clone());
                 args.resolve()
             })
             .collect()
@@ -260,10 +261,17 @@ pub fn render_status(status: &NodeStatus) -> String {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
-    /// Set settings: KEY=VALUE …
+    /// Set settings: KEY=VALUE …, shared by every member, or one member's own with --member.
     Set {
-        #[arg(value_name = "KEY=VALUE", required = true)]
+        #[arg(value_name = "KEY=VALUE", required_unless_present = "files")]
         pairs: Vec<String>,
+        /// Take a value from a file (UTF-8 text, up to the 16 MiB configuration limit).
+        #[arg(long = "file", value_name = "KEY=PATH")]
+        files: Vec<String>,
+        /// Set these in member NAME's own section: sealed here to that member's key, so no other
+        /// member (nor the member that authors the change) can read them.
+        #[arg(long = "member", value_name = "NAME")]
+        for_member: Option<String>,
         #[command(flatten)]
         target: TargetArgs,
         /// Wait until every member in --cluster has installed the change.
@@ -290,7 +298,15 @@ pub enum AdminCommand {
 
 pub fn admin(command: &AdminCommand) -> anyhow::Result<()> {
     let (changes, target, wait) = match command {
-        AdminCommand::Set { pairs, target, wait } => (parse_changes(pairs, &[], &[], &[])?, target, *wait),
+        AdminCommand::Set { pairs, files, for_member, target, wait } => {
+            let settings = crate::change::settings_from(pairs, files)?;
+            let node = target.resolve()?;
+            let changes = match for_member {
+                None => settings.into_iter().map(|(key, value)| Change::Set { key, value }).collect(),
+                Some(name) => member_section_changes(&node, name, settings)?,
+            };
+            return send_change(&node, target, changes, *wait);
+        }
         AdminCommand::AddMember { spec, target } => {
             (parse_changes(&[], &[], std::slice::from_ref(spec), &[])?, target, false)
         }
@@ -299,7 +315,10 @@ pub fn admin(command: &AdminCommand) -> anyhow::Result<()> {
         }
         AdminCommand::JoinFile(args) => return crate::join::export(args),
     };
-    let node = target.resolve()?;
+    send_change(&target.resolve()?, target, changes, wait)
+}
+
+fn send_change(node: &Target, target: &TargetArgs, changes: Vec<Change>, wait: bool) -> anyhow::Result<()> {
     let version = node.change(changes)?;
     println!("{} accepted the change as {}", node.name, version.to_full_string());
     if wait {
@@ -307,6 +326,29 @@ pub fn admin(command: &AdminCommand) -> anyhow::Result<()> {
         println!("installed on every member {:.2}s later", took.as_secs_f64());
     }
     Ok(())
+}
+
+/// `settings` as changes to member `name`'s own section, each value sealed to the key the
+/// member's roster entry lists (as `node` reports it over the authenticated admin channel).
+fn member_section_changes(
+    node: &Target,
+    name: &str,
+    settings: Vec<(String, String)>,
+) -> anyhow::Result<Vec<Change>> {
+    let status = node.status()?;
+    let Some(member) = status.members.iter().find(|m| m.name == name || m.node_id.to_hex() == name) else {
+        let names: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
+        bail!("`{name}` is not a member in {}'s roster (members: {})", node.name, names.join(", "));
+    };
+    let mut rng = cohort_io_mio::entropy::os_seeded_rng();
+    settings
+        .into_iter()
+        .map(|(key, value)| {
+            let sealed = seal_value(&status.cluster_id, &member.identity, &key, &value, &mut rng)
+                .with_context(|| format!("could not seal `{key}` for {name}"))?;
+            Ok(Change::SetFor { member: member.node_id, key, value: sealed })
+        })
+        .collect()
 }
 
 #[derive(Debug, clap::Args)]

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use cohort_core::member::config::MAX_ENCODED_CONFIG;
 use cohort_core::member::{Change, ChangeRequest, MemberInfo, Version};
 use cohort_core::signed::Signed;
 use cohort_core::{NodeId, PublicIdentity, wire};
@@ -78,6 +79,30 @@ pub fn parse_changes(
         bail!("no change given: use --set, --unset, --add-member or --remove-member");
     }
     Ok(changes)
+}
+
+/// KEY=VALUE pairs and KEY=PATH files, read and checked, in the order given.
+pub fn settings_from(pairs: &[String], files: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let mut settings = Vec::new();
+    for pair in pairs {
+        let (key, value) = pair.split_once('=').with_context(|| format!("`{pair}` is not KEY=VALUE"))?;
+        settings.push((key.to_owned(), value.to_owned()));
+    }
+    for spec in files {
+        let (key, path) = spec.split_once('=').with_context(|| format!("`{spec}` is not KEY=PATH"))?;
+        let len = std::fs::metadata(path).with_context(|| format!("could not read `{path}`"))?.len();
+        if len > MAX_ENCODED_CONFIG as u64 {
+            bail!(
+                "`{path}` is {len} bytes; a configuration holds at most {MAX_ENCODED_CONFIG} bytes (16 MiB) in all"
+            );
+        }
+        let bytes = std::fs::read(path).with_context(|| format!("could not read `{path}`"))?;
+        let value = String::from_utf8(bytes).map_err(|e| {
+            anyhow::anyhow!("`{path}` is not UTF-8 text (first bad byte at {})", e.utf8_error().valid_up_to())
+        })?;
+        settings.push((key.to_owned(), value));
+    }
+    Ok(settings)
 }
 
 fn parse_hex32(text: &str, what: &str) -> anyhow::Result<[u8; 32]> {

@@ -329,7 +329,7 @@ fn targets(cluster_file: &Path, operator_key: &Path) -> anyhow::Result<Vec<Targe
     let args = TargetArgs {
         config: None,
         cluster: Some(PathBuf::from(cluster_file)),
-        member: None,
+        node: None,
         key: Some(PathBuf::from(operator_key)),
         timeout_secs: 5,
     };

@@ -44,7 +44,7 @@ pub fn get(socket: &Path, key: Option<&str>) -> anyhow::Result<()> {
     stream.write_all(request.as_bytes()).context("could not send the request")?;
     let mut line = String::new();
     // An answer is bounded by the configuration's size; more is not an answer.
-    BufReader::new(Read::take(&stream, 16 * 1024 * 1024))
+    BufReader::new(Read::take(&stream, 64 * 1024 * 1024))
         .read_line(&mut line)
         .with_context(|| format!("no answer on {} within {PATIENCE:?}", socket.display()))?;
     if line.is_empty() {

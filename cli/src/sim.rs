@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use cohort_io_sim::config_change::Membership;
 use cohort_io_sim::{ConfigChangeScenario, run_config_change};
 
 #[derive(Debug, clap::Subcommand)]
@@ -48,6 +49,10 @@ pub struct ConfigChangeArgs {
     /// Crash (and later restart) this many random members around the change.
     #[arg(long, value_name = "K", default_value_t = 0)]
     crash: usize,
+    /// The change also adds a node that joined from an anchor (`join`) or removes a member
+    /// other than its author (`remove`).
+    #[arg(long, value_enum, default_value_t = MembershipArg::Unchanged)]
+    membership: MembershipArg,
     /// Heartbeat interval in milliseconds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..=60_000))]
     heartbeat_ms: u64,
@@ -63,6 +68,13 @@ pub fn run(command: &SimCommand) -> anyhow::Result<()> {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MembershipArg {
+    Unchanged,
+    Join,
+    Remove,
+}
+
 fn config_change(args: &ConfigChangeArgs) -> anyhow::Result<()> {
     if !(0.0..1.0).contains(&args.loss) {
         bail!("--loss must be at least 0 and below 1 (got {})", args.loss);
@@ -71,6 +83,11 @@ fn config_change(args: &ConfigChangeArgs) -> anyhow::Result<()> {
     scenario.loss = args.loss;
     scenario.partition = args.partition_ms.map(Duration::from_millis);
     scenario.crashes = args.crash;
+    scenario.membership = match args.membership {
+        MembershipArg::Unchanged => Membership::Unchanged,
+        MembershipArg::Join => Membership::Join,
+        MembershipArg::Remove => Membership::Remove,
+    };
     scenario.heartbeat = Duration::from_millis(args.heartbeat_ms);
     let report = run_config_change(&scenario);
     if args.json {

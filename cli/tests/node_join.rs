@@ -8,14 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestCluster, active, cohort, free_base_port, path_str};
-
-fn run(args: &[String]) -> String {
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = cohort(&args);
-    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{TestCluster, active, cohort, free_base_port, path_str, run};
 
 fn counter(status: &serde_json::Value) -> u64 {
     active(status).and_then(|v| v.split_once('@').and_then(|(c, _)| c.parse().ok())).unwrap_or(0)

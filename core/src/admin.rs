@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::NodeId;
+use crate::identity::{NodeId, PublicIdentity};
 use crate::member::{ChangeRequest, JoinAnchor, LookupAnswer, Member, Version};
 use crate::signed::Signed;
 use crate::time::Instant;
@@ -77,6 +77,8 @@ pub struct NodeStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerStatus {
     pub node_id: NodeId,
+    /// The keys the roster lists for it: what an operator seals its own settings to.
+    pub identity: PublicIdentity,
     pub name: String,
     pub address: String,
     pub is_self: bool,
@@ -102,6 +104,7 @@ pub fn node_status(member: &Member, now: Instant) -> NodeStatus {
             let is_self = *id == me;
             PeerStatus {
                 node_id: *id,
+                identity: info.identity,
                 name: info.name.clone(),
                 address: info.address.clone(),
                 is_self,

@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 /// The application protocol version this build speaks.
 pub const PROTOCOL_VERSION: u8 = 1;
 
-/// Largest encoded application message (matches the channel's default message limit).
-pub const MAX_MESSAGE_LEN: usize = 16 * 1024 * 1024;
+/// Largest encoded application message (matches the channel's default message limit): a 16 MiB
+/// configuration with room for what travels around it.
+pub const MAX_MESSAGE_LEN: usize = 17 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -19,8 +20,8 @@ pub enum WireError {
         "protocol version {got} is not supported (this build speaks {PROTOCOL_VERSION}); upgrade the older side"
     )]
     UnsupportedVersion { got: u8 },
-    #[error("message of {len} bytes is over the {MAX_MESSAGE_LEN}-byte limit")]
-    TooLarge { len: usize },
+    #[error("message of {len} bytes is over the {limit}-byte limit")]
+    TooLarge { len: usize, limit: usize },
     #[error("message does not decode: {0}")]
     Decode(String),
     #[error("message has {0} trailing bytes after a complete value")]
@@ -31,18 +32,28 @@ pub enum WireError {
 
 /// Encodes `value` behind the version byte.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, WireError> {
-    let out =
-        postcard::to_extend(value, vec![PROTOCOL_VERSION]).map_err(|e| WireError::Encode(e.to_string()))?;
-    if out.len() > MAX_MESSAGE_LEN {
-        return Err(WireError::TooLarge { len: out.len() });
-    }
-    Ok(out)
+    encode_bounded(value, MAX_MESSAGE_LEN)
 }
 
 /// Decodes a value encoded by [`encode`], rejecting any other version and any trailing bytes.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, WireError> {
-    if bytes.len() > MAX_MESSAGE_LEN {
-        return Err(WireError::TooLarge { len: bytes.len() });
+    decode_bounded(bytes, MAX_MESSAGE_LEN)
+}
+
+/// [`encode`] under a limit of the caller's (a stored record, not a message).
+pub fn encode_bounded<T: Serialize>(value: &T, limit: usize) -> Result<Vec<u8>, WireError> {
+    let out =
+        postcard::to_extend(value, vec![PROTOCOL_VERSION]).map_err(|e| WireError::Encode(e.to_string()))?;
+    if out.len() > limit {
+        return Err(WireError::TooLarge { len: out.len(), limit });
+    }
+    Ok(out)
+}
+
+/// [`decode`] under a limit of the caller's.
+pub fn decode_bounded<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, WireError> {
+    if bytes.len() > limit {
+        return Err(WireError::TooLarge { len: bytes.len(), limit });
     }
     let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
     if version != PROTOCOL_VERSION {

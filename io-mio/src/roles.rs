@@ -65,7 +65,9 @@ pub fn start(config: &NodeConfig, slot: Slot) -> Result<NodeDriver, NodeError> {
                 max_open: 256,
                 max_handshaking: config.admin_max_handshaking,
                 handshake_timeout: config.admin_handshake_timeout(),
-                max_message: 1024 * 1024,
+                // A change request carries the whole change: up to the largest configuration.
+                max_message: cohort_core::member::messages::MAX_MEMBER_MESSAGE,
+                max_backlog: 2 * cohort_core::member::messages::MAX_MEMBER_MESSAGE,
                 ..ConnLimits::default()
             },
             lookup_socket: config.lookup_socket.as_ref().map(|p| p.display().to_string()),

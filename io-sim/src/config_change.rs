@@ -37,6 +37,20 @@ pub struct ConfigChangeScenario {
     pub heartbeat: Duration,
     /// Give up (and report not converged) after this much simulated time.
     pub limit: Duration,
+    /// What the operator's change does besides setting a key: add a node that joined from an
+    /// anchor, or remove a member.
+    pub membership: Membership,
+}
+
+/// A change of roster carried by the scenario's change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum Membership {
+    #[default]
+    Unchanged,
+    /// One more node runs from the start, joined from an anchor, and the change adds it.
+    Join,
+    /// The change removes a random member other than the author.
+    Remove,
 }
 
 impl ConfigChangeScenario {
@@ -52,6 +66,7 @@ impl ConfigChangeScenario {
             author: None,
             heartbeat: Duration::from_secs(1),
             limit: Duration::from_secs(120),
+            membership: Membership::Unchanged,
         }
     }
 }
@@ -71,6 +86,7 @@ pub struct ConfigChangeReport {
     pub loss: f64,
     pub partition_ms: Option<u64>,
     pub crashes: usize,
+    pub membership: Membership,
     /// Every live member has the changed configuration (or a later one) active.
     pub all_installed: bool,
     pub version: Option<String>,
@@ -105,7 +121,8 @@ fn roll(rng: &mut impl RngCore, below: u64) -> u64 {
 
 pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport {
     let mut rng = seeded(scenario.seed);
-    let genesis = match Genesis::new("sim", scenario.nodes, 0, &mut rng) {
+    let joiners = usize::from(scenario.membership == Membership::Join);
+    let genesis = match Genesis::new("sim", scenario.nodes, joiners, &mut rng) {
         Ok(genesis) => genesis,
         Err(e) => return failed_report(scenario, format!("genesis could not be sealed: {e}")),
     };
@@ -114,10 +131,26 @@ pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport 
     let change_at = Duration::from_millis(2_000 + roll(&mut rng, 1_000));
     let random_author = roll(&mut rng, scenario.nodes as u64) as usize;
     let author = scenario.author.filter(|a| *a < scenario.nodes).unwrap_or(random_author);
+    let mut changes = vec![Change::Set { key: "changed-by".into(), value: host_name(author) }];
+    // Who must install the change for the run to have converged.
+    let mut installers: Vec<NodeKeys> = keys.clone();
+    match scenario.membership {
+        Membership::Unchanged => {}
+        Membership::Join => match genesis.info(scenario.nodes) {
+            Some(info) => changes.push(Change::AddMember(info)),
+            None => return failed_report(scenario, "no joiner was made".into()),
+        },
+        Membership::Remove if scenario.nodes > 1 => {
+            let removed = (author + 1 + roll(&mut rng, scenario.nodes as u64 - 1) as usize) % scenario.nodes;
+            changes.push(Change::RemoveMember(keys[removed].node_id()));
+            installers.remove(removed);
+        }
+        Membership::Remove => return failed_report(scenario, "a removal needs two members".into()),
+    }
     let request = ChangeRequest {
         cluster_id: "sim".into(),
         base: config.version,
-        changes: vec![Change::Set { key: "changed-by".into(), value: host_name(author) }],
+        changes,
         operator: operator.public().signing,
     };
     let Ok(request) = Signed::sign(request, operator) else {
@@ -154,7 +187,7 @@ pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport 
         scenario.limit + Duration::from_secs(10),
         Duration::from_millis(10),
     );
-    for i in 0..scenario.nodes {
+    for i in 0..scenario.nodes + joiners {
         let seed = fork(&mut rng).next_u64();
         let Some(ctx) = genesis.context(i, settings, seed) else {
             return failed_report(scenario, format!("no genesis record for m{i}"));
@@ -217,7 +250,7 @@ pub fn run_config_change(scenario: &ConfigChangeScenario) -> ConfigChangeReport 
         if observer.violation().is_some() {
             break;
         }
-        if next_fault >= faults.len() && converged(&observer, keys) {
+        if next_fault >= faults.len() && converged(&observer, &installers) {
             converged_at = Some(elapsed);
             break;
         }
@@ -275,6 +308,7 @@ fn report(
         loss: scenario.loss,
         partition_ms: scenario.partition.map(|p| p.as_millis() as u64),
         crashes: scenario.crashes,
+        membership: scenario.membership,
         all_installed: converged_at.is_some(),
         version: accepted.map(|(v, _)| v.to_string()),
         change_to_last_install_ms: change_to_last.map(|d| d.as_millis() as u64),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cohort_core::NodeKeys;
 use cohort_core::member::block::BlockError;
 use cohort_core::member::genesis::{genesis_config, genesis_records};
-use cohort_core::member::{ClusterConfig, MemberInfo, MemberRecord, MemberSettings};
+use cohort_core::member::{ClusterConfig, JoinAnchor, MemberInfo, MemberRecord, MemberSettings};
 use cohort_core::node::{ConnLimits, MemberRole, NodeSetup};
 use cohort_core::rng::SeededRng;
 
@@ -63,10 +63,12 @@ impl Genesis {
         for k in &keys {
             let record = match sealed.get(&k.node_id()) {
                 Some(record) => record.clone(),
+                // A joiner starts as `cohort join` starts it: from an anchor a founder exports.
                 None => {
-                    let mut joiner = sealed.values().next().ok_or(BlockError::NoEntry)?.clone();
-                    joiner.active.block.entries.clear();
-                    joiner
+                    let founder = sealed.values().next().ok_or(BlockError::NoEntry)?;
+                    JoinAnchor::of(&founder.active)
+                        .joiner_record(k.node_id())
+                        .map_err(|e| BlockError::Encode(format!("joiner record: {e}")))?
                 }
             };
             records.push(record);

@@ -428,7 +428,11 @@ fn observe(ctx: &NodeHostContext, node: &Node, event: &Event) {
             }
         }
         Event::ChangeAccepted { version } => ctx.observer.change_accepted(*version, turmoil::elapsed()),
-        Event::Staged { version } => ctx.observer.staged(me, *version),
+        Event::Staged { version, .. } => {
+            if let Some(staged) = node.member().and_then(|m| m.staged()).filter(|s| s.version() == *version) {
+                ctx.observer.staged(me, staged, turmoil::elapsed());
+            }
+        }
         Event::Heard { from, active, staged } => ctx.observer.heard(me, *from, *active, *staged),
         _ => {}
     }

@@ -1,15 +1,16 @@
 //! Invariants checked while a simulated run goes, from what the hosts report: one configuration
-//! per version cluster-wide, every installed configuration signed by a key its member trusted, and
-//! no install of a version before every other member of its roster announced it twice to the
-//! installer *since the installer staged it* (a boot with it staged counts as staging it again).
-//! The first violation is kept with the simulated time it happened.
+//! per version cluster-wide; no member stages (and so may serve) or installs a version whose
+//! header is not signed by a key it trusted, or holds a block short of what its header commits
+//! to; and no install of a version before every other member of its roster announced it twice to
+//! the installer *since the installer staged it* (a boot with it staged counts as staging it
+//! again). The first violation is kept with the simulated time it happened.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cohort_core::NodeId;
-use cohort_core::member::block::Author;
+use cohort_core::member::block::{TrustedAuthors, verify_header};
 use cohort_core::member::{ClusterConfig, MemberRecord, StoredConfig, Version};
 
 #[derive(Debug, Clone, Default)]
@@ -26,6 +27,10 @@ pub struct Observations {
     pub announced: BTreeMap<(NodeId, NodeId, Version), u32>,
     /// Each member's last active configuration, to judge who it trusted at its next install.
     pub last_active: BTreeMap<NodeId, ClusterConfig>,
+    /// Each member's last staged configuration: its roster is trusted too (rule 8).
+    pub last_staged: BTreeMap<NodeId, ClusterConfig>,
+    /// (member, version) whose header this checker verified when the member staged it.
+    verified: std::collections::BTreeSet<(NodeId, Version)>,
     /// When each member installed each version.
     pub installs: Vec<(NodeId, Version, Duration)>,
     pub change_accepted: Option<(Version, Duration)>,
@@ -60,14 +65,48 @@ impl Observer {
         }
         Self::record_active(&mut state, member, active, at);
         state.last_active.insert(member, active.config.clone());
+        state.last_staged.remove(&member);
         if let Some(staged) = &record.staged {
             Self::forget_announcements(&mut state, member, staged.version());
+            state.verified.insert((member, staged.version()));
+            state.last_staged.insert(member, staged.config.clone());
         }
     }
 
-    /// `member` staged `version`: only announcements from now on count toward installing it.
-    pub fn staged(&self, member: NodeId, version: Version) {
-        Self::forget_announcements(&mut self.lock(), member, version);
+    /// `member` staged `staged`: it must be whole and signed by a key the member trusted, since
+    /// the member now serves it; only announcements from now on count toward installing it.
+    pub fn staged(&self, member: NodeId, staged: &StoredConfig, at: Duration) {
+        let mut state = self.lock();
+        let version = staged.version();
+        Self::forget_announcements(&mut state, member, version);
+        if let Err(what) = Self::check_block(&state, member, staged) {
+            Self::violate(&mut state, at, format!("{member} staged {version}: {what}"));
+        }
+        state.verified.insert((member, version));
+        state.last_staged.insert(member, staged.config.clone());
+    }
+
+    /// Who `member` trusted to author a block, from what it last had active and staged.
+    fn trusted(state: &Observations, member: NodeId) -> TrustedAuthors {
+        let mut trusted = TrustedAuthors::default();
+        for config in [state.last_active.get(&member), state.last_staged.get(&member)].into_iter().flatten() {
+            trusted.members.extend(config.members.iter().map(|(id, m)| (*id, m.identity)));
+        }
+        if let Some(active) = state.last_active.get(&member) {
+            trusted.operators.extend(active.operators.iter().map(|(id, o)| (*id, o.signing())));
+        }
+        trusted
+    }
+
+    fn check_block(state: &Observations, member: NodeId, stored: &StoredConfig) -> Result<(), String> {
+        let header = &stored.block.header;
+        verify_header(&stored.config.cluster_id, header, &Self::trusted(state, member))
+            .map_err(|e| format!("a header it could not have verified ({e})"))?;
+        stored.block.check_whole().map_err(|e| format!("a block it cannot serve whole ({e})"))?;
+        if stored.config.hash().ok() != Some(header.body.config_hash) {
+            return Err("a configuration other than its header commits to".into());
+        }
+        Ok(())
     }
 
     fn forget_announcements(state: &mut Observations, member: NodeId, version: Version) {
@@ -98,23 +137,14 @@ impl Observer {
         let version = active.version();
         Self::record_active(&mut state, member, active, at);
 
-        // Signed by a key the member trusted: a member or operator of its previous configuration.
-        let header = &active.block.header;
-        let trusted = state.last_active.get(&member).is_some_and(|previous| match header.body.author {
-            Author::Member(id) => {
-                previous.members.get(&id).is_some_and(|m| header.verify(&m.identity).is_ok())
-            }
-            Author::Operator(key) => {
-                previous.operators.contains_key(&NodeId::of_signing_key(&key))
-                    && header.verify_with_signing_key(&key).is_ok()
-            }
-        });
-        if !trusted {
-            Self::violate(
-                &mut state,
-                at,
-                format!("{member} installed {version}, not signed by a key it trusted"),
-            );
+        // Verified when it was staged, or signed by a key the member trusts now; and whole.
+        let checked = if state.verified.contains(&(member, version)) {
+            active.block.check_whole().map_err(|e| format!("a block it cannot serve whole ({e})"))
+        } else {
+            Self::check_block(&state, member, active)
+        };
+        if let Err(what) = checked {
+            Self::violate(&mut state, at, format!("{member} installed {version}: {what}"));
         }
 
         // Announced twice by every other member of the roster, to this member.
@@ -129,6 +159,7 @@ impl Observer {
             }
         }
         state.last_active.insert(member, active.config.clone());
+        state.last_staged.remove(&member);
         state.installs.push((member, version, at));
     }
 
@@ -221,8 +252,27 @@ mod tests {
             let mut state = observer.lock();
             state.announced.insert((a.node_id(), b.node_id(), version), 5);
         }
-        observer.staged(a.node_id(), version);
+        observer.staged(a.node_id(), &record.active, Duration::ZERO);
+        assert_eq!(observer.violation(), None, "a genuine whole block is fine to stage");
         observer.installed(a.node_id(), &record.active, Duration::from_secs(1));
         assert!(observer.violation().expect("caught").contains("only 0 times"));
+    }
+
+    /// A member that staged (and so would serve) a block whose header no trusted key signed, or
+    /// one short of an entry, is caught.
+    #[test]
+    fn staging_an_unverified_or_partial_block_is_a_violation() {
+        let (a, _b, record, observer) = booted_member_of_two(4);
+        let mut forged = record.active.clone();
+        forged.block.header =
+            cohort_core::signed::Signed::sign(forged.block.header.body.clone(), &a).expect("signs");
+        observer.staged(a.node_id(), &forged, Duration::from_secs(1));
+        assert!(observer.violation().expect("caught").contains("could not have verified"));
+
+        let (a, _b, record, observer) = booted_member_of_two(5);
+        let mut partial = record.active.clone();
+        partial.block.entries.pop_first();
+        observer.staged(a.node_id(), &partial, Duration::from_secs(1));
+        assert!(observer.violation().expect("caught").contains("cannot serve whole"));
     }
 }

@@ -181,7 +181,7 @@ fn rule3_a_newer_version_starts_syncing_and_lookups_are_declined() -> SiteResult
 }
 
 #[test]
-fn rule4_a_member_fetches_only_its_own_entry_and_tampering_keeps_the_old_configuration() -> SiteResult<()> {
+fn rule4_every_member_keeps_the_whole_block_and_tampering_keeps_the_old_configuration() -> SiteResult<()> {
     let mut site = MemberSite::new(3, 4)?;
     site.run_for(HEARTBEAT)?;
     let before = site.view(1)?.active_version();
@@ -190,24 +190,27 @@ fn rule4_a_member_fetches_only_its_own_entry_and_tampering_keeps_the_old_configu
     site.run_for(HEARTBEAT)?;
     let digest = |i: usize| site.keys(i).map(|k| k.public().key_digest());
 
-    // Member 2 fetched and holds its own entry only; the author holds every member's.
+    // Member 2 fetched the whole block, the same the author holds: it can serve it in turn.
     let fetched = site.view(2)?.staged.expect("member 2 staged the change").block;
-    assert_eq!(fetched.entries.keys().copied().collect::<Vec<_>>(), vec![digest(2)?]);
     let authored = site.view(0)?.staged.expect("the author staged the change").block;
-    assert_eq!(authored.entries.len(), 3);
+    assert_eq!(fetched, authored);
+    assert_eq!(fetched.entries.len(), 3);
 
-    // Member 1 is cut off from the members. A forger hands it member 2's entry, its own entry
-    // under a tampered header, and its own entry tampered.
-    let (header, entry_2) = authored.entry_for(&digest(2)?).expect("member 2's entry");
-    let (_, entry_1) = authored.entry_for(&digest(1)?).expect("member 1's entry");
-    let mut bad_header = header.clone();
-    bad_header.body.config_hash[0] ^= 1;
-    let mut bad_entry = entry_1.clone();
-    bad_entry.ciphertext[0] ^= 1;
+    // Member 1 is cut off from the members. A forger hands it the block with member 2's entry
+    // in member 1's place, the block under a tampered header, and the block with its body
+    // tampered.
+    let mut swapped = authored.clone();
+    let entry_2 = authored.entries[&digest(2)?].clone();
+    swapped.entries.insert(digest(1)?, entry_2);
+    let mut bad_header = authored.clone();
+    bad_header.header.body.config_hash[0] ^= 1;
+    let mut bad_body = authored.clone();
+    bad_body.body[0] ^= 1;
     // It comes over a channel opened with member 2's (stolen) key: the block itself must check.
     let m2 = site.keys(2)?.clone();
-    for (header, entry) in [(header.clone(), entry_2), (bad_header, entry_1), (header, bad_entry)] {
-        site.inject(1, &m2, MemberMessage::FetchReply { header, entry }.to_wire().expect("encodes"))?;
+    for block in [swapped, bad_header, bad_body] {
+        let reply = MemberMessage::FetchReply { block: Box::new(block) };
+        site.inject(1, &m2, reply.to_wire().expect("encodes"))?;
     }
     let m1 = site.view(1)?;
     assert_eq!(m1.drops_of("bad-block"), 3, "{:?}", m1.drops);

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use cohort_io_sim::config_change::Membership;
 use cohort_io_sim::{ConfigChangeReport, ConfigChangeScenario, run_config_change};
 
 fn assert_clean(report: &ConfigChangeReport) {
@@ -66,11 +67,14 @@ fn the_same_seed_replays_the_same_run() {
     assert_eq!(a, b);
 }
 
-/// 200 seeds, each with 3-7 members, loss of 0-25%, a partition of up to 4 s and 0-2 crashes.
+/// 200 seeds, each with 3-7 members, loss of 0-25%, a partition of up to 4 s and 0-2 crashes; in a
+/// quarter of them the change also adds a node that joined from an anchor, in another quarter it
+/// removes a member. The invariants include that no member stages (and so may serve) or installs
+/// a version whose header it has not verified.
 /// The test's name carries the count so CI's test list shows it; run with `--nocapture` to see
 /// the summary line.
 #[test]
-fn seed_sweep_200_seeds_with_random_loss_partitions_and_crashes() {
+fn seed_sweep_200_seeds_with_random_loss_partitions_crashes_joins_and_removals() {
     let seeds: u64 = 200;
     let mut ran = 0;
     let mut slowest = (0, 0);
@@ -79,15 +83,21 @@ fn seed_sweep_200_seeds_with_random_loss_partitions_and_crashes() {
         scenario.loss = (seed % 6) as f64 * 0.05;
         scenario.partition = (seed % 3 != 0).then(|| Duration::from_millis(seed * 37 % 4000));
         scenario.crashes = (seed % 3) as usize;
+        scenario.membership = match seed % 4 {
+            1 => Membership::Join,
+            3 => Membership::Remove,
+            _ => Membership::Unchanged,
+        };
         let report = run_config_change(&scenario);
         assert!(
             report.violation.is_none(),
-            "invariant violated: {} (replay: cohort sim config-change --nodes {} --seed {seed} --loss {} {} --crash {})",
+            "invariant violated: {} (replay: cohort sim config-change --nodes {} --seed {seed} --loss {} {} --crash {} --membership {})",
             report.violation.as_deref().unwrap_or_default(),
             scenario.nodes,
             scenario.loss,
             scenario.partition.map(|p| format!("--partition-ms {}", p.as_millis())).unwrap_or_default(),
             scenario.crashes,
+            format!("{:?}", scenario.membership).to_lowercase(),
         );
         assert!(report.all_installed, "seed {seed} did not converge: {report:?}");
         let took = report.change_to_last_install_ms.unwrap_or_default();

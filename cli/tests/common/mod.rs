@@ -101,6 +101,23 @@ impl TestCluster {
         }
     }
 
+    /// SIGSTOP: the process neither sends nor reads, as if cut off (its kernel still queues
+    /// what peers send it).
+    pub fn pause(&self, i: usize) {
+        self.signal(i, nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// SIGCONT after [`TestCluster::pause`].
+    pub fn resume(&self, i: usize) {
+        self.signal(i, nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, i: usize, signal: nix::sys::signal::Signal) {
+        let child = self.members[i].as_ref().expect("the member runs");
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
+        nix::sys::signal::kill(pid, signal).expect("signal delivered");
+    }
+
     /// `cohort status --json` of member `i`, if it answers.
     pub fn status(&self, i: usize) -> Option<serde_json::Value> {
         let out = cohort(&["status", "--config", self.config(i).to_str()?, "--json", "--timeout-secs", "2"]);
@@ -123,7 +140,7 @@ impl TestCluster {
         vec![
             "--cluster".into(),
             root.join("cluster.toml").to_string_lossy().into(),
-            "--member".into(),
+            "--node".into(),
             member.into(),
             "--key".into(),
             root.join("operator.key").to_string_lossy().into(),
@@ -149,6 +166,22 @@ pub fn active(status: &serde_json::Value) -> Option<String> {
 
 pub fn staged(status: &serde_json::Value) -> Option<String> {
     status["staged"].as_str().map(str::to_owned)
+}
+
+/// Runs `cohort` with `args` and returns its stdout; fails the test if it fails.
+pub fn run(args: &[String]) -> String {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = cohort(&args);
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The version `cohort admin set` printed as accepted (`COUNTER@AUTHOR`).
+pub fn accepted_version(stdout: &str) -> String {
+    stdout
+        .lines()
+        .find_map(|l| l.split_once("accepted the change as ").map(|(_, v)| v.trim().to_owned()))
+        .unwrap_or_else(|| panic!("no accepted version in {stdout:?}"))
 }
 
 pub fn path_str(p: &Path) -> &str {

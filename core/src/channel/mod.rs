@@ -90,9 +90,9 @@ pub struct ChannelConfig {
 impl Default for ChannelConfig {
     fn default() -> Self {
         ChannelConfig {
-            max_message_len: 16 * 1024 * 1024,
+            max_message_len: crate::wire::MAX_MESSAGE_LEN,
             handshake_timeout: Duration::from_secs(10),
-            max_queued_bytes: 16 * 1024 * 1024,
+            max_queued_bytes: crate::wire::MAX_MESSAGE_LEN,
         }
     }
 }

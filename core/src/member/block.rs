@@ -1,12 +1,19 @@
-//! Configuration blocks (rule 4): a header signed by its author, and one HPKE-sealed copy of the
-//! configuration per member, located by the member's key digest and committed to by a hash in the
-//! header. Owns building a block and verifying and opening one member's entry. It never opens an
-//! entry whose header is not signed by a trusted author, and never returns a configuration that
-//! differs from what the header commits to.
+//! Configuration blocks (rule 4). A block is the configuration encrypted once under a fresh
+//! content key (the body), that key sealed with HPKE to each member (its entry, located by the
+//! member's key digest), and a header signed by its author that commits to the body, every entry
+//! and the configuration's hash. Every member that stages a version keeps the whole block and can
+//! serve it: each entry opens only for its recipient, so holding them reveals nothing. Owns
+//! building a block, checking a whole block against its header, and opening one member's view.
+//! It never opens a block whose header is not signed by a trusted author, and never returns a
+//! configuration that differs from what the header commits to.
 
 use std::collections::BTreeMap;
 
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::config::{ClusterConfig, ConfigError, Version};
 use crate::identity::{KeyDigest, NodeId, NodeKeys, PublicIdentity};
@@ -35,9 +42,11 @@ pub struct BlockHeader {
     pub cluster_id: String,
     pub version: Version,
     pub author: Author,
-    /// SHA-256 of the configuration's canonical encoding: every entry must open to it.
+    /// SHA-256 of the configuration's canonical encoding: the body must decrypt to it.
     pub config_hash: [u8; 32],
-    /// Each member's entry, by key digest, as the SHA-256 of the sealed box.
+    /// SHA-256 of the encrypted body.
+    pub body_hash: [u8; 32],
+    /// Each member's entry (the content key sealed to it), by key digest, as its SHA-256.
     pub entries: BTreeMap<KeyDigest, [u8; 32]>,
 }
 
@@ -47,12 +56,26 @@ impl SignedKind for BlockHeader {
 
 pub type SignedHeader = Signed<BlockHeader>;
 
-/// A block as a member holds it: the header and the entries it has. The author holds every
-/// entry (and can serve fetches); any other member holds only its own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A whole block: what the author makes, what every member that staged it keeps and serves.
+/// A joining node's starting anchor is the one block without a body or entries.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigBlock {
     pub header: SignedHeader,
+    /// The configuration, encrypted under the content key (ChaCha20-Poly1305, bound to the
+    /// cluster and version).
+    pub body: Vec<u8>,
+    /// The content key sealed to each member, by key digest.
     pub entries: BTreeMap<KeyDigest, SealedBox>,
+}
+
+impl std::fmt::Debug for ConfigBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfigBlock")
+            .field("version", &self.header.body.version)
+            .field("body_len", &self.body.len())
+            .field("entries", &self.entries.len())
+            .finish()
+    }
 }
 
 /// Who a member trusts to author blocks: members of its active (and verified staged)
@@ -75,11 +98,17 @@ pub enum BlockError {
     BadSignature,
     #[error("the block has no entry for this member")]
     NoEntry,
-    #[error("the entry does not match the hash in the signed header")]
+    #[error("the block's entries are not exactly those its header lists")]
+    EntriesMismatch,
+    #[error("an entry does not match the hash in the signed header")]
     EntryHashMismatch,
+    #[error("the body does not match the hash in the signed header")]
+    BodyHashMismatch,
     #[error("the entry does not open: {0}")]
     Open(#[from] SealError),
-    #[error("the opened entry is not a configuration: {0}")]
+    #[error("the body does not decrypt with the content key")]
+    Body,
+    #[error("the opened body is not a configuration: {0}")]
     Decode(String),
     #[error("the opened configuration does not match the header ({0})")]
     ContentMismatch(&'static str),
@@ -89,10 +118,10 @@ pub enum BlockError {
     Encode(String),
 }
 
-/// The HPKE `info` for a block's entries: binds cluster id and version, so an entry never opens
-/// as part of another cluster or version.
+/// The context every entry and the body are bound to: cluster id and version, so neither
+/// opens as part of another cluster or version.
 fn seal_info(cluster_id: &str, version: &Version) -> Vec<u8> {
-    let mut info = b"cohort config entry v1\0".to_vec();
+    let mut info = b"cohort config entry v2\0".to_vec();
     info.extend_from_slice(cluster_id.as_bytes());
     info.push(0);
     info.extend_from_slice(&version.counter.to_be_bytes());
@@ -100,8 +129,19 @@ fn seal_info(cluster_id: &str, version: &Version) -> Vec<u8> {
     info
 }
 
+/// A content key is used for one body only, so a fixed nonce never repeats under it.
+const BODY_NONCE: [u8; 12] = [0; 12];
+
+fn body_cipher(content_key: &[u8]) -> Result<ChaCha20Poly1305, BlockError> {
+    if content_key.len() != 32 {
+        return Err(BlockError::Body);
+    }
+    Ok(ChaCha20Poly1305::new(Key::from_slice(content_key)))
+}
+
 impl ConfigBlock {
-    /// Seals `config` for each of its members and signs the header as `author`.
+    /// Encrypts `config` once, seals its key for each of its members, and signs the header as
+    /// `author`.
     pub fn seal(
         config: &ClusterConfig,
         author: Author,
@@ -111,9 +151,14 @@ impl ConfigBlock {
         config.validate()?;
         let plaintext = config.encode()?;
         let info = seal_info(&config.cluster_id, &config.version);
+        let mut content_key = [0u8; 32];
+        rng.fill_bytes(&mut content_key);
+        let body = body_cipher(&content_key)?
+            .encrypt(Nonce::from_slice(&BODY_NONCE), Payload { msg: &plaintext, aad: &info })
+            .map_err(|_| BlockError::Encode("the body does not encrypt".into()))?;
         let mut entries = BTreeMap::new();
         for member in config.members.values() {
-            let sealed = seal::seal(&member.identity, &info, b"", &plaintext, rng)?;
+            let sealed = seal::seal(&member.identity, &info, b"", &content_key, rng)?;
             entries.insert(member.identity.key_digest(), sealed);
         }
         let header = BlockHeader {
@@ -121,25 +166,40 @@ impl ConfigBlock {
             version: config.version,
             author,
             config_hash: config.hash()?,
+            body_hash: Sha256::digest(&body).into(),
             entries: entries.iter().map(|(d, e)| (*d, e.digest())).collect(),
         };
         let header = Signed::sign(header, author_keys).map_err(|e| BlockError::Encode(e.to_string()))?;
-        Ok(ConfigBlock { header, entries })
+        Ok(ConfigBlock { header, body, entries })
     }
 
     pub fn version(&self) -> Version {
         self.header.body.version
     }
 
-    /// The header plus only `digest`'s entry: all a member may fetch.
-    pub fn entry_for(&self, digest: &KeyDigest) -> Option<(SignedHeader, SealedBox)> {
-        self.entries.get(digest).map(|e| (self.header.clone(), e.clone()))
+    /// Whether this block lists `digest` among its recipients.
+    pub fn lists(&self, digest: &KeyDigest) -> bool {
+        self.header.body.entries.contains_key(digest)
     }
 
-    /// A copy holding only `digest`'s entry.
-    pub fn only_entry(&self, digest: &KeyDigest) -> Option<ConfigBlock> {
-        let (header, entry) = self.entry_for(digest)?;
-        Some(ConfigBlock { header, entries: [(*digest, entry)].into_iter().collect() })
+    /// Whether this block holds everything its header commits to: a body and exactly the listed
+    /// entries, each matching its hash. Only a whole block is served.
+    pub fn check_whole(&self) -> Result<(), BlockError> {
+        let header = &self.header.body;
+        let body_hash: [u8; 32] = Sha256::digest(&self.body).into();
+        if body_hash != header.body_hash {
+            return Err(BlockError::BodyHashMismatch);
+        }
+        if self.entries.len() != header.entries.len() {
+            return Err(BlockError::EntriesMismatch);
+        }
+        for (digest, entry) in &self.entries {
+            let expected = header.entries.get(digest).ok_or(BlockError::EntriesMismatch)?;
+            if entry.digest() != *expected {
+                return Err(BlockError::EntryHashMismatch);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -177,24 +237,28 @@ pub fn verify_header(
     Ok(())
 }
 
-/// Verifies `header` against `trusted` and opens `entry` with `keys`. Returns the configuration
-/// only if every check passes: cluster, author, signature, entry hash, decryption, content hash,
-/// version and cluster inside the configuration, and its bounds.
+/// Verifies a whole `block` against `trusted` and opens it with `keys`. Returns the
+/// configuration only if every check passes: cluster, author, signature, body and entry hashes,
+/// decryption, content hash, version and cluster inside the configuration, and its bounds.
 pub fn verify_and_open(
     cluster_id: &str,
-    header: &SignedHeader,
-    entry: &SealedBox,
+    block: &ConfigBlock,
     keys: &NodeKeys,
     trusted: &TrustedAuthors,
 ) -> Result<ClusterConfig, BlockError> {
-    verify_header(cluster_id, header, trusted)?;
-    let body = &header.body;
+    verify_header(cluster_id, &block.header, trusted)?;
     let me = keys.public().key_digest();
-    let expected = body.entries.get(&me).ok_or(BlockError::NoEntry)?;
-    if entry.digest() != *expected {
-        return Err(BlockError::EntryHashMismatch);
+    if !block.lists(&me) {
+        return Err(BlockError::NoEntry);
     }
-    let plaintext = seal::open(keys, &seal_info(cluster_id, &body.version), b"", entry)?;
+    block.check_whole()?;
+    let body = &block.header.body;
+    let entry = block.entries.get(&me).ok_or(BlockError::NoEntry)?;
+    let info = seal_info(cluster_id, &body.version);
+    let content_key = seal::open(keys, &info, b"", entry)?;
+    let plaintext = body_cipher(&content_key)?
+        .decrypt(Nonce::from_slice(&BODY_NONCE), Payload { msg: &block.body, aad: &info })
+        .map_err(|_| BlockError::Body)?;
     let config: ClusterConfig =
         postcard::from_bytes(&plaintext).map_err(|e| BlockError::Decode(e.to_string()))?;
     if config.hash()? != body.config_hash {
@@ -248,6 +312,7 @@ mod tests {
                 .collect(),
             operators: [(op.id(), op.clone())].into_iter().collect(),
             settings: [("k".to_owned(), "v".to_owned())].into_iter().collect(),
+            sections: BTreeMap::new(),
         };
         let trusted = TrustedAuthors {
             members: config.members.iter().map(|(id, m)| (*id, m.identity)).collect(),
@@ -262,28 +327,38 @@ mod tests {
     }
 
     #[test]
-    fn each_member_opens_its_own_entry_to_the_same_configuration() {
+    fn each_member_opens_the_whole_block_to_the_same_configuration() {
         let f = fixture();
         let block = genesis(&f);
         for keys in &f.members {
-            let (header, entry) = block.entry_for(&keys.public().key_digest()).expect("an entry");
-            let config = verify_and_open("c1", &header, &entry, keys, &f.trusted).expect("opens");
+            let config = verify_and_open("c1", &block, keys, &f.trusted).expect("opens");
             assert_eq!(config, f.config);
         }
+    }
+
+    #[test]
+    fn the_block_grows_by_one_small_entry_per_member_not_one_copy() {
+        let mut f = fixture();
+        f.config.settings.insert("big".into(), "x".repeat(100_000));
+        let block = genesis(&f);
+        let encoded = postcard::to_allocvec(&block).expect("encodes").len();
+        assert!(encoded < 100_000 + 4096, "{encoded} bytes for 3 members");
     }
 
     #[test]
     fn a_member_cannot_open_another_members_entry() {
         let f = fixture();
         let block = genesis(&f);
-        let (header, theirs) = block.entry_for(&f.members[1].public().key_digest()).expect("an entry");
-        // Presented as member 0's entry, the hash check fails; forced past it, HPKE refuses.
+        let theirs = block.entries.get(&f.members[1].public().key_digest()).expect("an entry");
+        // Put in member 0's place, the header's hash refuses it; forced past that, HPKE refuses.
+        let mut swapped = block.clone();
+        swapped.entries.insert(f.members[0].public().key_digest(), theirs.clone());
         assert_eq!(
-            verify_and_open("c1", &header, &theirs, &f.members[0], &f.trusted),
+            verify_and_open("c1", &swapped, &f.members[0], &f.trusted),
             Err(BlockError::EntryHashMismatch)
         );
         let info = seal_info("c1", &f.config.version);
-        assert_eq!(seal::open(&f.members[0], &info, b"", &theirs), Err(SealError::Open));
+        assert_eq!(seal::open(&f.members[0], &info, b"", theirs), Err(SealError::Open));
     }
 
     #[test]
@@ -291,18 +366,20 @@ mod tests {
         let f = fixture();
         let block = genesis(&f);
         let me = &f.members[0];
-        let (header, entry) = block.entry_for(&me.public().key_digest()).expect("an entry");
-        let mut bad_entry = entry.clone();
-        bad_entry.ciphertext[3] ^= 0x40;
-        assert_eq!(
-            verify_and_open("c1", &header, &bad_entry, me, &f.trusted),
-            Err(BlockError::EntryHashMismatch)
-        );
-        let mut bad_header = header.clone();
-        bad_header.body.config_hash[0] ^= 1;
-        assert_eq!(verify_and_open("c1", &bad_header, &entry, me, &f.trusted), Err(BlockError::BadSignature));
+        let mut bad_entry = block.clone();
+        bad_entry.entries.values_mut().for_each(|e| e.ciphertext[3] ^= 0x40);
+        assert_eq!(verify_and_open("c1", &bad_entry, me, &f.trusted), Err(BlockError::EntryHashMismatch));
+        let mut bad_body = block.clone();
+        bad_body.body[0] ^= 1;
+        assert_eq!(verify_and_open("c1", &bad_body, me, &f.trusted), Err(BlockError::BodyHashMismatch));
+        let mut short = block.clone();
+        short.entries.pop_last();
+        assert_eq!(short.check_whole(), Err(BlockError::EntriesMismatch));
+        let mut bad_header = block.clone();
+        bad_header.header.body.config_hash[0] ^= 1;
+        assert_eq!(verify_and_open("c1", &bad_header, me, &f.trusted), Err(BlockError::BadSignature));
         assert!(matches!(
-            verify_and_open("other", &header, &entry, me, &f.trusted),
+            verify_and_open("other", &block, me, &f.trusted),
             Err(BlockError::WrongCluster { .. })
         ));
     }
@@ -312,11 +389,7 @@ mod tests {
         let f = fixture();
         let block = genesis(&f);
         let me = &f.members[0];
-        let (header, entry) = block.entry_for(&me.public().key_digest()).expect("an entry");
         let nobody = TrustedAuthors::default();
-        assert!(matches!(
-            verify_and_open("c1", &header, &entry, me, &nobody),
-            Err(BlockError::UnknownAuthor(_))
-        ));
+        assert!(matches!(verify_and_open("c1", &block, me, &nobody), Err(BlockError::UnknownAuthor(_))));
     }
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::identity::{KeyDigest, NodeId, PublicIdentity};
+use crate::seal::SealedBox;
 
 /// A configuration version. Ordered by counter, then author: the highest wins (rule 6), and two
 /// concurrent changes (same counter) resolve the same way at every member.
@@ -88,30 +89,54 @@ pub struct ClusterConfig {
     pub version: Version,
     pub members: BTreeMap<NodeId, MemberInfo>,
     pub operators: BTreeMap<NodeId, OperatorInfo>,
+    /// Settings shared by every member.
     pub settings: BTreeMap<String, String>,
+    /// Each member's own settings, every value sealed to that member alone (see
+    /// [`super::section`]): authors carry them from version to version without reading them.
+    pub sections: BTreeMap<NodeId, BTreeMap<String, SealedBox>>,
 }
 
 /// One edit an operator requests.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
-    Set { key: String, value: String },
-    Unset { key: String },
+    Set {
+        key: String,
+        value: String,
+    },
+    Unset {
+        key: String,
+    },
     AddMember(MemberInfo),
     RemoveMember(NodeId),
     AddOperator(OperatorInfo),
     RemoveOperator(NodeId),
+    /// Sets `key` in `member`'s own section to a value the operator sealed to that member.
+    SetFor {
+        member: NodeId,
+        key: String,
+        value: SealedBox,
+    },
+    UnsetFor {
+        member: NodeId,
+        key: String,
+    },
 }
 
 pub const MAX_CLUSTER_ID_LEN: usize = 64;
 pub const MAX_MEMBERS: usize = 256;
 pub const MAX_OPERATORS: usize = 64;
-pub const MAX_SETTINGS: usize = 1024;
+/// Shared settings, and separately each member's own.
+pub const MAX_SETTINGS: usize = 65_536;
 pub const MAX_KEY_LEN: usize = 128;
-pub const MAX_VALUE_LEN: usize = 4096;
+/// One value may fill the configuration (a bundle, a hosts file): the total bound governs.
+pub const MAX_VALUE_LEN: usize = MAX_ENCODED_CONFIG;
 pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_CHANGES: usize = 256;
-/// The encoded configuration must fit one fetch reply with room for the header.
-pub const MAX_ENCODED_CONFIG: usize = 40 * 1024;
+/// The largest configuration, encoded. A fetch reply carries it whole (chunked on the channel),
+/// so the member message limit leaves room above it for the header and entries.
+pub const MAX_ENCODED_CONFIG: usize = 16 * 1024 * 1024;
+/// A sealed section value: the value plus HPKE's tag.
+const MAX_SEALED_VALUE_LEN: usize = MAX_VALUE_LEN + 16;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -139,7 +164,13 @@ pub enum ConfigError {
     NotAnOperator(NodeId),
     #[error("setting `{0}` is not set")]
     NoSuchSetting(String),
-    #[error("the configuration encodes to {len} bytes, over the {MAX_ENCODED_CONFIG}-byte limit")]
+    #[error("setting `{key}` is not set in member {member}'s section")]
+    NoSuchMemberSetting { member: NodeId, key: String },
+    #[error("member {0} has a section but is not a member")]
+    SectionWithoutMember(NodeId),
+    #[error(
+        "the configuration would encode to {len} bytes, over the {MAX_ENCODED_CONFIG}-byte (16 MiB) limit; remove or shorten settings"
+    )]
     TooLarge { len: usize },
     #[error("a change request carries {0} changes; at most {MAX_CHANGES}")]
     TooManyChanges(usize),
@@ -202,6 +233,24 @@ impl ClusterConfig {
                 });
             }
         }
+        for (member, section) in &self.sections {
+            if !self.members.contains_key(member) {
+                return Err(ConfigError::SectionWithoutMember(*member));
+            }
+            if section.len() > MAX_SETTINGS {
+                return Err(ConfigError::TooMany { what: "member settings", limit: MAX_SETTINGS });
+            }
+            for (key, value) in section {
+                check_text("member setting key", key, MAX_KEY_LEN)?;
+                if value.ciphertext.len() > MAX_SEALED_VALUE_LEN {
+                    return Err(ConfigError::BadText {
+                        what: "member setting value",
+                        text: key.clone(),
+                        limit: MAX_VALUE_LEN,
+                    });
+                }
+            }
+        }
         let len = self.encode()?.len();
         if len > MAX_ENCODED_CONFIG {
             return Err(ConfigError::TooLarge { len });
@@ -256,12 +305,29 @@ impl ClusterConfig {
                 }
                 Change::RemoveMember(id) => {
                     next.members.remove(id).ok_or(ConfigError::NotAMember(*id))?;
+                    next.sections.remove(id);
                 }
                 Change::AddOperator(operator) => {
                     next.operators.insert(operator.id(), operator.clone());
                 }
                 Change::RemoveOperator(id) => {
                     next.operators.remove(id).ok_or(ConfigError::NotAnOperator(*id))?;
+                }
+                Change::SetFor { member, key, value } => {
+                    if !next.members.contains_key(member) {
+                        return Err(ConfigError::NotAMember(*member));
+                    }
+                    next.sections.entry(*member).or_default().insert(key.clone(), value.clone());
+                }
+                Change::UnsetFor { member, key } => {
+                    let section = next.sections.get_mut(member);
+                    section.and_then(|s| s.remove(key)).ok_or_else(|| ConfigError::NoSuchMemberSetting {
+                        member: *member,
+                        key: key.clone(),
+                    })?;
+                    if next.sections.get(member).is_some_and(BTreeMap::is_empty) {
+                        next.sections.remove(member);
+                    }
                 }
             }
         }
@@ -295,6 +361,7 @@ mod tests {
             members,
             operators: [(op.id(), op)].into_iter().collect(),
             settings: BTreeMap::new(),
+            sections: BTreeMap::new(),
         }
     }
 

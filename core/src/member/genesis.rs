@@ -25,11 +25,12 @@ pub fn genesis_config(
         members: members.into_iter().map(|m| (m.identity.node_id(), m)).collect(),
         operators: [(op.id(), op)].into_iter().collect(),
         settings,
+        sections: BTreeMap::new(),
     }
 }
 
 /// Seals `config` under the operator's signature and gives each member its starting record,
-/// holding the header and only that member's entry.
+/// holding the whole block (each entry opens only for its own member).
 pub fn genesis_records(
     config: &ClusterConfig,
     operator: &NodeKeys,
@@ -38,8 +39,10 @@ pub fn genesis_records(
     let block = ConfigBlock::seal(config, Author::Operator(operator.public().signing), operator, rng)?;
     let mut records = BTreeMap::new();
     for (id, member) in &config.members {
-        let own = block.only_entry(&member.identity.key_digest()).ok_or(BlockError::NoEntry)?;
-        let active = StoredConfig { block: own, config: config.clone() };
+        if !block.lists(&member.identity.key_digest()) {
+            return Err(BlockError::NoEntry);
+        }
+        let active = StoredConfig { block: block.clone(), config: config.clone() };
         records.insert(*id, MemberRecord { boot_epoch: 0, active, staged: None });
     }
     Ok(records)

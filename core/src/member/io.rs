@@ -15,8 +15,8 @@ use crate::signed::Signed;
 use crate::time::Instant;
 use crate::wire::WireError;
 
-/// A configuration as a member stores it: the block (all entries if this member authored it,
-/// else only its own) and the opened configuration.
+/// A configuration as a member stores it: the whole block, which it serves to other members,
+/// and the configuration it opened from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredConfig {
     pub block: ConfigBlock,
@@ -37,6 +37,21 @@ pub struct MemberRecord {
     pub boot_epoch: u64,
     pub active: StoredConfig,
     pub staged: Option<StoredConfig>,
+}
+
+/// A record holds at most two configurations (active and staged), each as its block and as
+/// opened.
+pub const MAX_RECORD_LEN: usize = 4 * super::config::MAX_ENCODED_CONFIG + 4 * 1024 * 1024;
+
+impl MemberRecord {
+    /// The record as storage keeps it.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, WireError> {
+        crate::wire::encode_bounded(self, MAX_RECORD_LEN)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<MemberRecord, WireError> {
+        crate::wire::decode_bounded(bytes, MAX_RECORD_LEN)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,9 +105,11 @@ pub enum MemberOutput {
         token: PersistToken,
         record: Box<MemberRecord>,
     },
-    /// A verified configuration is now staged and advertised.
+    /// A verified configuration is now staged and advertised; `source` is the member it was
+    /// fetched from (`None`: authored here).
     Staged {
         version: Version,
+        source: Option<NodeId>,
     },
     /// A configuration is now active.
     Installed {

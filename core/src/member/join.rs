@@ -77,8 +77,10 @@ impl JoinAnchor {
             members,
             operators,
             settings: BTreeMap::new(),
+            sections: BTreeMap::new(),
         };
-        let block = ConfigBlock { header: self.header.clone(), entries: BTreeMap::new() };
+        // The anchor holds no body and no entries: this node serves nothing from it.
+        let block = ConfigBlock { header: self.header.clone(), body: Vec::new(), entries: BTreeMap::new() };
         Ok(MemberRecord { boot_epoch: 0, active: StoredConfig { block, config }, staged: None })
     }
 }

@@ -7,13 +7,14 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use super::block::{Author, ConfigBlock, TrustedAuthors, verify_and_open};
+use super::block::{Author, ConfigBlock, TrustedAuthors};
 use super::config::Version;
 use super::io::{
     ChangeError, DropReason, LookupAnswer, MemberInput, MemberOutput, MemberRecord, MemberSettings, PeerView,
     PersistToken, StoredConfig,
 };
-use super::messages::{ChangeRequest, FetchRequest, MemberMessage, Status};
+use super::messages::{ChangeRequest, MemberMessage, Status};
+use super::section::open_section;
 use crate::identity::{KeyDigest, NodeId, NodeKeys};
 use crate::machine::Machine;
 use crate::rng::SeededRng;
@@ -21,18 +22,15 @@ use crate::signed::Signed;
 use crate::time::{Instant, Now};
 use crate::wire::WireError;
 
+mod fetch;
+
+use fetch::Fetch;
+
 enum Effect {
     Boot,
-    Stage(Version),
+    /// Staging `version`, fetched from `source` (`None`: authored here).
+    Stage(Version, Option<NodeId>),
     Install(Version),
-}
-
-struct Fetch {
-    version: Version,
-    /// Who may hold it: the author first, then members that advertised it.
-    sources: Vec<NodeId>,
-    next_source: usize,
-    deadline: Instant,
 }
 
 /// One cluster member. See the module docs.
@@ -210,6 +208,11 @@ impl Member {
         self.known_member(id).map(|m| m.identity)
     }
 
+    /// Member `id`'s name as this member's configurations list it, or its id.
+    pub fn peer_name(&self, id: &NodeId) -> String {
+        self.known_member(id).map_or_else(|| id.to_string(), |m| m.name.clone())
+    }
+
     fn cluster_id(&self) -> &str {
         &self.durable.active.config.cluster_id
     }
@@ -292,134 +295,9 @@ impl Member {
         self.intended.staged.as_ref().map_or(active, |s| s.version().max(active))
     }
 
-    // ---- fetching ---------------------------------------------------------------------------
-
-    fn want(&mut self, now: Instant, version: Version, advertiser: NodeId) {
-        match &mut self.fetch {
-            Some(fetch) if fetch.version == version => {
-                if !fetch.sources.contains(&advertiser) {
-                    fetch.sources.push(advertiser);
-                }
-                return;
-            }
-            Some(fetch) if fetch.version > version => return,
-            _ => {}
-        }
-        let mut sources = Vec::new();
-        if version.author != self.id && self.known_member(&version.author).is_some() {
-            sources.push(version.author);
-        }
-        if !sources.contains(&advertiser) {
-            sources.push(advertiser);
-        }
-        self.fetch = Some(Fetch { version, sources, next_source: 0, deadline: now });
-        self.send_fetch(now);
-    }
-
-    fn send_fetch(&mut self, now: Instant) {
-        let Some(fetch) = &mut self.fetch else { return };
-        let Some(&to) = fetch.sources.get(fetch.next_source % fetch.sources.len().max(1)) else {
-            return;
-        };
-        fetch.next_source = fetch.next_source.wrapping_add(1);
-        fetch.deadline = now + self.settings.fetch_retry;
-        let version = fetch.version;
-        let request = FetchRequest { cluster_id: self.cluster_id().to_owned(), requester: self.id, version };
-        let Some(address) = self.known_member(&to).map(|m| m.address.clone()) else { return };
-        let Ok(signed) = Signed::sign(request, &self.keys) else { return };
-        self.outputs.push_back(MemberOutput::Send {
-            to,
-            address,
-            message: Box::new(MemberMessage::Fetch(signed)),
-        });
-    }
-
-    fn handle_fetch(&mut self, from: NodeId, signed: Signed<FetchRequest>) {
-        let request = &signed.body;
-        if request.requester != from {
-            return self.drop_message(DropReason::WrongPeer { claimed: request.requester, peer: from });
-        }
-        if request.cluster_id != self.cluster_id() {
-            return self.drop_message(DropReason::WrongCluster);
-        }
-        let Some(requester) = self.known_member(&request.requester).cloned() else {
-            return self.drop_message(DropReason::UnknownSender(request.requester));
-        };
-        if signed.verify(&requester.identity).is_err() {
-            return self.drop_message(DropReason::BadSignature(request.requester));
-        }
-        let held = [Some(&self.durable.active), self.durable.staged.as_ref()]
-            .into_iter()
-            .flatten()
-            .find(|s| s.version() == request.version);
-        let digest = requester.identity.key_digest();
-        let reply = match held {
-            Some(s) if !s.block.header.body.entries.contains_key(&digest) => {
-                MemberMessage::NotInVersion { header: s.block.header.clone() }
-            }
-            Some(s) => s
-                .block
-                .entry_for(&digest)
-                .map(|(header, entry)| MemberMessage::FetchReply { header, entry })
-                .unwrap_or(MemberMessage::FetchRefused { version: request.version }),
-            None => MemberMessage::FetchRefused { version: request.version },
-        };
-        self.outputs.push_back(MemberOutput::Send {
-            to: request.requester,
-            address: requester.address,
-            message: Box::new(reply),
-        });
-    }
-
-    fn handle_fetch_reply(
-        &mut self,
-        now: Instant,
-        header: super::block::SignedHeader,
-        entry: crate::seal::SealedBox,
-    ) {
-        let version = header.body.version;
-        if version <= self.newest_intended() {
-            return self.drop_message(DropReason::StaleReply(version));
-        }
-        let config =
-            match verify_and_open(self.cluster_id(), &header, &entry, &self.keys, &self.trusted_authors()) {
-                Ok(config) => config,
-                Err(error) => return self.drop_message(DropReason::BadBlock { version, error }),
-            };
-        let block = ConfigBlock { header, entries: [(self.digest, entry)].into_iter().collect() };
-        self.stage(now, StoredConfig { block, config });
-    }
-
-    fn handle_fetch_refused(&mut self, now: Instant, version: Version) {
-        // Another source may hold it: move on at once rather than wait out the retry.
-        if self.fetch.as_ref().is_some_and(|f| f.version == version) {
-            self.send_fetch(now);
-        }
-    }
-
-    /// A header that leaves this member out of the version it is fetching: believed only if it
-    /// verifies against the authors this member trusts and is the version it asked for.
-    fn handle_not_in_version(&mut self, header: super::block::SignedHeader) {
-        let version = header.body.version;
-        if self.fetch.as_ref().is_none_or(|f| f.version != version) {
-            return self.drop_message(DropReason::StaleReply(version));
-        }
-        if let Err(error) = super::block::verify_header(self.cluster_id(), &header, &self.trusted_authors()) {
-            return self.drop_message(DropReason::BadBlock { version, error });
-        }
-        if header.body.entries.contains_key(&self.digest) {
-            // It lists this member after all: an entry is to be had; keep fetching.
-            return;
-        }
-        self.fetch = None;
-        self.removed = Some(version);
-        self.next_heartbeat = None;
-        self.outputs.push_back(MemberOutput::Removed { version });
-    }
-
     // ---- staging and install ----------------------------------------------------------------
 
-    fn stage(&mut self, now: Instant, stored: StoredConfig) {
+    fn stage(&mut self, now: Instant, stored: StoredConfig, source: Option<NodeId>) {
         let version = stored.version();
         self.highest_seen = self.highest_seen.max(version);
         if self.fetch.as_ref().is_some_and(|f| f.version <= version) {
@@ -427,7 +305,7 @@ impl Member {
         }
         // Rule 6: a lower staged version is simply replaced.
         self.intended.staged = Some(stored);
-        self.persist(now, Effect::Stage(version));
+        self.persist(now, Effect::Stage(version, source));
     }
 
     /// Rule 5: install the staged version once every other member of its roster has advertised it
@@ -467,10 +345,10 @@ impl Member {
                     self.running = true;
                     self.send_status(now);
                 }
-                Effect::Stage(version) => {
+                Effect::Stage(version, source) => {
                     if self.staged_version() == Some(version) {
                         self.announcements.clear();
-                        self.outputs.push_back(MemberOutput::Staged { version });
+                        self.outputs.push_back(MemberOutput::Staged { version, source });
                         self.send_status(now);
                     }
                 }
@@ -529,23 +407,31 @@ impl Member {
         let config = base.with_changes(&request.changes, version)?;
         let block = ConfigBlock::seal(&config, Author::Member(self.id), &self.keys, &mut self.rng)
             .map_err(ChangeError::Seal)?;
-        self.stage(now, StoredConfig { block, config });
+        self.stage(now, StoredConfig { block, config }, None);
         Ok(version)
     }
 
-    fn handle_lookup(&mut self, request_id: u64, key: Option<String>) {
+    /// The settings this member answers with: the shared ones, overlaid by its own section.
+    /// Other members' sections stay sealed; this member could not open them if it tried.
+    pub fn effective_settings(&self) -> BTreeMap<String, String> {
         let active = &self.durable.active.config;
+        let mut settings = active.settings.clone();
+        if let Some(own) = active.sections.get(&self.id) {
+            settings.extend(open_section(&active.cluster_id, &self.keys, own).values);
+        }
+        settings
+    }
+
+    fn handle_lookup(&mut self, request_id: u64, key: Option<String>) {
+        let version = self.active_version();
         // A node not (or no longer) in its own roster has nothing it may answer from.
         let answer = if self.is_syncing() || !self.in_roster() {
             LookupAnswer::Declined { retry_after: self.settings.heartbeat }
         } else {
+            let mut settings = self.effective_settings();
             match key {
-                Some(key) => LookupAnswer::Value {
-                    version: active.version,
-                    value: active.settings.get(&key).cloned(),
-                    key,
-                },
-                None => LookupAnswer::Settings { version: active.version, settings: active.settings.clone() },
+                Some(key) => LookupAnswer::Value { version, value: settings.remove(&key), key },
+                None => LookupAnswer::Settings { version, settings },
             }
         };
         self.outputs.push_back(MemberOutput::LookupAnswer { request_id, answer });
@@ -560,7 +446,7 @@ impl Member {
             Err(e) => self.drop_message(DropReason::Undecodable(e)),
             Ok(MemberMessage::Status(status)) => self.handle_status(now, from, status),
             Ok(MemberMessage::Fetch(request)) => self.handle_fetch(from, request),
-            Ok(MemberMessage::FetchReply { header, entry }) => self.handle_fetch_reply(now, header, entry),
+            Ok(MemberMessage::FetchReply { block }) => self.handle_fetch_reply(now, from, *block),
             Ok(MemberMessage::FetchRefused { version }) => self.handle_fetch_refused(now, version),
             Ok(MemberMessage::NotInVersion { header }) => self.handle_not_in_version(header),
         }

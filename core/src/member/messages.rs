@@ -5,10 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::block::SignedHeader;
+use super::block::{ConfigBlock, SignedHeader};
 use super::config::{Change, Version};
 use crate::identity::{KeyDigest, NodeId};
-use crate::seal::SealedBox;
 use crate::signed::{Signed, SignedKind};
 use crate::wire::{self, Envelope, RoleTag, WireError};
 
@@ -72,13 +71,12 @@ impl SignedKind for ChangeRequest {
 pub enum MemberMessage {
     Status(Signed<Status>),
     Fetch(Signed<FetchRequest>),
-    /// The header and the requester's entry only. Needs no signature of its own: the header is
-    /// signed by the block's author and commits to the entry's hash.
+    /// The whole block, so the requester can serve it in turn. Needs no signature of its own:
+    /// the header is signed by the block's author and commits to the body and every entry.
     FetchReply {
-        header: SignedHeader,
-        entry: SealedBox,
+        block: Box<ConfigBlock>,
     },
-    /// The asked member does not hold that block's entries; ask its author.
+    /// The asked member does not hold that version; ask another member that advertised it.
     FetchRefused {
         version: Version,
     },
@@ -89,8 +87,9 @@ pub enum MemberMessage {
     },
 }
 
-/// The largest member message on a member channel.
-pub const MAX_MEMBER_MESSAGE: usize = 60 * 1024;
+/// The largest member message on a member channel: a fetch reply with the largest
+/// configuration, and room for a full roster's header and entries.
+pub const MAX_MEMBER_MESSAGE: usize = super::config::MAX_ENCODED_CONFIG + 512 * 1024;
 /// A Status naming more recipients than any roster may hold is malformed.
 pub const MAX_STATUS_RECIPIENTS: usize = super::config::MAX_MEMBERS;
 
@@ -100,7 +99,7 @@ impl MemberMessage {
         let body = postcard::to_allocvec(self).map_err(|e| WireError::Encode(e.to_string()))?;
         let bytes = wire::encode(&Envelope { role: RoleTag::Member, body })?;
         if bytes.len() > MAX_MEMBER_MESSAGE {
-            return Err(WireError::TooLarge { len: bytes.len() });
+            return Err(WireError::TooLarge { len: bytes.len(), limit: MAX_MEMBER_MESSAGE });
         }
         Ok(bytes)
     }
@@ -108,7 +107,7 @@ impl MemberMessage {
     /// Decodes a whole message (envelope and body).
     pub fn from_wire(bytes: &[u8]) -> Result<MemberMessage, WireError> {
         if bytes.len() > MAX_MEMBER_MESSAGE {
-            return Err(WireError::TooLarge { len: bytes.len() });
+            return Err(WireError::TooLarge { len: bytes.len(), limit: MAX_MEMBER_MESSAGE });
         }
         let envelope: Envelope = wire::decode(bytes)?;
         if envelope.role != RoleTag::Member {

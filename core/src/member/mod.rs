@@ -4,7 +4,8 @@
 //!
 //! One module per concern: [`config`] the document and its changes, [`block`] sealing and
 //! opening, [`messages`] the wire, [`io`] what the machine takes, gives and keeps, [`machine`]
-//! the rules, [`join`] what a new node starts from, [`trace`] how it reads in a trace.
+//! the rules, [`join`] what a new node starts from, [`section`] each member's own
+//! settings, [`trace`] how it reads in a trace.
 
 pub mod block;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod io;
 pub mod join;
 pub mod machine;
 pub mod messages;
+pub mod section;
 pub mod trace;
 
 pub use block::{Author, ConfigBlock};

@@ -100,6 +100,7 @@ fn a_removal_is_believed_only_from_a_header_its_trusted_authors_signed() {
         version,
         author: Author::Member(author),
         config_hash: [0; 32],
+        body_hash: [0; 32],
         entries: [keys[0].public().key_digest(), keys[1].public().key_digest()]
             .into_iter()
             .map(|d| (d, [0; 32]))

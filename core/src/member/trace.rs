@@ -24,8 +24,13 @@ fn describe_message(message: &MemberMessage) -> String {
             )
         }
         MemberMessage::Fetch(f) => format!("Fetch {} by {}", f.body.version, short_id(&f.body.requester)),
-        MemberMessage::FetchReply { header, entry } => {
-            format!("FetchReply {} entry={}", header.body.version, short(&entry.ciphertext))
+        MemberMessage::FetchReply { block } => {
+            format!(
+                "FetchReply {} body={} entries={}",
+                block.version(),
+                short(&block.body),
+                block.entries.len()
+            )
         }
         MemberMessage::FetchRefused { version } => format!("FetchRefused {version}"),
         MemberMessage::NotInVersion { header } => format!("NotInVersion {}", header.body.version),
@@ -69,7 +74,10 @@ impl TraceEvent for MemberOutput {
                     record.active.version()
                 )
             }
-            MemberOutput::Staged { version } => format!("Staged {version}"),
+            MemberOutput::Staged { version, source: None } => format!("Staged {version}"),
+            MemberOutput::Staged { version, source: Some(from) } => {
+                format!("Staged {version} from {}", short_id(from))
+            }
             MemberOutput::Heard { from, active, staged } => {
                 let staged = staged.map_or_else(|| "-".to_owned(), |v| v.to_string());
                 format!("Heard {} active={active} staged={staged}", short_id(from))

@@ -121,6 +121,9 @@ struct Conn {
     peer: Option<PublicIdentity>,
     opened: Instant,
     last_message: Option<Instant>,
+    /// When bytes last arrived once the first message was whole: a large message in transit
+    /// keeps a connection from counting as idle.
+    last_bytes: Option<Instant>,
     backlog: usize,
     /// Over the high-water mark since it last drained: its producer should wait.
     congested: bool,
@@ -131,12 +134,16 @@ struct Conn {
 }
 
 impl Conn {
+    fn last_heard(&self) -> Instant {
+        self.last_bytes.max(self.last_message).unwrap_or(self.opened)
+    }
+
     fn deadline(&self) -> Option<Instant> {
         let first = match self.last_message {
             None if matches!(self.owner, Owner::Listener(_)) => Some(self.opened + self.limits.first_message),
             _ => None,
         };
-        let idle = self.limits.idle.map(|idle| self.last_message.unwrap_or(self.opened) + idle);
+        let idle = self.limits.idle.map(|idle| self.last_heard() + idle);
         [first, idle, self.channel.poll_timeout()].into_iter().flatten().min()
     }
 }
@@ -218,6 +225,7 @@ impl Connections {
             peer: None,
             opened: now.mono,
             last_message: None,
+            last_bytes: None,
             backlog: 0,
             congested: false,
             done: false,
@@ -265,6 +273,9 @@ impl Connections {
     pub fn received(&mut self, now: Now, conn: ConnId, bytes: Vec<u8>) {
         self.now = now.mono;
         if let Some(c) = self.conns.get_mut(&conn) {
+            if c.last_message.is_some() {
+                c.last_bytes = Some(now.mono);
+            }
             c.channel.handle(now, ChannelInput::Received(bytes));
             self.pump(conn);
         }
@@ -363,7 +374,7 @@ impl Connections {
             let silent = c.last_message.is_none()
                 && matches!(c.owner, Owner::Listener(_))
                 && now.mono >= c.opened + c.limits.first_message;
-            let idle = c.limits.idle.is_some_and(|i| now.mono >= c.last_message.unwrap_or(c.opened) + i);
+            let idle = c.limits.idle.is_some_and(|i| now.mono >= c.last_heard() + i);
             if (silent || idle) && !c.channel.is_closed() {
                 self.outputs.push_back(Output::Log(Event::Silent { conn }));
                 c.channel.close();

@@ -221,6 +221,8 @@ pub enum Event {
     },
     Staged {
         version: Version,
+        /// The member it was fetched from, by name (`None`: authored here).
+        from: Option<String>,
     },
     Installed {
         version: Version,
@@ -307,7 +309,12 @@ impl fmt::Display for Event {
             Event::BadMessage { conn, error } => write!(f, "connection {conn} closed: {error}"),
             Event::LinkDown { peer, retry_ms } => write!(f, "link to {peer} down; retrying in {retry_ms} ms"),
             Event::Undeliverable { to } => write!(f, "no channel to {to}; message dropped"),
-            Event::Staged { version } => write!(f, "configuration {version} staged"),
+            Event::Staged { version, from: None } => {
+                write!(f, "configuration {version} staged (authored here)")
+            }
+            Event::Staged { version, from: Some(from) } => {
+                write!(f, "configuration {version} staged (fetched from {from})")
+            }
             Event::Installed { version } => write!(f, "configuration {version} installed"),
             Event::Heard { from, active, staged } => match staged {
                 Some(staged) => write!(f, "{from} announces active {active}, staged {staged}"),

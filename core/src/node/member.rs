@@ -306,11 +306,12 @@ impl MemberHost {
                 MemberOutput::Persist { token, record } => {
                     fx.persist_then(Record::Member(record), super::AfterPersist::Member(token))
                 }
-                MemberOutput::Staged { version } => {
+                MemberOutput::Staged { version, source } => {
                     // The staged roster's members may open channels too (rule 8: a member added
                     // by the change takes part in installing it).
                     fx.conns.set_trust(self.peers, roster_trust(&self.member));
-                    fx.log(Event::Staged { version })
+                    let from = source.map(|id| self.member.peer_name(&id));
+                    fx.log(Event::Staged { version, from })
                 }
                 MemberOutput::Installed { version, .. } => {
                     fx.log(Event::Installed { version });
@@ -365,7 +366,12 @@ const LINK_QUEUE: usize = 16;
 /// three heartbeats is dead (a cut that sent no reset): closed, and redialled when there is
 /// something to send.
 fn member_limits(heartbeat: std::time::Duration) -> ConnLimits {
-    ConnLimits { max_message: MAX_MEMBER_MESSAGE, idle: Some(heartbeat * 3), ..ConnLimits::default() }
+    ConnLimits {
+        max_message: MAX_MEMBER_MESSAGE,
+        max_backlog: 2 * MAX_MEMBER_MESSAGE,
+        idle: Some(heartbeat * 3),
+        ..ConnLimits::default()
+    }
 }
 
 /// Who may open a member channel: the members of the active and the staged configuration.

@@ -107,7 +107,7 @@ impl Store {
             .optional()
             .map_err(|e| self.err(e))?;
         blob.map(|bytes| {
-            cohort_core::wire::decode(&bytes)
+            MemberRecord::from_bytes(&bytes)
                 .map_err(|e| StoreError::Corrupt { path: self.path.clone(), reason: e.to_string() })
         })
         .transpose()
@@ -115,7 +115,7 @@ impl Store {
 
     /// Replaces the member record; durable when this returns.
     pub fn save_member(&mut self, record: &MemberRecord, unix_ms: u64) -> Result<(), StoreError> {
-        let bytes = cohort_core::wire::encode(record).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let bytes = record.to_bytes().map_err(|e| StoreError::Encode(e.to_string()))?;
         let tx =
             self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         tx.execute(
