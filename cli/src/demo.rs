@@ -92,22 +92,24 @@ pub fn run() -> anyhow::Result<()> {
         password_file: None,
         run_as: None,
         exec_port: 0,
+        kdc_port: None,
         policy_locals: POLICY_LOCALS,
         policy_agents: POLICY_AGENTS,
         policy_port: 0,
         policy_sync_s: 1,
         policy_poll_s: None,
     };
-    let addresses = free_addresses(2 * usize::from(MEMBERS) + 1)?;
+    let addresses = free_addresses(2 * usize::from(MEMBERS) + 2)?;
     let (ports, gateway) = addresses.split_at(2 * usize::from(MEMBERS));
     let members: Vec<(SocketAddr, SocketAddr)> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
     let policy_port = free_port_run(usize::from(POLICY_LOCALS) + 1)?;
-    let args = init::Args { exec_port: gateway[0].port(), policy_port, ..args };
+    let args =
+        init::Args { exec_port: gateway[0].port(), kdc_port: Some(gateway[1].port()), policy_port, ..args };
     let created = init::create_at(&args, &members)?;
     step(
         started,
         "created an operator key, 3 member keys, a genesis configuration signed by the operator, \
-         a gateway on m0 and 6 managed hosts, each on its own 127.0.1.x address",
+         a gateway and a KDC (its own key) on m0 and 6 managed hosts, each on its own 127.0.1.x address",
     );
 
     let exe = std::env::current_exe().context("could not find the cohort executable")?;

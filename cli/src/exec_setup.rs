@@ -1,6 +1,8 @@
-//! The exec part of `cohort init`: turns m0 into the gateway (KDC and audit collector), creates a
-//! principal with an Argon2id password hash, and an `exec` node hosting N managed hosts, each with
-//! its own key and loopback address, all sharing one ACL.
+//! The exec part of `cohort init`: turns m0 into the gateway (with the audit collector) and m1
+//! (m0 in a one-member cluster) into the KDC (a role with its own key, which alone holds the
+//! password hashes and signs tickets), creates
+//! a principal with an Argon2id password hash, and an `exec` node hosting N managed hosts, each
+//! with its own key and loopback address, all sharing one ACL.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -12,7 +14,8 @@ use cohort_core::exec::kdc::hash_password;
 use cohort_core::rng::SeededRng;
 use cohort_io_mio::keyfile;
 use cohort_io_mio::node_config::{
-    CollectorRef, ExecHostConfig, GatewayConfig, HostEntry, HostsFile, NodeConfig, PrincipalsFile,
+    ExecHostConfig, GatewayConfig, HostEntry, HostsFile, KdcConfig, KeyRef, NodeConfig, PeerRef,
+    PrincipalsFile,
 };
 use rand_core::RngCore;
 
@@ -23,6 +26,16 @@ pub fn host_address(i: usize, port: u16) -> SocketAddr {
     let n = i + 1;
     let ip = Ipv4Addr::new(127, 0, 1 + (n / 250) as u8, 1 + (n % 250) as u8);
     SocketAddr::new(IpAddr::V4(ip), port)
+}
+
+/// Where the KDC listens: on --host, at --kdc-port (default --exec-port + 1).
+pub fn kdc_address(args: &Args) -> SocketAddr {
+    SocketAddr::new(args.host, args.kdc_port.unwrap_or(args.exec_port.saturating_add(1)))
+}
+
+fn key_ref(keys: &NodeKeys) -> KeyRef {
+    let public = keys.public();
+    KeyRef { ed25519: hex::encode(public.signing), x25519: hex::encode(public.agreement) }
 }
 
 pub fn host_name(i: usize, count: usize) -> String {
@@ -109,34 +122,69 @@ pub fn create(
             x25519: hex::encode(public.agreement),
         });
     }
-    let m0_public = m0.public();
+    let m0_public = key_ref(m0);
+    let m0_dir = dir.join("m0");
+    // The KDC lives on another member when there is one, so the gateway's node holds no
+    // password hash and no ticket-signing key at all.
+    let kdc_dir = dir.join(kdc_member(args));
+    let kdc_keys = NodeKeys::generate(rng);
+    keyfile::write_key_file(&kdc_dir.join("kdc.key"), &kdc_keys, false)?;
+    let kdc = key_ref(&kdc_keys);
     // The member-role addresses are unused by an exec-only node.
     let unused = SocketAddr::new(args.host, 0);
     let exec_node = NodeConfig {
         exec_hosts,
-        collector: Some(CollectorRef {
+        collector: Some(PeerRef {
             address: gateway,
-            ed25519: hex::encode(m0_public.signing),
-            x25519: hex::encode(m0_public.agreement),
+            ed25519: m0_public.ed25519.clone(),
+            x25519: m0_public.x25519.clone(),
         }),
+        trusted_kdc: Some(kdc.clone()),
         ..NodeConfig::new(unused, unused, ".".into(), "node.key".into(), "exec")
     };
     std::fs::write(exec_dir.join("node.toml"), exec_node.to_toml())?;
 
-    // The gateway on m0.
-    let m0_dir = dir.join("m0");
-    std::fs::write(m0_dir.join("hosts.toml"), toml::to_string(&HostsFile { hosts: table })?)?;
+    // The gateway on m0; the KDC, with its own key, on its member.
+    let hosts = toml::to_string(&HostsFile { hosts: table })?;
+    std::fs::write(m0_dir.join("hosts.toml"), &hosts)?;
+    if kdc_dir != m0_dir {
+        std::fs::write(kdc_dir.join("hosts.toml"), &hosts)?;
+    }
     let mut principals = PrincipalsFile::default();
     principals.principals.insert(args.exec_user.clone(), hash_password(&password, rng)?);
-    write_private(&m0_dir.join("principals.toml"), &toml::to_string(&principals)?)?;
-    let m0_config_path = m0_dir.join("node.toml");
-    let mut m0_config: NodeConfig = toml::from_str(&std::fs::read_to_string(&m0_config_path)?)?;
-    m0_config.roles.push("gateway".into());
-    m0_config.gateway = Some(GatewayConfig {
-        listen: gateway,
-        principals_file: "principals.toml".into(),
-        hosts_file: "hosts.toml".into(),
-    });
-    std::fs::write(&m0_config_path, m0_config.to_toml())?;
-    Ok(())
+    write_private(&kdc_dir.join("principals.toml"), &toml::to_string(&principals)?)?;
+    let kdc_addr = kdc_address(args);
+    edit_node_config(&m0_dir, |config| {
+        config.roles.push("gateway".into());
+        config.gateway = Some(GatewayConfig {
+            listen: gateway,
+            hosts_file: "hosts.toml".into(),
+            kdc: PeerRef { address: kdc_addr, ed25519: kdc.ed25519.clone(), x25519: kdc.x25519.clone() },
+        });
+    })?;
+    edit_node_config(&kdc_dir, |config| {
+        config.roles.push("kdc".into());
+        config.kdc = Some(KdcConfig {
+            listen: kdc_addr,
+            key_file: "kdc.key".into(),
+            principals_file: "principals.toml".into(),
+            hosts_file: "hosts.toml".into(),
+            gateways: vec![m0_public.clone()],
+        });
+    })
+}
+
+/// The member whose node runs the KDC: m1 when there is one, else m0.
+pub fn kdc_member(args: &Args) -> &'static str {
+    if args.members >= 2 { "m1" } else { "m0" }
+}
+
+fn edit_node_config(dir: &Path, edit: impl FnOnce(&mut NodeConfig)) -> anyhow::Result<()> {
+    let path = dir.join("node.toml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("could not read {}", path.display()))?;
+    let mut config: NodeConfig =
+        toml::from_str(&text).with_context(|| format!("{} does not parse", path.display()))?;
+    edit(&mut config);
+    std::fs::write(&path, config.to_toml()).with_context(|| format!("could not write {}", path.display()))
 }

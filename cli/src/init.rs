@@ -51,6 +51,11 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     if args.exec_hosts > 0 {
         println!("  gateway       on m0, {}:{}", args.host, args.exec_port);
+        let kdc = crate::exec_setup::kdc_member(args);
+        println!(
+            "  kdc           on {kdc} with its own key ({kdc}/kdc.key), {}",
+            crate::exec_setup::kdc_address(args)
+        );
         println!(
             "  exec hosts    {} managed hosts: cohort node run --config {}",
             args.exec_hosts,

@@ -40,6 +40,9 @@ pub struct Args {
     /// Port for the gateway (on --host) and for every managed host (on its own address).
     #[arg(long, default_value_t = 7300)]
     pub exec_port: u16,
+    /// Port for the KDC (on --host, a role of m0 with its own key); default: --exec-port + 1.
+    #[arg(long, value_name = "PORT")]
+    pub kdc_port: Option<u16>,
     /// Also create a security-policy tier: a master and this many local servers (the last behind
     /// the first when there are two or more).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=100))]

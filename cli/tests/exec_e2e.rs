@@ -62,9 +62,10 @@ fn start(config: &Path, log: &Path) -> Child {
 fn site() -> Site {
     let dir = tempfile::tempdir().expect("tempdir");
     let member_port = free_base_port(1);
+    // The KDC listens on the port after the gateway's.
     let exec_port = loop {
-        let p = free_base_port(1);
-        if p != member_port {
+        let p = free_base_port(2);
+        if p != member_port && p + 1 != member_port {
             break p;
         }
     };

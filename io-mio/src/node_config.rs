@@ -15,7 +15,7 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// The admin channel's TCP address (Noise; operators and this node's own key may connect).
     pub admin_listen: SocketAddr,
-    /// The gateway role (with the KDC and the audit collector), if this node plays it.
+    /// The gateway role (with the audit collector), if this node plays it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayConfig>,
     /// Exec daemons this node hosts, each a managed host with its own key and address.
@@ -23,7 +23,13 @@ pub struct NodeConfig {
     pub exec_hosts: Vec<ExecHostConfig>,
     /// Where this node's exec hosts send their audit records (the gateway's listener).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub collector: Option<CollectorRef>,
+    pub collector: Option<PeerRef>,
+    /// The KDC role, with its own key, if this node plays it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kdc: Option<KdcConfig>,
+    /// The KDC whose signed tickets this node's exec hosts take.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_kdc: Option<KeyRef>,
     /// A policy server (the master, or a local) this node runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_server: Option<PolicyServerConfig>,
@@ -68,10 +74,33 @@ fn default_max_handshaking() -> usize {
 pub struct GatewayConfig {
     /// Clients and exec hosts' audit links connect here (Noise; clients pin this node's key).
     pub listen: SocketAddr,
-    /// `[principals]` name = Argon2id PHC string.
-    pub principals_file: PathBuf,
-    /// `[[hosts]]` name, address, ed25519, x25519: the managed hosts the KDC issues tickets for.
+    /// `[[hosts]]` name, address, ed25519, x25519: where the managed hosts are, and their keys.
     pub hosts_file: PathBuf,
+    /// The KDC the gateway asks for credentials and tickets, over a channel per request.
+    pub kdc: PeerRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KdcConfig {
+    /// Gateways connect here (Noise; only the gateways listed below are admitted).
+    pub listen: SocketAddr,
+    /// The KDC's own key (mode 0600): it signs credentials and tickets. Never the node's key.
+    pub key_file: PathBuf,
+    /// `[principals]` name = Argon2id PHC string (mode 0600).
+    pub principals_file: PathBuf,
+    /// `[[hosts]]` name, address, ed25519, x25519: the managed hosts it issues tickets for.
+    pub hosts_file: PathBuf,
+    /// The gateways it answers.
+    pub gateways: Vec<KeyRef>,
+}
+
+/// A peer's public keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRef {
+    pub ed25519: String,
+    pub x25519: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +116,7 @@ pub struct ExecHostConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CollectorRef {
+pub struct PeerRef {
     pub address: SocketAddr,
     pub ed25519: String,
     pub x25519: String,
@@ -234,7 +263,7 @@ pub enum NodeConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{path}: heartbeat_ms must be between 10 and 60000 (got {got})")]
     Heartbeat { path: PathBuf, got: u64 },
-    #[error("{path}: unknown role `{role}` (roles: member, gateway, exec, policy)")]
+    #[error("{path}: unknown role `{role}` (roles: member, gateway, kdc, exec, policy)")]
     UnknownRole { path: PathBuf, role: String },
 }
 
@@ -260,6 +289,8 @@ impl NodeConfig {
             gateway: None,
             exec_hosts: Vec::new(),
             collector: None,
+            kdc: None,
+            trusted_kdc: None,
             policy_server: None,
             policy_agents: Vec::new(),
             lookup_socket: None,
@@ -283,8 +314,10 @@ impl NodeConfig {
                         .into(),
             });
         }
-        if let Some(role) =
-            config.roles.iter().find(|r| !matches!(r.as_str(), "member" | "gateway" | "exec" | "policy"))
+        if let Some(role) = config
+            .roles
+            .iter()
+            .find(|r| !matches!(r.as_str(), "member" | "gateway" | "kdc" | "exec" | "policy"))
         {
             return Err(NodeConfigError::UnknownRole { path: path.to_owned(), role: role.clone() });
         }
@@ -299,9 +332,12 @@ impl NodeConfig {
         if config.has_role("exec") == config.exec_hosts.is_empty() {
             return Err(invalid("the exec role and [[exec_host]] sections go together"));
         }
-        if config.has_role("exec") && config.collector.is_none() {
+        if config.has_role("kdc") != config.kdc.is_some() {
+            return Err(invalid("the kdc role and a [kdc] section go together"));
+        }
+        if config.has_role("exec") && (config.collector.is_none() || config.trusted_kdc.is_none()) {
             return Err(invalid(
-                "the exec role needs a [collector] section (where audit records go, and whose key signs tickets)",
+                "the exec role needs a [collector] section (where audit records go) and a [trusted_kdc] section (whose key signs tickets)",
             ));
         }
         let base = path.parent().unwrap_or(Path::new(".")).to_owned();
@@ -309,8 +345,12 @@ impl NodeConfig {
         config.key_file = base.join(&config.key_file);
         config.lookup_socket = config.lookup_socket.as_ref().map(|p| base.join(p));
         if let Some(gateway) = &mut config.gateway {
-            gateway.principals_file = base.join(&gateway.principals_file);
             gateway.hosts_file = base.join(&gateway.hosts_file);
+        }
+        if let Some(kdc) = &mut config.kdc {
+            kdc.key_file = base.join(&kdc.key_file);
+            kdc.principals_file = base.join(&kdc.principals_file);
+            kdc.hosts_file = base.join(&kdc.hosts_file);
         }
         for host in &mut config.exec_hosts {
             host.key_file = base.join(&host.key_file);

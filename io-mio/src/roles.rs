@@ -12,8 +12,8 @@ use cohort_core::exec::gateway::GATEWAY_AUDIT_NAME;
 use cohort_core::exec::kdc::{Kdc, KdcSettings};
 use cohort_core::member::MemberSettings;
 use cohort_core::node::{
-    AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, MemberRole, Node, NodeSetup, PolicyAgentRole,
-    PolicyServerRole,
+    AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, KdcRole, MemberRole, Node, NodeSetup,
+    PolicyAgentRole, PolicyServerRole,
 };
 use cohort_core::policy::document::Platform;
 use cohort_core::policy::server::ServerSetup;
@@ -73,7 +73,7 @@ pub fn start(config: &NodeConfig, slot: Slot) -> Result<NodeDriver, NodeError> {
             lookup_socket: config.lookup_socket.as_ref().map(|p| p.display().to_string()),
         });
     }
-    if config.has_role("gateway") || config.has_role("exec") {
+    if config.has_role("gateway") || config.has_role("kdc") || config.has_role("exec") {
         exec_roles(config, &keys, &store, &mut rng, &mut setup)?;
     }
     if config.has_role("policy") {
@@ -93,25 +93,36 @@ fn exec_roles(
     setup: &mut NodeSetup,
 ) -> Result<(), NodeError> {
     let limits = ConnLimits { max_message: 4 * 1024 * 1024, ..ConnLimits::default() };
+    if let Some(k) = &config.kdc {
+        let principals: PrincipalsFile = load_toml(&k.principals_file)?;
+        let kdc_keys = keyfile::read_key_file(&k.key_file)?;
+        let table = hosts_table(&k.hosts_file)?.into_iter().map(|(n, (_, id))| (n, id)).collect();
+        let gateways = k
+            .gateways
+            .iter()
+            .map(|g| identity(&config.key_file, &g.ed25519, &g.x25519))
+            .collect::<Result<Vec<_>, _>>()?;
+        tracing::info!(listen = %k.listen, kdc = %kdc_keys.node_id(), "kdc starting");
+        setup.kdc = Some(KdcRole {
+            listen: k.listen.to_string(),
+            kdc: Kdc::new(kdc_keys, principals.principals, table, KdcSettings::default(), fork(rng)),
+            gateways,
+            limits,
+        });
+    }
     if let Some(gw) = &config.gateway {
-        let principals: PrincipalsFile = load_toml(&gw.principals_file)?;
-        let hosts_file: HostsFile = load_toml(&gw.hosts_file)?;
-        let mut hosts = BTreeMap::new();
-        for h in &hosts_file.hosts {
-            let id = identity(&gw.hosts_file, &h.ed25519, &h.x25519)?;
-            hosts.insert(h.name.clone(), (h.address.to_string(), id));
-        }
-        let table: BTreeMap<String, PublicIdentity> =
-            hosts.iter().map(|(n, (_, id))| (n.clone(), *id)).collect();
+        let hosts = hosts_table(&gw.hosts_file)?;
         // Records count when signed by the host they name, or by this gateway.
-        let mut signers = table.clone();
+        let mut signers: BTreeMap<String, PublicIdentity> =
+            hosts.iter().map(|(n, (_, id))| (n.clone(), *id)).collect();
         signers.entry(GATEWAY_AUDIT_NAME.to_owned()).or_insert_with(|| keys.public());
-        let kdc = Kdc::new(keys.clone(), principals.principals, table, KdcSettings::default(), fork(rng));
+        let kdc = identity(&config.key_file, &gw.kdc.ed25519, &gw.kdc.x25519)?;
         let chain_tail = store.last_chain_entry()?;
-        tracing::info!(listen = %gw.listen, hosts = hosts.len(), "gateway starting");
+        tracing::info!(listen = %gw.listen, hosts = hosts.len(), kdc = %gw.kdc.address, "gateway starting");
         setup.gateway = Some(GatewayRole {
             listen: gw.listen.to_string(),
             keys: keys.clone(),
+            kdc_addr: gw.kdc.address.to_string(),
             kdc,
             hosts,
             chain_tail,
@@ -119,21 +130,14 @@ fn exec_roles(
             limits,
         });
     }
-    let collector = match &config.collector {
-        Some(c) => {
-            let path = config.key_file.clone();
-            let collector = PublicIdentity {
-                signing: parse_key(&path, "collector ed25519", &c.ed25519)?,
-                agreement: parse_key(&path, "collector x25519", &c.x25519)?,
-            };
-            setup.audit_link = Some(AuditLinkRole { addr: c.address.to_string(), collector });
-            Some(collector)
-        }
-        None => None,
-    };
-    // The gateway's KDC signs tickets with the gateway's key, the one the collector section names
-    // (node.toml checking makes the exec role come with that section).
-    if let Some(kdc) = collector {
+    if let (Some(c), Some(kdc)) = (&config.collector, &config.trusted_kdc) {
+        let path = config.key_file.clone();
+        let collector = PublicIdentity {
+            signing: parse_key(&path, "collector ed25519", &c.ed25519)?,
+            agreement: parse_key(&path, "collector x25519", &c.x25519)?,
+        };
+        setup.audit_link = Some(AuditLinkRole { addr: c.address.to_string(), collector });
+        let kdc = identity(&path, &kdc.ed25519, &kdc.x25519)?;
         for h in &config.exec_hosts {
             setup.exec_hosts.push(ExecHostRole {
                 name: h.name.clone(),
@@ -147,6 +151,16 @@ fn exec_roles(
         }
     }
     Ok(())
+}
+
+/// A hosts file: name → (address, keys).
+fn hosts_table(path: &std::path::Path) -> Result<BTreeMap<String, (String, PublicIdentity)>, NodeError> {
+    let file: HostsFile = load_toml(path)?;
+    let mut hosts = BTreeMap::new();
+    for h in &file.hosts {
+        hosts.insert(h.name.clone(), (h.address.to_string(), identity(path, &h.ed25519, &h.x25519)?));
+    }
+    Ok(hosts)
 }
 
 fn policy_roles(

@@ -20,7 +20,7 @@ use cohort_core::exec::wire::{GatewayReply, GatewayWire};
 use cohort_core::member::genesis::{genesis_config, genesis_records};
 use cohort_core::member::{MemberInfo, MemberSettings};
 use cohort_core::node::{
-    AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, MemberRole, NodeSetup, Record,
+    AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, KdcRole, MemberRole, NodeSetup, Record,
 };
 use cohort_core::rng::{SeededRng, fork, seeded};
 use cohort_core::signed::Signed;
@@ -35,6 +35,8 @@ use crate::storage::SimDisk;
 /// Every principal's password.
 pub const PASSWORD: &str = "correct horse battery staple";
 pub const GATEWAY_PORT: u16 = 7300;
+/// The KDC's port, on its own simulated machine `kdc`.
+pub const KDC_PORT: u16 = 7400;
 const MEMBER_PORT: u16 = 7290;
 const ADMIN_PORT: u16 = 7291;
 /// A host that exists and listens on nothing: connecting to it is refused.
@@ -67,6 +69,10 @@ pub struct SiteSpec {
     pub groups: BTreeMap<String, String>,
     /// Simulated time the scenario may take.
     pub limit: Duration,
+    /// When false the gateway asks for the KDC where nothing listens.
+    pub kdc_reachable: bool,
+    /// The gateway's machine crashes at `.0` and comes back `.1` later.
+    pub gateway_outage: Option<(Duration, Duration)>,
 }
 
 impl SiteSpec {
@@ -93,6 +99,8 @@ impl SiteSpec {
             collector_reachable: true,
             groups: BTreeMap::new(),
             limit: Duration::from_secs(300),
+            kdc_reachable: true,
+            gateway_outage: None,
         }
     }
 }
@@ -338,6 +346,7 @@ impl SiteClient {
 /// A built site, ready for one client script.
 pub struct Site {
     sim: turmoil::Sim<'static>,
+    gateway_outage: Option<(Duration, Duration)>,
     client: SiteClient,
     pub host_keys: Vec<NodeKeys>,
     trace: SharedTrace,
@@ -357,6 +366,8 @@ impl Site {
         let mut rng = seeded(spec.seed);
         let gw_keys = NodeKeys::generate(&mut rng);
         let exec_keys = NodeKeys::generate(&mut rng);
+        // The KDC's own key, on its own machine: the gateway never holds it.
+        let kdc_keys = NodeKeys::generate(&mut rng);
         let operator = NodeKeys::generate(&mut rng);
         let host_keys: Vec<NodeKeys> = (0..spec.hosts).map(|_| NodeKeys::generate(&mut rng)).collect();
         let names: Vec<String> = (0..spec.hosts).map(host_name).collect();
@@ -384,7 +395,7 @@ impl Site {
         let state = Arc::new(Mutex::new(SiteState::default()));
         let mut sim = crate::clock::simulation(spec.seed, spec.limit, Duration::from_millis(5));
 
-        // The gateway's node: gateway, KDC, collector, and a one-member cluster for its groups.
+        // The gateway's node: gateway, collector, and a one-member cluster for its groups.
         let settings = spec.groups.iter().map(|(g, set)| (format!("group.{g}"), set.clone())).collect();
         let me = MemberInfo {
             name: "gw".into(),
@@ -396,9 +407,9 @@ impl Site {
             .map_err(|e| e.to_string())?
             .remove(&gw_keys.node_id())
             .ok_or("no genesis record for the gateway")?;
-        let (kdc_principals, kdc_hosts, kdc_settings) = (principals.clone(), table.clone(), spec.kdc);
-        let kdc_rng = fork(&mut rng);
         let gw = gw_keys.clone();
+        let kdc_public = kdc_keys.public();
+        let kdc_machine = if spec.kdc_reachable { "kdc" } else { VOID };
         let setup: SetupFn = Arc::new(move |stored| NodeSetup {
             member: stored.map(|record| MemberRole {
                 record,
@@ -411,13 +422,8 @@ impl Site {
             gateway: Some(GatewayRole {
                 listen: format!("0.0.0.0:{GATEWAY_PORT}"),
                 keys: gw.clone(),
-                kdc: Kdc::new(
-                    gw.clone(),
-                    kdc_principals.clone(),
-                    kdc_hosts.clone(),
-                    kdc_settings,
-                    kdc_rng.clone(),
-                ),
+                kdc_addr: format!("{kdc_machine}:{KDC_PORT}"),
+                kdc: kdc_public,
                 hosts: hosts.clone(),
                 chain_tail: None,
                 signers: signers.clone(),
@@ -444,6 +450,33 @@ impl Site {
         };
         sim.host("gw", move || node_host::run(ctx.clone()));
 
+        // The KDC's node: the KDC alone, answering the gateway only.
+        let (kdc_principals, kdc_hosts, kdc_settings) = (principals.clone(), table.clone(), spec.kdc);
+        let kdc_rng = fork(&mut rng);
+        let (kk, gateway_public) = (kdc_keys.clone(), gw_keys.public());
+        let setup: SetupFn = Arc::new(move |_| NodeSetup {
+            kdc: Some(KdcRole {
+                listen: format!("0.0.0.0:{KDC_PORT}"),
+                kdc: Kdc::new(
+                    kk.clone(),
+                    kdc_principals.clone(),
+                    kdc_hosts.clone(),
+                    kdc_settings,
+                    kdc_rng.clone(),
+                ),
+                gateways: vec![gateway_public],
+                limits: ConnLimits::default(),
+            }),
+            ..NodeSetup::new(kk.clone())
+        });
+        let ctx = NodeHostContext {
+            trace: Some(trace.clone()),
+            records: records.clone(),
+            observer: observer.clone(),
+            ..NodeHostContext::new("kdc", kdc_keys.clone(), setup, SimDisk::default(), spec.seed ^ 3)
+        };
+        sim.host("kdc", move || node_host::run(ctx.clone()));
+
         // The exec node playing every managed host.
         let roles: Vec<ExecHostRole> = names
             .iter()
@@ -451,7 +484,7 @@ impl Site {
             .map(|(i, name)| ExecHostRole {
                 name: name.clone(),
                 keys: host_keys[i].clone(),
-                kdc: gw_keys.public(),
+                kdc: kdc_keys.public(),
                 acl: spec.acl.clone(),
                 listen: format!("0.0.0.0:{}", host_port(i)),
                 settings: DaemonSettings::default(),
@@ -483,14 +516,16 @@ impl Site {
         // Registered so that connecting there is refused rather than unknown.
         sim.host(VOID, || async { std::future::pending::<turmoil::Result>().await });
 
-        let client_kdc = Kdc::new(gw_keys.clone(), principals, table, spec.kdc, fork(&mut rng));
+        // The test's own copy of the KDC: what an attacker holding the KDC's key could mint.
+        let client_kdc = Kdc::new(kdc_keys.clone(), principals, table, spec.kdc, fork(&mut rng));
         let client = SiteClient {
             gateway: gw_keys.public(),
             hosts: host_keys.iter().map(NodeKeys::public).collect(),
             kdc: Arc::new(Mutex::new(client_kdc)),
             rng: Arc::new(Mutex::new(fork(&mut rng))),
         };
-        Ok(Site { sim, client, host_keys, trace, records, observer, state })
+        let gateway_outage = spec.gateway_outage;
+        Ok(Site { sim, gateway_outage, client, host_keys, trace, records, observer, state })
     }
 
     /// Runs `script` as the site's client (after the nodes have had half a second to start),
@@ -509,7 +544,18 @@ impl Site {
             tokio::time::sleep(settle).await;
             Ok(())
         });
+        let mut down = false;
         loop {
+            if let Some((at, span)) = self.gateway_outage {
+                let now = self.sim.elapsed();
+                if !down && now >= at {
+                    self.sim.crash("gw");
+                    down = true;
+                } else if down && now >= at + span {
+                    self.sim.bounce("gw");
+                    self.gateway_outage = None;
+                }
+            }
             match self.sim.step() {
                 Ok(true) => break,
                 Ok(false) => {}

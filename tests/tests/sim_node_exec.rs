@@ -1,5 +1,5 @@
-//! Parallel execution on the one turmoil host driver that runs the core node: a gateway (with its
-//! KDC and collector) and an exec node playing three hosts, simulated commands, a client that logs
+//! Parallel execution on the one turmoil host driver that runs the core node: a gateway (with the
+//! collector, and the KDC as a role with its own key on the same node) and an exec node playing three hosts, simulated commands, a client that logs
 //! in and runs. A run on three hosts, one killed by the alarm, one refused by the ACL; the
 //! invariants (nothing runs before its audit record is durable at its host and in the chain, the
 //! chain verifies after every append) are checked as it goes; the trace is a snapshot and replays
@@ -15,7 +15,7 @@ use cohort_core::exec::daemon::DaemonSettings;
 use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, GATEWAY_AUDIT_NAME, HostOutcome};
 use cohort_core::exec::kdc::{Kdc, KdcSettings, hash_password};
 use cohort_core::exec::wire::{GatewayReply, GatewayWire};
-use cohort_core::node::{AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, NodeSetup};
+use cohort_core::node::{AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, KdcRole, NodeSetup};
 use cohort_core::rng::{fork, seeded};
 use cohort_core::signed::Signed;
 use cohort_core::trace::Trace;
@@ -27,6 +27,7 @@ use cohort_io_sim::storage::SimDisk;
 use rand_core::RngCore;
 
 const GATEWAY_PORT: u16 = 7300;
+const KDC_PORT: u16 = 7400;
 const HOSTS: [&str; 3] = ["h1", "h2", "h3"];
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -59,6 +60,7 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
     let mut rng = seeded(seed);
     let gw_keys = NodeKeys::generate(&mut rng);
     let exec_keys = NodeKeys::generate(&mut rng);
+    let kdc_keys = NodeKeys::generate(&mut rng);
     let host_keys: Vec<NodeKeys> = HOSTS.iter().map(|_| NodeKeys::generate(&mut rng)).collect();
     let client_keys = NodeKeys::generate(&mut rng);
     let table: BTreeMap<String, PublicIdentity> =
@@ -79,17 +81,25 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
 
     let kdc_rng = fork(&mut rng);
     let gw = gw_keys.clone();
+    let kk = kdc_keys.clone();
     let setup: SetupFn = Arc::new(move |_| NodeSetup {
-        gateway: Some(GatewayRole {
-            listen: format!("0.0.0.0:{GATEWAY_PORT}"),
-            keys: gw.clone(),
+        kdc: Some(KdcRole {
+            listen: format!("0.0.0.0:{KDC_PORT}"),
             kdc: Kdc::new(
-                gw.clone(),
+                kk.clone(),
                 principals.clone(),
                 table.clone(),
                 KdcSettings::default(),
                 kdc_rng.clone(),
             ),
+            gateways: vec![gw.public()],
+            limits: ConnLimits::default(),
+        }),
+        gateway: Some(GatewayRole {
+            listen: format!("0.0.0.0:{GATEWAY_PORT}"),
+            keys: gw.clone(),
+            kdc_addr: format!("gw:{KDC_PORT}"),
+            kdc: kk.public(),
             hosts: hosts.clone(),
             chain_tail: None,
             signers: signers.clone(),
@@ -120,7 +130,7 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
         .map(|(i, h)| ExecHostRole {
             name: (*h).to_owned(),
             keys: host_keys[i].clone(),
-            kdc: gw_keys.public(),
+            kdc: kdc_keys.public(),
             acl: acl.clone(),
             listen: format!("0.0.0.0:{}", host_port(i)),
             settings: DaemonSettings::default(),

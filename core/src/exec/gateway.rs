@@ -1,11 +1,13 @@
-//! The gateway: the client's one door. It keeps no user state between requests: a login is
-//! passed to the KDC and the credential handed back; an exec request carries its credential, which
-//! the gateway checks, then for each host it gets a service ticket, makes an authenticator, and
-//! runs the parallel execution utility over the hosts, streaming each host's result back as it
-//! completes. When the run ends every trace of it (credential, session keys, output) is dropped.
-//! It never acts without a valid credential presented over the channel it was issued to. Node
-//! sets (`h[01-50]`, `@web`) are expanded here, from the groups of the installed configuration.
-//! Its own refusals are audited in records it signs.
+//! The gateway: the client's one door. It keeps no user state between requests and holds no
+//! password hash and no signing key: a login is passed to the KDC (its own role, asked over a
+//! channel per request, [`GatewayOutput::AskKdc`]) and the credential handed back; an exec request
+//! carries its credential, which the gateway checks against the KDC's public key, then it asks
+//! the KDC for the hosts' service tickets, makes an authenticator per host, and runs the parallel
+//! execution utility over the hosts, streaming each host's result back as it completes. When the
+//! run ends every trace of it (credential, tickets, session keys, output) is dropped. It never
+//! acts without a valid credential presented over the channel it was issued to. Node sets
+//! (`h[01-50]`, `@web`) are expanded here, from the groups of the installed configuration. Its
+//! own refusals are audited in records it signs.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -16,9 +18,9 @@ use super::audit::{AuditDecision, AuditRecord};
 use super::kdc::Kdc;
 use super::nodeset;
 use super::parallel::{AlarmSchedule, ParallelInput, ParallelOutput, ParallelRun, SessionEnd, SessionResult};
-use super::ticket::{Authenticator, Credential, request_digest};
+use super::ticket::{Authenticator, Credential, ServiceTicket, request_digest};
 pub use super::wire::{ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult};
-use super::wire::{ExecRequest, HostEvent};
+use super::wire::{ExecRequest, HostEvent, KdcReply, KdcRequest, TicketGrant};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::SeededRng;
@@ -59,6 +61,16 @@ pub enum GatewayInput {
         session: u64,
         reason: String,
     },
+    /// The KDC's answer to [`GatewayOutput::AskKdc`] `ask`.
+    KdcReplied {
+        ask: u64,
+        reply: KdcReply,
+    },
+    /// The KDC could not be reached for `ask`, or closed without answering.
+    KdcLost {
+        ask: u64,
+        reason: String,
+    },
     Timeout,
 }
 
@@ -68,11 +80,11 @@ pub enum GatewayOutput {
         client: u64,
         event: ClientEvent,
     },
-    /// Connect to `host` (pinning `identity`) and send it `request` as session `session`.
+    /// Connect to `host` (pinning the key the node knows it by) and send it `request` as
+    /// session `session`.
     HostStart {
         session: u64,
         host: String,
-        identity: PublicIdentity,
         request: ExecRequest,
     },
     HostCancel {
@@ -90,6 +102,12 @@ pub enum GatewayOutput {
     /// A refusal at the gateway (failed login, bad credential) for the audit trail, signed with
     /// the gateway's key under the host name [`GATEWAY_AUDIT_NAME`].
     Audit(Signed<AuditRecord>),
+    /// Open a channel to the KDC, send `request`, and answer with `KdcReplied` or `KdcLost`.
+    /// `ask` numbers come from the same counter as sessions, so they never collide.
+    AskKdc {
+        ask: u64,
+        request: KdcRequest,
+    },
 }
 
 #[derive(Debug)]
@@ -100,14 +118,36 @@ struct Run {
     sessions: BTreeMap<usize, u64>,
 }
 
+/// A ticket the KDC granted for one host of a run, with the session key its authenticator is
+/// made with; dropped (and the key wiped) when the run ends.
+#[derive(Debug)]
+struct HeldTicket {
+    ticket: ServiceTicket,
+    session_key: Zeroizing<[u8; 32]>,
+    expires: WallClock,
+}
+
+/// A ticket this close to expiry is asked for again rather than sent.
+const TICKET_MARGIN_MS: u64 = 10_000;
+
 /// What a running exec was granted with; dropped when the run ends.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct RunGrant {
     credential: Signed<Credential>,
     client_key: [u8; 32],
     run_as: String,
     argv: Vec<String>,
     max_output: u64,
+    /// Every host of the run, by index.
+    hosts: Vec<String>,
+    /// Tickets granted and not yet used, by host; and the KDC's refusal for a host it would
+    /// not grant.
+    tickets: BTreeMap<String, HeldTicket>,
+    refused: BTreeMap<String, String>,
+    /// Sessions the parallel utility started that wait for their ticket.
+    waiting: Vec<(usize, String)>,
+    /// The KDC is being asked for this run's tickets.
+    asking: bool,
 }
 
 /// What the gateway holds right now: all zero between requests.
@@ -116,12 +156,24 @@ pub struct HeldState {
     pub runs: usize,
     pub sessions: usize,
     pub credentials: usize,
+    /// Tickets (and their session keys) held for runs in progress.
+    pub tickets: usize,
+    /// Requests to the KDC awaiting their answer.
+    pub asks: usize,
 }
 
-/// The gateway role, with the KDC it asks for credentials and tickets.
+/// What a question to the KDC was for.
+#[derive(Debug)]
+enum Ask {
+    Login { client: u64, principal: String },
+    Tickets { client: u64 },
+}
+
+/// The gateway role. It asks the KDC (by its public key) for credentials and tickets.
 #[derive(Debug)]
 pub struct Gateway {
-    kdc: Kdc,
+    /// The KDC whose signature a credential must carry.
+    kdc: PublicIdentity,
     /// Signs the gateway's own audit records.
     keys: NodeKeys,
     groups: BTreeMap<String, String>,
@@ -131,6 +183,7 @@ pub struct Gateway {
     session_index: BTreeMap<u64, (u64, usize)>,
     /// The credential of each running exec, dropped when the run ends.
     credentials: BTreeMap<u64, RunGrant>,
+    asks: BTreeMap<u64, Ask>,
     next_session: u64,
     outputs: VecDeque<GatewayOutput>,
 }
@@ -140,7 +193,8 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 impl Gateway {
-    pub fn new(kdc: Kdc, keys: NodeKeys, rng: SeededRng) -> Gateway {
+    /// A gateway that takes credentials signed by `kdc`.
+    pub fn new(kdc: PublicIdentity, keys: NodeKeys, rng: SeededRng) -> Gateway {
         Gateway {
             kdc,
             keys,
@@ -149,6 +203,7 @@ impl Gateway {
             runs: BTreeMap::new(),
             session_index: BTreeMap::new(),
             credentials: BTreeMap::new(),
+            asks: BTreeMap::new(),
             next_session: 1,
             outputs: VecDeque::new(),
         }
@@ -159,16 +214,16 @@ impl Gateway {
             runs: self.runs.len(),
             sessions: self.session_index.len(),
             credentials: self.credentials.len(),
+            tickets: self.credentials.values().map(|g| g.tickets.len()).sum(),
+            asks: self.asks.len(),
         }
     }
 
-    pub fn kdc(&self) -> &Kdc {
-        &self.kdc
-    }
-
-    /// The KDC, for drivers that also serve it to other gateways, and for tests.
-    pub fn kdc_mut(&mut self) -> &mut Kdc {
-        &mut self.kdc
+    fn ask_kdc(&mut self, ask: Ask, request: KdcRequest) {
+        let id = self.next_session;
+        self.next_session += 1;
+        self.asks.insert(id, ask);
+        self.outputs.push_back(GatewayOutput::AskKdc { ask: id, request });
     }
 
     /// Refuses a client and audits the refusal under the principal it claimed.
@@ -216,21 +271,16 @@ impl Gateway {
         client_key: [u8; 32],
         request: ClientRequest,
     ) {
+        let busy = self.runs.contains_key(&client)
+            || self.asks.values().any(|a| matches!(a, Ask::Login { client: c, .. } if *c == client));
+        if busy {
+            return self.refuse(client, "one request per connection".into());
+        }
         match request {
             ClientRequest::Login { principal, password } => {
-                let password = Zeroizing::new(password);
-                match self.kdc.login(wall, &principal, &password, client_key) {
-                    Ok(credential) => {
-                        let event = ClientEvent::LoggedIn { credential };
-                        self.outputs.push_back(GatewayOutput::ToClient { client, event });
-                        self.outputs.push_back(GatewayOutput::CloseClient { client });
-                    }
-                    Err(e) => {
-                        // The trail keeps the precise reason; the client learns only that it failed.
-                        self.audit_refusal(wall, &principal, vec!["(login)".into()], e.to_string());
-                        self.refuse(client, e.public_message());
-                    }
-                }
+                let principal: String = principal.chars().take(128).collect();
+                let ask = Ask::Login { client, principal: principal.clone() };
+                self.ask_kdc(ask, KdcRequest::Login { principal, password, client_key });
             }
             ClientRequest::Exec(command) => self.start_exec(now, wall, client, client_key, *command),
         }
@@ -244,10 +294,7 @@ impl Gateway {
         client_key: [u8; 32],
         command: ExecCommand,
     ) {
-        if self.runs.contains_key(&client) {
-            return self.refuse(client, "one run per connection".into());
-        }
-        if let Err(e) = Kdc::check_credential(&self.kdc.public(), wall, &command.credential, &client_key) {
+        if let Err(e) = Kdc::check_credential(&self.kdc, wall, &command.credential, &client_key) {
             let principal = command.credential.body.principal.clone();
             return self.refuse_audited(
                 wall,
@@ -295,6 +342,11 @@ impl Gateway {
             run_as: command.run_as,
             argv: command.argv,
             max_output,
+            hosts: command.hosts.clone(),
+            tickets: BTreeMap::new(),
+            refused: BTreeMap::new(),
+            waiting: Vec::new(),
+            asking: false,
         };
         self.credentials.insert(client, grant);
         let kept = usize::try_from(max_output).unwrap_or(MAX_OUTPUT_PER_HOST);
@@ -337,50 +389,164 @@ impl Gateway {
         }
     }
 
+    /// The parallel utility starts `host`: with its ticket in hand the session goes to the host
+    /// at once; otherwise it waits while the KDC is asked for the tickets of every host of the run
+    /// not yet started.
     fn start_session(&mut self, now: Instant, wall: WallClock, client: u64, index: usize, host: String) {
-        let Some(RunGrant { credential, client_key, run_as, argv, max_output }) =
-            self.credentials.get(&client).cloned()
-        else {
-            return;
-        };
-        // `%h` stands for the host's name, as in ClusterShell; the authenticator covers the
-        // substituted command, so each host runs exactly what it was sent.
-        let argv: Vec<String> = argv.iter().map(|a| a.replace("%h", &host)).collect();
         let session = self.next_session;
         self.next_session += 1;
         if let Some(run) = self.runs.get_mut(&client) {
             run.sessions.insert(index, session);
         }
         self.session_index.insert(session, (client, index));
-        let identity = self.kdc.host(&host).copied();
-        let issued = self.kdc.issue_ticket(wall, &credential, &client_key, &host);
-        let (identity, issued) = match (identity, issued) {
-            (Some(identity), Ok(issued)) => (identity, issued),
-            (_, Err(e)) => {
-                return self.session_ended(now, wall, session, SessionEnd::Failed { reason: e.to_string() });
+        let Some(grant) = self.credentials.get_mut(&client) else { return };
+        if let Some(reason) = grant.refused.get(&host).cloned() {
+            return self.session_ended(now, wall, session, SessionEnd::Failed { reason });
+        }
+        let fresh = |t: &HeldTicket| t.expires.0 > wall.0.saturating_add(TICKET_MARGIN_MS);
+        if grant.tickets.get(&host).is_some_and(fresh) {
+            return self.dispatch(now, wall, client, session, &host);
+        }
+        grant.waiting.push((index, host));
+        if grant.asking {
+            return;
+        }
+        grant.asking = true;
+        let started: Vec<usize> =
+            self.runs.get(&client).map(|r| r.sessions.keys().copied().collect()).unwrap_or_default();
+        let waiting: Vec<&String> = grant.waiting.iter().map(|(_, h)| h).collect();
+        let hosts: Vec<String> = grant
+            .hosts
+            .iter()
+            .enumerate()
+            .filter(|(i, h)| waiting.contains(h) || !started.contains(i))
+            .map(|(_, h)| h.clone())
+            .filter(|h| !grant.tickets.get(h).is_some_and(fresh))
+            .collect();
+        let request =
+            KdcRequest::Tickets { credential: grant.credential.clone(), client_key: grant.client_key, hosts };
+        self.ask_kdc(Ask::Tickets { client }, request);
+    }
+
+    /// The KDC answered a run's ticket request: keep the tickets, and send every waiting session.
+    fn tickets_granted(
+        &mut self,
+        now: Instant,
+        wall: WallClock,
+        client: u64,
+        reply: Result<Vec<TicketGrant>, String>,
+    ) {
+        let Some(grant) = self.credentials.get_mut(&client) else { return };
+        grant.asking = false;
+        let waiting = std::mem::take(&mut grant.waiting);
+        match reply {
+            Ok(grants) => {
+                for TicketGrant { host, ticket } in grants {
+                    match ticket {
+                        Ok(t) => {
+                            let held = HeldTicket {
+                                ticket: t.ticket,
+                                session_key: Zeroizing::new(t.session_key),
+                                expires: t.expires,
+                            };
+                            grant.tickets.insert(host, held);
+                        }
+                        Err(reason) => {
+                            grant.refused.insert(host, reason);
+                        }
+                    }
+                }
+                for (index, host) in waiting {
+                    let session = self.runs.get(&client).and_then(|r| r.sessions.get(&index)).copied();
+                    let Some(session) = session else { continue };
+                    let refused = self.credentials.get(&client).and_then(|g| g.refused.get(&host)).cloned();
+                    match refused {
+                        Some(reason) => self.session_ended(now, wall, session, SessionEnd::Failed { reason }),
+                        None => self.dispatch(now, wall, client, session, &host),
+                    }
+                }
             }
-            (None, Ok(_)) => {
-                let reason = format!("no host `{host}` is registered");
-                return self.session_ended(now, wall, session, SessionEnd::Failed { reason });
+            Err(reason) => {
+                for (index, _) in waiting {
+                    let session = self.runs.get(&client).and_then(|r| r.sessions.get(&index)).copied();
+                    if let Some(session) = session {
+                        let end = SessionEnd::Failed { reason: reason.clone() };
+                        self.session_ended(now, wall, session, end);
+                    }
+                }
             }
+        }
+    }
+
+    /// Sends session `session` to `host` with its ticket and a fresh authenticator. The ticket
+    /// is used once: a host that runs again gets a new one.
+    fn dispatch(&mut self, now: Instant, wall: WallClock, client: u64, session: u64, host: &str) {
+        let Some(grant) = self.credentials.get_mut(&client) else { return };
+        let Some(held) = grant.tickets.remove(host) else {
+            let reason = format!("the KDC granted no ticket for `{host}`");
+            return self.session_ended(now, wall, session, SessionEnd::Failed { reason });
         };
+        // `%h` stands for the host's name, as in ClusterShell; the authenticator covers the
+        // substituted command, so each host runs exactly what it was sent.
+        let argv: Vec<String> = grant.argv.iter().map(|a| a.replace("%h", host)).collect();
+        let run_as = grant.run_as.clone();
+        let max_output = grant.max_output;
         let mut nonce = [0u8; 16];
         self.rng.fill_bytes(&mut nonce);
         let authenticator = Authenticator {
-            principal: credential.body.principal.clone(),
+            principal: grant.credential.body.principal.clone(),
             timestamp: wall,
             nonce,
-            request_digest: request_digest(&host, &run_as, &argv),
+            request_digest: request_digest(host, &run_as, &argv),
         };
-        // The session key lives only as long as this call: it makes one authenticator.
-        let sealed = match authenticator.seal(&issued.session_key, &host, &mut self.rng) {
+        let sealed = match authenticator.seal(&held.session_key, host, &mut self.rng) {
             Ok(sealed) => sealed,
             Err(e) => {
                 return self.session_ended(now, wall, session, SessionEnd::Failed { reason: e.to_string() });
             }
         };
-        let request = ExecRequest { ticket: issued.ticket, authenticator: sealed, run_as, argv, max_output };
-        self.outputs.push_back(GatewayOutput::HostStart { session, host, identity, request });
+        let request = ExecRequest { ticket: held.ticket, authenticator: sealed, run_as, argv, max_output };
+        self.outputs.push_back(GatewayOutput::HostStart { session, host: host.to_owned(), request });
+    }
+
+    fn handle_kdc_reply(&mut self, now: Instant, wall: WallClock, ask: u64, reply: Result<KdcReply, String>) {
+        let Some(ask) = self.asks.remove(&ask) else { return };
+        match (ask, reply) {
+            (Ask::Login { client, .. }, Ok(KdcReply::LoggedIn { credential })) => {
+                let event = ClientEvent::LoggedIn { credential };
+                self.outputs.push_back(GatewayOutput::ToClient { client, event });
+                self.outputs.push_back(GatewayOutput::CloseClient { client });
+            }
+            (Ask::Login { client, principal }, Ok(KdcReply::LoginRefused { public, reason })) => {
+                // The trail keeps the precise reason; the client learns only that it failed.
+                self.audit_refusal(wall, &principal, vec!["(login)".into()], reason);
+                self.refuse(client, public);
+            }
+            (Ask::Login { client, principal }, Err(reason)) => {
+                let reason = format!("the KDC could not be reached: {reason}");
+                self.audit_refusal(wall, &principal, vec!["(login)".into()], reason.clone());
+                self.refuse(client, format!("login failed: {reason}"));
+            }
+            (Ask::Tickets { client }, Ok(KdcReply::Tickets { grants })) => {
+                self.tickets_granted(now, wall, client, Ok(grants))
+            }
+            (Ask::Tickets { client }, Ok(KdcReply::Refused { reason })) => {
+                self.tickets_granted(now, wall, client, Err(format!("the KDC refused tickets: {reason}")))
+            }
+            (Ask::Tickets { client }, Err(reason)) => self.tickets_granted(
+                now,
+                wall,
+                client,
+                Err(format!("the KDC could not be reached: {reason}")),
+            ),
+            (Ask::Login { client, .. } | Ask::Tickets { client }, Ok(other)) => {
+                let reason = format!("the KDC answered out of turn ({})", kdc_reply_kind(&other));
+                match self.credentials.contains_key(&client) {
+                    true => self.tickets_granted(now, wall, client, Err(reason)),
+                    false => self.refuse(client, reason),
+                }
+            }
+        }
     }
 
     fn session_ended(&mut self, now: Instant, wall: WallClock, session: u64, end: SessionEnd) {
@@ -424,6 +590,10 @@ impl Gateway {
             }
         }
         self.credentials.remove(&client);
+        // An answer still on its way for this client finds nothing to act on.
+        self.asks.retain(
+            |_, a| !matches!(a, Ask::Login { client: c, .. } | Ask::Tickets { client: c } if *c == client),
+        );
     }
 }
 
@@ -452,6 +622,8 @@ impl Machine for Gateway {
             GatewayInput::HostLost { session, reason } => {
                 self.session_ended(now, wall, session, SessionEnd::Unreachable { reason })
             }
+            GatewayInput::KdcReplied { ask, reply } => self.handle_kdc_reply(now, wall, ask, Ok(reply)),
+            GatewayInput::KdcLost { ask, reason } => self.handle_kdc_reply(now, wall, ask, Err(reason)),
             GatewayInput::Timeout => {
                 let due: Vec<u64> = self
                     .runs
@@ -475,6 +647,15 @@ impl Machine for Gateway {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.runs.values().filter_map(|r| r.parallel.poll_timeout()).min()
+    }
+}
+
+fn kdc_reply_kind(reply: &KdcReply) -> &'static str {
+    match reply {
+        KdcReply::LoggedIn { .. } => "a credential",
+        KdcReply::LoginRefused { .. } => "a login refusal",
+        KdcReply::Tickets { .. } => "tickets",
+        KdcReply::Refused { .. } => "a refusal",
     }
 }
 

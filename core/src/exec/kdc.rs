@@ -1,7 +1,9 @@
 //! The key distribution center: principals with Argon2id password hashes, the hosts it issues
-//! tickets for, and the two exchanges (login → credential, credential → service ticket). Owns
-//! password checks, credential signing and ticket sealing. It never stores a password, never
-//! issues a ticket to an expired or foreign credential, and never for a host it does not know.
+//! tickets for, and the two exchanges (login → credential, credential → service tickets), which
+//! gateways ask for over a channel ([`Kdc::answer`]). It runs as its own role with its own key,
+//! so a gateway holds neither a hash nor the signing key. Owns password checks, credential
+//! signing and ticket sealing. It never stores a password, never issues a ticket to an expired
+//! or foreign credential, and never for a host it does not know.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +13,9 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use rand_core::RngCore;
 use zeroize::Zeroizing;
 
+use super::nodeset::MAX_HOSTS;
 use super::ticket::{Credential, ServiceTicket, TicketBody, TicketError};
+use super::wire::{GrantedTicket, KdcReply, KdcRequest, TicketGrant};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::rng::SeededRng;
 use crate::signed::Signed;
@@ -108,6 +112,11 @@ impl Kdc {
         self.keys.public()
     }
 
+    /// The KDC's own keys: its channel's static key and its signing key.
+    pub fn keys(&self) -> &NodeKeys {
+        &self.keys
+    }
+
     pub fn host(&self, name: &str) -> Option<&PublicIdentity> {
         self.hosts.get(name)
     }
@@ -154,6 +163,44 @@ impl Kdc {
             return Err(KdcError::WrongClient);
         }
         Ok(())
+    }
+
+    /// A gateway's request, answered.
+    pub fn answer(&mut self, now: WallClock, request: KdcRequest) -> KdcReply {
+        match request {
+            KdcRequest::Login { principal, password, client_key } => {
+                let password = Zeroizing::new(password);
+                match self.login(now, &principal, &password, client_key) {
+                    Ok(credential) => KdcReply::LoggedIn { credential },
+                    Err(e) => KdcReply::LoginRefused { public: e.public_message(), reason: e.to_string() },
+                }
+            }
+            KdcRequest::Tickets { credential, client_key, hosts } => {
+                if hosts.len() > MAX_HOSTS {
+                    return KdcReply::Refused {
+                        reason: format!("more than {MAX_HOSTS} hosts in one request"),
+                    };
+                }
+                if let Err(e) = Self::check_credential(&self.keys.public(), now, &credential, &client_key) {
+                    return KdcReply::Refused { reason: format!("credential refused: {e}") };
+                }
+                let grants = hosts
+                    .into_iter()
+                    .map(|host| {
+                        let ticket = self
+                            .issue_ticket(now, &credential, &client_key, &host)
+                            .map(|issued| GrantedTicket {
+                                ticket: issued.ticket,
+                                session_key: *issued.session_key,
+                                expires: issued.expires,
+                            })
+                            .map_err(|e| e.to_string());
+                        TicketGrant { host, ticket }
+                    })
+                    .collect();
+                KdcReply::Tickets { grants }
+            }
+        }
     }
 
     /// A service ticket for `host`, for the principal of a valid credential.

@@ -1,7 +1,8 @@
-//! What crosses the exec channels: client ↔ gateway (requests, streamed events), exec host →
-//! collector (signed audit records and their acknowledgements, on the gateway's listener), and
-//! gateway ↔ exec host (start, cancel, host events). It never carries a secret in the clear: the
-//! channel is Noise, and tickets are sealed to their host.
+//! What crosses the exec channels: client ↔ gateway (requests, streamed events), gateway ↔ KDC
+//! (one login or one batch of tickets per connection), exec host → collector (signed audit
+//! records and their acknowledgements, on the gateway's listener), and gateway ↔ exec host
+//! (start, cancel, host events). It never carries a secret in the clear: the channel is Noise,
+//! and tickets are sealed to their host.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +37,74 @@ pub enum GatewayReply {
         ack: u64,
         reason: String,
     },
+}
+
+/// From a gateway to the KDC: one request per connection, answered with one [`KdcReply`].
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KdcRequest {
+    /// A client's login, passed through; the credential is bound to `client_key`.
+    Login { principal: String, password: String, client_key: [u8; 32] },
+    /// Service tickets for `hosts`, under a credential presented by `client_key`.
+    Tickets { credential: Signed<Credential>, client_key: [u8; 32], hosts: Vec<String> },
+}
+
+impl std::fmt::Debug for KdcRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            // Never a password in a log or a trace.
+            KdcRequest::Login { principal, .. } => write!(f, "Login {{ principal: {principal:?}, .. }}"),
+            KdcRequest::Tickets { credential, hosts, .. } => {
+                write!(f, "Tickets {{ principal: {:?}, hosts: {} }}", credential.body.principal, hosts.len())
+            }
+        }
+    }
+}
+
+/// From the KDC to a gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KdcReply {
+    LoggedIn {
+        credential: Signed<Credential>,
+    },
+    /// `public` may be shown to the client (it does not say which part was wrong); `reason`
+    /// is for the gateway's audit trail.
+    LoginRefused {
+        public: String,
+        reason: String,
+    },
+    /// One grant per host asked for, in the order asked.
+    Tickets {
+        grants: Vec<TicketGrant>,
+    },
+    /// The request as a whole was refused (a bad or expired credential, too many hosts).
+    Refused {
+        reason: String,
+    },
+}
+
+/// A ticket for one host, or why there is none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TicketGrant {
+    pub host: String,
+    pub ticket: Result<GrantedTicket, String>,
+}
+
+/// A service ticket with the session key the gateway makes its authenticator with. It travels
+/// only inside the gateway↔KDC channel and lives at the gateway only for the run.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantedTicket {
+    pub ticket: ServiceTicket,
+    pub session_key: [u8; 32],
+    pub expires: crate::time::WallClock,
+}
+
+impl std::fmt::Debug for GrantedTicket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantedTicket")
+            .field("host", &self.ticket.host)
+            .field("expires", &self.expires)
+            .finish()
+    }
 }
 
 /// From a gateway to an exec host.

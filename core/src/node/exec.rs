@@ -1,10 +1,12 @@
-//! Parallel secure execution on a node: the gateway (with its KDC and the audit collector) on
-//! the gateway listener, each managed host's exec daemon on its own listener with its own key,
-//! and the link an exec node keeps to the collector. Owns the mapping between those roles and
-//! the node: a client is its connection (its key, the channel's); each host session is one
-//! connection the gateway opens, pinned to the host's key; a daemon's session is the connection
-//! it came on; audit records go to the collector and acknowledgements come back to the daemon
-//! that asked; a session's process is a child of the node. The rules are the roles'.
+//! Parallel secure execution on a node: the gateway (with the audit collector) on the gateway
+//! listener, the KDC on its own listener with its own key, each managed host's exec daemon on its
+//! own listener with its own key, and the link an exec node keeps to the collector. Owns the
+//! mapping between those roles and the node: a client is its connection (its key, the
+//! channel's); each host session, and each question the gateway puts to the KDC, is one
+//! connection the gateway opens, pinned to the peer's key; the KDC answers one request per
+//! connection from the gateways it lists; a daemon's session is the connection it came on; audit
+//! records go to the collector and acknowledgements come back to the daemon that asked; a
+//! session's process is a child of the node. The rules are the roles'.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -17,26 +19,39 @@ use crate::exec::audit::{AuditCollector, ChainEntry, CollectorInput, CollectorOu
 use crate::exec::daemon::{DaemonInput, DaemonOutput, DaemonSettings, ExecDaemon, HostEvent, ProcessEnd};
 use crate::exec::gateway::{Gateway, GatewayInput, GatewayOutput};
 use crate::exec::kdc::Kdc;
-use crate::exec::wire::{GatewayReply, GatewayWire, HostWire};
+use crate::exec::wire::{GatewayReply, GatewayWire, HostWire, KdcReply, KdcRequest};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::{SeededRng, fork};
 use crate::time::{Instant, Now};
 use crate::wire;
 
-/// The gateway a node runs, with its KDC and the audit collector.
+/// The gateway a node runs, with the audit collector.
 #[derive(Debug)]
 pub struct GatewayRole {
     pub listen: String,
     /// Signs the gateway's own audit records.
     pub keys: NodeKeys,
-    pub kdc: Kdc,
+    /// Where the KDC listens, and its key: it signs credentials and answers only on a channel
+    /// that proves this key.
+    pub kdc_addr: String,
+    pub kdc: PublicIdentity,
     /// Managed hosts: name → (address, identity).
     pub hosts: BTreeMap<String, (String, PublicIdentity)>,
     /// The last entry of the stored audit chain, which the collector continues.
     pub chain_tail: Option<ChainEntry>,
     /// Whose audit records the collector accepts, by the host name a record carries.
     pub signers: BTreeMap<String, PublicIdentity>,
+    pub limits: ConnLimits,
+}
+
+/// The KDC a node runs: its own key, its principals' hashes, and the gateways it answers.
+#[derive(Debug)]
+pub struct KdcRole {
+    pub listen: String,
+    pub kdc: Kdc,
+    /// The gateways whose channels it accepts.
+    pub gateways: Vec<PublicIdentity>,
     pub limits: ConnLimits,
 }
 
@@ -65,8 +80,18 @@ const MAX_AUDIT_QUEUE: usize = 10_000;
 const AUDIT_LINK_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug)]
+struct KdcSlot {
+    kdc: Kdc,
+    listener: ListenerId,
+}
+
+#[derive(Debug)]
 struct GatewaySlot {
     gateway: Gateway,
+    kdc_addr: String,
+    kdc: PublicIdentity,
+    /// Each question to the KDC in flight: ask → its connection.
+    asks: BTreeMap<u64, ConnId>,
     collector: AuditCollector,
     listener: ListenerId,
     keys: NodeKeys,
@@ -111,6 +136,7 @@ struct Host {
 #[derive(Debug)]
 pub(super) struct ExecHost {
     gateway: Option<GatewaySlot>,
+    kdc: Option<KdcSlot>,
     hosts: Vec<Host>,
     /// The link to the collector, and each record in flight on it: link ack → (host, token).
     audit_link: Option<usize>,
@@ -124,22 +150,33 @@ pub(super) struct ExecHost {
     by_listener: BTreeMap<ListenerId, usize>,
 }
 
+/// The exec roles a node was set up with.
+#[derive(Debug)]
+pub(super) struct ExecRoles {
+    pub gateway: Option<GatewayRole>,
+    pub kdc: Option<KdcRole>,
+    pub hosts: Vec<ExecHostRole>,
+    pub audit: Option<AuditLinkRole>,
+}
+
 impl ExecHost {
     pub fn new(
         now: Now,
-        gateway: Option<GatewayRole>,
-        hosts: Vec<ExecHostRole>,
-        audit: Option<AuditLinkRole>,
+        roles: ExecRoles,
         node_keys: &NodeKeys,
         rng: &mut SeededRng,
         fx: &mut Effects<'_>,
     ) -> ExecHost {
+        let ExecRoles { gateway, kdc, hosts, audit } = roles;
         let gateway = gateway.map(|role| {
             // Clients are any key: a client proves itself with a credential bound to its key.
             let listener =
                 fx.conns.listen("gateway", role.listen, role.keys.clone(), TrustSet::any_peer(), role.limits);
             GatewaySlot {
                 gateway: Gateway::new(role.kdc, role.keys.clone(), fork(rng)),
+                kdc_addr: role.kdc_addr,
+                kdc: role.kdc,
+                asks: BTreeMap::new(),
                 collector: AuditCollector::new(role.chain_tail.as_ref(), role.signers),
                 listener,
                 keys: role.keys,
@@ -151,6 +188,13 @@ impl ExecHost {
                 outbox: BTreeMap::new(),
                 closing: BTreeSet::new(),
             }
+        });
+        let kdc = kdc.map(|role| {
+            // Only the gateways it lists may ask it anything.
+            let trust: TrustSet = role.gateways.iter().copied().collect();
+            let keys = role.kdc.keys().clone();
+            let listener = fx.conns.listen("kdc", role.listen, keys, trust, role.limits);
+            KdcSlot { kdc: role.kdc, listener }
         });
         let hosts = hosts
             .into_iter()
@@ -177,6 +221,7 @@ impl ExecHost {
         });
         ExecHost {
             gateway,
+            kdc,
             hosts,
             audit_link,
             in_flight: BTreeMap::new(),
@@ -198,7 +243,9 @@ impl ExecHost {
     pub fn owns(&self, owner: Owner) -> bool {
         match owner {
             Owner::Listener(l) => {
-                self.gateway.as_ref().is_some_and(|g| g.listener == l) || self.by_listener.contains_key(&l)
+                self.gateway.as_ref().is_some_and(|g| g.listener == l)
+                    || self.kdc.as_ref().is_some_and(|k| k.listener == l)
+                    || self.by_listener.contains_key(&l)
             }
             Owner::Link(i) => self.audit_link == Some(i),
             Owner::Dial(_) => self.gateway.is_some(),
@@ -207,6 +254,10 @@ impl ExecHost {
 
     pub fn gateway(&self) -> Option<&Gateway> {
         self.gateway.as_ref().map(|g| &g.gateway)
+    }
+
+    pub fn kdc(&self) -> Option<&Kdc> {
+        self.kdc.as_ref().map(|k| &k.kdc)
     }
 
     pub fn collector(&self) -> Option<&AuditCollector> {
@@ -264,8 +315,27 @@ impl ExecHost {
         bytes: &[u8],
         fx: &mut Effects<'_>,
     ) {
+        if let Some(k) = self.kdc.as_mut().filter(|k| Owner::Listener(k.listener) == owner) {
+            let reply = match wire::decode::<KdcRequest>(bytes) {
+                Ok(request) => k.kdc.answer(now.wall, request),
+                Err(e) => KdcReply::Refused { reason: format!("undecodable request: {e}") },
+            };
+            // One request per connection: the answer, then the gateway's side closes it.
+            send(fx, conn, &reply);
+            fx.conns.close(conn);
+            return;
+        }
         let host = self.host_of(owner);
         match (owner, host, &mut self.gateway) {
+            (Owner::Dial(ask), _, Some(g)) if g.asks.contains_key(&ask) => {
+                g.asks.remove(&ask);
+                fx.conns.close(conn);
+                let input = match wire::decode::<KdcReply>(bytes) {
+                    Ok(reply) => GatewayInput::KdcReplied { ask, reply },
+                    Err(e) => GatewayInput::KdcLost { ask, reason: format!("an undecodable answer: {e}") },
+                };
+                g.gateway.handle(now, input);
+            }
             (Owner::Listener(_), Some(i), _) => match wire::decode::<HostWire>(bytes) {
                 Ok(message) => self.hosts[i].daemon.handle(now, DaemonInput::Wire { conn: conn.0, message }),
                 Err(e) => bad_message(fx, conn, format!("undecodable request: {e}")),
@@ -346,6 +416,11 @@ impl ExecHost {
                 g.acks.retain(|_, (c, _)| *c != conn);
                 g.outbox.remove(&conn);
                 g.closing.remove(&conn);
+            }
+            (Owner::Dial(ask), _, Some(g)) if g.asks.contains_key(&ask) => {
+                g.asks.remove(&ask);
+                let reason = error.unwrap_or_else(|| "the KDC closed the channel without answering".into());
+                g.gateway.handle(now, GatewayInput::KdcLost { ask, reason });
             }
             // A session that ended with its final event is forgotten already.
             (Owner::Dial(session), _, Some(g)) if g.sessions.contains_key(&session) => {
@@ -450,13 +525,24 @@ impl ExecHost {
                     g.closing.insert(conn);
                     g.flush_client(fx, conn);
                 }
-                GatewayOutput::HostStart { session, host, identity, request } => {
+                GatewayOutput::AskKdc { ask, request } => {
+                    let dialled =
+                        fx.conns.connect(now, g.kdc_addr.clone(), &g.keys, g.kdc, Owner::Dial(ask), g.limits);
+                    match dialled {
+                        Ok(conn) => {
+                            g.asks.insert(ask, conn);
+                            send(fx, conn, &request);
+                        }
+                        Err(reason) => g.gateway.handle(now, GatewayInput::KdcLost { ask, reason }),
+                    }
+                }
+                GatewayOutput::HostStart { session, host, request } => {
                     let dialled = match g.hosts.get(&host) {
-                        Some((addr, _)) => fx.conns.connect(
+                        Some((addr, identity)) => fx.conns.connect(
                             now,
                             addr.clone(),
                             &g.keys,
-                            identity,
+                            *identity,
                             Owner::Dial(session),
                             g.limits,
                         ),

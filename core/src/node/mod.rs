@@ -49,7 +49,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 pub use backoff::Backoff;
 pub use conns::ConnLimits;
-pub use exec::{AuditLinkRole, ExecHostRole, GatewayRole};
+pub use exec::{AuditLinkRole, ExecHostRole, GatewayRole, KdcRole};
 pub use io::{ChildId, ConnId, Event, FileId, Input, Level, ListenerId, Output, PersistId, Record};
 pub use member::MemberRole;
 pub use policy::{PolicyAgentRole, PolicyServerRole};
@@ -65,7 +65,7 @@ use crate::policy::server::PolicyServer;
 use crate::rng::{SeededRng, fork};
 use crate::time::{Instant, Now};
 use conns::{ConnEvent, Connections};
-use exec::{ChildEvent, ExecHost};
+use exec::{ChildEvent, ExecHost, ExecRoles};
 use links::Links;
 use member::MemberHost;
 use policy::PolicyHost;
@@ -76,6 +76,8 @@ pub struct NodeSetup {
     pub keys: NodeKeys,
     pub member: Option<MemberRole>,
     pub gateway: Option<GatewayRole>,
+    /// The KDC, with its own key (never the node's or the gateway's).
+    pub kdc: Option<KdcRole>,
     pub exec_hosts: Vec<ExecHostRole>,
     /// Where this node's exec hosts send their audit records.
     pub audit_link: Option<AuditLinkRole>,
@@ -90,6 +92,7 @@ impl NodeSetup {
             keys,
             member: None,
             gateway: None,
+            kdc: None,
             exec_hosts: Vec::new(),
             audit_link: None,
             policy_server: None,
@@ -191,15 +194,13 @@ impl Node {
         };
         let member =
             setup.member.map(|role| MemberHost::new(now, role, setup.keys.clone(), fork(&mut rng), &mut fx));
-        let exec = ExecHost::new(
-            now,
-            setup.gateway,
-            setup.exec_hosts,
-            setup.audit_link,
-            &setup.keys,
-            &mut rng,
-            &mut fx,
-        );
+        let roles = ExecRoles {
+            gateway: setup.gateway,
+            kdc: setup.kdc,
+            hosts: setup.exec_hosts,
+            audit: setup.audit_link,
+        };
+        let exec = ExecHost::new(now, roles, &setup.keys, &mut rng, &mut fx);
         let policy = PolicyHost::new(now, setup.policy_server, setup.policy_agents, &mut rng, &mut fx);
         let roles = Roles { member, exec, policy };
         let mut node = Node { conns, links, roles, ids, after, outputs, unanswered: None };
@@ -217,6 +218,10 @@ impl Node {
 
     pub fn collector(&self) -> Option<&AuditCollector> {
         self.roles.exec.collector()
+    }
+
+    pub fn kdc(&self) -> Option<&crate::exec::kdc::Kdc> {
+        self.roles.exec.kdc()
     }
 
     pub fn exec_daemons(&self) -> impl Iterator<Item = &ExecDaemon> {
