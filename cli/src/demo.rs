@@ -281,7 +281,9 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
     }
     step(started, "alice logged in through the gateway (Argon2id check at the KDC)");
     let exec = |argv: &[&str]| crate::exec_client::ExecArgs {
-        hosts: "h[01-06]".into(),
+        hosts: Some("h[01-06]".into()),
+        exclude: Vec::new(),
+        rerun: None,
         fanout: 4,
         t1: 16.0,
         t2: 32.0,

@@ -151,9 +151,17 @@ fn load_session(dir: &Path) -> anyhow::Result<Session> {
 
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
-    /// Target hosts as a node set: `web[01-20,33],db[1-3]`, `@group` from the cluster configuration.
-    #[arg(short = 'w', long = "hosts", value_name = "NODESET")]
-    pub hosts: String,
+    /// Target hosts as a node set: `web[01-20,33],db[1-3]`, `@group` from the cluster
+    /// configuration, or `^FILE` for the node sets in FILE (one per line, `#` comments).
+    #[arg(short = 'w', long = "hosts", value_name = "NODESET", required_unless_present = "rerun")]
+    pub hosts: Option<String>,
+    /// Hosts to leave out, in the same forms as -w.
+    #[arg(short = 'x', long = "exclude", value_name = "NODESET")]
+    pub exclude: Vec<String>,
+    /// Run on the hosts of the last run (kept in the state directory) that failed, or that
+    /// succeeded; with -w, only those of them that -w also names.
+    #[arg(long, value_enum, value_name = "WHICH")]
+    pub rerun: Option<Rerun>,
     /// At most this many hosts at once.
     #[arg(short = 'f', long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub fanout: u32,
@@ -183,6 +191,79 @@ pub struct ExecArgs {
     pub command: Vec<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Rerun {
+    /// Every host whose command did not exit 0 (including unreachable and denied hosts).
+    Failed,
+    /// Every host whose command exited 0.
+    Ok,
+}
+
+/// What the client keeps of its last run, for `--rerun`.
+#[derive(Debug, Serialize, Deserialize)]
+struct LastRun {
+    ok: Vec<String>,
+    failed: Vec<String>,
+}
+
+const LAST_RUN: &str = "last-run.json";
+
+/// A node set as given: `^FILE` reads the node sets in FILE, one per line.
+fn node_set_arg(text: &str) -> anyhow::Result<String> {
+    let Some(path) = text.strip_prefix('^') else { return Ok(text.to_owned()) };
+    let content =
+        std::fs::read_to_string(path).with_context(|| format!("could not read the host file `{path}`"))?;
+    let sets: Vec<&str> = content
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    if sets.is_empty() {
+        bail!("the host file `{path}` names no hosts");
+    }
+    Ok(sets.join(","))
+}
+
+/// The hosts to run on: -w (or ^FILE), narrowed to the last run's failed or ok hosts with --rerun.
+fn target_hosts(args: &ExecArgs, dir: &Path) -> anyhow::Result<Vec<String>> {
+    let named = args.hosts.as_deref().map(node_set_arg).transpose()?;
+    if let Some(set) = &named {
+        // Check the syntax here so a typo fails before anything is sent; groups resolve at the
+        // gateway.
+        nodeset::expand(set, &|_| Some("placeholder".to_owned())).context("bad host list")?;
+    }
+    let Some(which) = args.rerun else { return Ok(named.into_iter().collect()) };
+    let path = dir.join(LAST_RUN);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("no last run to rerun ({} is missing); run `cohort exec -w ...` first", path.display())
+    })?;
+    let last: LastRun =
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))?;
+    let mut hosts = match which {
+        Rerun::Failed => last.failed,
+        Rerun::Ok => last.ok,
+    };
+    if let Some(set) = &named {
+        let allowed = nodeset::expand(set, &|_| None).context("with --rerun, -w takes plain host names")?;
+        hosts.retain(|h| allowed.contains(h));
+    }
+    if hosts.is_empty() {
+        let which = if which == Rerun::Failed { "failed" } else { "succeeded" };
+        bail!("no host {which} in the last run; nothing to rerun");
+    }
+    Ok(vec![nodeset::fold(&hosts)])
+}
+
+fn save_last_run(dir: &Path, results: &[HostResult]) -> anyhow::Result<()> {
+    let (ok, failed): (Vec<&HostResult>, Vec<&HostResult>) =
+        results.iter().partition(|r| r.outcome == HostOutcome::Exited(0));
+    let last = LastRun {
+        ok: ok.iter().map(|r| r.host.clone()).collect(),
+        failed: failed.iter().map(|r| r.host.clone()).collect(),
+    };
+    write_private(&dir.join(LAST_RUN), serde_json::to_string(&last)?.as_bytes())
+}
+
 fn seconds_ms(value: f64, name: &str) -> anyhow::Result<u64> {
     if !(0.001..=86_400.0).contains(&value) {
         bail!("--{name} must be between 0.001 and 86400 seconds");
@@ -191,9 +272,12 @@ fn seconds_ms(value: f64, name: &str) -> anyhow::Result<u64> {
 }
 
 pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
-    // Check the syntax here so a typo fails before anything is sent; groups resolve at the gateway.
-    nodeset::expand(&args.hosts, &|_| Some("placeholder".to_owned())).context("bad host list")?;
     let dir = args.state.dir()?;
+    let hosts = target_hosts(args, &dir)?;
+    let exclude = args.exclude.iter().map(|x| node_set_arg(x)).collect::<anyhow::Result<Vec<_>>>()?;
+    for set in &exclude {
+        nodeset::expand(set, &|_| Some("placeholder".to_owned())).context("bad exclusion list")?;
+    }
     let session = load_session(&dir)?;
     let keys = client_keys(&dir)?;
     let run_as = match &args.run_as {
@@ -207,7 +291,8 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
     let (t1, t2, t3) = (seconds_ms(args.t1, "t1")?, seconds_ms(args.t2, "t2")?, seconds_ms(args.t3, "t3")?);
     let command = ExecCommand {
         credential: session.credential,
-        hosts: vec![args.hosts.clone()],
+        hosts,
+        exclude,
         run_as,
         argv: args.command.clone(),
         fanout: args.fanout,
@@ -255,6 +340,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    save_last_run(&dir, &results).context("could not keep this run's results for --rerun")?;
     if !args.json {
         print!("{}", render_grouped(&results));
         println!("{}", summary(&results));

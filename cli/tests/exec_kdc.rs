@@ -8,13 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{TestCluster, cohort, free_base_port, path_str};
-
-fn exec(state: &Path, args: &[&str]) -> std::process::Output {
-    let mut full = vec!["exec", "--state-dir", path_str(state)];
-    full.extend(args);
-    cohort(&full)
-}
+use common::{TestCluster, exec, free_base_port};
 
 /// Every byte under `dir`, file by file.
 fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -39,24 +33,7 @@ fn the_kdc_on_another_node_logs_in_and_issues_tickets_and_the_gateway_holds_neit
     cluster.start_all();
     let root = cluster.root();
     let state = cluster.dir.path().join("client");
-    let login = || {
-        cohort(&[
-            "login",
-            "--state-dir",
-            path_str(&state),
-            "--cluster",
-            path_str(&root.join("cluster.toml")),
-            "-u",
-            "alice",
-            "--password-file",
-            path_str(&root.join("alice.password")),
-        ])
-    };
-    let started = Instant::now();
-    while !login().status.success() {
-        assert!(started.elapsed() < Duration::from_secs(20), "login never worked");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    cluster.login(&state);
     let out = exec(&state, &["-w", "h[01-03]", "--", "echo", "hi"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));

@@ -222,6 +222,7 @@ impl SiteClient {
         ExecCommand {
             credential: credential.clone(),
             hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            exclude: Vec::new(),
             run_as: "alice".into(),
             argv: argv.iter().map(|a| (*a).to_owned()).collect(),
             fanout: 8,

@@ -178,6 +178,7 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
             let command = ExecCommand {
                 credential: credential.clone(),
                 hosts: vec!["h[1-3]".into()],
+                exclude: Vec::new(),
                 run_as: "alice".into(),
                 argv: argv.iter().map(|a| (*a).to_owned()).collect(),
                 fanout: 3,

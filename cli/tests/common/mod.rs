@@ -147,6 +147,35 @@ impl TestCluster {
         ]
     }
 
+    /// `cohort login` as alice with the password init generated, keeping the credential in
+    /// `state`; retried until the gateway and KDC answer (20 s at most).
+    pub fn login(&self, state: &Path) {
+        let root = self.root();
+        let started = Instant::now();
+        loop {
+            let out = cohort(&[
+                "login",
+                "--state-dir",
+                path_str(state),
+                "--cluster",
+                path_str(&root.join("cluster.toml")),
+                "-u",
+                "alice",
+                "--password-file",
+                path_str(&root.join("alice.password")),
+            ]);
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "login never worked: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn log_text(&self, i: usize) -> String {
         std::fs::read_to_string(self.log(i)).unwrap_or_default()
     }
@@ -166,6 +195,13 @@ pub fn active(status: &serde_json::Value) -> Option<String> {
 
 pub fn staged(status: &serde_json::Value) -> Option<String> {
     status["staged"].as_str().map(str::to_owned)
+}
+
+/// `cohort exec` with the client state in `state`.
+pub fn exec(state: &Path, args: &[&str]) -> Output {
+    let mut full = vec!["exec", "--state-dir", path_str(state)];
+    full.extend(args);
+    cohort(&full)
 }
 
 /// Runs `cohort` with `args` and returns its stdout; fails the test if it fails.

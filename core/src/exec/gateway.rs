@@ -304,19 +304,19 @@ impl Gateway {
                 format!("credential refused: {e}"),
             );
         }
-        let groups = &self.groups;
-        let lookup = |name: &str| groups.get(name).cloned();
-        let mut hosts = Vec::new();
-        for pattern in &command.hosts {
-            match nodeset::expand(pattern, &lookup) {
-                Ok(expanded) => hosts.extend(expanded),
-                Err(e) => return self.refuse(client, format!("bad host list: {e}")),
-            }
-            if hosts.len() > nodeset::MAX_HOSTS {
-                let reason = format!("bad host list: more than {} hosts", nodeset::MAX_HOSTS);
-                return self.refuse(client, reason);
-            }
-        }
+        let hosts = match self.expand_all(&command.hosts) {
+            Ok(hosts) => hosts,
+            Err(reason) => return self.refuse(client, format!("bad host list: {reason}")),
+        };
+        let excluded = match self.expand_all(&command.exclude) {
+            Ok(excluded) => excluded,
+            Err(reason) => return self.refuse(client, format!("bad exclusion list: {reason}")),
+        };
+        // Each host once, in the order first named, less the excluded ones.
+        let mut seen = std::collections::BTreeSet::new();
+        let excluded: std::collections::BTreeSet<String> = excluded.into_iter().collect();
+        let hosts: Vec<String> =
+            hosts.into_iter().filter(|h| !excluded.contains(h) && seen.insert(h.clone())).collect();
         let command = ExecCommand { hosts, ..command };
         if command.hosts.is_empty() || command.argv.is_empty() {
             return self.refuse(client, "no hosts or no command".into());
@@ -353,6 +353,19 @@ impl Gateway {
         let parallel = ParallelRun::new(now, command.hosts, fanout, alarms, kept);
         self.runs.insert(client, Run { started: now, parallel, sessions: BTreeMap::new() });
         self.drive(now, wall, client);
+    }
+
+    /// Every host the node sets name, with `@groups` from the installed configuration.
+    fn expand_all(&self, patterns: &[String]) -> Result<Vec<String>, String> {
+        let lookup = |name: &str| self.groups.get(name).cloned();
+        let mut hosts = Vec::new();
+        for pattern in patterns {
+            hosts.extend(nodeset::expand(pattern, &lookup).map_err(|e| e.to_string())?);
+            if hosts.len() > nodeset::MAX_HOSTS {
+                return Err(format!("more than {} hosts", nodeset::MAX_HOSTS));
+            }
+        }
+        Ok(hosts)
     }
 
     /// Drains one run's parallel utility: starts sessions, sends kills, reports results.

@@ -167,6 +167,8 @@ impl HostEvent {
 pub struct ExecCommand {
     pub credential: Signed<Credential>,
     pub hosts: Vec<String>,
+    /// Node sets to leave out of `hosts` (pdsh's and clush's `-x`), expanded the same way.
+    pub exclude: Vec<String>,
     pub run_as: String,
     pub argv: Vec<String>,
     pub fanout: u32,

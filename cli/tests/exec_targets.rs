@@ -1,0 +1,57 @@
+//! Choosing hosts the way pdsh and clush users do, on real processes: `--rerun failed` runs on
+//! exactly the hosts the last run failed on, `-x` leaves hosts out, and `-w ^FILE` reads the node
+//! sets from a file.
+
+mod common;
+
+use common::{TestCluster, exec, free_base_port, path_str};
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn rerun_failed_runs_on_exactly_the_hosts_that_failed_and_exclusions_and_host_files_narrow_the_set() {
+    let exec_port = free_base_port(2).to_string();
+    let names = ["m0", "exec"].map(str::to_owned).to_vec();
+    let args = ["--members", "1", "--heartbeat-ms", "200", "--exec-hosts", "10", "--exec-port", &exec_port];
+    let mut cluster = TestCluster::init_with(&args, 1, names);
+    cluster.start_all();
+    let state = cluster.dir.path().join("client");
+    cluster.login(&state);
+
+    // Four of ten hosts find their flag.
+    let flags = cluster.dir.path().join("flags");
+    std::fs::create_dir_all(&flags).expect("flag dir");
+    for host in ["h01", "h02", "h03", "h04"] {
+        std::fs::write(flags.join(format!("flag-{host}")), "").expect("flag");
+    }
+    let test = format!("{}/flag-%h", path_str(&flags));
+    let out = exec(&state, &["-w", "h[01-10]", "--", "test", "-e", &test]);
+    let text = stdout(&out);
+    assert!(!out.status.success(), "six hosts failed: {text}");
+    assert!(text.contains("h[01-04] (4) ok"), "{text}");
+    assert!(text.contains("h[05-10] (6) exit 1"), "{text}");
+
+    // --rerun failed takes exactly those six.
+    let out = exec(&state, &["--rerun", "failed", "--", "true"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("h[05-10] (6) ok"), "{text}");
+    assert!(text.contains("6 hosts: 6 ok"), "{text}");
+    // That run succeeded everywhere, so nothing failed in it.
+    let out = exec(&state, &["--rerun", "failed", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no host failed in the last run"));
+
+    // -x leaves hosts out; -w ^FILE reads node sets from a file, comments and blank lines aside.
+    let out = exec(&state, &["-w", "h[01-10]", "-x", "h[03-10]", "--", "true"]);
+    let text = stdout(&out);
+    assert!(text.contains("h[01-02] (2) ok") && text.contains("2 hosts: 2 ok"), "{text}");
+    let file = cluster.dir.path().join("hosts.txt");
+    std::fs::write(&file, "h01\n# the last two\n\nh[09-10]\n").expect("host file");
+    let from_file = format!("^{}", path_str(&file));
+    let out = exec(&state, &["-w", &from_file, "-x", "h10", "--", "true"]);
+    let text = stdout(&out);
+    assert!(text.contains("h[01,09] (2) ok") && text.contains("2 hosts: 2 ok"), "{text}");
+}
