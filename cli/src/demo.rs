@@ -284,6 +284,7 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
         hosts: Some("h[01-06]".into()),
         exclude: Vec::new(),
         rerun: None,
+        no_stdin: true,
         fanout: 4,
         t1: 16.0,
         t2: 32.0,

@@ -13,7 +13,7 @@ use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, HostOu
 use cohort_core::exec::nodeset;
 use cohort_core::exec::parallel::group_by_host;
 use cohort_core::exec::ticket::Credential;
-use cohort_core::exec::wire::{GatewayReply, GatewayWire};
+use cohort_core::exec::wire::{GatewayReply, GatewayWire, MAX_STDIN};
 use cohort_core::signed::Signed;
 use cohort_core::{NodeKeys, PublicIdentity, wire};
 use cohort_io_mio::channel_client::ChannelClient;
@@ -184,6 +184,10 @@ pub struct ExecArgs {
     /// One JSON object per host instead of grouped output.
     #[arg(long)]
     pub json: bool,
+    /// Do not forward standard input (by default, unless it is a terminal, it is read whole, up
+    /// to 1 MiB, and every host's command reads it).
+    #[arg(long)]
+    pub no_stdin: bool,
     #[command(flatten)]
     pub state: StateArgs,
     /// The command and its arguments (run directly, no shell).
@@ -264,6 +268,27 @@ fn save_last_run(dir: &Path, results: &[HostResult]) -> anyhow::Result<()> {
     write_private(&dir.join(LAST_RUN), serde_json::to_string(&last)?.as_bytes())
 }
 
+/// Standard input to forward: none from a terminal or with --no-stdin, else all of it.
+fn forwarded_stdin(args: &ExecArgs) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read;
+    let stdin = std::io::stdin();
+    if args.no_stdin || stdin.is_terminal() {
+        return Ok(Vec::new());
+    }
+    let mut bytes = Vec::new();
+    stdin
+        .lock()
+        .take(MAX_STDIN as u64 + 1)
+        .read_to_end(&mut bytes)
+        .context("could not read standard input (or pass --no-stdin)")?;
+    if bytes.len() > MAX_STDIN {
+        bail!(
+            "standard input is over the {MAX_STDIN}-byte limit of one run; pass --no-stdin, or send files with their own transfer"
+        );
+    }
+    Ok(bytes)
+}
+
 fn seconds_ms(value: f64, name: &str) -> anyhow::Result<u64> {
     if !(0.001..=86_400.0).contains(&value) {
         bail!("--{name} must be between 0.001 and 86400 seconds");
@@ -300,6 +325,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
         t2_ms: t2,
         t3_ms: t3,
         max_output: args.max_output,
+        stdin: forwarded_stdin(args)?,
     };
     let connect = Duration::from_secs(10);
     let mut client = ChannelClient::connect(session.gateway, session.gateway_identity, &keys, connect)?;

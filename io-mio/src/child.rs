@@ -22,6 +22,21 @@ pub enum ChildError {
     Register { program: String, source: io::Error },
     #[error("cannot run as `{user}`: {reason}")]
     RunAs { user: String, reason: String },
+    #[error("could not prepare the standard input of `{program}`: {source}")]
+    Stdin { program: String, source: io::Error },
+}
+
+/// A command's standard input: nothing, or the bytes from an unlinked file, so the loop never
+/// blocks writing to a command that does not read.
+fn stdin_source(bytes: &[u8]) -> io::Result<Stdio> {
+    use std::io::{Seek, Write};
+    if bytes.is_empty() {
+        return Ok(Stdio::null());
+    }
+    let mut file = tempfile::tempfile()?;
+    file.write_all(bytes)?;
+    file.rewind()?;
+    Ok(Stdio::from(file))
 }
 
 /// The uid and gid to run as: switching users needs root; otherwise only the daemon's own user.
@@ -60,12 +75,13 @@ pub struct RunningChild {
 }
 
 impl RunningChild {
-    /// Starts `argv` with no shell, as `run_as`, with `env` added to its environment, in a new
-    /// process group, and registers its output pipes.
+    /// Starts `argv` with no shell, as `run_as`, with `env` added to its environment and `stdin`
+    /// on its standard input, in a new process group, and registers its output pipes.
     pub fn spawn(
         argv: &[String],
         run_as: &str,
         env: &[(String, String)],
+        stdin: &[u8],
         registry: &Registry,
         stdout_token: Token,
         stderr_token: Token,
@@ -79,7 +95,10 @@ impl RunningChild {
         let mut child = command
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(
+                stdin_source(stdin)
+                    .map_err(|source| ChildError::Stdin { program: program.clone(), source })?,
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own group, so a kill reaches everything it started.
@@ -190,6 +209,7 @@ mod tests {
             &argv(&["true"]),
             "no-such-user-here",
             &[],
+            &[],
             poll.registry(),
             Token(1),
             Token(2),
@@ -224,6 +244,7 @@ mod tests {
             &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
             &me(),
             &[],
+            &[],
             poll.registry(),
             Token(1),
             Token(2),
@@ -244,11 +265,25 @@ mod tests {
     }
 
     #[test]
+    fn standard_input_reaches_the_command_whole_then_end_of_file() {
+        let mut poll = Poll::new().expect("poll");
+        // Larger than a pipe's buffer: a blocking write to a command not yet reading would hang.
+        let input: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+        let mut child =
+            RunningChild::spawn(&argv(&["cat"]), &me(), &[], &input, poll.registry(), Token(1), Token(2))
+                .expect("spawns");
+        let (out, _) = collect(&mut child, &mut poll);
+        assert_eq!(out.len(), input.len());
+        assert!(out == input, "cat gave back what it read");
+    }
+
+    #[test]
     fn argv_is_not_interpreted_by_a_shell() {
         let mut poll = Poll::new().expect("poll");
         let mut child = RunningChild::spawn(
             &argv(&["echo", "$HOME;", "`id`"]),
             &me(),
+            &[],
             &[],
             poll.registry(),
             Token(1),
@@ -266,6 +301,7 @@ mod tests {
         let mut child = RunningChild::spawn(
             &argv(&["sh", "-c", "sleep 300 & echo $!; wait"]),
             &me(),
+            &[],
             &[],
             poll.registry(),
             Token(1),
@@ -298,7 +334,7 @@ mod tests {
     fn an_empty_command_is_refused() {
         let poll = Poll::new().expect("poll");
         assert!(matches!(
-            RunningChild::spawn(&[], &me(), &[], poll.registry(), Token(1), Token(2)),
+            RunningChild::spawn(&[], &me(), &[], &[], poll.registry(), Token(1), Token(2)),
             Err(ChildError::EmptyCommand)
         ));
     }

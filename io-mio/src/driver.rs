@@ -162,13 +162,13 @@ impl NodeDriver {
                 let outcome = write_atomically(Path::new(&path), &contents).map_err(|e| e.to_string());
                 self.feed(Input::FileWritten { id, outcome });
             }
-            Output::Spawn { child, argv, run_as, env } => {
+            Output::Spawn { child, argv, run_as, env, stdin } => {
                 let run_as = run_as.unwrap_or_else(current_user);
                 let (out, err) = (
                     self.token(Source::Pipe(child, Stream::Stdout)),
                     self.token(Source::Pipe(child, Stream::Stderr)),
                 );
-                match RunningChild::spawn(&argv, &run_as, &env, self.slot.registry(), out, err) {
+                match RunningChild::spawn(&argv, &run_as, &env, &stdin, self.slot.registry(), out, err) {
                     Ok(running) => {
                         self.children.insert(child, running);
                         self.feed(Input::ChildStarted { child });

@@ -230,6 +230,7 @@ impl SiteClient {
             t2_ms: 32_000,
             t3_ms: 2_000,
             max_output: 1024 * 1024,
+            stdin: Vec::new(),
         }
     }
 
@@ -300,7 +301,7 @@ impl SiteClient {
             principal: "alice".into(),
             timestamp: stamp,
             nonce,
-            request_digest: request_digest(host, "alice", &argv),
+            request_digest: request_digest(host, "alice", &argv, &[]),
         };
         let authenticator =
             auth.seal(&issued.session_key, host, &mut self.rng()).map_err(|e| e.to_string())?;
@@ -310,6 +311,7 @@ impl SiteClient {
             run_as: "alice".into(),
             argv,
             max_output: 1 << 20,
+            stdin: Vec::new(),
         })
     }
 

@@ -236,13 +236,13 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                         .insert((ctx.name.clone(), path), contents);
                     feed(&ctx, &mut node, Input::FileWritten { id, outcome: Ok(()) });
                 }
-                Output::Spawn { child, argv, run_as, .. } => {
+                Output::Spawn { child, argv, run_as, stdin, .. } => {
                     spawned += 1;
                     check_audited_before_spawn(&ctx, spawned);
                     check_permitted(&ctx, &acls, &argv, run_as.as_deref());
                     feed(&ctx, &mut node, Input::ChildStarted { child });
                     let (pause, paused) = watch::channel(false);
-                    let task = tokio::spawn(simulate(child, behaviour(&argv), paused, tx.clone()));
+                    let task = tokio::spawn(simulate(child, behaviour(&argv, &stdin), paused, tx.clone()));
                     children.insert(child, (task, pause));
                 }
                 Output::Kill { child } => {

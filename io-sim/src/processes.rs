@@ -37,8 +37,9 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
 /// - `mixed HOST` is one host of a mixed fleet: host number N prints `error: disk full` and
 ///   exits 1 after N mod 7 + 1 seconds when N is a multiple of 10, else prints `ok` and exits 0
 ///   after N mod 5 + 1 seconds;
+/// - `cat` prints what it was given on its standard input and exits 0;
 /// - anything else is not found (exit 127).
-pub fn behaviour(argv: &[String]) -> Behaviour {
+pub fn behaviour(argv: &[String], stdin: &[u8]) -> Behaviour {
     let now = |stdout: &[u8], code| Behaviour::Script {
         outputs: vec![(AT_ONCE, stdout.to_vec())],
         end: Some((AT_ONCE, ProcessEnd::Exited(code))),
@@ -47,6 +48,7 @@ pub fn behaviour(argv: &[String]) -> Behaviour {
     match cmd.as_str() {
         "echo" => now(format!("{}\n", args.join(" ")).as_bytes(), 0),
         "true" => now(b"", 0),
+        "cat" => now(stdin, 0),
         "false" => now(b"", 1),
         "uname" => now(b"Linux\n", 0),
         "exit" => now(b"", arg(args, 0, 1)),
@@ -84,7 +86,7 @@ pub fn behaviour(argv: &[String]) -> Behaviour {
             let rest = args.get(1..).unwrap_or_default();
             let split = rest.iter().position(|a| a == "else").unwrap_or(rest.len());
             let (then, otherwise) = rest.split_at(split);
-            behaviour(if same { then } else { otherwise.get(1..).unwrap_or_default() })
+            behaviour(if same { then } else { otherwise.get(1..).unwrap_or_default() }, stdin)
         }
         "mixed" => {
             let n: u64 = args

@@ -147,10 +147,17 @@ fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
             principal: "alice".into(),
             timestamp: wall,
             nonce: [1; 16],
-            request_digest: request_digest("h01", "alice", &argv),
+            request_digest: request_digest("h01", "alice", &argv, &[]),
         };
         let authenticator = auth.seal(&session_key, "h01", &mut client.rng()).map_err(|e| e.to_string())?;
-        let request = ExecRequest { ticket, authenticator, run_as: "alice".into(), argv, max_output: 1024 };
+        let request = ExecRequest {
+            ticket,
+            authenticator,
+            run_as: "alice".into(),
+            argv,
+            max_output: 1024,
+            stdin: Vec::new(),
+        };
         talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
         Ok(())
     });

@@ -10,6 +10,7 @@ use std::time::Duration;
 use super::acl::{Acl, AclDenied};
 use super::audit::{AuditDecision, AuditRecord};
 use super::ticket::{Authenticator, TicketError, request_digest};
+use super::wire::MAX_STDIN;
 pub use super::wire::{ExecRequest, HostEvent, HostWire};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
@@ -38,6 +39,8 @@ pub enum Refusal {
     PredatesStart,
     #[error("authenticator does not cover this command")]
     NotCovered,
+    #[error("standard input of {len} bytes; a run carries at most {MAX_STDIN}")]
+    StdinTooLarge { len: usize },
     #[error("replayed authenticator")]
     Replayed,
     #[error("replay cache full; retry shortly")]
@@ -110,6 +113,8 @@ pub enum DaemonOutput {
         session: u64,
         run_as: String,
         argv: Vec<String>,
+        /// What the command reads on its standard input; then end of file.
+        stdin: Vec<u8>,
     },
     /// Kill the session's whole process group.
     Kill {
@@ -163,6 +168,8 @@ struct Session {
     principal: String,
     run_as: String,
     argv: Vec<String>,
+    /// Held until the command starts.
+    stdin: Vec<u8>,
     run_id: [u8; 16],
     phase: Phase,
     output: OutputCap,
@@ -306,7 +313,10 @@ impl ExecDaemon {
         if auth.timestamp < self.started {
             return refuse(Refusal::PredatesStart);
         }
-        if auth.request_digest != request_digest(&self.host, &request.run_as, &request.argv) {
+        if request.stdin.len() > MAX_STDIN {
+            return refuse(Refusal::StdinTooLarge { len: request.stdin.len() });
+        }
+        if auth.request_digest != request_digest(&self.host, &request.run_as, &request.argv, &request.stdin) {
             return refuse(Refusal::NotCovered);
         }
         self.replay.retain(|_, forget_at| *forget_at > wall);
@@ -356,6 +366,7 @@ impl ExecDaemon {
             principal,
             run_as: request.run_as,
             argv: request.argv,
+            stdin: request.stdin,
             run_id,
             phase: Phase::Running { cancelled: None },
             output: OutputCap { max: request.max_output, ..OutputCap::default() },
@@ -405,8 +416,9 @@ impl ExecDaemon {
         }
         if *allowed {
             let (run_as, argv) = (session.run_as.clone(), session.argv.clone());
+            let stdin = std::mem::take(&mut session.stdin);
             session.phase = Phase::Running { cancelled: None };
-            self.outputs.push_back(DaemonOutput::Spawn { session: id, run_as, argv });
+            self.outputs.push_back(DaemonOutput::Spawn { session: id, run_as, argv, stdin });
             self.outputs.push_back(DaemonOutput::Reply { session: id, event: HostEvent::Started });
         } else {
             let reason = reason.as_ref().map(Refusal::to_string).unwrap_or_default();

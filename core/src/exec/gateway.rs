@@ -20,7 +20,7 @@ use super::nodeset;
 use super::parallel::{AlarmSchedule, ParallelInput, ParallelOutput, ParallelRun, SessionEnd, SessionResult};
 use super::ticket::{Authenticator, Credential, ServiceTicket, request_digest};
 pub use super::wire::{ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult};
-use super::wire::{ExecRequest, HostEvent, KdcReply, KdcRequest, TicketGrant};
+use super::wire::{ExecRequest, HostEvent, KdcReply, KdcRequest, MAX_STDIN, TicketGrant};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::SeededRng;
@@ -138,6 +138,7 @@ struct RunGrant {
     run_as: String,
     argv: Vec<String>,
     max_output: u64,
+    stdin: Vec<u8>,
     /// Every host of the run, by index.
     hosts: Vec<String>,
     /// Tickets granted and not yet used, by host; and the KDC's refusal for a host it would
@@ -321,6 +322,11 @@ impl Gateway {
         if command.hosts.is_empty() || command.argv.is_empty() {
             return self.refuse(client, "no hosts or no command".into());
         }
+        if command.stdin.len() > MAX_STDIN {
+            let reason =
+                format!("standard input of {} bytes; a run carries at most {MAX_STDIN}", command.stdin.len());
+            return self.refuse(client, reason);
+        }
         if command.run_as.is_empty() {
             return self.refuse(client, "no run-as user".into());
         }
@@ -342,6 +348,7 @@ impl Gateway {
             run_as: command.run_as,
             argv: command.argv,
             max_output,
+            stdin: command.stdin,
             hosts: command.hosts.clone(),
             tickets: BTreeMap::new(),
             refused: BTreeMap::new(),
@@ -504,13 +511,14 @@ impl Gateway {
         let argv: Vec<String> = grant.argv.iter().map(|a| a.replace("%h", host)).collect();
         let run_as = grant.run_as.clone();
         let max_output = grant.max_output;
+        let stdin = grant.stdin.clone();
         let mut nonce = [0u8; 16];
         self.rng.fill_bytes(&mut nonce);
         let authenticator = Authenticator {
             principal: grant.credential.body.principal.clone(),
             timestamp: wall,
             nonce,
-            request_digest: request_digest(host, &run_as, &argv),
+            request_digest: request_digest(host, &run_as, &argv, &stdin),
         };
         let sealed = match authenticator.seal(&held.session_key, host, &mut self.rng) {
             Ok(sealed) => sealed,
@@ -518,7 +526,8 @@ impl Gateway {
                 return self.session_ended(now, wall, session, SessionEnd::Failed { reason: e.to_string() });
             }
         };
-        let request = ExecRequest { ticket: held.ticket, authenticator: sealed, run_as, argv, max_output };
+        let request =
+            ExecRequest { ticket: held.ticket, authenticator: sealed, run_as, argv, max_output, stdin };
         self.outputs.push_back(GatewayOutput::HostStart { session, host: host.to_owned(), request });
     }
 

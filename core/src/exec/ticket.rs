@@ -167,12 +167,35 @@ impl Authenticator {
     }
 }
 
-/// The digest an authenticator commits to: what runs, as whom, where.
-pub fn request_digest(host: &str, run_as: &str, argv: &[String]) -> [u8; 32] {
+/// The digest an authenticator commits to: what runs, as whom, where, and what it reads on its
+/// standard input.
+pub fn request_digest(host: &str, run_as: &str, argv: &[String], stdin: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     for part in std::iter::once(host).chain(std::iter::once(run_as)).chain(argv.iter().map(String::as_str)) {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
+    // Marks where argv ends, so no argument can pass for standard input.
+    h.update(u64::MAX.to_be_bytes());
+    h.update((stdin.len() as u64).to_be_bytes());
+    h.update(stdin);
     h.finalize().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_request_digest_covers_standard_input_and_keeps_it_apart_from_argv() {
+        let argv = vec!["cat".to_owned()];
+        let plain = request_digest("h01", "alice", &argv, b"");
+        assert_ne!(plain, request_digest("h01", "alice", &argv, b"hello"));
+        // An argument cannot stand in for input, nor input for an argument.
+        let with_arg = vec!["cat".to_owned(), "hello".to_owned()];
+        assert_ne!(
+            request_digest("h01", "alice", &with_arg, b""),
+            request_digest("h01", "alice", &argv, b"hello")
+        );
+    }
 }

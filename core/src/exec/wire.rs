@@ -123,6 +123,8 @@ pub struct ExecRequest {
     pub argv: Vec<String>,
     /// Bytes of each stream the host sends back; the rest is counted and dropped.
     pub max_output: u64,
+    /// The command's standard input, covered by the authenticator.
+    pub stdin: Vec<u8>,
 }
 
 /// What a host tells the gateway about a run.
@@ -177,7 +179,13 @@ pub struct ExecCommand {
     pub t3_ms: u64,
     /// Bytes of each stream kept per host; the gateway holds it to its own ceiling.
     pub max_output: u64,
+    /// What every host's command reads on its standard input (pdsh and clush forward theirs),
+    /// at most [`MAX_STDIN`] bytes.
+    pub stdin: Vec<u8>,
 }
+
+/// The most standard input one run may carry to its hosts.
+pub const MAX_STDIN: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientRequest {

@@ -593,7 +593,7 @@ impl ExecHost {
                         let bytes = encode(&GatewayWire::AuditSubmit { ack, record });
                         fx.links.send(now, link, bytes, fx.conns);
                     }
-                    DaemonOutput::Spawn { session, run_as, argv } => {
+                    DaemonOutput::Spawn { session, run_as, argv, stdin } => {
                         let child = fx.ids.child();
                         self.children.insert(child, (i, session));
                         fx.out.push_back(Output::Spawn {
@@ -601,6 +601,7 @@ impl ExecHost {
                             argv,
                             run_as: Some(run_as),
                             env: Vec::new(),
+                            stdin,
                         });
                     }
                     DaemonOutput::Kill { session } => {

@@ -140,8 +140,15 @@ pub enum Output {
     /// Replace the file at `path` with `contents` atomically, then answer `FileWritten`.
     WriteFile { id: FileId, path: String, contents: Vec<u8> },
     /// Start `argv` (no shell) as `run_as` (this process's user when `None`), in its own process
-    /// group, with `env` added to its environment; answer `ChildStarted` or `ChildFailed`.
-    Spawn { child: ChildId, argv: Vec<String>, run_as: Option<String>, env: Vec<(String, String)> },
+    /// group, with `env` added to its environment and `stdin` (then end of file) on its standard
+    /// input; answer `ChildStarted` or `ChildFailed`.
+    Spawn {
+        child: ChildId,
+        argv: Vec<String>,
+        run_as: Option<String>,
+        env: Vec<(String, String)>,
+        stdin: Vec<u8>,
+    },
     /// Kill the child's whole process group.
     Kill { child: ChildId },
     /// Stop reading the child's output for now: it blocks once its pipe fills, which is how a

@@ -239,7 +239,7 @@ impl PolicyHost {
         let child = fx.ids.child();
         let env = vec![("COHORT_POLICY_FILE".to_owned(), a.policy_file.clone())];
         self.hooks.insert(child, applying);
-        fx.out.push_back(Output::Spawn { child, argv: hook, run_as: None, env });
+        fx.out.push_back(Output::Spawn { child, argv: hook, run_as: None, env, stdin: Vec::new() });
     }
 
     /// Whether `child` is one of this host's hooks; its start or failure ends the apply.

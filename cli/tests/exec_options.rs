@@ -1,8 +1,11 @@
-//! Choosing hosts the way pdsh and clush users do, on real processes: `--rerun failed` runs on
-//! exactly the hosts the last run failed on, `-x` leaves hosts out, and `-w ^FILE` reads the node
-//! sets from a file.
+//! `cohort exec` options the way pdsh and clush users use them, on real processes: `--rerun
+//! failed` runs on exactly the hosts the last run failed on, `-x` leaves hosts out, `-w ^FILE`
+//! reads the node sets from a file, and standard input reaches every host's command.
 
 mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use common::{TestCluster, exec, free_base_port, path_str};
 
@@ -10,15 +13,39 @@ fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn rerun_failed_runs_on_exactly_the_hosts_that_failed_and_exclusions_and_host_files_narrow_the_set() {
+fn site(hosts: &str) -> (TestCluster, std::path::PathBuf) {
     let exec_port = free_base_port(2).to_string();
     let names = ["m0", "exec"].map(str::to_owned).to_vec();
-    let args = ["--members", "1", "--heartbeat-ms", "200", "--exec-hosts", "10", "--exec-port", &exec_port];
+    let args = ["--members", "1", "--heartbeat-ms", "200", "--exec-hosts", hosts, "--exec-port", &exec_port];
     let mut cluster = TestCluster::init_with(&args, 1, names);
     cluster.start_all();
     let state = cluster.dir.path().join("client");
     cluster.login(&state);
+    (cluster, state)
+}
+
+#[test]
+fn standard_input_reaches_every_hosts_command() {
+    let (_cluster, state) = site("20");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["exec", "--state-dir", path_str(&state), "-w", "h[01-20]", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cohort exec runs");
+    child.stdin.take().expect("stdin").write_all(b"hello\n").expect("writes");
+    let out = child.wait_with_output().expect("finishes");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("h[01-20] (20) ok\n"), "one group of twenty: {text}");
+    assert_eq!(text.matches("hello\n").count(), 1, "{text}");
+    assert!(text.contains("20 hosts: 20 ok"), "{text}");
+}
+
+#[test]
+fn rerun_failed_runs_on_exactly_the_hosts_that_failed_and_exclusions_and_host_files_narrow_the_set() {
+    let (cluster, state) = site("10");
 
     // Four of ten hosts find their flag.
     let flags = cluster.dir.path().join("flags");
