@@ -12,8 +12,9 @@ use anyhow::{Context, bail};
 use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply};
 use cohort_core::member::Change;
 
-use crate::admin::{Target, TargetArgs, render_status, wait_installed};
+use crate::admin::render_status;
 use crate::init;
+use crate::target::{Target, TargetArgs, wait_installed};
 
 const MEMBERS: u16 = 3;
 const EXEC_HOSTS: u16 = 6;
@@ -285,6 +286,8 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
         exclude: Vec::new(),
         rerun: None,
         no_stdin: true,
+        lines: false,
+        connect_timeout: 10.0,
         fanout: 4,
         t1: 16.0,
         t2: 32.0,

@@ -182,8 +182,17 @@ pub struct ExecArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
     pub max_output: u64,
     /// One JSON object per host instead of grouped output.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "lines")]
     pub json: bool,
+    /// `host: line` for every line, printed as each host's result arrives (pdsh's way) instead
+    /// of grouped output; stderr lines go to stderr, and a host that did not exit 0 gets a
+    /// `host: [outcome]` line there.
+    #[arg(short = 'L', long)]
+    pub lines: bool,
+    /// Seconds a host may take to accept the gateway's channel before it is reported
+    /// unreachable (pdsh's -t); the gateway holds it between 0.1 and 60.
+    #[arg(short = 't', long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub connect_timeout: f64,
     /// Do not forward standard input (by default, unless it is a terminal, it is read whole, up
     /// to 1 MiB, and every host's command reads it).
     #[arg(long)]
@@ -325,6 +334,7 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
         t2_ms: t2,
         t3_ms: t3,
         max_output: args.max_output,
+        connect_timeout_ms: seconds_ms(args.connect_timeout, "connect-timeout")?,
         stdin: forwarded_stdin(args)?,
     };
     let connect = Duration::from_secs(10);
@@ -355,6 +365,8 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
                 }
                 if args.json {
                     println!("{}", serde_json::to_string(&host_json(&result))?);
+                } else if args.lines {
+                    print_lines(&result);
                 }
                 results.push(result);
             }
@@ -367,11 +379,29 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
         b.finish_and_clear();
     }
     save_last_run(&dir, &results).context("could not keep this run's results for --rerun")?;
-    if !args.json {
+    if args.lines {
+        eprintln!("{}", summary(&results));
+    } else if !args.json {
         print!("{}", render_grouped(&results));
         println!("{}", summary(&results));
     }
     Ok(results.iter().all(|r| r.outcome == HostOutcome::Exited(0)))
+}
+
+/// One host's result as `host: line` lines.
+fn print_lines(r: &HostResult) {
+    for line in String::from_utf8_lossy(&r.stdout).lines() {
+        println!("{}: {line}", r.host);
+    }
+    for line in String::from_utf8_lossy(&r.stderr).lines() {
+        eprintln!("{}: {line}", r.host);
+    }
+    if r.cut_bytes > 0 {
+        eprintln!("{}: [output cut: {} more bytes not kept; see --max-output]", r.host, r.cut_bytes);
+    }
+    if r.outcome != HostOutcome::Exited(0) {
+        eprintln!("{}: [{}]", r.host, outcome_text(&r.outcome));
+    }
 }
 
 fn outcome_text(outcome: &HostOutcome) -> String {

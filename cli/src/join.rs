@@ -15,7 +15,7 @@ use cohort_io_mio::node_config::NodeConfig;
 use cohort_io_mio::store::Store;
 use serde::{Deserialize, Serialize};
 
-use crate::admin::TargetArgs;
+use crate::target::TargetArgs;
 
 /// The join file: readable fields for a person, and the anchor itself (hex of its encoding)
 /// that `cohort join` checks against them.

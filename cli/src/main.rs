@@ -17,6 +17,7 @@ mod node;
 mod policy_cli;
 mod policy_setup;
 mod sim;
+mod target;
 
 use std::process::ExitCode;
 

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{TestCluster, exec, free_base_port};
+use common::{TestCluster, exec};
 
 /// Every byte under `dir`, file by file.
 fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -26,10 +26,7 @@ fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn the_kdc_on_another_node_logs_in_and_issues_tickets_and_the_gateway_holds_neither_hash_nor_key() {
-    let exec_port = free_base_port(2).to_string();
-    let names = ["m0", "m1", "exec"].map(str::to_owned).to_vec();
-    let args = ["--members", "2", "--heartbeat-ms", "200", "--exec-hosts", "3", "--exec-port", &exec_port];
-    let mut cluster = TestCluster::init_with(&args, 2, names);
+    let mut cluster = TestCluster::init_exec(2, 3);
     cluster.start_all();
     let root = cluster.root();
     let state = cluster.dir.path().join("client");

@@ -1,23 +1,21 @@
 //! `cohort exec` options the way pdsh and clush users use them, on real processes: `--rerun
 //! failed` runs on exactly the hosts the last run failed on, `-x` leaves hosts out, `-w ^FILE`
-//! reads the node sets from a file, and standard input reaches every host's command.
+//! reads the node sets from a file, `-L` prints `host: line`, and standard input reaches every
+//! host's command.
 
 mod common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use common::{TestCluster, exec, free_base_port, path_str};
+use common::{TestCluster, exec, path_str};
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn site(hosts: &str) -> (TestCluster, std::path::PathBuf) {
-    let exec_port = free_base_port(2).to_string();
-    let names = ["m0", "exec"].map(str::to_owned).to_vec();
-    let args = ["--members", "1", "--heartbeat-ms", "200", "--exec-hosts", hosts, "--exec-port", &exec_port];
-    let mut cluster = TestCluster::init_with(&args, 1, names);
+fn site(hosts: u16) -> (TestCluster, std::path::PathBuf) {
+    let mut cluster = TestCluster::init_exec(1, hosts);
     cluster.start_all();
     let state = cluster.dir.path().join("client");
     cluster.login(&state);
@@ -26,7 +24,7 @@ fn site(hosts: &str) -> (TestCluster, std::path::PathBuf) {
 
 #[test]
 fn standard_input_reaches_every_hosts_command() {
-    let (_cluster, state) = site("20");
+    let (_cluster, state) = site(20);
     let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
         .args(["exec", "--state-dir", path_str(&state), "-w", "h[01-20]", "--", "cat"])
         .stdin(Stdio::piped())
@@ -45,7 +43,7 @@ fn standard_input_reaches_every_hosts_command() {
 
 #[test]
 fn rerun_failed_runs_on_exactly_the_hosts_that_failed_and_exclusions_and_host_files_narrow_the_set() {
-    let (cluster, state) = site("10");
+    let (cluster, state) = site(10);
 
     // Four of ten hosts find their flag.
     let flags = cluster.dir.path().join("flags");
@@ -81,4 +79,11 @@ fn rerun_failed_runs_on_exactly_the_hosts_that_failed_and_exclusions_and_host_fi
     let out = exec(&state, &["-w", &from_file, "-x", "h10", "--", "true"]);
     let text = stdout(&out);
     assert!(text.contains("h[01,09] (2) ok") && text.contains("2 hosts: 2 ok"), "{text}");
+
+    // -L: a `host: line` per line, nothing else on stdout.
+    let out = exec(&state, &["-L", "-w", "h[01-03]", "--", "echo", "up", "%h"]);
+    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(lines, ["h01: up h01", "h02: up h02", "h03: up h03"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 hosts: 3 ok"));
 }

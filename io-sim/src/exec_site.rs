@@ -41,6 +41,8 @@ const MEMBER_PORT: u16 = 7290;
 const ADMIN_PORT: u16 = 7291;
 /// A host that exists and listens on nothing: connecting to it is refused.
 const VOID: &str = "void";
+/// A machine that accepts connections and never answers.
+const MUTE: &str = "mute";
 
 /// `h01`, `h02`, …: the name of managed host `i`.
 pub fn host_name(i: usize) -> String {
@@ -63,6 +65,8 @@ pub struct SiteSpec {
     pub kdc: KdcSettings,
     /// Hosts the gateway knows whose address answers nothing.
     pub down: BTreeSet<usize>,
+    /// Hosts whose address accepts a connection and then never says a word.
+    pub mute: BTreeSet<usize>,
     /// When false the exec node sends its audit records where no collector listens.
     pub collector_reachable: bool,
     /// `group.NAME` settings of the configuration the gateway's member installs.
@@ -96,6 +100,7 @@ impl SiteSpec {
             principals: vec!["alice".into(), "bob".into()],
             kdc: KdcSettings::default(),
             down: BTreeSet::new(),
+            mute: BTreeSet::new(),
             collector_reachable: true,
             groups: BTreeMap::new(),
             limit: Duration::from_secs(300),
@@ -230,6 +235,7 @@ impl SiteClient {
             t2_ms: 32_000,
             t3_ms: 2_000,
             max_output: 1024 * 1024,
+            connect_timeout_ms: 10_000,
             stdin: Vec::new(),
         }
     }
@@ -388,7 +394,13 @@ impl Site {
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                let machine = if spec.down.contains(&i) { VOID } else { "exec" };
+                let machine = if spec.down.contains(&i) {
+                    VOID
+                } else if spec.mute.contains(&i) {
+                    MUTE
+                } else {
+                    "exec"
+                };
                 (name.clone(), (format!("{machine}:{}", host_port(i)), host_keys[i].public()))
             })
             .collect();
@@ -518,6 +530,22 @@ impl Site {
         sim.host("exec", move || node_host::run(ctx.clone()));
         // Registered so that connecting there is refused rather than unknown.
         sim.host(VOID, || async { std::future::pending::<turmoil::Result>().await });
+        let mute_ports: Vec<u16> = spec.mute.iter().map(|i| host_port(*i)).collect();
+        sim.host(MUTE, move || {
+            let ports = mute_ports.clone();
+            async move {
+                for port in ports {
+                    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", port)).await?;
+                    tokio::spawn(async move {
+                        let mut held = Vec::new();
+                        while let Ok((stream, _)) = listener.accept().await {
+                            held.push(stream);
+                        }
+                    });
+                }
+                std::future::pending::<turmoil::Result>().await
+            }
+        });
 
         // The test's own copy of the KDC: what an attacker holding the KDC's key could mint.
         let client_kdc = Kdc::new(kdc_keys.clone(), principals, table, spec.kdc, fork(&mut rng));

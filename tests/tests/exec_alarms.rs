@@ -140,3 +140,17 @@ fn an_unreachable_host_is_reported_while_the_others_complete() {
     assert!(matches!(&results[1].outcome, HostOutcome::Unreachable(_)), "{:?}", results[1]);
     assert_eq!(results.iter().filter(|r| r.outcome == HostOutcome::Exited(0)).count(), 2);
 }
+
+/// A host whose address accepts a connection and never answers is reported unreachable once
+/// the run's connect timeout passes, apart from the command's own time and alarms, while the
+/// others complete.
+#[test]
+fn a_host_that_accepts_and_never_answers_is_unreachable_after_the_connect_timeout() {
+    let spec = SiteSpec { mute: [1].into(), ..SiteSpec::new(3, 6) };
+    let (results, _) = run_with(spec, "h[01-03]", &["say", "hi", "1", "0"], |c| c.connect_timeout_ms = 1_500);
+    let HostOutcome::Unreachable(reason) = &results[1].outcome else { panic!("{:?}", results[1]) };
+    assert!(reason.contains("connect timeout"), "{reason}");
+    // Given up at the connect timeout (1.5 s after it was sent), not at T1 (16 s).
+    assert!((1_500..2_500).contains(&results[1].ended_ms), "{:?}", results[1]);
+    assert_eq!(results.iter().filter(|r| r.outcome == HostOutcome::Exited(0)).count(), 2);
+}

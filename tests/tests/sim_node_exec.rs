@@ -186,6 +186,7 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
                 t2_ms: 2 * t1_ms,
                 t3_ms: 500,
                 max_output: 1 << 20,
+                connect_timeout_ms: 10_000,
                 stdin: Vec::new(),
             };
             let request = GatewayWire::Client(ClientRequest::Exec(Box::new(command)));

@@ -32,6 +32,17 @@ pub fn free_base_port(n: u16) -> u16 {
     panic!("no free loopback ports");
 }
 
+/// A base port for `n` members: base..base+n for their member listeners and base+100.. for their
+/// admin listeners, all free.
+pub fn free_member_base(n: u16) -> u16 {
+    loop {
+        let base = free_base_port(n);
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + 100 + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
 /// A cluster made by `cohort init`, its member processes, and their logs.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
@@ -49,8 +60,39 @@ impl TestCluster {
     /// `cohort init` with `extra` arguments; `processes` are the node directories (under the
     /// cluster root) this test runs, e.g. `policy/master`.
     pub fn init_with(extra: &[&str], members: u16, processes: Vec<String>) -> TestCluster {
+        TestCluster::init_at(free_member_base(members), extra, processes)
+    }
+
+    /// A cluster of `members` with the gateway on m0 (and the KDC on m1 when there are two),
+    /// and an `exec` node hosting `hosts` managed hosts; the processes are the members, then
+    /// `exec`. Every port it uses is free when it is made.
+    pub fn init_exec(members: u16, hosts: u16) -> TestCluster {
+        let base = free_member_base(members);
+        let taken: Vec<u16> = (0..members).flat_map(|i| [base + i, base + 100 + i]).collect();
+        let exec_port = loop {
+            let p = free_base_port(2);
+            if !taken.contains(&p) && !taken.contains(&(p + 1)) {
+                break p;
+            }
+        };
+        let mut names: Vec<String> = (0..members).map(|i| format!("m{i}")).collect();
+        names.push("exec".into());
+        let (members, hosts, exec_port) = (members.to_string(), hosts.to_string(), exec_port.to_string());
+        let args = [
+            "--members",
+            &members,
+            "--heartbeat-ms",
+            "200",
+            "--exec-hosts",
+            &hosts,
+            "--exec-port",
+            &exec_port,
+        ];
+        TestCluster::init_at(base, &args, names)
+    }
+
+    fn init_at(base: u16, extra: &[&str], processes: Vec<String>) -> TestCluster {
         let dir = tempfile::tempdir().expect("tempdir");
-        let base = free_base_port(members);
         let root = dir.path().join("c");
         let mut args = vec!["init", "--dir", path_str(&root), "--cluster", "test"];
         let base = base.to_string();
@@ -167,11 +209,12 @@ impl TestCluster {
             if out.status.success() {
                 return;
             }
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "login never worked: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            if started.elapsed() > Duration::from_secs(20) {
+                let logs: Vec<String> = (0..self.names.len())
+                    .map(|i| format!("{}:\n{}", self.names[i], self.log_text(i)))
+                    .collect();
+                panic!("login never worked: {}\n{}", String::from_utf8_lossy(&out.stderr), logs.join("\n"));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }

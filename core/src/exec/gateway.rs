@@ -12,20 +12,23 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use rand_core::RngCore;
-use zeroize::Zeroizing;
 
 use super::audit::{AuditDecision, AuditRecord};
 use super::kdc::Kdc;
 use super::nodeset;
 use super::parallel::{AlarmSchedule, ParallelInput, ParallelOutput, ParallelRun, SessionEnd, SessionResult};
-use super::ticket::{Authenticator, Credential, ServiceTicket, request_digest};
+use super::ticket::Credential;
+use super::wire::{CONNECT_TIMEOUT_MS, ExecRequest, HostEvent, KdcReply, KdcRequest, MAX_STDIN};
 pub use super::wire::{ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult};
-use super::wire::{ExecRequest, HostEvent, KdcReply, KdcRequest, MAX_STDIN, TicketGrant};
+
+mod tickets;
+
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::SeededRng;
 use crate::signed::Signed;
 use crate::time::{Instant, Now, WallClock};
+use tickets::HeldTicket;
 
 /// The largest fanout a client may ask for.
 pub const MAX_FANOUT: usize = 1024;
@@ -55,6 +58,10 @@ pub enum GatewayInput {
     Host {
         session: u64,
         event: HostEvent,
+    },
+    /// The channel to the host for `session` is up.
+    HostConnected {
+        session: u64,
     },
     /// The host for `session` could not be reached or dropped the connection.
     HostLost {
@@ -118,18 +125,6 @@ struct Run {
     sessions: BTreeMap<usize, u64>,
 }
 
-/// A ticket the KDC granted for one host of a run, with the session key its authenticator is
-/// made with; dropped (and the key wiped) when the run ends.
-#[derive(Debug)]
-struct HeldTicket {
-    ticket: ServiceTicket,
-    session_key: Zeroizing<[u8; 32]>,
-    expires: WallClock,
-}
-
-/// A ticket this close to expiry is asked for again rather than sent.
-const TICKET_MARGIN_MS: u64 = 10_000;
-
 /// What a running exec was granted with; dropped when the run ends.
 #[derive(Debug)]
 struct RunGrant {
@@ -139,6 +134,7 @@ struct RunGrant {
     argv: Vec<String>,
     max_output: u64,
     stdin: Vec<u8>,
+    connect_timeout: std::time::Duration,
     /// Every host of the run, by index.
     hosts: Vec<String>,
     /// Tickets granted and not yet used, by host; and the KDC's refusal for a host it would
@@ -185,6 +181,8 @@ pub struct Gateway {
     /// The credential of each running exec, dropped when the run ends.
     credentials: BTreeMap<u64, RunGrant>,
     asks: BTreeMap<u64, Ask>,
+    /// Sessions sent to a host whose channel is not up yet, with when to give up on it.
+    connecting: BTreeMap<u64, Instant>,
     next_session: u64,
     outputs: VecDeque<GatewayOutput>,
 }
@@ -205,6 +203,7 @@ impl Gateway {
             session_index: BTreeMap::new(),
             credentials: BTreeMap::new(),
             asks: BTreeMap::new(),
+            connecting: BTreeMap::new(),
             next_session: 1,
             outputs: VecDeque::new(),
         }
@@ -349,6 +348,9 @@ impl Gateway {
             argv: command.argv,
             max_output,
             stdin: command.stdin,
+            connect_timeout: std::time::Duration::from_millis(
+                command.connect_timeout_ms.clamp(*CONNECT_TIMEOUT_MS.start(), *CONNECT_TIMEOUT_MS.end()),
+            ),
             hosts: command.hosts.clone(),
             tickets: BTreeMap::new(),
             refused: BTreeMap::new(),
@@ -409,169 +411,8 @@ impl Gateway {
         }
     }
 
-    /// The parallel utility starts `host`: with its ticket in hand the session goes to the host
-    /// at once; otherwise it waits while the KDC is asked for the tickets of every host of the run
-    /// not yet started.
-    fn start_session(&mut self, now: Instant, wall: WallClock, client: u64, index: usize, host: String) {
-        let session = self.next_session;
-        self.next_session += 1;
-        if let Some(run) = self.runs.get_mut(&client) {
-            run.sessions.insert(index, session);
-        }
-        self.session_index.insert(session, (client, index));
-        let Some(grant) = self.credentials.get_mut(&client) else { return };
-        if let Some(reason) = grant.refused.get(&host).cloned() {
-            return self.session_ended(now, wall, session, SessionEnd::Failed { reason });
-        }
-        let fresh = |t: &HeldTicket| t.expires.0 > wall.0.saturating_add(TICKET_MARGIN_MS);
-        if grant.tickets.get(&host).is_some_and(fresh) {
-            return self.dispatch(now, wall, client, session, &host);
-        }
-        grant.waiting.push((index, host));
-        if grant.asking {
-            return;
-        }
-        grant.asking = true;
-        let started: Vec<usize> =
-            self.runs.get(&client).map(|r| r.sessions.keys().copied().collect()).unwrap_or_default();
-        let waiting: Vec<&String> = grant.waiting.iter().map(|(_, h)| h).collect();
-        let hosts: Vec<String> = grant
-            .hosts
-            .iter()
-            .enumerate()
-            .filter(|(i, h)| waiting.contains(h) || !started.contains(i))
-            .map(|(_, h)| h.clone())
-            .filter(|h| !grant.tickets.get(h).is_some_and(fresh))
-            .collect();
-        let request =
-            KdcRequest::Tickets { credential: grant.credential.clone(), client_key: grant.client_key, hosts };
-        self.ask_kdc(Ask::Tickets { client }, request);
-    }
-
-    /// The KDC answered a run's ticket request: keep the tickets, and send every waiting session.
-    fn tickets_granted(
-        &mut self,
-        now: Instant,
-        wall: WallClock,
-        client: u64,
-        reply: Result<Vec<TicketGrant>, String>,
-    ) {
-        let Some(grant) = self.credentials.get_mut(&client) else { return };
-        grant.asking = false;
-        let waiting = std::mem::take(&mut grant.waiting);
-        match reply {
-            Ok(grants) => {
-                for TicketGrant { host, ticket } in grants {
-                    match ticket {
-                        Ok(t) => {
-                            let held = HeldTicket {
-                                ticket: t.ticket,
-                                session_key: Zeroizing::new(t.session_key),
-                                expires: t.expires,
-                            };
-                            grant.tickets.insert(host, held);
-                        }
-                        Err(reason) => {
-                            grant.refused.insert(host, reason);
-                        }
-                    }
-                }
-                for (index, host) in waiting {
-                    let session = self.runs.get(&client).and_then(|r| r.sessions.get(&index)).copied();
-                    let Some(session) = session else { continue };
-                    let refused = self.credentials.get(&client).and_then(|g| g.refused.get(&host)).cloned();
-                    match refused {
-                        Some(reason) => self.session_ended(now, wall, session, SessionEnd::Failed { reason }),
-                        None => self.dispatch(now, wall, client, session, &host),
-                    }
-                }
-            }
-            Err(reason) => {
-                for (index, _) in waiting {
-                    let session = self.runs.get(&client).and_then(|r| r.sessions.get(&index)).copied();
-                    if let Some(session) = session {
-                        let end = SessionEnd::Failed { reason: reason.clone() };
-                        self.session_ended(now, wall, session, end);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Sends session `session` to `host` with its ticket and a fresh authenticator. The ticket
-    /// is used once: a host that runs again gets a new one.
-    fn dispatch(&mut self, now: Instant, wall: WallClock, client: u64, session: u64, host: &str) {
-        let Some(grant) = self.credentials.get_mut(&client) else { return };
-        let Some(held) = grant.tickets.remove(host) else {
-            let reason = format!("the KDC granted no ticket for `{host}`");
-            return self.session_ended(now, wall, session, SessionEnd::Failed { reason });
-        };
-        // `%h` stands for the host's name, as in ClusterShell; the authenticator covers the
-        // substituted command, so each host runs exactly what it was sent.
-        let argv: Vec<String> = grant.argv.iter().map(|a| a.replace("%h", host)).collect();
-        let run_as = grant.run_as.clone();
-        let max_output = grant.max_output;
-        let stdin = grant.stdin.clone();
-        let mut nonce = [0u8; 16];
-        self.rng.fill_bytes(&mut nonce);
-        let authenticator = Authenticator {
-            principal: grant.credential.body.principal.clone(),
-            timestamp: wall,
-            nonce,
-            request_digest: request_digest(host, &run_as, &argv, &stdin),
-        };
-        let sealed = match authenticator.seal(&held.session_key, host, &mut self.rng) {
-            Ok(sealed) => sealed,
-            Err(e) => {
-                return self.session_ended(now, wall, session, SessionEnd::Failed { reason: e.to_string() });
-            }
-        };
-        let request =
-            ExecRequest { ticket: held.ticket, authenticator: sealed, run_as, argv, max_output, stdin };
-        self.outputs.push_back(GatewayOutput::HostStart { session, host: host.to_owned(), request });
-    }
-
-    fn handle_kdc_reply(&mut self, now: Instant, wall: WallClock, ask: u64, reply: Result<KdcReply, String>) {
-        let Some(ask) = self.asks.remove(&ask) else { return };
-        match (ask, reply) {
-            (Ask::Login { client, .. }, Ok(KdcReply::LoggedIn { credential })) => {
-                let event = ClientEvent::LoggedIn { credential };
-                self.outputs.push_back(GatewayOutput::ToClient { client, event });
-                self.outputs.push_back(GatewayOutput::CloseClient { client });
-            }
-            (Ask::Login { client, principal }, Ok(KdcReply::LoginRefused { public, reason })) => {
-                // The trail keeps the precise reason; the client learns only that it failed.
-                self.audit_refusal(wall, &principal, vec!["(login)".into()], reason);
-                self.refuse(client, public);
-            }
-            (Ask::Login { client, principal }, Err(reason)) => {
-                let reason = format!("the KDC could not be reached: {reason}");
-                self.audit_refusal(wall, &principal, vec!["(login)".into()], reason.clone());
-                self.refuse(client, format!("login failed: {reason}"));
-            }
-            (Ask::Tickets { client }, Ok(KdcReply::Tickets { grants })) => {
-                self.tickets_granted(now, wall, client, Ok(grants))
-            }
-            (Ask::Tickets { client }, Ok(KdcReply::Refused { reason })) => {
-                self.tickets_granted(now, wall, client, Err(format!("the KDC refused tickets: {reason}")))
-            }
-            (Ask::Tickets { client }, Err(reason)) => self.tickets_granted(
-                now,
-                wall,
-                client,
-                Err(format!("the KDC could not be reached: {reason}")),
-            ),
-            (Ask::Login { client, .. } | Ask::Tickets { client }, Ok(other)) => {
-                let reason = format!("the KDC answered out of turn ({})", kdc_reply_kind(&other));
-                match self.credentials.contains_key(&client) {
-                    true => self.tickets_granted(now, wall, client, Err(reason)),
-                    false => self.refuse(client, reason),
-                }
-            }
-        }
-    }
-
     fn session_ended(&mut self, now: Instant, wall: WallClock, session: u64, end: SessionEnd) {
+        self.connecting.remove(&session);
         let Some(&(client, index)) = self.session_index.get(&session) else { return };
         if let Some(run) = self.runs.get_mut(&client) {
             run.parallel.handle(Now::new(now, wall), ParallelInput::Ended { index, end });
@@ -580,6 +421,7 @@ impl Gateway {
     }
 
     fn handle_host(&mut self, now: Instant, wall: WallClock, session: u64, event: HostEvent) {
+        self.connecting.remove(&session);
         let Some(&(client, index)) = self.session_index.get(&session) else { return };
         let end = match event {
             HostEvent::Started => return,
@@ -612,6 +454,7 @@ impl Gateway {
             }
         }
         self.credentials.remove(&client);
+        self.connecting.retain(|s, _| self.session_index.contains_key(s));
         // An answer still on its way for this client finds nothing to act on.
         self.asks.retain(
             |_, a| !matches!(a, Ask::Login { client: c, .. } | Ask::Tickets { client: c } if *c == client),
@@ -646,7 +489,18 @@ impl Machine for Gateway {
             }
             GatewayInput::KdcReplied { ask, reply } => self.handle_kdc_reply(now, wall, ask, Ok(reply)),
             GatewayInput::KdcLost { ask, reason } => self.handle_kdc_reply(now, wall, ask, Err(reason)),
+            GatewayInput::HostConnected { session } => {
+                self.connecting.remove(&session);
+            }
             GatewayInput::Timeout => {
+                let silent: Vec<u64> =
+                    self.connecting.iter().filter(|(_, at)| **at <= now).map(|(s, _)| *s).collect();
+                for session in silent {
+                    // Its channel never came up: give up on it apart from the command's own time.
+                    self.outputs.push_back(GatewayOutput::HostDone { session });
+                    let reason = "the host did not accept a channel within the connect timeout".to_owned();
+                    self.session_ended(now, wall, session, SessionEnd::Unreachable { reason });
+                }
                 let due: Vec<u64> = self
                     .runs
                     .iter()
@@ -668,16 +522,8 @@ impl Machine for Gateway {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.runs.values().filter_map(|r| r.parallel.poll_timeout()).min()
-    }
-}
-
-fn kdc_reply_kind(reply: &KdcReply) -> &'static str {
-    match reply {
-        KdcReply::LoggedIn { .. } => "a credential",
-        KdcReply::LoginRefused { .. } => "a login refusal",
-        KdcReply::Tickets { .. } => "tickets",
-        KdcReply::Refused { .. } => "a refusal",
+        let connect = self.connecting.values().min().copied();
+        self.runs.values().filter_map(|r| r.parallel.poll_timeout()).chain(connect).min()
     }
 }
 

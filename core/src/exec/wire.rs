@@ -179,10 +179,16 @@ pub struct ExecCommand {
     pub t3_ms: u64,
     /// Bytes of each stream kept per host; the gateway holds it to its own ceiling.
     pub max_output: u64,
+    /// How long a host may take to accept the gateway's channel before it is reported
+    /// unreachable (pdsh's `-t`); the gateway holds it to [`CONNECT_TIMEOUT_MS`].
+    pub connect_timeout_ms: u64,
     /// What every host's command reads on its standard input (pdsh and clush forward theirs),
     /// at most [`MAX_STDIN`] bytes.
     pub stdin: Vec<u8>,
 }
+
+/// The bounds of a run's connect timeout, in milliseconds.
+pub const CONNECT_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
 
 /// The most standard input one run may carry to its hosts.
 pub const MAX_STDIN: usize = 1024 * 1024;

@@ -296,6 +296,11 @@ impl ExecHost {
 
     pub fn on_conn(&mut self, now: Now, event: ConnEvent, fx: &mut Effects<'_>) {
         match event {
+            ConnEvent::Established { owner: Owner::Dial(session), .. } => {
+                if let Some(g) = self.gateway.as_mut().filter(|g| g.sessions.contains_key(&session)) {
+                    g.gateway.handle(now, GatewayInput::HostConnected { session });
+                }
+            }
             ConnEvent::Established { .. } => {}
             ConnEvent::Message { conn, owner, peer, bytes } => {
                 self.on_message(now, conn, owner, peer, &bytes, fx)
