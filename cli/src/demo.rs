@@ -110,7 +110,7 @@ pub fn run() -> anyhow::Result<()> {
     step(
         started,
         "created an operator key, 3 member keys, a genesis configuration signed by the operator, \
-         a gateway and a KDC (its own key) on m0 and 6 managed hosts, each on its own 127.0.1.x address",
+         a gateway on m0, a KDC with its own key on m1, and 6 managed hosts, each on its own 127.0.1.x address",
     );
 
     let exe = std::env::current_exe().context("could not find the cohort executable")?;
