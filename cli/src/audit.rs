@@ -1,10 +1,12 @@
 //! `cohort audit tail|verify`: read the collector's hash-chained audit trail from the gateway
-//! node's database; verify walks the chain and names the first broken entry.
+//! node's database; verify checks every link, every host's signature and every checkpoint the
+//! collector signed, and names the first failure.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_chain};
+use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_trail};
+use cohort_core::exec::gateway::GATEWAY_AUDIT_NAME;
 use cohort_io_mio::node_config::NodeConfig;
 use cohort_io_mio::store::{Store, StoredEntry};
 
@@ -17,7 +19,8 @@ pub enum AuditCommand {
         #[arg(short = 'n', default_value_t = 20)]
         count: usize,
     },
-    /// Walk the whole chain; report the first broken link.
+    /// Check every link, host signature and checkpoint; report the first failure. Needs
+    /// --config: the host keys and the collector's key come from the gateway's configuration.
     Verify {
         #[command(flatten)]
         source: Source,
@@ -45,6 +48,36 @@ impl Source {
             bail!("{} does not exist", path.display());
         }
         Store::open(&path).with_context(|| format!("could not open {}", path.display()))
+    }
+
+    /// Whose signatures the trail must carry: each managed host's key by name, the gateway's
+    /// own for its refusals, and the collector's (the gateway's) for checkpoints.
+    fn keys(
+        &self,
+    ) -> anyhow::Result<(
+        std::collections::BTreeMap<String, cohort_core::PublicIdentity>,
+        cohort_core::PublicIdentity,
+    )> {
+        let Some(path) = &self.config else {
+            bail!(
+                "verify needs --config GATEWAY/node.toml: the keys to check the trail against come from it"
+            );
+        };
+        let config = NodeConfig::load(path)?;
+        let gateway = config
+            .gateway
+            .as_ref()
+            .with_context(|| format!("{} has no [gateway] section", path.display()))?;
+        let collector = cohort_io_mio::keyfile::read_key_file(&config.key_file)
+            .context("could not read the gateway's key")?
+            .public();
+        let mut signers: std::collections::BTreeMap<String, cohort_core::PublicIdentity> =
+            cohort_io_mio::roles::hosts_table(&gateway.hosts_file)?
+                .into_iter()
+                .map(|(n, (_, id))| (n, id))
+                .collect();
+        signers.entry(GATEWAY_AUDIT_NAME.to_owned()).or_insert(collector);
+        Ok((signers, collector))
     }
 }
 
@@ -98,19 +131,25 @@ pub fn run(command: &AuditCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AuditCommand::Verify { source } => {
-            let chain = source.open()?.load_chain()?;
+            let (signers, collector) = source.keys()?;
+            let store = source.open()?;
+            let checkpoints = store.load_checkpoints()?;
+            let chain = store.load_chain()?;
             let mut entries = Vec::with_capacity(chain.len());
             for stored in chain {
                 match stored {
-                    StoredEntry::Entry(entry) => entries.push(entry),
+                    StoredEntry::Entry(entry) => entries.push(*entry),
                     StoredEntry::Undecodable { index, reason } => {
                         bail!("audit chain broken at entry {index}: it does not decode ({reason})")
                     }
                 }
             }
-            match verify_chain(&entries) {
+            match verify_trail(&entries, &signers, &collector, &checkpoints) {
                 Ok(count) => {
-                    println!("audit chain intact: {count} entries");
+                    println!(
+                        "audit chain intact: {count} entries, every host signature and {} checkpoints verified",
+                        checkpoints.len()
+                    );
                     Ok(())
                 }
                 Err(e) => bail!("audit chain broken: {e}"),

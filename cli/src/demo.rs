@@ -322,7 +322,7 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
         .load_chain()?
         .into_iter()
         .filter_map(|e| match e {
-            cohort_io_mio::store::StoredEntry::Entry(entry) => Some(entry),
+            cohort_io_mio::store::StoredEntry::Entry(entry) => Some(*entry),
             cohort_io_mio::store::StoredEntry::Undecodable { .. } => None,
         })
         .collect();

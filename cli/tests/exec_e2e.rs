@@ -202,6 +202,23 @@ fn fifty_hosts_one_group_a_down_host_unreachable_denials_and_an_audit_trail_that
     let err = String::from_utf8_lossy(&verify.stderr);
     assert!(err.contains("entry 42"), "{err}");
 
+    // Put it back, then cut the chain short behind the collector's last checkpoint: the links
+    // that remain are intact, and verify still says the trail was truncated.
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    conn.execute("UPDATE audit_chain SET record = ?1 WHERE idx = 42", [record]).expect("restored");
+    conn.execute_batch(
+        "CREATE TABLE cut AS SELECT * FROM audit_chain WHERE idx >= 150;
+         DELETE FROM audit_chain WHERE idx >= 150;",
+    )
+    .expect("cut");
+    let verify = cohort(&["audit", "verify", "--config", &config]);
+    let err = String::from_utf8_lossy(&verify.stderr);
+    assert!(!verify.status.success() && err.contains("truncated"), "{err}");
+    conn.execute_batch("INSERT INTO audit_chain SELECT * FROM cut; DROP TABLE cut;").expect("put back");
+    drop(conn);
+    let verify = cohort(&["audit", "verify", "--config", &config]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+
     // The alarm: a silent command is killed at T1, on the host, whole process group, audited.
     let started = Instant::now();
     let out =

@@ -150,6 +150,7 @@ impl NodeDriver {
                         self.store.save_member(&record, self.clock.now().wall.unix_millis())?
                     }
                     Record::AuditEntry(entry) => self.store.append_chain(&entry)?,
+                    Record::AuditCheckpoint(checkpoint) => self.store.append_checkpoint(&checkpoint)?,
                     Record::LocalAudit(record) => self.store.append_local_audit(&record)?,
                     Record::Policy(policy) => self.store.save_policy(&policy)?,
                     Record::PolicyHistory { from, at, aggregate } => {

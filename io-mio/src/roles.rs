@@ -154,7 +154,7 @@ fn exec_roles(
 }
 
 /// A hosts file: name → (address, keys).
-fn hosts_table(path: &std::path::Path) -> Result<BTreeMap<String, (String, PublicIdentity)>, NodeError> {
+pub fn hosts_table(path: &std::path::Path) -> Result<BTreeMap<String, (String, PublicIdentity)>, NodeError> {
     let file: HostsFile = load_toml(path)?;
     let mut hosts = BTreeMap::new();
     for h in &file.hosts {

@@ -1,17 +1,19 @@
 //! The audit trail: records of every run and every denial, and the collector's append-only chain
-//! in which each entry holds the hash of the one before. Owns the record, the chain hashing, the
-//! collector machine (a record counts only if signed by the host it names; durable before
-//! acknowledged) and chain verification. It never rewrites or drops an entry, and never appends a
-//! record it could not verify.
+//! in which each entry holds the record, the signature of the host that made it, and the hash of
+//! the entry before; at intervals the collector signs a checkpoint (index, head hash, time) of
+//! what is durable. Owns the record, the chain hashing, the collector machine (a record counts
+//! only if signed by the host it names; durable before acknowledged), checkpoints, and
+//! verification of a whole trail. It never rewrites or drops an entry, and never appends a record
+//! it could not verify.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::identity::PublicIdentity;
+use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
-use crate::signed::Signed;
+use crate::signed::{Signature, Signed, SignedKind};
 use crate::time::{Instant, Now, WallClock};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,19 +45,46 @@ pub struct ChainEntry {
     pub index: u64,
     pub prev_hash: [u8; 32],
     pub record: AuditRecord,
+    /// The signature of the host the record names, over the record.
+    pub signature: Signature,
     pub hash: [u8; 32],
 }
+
+impl ChainEntry {
+    /// The record as its host signed it.
+    pub fn signed_record(&self) -> Signed<AuditRecord> {
+        Signed { body: self.record.clone(), signature: self.signature }
+    }
+}
+
+/// The collector's signed statement that the chain up to `index` ends in `head_hash`: an
+/// entry removed or changed behind it can no longer be hidden by rehashing what follows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub index: u64,
+    pub head_hash: [u8; 32],
+    pub at: WallClock,
+}
+
+impl SignedKind for Checkpoint {
+    const DOMAIN: &'static str = "audit-checkpoint";
+}
+
+/// The collector signs a checkpoint after every this many durable entries.
+pub const CHECKPOINT_EVERY: u64 = 16;
 
 /// The hash before the first entry.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
-/// SHA-256 over the previous hash, the index and the canonical encoding of the record.
-pub fn entry_hash(index: u64, prev_hash: &[u8; 32], record: &AuditRecord) -> [u8; 32] {
+/// SHA-256 over the previous hash, the index, the canonical encoding of the record and the
+/// host's signature.
+pub fn entry_hash(index: u64, prev_hash: &[u8; 32], record: &AuditRecord, signature: &Signature) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"cohort-audit-v1");
+    h.update(b"cohort-audit-v2");
     h.update(prev_hash);
     h.update(index.to_be_bytes());
     h.update(postcard::to_allocvec(record).unwrap_or_default());
+    h.update(signature.0);
     h.finalize().into()
 }
 
@@ -67,6 +96,16 @@ pub enum ChainError {
     Link { index: u64 },
     #[error("entry {index}: its hash does not match its contents (altered)")]
     Hash { index: u64 },
+    #[error("entry {index}: names host `{host}`, whose key is not known")]
+    UnknownHost { index: u64, host: String },
+    #[error("entry {index}: not signed by host `{host}`'s key (forged or re-signed)")]
+    Signature { index: u64, host: String },
+    #[error("checkpoint at entry {index}: not signed by the collector's key")]
+    CheckpointSignature { index: u64 },
+    #[error("checkpoint at entry {index}: the chain there does not end in the checkpointed hash")]
+    CheckpointMismatch { index: u64 },
+    #[error("the chain has {entries} entries, but a checkpoint vouches for entry {index}: truncated")]
+    Truncated { entries: u64, index: u64 },
 }
 
 /// Walks the chain from the start; the first broken link is the error.
@@ -80,13 +119,45 @@ pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a ChainEntry>) -> Re
         if entry.prev_hash != prev {
             return Err(ChainError::Link { index: entry.index });
         }
-        if entry_hash(entry.index, &entry.prev_hash, &entry.record) != entry.hash {
+        if entry_hash(entry.index, &entry.prev_hash, &entry.record, &entry.signature) != entry.hash {
             return Err(ChainError::Hash { index: entry.index });
         }
         prev = entry.hash;
         expected += 1;
     }
     Ok(expected)
+}
+
+/// A whole trail: every link, every host's signature against `signers` (by the host name a
+/// record carries), and every checkpoint against the collector's key and the chain. Returns the
+/// number of entries; the first failure is the error.
+pub fn verify_trail(
+    entries: &[ChainEntry],
+    signers: &BTreeMap<String, PublicIdentity>,
+    collector: &PublicIdentity,
+    checkpoints: &[Signed<Checkpoint>],
+) -> Result<u64, ChainError> {
+    let count = verify_chain(entries)?;
+    for entry in entries {
+        let host = clip(&entry.record.host);
+        let key = signers
+            .get(&entry.record.host)
+            .ok_or_else(|| ChainError::UnknownHost { index: entry.index, host: host.clone() })?;
+        entry.signed_record().verify(key).map_err(|_| ChainError::Signature { index: entry.index, host })?;
+    }
+    for checkpoint in checkpoints {
+        let index = checkpoint.body.index;
+        checkpoint.verify(collector).map_err(|_| ChainError::CheckpointSignature { index })?;
+        let at = usize::try_from(index).ok().and_then(|i| entries.get(i));
+        match at {
+            None => return Err(ChainError::Truncated { entries: count, index }),
+            Some(entry) if entry.hash != checkpoint.body.head_hash => {
+                return Err(ChainError::CheckpointMismatch { index });
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(count)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +183,8 @@ pub enum CollectorOutput {
     Ack { ack: u64, index: u64 },
     /// The record was not appended: tell the submitter why.
     Refused { ack: u64, refusal: AuditRefusal },
+    /// Store this checkpoint of what is durable.
+    Checkpoint(Box<Signed<Checkpoint>>),
 }
 
 /// Why the collector would not append a record.
@@ -126,19 +199,23 @@ pub enum AuditRefusal {
 /// The audit collector: appends in arrival order and acknowledges only what is durable.
 #[derive(Debug)]
 pub struct AuditCollector {
+    /// Signs checkpoints.
+    keys: NodeKeys,
     signers: BTreeMap<String, PublicIdentity>,
     refused: u64,
     next_index: u64,
     last_hash: [u8; 32],
-    waiting: VecDeque<(u64, u64)>,
+    /// Appended and not yet durable: (index, ack, hash).
+    waiting: VecDeque<(u64, u64, [u8; 32])>,
     outputs: VecDeque<CollectorOutput>,
 }
 
 impl AuditCollector {
     /// Resumes after the last stored entry (`None` for an empty trail), accepting records from
-    /// `signers`.
-    pub fn new(last: Option<&ChainEntry>, signers: BTreeMap<String, PublicIdentity>) -> Self {
+    /// `signers`, signing checkpoints with `keys`.
+    pub fn new(last: Option<&ChainEntry>, signers: BTreeMap<String, PublicIdentity>, keys: NodeKeys) -> Self {
         AuditCollector {
+            keys,
             signers,
             refused: 0,
             next_index: last.map_or(0, |e| e.index + 1),
@@ -178,7 +255,7 @@ impl Machine for AuditCollector {
     type Input = CollectorInput;
     type Output = CollectorOutput;
 
-    fn handle(&mut self, _now: Now, input: CollectorInput) {
+    fn handle(&mut self, now: Now, input: CollectorInput) {
         match input {
             CollectorInput::Signers(signers) => self.signers = signers,
             CollectorInput::Submit { ack, record } => {
@@ -187,23 +264,31 @@ impl Machine for AuditCollector {
                     self.outputs.push_back(CollectorOutput::Refused { ack, refusal });
                     return;
                 }
-                let record = record.body;
+                let Signed { body: record, signature } = record;
                 let index = self.next_index;
-                let hash = entry_hash(index, &self.last_hash, &record);
-                let entry = ChainEntry { index, prev_hash: self.last_hash, record, hash };
+                let hash = entry_hash(index, &self.last_hash, &record, &signature);
+                let entry = ChainEntry { index, prev_hash: self.last_hash, record, signature, hash };
                 self.next_index += 1;
                 self.last_hash = hash;
-                self.waiting.push_back((index, ack));
+                self.waiting.push_back((index, ack, hash));
                 self.outputs.push_back(CollectorOutput::Append(Box::new(entry)));
             }
             CollectorInput::Persisted { index } => {
                 // Appends complete in order: everything up to `index` is durable.
-                while let Some(&(i, ack)) = self.waiting.front() {
+                while let Some(&(i, ack, hash)) = self.waiting.front() {
                     if i > index {
                         break;
                     }
                     self.waiting.pop_front();
                     self.outputs.push_back(CollectorOutput::Ack { ack, index: i });
+                    if (i + 1) % CHECKPOINT_EVERY == 0 {
+                        let checkpoint = Checkpoint { index: i, head_hash: hash, at: now.wall };
+                        // Signing a fixed-shape value cannot fail short of a bug; the next
+                        // checkpoint covers this one's entries too.
+                        if let Ok(signed) = Signed::sign(checkpoint, &self.keys) {
+                            self.outputs.push_back(CollectorOutput::Checkpoint(Box::new(signed)));
+                        }
+                    }
                 }
             }
         }
@@ -251,7 +336,7 @@ mod tests {
     }
 
     fn chain(n: u8) -> Vec<ChainEntry> {
-        let mut collector = AuditCollector::new(None, signers(n));
+        let mut collector = AuditCollector::new(None, signers(n), key(200));
         let mut entries = Vec::new();
         for i in 0..n {
             collector.handle(Now::ZERO, CollectorInput::Submit { ack: u64::from(i), record: record(i) });
@@ -266,7 +351,7 @@ mod tests {
 
     #[test]
     fn acks_come_only_after_persistence_and_in_order() {
-        let mut collector = AuditCollector::new(None, signers(3));
+        let mut collector = AuditCollector::new(None, signers(3), key(200));
         collector.handle(Now::ZERO, CollectorInput::Submit { ack: 7, record: record(1) });
         collector.handle(Now::ZERO, CollectorInput::Submit { ack: 8, record: record(2) });
         let appended: Vec<_> = std::iter::from_fn(|| collector.poll_output()).collect();
@@ -281,7 +366,7 @@ mod tests {
 
     #[test]
     fn a_record_not_signed_by_the_host_it_names_is_refused_and_counted() {
-        let mut collector = AuditCollector::new(None, signers(3));
+        let mut collector = AuditCollector::new(None, signers(3), key(200));
         // h2's record signed by h1: a host writing in another's name.
         let forged = Signed::sign(body(2), &key(1)).expect("signs");
         collector.handle(Now::ZERO, CollectorInput::Submit { ack: 1, record: forged });
@@ -318,10 +403,93 @@ mod tests {
     #[test]
     fn a_resumed_collector_continues_the_chain() {
         let entries = chain(3);
-        let mut collector = AuditCollector::new(entries.last(), signers(10));
+        let mut collector = AuditCollector::new(entries.last(), signers(10), key(200));
         collector.handle(Now::ZERO, CollectorInput::Submit { ack: 0, record: record(9) });
         let Some(CollectorOutput::Append(next)) = collector.poll_output() else { panic!("an append") };
         let all: Vec<ChainEntry> = entries.into_iter().chain([*next]).collect();
         assert_eq!(verify_chain(&all), Ok(4));
+    }
+
+    /// `n` records through a collector whose appends are all persisted: the entries and the
+    /// checkpoints it signed.
+    fn trail(n: u8) -> (Vec<ChainEntry>, Vec<Signed<Checkpoint>>) {
+        let mut collector = AuditCollector::new(None, signers(n), key(200));
+        let (mut entries, mut checkpoints) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            collector.handle(Now::ZERO, CollectorInput::Submit { ack: u64::from(i), record: record(i) });
+            collector.handle(Now::ZERO, CollectorInput::Persisted { index: u64::from(i) });
+            while let Some(out) = collector.poll_output() {
+                match out {
+                    CollectorOutput::Append(e) => entries.push(*e),
+                    CollectorOutput::Checkpoint(c) => checkpoints.push(*c),
+                    _ => {}
+                }
+            }
+        }
+        (entries, checkpoints)
+    }
+
+    /// Rehashes the chain from `from` on, as someone with write access to the store would to
+    /// hide an edit from the links.
+    fn rehash(entries: &mut [ChainEntry], from: usize) {
+        for i in from..entries.len() {
+            let prev = if i == 0 { GENESIS_HASH } else { entries[i - 1].hash };
+            let e = &mut entries[i];
+            e.prev_hash = prev;
+            e.hash = entry_hash(e.index, &e.prev_hash, &e.record, &e.signature);
+        }
+    }
+
+    #[test]
+    fn a_whole_trail_verifies_and_each_kind_of_tampering_is_named() {
+        let (entries, checkpoints) = trail(40);
+        let (table, collector) = (signers(40), key(200).public());
+        assert_eq!(checkpoints.iter().map(|c| c.body.index).collect::<Vec<_>>(), [15, 31]);
+        assert_eq!(verify_trail(&entries, &table, &collector, &checkpoints), Ok(40));
+
+        // (a) A record altered in place.
+        let mut altered = entries.clone();
+        altered[7].record.argv = vec!["rm".into()];
+        assert_eq!(
+            verify_trail(&altered, &table, &collector, &checkpoints),
+            Err(ChainError::Hash { index: 7 })
+        );
+
+        // (b) A record re-signed with another host's key, the chain rehashed behind it.
+        let mut resigned = entries.clone();
+        resigned[5].record.argv = vec!["rm".into()];
+        resigned[5].signature = Signed::sign(resigned[5].record.clone(), &key(6)).expect("signs").signature;
+        rehash(&mut resigned, 5);
+        assert_eq!(verify_chain(&resigned), Ok(40), "the links alone no longer show it");
+        assert_eq!(
+            verify_trail(&resigned, &table, &collector, &checkpoints),
+            Err(ChainError::Signature { index: 5, host: "h5".into() })
+        );
+
+        // (c) The chain cut short behind the last checkpoint.
+        let truncated = &entries[..20];
+        assert_eq!(
+            verify_trail(truncated, &table, &collector, &checkpoints),
+            Err(ChainError::Truncated { entries: 20, index: 31 })
+        );
+
+        // A record dropped and the rest renumbered and rehashed: the checkpoints no longer match.
+        let mut dropped: Vec<ChainEntry> = entries.iter().filter(|e| e.index != 3).cloned().collect();
+        for (i, e) in dropped.iter_mut().enumerate() {
+            e.index = i as u64;
+        }
+        rehash(&mut dropped, 0);
+        assert_eq!(
+            verify_trail(&dropped, &table, &collector, &checkpoints),
+            Err(ChainError::CheckpointMismatch { index: 15 })
+        );
+
+        // A checkpoint not signed by the collector.
+        let mut forged = checkpoints.clone();
+        forged[0] = Signed::sign(forged[0].body.clone(), &key(1)).expect("signs");
+        assert_eq!(
+            verify_trail(&entries, &table, &collector, &forged),
+            Err(ChainError::CheckpointSignature { index: 15 })
+        );
     }
 }

@@ -177,7 +177,7 @@ impl ExecHost {
                 kdc_addr: role.kdc_addr,
                 kdc: role.kdc,
                 asks: BTreeMap::new(),
-                collector: AuditCollector::new(role.chain_tail.as_ref(), role.signers),
+                collector: AuditCollector::new(role.chain_tail.as_ref(), role.signers, role.keys.clone()),
                 listener,
                 keys: role.keys,
                 hosts: role.hosts,
@@ -500,6 +500,9 @@ impl ExecHost {
                     CollectorOutput::Append(entry) => {
                         let index = entry.index;
                         fx.persist_then(Record::AuditEntry(entry), AfterPersist::Chain(index));
+                    }
+                    CollectorOutput::Checkpoint(checkpoint) => {
+                        fx.persist_then(Record::AuditCheckpoint(checkpoint), AfterPersist::Nothing);
                     }
                     CollectorOutput::Ack { ack, .. } => {
                         if let Some((conn, remote)) = g.acks.remove(&ack) {

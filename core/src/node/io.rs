@@ -167,6 +167,8 @@ pub enum Record {
     Member(Box<MemberRecord>),
     /// The next entry of the collector's audit chain.
     AuditEntry(Box<ChainEntry>),
+    /// The collector's signed checkpoint of the chain.
+    AuditCheckpoint(Box<crate::signed::Signed<crate::exec::audit::Checkpoint>>),
     /// An exec host's own copy of an audit record, kept before the collector is asked.
     LocalAudit(AuditRecord),
     /// A verified policy version this server now holds (served again after a restart).

@@ -35,6 +35,7 @@ fn describe_record(record: &Record) -> String {
             format!("member active={} staged={staged}", r.active.version())
         }
         Record::AuditEntry(e) => format!("audit entry {} {}", e.index, e.record.host),
+        Record::AuditCheckpoint(c) => format!("audit checkpoint {}", c.body.index),
         Record::LocalAudit(r) => format!("local audit {} {:?}", r.host, r.decision),
         Record::Policy(p) => format!("policy {} v{}", p.body.id, p.body.version),
         Record::PolicyHistory { from, .. } => format!("policy history from {from}"),

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use cohort_core::exec::audit::{AuditRecord, ChainEntry};
+use cohort_core::exec::audit::{AuditRecord, ChainEntry, Checkpoint};
 use cohort_core::member::MemberRecord;
+use cohort_core::signed::{Signature, Signed};
 use rusqlite::{Connection, OptionalExtension, params};
 
 mod policy;
@@ -42,6 +43,12 @@ const MIGRATIONS: &[&str] = &[
          id TEXT PRIMARY KEY,
          version INTEGER NOT NULL,
          signed BLOB NOT NULL
+     );",
+    // 4 → 5: each chain entry keeps its host's signature; the collector's signed checkpoints.
+    "ALTER TABLE audit_chain ADD COLUMN signature BLOB NOT NULL DEFAULT x'';
+     CREATE TABLE audit_checkpoints (
+         idx INTEGER PRIMARY KEY,
+         checkpoint BLOB NOT NULL
      );",
 ];
 
@@ -132,7 +139,7 @@ impl Store {
 /// longer decodes rather than stop at it.
 #[derive(Debug)]
 pub enum StoredEntry {
-    Entry(ChainEntry),
+    Entry(Box<ChainEntry>),
     Undecodable { index: u64, reason: String },
 }
 
@@ -144,8 +151,14 @@ impl Store {
         let path = self.path.clone();
         self.conn
             .execute(
-                "INSERT INTO audit_chain (idx, prev_hash, record, hash) VALUES (?1, ?2, ?3, ?4)",
-                params![entry.index as i64, entry.prev_hash.to_vec(), record, entry.hash.to_vec()],
+                "INSERT INTO audit_chain (idx, prev_hash, record, hash, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    entry.index as i64,
+                    entry.prev_hash.to_vec(),
+                    record,
+                    entry.hash.to_vec(),
+                    entry.signature.0.to_vec()
+                ],
             )
             .map_err(|source| StoreError::Sqlite { path, source })?;
         Ok(())
@@ -155,7 +168,7 @@ impl Store {
     pub fn load_chain(&self) -> Result<Vec<StoredEntry>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT idx, prev_hash, record, hash FROM audit_chain ORDER BY idx")
+            .prepare("SELECT idx, prev_hash, record, hash, signature FROM audit_chain ORDER BY idx")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |row| {
@@ -164,24 +177,64 @@ impl Store {
                     row.get::<_, Vec<u8>>(1)?,
                     row.get::<_, Vec<u8>>(2)?,
                     row.get::<_, Vec<u8>>(3)?,
+                    row.get::<_, Vec<u8>>(4)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (idx, prev, record, hash) = row.map_err(|e| self.err(e))?;
+            let (idx, prev, record, hash, signature) = row.map_err(|e| self.err(e))?;
             let index = idx as u64;
             let decoded = (|| {
                 let prev_hash: [u8; 32] =
                     prev.try_into().map_err(|_| "prev_hash is not 32 bytes".to_owned())?;
                 let hash: [u8; 32] = hash.try_into().map_err(|_| "hash is not 32 bytes".to_owned())?;
                 let record: AuditRecord = cohort_core::wire::decode(&record).map_err(|e| e.to_string())?;
-                Ok::<_, String>(ChainEntry { index, prev_hash, record, hash })
+                let signature: [u8; 64] = signature
+                    .try_into()
+                    .map_err(|_| "the host's signature is missing or not 64 bytes".to_owned())?;
+                let signature = Signature(signature);
+                Ok::<_, String>(ChainEntry { index, prev_hash, record, signature, hash })
             })();
             out.push(match decoded {
-                Ok(entry) => StoredEntry::Entry(entry),
+                Ok(entry) => StoredEntry::Entry(Box::new(entry)),
                 Err(reason) => StoredEntry::Undecodable { index, reason },
             });
+        }
+        Ok(out)
+    }
+
+    /// Stores one of the collector's signed checkpoints; durable when this returns.
+    pub fn append_checkpoint(&mut self, checkpoint: &Signed<Checkpoint>) -> Result<(), StoreError> {
+        let bytes = cohort_core::wire::encode(checkpoint).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let path = self.path.clone();
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO audit_checkpoints (idx, checkpoint) VALUES (?1, ?2)",
+                params![checkpoint.body.index as i64, bytes],
+            )
+            .map_err(|source| StoreError::Sqlite { path, source })?;
+        Ok(())
+    }
+
+    /// Every checkpoint in index order; one that does not decode is an error naming it.
+    pub fn load_checkpoints(&self) -> Result<Vec<Signed<Checkpoint>>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, checkpoint FROM audit_checkpoints ORDER BY idx")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (idx, bytes) = row.map_err(|e| self.err(e))?;
+            let checkpoint = cohort_core::wire::decode(&bytes).map_err(|e| StoreError::CorruptRow {
+                path: self.path.clone(),
+                what: format!("audit checkpoint {idx}"),
+                reason: e.to_string(),
+            })?;
+            out.push(checkpoint);
         }
         Ok(out)
     }
@@ -189,7 +242,7 @@ impl Store {
     /// The last chain entry, to resume the collector.
     pub fn last_chain_entry(&self) -> Result<Option<ChainEntry>, StoreError> {
         Ok(self.load_chain()?.into_iter().rev().find_map(|e| match e {
-            StoredEntry::Entry(entry) => Some(entry),
+            StoredEntry::Entry(entry) => Some(*entry),
             StoredEntry::Undecodable { .. } => None,
         }))
     }
