@@ -19,6 +19,14 @@ pub enum AuditCommand {
         #[arg(short = 'n', default_value_t = 20)]
         count: usize,
     },
+    /// Every entry as one JSON object per line, oldest first, for a log pipeline.
+    Export {
+        #[command(flatten)]
+        source: Source,
+        /// JSON lines (the only format; the flag says so in scripts).
+        #[arg(long, required = true)]
+        json: bool,
+    },
     /// Check every link, host signature and checkpoint; report the first failure. Needs
     /// --config: the host keys and the collector's key come from the gateway's configuration.
     Verify {
@@ -97,6 +105,31 @@ fn utc(millis: u64) -> String {
     format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
+/// One entry as a log pipeline wants it: every field named, times in UTC and milliseconds.
+fn entry_json(entry: &ChainEntry) -> serde_json::Value {
+    let r = &entry.record;
+    let (decision, detail) = match &r.decision {
+        AuditDecision::Run => ("run", None),
+        AuditDecision::Denied { reason } => ("denied", Some(reason.as_str())),
+        AuditDecision::Ended { outcome } => ("ended", Some(outcome.as_str())),
+    };
+    serde_json::json!({
+        "index": entry.index,
+        "at": utc(r.at.0),
+        "at_unix_ms": r.at.0,
+        "host": r.host,
+        "principal": r.principal,
+        "run_as": r.run_as,
+        "argv": r.argv,
+        "decision": decision,
+        "detail": detail,
+        "run_id": hex::encode(r.run_id),
+        "hash": hex::encode(entry.hash),
+        "prev_hash": hex::encode(entry.prev_hash),
+        "host_signature": hex::encode(entry.signature.0),
+    })
+}
+
 fn line(entry: &ChainEntry) -> String {
     let r = &entry.record;
     let decision = match &r.decision {
@@ -128,6 +161,22 @@ pub fn run(command: &AuditCommand) -> anyhow::Result<()> {
                     }
                 }
             }
+            Ok(())
+        }
+        AuditCommand::Export { source, json: _ } => {
+            use std::io::Write;
+            let chain = source.open()?.load_chain()?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for stored in chain {
+                match stored {
+                    StoredEntry::Entry(entry) => writeln!(out, "{}", entry_json(&entry))?,
+                    StoredEntry::Undecodable { index, reason } => {
+                        let broken = serde_json::json!({ "index": index, "undecodable": reason });
+                        writeln!(out, "{broken}")?
+                    }
+                }
+            }
+            out.flush()?;
             Ok(())
         }
         AuditCommand::Verify { source } => {

@@ -167,6 +167,17 @@ fn fifty_hosts_one_group_a_down_host_unreachable_denials_and_an_audit_trail_that
     let verified = String::from_utf8_lossy(&verify.stdout);
     assert!(verify.status.success(), "{verified}{}", String::from_utf8_lossy(&verify.stderr));
     assert!(verified.contains("audit chain intact: 201 entries"), "{verified}");
+    // The same trail as JSON lines for a log pipeline: one object per entry, every field named.
+    let export = cohort(&["audit", "export", "--config", &config, "--json"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    assert_eq!(lines.len(), 201);
+    let denied = lines.iter().find(|l| l["decision"] == "denied").expect("the denial");
+    assert_eq!(denied["principal"], "alice");
+    assert!(denied["detail"].as_str().is_some_and(|d| d.contains("may not run a shell")), "{denied}");
+    assert_eq!(lines[0]["host_signature"].as_str().map(str::len), Some(128));
     let tail = cohort(&["audit", "tail", "--config", &config, "-n", "500"]);
     let tail = String::from_utf8_lossy(&tail.stdout);
     assert!(tail.contains("DENIED: ACL: principal `alice` may not run a shell"));
