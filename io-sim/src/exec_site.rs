@@ -12,24 +12,20 @@ use std::time::Duration;
 
 use cohort_core::exec::acl::{Acl, AclEntry};
 use cohort_core::exec::audit::{AuditRecord, ChainEntry};
-use cohort_core::exec::daemon::{DaemonSettings, ExecRequest};
-use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, GATEWAY_AUDIT_NAME, HeldState};
+use cohort_core::exec::daemon::DaemonSettings;
+use cohort_core::exec::gateway::{ClientEvent, GATEWAY_AUDIT_NAME, HeldState};
 use cohort_core::exec::kdc::{Kdc, KdcSettings, hash_password};
-use cohort_core::exec::ticket::{Authenticator, Credential, request_digest};
-use cohort_core::exec::wire::{GatewayReply, GatewayWire};
 use cohort_core::member::genesis::{genesis_config, genesis_records};
 use cohort_core::member::{MemberInfo, MemberSettings};
 use cohort_core::node::{
     AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, KdcRole, MemberRole, NodeSetup, Record,
 };
-use cohort_core::rng::{SeededRng, fork, seeded};
-use cohort_core::signed::Signed;
+use cohort_core::rng::{fork, seeded};
 use cohort_core::trace::Trace;
-use cohort_core::{NodeKeys, PublicIdentity, WallClock};
+use cohort_core::{NodeKeys, PublicIdentity};
 
 use crate::node_host::{self, NodeHostContext, Probe, SetupFn, SharedRecords, SharedTrace};
 use crate::observer::Observer;
-use crate::operator::{self, Conversation};
 use crate::storage::SimDisk;
 
 /// Every principal's password.
@@ -43,6 +39,10 @@ const ADMIN_PORT: u16 = 7291;
 const VOID: &str = "void";
 /// A machine that accepts connections and never answers.
 const MUTE: &str = "mute";
+
+mod client;
+
+pub use client::{Login, SiteClient};
 
 /// `h01`, `h02`, …: the name of managed host `i`.
 pub fn host_name(i: usize) -> String {
@@ -167,189 +167,6 @@ pub fn host_results(events: &[ClientEvent]) -> Vec<cohort_core::exec::gateway::H
         .collect();
     results.sort_by(|a, b| a.host.cmp(&b.host));
     results
-}
-
-/// A logged-in client: its channel key and the credential bound to it.
-#[derive(Debug, Clone)]
-pub struct Login {
-    pub keys: NodeKeys,
-    pub credential: Signed<Credential>,
-}
-
-/// The client side of a scenario: cheap to clone into the simulated client task.
-#[derive(Clone)]
-pub struct SiteClient {
-    gateway: PublicIdentity,
-    hosts: Vec<PublicIdentity>,
-    /// The site's KDC, rebuilt from its key and principals: what holding a genuine ticket takes.
-    kdc: Arc<Mutex<Kdc>>,
-    rng: Arc<Mutex<SeededRng>>,
-}
-
-impl std::fmt::Debug for SiteClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SiteClient").field("hosts", &self.hosts.len()).finish_non_exhaustive()
-    }
-}
-
-/// Long enough for any run a scenario makes.
-const PATIENCE: Duration = Duration::from_secs(120);
-
-impl SiteClient {
-    /// A fresh rng, forked in the order the script asks (so a run replays).
-    pub fn rng(&self) -> SeededRng {
-        fork(&mut *self.rng.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    pub fn new_keys(&self) -> NodeKeys {
-        NodeKeys::generate(&mut self.rng())
-    }
-
-    /// Logs in over a fresh channel key; the refusal's reason otherwise.
-    pub async fn login(&self, principal: &str, password: &str) -> Result<Login, String> {
-        let keys = self.new_keys();
-        let request = GatewayWire::Client(ClientRequest::Login {
-            principal: principal.into(),
-            password: password.into(),
-        });
-        let addr = format!("gw:{GATEWAY_PORT}");
-        let reply: GatewayReply =
-            operator::ask(&addr, self.gateway, &keys, &request, self.rng(), PATIENCE).await?;
-        match reply {
-            GatewayReply::Client(ClientEvent::LoggedIn { credential }) => Ok(Login { keys, credential }),
-            GatewayReply::Client(ClientEvent::Refused { reason }) => Err(reason),
-            other => Err(format!("unexpected answer to a login: {other:?}")),
-        }
-    }
-
-    /// A command as `cohort exec` sends it by default: fanout 8, T1/T2/T3 16/32/2 s, 1 MiB cap.
-    pub fn command(&self, credential: &Signed<Credential>, hosts: &[&str], argv: &[&str]) -> ExecCommand {
-        ExecCommand {
-            credential: credential.clone(),
-            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-            exclude: Vec::new(),
-            run_as: "alice".into(),
-            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
-            fanout: 8,
-            t1_ms: 16_000,
-            t2_ms: 32_000,
-            t3_ms: 2_000,
-            max_output: 1024 * 1024,
-            connect_timeout_ms: 10_000,
-            stdin: Vec::new(),
-        }
-    }
-
-    /// Runs `hosts argv` as `login` and returns every event until the run finished or was
-    /// refused.
-    pub async fn exec(
-        &self,
-        login: &Login,
-        hosts: &[&str],
-        argv: &[&str],
-    ) -> Result<Vec<ClientEvent>, String> {
-        self.run(&login.keys, self.command(&login.credential, hosts, argv)).await
-    }
-
-    /// Sends `command` over a channel with `keys` and collects the events until the end.
-    pub async fn run(&self, keys: &NodeKeys, command: ExecCommand) -> Result<Vec<ClientEvent>, String> {
-        self.run_until(keys, command, |e| matches!(e, ClientEvent::Finished | ClientEvent::Refused { .. }))
-            .await
-    }
-
-    /// Like [`SiteClient::run`], but hangs up as soon as `stop` says so.
-    pub async fn run_until(
-        &self,
-        keys: &NodeKeys,
-        command: ExecCommand,
-        stop: impl Fn(&ClientEvent) -> bool,
-    ) -> Result<Vec<ClientEvent>, String> {
-        let addr = format!("gw:{GATEWAY_PORT}");
-        let request = GatewayWire::Client(ClientRequest::Exec(Box::new(command)));
-        let replies: Vec<GatewayReply> = operator::converse(
-            &addr,
-            self.gateway,
-            keys,
-            &request,
-            self.rng(),
-            PATIENCE,
-            |r| matches!(r, GatewayReply::Client(e) if stop(e)),
-        )
-        .await?;
-        Ok(replies
-            .into_iter()
-            .filter_map(|r| match r {
-                GatewayReply::Client(e) => Some(e),
-                _ => None,
-            })
-            .collect())
-    }
-
-    /// A request for `host` built the way the gateway builds one, from a genuine ticket for
-    /// `ticket_host` and an authenticator stamped `stamp`: the raw material of replays and
-    /// forgeries.
-    pub fn request(
-        &self,
-        ticket_host: &str,
-        host: &str,
-        stamp: WallClock,
-        argv: &[&str],
-    ) -> Result<ExecRequest, String> {
-        let client = self.new_keys().public().agreement;
-        let mut kdc = self.kdc.lock().unwrap_or_else(PoisonError::into_inner);
-        let now = crate::clock::now().wall;
-        let credential = kdc.login(now, "alice", PASSWORD, client).map_err(|e| e.to_string())?;
-        let issued = kdc.issue_ticket(now, &credential, &client, ticket_host).map_err(|e| e.to_string())?;
-        let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
-        let mut nonce = [0u8; 16];
-        nonce[..8].copy_from_slice(&stamp.0.to_le_bytes());
-        let auth = Authenticator {
-            principal: "alice".into(),
-            timestamp: stamp,
-            nonce,
-            request_digest: request_digest(host, "alice", &argv, &[]),
-        };
-        let authenticator =
-            auth.seal(&issued.session_key, host, &mut self.rng()).map_err(|e| e.to_string())?;
-        Ok(ExecRequest {
-            ticket: issued.ticket,
-            authenticator,
-            run_as: "alice".into(),
-            argv,
-            max_output: 1 << 20,
-            stdin: Vec::new(),
-        })
-    }
-
-    /// Managed host `host`'s public keys (what anyone may know).
-    pub fn host_identity(&self, host: usize) -> Option<PublicIdentity> {
-        self.hosts.get(host).copied()
-    }
-
-    /// A channel straight to managed host `host`, presenting `keys`: what a gateway (or an
-    /// attacker) has.
-    pub async fn to_host(&self, host: usize, keys: &NodeKeys) -> Result<Conversation, String> {
-        let identity = *self.hosts.get(host).ok_or_else(|| format!("no host {host}"))?;
-        Conversation::open(&format!("exec:{}", host_port(host)), identity, keys, self.rng()).await
-    }
-
-    /// A channel to the gateway presenting `keys`, for a client that does more than one exchange
-    /// (or hangs up half way).
-    pub async fn to_gateway(&self, keys: &NodeKeys) -> Result<Conversation, String> {
-        Conversation::open(&format!("gw:{GATEWAY_PORT}"), self.gateway, keys, self.rng()).await
-    }
-
-    /// A record sent to the collector as an exec node sends it, over a channel with `keys`;
-    /// returns the collector's answer.
-    pub async fn submit_audit(
-        &self,
-        keys: &NodeKeys,
-        record: Signed<AuditRecord>,
-    ) -> Result<GatewayReply, String> {
-        let addr = format!("gw:{GATEWAY_PORT}");
-        let request = GatewayWire::AuditSubmit { ack: 1, record };
-        operator::ask(&addr, self.gateway, keys, &request, self.rng(), PATIENCE).await
-    }
 }
 
 /// A built site, ready for one client script.
@@ -557,6 +374,19 @@ impl Site {
         };
         let gateway_outage = spec.gateway_outage;
         Ok(Site { sim, gateway_outage, client, host_keys, trace, records, observer, state })
+    }
+
+    /// For tests: builds the site for `spec`, runs `script` as its client with 3 s to settle,
+    /// and panics (failing the calling test) if an invariant broke or the script failed.
+    pub fn run_checked<F>(spec: &SiteSpec, script: impl FnOnce(SiteClient) -> F) -> SiteRun
+    where
+        F: Future<Output = Result<(), String>> + 'static,
+    {
+        let site = Site::new(spec).expect("the site builds");
+        let run = site.run(Duration::from_secs(3), script);
+        assert_eq!(run.violation, None, "an invariant broke");
+        assert_eq!(run.script, Ok(()), "the client script failed");
+        run
     }
 
     /// Runs `script` as the site's client (after the nodes have had half a second to start),

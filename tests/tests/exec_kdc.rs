@@ -6,20 +6,7 @@
 use std::time::Duration;
 
 use cohort_core::exec::gateway::{HeldState, HostOutcome};
-use cohort_io_sim::exec_site::{
-    GATEWAY_PORT, KDC_PORT, PASSWORD, Site, SiteClient, SiteRun, SiteSpec, host_results,
-};
-
-fn run<F>(spec: &SiteSpec, script: impl FnOnce(SiteClient) -> F) -> SiteRun
-where
-    F: Future<Output = Result<(), String>> + 'static,
-{
-    let site = Site::new(spec).expect("the site builds");
-    let run = site.run(Duration::from_secs(3), script);
-    assert_eq!(run.violation, None, "an invariant broke");
-    assert_eq!(run.script, Ok(()), "the client script failed");
-    run
-}
+use cohort_io_sim::exec_site::{GATEWAY_PORT, KDC_PORT, PASSWORD, Site, SiteSpec, host_results};
 
 fn all_ok(events: &[cohort_core::exec::gateway::ClientEvent], hosts: usize) -> Result<(), String> {
     let results = host_results(events);
@@ -32,7 +19,7 @@ fn all_ok(events: &[cohort_core::exec::gateway::ClientEvent], hosts: usize) -> R
 #[test]
 fn login_and_exec_go_through_a_kdc_on_another_machine_and_the_gateway_keeps_nothing() {
     let spec = SiteSpec::new(4, 61);
-    let run = run(&spec, |client| async move {
+    let run = Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         all_ok(&client.exec(&login, &["h[01-04]"], &["echo", "hi"]).await?, 4)
     });
@@ -57,7 +44,7 @@ fn login_and_exec_go_through_a_kdc_on_another_machine_and_the_gateway_keeps_noth
 fn a_credential_still_works_after_the_gateway_crashed_between_login_and_exec() {
     let mut spec = SiteSpec::new(3, 62);
     spec.gateway_outage = Some((Duration::from_secs(2), Duration::from_secs(1)));
-    let run = run(&spec, |client| async move {
+    let run = Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         // The gateway goes down at 2 s and is back at 3 s, with nothing of this login kept.
         tokio::time::sleep(Duration::from_secs(4)).await;
@@ -77,7 +64,7 @@ fn a_credential_still_works_after_the_gateway_crashed_between_login_and_exec() {
 fn a_login_while_the_kdc_cannot_be_reached_fails_with_a_clear_audited_reason() {
     let mut spec = SiteSpec::new(2, 63);
     spec.kdc_reachable = false;
-    let run = run(&spec, |client| async move {
+    let run = Site::run_checked(&spec, |client| async move {
         match client.login("alice", PASSWORD).await {
             Ok(_) => Err("logged in without a KDC".into()),
             Err(reason) if reason.contains("the KDC could not be reached") => Ok(()),

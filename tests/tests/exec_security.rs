@@ -19,20 +19,8 @@ use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
 use cohort_core::{NodeKeys, WallClock};
 use cohort_io_sim::clock::now;
-use cohort_io_sim::exec_site::{PASSWORD, Site, SiteClient, SiteRun, SiteSpec, host_results};
+use cohort_io_sim::exec_site::{PASSWORD, Site, SiteClient, SiteSpec, host_results};
 use cohort_io_sim::operator::Conversation;
-
-/// Builds the site, runs `script` as its client, and checks the run broke no invariant.
-fn run<F>(spec: &SiteSpec, script: impl FnOnce(SiteClient) -> F) -> SiteRun
-where
-    F: Future<Output = Result<(), String>> + 'static,
-{
-    let site = Site::new(spec).expect("the site builds");
-    let run = site.run(Duration::from_secs(3), script);
-    assert_eq!(run.violation, None, "an invariant broke");
-    assert_eq!(run.script, Ok(()), "the client script failed");
-    run
-}
 
 fn refused(events: &[ClientEvent]) -> Option<String> {
     events.iter().find_map(|e| match e {
@@ -71,7 +59,7 @@ async fn talk_to_host(client: &SiteClient, messages: Vec<HostWire>) -> Result<Ve
 fn a_run_on_ten_hosts_returns_every_result_audits_in_order_and_leaves_the_gateway_empty() {
     let events = seen::<Vec<ClientEvent>>();
     let out = events.clone();
-    let run = run(&SiteSpec::new(10, 1), |client| async move {
+    let run = Site::run_checked(&SiteSpec::new(10, 1), |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-10]"], &["echo", "hi"]).await?;
         Ok(())
@@ -98,7 +86,7 @@ fn an_expired_ticket_is_refused_and_audited() {
         kdc: KdcSettings { ticket_lifetime: Duration::from_secs(30), ..KdcSettings::default() },
         ..SiteSpec::new(2, 2)
     };
-    let run = run(&spec, |client| async move {
+    let run = Site::run_checked(&spec, |client| async move {
         let request = client.request("h01", "h01", now().wall, &["echo", "x"])?;
         tokio::time::sleep(Duration::from_secs(40)).await;
         talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
@@ -111,7 +99,7 @@ fn an_expired_ticket_is_refused_and_audited() {
 
 #[test]
 fn a_ticket_for_another_host_is_refused_and_audited() {
-    let run = run(&SiteSpec::new(2, 3), |client| async move {
+    let run = Site::run_checked(&SiteSpec::new(2, 3), |client| async move {
         let request = client.request("h02", "h01", now().wall, &["echo", "x"])?;
         let heard = talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
         match heard.first() {
@@ -128,7 +116,7 @@ fn a_ticket_for_another_host_is_refused_and_audited() {
 /// the KDC's signature inside. One made and signed by anyone else runs nothing.
 #[test]
 fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
-    let run = run(&SiteSpec::new(1, 14), |client| async move {
+    let run = Site::run_checked(&SiteSpec::new(1, 14), |client| async move {
         let forger = NodeKeys::generate(&mut seeded(67));
         let session_key = [7u8; 32];
         let wall = now().wall;
@@ -168,7 +156,7 @@ fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
 
 #[test]
 fn a_replayed_authenticator_is_refused_and_audited() {
-    let run = run(&SiteSpec::new(1, 4), |client| async move {
+    let run = Site::run_checked(&SiteSpec::new(1, 4), |client| async move {
         let request = client.request("h01", "h01", now().wall, &["echo", "once"])?;
         talk_to_host(&client, vec![HostWire::Start(Box::new(request.clone()))]).await?;
         // The same bytes again, on a new connection: what a captured request replayed is.
@@ -182,7 +170,7 @@ fn a_replayed_authenticator_is_refused_and_audited() {
 
 #[test]
 fn clock_skew_beyond_the_limit_is_refused_and_audited() {
-    let run = run(&SiteSpec::new(1, 5), |client| async move {
+    let run = Site::run_checked(&SiteSpec::new(1, 5), |client| async move {
         let future = WallClock(now().wall.0 + 5 * 60 * 1000);
         let request = client.request("h01", "h01", future, &["echo", "x"])?;
         talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
@@ -197,7 +185,7 @@ fn clock_skew_beyond_the_limit_is_refused_and_audited() {
 fn unknown_principals_and_wrong_passwords_are_refused_alike_and_audited_precisely() {
     let reasons = seen::<Vec<String>>();
     let out = reasons.clone();
-    let run = run(&SiteSpec::new(1, 6), |client| async move {
+    let run = Site::run_checked(&SiteSpec::new(1, 6), |client| async move {
         for (principal, password) in [("mallory", PASSWORD), ("alice", "hunter2")] {
             match client.login(principal, password).await {
                 Ok(_) => return Err(format!("{principal} logged in with {password}")),
@@ -217,7 +205,7 @@ fn unknown_principals_and_wrong_passwords_are_refused_alike_and_audited_precisel
 fn an_acl_denial_runs_nothing_and_is_audited_on_every_host() {
     let runs = seen::<Vec<Vec<ClientEvent>>>();
     let out = runs.clone();
-    let run = run(&SiteSpec::new(3, 7), |client| async move {
+    let run = Site::run_checked(&SiteSpec::new(3, 7), |client| async move {
         let bob = client.login("bob", PASSWORD).await?;
         let first = client.exec(&bob, &["h[01-03]"], &["echo", "hi"]).await?;
         // Alice may not run what her ACL does not list either.
@@ -248,7 +236,7 @@ fn an_acl_denial_runs_nothing_and_is_audited_on_every_host() {
 fn the_gateway_refuses_to_act_without_a_valid_credential() {
     let reasons = seen::<Vec<Option<String>>>();
     let out = reasons.clone();
-    let run = run(&SiteSpec::new(2, 8), |client| async move {
+    let run = Site::run_checked(&SiteSpec::new(2, 8), |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         // Forged: the same content signed by someone other than the KDC.
         let forger = NodeKeys::generate(&mut seeded(66));
@@ -279,7 +267,7 @@ fn the_gateway_refuses_to_act_without_a_valid_credential() {
 fn the_alarm_kill_reaches_the_host_and_is_audited() {
     let events = seen::<Vec<ClientEvent>>();
     let out = events.clone();
-    let run = run(&SiteSpec::new(2, 9), |client| async move {
+    let run = Site::run_checked(&SiteSpec::new(2, 9), |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-02]"], &["sleep", "1000"]).await?;
         Ok(())
@@ -307,7 +295,7 @@ fn the_alarm_kill_reaches_the_host_and_is_audited() {
 
 #[test]
 fn a_client_that_goes_away_has_its_commands_killed() {
-    let run = run(&SiteSpec::new(2, 10), |client| async move {
+    let run = Site::run_checked(&SiteSpec::new(2, 10), |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         let command = client.command(&login.credential, &["h[01-02]"], &["sleep", "1000"]);
         let mut gateway = client.to_gateway(&login.keys).await?;
@@ -337,7 +325,7 @@ fn an_unreachable_host_is_reported_while_the_others_complete() {
     let events = seen::<Vec<ClientEvent>>();
     let out = events.clone();
     let spec = SiteSpec { down: [1].into(), ..SiteSpec::new(3, 11) };
-    run(&spec, |client| async move {
+    Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-03]"], &["uname"]).await?;
         Ok(())
@@ -353,7 +341,7 @@ fn without_the_collectors_acknowledgement_nothing_runs() {
     let events = seen::<Vec<ClientEvent>>();
     let out = events.clone();
     let spec = SiteSpec { collector_reachable: false, ..SiteSpec::new(1, 12) };
-    let run = run(&spec, |client| async move {
+    let run = Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         *out.lock().expect("not poisoned") = client.exec(&login, &["h01"], &["echo", "x"]).await?;
         Ok(())
@@ -370,7 +358,7 @@ fn without_the_collectors_acknowledgement_nothing_runs() {
 fn percent_h_becomes_each_hosts_name() {
     let events = seen::<Vec<ClientEvent>>();
     let out = events.clone();
-    run(&SiteSpec::new(3, 13), |client| async move {
+    Site::run_checked(&SiteSpec::new(3, 13), |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-03]"], &["echo", "I am %h"]).await?;
         Ok(())
@@ -389,7 +377,7 @@ fn the_gateway_expands_node_sets_and_groups_from_its_installed_configuration() {
     let out = runs.clone();
     let spec =
         SiteSpec { groups: [("web".to_owned(), "h[01-02],h05".to_owned())].into(), ..SiteSpec::new(6, 31) };
-    let run = run(&spec, |client| async move {
+    let run = Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         for hosts in [&["@web", "h06"][..], &["h[03-"], &["@db"]] {
             let events = client.exec(&login, hosts, &["echo", "hi"]).await?;
@@ -412,7 +400,7 @@ fn the_gateway_expands_node_sets_and_groups_from_its_installed_configuration() {
 /// session behind it changes nothing.
 #[test]
 fn a_second_start_on_one_host_connection_stops_the_run_instead_of_starting_another() {
-    let run = run(&SiteSpec::new(1, 32), |client| async move {
+    let run = Site::run_checked(&SiteSpec::new(1, 32), |client| async move {
         let first = client.request("h01", "h01", now().wall, &["sleep", "60"])?;
         let cancel = HostWire::Cancel { reason: "early".into() };
         let start = HostWire::Start(Box::new(first));
@@ -468,7 +456,7 @@ fn an_audit_record_not_signed_by_the_host_it_names_is_refused_and_counted() {
 fn output_beyond_the_cap_is_cut_at_the_host_and_counted() {
     let events = seen::<Vec<ClientEvent>>();
     let out = events.clone();
-    run(&SiteSpec::new(2, 34), |client| async move {
+    Site::run_checked(&SiteSpec::new(2, 34), |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-02]"], &["spew", "3"]).await?;
         Ok(())
