@@ -8,16 +8,16 @@
 //! records go to the collector and acknowledgements come back to the daemon that asked; a
 //! session's process is a child of the node. The rules are the roles'.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::conns::{ConnEvent, ConnLimits, Owner};
 use super::io::{ChildId, ConnId, Event, ListenerId, Output, Record};
 use super::{AfterPersist, Effects};
 use crate::channel::TrustSet;
 use crate::exec::acl::Acl;
-use crate::exec::audit::{AuditCollector, ChainEntry, CollectorInput, CollectorOutput};
+use crate::exec::audit::{AuditCollector, ChainEntry, CollectorInput};
 use crate::exec::daemon::{DaemonInput, DaemonOutput, DaemonSettings, ExecDaemon, HostEvent, ProcessEnd};
-use crate::exec::gateway::{Gateway, GatewayInput, GatewayOutput};
+use crate::exec::gateway::{Gateway, GatewayInput};
 use crate::exec::kdc::Kdc;
 use crate::exec::wire::{GatewayReply, GatewayWire, HostWire, KdcReply, KdcRequest};
 use crate::identity::{NodeKeys, PublicIdentity};
@@ -25,6 +25,10 @@ use crate::machine::Machine;
 use crate::rng::{SeededRng, fork};
 use crate::time::{Instant, Now};
 use crate::wire;
+
+mod gateway_slot;
+
+use gateway_slot::GatewaySlot;
 
 /// The gateway a node runs, with the audit collector.
 #[derive(Debug)]
@@ -83,48 +87,6 @@ const AUDIT_LINK_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 struct KdcSlot {
     kdc: Kdc,
     listener: ListenerId,
-}
-
-#[derive(Debug)]
-struct GatewaySlot {
-    gateway: Gateway,
-    kdc_addr: String,
-    kdc: PublicIdentity,
-    /// Each question to the KDC in flight: ask → its connection.
-    asks: BTreeMap<u64, ConnId>,
-    collector: AuditCollector,
-    listener: ListenerId,
-    keys: NodeKeys,
-    hosts: BTreeMap<String, (String, PublicIdentity)>,
-    limits: ConnLimits,
-    /// Each host session's connection, both ways.
-    sessions: BTreeMap<u64, ConnId>,
-    /// Collector ack → (the submitter's connection, its own ack); the gateway's own records
-    /// have no entry.
-    acks: BTreeMap<u64, (ConnId, u64)>,
-    next_ack: u64,
-    /// Messages for each client waiting for its connection to drain, and the clients to close
-    /// once theirs is sent.
-    outbox: BTreeMap<ConnId, VecDeque<Vec<u8>>>,
-    closing: BTreeSet<ConnId>,
-}
-
-impl GatewaySlot {
-    /// Sends what a client is owed while its connection keeps up; closes it once all is sent
-    /// if asked to.
-    fn flush_client(&mut self, fx: &mut Effects<'_>, conn: ConnId) {
-        let queue = self.outbox.entry(conn).or_default();
-        while !fx.conns.congested(conn) {
-            let Some(bytes) = queue.pop_front() else { break };
-            fx.conns.send(conn, &bytes);
-        }
-        if queue.is_empty() {
-            self.outbox.remove(&conn);
-            if self.closing.remove(&conn) {
-                fx.conns.close(conn);
-            }
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -482,103 +444,10 @@ impl ExecHost {
     /// Carries out what the gateway, the collector and the daemons asked for, until none asks.
     fn drain(&mut self, now: Now, fx: &mut Effects<'_>) {
         loop {
-            let mut moved = self.drain_gateway(now, fx);
+            let mut moved = self.gateway.as_mut().is_some_and(|g| g.drain(now, fx));
             moved |= self.drain_hosts(now, fx);
             if !moved {
                 return;
-            }
-        }
-    }
-
-    fn drain_gateway(&mut self, now: Now, fx: &mut Effects<'_>) -> bool {
-        let Some(g) = &mut self.gateway else { return false };
-        let mut moved = false;
-        loop {
-            if let Some(out) = g.collector.poll_output() {
-                moved = true;
-                match out {
-                    CollectorOutput::Append(entry) => {
-                        let index = entry.index;
-                        fx.persist_then(Record::AuditEntry(entry), AfterPersist::Chain(index));
-                    }
-                    CollectorOutput::Checkpoint(checkpoint) => {
-                        fx.persist_then(Record::AuditCheckpoint(checkpoint), AfterPersist::Nothing);
-                    }
-                    CollectorOutput::Ack { ack, .. } => {
-                        if let Some((conn, remote)) = g.acks.remove(&ack) {
-                            send(fx, conn, &GatewayReply::AuditAck { ack: remote });
-                        }
-                    }
-                    CollectorOutput::Refused { ack, refusal } => {
-                        let reason = refusal.to_string();
-                        fx.log(Event::AuditRefused { reason: reason.clone() });
-                        if let Some((conn, remote)) = g.acks.remove(&ack) {
-                            send(fx, conn, &GatewayReply::AuditRefused { ack: remote, reason });
-                        }
-                    }
-                }
-                continue;
-            }
-            let Some(out) = g.gateway.poll_output() else { return moved };
-            moved = true;
-            match out {
-                // Results wait here, not in the driver, while a client reads slowly.
-                GatewayOutput::ToClient { client, event } => {
-                    let conn = ConnId(client);
-                    g.outbox.entry(conn).or_default().push_back(encode(&GatewayReply::Client(event)));
-                    g.flush_client(fx, conn);
-                }
-                GatewayOutput::CloseClient { client } => {
-                    let conn = ConnId(client);
-                    g.closing.insert(conn);
-                    g.flush_client(fx, conn);
-                }
-                GatewayOutput::AskKdc { ask, request } => {
-                    let dialled =
-                        fx.conns.connect(now, g.kdc_addr.clone(), &g.keys, g.kdc, Owner::Dial(ask), g.limits);
-                    match dialled {
-                        Ok(conn) => {
-                            g.asks.insert(ask, conn);
-                            send(fx, conn, &request);
-                        }
-                        Err(reason) => g.gateway.handle(now, GatewayInput::KdcLost { ask, reason }),
-                    }
-                }
-                GatewayOutput::HostStart { session, host, request } => {
-                    let dialled = match g.hosts.get(&host) {
-                        Some((addr, identity)) => fx.conns.connect(
-                            now,
-                            addr.clone(),
-                            &g.keys,
-                            *identity,
-                            Owner::Dial(session),
-                            g.limits,
-                        ),
-                        None => Err(format!("no address for host `{host}`")),
-                    };
-                    match dialled {
-                        Ok(conn) => {
-                            g.sessions.insert(session, conn);
-                            send(fx, conn, &HostWire::Start(Box::new(request)));
-                        }
-                        Err(reason) => g.gateway.handle(now, GatewayInput::HostLost { session, reason }),
-                    }
-                }
-                GatewayOutput::HostDone { session } => {
-                    if let Some(conn) = g.sessions.remove(&session) {
-                        fx.conns.close(conn);
-                    }
-                }
-                GatewayOutput::HostCancel { session, reason } => {
-                    if let Some(conn) = g.sessions.get(&session).copied() {
-                        send(fx, conn, &HostWire::Cancel { reason });
-                    }
-                }
-                GatewayOutput::Audit(record) => {
-                    let ack = g.next_ack;
-                    g.next_ack += 1;
-                    g.collector.handle(now, CollectorInput::Submit { ack, record });
-                }
             }
         }
     }

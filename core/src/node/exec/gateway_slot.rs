@@ -1,0 +1,157 @@
+//! The gateway on a node: its client listener, the collector beside it, the channels it opens to
+//! hosts and to the KDC, and the results waiting for a slow client. Owns carrying out what the
+//! gateway and the collector ask for; the rules are theirs.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::super::conns::{ConnLimits, Owner};
+use super::super::io::{ConnId, Event, ListenerId, Record};
+use super::super::{AfterPersist, Effects};
+use super::{encode, send};
+use crate::exec::audit::{AuditCollector, CollectorInput, CollectorOutput};
+use crate::exec::gateway::{Gateway, GatewayInput, GatewayOutput};
+use crate::exec::wire::{GatewayReply, HostWire};
+use crate::identity::{NodeKeys, PublicIdentity};
+use crate::machine::Machine;
+use crate::time::Now;
+
+#[derive(Debug)]
+pub(super) struct GatewaySlot {
+    pub(super) gateway: Gateway,
+    pub(super) kdc_addr: String,
+    pub(super) kdc: PublicIdentity,
+    /// Each question to the KDC in flight: ask → its connection.
+    pub(super) asks: BTreeMap<u64, ConnId>,
+    pub(super) collector: AuditCollector,
+    pub(super) listener: ListenerId,
+    pub(super) keys: NodeKeys,
+    pub(super) hosts: BTreeMap<String, (String, PublicIdentity)>,
+    pub(super) limits: ConnLimits,
+    /// Each host session's connection, both ways.
+    pub(super) sessions: BTreeMap<u64, ConnId>,
+    /// Collector ack → (the submitter's connection, its own ack); the gateway's own records
+    /// have no entry.
+    pub(super) acks: BTreeMap<u64, (ConnId, u64)>,
+    pub(super) next_ack: u64,
+    /// Messages for each client waiting for its connection to drain, and the clients to close
+    /// once theirs is sent.
+    pub(super) outbox: BTreeMap<ConnId, VecDeque<Vec<u8>>>,
+    pub(super) closing: BTreeSet<ConnId>,
+}
+
+impl GatewaySlot {
+    /// Sends what a client is owed while its connection keeps up; closes it once all is sent
+    /// if asked to.
+    pub(super) fn flush_client(&mut self, fx: &mut Effects<'_>, conn: ConnId) {
+        let queue = self.outbox.entry(conn).or_default();
+        while !fx.conns.congested(conn) {
+            let Some(bytes) = queue.pop_front() else { break };
+            fx.conns.send(conn, &bytes);
+        }
+        if queue.is_empty() {
+            self.outbox.remove(&conn);
+            if self.closing.remove(&conn) {
+                fx.conns.close(conn);
+            }
+        }
+    }
+
+    /// Carries out what the gateway and the collector asked for; whether anything was.
+    pub(super) fn drain(&mut self, now: Now, fx: &mut Effects<'_>) -> bool {
+        let mut moved = false;
+        loop {
+            if let Some(out) = self.collector.poll_output() {
+                moved = true;
+                match out {
+                    CollectorOutput::Append(entry) => {
+                        let index = entry.index;
+                        fx.persist_then(Record::AuditEntry(entry), AfterPersist::Chain(index));
+                    }
+                    CollectorOutput::Checkpoint(checkpoint) => {
+                        fx.persist_then(Record::AuditCheckpoint(checkpoint), AfterPersist::Nothing);
+                    }
+                    CollectorOutput::Ack { ack, .. } => {
+                        if let Some((conn, remote)) = self.acks.remove(&ack) {
+                            send(fx, conn, &GatewayReply::AuditAck { ack: remote });
+                        }
+                    }
+                    CollectorOutput::Refused { ack, refusal } => {
+                        let reason = refusal.to_string();
+                        fx.log(Event::AuditRefused { reason: reason.clone() });
+                        if let Some((conn, remote)) = self.acks.remove(&ack) {
+                            send(fx, conn, &GatewayReply::AuditRefused { ack: remote, reason });
+                        }
+                    }
+                }
+                continue;
+            }
+            let Some(out) = self.gateway.poll_output() else { return moved };
+            moved = true;
+            match out {
+                // Results wait here, not in the driver, while a client reads slowly.
+                GatewayOutput::ToClient { client, event } => {
+                    let conn = ConnId(client);
+                    self.outbox.entry(conn).or_default().push_back(encode(&GatewayReply::Client(event)));
+                    self.flush_client(fx, conn);
+                }
+                GatewayOutput::CloseClient { client } => {
+                    let conn = ConnId(client);
+                    self.closing.insert(conn);
+                    self.flush_client(fx, conn);
+                }
+                GatewayOutput::AskKdc { ask, request } => {
+                    let dialled = fx.conns.connect(
+                        now,
+                        self.kdc_addr.clone(),
+                        &self.keys,
+                        self.kdc,
+                        Owner::Dial(ask),
+                        self.limits,
+                    );
+                    match dialled {
+                        Ok(conn) => {
+                            self.asks.insert(ask, conn);
+                            send(fx, conn, &request);
+                        }
+                        Err(reason) => self.gateway.handle(now, GatewayInput::KdcLost { ask, reason }),
+                    }
+                }
+                GatewayOutput::HostStart { session, host, request } => {
+                    let dialled = match self.hosts.get(&host) {
+                        Some((addr, identity)) => fx.conns.connect(
+                            now,
+                            addr.clone(),
+                            &self.keys,
+                            *identity,
+                            Owner::Dial(session),
+                            self.limits,
+                        ),
+                        None => Err(format!("no address for host `{host}`")),
+                    };
+                    match dialled {
+                        Ok(conn) => {
+                            self.sessions.insert(session, conn);
+                            send(fx, conn, &HostWire::Start(Box::new(request)));
+                        }
+                        Err(reason) => self.gateway.handle(now, GatewayInput::HostLost { session, reason }),
+                    }
+                }
+                GatewayOutput::HostDone { session } => {
+                    if let Some(conn) = self.sessions.remove(&session) {
+                        fx.conns.close(conn);
+                    }
+                }
+                GatewayOutput::HostCancel { session, reason } => {
+                    if let Some(conn) = self.sessions.get(&session).copied() {
+                        send(fx, conn, &HostWire::Cancel { reason });
+                    }
+                }
+                GatewayOutput::Audit(record) => {
+                    let ack = self.next_ack;
+                    self.next_ack += 1;
+                    self.collector.handle(now, CollectorInput::Submit { ack, record });
+                }
+            }
+        }
+    }
+}
