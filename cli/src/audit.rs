@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_trail};
+use cohort_core::exec::directory::ExecDirectory;
 use cohort_core::exec::gateway::GATEWAY_AUDIT_NAME;
 use cohort_io_mio::node_config::NodeConfig;
 use cohort_io_mio::store::{Store, StoredEntry};
@@ -72,19 +73,20 @@ impl Source {
             );
         };
         let config = NodeConfig::load(path)?;
-        let gateway = config
-            .gateway
-            .as_ref()
-            .with_context(|| format!("{} has no [gateway] section", path.display()))?;
+        if config.gateway.is_none() {
+            bail!("{} has no [gateway] section", path.display());
+        }
         let collector = cohort_io_mio::keyfile::read_key_file(&config.key_file)
             .context("could not read the gateway's key")?
             .public();
+        // The managed hosts' keys as the gateway's installed configuration lists them.
+        let record = Store::open(&config.database())?
+            .load_member()?
+            .with_context(|| format!("{} holds no configuration", config.database().display()))?;
+        let (directory, _) = ExecDirectory::from_settings(&record.active.config.settings);
         let mut signers: std::collections::BTreeMap<String, cohort_core::PublicIdentity> =
-            cohort_io_mio::roles::hosts_table(&gateway.hosts_file)?
-                .into_iter()
-                .map(|(n, (_, id))| (n, id))
-                .collect();
-        signers.entry(GATEWAY_AUDIT_NAME.to_owned()).or_insert(collector);
+            directory.hosts.into_iter().map(|(n, h)| (n, h.identity)).collect();
+        signers.insert(GATEWAY_AUDIT_NAME.to_owned(), collector);
         Ok((signers, collector))
     }
 }
@@ -112,6 +114,7 @@ fn entry_json(entry: &ChainEntry) -> serde_json::Value {
         AuditDecision::Run => ("run", None),
         AuditDecision::Denied { reason } => ("denied", Some(reason.as_str())),
         AuditDecision::Ended { outcome } => ("ended", Some(outcome.as_str())),
+        AuditDecision::Lowered { ceilings } => ("lowered", Some(ceilings.as_str())),
     };
     serde_json::json!({
         "index": entry.index,
@@ -127,6 +130,7 @@ fn entry_json(entry: &ChainEntry) -> serde_json::Value {
         "hash": hex::encode(entry.hash),
         "prev_hash": hex::encode(entry.prev_hash),
         "host_signature": hex::encode(entry.signature.0),
+        "host_key": hex::encode(entry.signer.signing),
     })
 }
 
@@ -136,6 +140,7 @@ fn line(entry: &ChainEntry) -> String {
         AuditDecision::Run => "run".to_owned(),
         AuditDecision::Denied { reason } => format!("DENIED: {reason}"),
         AuditDecision::Ended { outcome } => format!("ended: {outcome}"),
+        AuditDecision::Lowered { ceilings } => format!("lowered: {ceilings}"),
     };
     format!(
         "#{:<6} {} {:<8} {:<10} as {:<8} {:<30} {}",

@@ -100,8 +100,10 @@ pub fn run() -> anyhow::Result<()> {
         policy_sync_s: 1,
         policy_poll_s: None,
     };
-    let addresses = free_addresses(2 * usize::from(MEMBERS) + 2)?;
-    let (ports, gateway) = addresses.split_at(2 * usize::from(MEMBERS));
+    // The members, the exec member, then the gateway and the KDC.
+    let founders = usize::from(init::founders(&args));
+    let addresses = free_addresses(2 * founders + 2)?;
+    let (ports, gateway) = addresses.split_at(2 * founders);
     let members: Vec<(SocketAddr, SocketAddr)> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
     let policy_port = free_port_run(usize::from(POLICY_LOCALS) + 1)?;
     let args =
@@ -109,19 +111,19 @@ pub fn run() -> anyhow::Result<()> {
     let created = init::create_at(&args, &members)?;
     step(
         started,
-        "created an operator key, 3 member keys, a genesis configuration signed by the operator, \
-         a gateway on m0, a KDC with its own key on m1, and 6 managed hosts, each on its own 127.0.1.x address",
+        "created an operator key, keys for 3 members and the exec member, a genesis configuration \
+         signed by the operator (with the 6 managed hosts and alice's ACL), a gateway on m0, a KDC \
+         with its own key on m1, and 6 managed hosts on the exec member, each on its own 127.0.1.x address",
     );
 
     let exe = std::env::current_exe().context("could not find the cohort executable")?;
     let mut fleet = Fleet { children: Vec::new() };
-    let exec_config = args.dir.join("exec").join("node.toml");
     let policy_configs: Vec<PathBuf> = crate::policy_setup::server_names(usize::from(POLICY_LOCALS))
         .into_iter()
         .chain(["agents".to_owned()])
         .map(|n| args.dir.join("policy").join(n).join("node.toml"))
         .collect();
-    for config in created.node_configs.iter().chain([&exec_config]).chain(policy_configs.iter()) {
+    for config in created.node_configs.iter().chain(policy_configs.iter()) {
         let name =
             config.parent().and_then(Path::file_name).map_or("node".into(), |n| n.to_string_lossy().into());
         let log = std::fs::File::create(dir.path().join(format!("{name}.log")))?;
@@ -140,7 +142,10 @@ pub fn run() -> anyhow::Result<()> {
     wait_serving(&targets, &mut fleet, Duration::from_secs(20))?;
     step(
         started,
-        &format!("{MEMBERS} member processes up, exchanging signed heartbeats every {HEARTBEAT_MS} ms"),
+        &format!(
+            "{} member processes up (m0-m2 and exec), exchanging signed heartbeats every {HEARTBEAT_MS} ms",
+            targets.len()
+        ),
     );
 
     let at = &targets[1];

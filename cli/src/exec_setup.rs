@@ -1,22 +1,22 @@
 //! The exec part of `cohort init`: turns m0 into the gateway (with the audit collector) and m1
 //! (m0 in a one-member cluster) into the KDC (a role with its own key, which alone holds the
-//! password hashes and signs tickets), creates
-//! a principal with an Argon2id password hash, and an `exec` node hosting N managed hosts, each
-//! with its own key and loopback address, all sharing one ACL.
+//! password hashes, in its store, and signs tickets), creates a principal with an Argon2id
+//! password hash, and makes the `exec` member host N managed hosts, each with its own key and
+//! loopback address. The hosts and the principal's ACL entry go into the genesis configuration.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{Context, bail};
 use cohort_core::NodeKeys;
-use cohort_core::exec::acl::{Acl, AclEntry};
+use cohort_core::exec::acl::{AclEntry, Limits};
+use cohort_core::exec::directory::{ACL_PREFIX, HOST_PREFIX, ManagedHost, acl_setting};
 use cohort_core::exec::kdc::hash_password;
 use cohort_core::rng::SeededRng;
 use cohort_io_mio::keyfile;
-use cohort_io_mio::node_config::{
-    ExecHostConfig, GatewayConfig, HostEntry, HostsFile, KdcConfig, KeyRef, NodeConfig, PeerRef,
-    PrincipalsFile,
-};
+use cohort_io_mio::node_config::{ExecHostConfig, GatewayConfig, KdcConfig, KeyRef, NodeConfig, PeerRef};
+use cohort_io_mio::store::Store;
 use rand_core::RngCore;
 
 use crate::init_args::Args;
@@ -56,123 +56,124 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn create(
-    args: &Args,
-    dir: &Path,
-    m0: &NodeKeys,
-    gateway: SocketAddr,
-    rng: &mut SeededRng,
-) -> anyhow::Result<()> {
-    let count = usize::from(args.exec_hosts);
-    let password = match &args.password_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("could not read {}", path.display()))?
-            .trim_end_matches('\n')
-            .to_owned(),
-        None => {
-            let mut bytes = [0u8; 12];
-            rng.fill_bytes(&mut bytes);
-            let password = hex::encode(bytes);
-            write_private(&dir.join(format!("{}.password", args.exec_user)), &format!("{password}\n"))?;
-            password
-        }
-    };
-    if password.is_empty() {
-        bail!("the password is empty");
-    }
-    let run_as = match &args.run_as {
-        Some(user) => user.clone(),
-        None => {
-            nix::unistd::User::from_uid(nix::unistd::geteuid())?
-                .context("the current user has no passwd entry; pass --run-as")?
-                .name
-        }
-    };
-
-    // Managed hosts on the exec node.
-    let exec_dir = dir.join("exec");
-    std::fs::create_dir_all(exec_dir.join("hosts"))?;
-    let exec_node_keys = NodeKeys::generate(rng);
-    keyfile::write_key_file(&exec_dir.join("node.key"), &exec_node_keys, false)?;
-    let mut acl = Acl::default();
-    acl.principals.insert(
-        args.exec_user.clone(),
-        AclEntry { run_as: [run_as.clone()].into(), commands: ["*".to_owned()].into(), shell: false },
-    );
-    std::fs::write(exec_dir.join("acl.toml"), toml::to_string(&acl)?)?;
-    let mut exec_hosts = Vec::new();
-    let mut table = Vec::new();
-    for i in 0..count {
-        let name = host_name(i, count);
-        let keys = NodeKeys::generate(rng);
-        let key_file = std::path::PathBuf::from("hosts").join(format!("{name}.key"));
-        keyfile::write_key_file(&exec_dir.join(&key_file), &keys, false)?;
-        let address = host_address(i, args.exec_port);
-        exec_hosts.push(ExecHostConfig {
-            name: name.clone(),
-            listen: address,
-            key_file,
-            acl_file: "acl.toml".into(),
-        });
-        let public = keys.public();
-        table.push(HostEntry {
-            name,
-            address,
-            ed25519: hex::encode(public.signing),
-            x25519: hex::encode(public.agreement),
-        });
-    }
-    let m0_public = key_ref(m0);
-    let m0_dir = dir.join("m0");
-    // The KDC lives on another member when there is one, so the gateway's node holds no
-    // password hash and no ticket-signing key at all.
-    let kdc_dir = dir.join(kdc_member(args));
-    let kdc_keys = NodeKeys::generate(rng);
-    keyfile::write_key_file(&kdc_dir.join("kdc.key"), &kdc_keys, false)?;
-    let kdc = key_ref(&kdc_keys);
-    // The member-role addresses are unused by an exec-only node.
-    let unused = SocketAddr::new(args.host, 0);
-    let exec_node = NodeConfig {
-        exec_hosts,
-        collector: Some(PeerRef {
-            address: gateway,
-            ed25519: m0_public.ed25519.clone(),
-            x25519: m0_public.x25519.clone(),
-        }),
-        trusted_kdc: Some(kdc.clone()),
-        ..NodeConfig::new(unused, unused, ".".into(), "node.key".into(), "exec")
-    };
-    std::fs::write(exec_dir.join("node.toml"), exec_node.to_toml())?;
-
-    // The gateway on m0; the KDC, with its own key, on its member.
-    let hosts = toml::to_string(&HostsFile { hosts: table })?;
-    std::fs::write(m0_dir.join("hosts.toml"), &hosts)?;
-    if kdc_dir != m0_dir {
-        std::fs::write(kdc_dir.join("hosts.toml"), &hosts)?;
-    }
-    let mut principals = PrincipalsFile::default();
-    principals.principals.insert(args.exec_user.clone(), hash_password(&password, rng)?);
-    write_private(&kdc_dir.join("principals.toml"), &toml::to_string(&principals)?)?;
-    let kdc_addr = kdc_address(args);
-    edit_node_config(&m0_dir, |config| {
-        config.roles.push("gateway".into());
-        config.gateway = Some(GatewayConfig {
-            listen: gateway,
-            hosts_file: "hosts.toml".into(),
-            kdc: PeerRef { address: kdc_addr, ed25519: kdc.ed25519.clone(), x25519: kdc.x25519.clone() },
-        });
-    })?;
-    edit_node_config(&kdc_dir, |config| {
-        config.roles.push("kdc".into());
-        config.kdc = Some(KdcConfig {
-            listen: kdc_addr,
-            key_file: "kdc.key".into(),
-            principals_file: "principals.toml".into(),
-            hosts_file: "hosts.toml".into(),
-            gateways: vec![m0_public.clone()],
-        });
-    })
+/// What the exec site will be, decided before the genesis is sealed: its hosts and ACL go into
+/// the genesis configuration's settings.
+pub struct ExecPlan {
+    password: String,
+    hosts: Vec<(String, NodeKeys, SocketAddr)>,
+    acl: (String, AclEntry),
 }
+
+impl ExecPlan {
+    pub fn new(args: &Args, dir: &Path, rng: &mut SeededRng) -> anyhow::Result<ExecPlan> {
+        let count = usize::from(args.exec_hosts);
+        let password = match &args.password_file {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("could not read {}", path.display()))?
+                .trim_end_matches('\n')
+                .to_owned(),
+            None => {
+                let mut bytes = [0u8; 12];
+                rng.fill_bytes(&mut bytes);
+                let password = hex::encode(bytes);
+                std::fs::create_dir_all(dir)?;
+                write_private(&dir.join(format!("{}.password", args.exec_user)), &format!("{password}\n"))?;
+                password
+            }
+        };
+        if password.is_empty() {
+            bail!("the password is empty");
+        }
+        let run_as = match &args.run_as {
+            Some(user) => user.clone(),
+            None => {
+                nix::unistd::User::from_uid(nix::unistd::geteuid())?
+                    .context("the current user has no passwd entry; pass --run-as")?
+                    .name
+            }
+        };
+        let hosts = (0..count)
+            .map(|i| (host_name(i, count), NodeKeys::generate(rng), host_address(i, args.exec_port)))
+            .collect();
+        let entry = AclEntry {
+            run_as: [run_as].into(),
+            commands: ["*".to_owned()].into(),
+            shell: false,
+            copy: ["/tmp".to_owned()].into(),
+            limits: Limits::default(),
+        };
+        Ok(ExecPlan { password, hosts, acl: (args.exec_user.clone(), entry) })
+    }
+
+    /// The genesis settings: every managed host and the principal's ACL entry.
+    pub fn settings(&self) -> BTreeMap<String, String> {
+        let mut settings = BTreeMap::new();
+        for (name, keys, address) in &self.hosts {
+            let host = ManagedHost { address: address.to_string(), identity: keys.public() };
+            settings.insert(format!("{HOST_PREFIX}{name}"), host.to_setting());
+        }
+        let (principal, entry) = &self.acl;
+        settings.insert(format!("{ACL_PREFIX}{principal}"), acl_setting(entry));
+        settings
+    }
+
+    /// Writes the site: the host keys and roles on the `exec` member, the gateway role on m0,
+    /// the KDC (its own key, the principal's hash in its store) on its member.
+    pub fn write(
+        &self,
+        args: &Args,
+        dir: &Path,
+        m0: &NodeKeys,
+        gateway: SocketAddr,
+        rng: &mut SeededRng,
+    ) -> anyhow::Result<()> {
+        let exec_dir = dir.join(EXEC_MEMBER);
+        std::fs::create_dir_all(exec_dir.join("hosts"))?;
+        let mut exec_hosts = Vec::new();
+        for (name, keys, address) in &self.hosts {
+            let key_file = std::path::PathBuf::from("hosts").join(format!("{name}.key"));
+            keyfile::write_key_file(&exec_dir.join(&key_file), keys, false)?;
+            exec_hosts.push(ExecHostConfig { name: name.clone(), listen: *address, key_file });
+        }
+        let m0_public = key_ref(m0);
+        let m0_dir = dir.join("m0");
+        // The KDC lives on another member when there is one, so the gateway's node holds no
+        // password hash and no ticket-signing key at all.
+        let kdc_dir = dir.join(kdc_member(args));
+        let kdc_keys = NodeKeys::generate(rng);
+        keyfile::write_key_file(&kdc_dir.join("kdc.key"), &kdc_keys, false)?;
+        let kdc = key_ref(&kdc_keys);
+        edit_node_config(&exec_dir, |config| {
+            config.roles.push("exec".into());
+            config.exec_hosts = exec_hosts;
+            config.collector = Some(PeerRef {
+                address: gateway,
+                ed25519: m0_public.ed25519.clone(),
+                x25519: m0_public.x25519.clone(),
+            });
+            config.trusted_kdc = Some(kdc.clone());
+        })?;
+        let mut store = Store::open(&kdc_dir.join("node.db"))?;
+        store.set_principal(&self.acl.0, Some(&hash_password(&self.password, rng)?))?;
+        let kdc_addr = kdc_address(args);
+        edit_node_config(&m0_dir, |config| {
+            config.roles.push("gateway".into());
+            config.gateway = Some(GatewayConfig {
+                listen: gateway,
+                kdc: PeerRef { address: kdc_addr, ed25519: kdc.ed25519.clone(), x25519: kdc.x25519.clone() },
+            });
+        })?;
+        edit_node_config(&kdc_dir, |config| {
+            config.roles.push("kdc".into());
+            config.kdc =
+                Some(KdcConfig { listen: kdc_addr, key_file: "kdc.key".into(), gateways: vec![m0_public] });
+        })
+    }
+}
+
+/// The member that hosts the managed hosts' exec daemons: a member, so hosts and ACLs reach it
+/// through the configuration agreement.
+pub const EXEC_MEMBER: &str = "exec";
 
 /// The member whose node runs the KDC: m1 when there is one, else m0.
 pub fn kdc_member(args: &Args) -> &'static str {

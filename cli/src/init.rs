@@ -2,7 +2,6 @@
 //! node.toml, and a database holding the operator-signed genesis configuration), and the
 //! operator's `cluster.toml`.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -72,8 +71,13 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 /// Member `i` listens for other members on base + i and for operators on base + 100 + i.
 const ADMIN_OFFSET: u16 = 100;
 
+/// How many founders `init` makes: the members, and the exec member when there are hosts.
+pub fn founders(args: &Args) -> u16 {
+    args.members + u16::from(args.exec_hosts > 0)
+}
+
 pub fn create(args: &Args) -> anyhow::Result<Created> {
-    let addresses = (0..args.members)
+    let addresses = (0..founders(args))
         .map(|i| {
             let port = |offset: u16| {
                 args.base_port
@@ -98,12 +102,20 @@ pub fn create_at(args: &Args, addresses: &[(SocketAddr, SocketAddr)]) -> anyhow:
     let operator_key = args.dir.join("operator.key");
     keyfile::write_key_file(&operator_key, &operator, false)?;
 
+    if addresses.len() != usize::from(founders(args)) {
+        bail!("{} founders need {} address pairs, given {}", founders(args), founders(args), addresses.len());
+    }
     let keys: Vec<NodeKeys> = addresses.iter().map(|_| NodeKeys::generate(&mut rng)).collect();
     let mut entries = Vec::new();
     for (i, (member_keys, (address, admin))) in keys.iter().zip(addresses).enumerate() {
         let public = member_keys.public();
+        let name = if i < usize::from(args.members) {
+            format!("m{i}")
+        } else {
+            crate::exec_setup::EXEC_MEMBER.to_owned()
+        };
         entries.push(MemberEntry {
-            name: format!("m{i}"),
+            name,
             address: *address,
             admin: *admin,
             ed25519: hex::encode(public.signing),
@@ -115,7 +127,11 @@ pub fn create_at(args: &Args, addresses: &[(SocketAddr, SocketAddr)]) -> anyhow:
         identity: k.public(),
         address: e.address.to_string(),
     });
-    let config = genesis_config(&args.cluster, "operator", &operator, infos, BTreeMap::new());
+    let exec = (args.exec_hosts > 0)
+        .then(|| crate::exec_setup::ExecPlan::new(args, &args.dir, &mut rng))
+        .transpose()?;
+    let settings = exec.as_ref().map(|e| e.settings()).unwrap_or_default();
+    let config = genesis_config(&args.cluster, "operator", &operator, infos, settings);
     config.validate().context("the genesis configuration is invalid")?;
     let records = genesis_records(&config, &operator, &mut rng).context("could not seal the genesis")?;
 
@@ -137,10 +153,10 @@ pub fn create_at(args: &Args, addresses: &[(SocketAddr, SocketAddr)]) -> anyhow:
         store.save_member(record, 0)?;
         node_configs.push(config_path);
     }
-    let gateway = if args.exec_hosts > 0 {
+    let gateway = if let Some(exec) = &exec {
         let m0 = keys.first().context("the gateway lives on m0; create at least one member")?;
         let gateway_addr = SocketAddr::new(args.host, args.exec_port);
-        crate::exec_setup::create(args, &args.dir, m0, gateway_addr, &mut rng)?;
+        exec.write(args, &args.dir, m0, gateway_addr, &mut rng)?;
         let public = m0.public();
         Some(GatewayEntry {
             address: gateway_addr,

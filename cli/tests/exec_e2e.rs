@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cohort, free_base_port};
+use common::{cohort, free_base_port, free_member_base};
 
 struct Site {
     dir: tempfile::TempDir,
@@ -58,14 +58,17 @@ fn start(config: &Path, log: &Path) -> Child {
         .expect("node starts")
 }
 
-/// 1 member (the gateway) and 51 managed hosts, of which h51 is never started.
+/// 1 member (the gateway, with the KDC) and the exec member with 51 managed hosts, of which h51
+/// is never started.
 fn site() -> Site {
     let dir = tempfile::tempdir().expect("tempdir");
-    let member_port = free_base_port(1);
+    // m0 and the exec member: base, base + 1 and their admin ports at + 100.
+    let member_port = free_member_base(2);
+    let taken = [member_port, member_port + 1, member_port + 100, member_port + 101];
     // The KDC listens on the port after the gateway's.
     let exec_port = loop {
         let p = free_base_port(2);
-        if p != member_port && p + 1 != member_port {
+        if !taken.contains(&p) && !taken.contains(&(p + 1)) {
             break p;
         }
     };

@@ -74,8 +74,6 @@ fn default_max_handshaking() -> usize {
 pub struct GatewayConfig {
     /// Clients and exec hosts' audit links connect here (Noise; clients pin this node's key).
     pub listen: SocketAddr,
-    /// `[[hosts]]` name, address, ed25519, x25519: where the managed hosts are, and their keys.
-    pub hosts_file: PathBuf,
     /// The KDC the gateway asks for credentials and tickets, over a channel per request.
     pub kdc: PeerRef,
 }
@@ -87,10 +85,6 @@ pub struct KdcConfig {
     pub listen: SocketAddr,
     /// The KDC's own key (mode 0600): it signs credentials and tickets. Never the node's key.
     pub key_file: PathBuf,
-    /// `[principals]` name = Argon2id PHC string (mode 0600).
-    pub principals_file: PathBuf,
-    /// `[[hosts]]` name, address, ed25519, x25519: the managed hosts it issues tickets for.
-    pub hosts_file: PathBuf,
     /// The gateways it answers.
     pub gateways: Vec<KeyRef>,
 }
@@ -110,8 +104,6 @@ pub struct ExecHostConfig {
     /// Its own address: many hosts on one machine each bind a distinct 127.x.y.z.
     pub listen: SocketAddr,
     pub key_file: PathBuf,
-    /// `[principals.NAME]` run_as = [...], commands = [...], shell = false
-    pub acl_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -204,29 +196,6 @@ pub struct TierOperator {
 #[serde(deny_unknown_fields)]
 pub struct AgentsFile {
     pub agents: Vec<TierOperator>,
-}
-
-/// `hosts.toml`: the managed hosts a gateway knows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostsFile {
-    pub hosts: Vec<HostEntry>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostEntry {
-    pub name: String,
-    pub address: SocketAddr,
-    pub ed25519: String,
-    pub x25519: String,
-}
-
-/// `principals.toml`: who may log in, with Argon2id hashes.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrincipalsFile {
-    pub principals: std::collections::BTreeMap<String, String>,
 }
 
 /// Reads a TOML file into `T`, naming the file in any error.
@@ -335,6 +304,11 @@ impl NodeConfig {
         if config.has_role("kdc") != config.kdc.is_some() {
             return Err(invalid("the kdc role and a [kdc] section go together"));
         }
+        if ["gateway", "kdc", "exec"].iter().any(|r| config.has_role(r)) && !config.has_role("member") {
+            return Err(invalid(
+                "the gateway, kdc and exec roles need the member role: hosts and ACLs come from the cluster configuration",
+            ));
+        }
         if config.has_role("exec") && (config.collector.is_none() || config.trusted_kdc.is_none()) {
             return Err(invalid(
                 "the exec role needs a [collector] section (where audit records go) and a [trusted_kdc] section (whose key signs tickets)",
@@ -344,17 +318,11 @@ impl NodeConfig {
         config.data_dir = base.join(&config.data_dir);
         config.key_file = base.join(&config.key_file);
         config.lookup_socket = config.lookup_socket.as_ref().map(|p| base.join(p));
-        if let Some(gateway) = &mut config.gateway {
-            gateway.hosts_file = base.join(&gateway.hosts_file);
-        }
         if let Some(kdc) = &mut config.kdc {
             kdc.key_file = base.join(&kdc.key_file);
-            kdc.principals_file = base.join(&kdc.principals_file);
-            kdc.hosts_file = base.join(&kdc.hosts_file);
         }
         for host in &mut config.exec_hosts {
             host.key_file = base.join(&host.key_file);
-            host.acl_file = base.join(&host.acl_file);
         }
         let has_policy = config.policy_server.is_some() || !config.policy_agents.is_empty();
         if config.has_role("policy") != has_policy {

@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use cohort_core::exec::acl::Acl;
 use cohort_core::exec::daemon::DaemonSettings;
-use cohort_core::exec::gateway::GATEWAY_AUDIT_NAME;
 use cohort_core::exec::kdc::{Kdc, KdcSettings};
 use cohort_core::member::MemberSettings;
 use cohort_core::node::{
@@ -25,9 +23,7 @@ use crate::driver::NodeDriver;
 use crate::entropy::os_seeded_rng;
 use crate::error::NodeError;
 use crate::keyfile;
-use crate::node_config::{
-    AgentsFile, HostsFile, NodeConfig, NodeConfigError, PrincipalsFile, TierFile, load_toml, parse_key,
-};
+use crate::node_config::{AgentsFile, NodeConfig, NodeConfigError, TierFile, load_toml, parse_key};
 use crate::reactor::Slot;
 use crate::store::Store;
 
@@ -93,40 +89,34 @@ fn exec_roles(
     setup: &mut NodeSetup,
 ) -> Result<(), NodeError> {
     let limits = ConnLimits { max_message: 4 * 1024 * 1024, ..ConnLimits::default() };
+    // Hosts, ACLs and limits come from the member's installed configuration (the node hands
+    // them to these roles at start and at every install); principals from the store.
     if let Some(k) = &config.kdc {
-        let principals: PrincipalsFile = load_toml(&k.principals_file)?;
         let kdc_keys = keyfile::read_key_file(&k.key_file)?;
-        let table = hosts_table(&k.hosts_file)?.into_iter().map(|(n, (_, id))| (n, id)).collect();
         let gateways = k
             .gateways
             .iter()
             .map(|g| identity(&config.key_file, &g.ed25519, &g.x25519))
             .collect::<Result<Vec<_>, _>>()?;
-        tracing::info!(listen = %k.listen, kdc = %kdc_keys.node_id(), "kdc starting");
+        let principals = store.load_principals()?;
+        tracing::info!(listen = %k.listen, kdc = %kdc_keys.node_id(), principals = principals.len(), "kdc starting");
         setup.kdc = Some(KdcRole {
             listen: k.listen.to_string(),
-            kdc: Kdc::new(kdc_keys, principals.principals, table, KdcSettings::default(), fork(rng)),
+            kdc: Kdc::new(kdc_keys, principals, BTreeMap::new(), KdcSettings::default(), fork(rng)),
             gateways,
             limits,
         });
     }
     if let Some(gw) = &config.gateway {
-        let hosts = hosts_table(&gw.hosts_file)?;
-        // Records count when signed by the host they name, or by this gateway.
-        let mut signers: BTreeMap<String, PublicIdentity> =
-            hosts.iter().map(|(n, (_, id))| (n.clone(), *id)).collect();
-        signers.entry(GATEWAY_AUDIT_NAME.to_owned()).or_insert_with(|| keys.public());
         let kdc = identity(&config.key_file, &gw.kdc.ed25519, &gw.kdc.x25519)?;
         let chain_tail = store.last_chain_entry()?;
-        tracing::info!(listen = %gw.listen, hosts = hosts.len(), kdc = %gw.kdc.address, "gateway starting");
+        tracing::info!(listen = %gw.listen, kdc = %gw.kdc.address, "gateway starting");
         setup.gateway = Some(GatewayRole {
             listen: gw.listen.to_string(),
             keys: keys.clone(),
             kdc_addr: gw.kdc.address.to_string(),
             kdc,
-            hosts,
             chain_tail,
-            signers,
             limits,
         });
     }
@@ -143,7 +133,6 @@ fn exec_roles(
                 name: h.name.clone(),
                 keys: keyfile::read_key_file(&h.key_file)?,
                 kdc,
-                acl: load_toml::<Acl>(&h.acl_file)?,
                 listen: h.listen.to_string(),
                 settings: DaemonSettings::default(),
                 limits,
@@ -151,16 +140,6 @@ fn exec_roles(
         }
     }
     Ok(())
-}
-
-/// A hosts file: name → (address, keys).
-pub fn hosts_table(path: &std::path::Path) -> Result<BTreeMap<String, (String, PublicIdentity)>, NodeError> {
-    let file: HostsFile = load_toml(path)?;
-    let mut hosts = BTreeMap::new();
-    for h in &file.hosts {
-        hosts.insert(h.name.clone(), (h.address.to_string(), identity(path, &h.ed25519, &h.x25519)?));
-    }
-    Ok(hosts)
 }
 
 fn policy_roles(

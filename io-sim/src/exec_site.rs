@@ -13,7 +13,10 @@ use std::time::Duration;
 use cohort_core::exec::acl::{Acl, AclEntry};
 use cohort_core::exec::audit::{AuditRecord, ChainEntry};
 use cohort_core::exec::daemon::DaemonSettings;
-use cohort_core::exec::gateway::{ClientEvent, GATEWAY_AUDIT_NAME, HeldState};
+use cohort_core::exec::directory::{
+    ACL_PREFIX, ExecDirectory, GROUP_PREFIX, HOST_PREFIX, ManagedHost, acl_setting,
+};
+use cohort_core::exec::gateway::{ClientEvent, HeldState};
 use cohort_core::exec::kdc::{Kdc, KdcSettings, hash_password};
 use cohort_core::member::genesis::{genesis_config, genesis_records};
 use cohort_core::member::{MemberInfo, MemberSettings};
@@ -91,6 +94,7 @@ impl SiteSpec {
                 run_as: ["alice".to_owned()].into(),
                 commands: commands.iter().map(|c| (*c).to_owned()).collect(),
                 shell: false,
+                ..AclEntry::default()
             },
         );
         SiteSpec {
@@ -199,15 +203,13 @@ impl Site {
         let names: Vec<String> = (0..spec.hosts).map(host_name).collect();
         let table: BTreeMap<String, PublicIdentity> =
             names.iter().cloned().zip(host_keys.iter().map(NodeKeys::public)).collect();
-        let mut signers = table.clone();
-        signers.insert(GATEWAY_AUDIT_NAME.into(), gw_keys.public());
         let mut hash_rng = fork(&mut rng);
         let principals: BTreeMap<String, String> = spec
             .principals
             .iter()
             .map(|p| Ok((p.clone(), hash_password(PASSWORD, &mut hash_rng).map_err(|e| e.to_string())?)))
             .collect::<Result<_, String>>()?;
-        let hosts: BTreeMap<String, (String, PublicIdentity)> = names
+        let hosts: BTreeMap<String, ManagedHost> = names
             .iter()
             .enumerate()
             .map(|(i, name)| {
@@ -218,9 +220,21 @@ impl Site {
                 } else {
                     "exec"
                 };
-                (name.clone(), (format!("{machine}:{}", host_port(i)), host_keys[i].public()))
+                let host = ManagedHost {
+                    address: format!("{machine}:{}", host_port(i)),
+                    identity: host_keys[i].public(),
+                };
+                (name.clone(), host)
             })
             .collect();
+        // What the configuration says: the gateway's member installs it from the genesis; the
+        // KDC and exec nodes, which are not members here, are given it.
+        let directory = ExecDirectory {
+            hosts: hosts.clone(),
+            acl: spec.acl.clone(),
+            groups: spec.groups.clone(),
+            ..ExecDirectory::default()
+        };
         let trace: SharedTrace = Arc::new(Mutex::new(Trace::new()));
         let records = SharedRecords::default();
         let observer = Observer::default();
@@ -228,7 +242,14 @@ impl Site {
         let mut sim = crate::clock::simulation(spec.seed, spec.limit, Duration::from_millis(5));
 
         // The gateway's node: gateway, collector, and a one-member cluster for its groups.
-        let settings = spec.groups.iter().map(|(g, set)| (format!("group.{g}"), set.clone())).collect();
+        let mut settings: BTreeMap<String, String> =
+            spec.groups.iter().map(|(g, set)| (format!("{GROUP_PREFIX}{g}"), set.clone())).collect();
+        for (name, host) in &hosts {
+            settings.insert(format!("{HOST_PREFIX}{name}"), host.to_setting());
+        }
+        for (principal, entry) in &spec.acl.principals {
+            settings.insert(format!("{ACL_PREFIX}{principal}"), acl_setting(entry));
+        }
         let me = MemberInfo {
             name: "gw".into(),
             identity: gw_keys.public(),
@@ -256,9 +277,7 @@ impl Site {
                 keys: gw.clone(),
                 kdc_addr: format!("{kdc_machine}:{KDC_PORT}"),
                 kdc: kdc_public,
-                hosts: hosts.clone(),
                 chain_tail: None,
-                signers: signers.clone(),
                 limits: ConnLimits::default(),
             }),
             ..NodeSetup::new(gw.clone())
@@ -285,7 +304,7 @@ impl Site {
         // The KDC's node: the KDC alone, answering the gateway only.
         let (kdc_principals, kdc_hosts, kdc_settings) = (principals.clone(), table.clone(), spec.kdc);
         let kdc_rng = fork(&mut rng);
-        let (kk, gateway_public) = (kdc_keys.clone(), gw_keys.public());
+        let (kk, gateway_public, kdc_directory) = (kdc_keys.clone(), gw_keys.public(), directory.clone());
         let setup: SetupFn = Arc::new(move |_| NodeSetup {
             kdc: Some(KdcRole {
                 listen: format!("0.0.0.0:{KDC_PORT}"),
@@ -299,6 +318,7 @@ impl Site {
                 gateways: vec![gateway_public],
                 limits: ConnLimits::default(),
             }),
+            exec_directory: kdc_directory.clone(),
             ..NodeSetup::new(kk.clone())
         });
         let ctx = NodeHostContext {
@@ -317,7 +337,6 @@ impl Site {
                 name: name.clone(),
                 keys: host_keys[i].clone(),
                 kdc: kdc_keys.public(),
-                acl: spec.acl.clone(),
                 listen: format!("0.0.0.0:{}", host_port(i)),
                 settings: DaemonSettings::default(),
                 limits: ConnLimits::default(),
@@ -329,6 +348,7 @@ impl Site {
         let setup: SetupFn = Arc::new(move |_| NodeSetup {
             exec_hosts: roles.clone(),
             audit_link: Some(audit.clone()),
+            exec_directory: directory.clone(),
             ..NodeSetup::new(ek.clone())
         });
         let seen = state.clone();

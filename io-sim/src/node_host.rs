@@ -165,7 +165,7 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
     let setup = (ctx.setup)(record);
     // The ACL each host this node plays holds, for the invariant that nothing denied runs.
     let acls: BTreeMap<String, Acl> =
-        setup.exec_hosts.iter().map(|h| (h.name.clone(), h.acl.clone())).collect();
+        setup.exec_hosts.iter().map(|h| (h.name.clone(), setup.exec_directory.acl.clone())).collect();
     let mut node = Node::new(now(), setup, fork(&mut rng));
     if let Some(probe) = &ctx.probe {
         probe(&node);

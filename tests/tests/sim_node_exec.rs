@@ -12,7 +12,8 @@ use std::time::Duration;
 use cohort_core::exec::acl::{Acl, AclEntry};
 use cohort_core::exec::audit::{AuditDecision, AuditRecord};
 use cohort_core::exec::daemon::DaemonSettings;
-use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, GATEWAY_AUDIT_NAME, HostOutcome};
+use cohort_core::exec::directory::{ExecDirectory, ManagedHost};
+use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, HostOutcome};
 use cohort_core::exec::kdc::{Kdc, KdcSettings, hash_password};
 use cohort_core::exec::wire::{GatewayReply, GatewayWire};
 use cohort_core::node::{AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, KdcRole, NodeSetup};
@@ -65,15 +66,28 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
     let client_keys = NodeKeys::generate(&mut rng);
     let table: BTreeMap<String, PublicIdentity> =
         HOSTS.iter().zip(&host_keys).map(|(h, k)| ((*h).to_owned(), k.public())).collect();
-    let mut signers = table.clone();
-    signers.insert(GATEWAY_AUDIT_NAME.into(), gw_keys.public());
     let hash = hash_password(PASSWORD, &mut fork(&mut rng)).expect("hashes");
     let principals: BTreeMap<String, String> = [("alice".to_owned(), hash)].into();
-    let hosts: BTreeMap<String, (String, PublicIdentity)> = HOSTS
+    let hosts: BTreeMap<String, ManagedHost> = HOSTS
         .iter()
         .enumerate()
-        .map(|(i, h)| ((*h).to_owned(), (format!("exec:{}", host_port(i)), host_keys[i].public())))
+        .map(|(i, h)| {
+            let host =
+                ManagedHost { address: format!("exec:{}", host_port(i)), identity: host_keys[i].public() };
+            ((*h).to_owned(), host)
+        })
         .collect();
+    let mut acl = Acl::default();
+    acl.principals.insert(
+        "alice".into(),
+        AclEntry {
+            run_as: ["alice".to_owned()].into(),
+            commands: ["echo", "sleep"].iter().map(|c| (*c).to_owned()).collect(),
+            ..AclEntry::default()
+        },
+    );
+    // Neither node is a member here: each is given what the configuration would say.
+    let directory = ExecDirectory { hosts, acl, ..ExecDirectory::default() };
     let trace: SharedTrace = Arc::new(Mutex::new(Trace::new()));
     let records = SharedRecords::default();
     let observer = Observer::default();
@@ -82,6 +96,7 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
     let kdc_rng = fork(&mut rng);
     let gw = gw_keys.clone();
     let kk = kdc_keys.clone();
+    let gw_directory = directory.clone();
     let setup: SetupFn = Arc::new(move |_| NodeSetup {
         kdc: Some(KdcRole {
             listen: format!("0.0.0.0:{KDC_PORT}"),
@@ -100,11 +115,10 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
             keys: gw.clone(),
             kdc_addr: format!("gw:{KDC_PORT}"),
             kdc: kk.public(),
-            hosts: hosts.clone(),
             chain_tail: None,
-            signers: signers.clone(),
             limits: ConnLimits::default(),
         }),
+        exec_directory: gw_directory.clone(),
         ..NodeSetup::new(gw.clone())
     });
     let ctx = NodeHostContext {
@@ -115,15 +129,6 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
     };
     sim.host("gw", move || node_host::run(ctx.clone()));
 
-    let mut acl = Acl::default();
-    acl.principals.insert(
-        "alice".into(),
-        AclEntry {
-            run_as: ["alice".to_owned()].into(),
-            commands: ["echo", "sleep"].iter().map(|c| (*c).to_owned()).collect(),
-            shell: false,
-        },
-    );
     let roles: Vec<ExecHostRole> = HOSTS
         .iter()
         .enumerate()
@@ -131,7 +136,6 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
             name: (*h).to_owned(),
             keys: host_keys[i].clone(),
             kdc: kdc_keys.public(),
-            acl: acl.clone(),
             listen: format!("0.0.0.0:{}", host_port(i)),
             settings: DaemonSettings::default(),
             limits: ConnLimits::default(),
@@ -142,6 +146,7 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
     let setup: SetupFn = Arc::new(move |_| NodeSetup {
         exec_hosts: roles.clone(),
         audit_link: Some(AuditLinkRole { addr: format!("gw:{GATEWAY_PORT}"), collector }),
+        exec_directory: directory.clone(),
         ..NodeSetup::new(ek.clone())
     });
     let ctx = NodeHostContext {

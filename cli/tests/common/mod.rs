@@ -64,11 +64,12 @@ impl TestCluster {
     }
 
     /// A cluster of `members` with the gateway on m0 (and the KDC on m1 when there are two),
-    /// and an `exec` node hosting `hosts` managed hosts; the processes are the members, then
+    /// and an `exec` member hosting `hosts` managed hosts; the processes are the members, then
     /// `exec`. Every port it uses is free when it is made.
     pub fn init_exec(members: u16, hosts: u16) -> TestCluster {
-        let base = free_member_base(members);
-        let taken: Vec<u16> = (0..members).flat_map(|i| [base + i, base + 100 + i]).collect();
+        // The exec node is a member too: it takes the ports after the others'.
+        let base = free_member_base(members + 1);
+        let taken: Vec<u16> = (0..=members).flat_map(|i| [base + i, base + 100 + i]).collect();
         let exec_port = loop {
             let p = free_base_port(2);
             if !taken.contains(&p) && !taken.contains(&(p + 1)) {

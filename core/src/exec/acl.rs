@@ -1,6 +1,7 @@
-//! Access control on an exec host: which principal may run which commands as which local users,
-//! and whether a shell is allowed. Owns the rules and their check. It never runs anything and
-//! grants nothing by default: a principal without an entry may do nothing.
+//! Access control: which principal may run which commands as which local users, whether a shell
+//! is allowed, where it may write files, and the ceilings of its runs. Owns the rules and their
+//! check (the daemon checks commands and files, the gateway applies the limits). It never runs
+//! anything and grants nothing by default: a principal without an entry may do nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +20,31 @@ pub struct AclEntry {
     /// Whether it may run a shell (or anything that runs commands for it).
     #[serde(default)]
     pub shell: bool,
+    /// Directories under which `cohort copy` may write files (absolute, no `..`).
+    #[serde(default)]
+    pub copy: BTreeSet<String>,
+    /// The ceilings of its runs, whatever a client asks for.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A principal's ceilings, applied at the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Sessions at once within one run.
+    pub max_fanout: u32,
+    /// T1 + T2: how long one host's command may run, at most, in milliseconds.
+    pub max_time_ms: u64,
+    /// Runs at once, across all of the principal's connections to the gateway.
+    pub max_runs: u32,
+}
+
+impl Default for Limits {
+    /// Generous enough not to surprise (clush's default fan-out is 64, the default T1+T2 48 s),
+    /// bounded so one principal cannot take the gateway.
+    fn default() -> Limits {
+        Limits { max_fanout: 256, max_time_ms: 3_600_000, max_runs: 8 }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +64,25 @@ pub enum AclDenied {
     Shell { principal: String, program: String },
     #[error("empty command")]
     Empty,
+    #[error("principal `{principal}` may not write `{path}`: not under a directory its ACL permits for copy")]
+    CopyPath { principal: String, path: String },
+    #[error("`{0}` is not an absolute, normalised path (no `..`, `.`, `//` or trailing `/`)")]
+    BadPath(String),
+}
+
+/// Whether `path` is absolute and names each directory once plainly: no `.`/`..` component, no
+/// empty one, no trailing `/`, no NUL. Only such a path can be compared with a prefix safely.
+pub fn is_plain_absolute(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else { return false };
+    !rest.is_empty()
+        && !path.contains('\0')
+        && rest.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+/// Whether `path` lies under directory `prefix` (`/` or a plain absolute path), component-wise:
+/// `/tmp/a` is under `/tmp`, `/tmpx` is not.
+fn is_under(path: &str, prefix: &str) -> bool {
+    prefix == "/" || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
 }
 
 fn program_name(program: &str) -> &str {
@@ -63,6 +108,28 @@ impl Acl {
             Err(AclDenied::Command { principal: principal.to_owned(), program: program.clone() })
         }
     }
+
+    /// May `principal` write the file `path` as `run_as`?
+    pub fn check_copy(&self, principal: &str, run_as: &str, path: &str) -> Result<(), AclDenied> {
+        let entry = self.principals.get(principal).ok_or_else(|| AclDenied::NoEntry(principal.to_owned()))?;
+        if !entry.run_as.contains(run_as) {
+            return Err(AclDenied::RunAs { principal: principal.to_owned(), run_as: run_as.to_owned() });
+        }
+        if !is_plain_absolute(path) {
+            return Err(AclDenied::BadPath(path.to_owned()));
+        }
+        if entry.copy.iter().any(|prefix| is_under(path, prefix)) {
+            Ok(())
+        } else {
+            Err(AclDenied::CopyPath { principal: principal.to_owned(), path: path.to_owned() })
+        }
+    }
+
+    /// The ceilings of `principal`'s runs (the defaults for one without an entry, who may run
+    /// nothing anyway).
+    pub fn limits(&self, principal: &str) -> Limits {
+        self.principals.get(principal).map(|e| e.limits).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]
@@ -77,11 +144,18 @@ mod tests {
                 run_as: ["alice".to_owned(), "deploy".to_owned()].into(),
                 commands: ["uptime".to_owned(), "/usr/bin/systemctl".to_owned()].into(),
                 shell: false,
+                copy: ["/srv/www".to_owned()].into(),
+                limits: Limits::default(),
             },
         );
         acl.principals.insert(
             "root-ops".into(),
-            AclEntry { run_as: ["root".to_owned()].into(), commands: ["*".to_owned()].into(), shell: true },
+            AclEntry {
+                run_as: ["root".to_owned()].into(),
+                commands: ["*".to_owned()].into(),
+                shell: true,
+                ..AclEntry::default()
+            },
         );
         acl
     }
@@ -113,5 +187,28 @@ mod tests {
         acl.principals.get_mut("alice").expect("alice").commands.insert("*".into());
         assert!(matches!(acl.check("alice", "alice", &argv(&["bash"])), Err(AclDenied::Shell { .. })));
         assert_eq!(acl.check("root-ops", "root", &argv(&["sh", "-c", "id"])), Ok(()));
+    }
+
+    #[test]
+    fn copies_only_under_a_permitted_directory_and_never_by_a_crooked_path() {
+        let acl = acl();
+        assert_eq!(acl.check_copy("alice", "deploy", "/srv/www/index.html"), Ok(()));
+        assert_eq!(acl.check_copy("alice", "deploy", "/srv/www/a/b"), Ok(()));
+        for outside in ["/srv/wwwx", "/srv/www", "/etc/passwd", "/srv"] {
+            assert!(
+                matches!(acl.check_copy("alice", "deploy", outside), Err(AclDenied::CopyPath { .. })),
+                "{outside}"
+            );
+        }
+        for crooked in
+            ["/srv/www/../../etc/passwd", "srv/www/x", "/srv/www//x", "/srv/www/./x", "/srv/www/x/"]
+        {
+            assert!(
+                matches!(acl.check_copy("alice", "deploy", crooked), Err(AclDenied::BadPath(_))),
+                "{crooked}"
+            );
+        }
+        assert!(matches!(acl.check_copy("alice", "root", "/srv/www/x"), Err(AclDenied::RunAs { .. })));
+        assert!(matches!(acl.check_copy("root-ops", "root", "/srv/www/x"), Err(AclDenied::CopyPath { .. })));
     }
 }

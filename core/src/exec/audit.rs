@@ -24,6 +24,8 @@ pub enum AuditDecision {
     Denied { reason: String },
     /// The run ended (exit code, signal, or why it was killed).
     Ended { outcome: String },
+    /// The gateway held the run to the principal's ceilings (what was asked, what was granted).
+    Lowered { ceilings: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +49,9 @@ pub struct ChainEntry {
     pub record: AuditRecord,
     /// The signature of the host the record names, over the record.
     pub signature: Signature,
+    /// The key the collector checked that signature against: the host's key in the
+    /// configuration of the day, so a record outlives its host's removal.
+    pub signer: PublicIdentity,
     pub hash: [u8; 32],
 }
 
@@ -76,15 +81,23 @@ pub const CHECKPOINT_EVERY: u64 = 16;
 /// The hash before the first entry.
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
-/// SHA-256 over the previous hash, the index, the canonical encoding of the record and the
-/// host's signature.
-pub fn entry_hash(index: u64, prev_hash: &[u8; 32], record: &AuditRecord, signature: &Signature) -> [u8; 32] {
+/// SHA-256 over the previous hash, the index, the canonical encoding of the record, the host's
+/// signature and the key it was checked against.
+pub fn entry_hash(
+    index: u64,
+    prev_hash: &[u8; 32],
+    record: &AuditRecord,
+    signature: &Signature,
+    signer: &PublicIdentity,
+) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"cohort-audit-v2");
+    h.update(b"cohort-audit-v3");
     h.update(prev_hash);
     h.update(index.to_be_bytes());
     h.update(postcard::to_allocvec(record).unwrap_or_default());
     h.update(signature.0);
+    h.update(signer.signing);
+    h.update(signer.agreement);
     h.finalize().into()
 }
 
@@ -119,7 +132,9 @@ pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a ChainEntry>) -> Re
         if entry.prev_hash != prev {
             return Err(ChainError::Link { index: entry.index });
         }
-        if entry_hash(entry.index, &entry.prev_hash, &entry.record, &entry.signature) != entry.hash {
+        if entry_hash(entry.index, &entry.prev_hash, &entry.record, &entry.signature, &entry.signer)
+            != entry.hash
+        {
             return Err(ChainError::Hash { index: entry.index });
         }
         prev = entry.hash;
@@ -128,9 +143,12 @@ pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a ChainEntry>) -> Re
     Ok(expected)
 }
 
-/// A whole trail: every link, every host's signature against `signers` (by the host name a
-/// record carries), and every checkpoint against the collector's key and the chain. Returns the
-/// number of entries; the first failure is the error.
+/// A whole trail: every link, every host's signature, and every checkpoint against the
+/// collector's key and the chain. A record's signature must verify under the key its entry
+/// names, and that key must be the host's key in `signers` (by the host name the record
+/// carries); a host no longer in `signers` (removed since) is taken on the collector's word only
+/// where a valid checkpoint covers its entry. Returns the number of entries; the first failure
+/// is the error.
 pub fn verify_trail(
     entries: &[ChainEntry],
     signers: &BTreeMap<String, PublicIdentity>,
@@ -138,12 +156,17 @@ pub fn verify_trail(
     checkpoints: &[Signed<Checkpoint>],
 ) -> Result<u64, ChainError> {
     let count = verify_chain(entries)?;
+    let vouched = checkpoints.iter().filter(|c| c.verify(collector).is_ok()).map(|c| c.body.index).max();
     for entry in entries {
         let host = clip(&entry.record.host);
-        let key = signers
-            .get(&entry.record.host)
-            .ok_or_else(|| ChainError::UnknownHost { index: entry.index, host: host.clone() })?;
-        entry.signed_record().verify(key).map_err(|_| ChainError::Signature { index: entry.index, host })?;
+        let signature_error = || ChainError::Signature { index: entry.index, host: host.clone() };
+        match signers.get(&entry.record.host) {
+            Some(key) if *key != entry.signer => return Err(signature_error()),
+            Some(_) => {}
+            None if vouched.is_some_and(|v| entry.index <= v) => {}
+            None => return Err(ChainError::UnknownHost { index: entry.index, host: host.clone() }),
+        }
+        entry.signed_record().verify(&entry.signer).map_err(|_| signature_error())?;
     }
     for checkpoint in checkpoints {
         let index = checkpoint.body.index;
@@ -266,8 +289,9 @@ impl Machine for AuditCollector {
                 }
                 let Signed { body: record, signature } = record;
                 let index = self.next_index;
-                let hash = entry_hash(index, &self.last_hash, &record, &signature);
-                let entry = ChainEntry { index, prev_hash: self.last_hash, record, signature, hash };
+                let Some(signer) = self.signers.get(&record.host).copied() else { return };
+                let hash = entry_hash(index, &self.last_hash, &record, &signature, &signer);
+                let entry = ChainEntry { index, prev_hash: self.last_hash, record, signature, signer, hash };
                 self.next_index += 1;
                 self.last_hash = hash;
                 self.waiting.push_back((index, ack, hash));
@@ -436,7 +460,7 @@ mod tests {
             let prev = if i == 0 { GENESIS_HASH } else { entries[i - 1].hash };
             let e = &mut entries[i];
             e.prev_hash = prev;
-            e.hash = entry_hash(e.index, &e.prev_hash, &e.record, &e.signature);
+            e.hash = entry_hash(e.index, &e.prev_hash, &e.record, &e.signature, &e.signer);
         }
     }
 

@@ -51,6 +51,10 @@ pub enum Refusal {
     AuditUnacknowledged,
     #[error("a request arrived on a connection that already carries a session")]
     OutOfOrder,
+    #[error(
+        "host `{0}` is not a managed host in the installed configuration (removed, or listed under another key)"
+    )]
+    NotListed(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +96,12 @@ pub enum DaemonInput {
     SpawnFailed {
         session: u64,
         reason: String,
+    },
+    /// The installed configuration's ACL, and whether it lists this host under this daemon's
+    /// key: a host it does not list runs nothing. Sessions already running keep going.
+    Directory {
+        acl: Acl,
+        listed: bool,
     },
     Timeout,
 }
@@ -220,6 +230,8 @@ pub struct ExecDaemon {
     keys: NodeKeys,
     kdc: PublicIdentity,
     acl: Acl,
+    /// Whether the installed configuration lists this host (under this daemon's key).
+    listed: bool,
     settings: DaemonSettings,
     /// Authenticators made before this daemon started are refused: the replay cache is not
     /// kept across restarts, so nothing it might have seen can be replayed.
@@ -251,6 +263,7 @@ impl ExecDaemon {
             keys,
             kdc,
             acl,
+            listed: true,
             settings,
             started,
             replay: BTreeMap::new(),
@@ -265,6 +278,11 @@ impl ExecDaemon {
 
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// The key this daemon proves: the configuration must list its host under it.
+    pub fn identity(&self) -> PublicIdentity {
+        self.keys.public()
     }
 
     pub fn denials(&self) -> u64 {
@@ -287,6 +305,9 @@ impl ExecDaemon {
             Err(e) => return ("(unverified)".into(), Err(Refusal::Ticket(e))),
         };
         let principal = body.principal.clone();
+        if !self.listed {
+            return (principal, Err(Refusal::NotListed(self.host.clone())));
+        }
         let skew_ms = u64::try_from(self.settings.max_skew.as_millis()).unwrap_or(u64::MAX);
         let refuse = |refusal: Refusal| (principal.clone(), Err(refusal));
         if body.host != self.host {
@@ -514,6 +535,10 @@ impl Machine for ExecDaemon {
                     s.phase = Phase::Running { cancelled: Some(format!("could not start: {reason}")) };
                 }
                 self.ended(session, wall, ProcessEnd::Exited(127));
+            }
+            DaemonInput::Directory { acl, listed } => {
+                self.acl = acl;
+                self.listed = listed;
             }
             DaemonInput::Timeout => {
                 let expired: Vec<u64> = self

@@ -6,20 +6,23 @@
 //! execution utility over the hosts, streaming each host's result back as it completes. When the
 //! run ends every trace of it (credential, tickets, session keys, output) is dropped. It never
 //! acts without a valid credential presented over the channel it was issued to. Node sets
-//! (`h[01-50]`, `@web`) are expanded here, from the groups of the installed configuration. Its
-//! own refusals are audited in records it signs.
+//! (`h[01-50]`, `@web`) are expanded here, from the groups of the installed configuration, and
+//! the principal's ceilings (fan-out, T1+T2, runs at once) and the gateway's own are applied
+//! here, from the ACL the configuration holds: a client asking for more gets the ceiling and is
+//! told so. Its own refusals and lowered requests are audited in records it signs.
 
 use std::collections::{BTreeMap, VecDeque};
 
 use rand_core::RngCore;
 
 use super::audit::{AuditDecision, AuditRecord};
+use super::directory::{ExecDirectory, ManagedHost};
 use super::kdc::Kdc;
 use super::nodeset;
 use super::parallel::{AlarmSchedule, ParallelInput, ParallelOutput, ParallelRun, SessionEnd, SessionResult};
 use super::ticket::Credential;
 use super::wire::{CONNECT_TIMEOUT_MS, ExecRequest, HostEvent, KdcReply, KdcRequest, MAX_STDIN};
-pub use super::wire::{ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult};
+pub use super::wire::{Ceiling, ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult, Lowered};
 
 mod tickets;
 
@@ -51,9 +54,9 @@ pub enum GatewayInput {
     ClientGone {
         client: u64,
     },
-    /// The `group.NAME` settings of the installed configuration, for `@NAME` in node sets;
-    /// replaces the groups before.
-    Groups(BTreeMap<String, String>),
+    /// The hosts, ACL, limits and groups of the installed configuration; replaces the
+    /// directory before (runs in progress keep their grants).
+    Directory(Box<ExecDirectory>),
     /// A host's report for session `session`.
     Host {
         session: u64,
@@ -87,11 +90,11 @@ pub enum GatewayOutput {
         client: u64,
         event: ClientEvent,
     },
-    /// Connect to `host` (pinning the key the node knows it by) and send it `request` as
-    /// session `session`.
+    /// Connect to `host` (at its address, pinning its key) and send it `request` as session
+    /// `session`.
     HostStart {
         session: u64,
-        host: String,
+        host: ManagedHost,
         request: ExecRequest,
     },
     HostCancel {
@@ -106,8 +109,9 @@ pub enum GatewayOutput {
     CloseClient {
         client: u64,
     },
-    /// A refusal at the gateway (failed login, bad credential) for the audit trail, signed with
-    /// the gateway's key under the host name [`GATEWAY_AUDIT_NAME`].
+    /// A refusal at the gateway (failed login, bad credential, a limit reached) or a request
+    /// lowered to its ceilings, for the audit trail, signed with the gateway's key under the
+    /// host name [`GATEWAY_AUDIT_NAME`].
     Audit(Signed<AuditRecord>),
     /// Open a channel to the KDC, send `request`, and answer with `KdcReplied` or `KdcLost`.
     /// `ask` numbers come from the same counter as sessions, so they never collide.
@@ -173,7 +177,7 @@ pub struct Gateway {
     kdc: PublicIdentity,
     /// Signs the gateway's own audit records.
     keys: NodeKeys,
-    groups: BTreeMap<String, String>,
+    directory: ExecDirectory,
     rng: SeededRng,
     runs: BTreeMap<u64, Run>,
     /// session id → (client, host index).
@@ -197,7 +201,7 @@ impl Gateway {
         Gateway {
             kdc,
             keys,
-            groups: BTreeMap::new(),
+            directory: ExecDirectory::default(),
             rng,
             runs: BTreeMap::new(),
             session_index: BTreeMap::new(),
@@ -240,15 +244,27 @@ impl Gateway {
     }
 
     fn audit_refusal(&mut self, wall: WallClock, principal: &str, argv: Vec<String>, reason: String) {
+        self.audit_own(wall, principal, String::new(), argv, AuditDecision::Denied { reason });
+    }
+
+    /// A record the gateway makes itself, signed with its key.
+    fn audit_own(
+        &mut self,
+        wall: WallClock,
+        principal: &str,
+        run_as: String,
+        argv: Vec<String>,
+        decision: AuditDecision,
+    ) {
         let mut run_id = [0u8; 16];
         self.rng.fill_bytes(&mut run_id);
         let record = AuditRecord {
             host: GATEWAY_AUDIT_NAME.into(),
             principal: principal.chars().take(128).collect(),
-            run_as: String::new(),
+            run_as,
             argv,
             at: wall,
-            decision: AuditDecision::Denied { reason },
+            decision,
             run_id,
         };
         // An encoding failure here would be a bug in the record type, not an input; the refusal
@@ -329,15 +345,27 @@ impl Gateway {
         if command.run_as.is_empty() {
             return self.refuse(client, "no run-as user".into());
         }
-        let fanout = usize::try_from(command.fanout).unwrap_or(MAX_FANOUT).clamp(1, MAX_FANOUT);
+        let principal = command.credential.body.principal.clone();
+        if let Err(reason) = self.check_runs(&principal) {
+            return self.refuse_audited(wall, client, &principal, command.argv, reason);
+        }
+        let limits = self.directory.acl.limits(&principal);
+        let (granted, lowered) = grant_within(&command, limits);
+        let fanout = usize::try_from(granted.fanout).unwrap_or(MAX_FANOUT).clamp(1, MAX_FANOUT);
         let alarms = AlarmSchedule {
-            t1: std::time::Duration::from_millis(command.t1_ms.max(1)),
-            t2: std::time::Duration::from_millis(command.t2_ms.max(1)),
+            t1: std::time::Duration::from_millis(granted.t1_ms.max(1)),
+            t2: std::time::Duration::from_millis(granted.t2_ms.max(1)),
             t3: std::time::Duration::from_millis(command.t3_ms.max(1)),
         };
         let count = u32::try_from(command.hosts.len()).unwrap_or(u32::MAX);
         self.outputs
             .push_back(GatewayOutput::ToClient { client, event: ClientEvent::Accepted { hosts: count } });
+        if !lowered.is_empty() {
+            let decision = AuditDecision::Lowered { ceilings: lowered_text(&lowered) };
+            self.audit_own(wall, &principal, command.run_as.clone(), command.argv.clone(), decision);
+            let event = ClientEvent::Lowered(Lowered { principal: principal.clone(), ceilings: lowered });
+            self.outputs.push_back(GatewayOutput::ToClient { client, event });
+        }
         // Each stream's cap, within the gateway's ceiling (a result must fit one message).
         let ceiling = MAX_OUTPUT_PER_HOST as u64;
         let max_output = command.max_output.clamp(MIN_OUTPUT_PER_HOST, ceiling);
@@ -364,9 +392,25 @@ impl Gateway {
         self.drive(now, wall, client);
     }
 
+    /// Whether `principal` may start another run: its own ceiling and the gateway's.
+    fn check_runs(&self, principal: &str) -> Result<(), String> {
+        let limit = self.directory.acl.limits(principal).max_runs;
+        let own = self.credentials.values().filter(|g| g.credential.body.principal == principal).count();
+        if own >= usize::try_from(limit).unwrap_or(usize::MAX) {
+            return Err(format!(
+                "principal `{principal}` already has {own} runs in progress, its limit of {limit}; wait for one to finish"
+            ));
+        }
+        let all = self.directory.max_runs;
+        if self.runs.len() >= usize::try_from(all).unwrap_or(usize::MAX) {
+            return Err(format!("the gateway is running its limit of {all} runs at once; retry shortly"));
+        }
+        Ok(())
+    }
+
     /// Every host the node sets name, with `@groups` from the installed configuration.
     fn expand_all(&self, patterns: &[String]) -> Result<Vec<String>, String> {
-        let lookup = |name: &str| self.groups.get(name).cloned();
+        let lookup = |name: &str| self.directory.groups.get(name).cloned();
         let mut hosts = Vec::new();
         for pattern in patterns {
             hosts.extend(nodeset::expand(pattern, &lookup).map_err(|e| e.to_string())?);
@@ -482,7 +526,7 @@ impl Machine for Gateway {
                 }
                 self.forget(client);
             }
-            GatewayInput::Groups(groups) => self.groups = groups,
+            GatewayInput::Directory(directory) => self.directory = *directory,
             GatewayInput::Host { session, event } => self.handle_host(now, wall, session, event),
             GatewayInput::HostLost { session, reason } => {
                 self.session_ended(now, wall, session, SessionEnd::Unreachable { reason })
@@ -546,4 +590,39 @@ fn host_result(result: &SessionResult, run_started: Instant) -> HostResult {
         started_ms: result.started.map(|s| millis(s - run_started)),
         ended_ms: millis(result.ended - run_started),
     }
+}
+
+/// What a run is granted within the principal's ceilings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Granted {
+    fanout: u32,
+    t1_ms: u64,
+    t2_ms: u64,
+}
+
+/// The request held to `limits`: fan-out at most `max_fanout` (and [`MAX_FANOUT`]); T1+T2 at
+/// most `max_time_ms`, T1 kept first (it is when the alarms begin) and T2 shortened.
+fn grant_within(command: &ExecCommand, limits: crate::exec::acl::Limits) -> (Granted, Vec<Ceiling>) {
+    let mut lowered = Vec::new();
+    let fanout_ceiling = limits.max_fanout.min(u32::try_from(MAX_FANOUT).unwrap_or(u32::MAX));
+    let fanout = if command.fanout > fanout_ceiling {
+        lowered.push(Ceiling::Fanout { asked: command.fanout, granted: fanout_ceiling });
+        fanout_ceiling
+    } else {
+        command.fanout
+    };
+    let asked = command.t1_ms.saturating_add(command.t2_ms);
+    let (t1_ms, t2_ms) = if asked > limits.max_time_ms {
+        let t1 = command.t1_ms.min(limits.max_time_ms);
+        let t2 = limits.max_time_ms - t1;
+        lowered.push(Ceiling::Time { asked_ms: asked, granted_ms: limits.max_time_ms });
+        (t1, t2)
+    } else {
+        (command.t1_ms, command.t2_ms)
+    };
+    (Granted { fanout, t1_ms, t2_ms }, lowered)
+}
+
+fn lowered_text(ceilings: &[Ceiling]) -> String {
+    ceilings.iter().map(Ceiling::to_string).collect::<Vec<_>>().join("; ")
 }

@@ -121,6 +121,12 @@ impl Kdc {
         self.hosts.get(name)
     }
 
+    /// The managed hosts tickets may be sealed to, from the installed configuration: a host it
+    /// no longer lists gets no ticket.
+    pub fn set_hosts(&mut self, hosts: BTreeMap<String, PublicIdentity>) {
+        self.hosts = hosts;
+    }
+
     /// Login: checks the password and issues a credential bound to `client_key`.
     pub fn login(
         &mut self,

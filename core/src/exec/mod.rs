@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod audit;
 pub mod daemon;
+pub mod directory;
 pub mod gateway;
 pub mod kdc;
 pub mod nodeset;

@@ -222,11 +222,51 @@ pub enum HostOutcome {
     Failed(String),
 }
 
+/// A part of a request the gateway held to the principal's ceiling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ceiling {
+    Fanout {
+        asked: u32,
+        granted: u32,
+    },
+    /// T1 + T2: how long a host's command may run.
+    Time {
+        asked_ms: u64,
+        granted_ms: u64,
+    },
+}
+
+impl std::fmt::Display for Ceiling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Ceiling::Fanout { asked, granted } => write!(f, "fan-out {asked} lowered to {granted}"),
+            Ceiling::Time { asked_ms, granted_ms } => {
+                write!(f, "T1+T2 {}s lowered to {}s", asked_ms / 1000, granted_ms / 1000)
+            }
+        }
+    }
+}
+
+/// The gateway lowered a request to `principal`'s ceilings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lowered {
+    pub principal: String,
+    pub ceilings: Vec<Ceiling>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientEvent {
-    LoggedIn { credential: Signed<Credential> },
-    Refused { reason: String },
-    Accepted { hosts: u32 },
+    LoggedIn {
+        credential: Signed<Credential>,
+    },
+    Refused {
+        reason: String,
+    },
+    Accepted {
+        hosts: u32,
+    },
+    /// Sent after `Accepted` when the run got less than it asked for.
+    Lowered(Lowered),
     Host(HostResult),
     Finished,
 }

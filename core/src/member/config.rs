@@ -176,6 +176,8 @@ pub enum ConfigError {
     TooManyChanges(usize),
     #[error("could not encode the configuration: {0}")]
     Encode(String),
+    #[error("exec directory entry {0}")]
+    Exec(#[from] crate::exec::directory::DirectoryError),
 }
 
 fn check_text(what: &'static str, text: &str, limit: usize) -> Result<(), ConfigError> {
@@ -232,6 +234,8 @@ impl ClusterConfig {
                     limit: MAX_VALUE_LEN,
                 });
             }
+            // Hosts and ACLs are read by every exec role: one that does not parse never enters.
+            crate::exec::directory::check_setting(key, value)?;
         }
         for (member, section) in &self.sections {
             if !self.members.contains_key(member) {

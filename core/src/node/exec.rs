@@ -17,7 +17,8 @@ use crate::channel::TrustSet;
 use crate::exec::acl::Acl;
 use crate::exec::audit::{AuditCollector, ChainEntry, CollectorInput};
 use crate::exec::daemon::{DaemonInput, DaemonOutput, DaemonSettings, ExecDaemon, HostEvent, ProcessEnd};
-use crate::exec::gateway::{Gateway, GatewayInput};
+use crate::exec::directory::ExecDirectory;
+use crate::exec::gateway::{GATEWAY_AUDIT_NAME, Gateway, GatewayInput};
 use crate::exec::kdc::Kdc;
 use crate::exec::wire::{GatewayReply, GatewayWire, HostWire, KdcReply, KdcRequest};
 use crate::identity::{NodeKeys, PublicIdentity};
@@ -40,12 +41,8 @@ pub struct GatewayRole {
     /// that proves this key.
     pub kdc_addr: String,
     pub kdc: PublicIdentity,
-    /// Managed hosts: name → (address, identity).
-    pub hosts: BTreeMap<String, (String, PublicIdentity)>,
     /// The last entry of the stored audit chain, which the collector continues.
     pub chain_tail: Option<ChainEntry>,
-    /// Whose audit records the collector accepts, by the host name a record carries.
-    pub signers: BTreeMap<String, PublicIdentity>,
     pub limits: ConnLimits,
 }
 
@@ -66,7 +63,6 @@ pub struct ExecHostRole {
     pub keys: NodeKeys,
     /// The KDC whose signed tickets this host takes.
     pub kdc: PublicIdentity,
-    pub acl: Acl,
     pub listen: String,
     pub settings: DaemonSettings,
     pub limits: ConnLimits,
@@ -119,6 +115,9 @@ pub(super) struct ExecRoles {
     pub kdc: Option<KdcRole>,
     pub hosts: Vec<ExecHostRole>,
     pub audit: Option<AuditLinkRole>,
+    /// Hosts, ACL and limits until a configuration is installed (a node without the member
+    /// role keeps these).
+    pub directory: ExecDirectory,
 }
 
 impl ExecHost {
@@ -129,7 +128,7 @@ impl ExecHost {
         rng: &mut SeededRng,
         fx: &mut Effects<'_>,
     ) -> ExecHost {
-        let ExecRoles { gateway, kdc, hosts, audit } = roles;
+        let ExecRoles { gateway, kdc, hosts, audit, directory } = roles;
         let gateway = gateway.map(|role| {
             // Clients are any key: a client proves itself with a credential bound to its key.
             let listener =
@@ -139,10 +138,13 @@ impl ExecHost {
                 kdc_addr: role.kdc_addr,
                 kdc: role.kdc,
                 asks: BTreeMap::new(),
-                collector: AuditCollector::new(role.chain_tail.as_ref(), role.signers, role.keys.clone()),
+                collector: AuditCollector::new(
+                    role.chain_tail.as_ref(),
+                    signers(&directory, &role.keys),
+                    role.keys.clone(),
+                ),
                 listener,
                 keys: role.keys,
-                hosts: role.hosts,
                 limits: role.limits,
                 sessions: BTreeMap::new(),
                 acks: BTreeMap::new(),
@@ -170,7 +172,7 @@ impl ExecHost {
                     role.limits,
                 );
                 let daemon =
-                    ExecDaemon::new(role.name, role.keys, role.kdc, role.acl, role.settings, now.wall);
+                    ExecDaemon::new(role.name, role.keys, role.kdc, Acl::default(), role.settings, now.wall);
                 Host { daemon, listener }
             })
             .collect::<Vec<_>>();
@@ -181,7 +183,7 @@ impl ExecHost {
             let limits = ConnLimits { idle: Some(AUDIT_LINK_IDLE), ..ConnLimits::default() };
             fx.links.add_with_queue(a.addr, node_keys.clone(), a.collector, limits, MAX_AUDIT_QUEUE)
         });
-        ExecHost {
+        let mut host = ExecHost {
             gateway,
             kdc,
             hosts,
@@ -191,7 +193,9 @@ impl ExecHost {
             children: BTreeMap::new(),
             paused: BTreeSet::new(),
             by_listener,
-        }
+        };
+        host.set_directory(now, directory, fx);
+        host
     }
 
     /// The host whose listener `owner` is, if it is one.
@@ -230,9 +234,20 @@ impl ExecHost {
         self.hosts.iter().map(|h| &h.daemon)
     }
 
-    pub fn set_groups(&mut self, now: Now, groups: BTreeMap<String, String>, fx: &mut Effects<'_>) {
+    /// Hands every exec role its part of a newly installed configuration: the gateway its
+    /// hosts, limits and groups, the collector whose records it accepts, the KDC the hosts it
+    /// may seal tickets to, each daemon the ACL and whether it is still a managed host.
+    pub fn set_directory(&mut self, now: Now, directory: ExecDirectory, fx: &mut Effects<'_>) {
+        if let Some(k) = &mut self.kdc {
+            k.kdc.set_hosts(directory.hosts.iter().map(|(n, h)| (n.clone(), h.identity)).collect());
+        }
+        for h in &mut self.hosts {
+            let listed = directory.lists(h.daemon.host(), &h.daemon.identity());
+            h.daemon.handle(now, DaemonInput::Directory { acl: directory.acl.clone(), listed });
+        }
         if let Some(g) = &mut self.gateway {
-            g.gateway.handle(now, GatewayInput::Groups(groups));
+            g.collector.handle(now, CollectorInput::Signers(signers(&directory, &g.keys)));
+            g.gateway.handle(now, GatewayInput::Directory(Box::new(directory)));
         }
         self.drain(now, fx);
     }
@@ -505,6 +520,15 @@ impl ExecHost {
         }
         moved
     }
+}
+
+/// Whose audit records the collector accepts: every managed host by its name, and the gateway
+/// itself.
+fn signers(directory: &ExecDirectory, gateway: &NodeKeys) -> BTreeMap<String, PublicIdentity> {
+    let mut signers: BTreeMap<String, PublicIdentity> =
+        directory.hosts.iter().map(|(n, h)| (n.clone(), h.identity)).collect();
+    signers.insert(GATEWAY_AUDIT_NAME.to_owned(), gateway.public());
+    signers
 }
 
 /// What a child of an exec session did.

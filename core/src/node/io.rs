@@ -258,6 +258,10 @@ pub enum Event {
     AuditRefused {
         reason: String,
     },
+    /// A setting of the installed configuration the exec roles could not read; left out.
+    BadSetting {
+        error: String,
+    },
     PolicyStored {
         id: String,
         version: u64,
@@ -282,6 +286,7 @@ impl Event {
             | Event::BadMessage { .. }
             | Event::PolicyRejected(_)
             | Event::AuditRefused { .. }
+            | Event::BadSetting { .. }
             | Event::PolicyApplyFailed { .. }
             | Event::OutsideRoster { .. } => Level::Warn,
             Event::LinkDown { .. }
@@ -337,6 +342,7 @@ impl fmt::Display for Event {
             Event::ChangeAccepted { version } => write!(f, "operator change accepted as {version}"),
             Event::ChangeRejected { reason } => write!(f, "operator change rejected: {reason}"),
             Event::AuditRefused { reason } => write!(f, "audit record refused: {reason}"),
+            Event::BadSetting { error } => write!(f, "configuration setting left out: {error}"),
             Event::PolicyStored { id, version } => write!(f, "policy {id} v{version} stored"),
             Event::PolicyRejected(rejection) => {
                 write!(f, "policy input refused ({}): {rejection}", rejection.kind.as_str())

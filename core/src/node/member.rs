@@ -57,7 +57,7 @@ pub(super) struct MemberHost {
     /// The request each admin connection is waiting on: one at a time.
     waiting: BTreeMap<ConnId, u64>,
     next_request: u64,
-    /// The groups of a configuration installed since the node last asked.
+    /// The shared settings of a configuration installed since the node last asked.
     installed: Option<BTreeMap<String, String>>,
     /// The local lookup listener and its connections.
     local: Option<(ListenerId, LocalConns)>,
@@ -77,7 +77,7 @@ impl MemberHost {
         let peers = fx.conns.listen("member", role.listen, keys.clone(), roster_trust(&member), limits);
         let trust = admin_trust(&member, &keys);
         let admin = fx.conns.listen("admin", role.admin_listen, keys.clone(), trust, role.admin_limits);
-        let installed = Some(groups(&member));
+        let installed = Some(member.active().config.settings.clone());
         let local = role.lookup_socket.map(|path| {
             let listener = ListenerId::local(0);
             fx.out.push_back(Output::ListenLocal { listener, path });
@@ -104,9 +104,9 @@ impl MemberHost {
         &self.member
     }
 
-    /// The `group.NAME` settings of a configuration installed since the last call (at start,
-    /// the active one's), for the roles that expand node sets.
-    pub fn take_installed_groups(&mut self) -> Option<BTreeMap<String, String>> {
+    /// The shared settings of a configuration installed since the last call (at start, the
+    /// active one's), for the roles that read the exec directory from them.
+    pub fn take_installed_settings(&mut self) -> Option<BTreeMap<String, String>> {
         self.installed.take()
     }
 
@@ -320,7 +320,7 @@ impl MemberHost {
                     }
                     fx.conns.set_trust(self.admin, admin_trust(&self.member, &self.keys));
                     fx.conns.set_trust(self.peers, roster_trust(&self.member));
-                    self.installed = Some(groups(&self.member));
+                    self.installed = Some(self.member.active().config.settings.clone());
                 }
                 MemberOutput::Removed { version } => fx.log(Event::OutsideRoster { version }),
                 MemberOutput::Dropped { reason } => {
@@ -347,15 +347,6 @@ impl MemberHost {
             }
         }
     }
-}
-
-/// The `group.NAME` settings of the active configuration, for `@NAME` in node sets.
-fn groups(member: &Member) -> BTreeMap<String, String> {
-    let settings = &member.active().config.settings;
-    settings
-        .iter()
-        .filter_map(|(k, v)| k.strip_prefix("group.").map(|name| (name.to_owned(), v.clone())))
-        .collect()
 }
 
 /// Messages kept for a member whose channel is down: a few heartbeats' worth (newer ones say

@@ -56,6 +56,7 @@ pub use policy::{PolicyAgentRole, PolicyServerRole};
 
 use crate::exec::audit::AuditCollector;
 use crate::exec::daemon::ExecDaemon;
+use crate::exec::directory::ExecDirectory;
 use crate::exec::gateway::Gateway;
 use crate::identity::NodeKeys;
 use crate::machine::Machine;
@@ -81,6 +82,9 @@ pub struct NodeSetup {
     pub exec_hosts: Vec<ExecHostRole>,
     /// Where this node's exec hosts send their audit records.
     pub audit_link: Option<AuditLinkRole>,
+    /// The exec roles' hosts, ACL and limits until the member role installs a configuration
+    /// (a node without the member role keeps these).
+    pub exec_directory: ExecDirectory,
     pub policy_server: Option<PolicyServerRole>,
     pub policy_agents: Vec<PolicyAgentRole>,
 }
@@ -95,6 +99,7 @@ impl NodeSetup {
             kdc: None,
             exec_hosts: Vec::new(),
             audit_link: None,
+            exec_directory: ExecDirectory::default(),
             policy_server: None,
             policy_agents: Vec::new(),
         }
@@ -199,6 +204,7 @@ impl Node {
             kdc: setup.kdc,
             hosts: setup.exec_hosts,
             audit: setup.audit_link,
+            directory: setup.exec_directory,
         };
         let exec = ExecHost::new(now, roles, &setup.keys, &mut rng, &mut fx);
         let policy = PolicyHost::new(now, setup.policy_server, setup.policy_agents, &mut rng, &mut fx);
@@ -249,12 +255,17 @@ impl Node {
     }
 
     /// Runs connection events through the roles until nothing moves, opens links that have
-    /// something to send, and hands a newly installed configuration's groups to the gateway.
+    /// something to send, and hands a newly installed configuration's exec directory to the
+    /// exec roles.
     fn settle(&mut self, now: Now) {
         loop {
             self.with_roles(|roles, fx| {
-                if let Some(groups) = roles.member.as_mut().and_then(MemberHost::take_installed_groups) {
-                    roles.exec.set_groups(now, groups, fx);
+                if let Some(settings) = roles.member.as_mut().and_then(MemberHost::take_installed_settings) {
+                    let (directory, errors) = ExecDirectory::from_settings(&settings);
+                    for e in errors {
+                        fx.log(Event::BadSetting { error: e.to_string() });
+                    }
+                    roles.exec.set_directory(now, directory, fx);
                 }
             });
             self.links.dial_due(now, &mut self.conns);

@@ -9,6 +9,7 @@ use cohort_core::member::MemberRecord;
 use cohort_core::signed::{Signature, Signed};
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod kdc;
 mod policy;
 
 /// Each entry upgrades the schema from its index to the next version (`PRAGMA user_version`).
@@ -50,6 +51,13 @@ const MIGRATIONS: &[&str] = &[
          idx INTEGER PRIMARY KEY,
          checkpoint BLOB NOT NULL
      );",
+    // 5 → 6: the KDC's principals and their Argon2id hashes; each chain entry keeps the key
+    // its signature was checked against.
+    "CREATE TABLE kdc_principals (
+         name TEXT PRIMARY KEY,
+         hash TEXT NOT NULL
+     );
+     ALTER TABLE audit_chain ADD COLUMN signer BLOB NOT NULL DEFAULT x'';",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -151,13 +159,15 @@ impl Store {
         let path = self.path.clone();
         self.conn
             .execute(
-                "INSERT INTO audit_chain (idx, prev_hash, record, hash, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO audit_chain (idx, prev_hash, record, hash, signature, signer) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     entry.index as i64,
                     entry.prev_hash.to_vec(),
                     record,
                     entry.hash.to_vec(),
-                    entry.signature.0.to_vec()
+                    entry.signature.0.to_vec(),
+                    [entry.signer.signing, entry.signer.agreement].concat()
                 ],
             )
             .map_err(|source| StoreError::Sqlite { path, source })?;
@@ -168,7 +178,7 @@ impl Store {
     pub fn load_chain(&self) -> Result<Vec<StoredEntry>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT idx, prev_hash, record, hash, signature FROM audit_chain ORDER BY idx")
+            .prepare("SELECT idx, prev_hash, record, hash, signature, signer FROM audit_chain ORDER BY idx")
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |row| {
@@ -178,12 +188,13 @@ impl Store {
                     row.get::<_, Vec<u8>>(2)?,
                     row.get::<_, Vec<u8>>(3)?,
                     row.get::<_, Vec<u8>>(4)?,
+                    row.get::<_, Vec<u8>>(5)?,
                 ))
             })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (idx, prev, record, hash, signature) = row.map_err(|e| self.err(e))?;
+            let (idx, prev, record, hash, signature, signer) = row.map_err(|e| self.err(e))?;
             let index = idx as u64;
             let decoded = (|| {
                 let prev_hash: [u8; 32] =
@@ -194,7 +205,15 @@ impl Store {
                     .try_into()
                     .map_err(|_| "the host's signature is missing or not 64 bytes".to_owned())?;
                 let signature = Signature(signature);
-                Ok::<_, String>(ChainEntry { index, prev_hash, record, signature, hash })
+                if signer.len() != 64 {
+                    return Err("the signer's key is missing or not 64 bytes".to_owned());
+                }
+                let (signing, agreement) = signer.split_at(32);
+                let signer = cohort_core::PublicIdentity {
+                    signing: signing.try_into().map_err(|_| "bad signer key".to_owned())?,
+                    agreement: agreement.try_into().map_err(|_| "bad signer key".to_owned())?,
+                };
+                Ok::<_, String>(ChainEntry { index, prev_hash, record, signature, signer, hash })
             })();
             out.push(match decoded {
                 Ok(entry) => StoredEntry::Entry(Box::new(entry)),

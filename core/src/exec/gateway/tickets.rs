@@ -124,6 +124,10 @@ impl Gateway {
     /// Sends session `session` to `host` with its ticket and a fresh authenticator. The ticket
     /// is used once: a host that runs again gets a new one.
     fn dispatch(&mut self, now: Instant, wall: WallClock, client: u64, session: u64, host: &str) {
+        let Some(target) = self.directory.hosts.get(host).cloned() else {
+            let reason = format!("`{host}` is not a managed host in the installed configuration");
+            return self.session_ended(now, wall, session, SessionEnd::Unreachable { reason });
+        };
         let Some(grant) = self.credentials.get_mut(&client) else { return };
         let Some(held) = grant.tickets.remove(host) else {
             let reason = format!("the KDC granted no ticket for `{host}`");
@@ -153,7 +157,7 @@ impl Gateway {
         let request =
             ExecRequest { ticket: held.ticket, authenticator: sealed, run_as, argv, max_output, stdin };
         self.connecting.insert(session, now + connect_timeout);
-        self.outputs.push_back(GatewayOutput::HostStart { session, host: host.to_owned(), request });
+        self.outputs.push_back(GatewayOutput::HostStart { session, host: target, request });
     }
 
     pub(super) fn handle_kdc_reply(

@@ -25,7 +25,6 @@ pub(super) struct GatewaySlot {
     pub(super) collector: AuditCollector,
     pub(super) listener: ListenerId,
     pub(super) keys: NodeKeys,
-    pub(super) hosts: BTreeMap<String, (String, PublicIdentity)>,
     pub(super) limits: ConnLimits,
     /// Each host session's connection, both ways.
     pub(super) sessions: BTreeMap<u64, ConnId>,
@@ -117,17 +116,14 @@ impl GatewaySlot {
                     }
                 }
                 GatewayOutput::HostStart { session, host, request } => {
-                    let dialled = match self.hosts.get(&host) {
-                        Some((addr, identity)) => fx.conns.connect(
-                            now,
-                            addr.clone(),
-                            &self.keys,
-                            *identity,
-                            Owner::Dial(session),
-                            self.limits,
-                        ),
-                        None => Err(format!("no address for host `{host}`")),
-                    };
+                    let dialled = fx.conns.connect(
+                        now,
+                        host.address,
+                        &self.keys,
+                        host.identity,
+                        Owner::Dial(session),
+                        self.limits,
+                    );
                     match dialled {
                         Ok(conn) => {
                             self.sessions.insert(session, conn);
