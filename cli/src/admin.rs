@@ -186,7 +186,12 @@ pub fn admin(command: &AdminCommand) -> anyhow::Result<()> {
     send_change(&target.resolve()?, target, changes, wait)
 }
 
-fn send_change(node: &Target, target: &TargetArgs, changes: Vec<Change>, wait: bool) -> anyhow::Result<()> {
+pub fn send_change(
+    node: &Target,
+    target: &TargetArgs,
+    changes: Vec<Change>,
+    wait: bool,
+) -> anyhow::Result<()> {
     let version = node.change(changes)?;
     println!("{} accepted the change as {}", node.name, version.to_full_string());
     if wait {

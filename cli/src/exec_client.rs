@@ -298,9 +298,11 @@ fn forwarded_stdin(args: &ExecArgs) -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Seconds as milliseconds. Any positive time may be asked for: the gateway holds it to the
+/// principal's ceiling and says so.
 fn seconds_ms(value: f64, name: &str) -> anyhow::Result<u64> {
-    if !(0.001..=86_400.0).contains(&value) {
-        bail!("--{name} must be between 0.001 and 86400 seconds");
+    if !(0.001..=1e9).contains(&value) {
+        bail!("--{name} must be a number of seconds from 0.001 up");
     }
     Ok((value * 1000.0) as u64)
 }
@@ -356,6 +358,15 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
                         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                     );
                     bar = Some(b);
+                }
+            }
+            GatewayReply::Client(ClientEvent::Lowered(lowered)) => {
+                let what: Vec<String> = lowered.ceilings.iter().map(ToString::to_string).collect();
+                let note =
+                    format!("note: {} (the ceilings of principal `{}`)", what.join("; "), lowered.principal);
+                match &bar {
+                    Some(b) => b.println(note),
+                    None => eprintln!("{note}"),
                 }
             }
             GatewayReply::Client(ClientEvent::Host(result)) => {

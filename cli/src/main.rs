@@ -6,6 +6,7 @@ mod audit;
 mod change;
 mod cluster_file;
 mod demo;
+mod directory_cli;
 mod exec_client;
 mod exec_setup;
 mod init;
@@ -60,6 +61,12 @@ enum Command {
     Login(exec_client::LoginArgs),
     /// Run a command on many hosts at once.
     Exec(exec_client::ExecArgs),
+    /// Add, remove or list managed hosts (a signed configuration change).
+    #[command(subcommand)]
+    Host(directory_cli::HostCommand),
+    /// Set, remove or show principals' ACL entries and ceilings (a signed configuration change).
+    #[command(subcommand)]
+    Acl(directory_cli::AclCommand),
     /// Read or verify the audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -98,6 +105,8 @@ fn main() -> ExitCode {
         Command::Login(args) => exec_client::login(&args),
         Command::Policy(command) => policy_cli::run(&command),
         Command::Audit(command) => audit::run(&command),
+        Command::Host(command) => directory_cli::host(&command),
+        Command::Acl(command) => directory_cli::acl(&command),
         Command::Exec(args) => match exec_client::exec(&args) {
             // Non-zero when any host failed, like pdsh and clush.
             Ok(all_ok) => return if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) },

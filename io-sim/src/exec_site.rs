@@ -80,6 +80,9 @@ pub struct SiteSpec {
     pub kdc_reachable: bool,
     /// The gateway's machine crashes at `.0` and comes back `.1` later.
     pub gateway_outage: Option<(Duration, Duration)>,
+    /// Hosts the exec node's installed configuration no longer lists (the gateway's and the
+    /// KDC's still do): their daemons must refuse on their own.
+    pub unlisted: BTreeSet<usize>,
 }
 
 impl SiteSpec {
@@ -110,6 +113,7 @@ impl SiteSpec {
             limit: Duration::from_secs(300),
             kdc_reachable: true,
             gateway_outage: None,
+            unlisted: BTreeSet::new(),
         }
     }
 }
@@ -345,10 +349,14 @@ impl Site {
         let machine = if spec.collector_reachable { "gw" } else { VOID };
         let audit = AuditLinkRole { addr: format!("{machine}:{GATEWAY_PORT}"), collector: gw_keys.public() };
         let ek = exec_keys.clone();
+        let mut exec_directory = directory.clone();
+        for i in &spec.unlisted {
+            exec_directory.hosts.remove(&host_name(*i));
+        }
         let setup: SetupFn = Arc::new(move |_| NodeSetup {
             exec_hosts: roles.clone(),
             audit_link: Some(audit.clone()),
-            exec_directory: directory.clone(),
+            exec_directory: exec_directory.clone(),
             ..NodeSetup::new(ek.clone())
         });
         let seen = state.clone();

@@ -35,7 +35,7 @@ pub enum KdcError {
     Expired,
     #[error("the credential belongs to another client key")]
     WrongClient,
-    #[error("no host `{0}` is registered with the KDC")]
+    #[error("`{0}` is not a managed host in the KDC's installed configuration")]
     UnknownHost(String),
     #[error("could not issue: {0}")]
     Issue(String),
