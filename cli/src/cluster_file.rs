@@ -16,18 +16,22 @@ pub struct ClusterFile {
     pub members: Vec<MemberEntry>,
     /// Where clients log in and run commands, if the cluster has a gateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gateway: Option<GatewayEntry>,
+    pub gateway: Option<Endpoint>,
+    /// Where operators manage principals, if the cluster has a KDC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kdc: Option<Endpoint>,
 }
 
+/// A service's address and the keys its channel proves.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GatewayEntry {
+pub struct Endpoint {
     pub address: SocketAddr,
     pub ed25519: String,
     pub x25519: String,
 }
 
-impl GatewayEntry {
+impl Endpoint {
     pub fn identity(&self) -> anyhow::Result<PublicIdentity> {
         identity_from_hex("gateway", &self.ed25519, &self.x25519)
     }

@@ -83,20 +83,7 @@ pub fn login(args: &LoginArgs) -> anyhow::Result<()> {
     let identity = gateway.identity()?;
     let dir = args.state.dir()?;
     let keys = client_keys(&dir)?;
-    let password = match &args.password_file {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("could not read {}", path.display()))?
-            .trim_end_matches('\n')
-            .to_owned(),
-        None if std::io::stdin().is_terminal() => {
-            rpassword::prompt_password(format!("password for {}: ", args.user))?
-        }
-        None => {
-            let mut line = String::new();
-            std::io::stdin().read_line(&mut line)?;
-            line.trim_end_matches(['\n', '\r']).to_owned()
-        }
-    };
+    let password = read_password(args.password_file.as_deref(), &args.user)?;
     let timeout = Duration::from_secs(15);
     let mut client = ChannelClient::connect(gateway.address, identity, &keys, timeout)?;
     client.send(&GatewayWire::Client(ClientRequest::Login { principal: args.user.clone(), password }))?;
@@ -114,6 +101,25 @@ pub fn login(args: &LoginArgs) -> anyhow::Result<()> {
         GatewayReply::Client(ClientEvent::Refused { reason }) => bail!("{reason}"),
         other => bail!("the gateway answered a login with {other:?}"),
     }
+}
+
+/// A password from `file` (its first line), else asked for on the terminal, else the first line
+/// of standard input.
+pub fn read_password(file: Option<&std::path::Path>, user: &str) -> anyhow::Result<String> {
+    Ok(match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?
+            .trim_end_matches('\n')
+            .to_owned(),
+        None if std::io::stdin().is_terminal() => {
+            rpassword::prompt_password(format!("password for {user}: "))?
+        }
+        None => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim_end_matches(['\n', '\r']).to_owned()
+        }
+    })
 }
 
 fn wall_ms() -> u64 {

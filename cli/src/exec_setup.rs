@@ -118,7 +118,8 @@ impl ExecPlan {
     }
 
     /// Writes the site: the host keys and roles on the `exec` member, the gateway role on m0,
-    /// the KDC (its own key, the principal's hash in its store) on its member.
+    /// the KDC (its own key, the principal's hash in its store) on its member. Returns the
+    /// KDC's public keys.
     pub fn write(
         &self,
         args: &Args,
@@ -126,7 +127,7 @@ impl ExecPlan {
         m0: &NodeKeys,
         gateway: SocketAddr,
         rng: &mut SeededRng,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<cohort_core::PublicIdentity> {
         let exec_dir = dir.join(EXEC_MEMBER);
         std::fs::create_dir_all(exec_dir.join("hosts"))?;
         let mut exec_hosts = Vec::new();
@@ -167,7 +168,8 @@ impl ExecPlan {
             config.roles.push("kdc".into());
             config.kdc =
                 Some(KdcConfig { listen: kdc_addr, key_file: "kdc.key".into(), gateways: vec![m0_public] });
-        })
+        })?;
+        Ok(kdc_keys.public())
     }
 }
 

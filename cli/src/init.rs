@@ -14,7 +14,7 @@ use cohort_io_mio::keyfile;
 use cohort_io_mio::node_config::NodeConfig;
 use cohort_io_mio::store::Store;
 
-use crate::cluster_file::{ClusterFile, GatewayEntry, MemberEntry};
+use crate::cluster_file::{ClusterFile, Endpoint, MemberEntry};
 pub use crate::init_args::Args;
 
 /// What `init` made, for callers (the demo) that go on to start it.
@@ -153,24 +153,25 @@ pub fn create_at(args: &Args, addresses: &[(SocketAddr, SocketAddr)]) -> anyhow:
         store.save_member(record, 0)?;
         node_configs.push(config_path);
     }
-    let gateway = if let Some(exec) = &exec {
+    let endpoint = |address: SocketAddr, public: cohort_core::PublicIdentity| Endpoint {
+        address,
+        ed25519: hex::encode(public.signing),
+        x25519: hex::encode(public.agreement),
+    };
+    let (gateway, kdc) = if let Some(exec) = &exec {
         let m0 = keys.first().context("the gateway lives on m0; create at least one member")?;
         let gateway_addr = SocketAddr::new(args.host, args.exec_port);
-        exec.write(args, &args.dir, m0, gateway_addr, &mut rng)?;
-        let public = m0.public();
-        Some(GatewayEntry {
-            address: gateway_addr,
-            ed25519: hex::encode(public.signing),
-            x25519: hex::encode(public.agreement),
-        })
+        let kdc = exec.write(args, &args.dir, m0, gateway_addr, &mut rng)?;
+        let kdc_addr = crate::exec_setup::kdc_address(args);
+        (Some(endpoint(gateway_addr, m0.public())), Some(endpoint(kdc_addr, kdc)))
     } else {
-        None
+        (None, None)
     };
     if args.policy_locals > 0 {
         crate::policy_setup::create(args, &args.dir, &operator, &mut rng)?;
     }
     let cluster_file = args.dir.join("cluster.toml");
-    let file = ClusterFile { cluster_id: args.cluster.clone(), members: entries, gateway };
+    let file = ClusterFile { cluster_id: args.cluster.clone(), members: entries, gateway, kdc };
     std::fs::write(&cluster_file, toml::to_string(&file)?)?;
     Ok(Created { cluster_file, operator_key, node_configs })
 }

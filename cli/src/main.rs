@@ -17,6 +17,7 @@ mod local_get;
 mod node;
 mod policy_cli;
 mod policy_setup;
+mod principal_cli;
 mod sim;
 mod target;
 
@@ -67,6 +68,9 @@ enum Command {
     /// Set, remove or show principals' ACL entries and ceilings (a signed configuration change).
     #[command(subcommand)]
     Acl(directory_cli::AclCommand),
+    /// Add, change, remove or list the principals who may log in (at the KDC, operator-signed).
+    #[command(subcommand)]
+    Principal(principal_cli::PrincipalCommandArgs),
     /// Read or verify the audit trail.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::Policy(command) => policy_cli::run(&command),
         Command::Audit(command) => audit::run(&command),
         Command::Host(command) => directory_cli::host(&command),
+        Command::Principal(command) => principal_cli::run(&command),
         Command::Acl(command) => directory_cli::acl(&command),
         Command::Exec(args) => match exec_client::exec(&args) {
             // Non-zero when any host failed, like pdsh and clush.

@@ -147,3 +147,88 @@ fn hosts_and_acls_change_through_the_configuration_and_the_gateway_holds_runs_to
     let out = exec(&state, &["-w", "h02", "--", "echo", "seventh"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+fn login_as(
+    cluster: &TestCluster,
+    user: &str,
+    password_file: &std::path::Path,
+    state: &std::path::Path,
+) -> std::process::Output {
+    let cluster_file = cluster.root().join("cluster.toml");
+    common::cohort(&[
+        "login",
+        "--state-dir",
+        path_str(state),
+        "--cluster",
+        path_str(&cluster_file),
+        "-u",
+        user,
+        "--password-file",
+        path_str(password_file),
+    ])
+}
+
+#[test]
+fn principals_are_managed_at_the_kdc_by_operators_only_and_take_effect_at_once() {
+    let mut cluster = TestCluster::init_exec(2, 2);
+    cluster.start_all();
+    let root = cluster.root();
+    let kdc_args = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = vec!["principal".into()];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args.extend(["--cluster".into(), path_str(&root.join("cluster.toml")).into()]);
+        args.extend(["--key".into(), path_str(&root.join("operator.key")).into()]);
+        args
+    };
+    // Alice works; that also means the KDC is up.
+    cluster.login(&cluster.dir.path().join("alice"));
+    let first = cluster.dir.path().join("bob.pw");
+    let second = cluster.dir.path().join("bob.pw2");
+    std::fs::write(&first, "correct horse\n").expect("written");
+    std::fs::write(&second, "battery staple\n").expect("written");
+
+    let out = run(&kdc_args(&["add", "bob", "--password-file", path_str(&first)]));
+    assert!(out.contains("principal `bob` added"), "{out}");
+    let listed = run(&kdc_args(&["list"]));
+    assert_eq!(listed.lines().collect::<Vec<_>>(), ["alice", "bob"]);
+    change_or_wait(&cluster, &["acl", "set", "bob", "--run-as", &whoami(), "--commands", "echo"]);
+    let state = cluster.dir.path().join("bob");
+    let out = login_as(&cluster, "bob", &first, &state);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = exec(&state, &["-w", "h[01-02]", "--", "echo", "bob"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A new password: the old one no longer logs in, the new one does.
+    run(&kdc_args(&["passwd", "bob", "--password-file", path_str(&second)]));
+    let out = login_as(&cluster, "bob", &first, &state);
+    assert!(!out.status.success() && text(&out).contains("login failed"), "{}", text(&out));
+    let out = login_as(&cluster, "bob", &second, &state);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // Removed: no login, and the KDC's store no longer names bob after a restart of its node.
+    run(&kdc_args(&["remove", "bob"]));
+    let out = login_as(&cluster, "bob", &second, &state);
+    assert!(!out.status.success(), "{}", text(&out));
+    cluster.kill(1);
+    cluster.start(1);
+    cluster.login(&cluster.dir.path().join("alice-again"));
+    assert_eq!(run(&kdc_args(&["list"])).lines().collect::<Vec<_>>(), ["alice"]);
+
+    // A key that is not an operator's cannot even open the KDC's channel.
+    let stranger = cluster.dir.path().join("stranger.key");
+    run(&["keygen".into(), "--out".into(), path_str(&stranger).into()]);
+    let mut args = vec!["principal", "add", "eve", "--password-file", path_str(&first)];
+    let cluster_file = root.join("cluster.toml");
+    args.extend(["--cluster", path_str(&cluster_file), "--key", path_str(&stranger)]);
+    let out = common::cohort(&args);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(run(&kdc_args(&["list"])).lines().collect::<Vec<_>>(), ["alice"]);
+}
+
+/// A signed change made at m1, waited for on every member.
+fn change_or_wait(cluster: &TestCluster, args: &[&str]) -> String {
+    let mut full: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    full.extend(cluster.operator_args("m1"));
+    full.push("--wait".into());
+    run(&full)
+}

@@ -152,6 +152,7 @@ impl NodeDriver {
                     Record::AuditEntry(entry) => self.store.append_chain(&entry)?,
                     Record::AuditCheckpoint(checkpoint) => self.store.append_checkpoint(&checkpoint)?,
                     Record::LocalAudit(record) => self.store.append_local_audit(&record)?,
+                    Record::Principal { name, hash } => self.store.set_principal(&name, hash.as_deref())?,
                     Record::Policy(policy) => self.store.save_policy(&policy)?,
                     Record::PolicyHistory { from, at, aggregate } => {
                         self.store.append_policy_history(&from, at, &aggregate)?

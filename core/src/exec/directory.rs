@@ -42,6 +42,9 @@ pub struct ExecDirectory {
     pub groups: BTreeMap<String, String>,
     /// Runs at once at the gateway, across all principals.
     pub max_runs: u32,
+    /// The configuration's operators: who may manage principals at the KDC. Not a setting: the
+    /// node fills it from the configuration's operator list.
+    pub operators: BTreeSet<PublicIdentity>,
 }
 
 impl Default for ExecDirectory {
@@ -51,6 +54,7 @@ impl Default for ExecDirectory {
             acl: Acl::default(),
             groups: BTreeMap::new(),
             max_runs: DEFAULT_GATEWAY_MAX_RUNS,
+            operators: BTreeSet::new(),
         }
     }
 }

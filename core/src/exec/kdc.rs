@@ -117,6 +117,26 @@ impl Kdc {
         &self.keys
     }
 
+    pub(super) fn has_principal(&self, name: &str) -> bool {
+        self.principals.contains_key(name)
+    }
+
+    pub(super) fn principal_names(&self) -> Vec<String> {
+        self.principals.keys().cloned().collect()
+    }
+
+    /// Sets (or with `None` removes) a principal's hash in memory; the store is the caller's.
+    pub(super) fn set_principal(&mut self, name: &str, hash: Option<String>) {
+        match hash {
+            Some(hash) => self.principals.insert(name.to_owned(), hash),
+            None => self.principals.remove(name),
+        };
+    }
+
+    pub(super) fn rng_mut(&mut self) -> &mut SeededRng {
+        &mut self.rng
+    }
+
     pub fn host(&self, name: &str) -> Option<&PublicIdentity> {
         self.hosts.get(name)
     }
@@ -171,9 +191,13 @@ impl Kdc {
         Ok(())
     }
 
-    /// A gateway's request, answered.
+    /// A gateway's request, answered. Principal commands are operators' and go to
+    /// [`Kdc::manage`].
     pub fn answer(&mut self, now: WallClock, request: KdcRequest) -> KdcReply {
         match request {
+            KdcRequest::Principals(_) => {
+                KdcReply::Refused { reason: "a principal command is an operator's".into() }
+            }
             KdcRequest::Login { principal, password, client_key } => {
                 let password = Zeroizing::new(password);
                 match self.login(now, &principal, &password, client_key) {

@@ -10,5 +10,6 @@ pub mod gateway;
 pub mod kdc;
 pub mod nodeset;
 pub mod parallel;
+pub mod principals;
 pub mod ticket;
 pub mod wire;

@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditRecord;
+use super::principals::{PrincipalCommand, PrincipalReply};
 use super::ticket::{Credential, SealedAuthenticator, ServiceTicket};
 use crate::signed::{Signed, SignedKind};
 
@@ -46,6 +47,8 @@ pub enum KdcRequest {
     Login { principal: String, password: String, client_key: [u8; 32] },
     /// Service tickets for `hosts`, under a credential presented by `client_key`.
     Tickets { credential: Signed<Credential>, client_key: [u8; 32], hosts: Vec<String> },
+    /// An operator's command on the principals, signed with the key that opened the channel.
+    Principals(Signed<PrincipalCommand>),
 }
 
 impl std::fmt::Debug for KdcRequest {
@@ -56,6 +59,7 @@ impl std::fmt::Debug for KdcRequest {
             KdcRequest::Tickets { credential, hosts, .. } => {
                 write!(f, "Tickets {{ principal: {:?}, hosts: {} }}", credential.body.principal, hosts.len())
             }
+            KdcRequest::Principals(command) => write!(f, "Principals({:?})", command.body.op),
         }
     }
 }
@@ -80,6 +84,8 @@ pub enum KdcReply {
     Refused {
         reason: String,
     },
+    /// The answer to an operator's principal command.
+    Principals(PrincipalReply),
 }
 
 /// A ticket for one host, or why there is none.

@@ -83,6 +83,57 @@ const AUDIT_LINK_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 struct KdcSlot {
     kdc: Kdc,
     listener: ListenerId,
+    /// The gateways that may ask for logins and tickets.
+    gateways: Vec<PublicIdentity>,
+    /// The installed configuration's operators, who may manage principals.
+    operators: BTreeSet<PublicIdentity>,
+    /// Answers held until the principal write before them is durable.
+    pending: BTreeMap<ConnId, KdcReply>,
+}
+
+impl KdcSlot {
+    /// Gateways, and operators for principal commands.
+    fn trust(&self) -> TrustSet {
+        self.gateways.iter().chain(&self.operators).copied().collect()
+    }
+
+    /// One request on connection `conn` from `peer`, answered (at once, or once its write is
+    /// durable); then the connection closes.
+    fn on_request(
+        &mut self,
+        now: Now,
+        conn: ConnId,
+        peer: PublicIdentity,
+        bytes: &[u8],
+        fx: &mut Effects<'_>,
+    ) {
+        let reply = match wire::decode::<KdcRequest>(bytes) {
+            Ok(KdcRequest::Principals(command)) => {
+                let (reply, write) = self.kdc.manage(now.wall, &peer, &self.operators, command);
+                if let Some(write) = write {
+                    self.pending.insert(conn, KdcReply::Principals(reply));
+                    let record = Record::Principal { name: write.name, hash: write.hash };
+                    return fx.persist_then(record, AfterPersist::KdcAnswer(conn));
+                }
+                KdcReply::Principals(reply)
+            }
+            Ok(_) if !self.gateways.contains(&peer) => {
+                KdcReply::Refused { reason: "only a gateway may ask for logins and tickets".into() }
+            }
+            Ok(request) => self.kdc.answer(now.wall, request),
+            Err(e) => KdcReply::Refused { reason: format!("undecodable request: {e}") },
+        };
+        // One request per connection: the answer, then the asker's side closes it.
+        send(fx, conn, &reply);
+        fx.conns.close(conn);
+    }
+
+    fn on_persisted(&mut self, conn: ConnId, fx: &mut Effects<'_>) {
+        if let Some(reply) = self.pending.remove(&conn) {
+            send(fx, conn, &reply);
+            fx.conns.close(conn);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -154,11 +205,18 @@ impl ExecHost {
             }
         });
         let kdc = kdc.map(|role| {
-            // Only the gateways it lists may ask it anything.
+            // Only the gateways it lists (and, once a configuration is installed, its operators)
+            // may open a channel.
             let trust: TrustSet = role.gateways.iter().copied().collect();
             let keys = role.kdc.keys().clone();
             let listener = fx.conns.listen("kdc", role.listen, keys, trust, role.limits);
-            KdcSlot { kdc: role.kdc, listener }
+            KdcSlot {
+                kdc: role.kdc,
+                listener,
+                gateways: role.gateways,
+                operators: BTreeSet::new(),
+                pending: BTreeMap::new(),
+            }
         });
         let hosts = hosts
             .into_iter()
@@ -240,6 +298,8 @@ impl ExecHost {
     pub fn set_directory(&mut self, now: Now, directory: ExecDirectory, fx: &mut Effects<'_>) {
         if let Some(k) = &mut self.kdc {
             k.kdc.set_hosts(directory.hosts.iter().map(|(n, h)| (n.clone(), h.identity)).collect());
+            k.operators = directory.operators.clone();
+            fx.conns.set_trust(k.listener, k.trust());
         }
         for h in &mut self.hosts {
             let listed = directory.lists(h.daemon.host(), &h.daemon.identity());
@@ -298,14 +358,7 @@ impl ExecHost {
         fx: &mut Effects<'_>,
     ) {
         if let Some(k) = self.kdc.as_mut().filter(|k| Owner::Listener(k.listener) == owner) {
-            let reply = match wire::decode::<KdcRequest>(bytes) {
-                Ok(request) => k.kdc.answer(now.wall, request),
-                Err(e) => KdcReply::Refused { reason: format!("undecodable request: {e}") },
-            };
-            // One request per connection: the answer, then the gateway's side closes it.
-            send(fx, conn, &reply);
-            fx.conns.close(conn);
-            return;
+            return k.on_request(now, conn, peer, bytes, fx);
         }
         let host = self.host_of(owner);
         match (owner, host, &mut self.gateway) {
@@ -426,6 +479,11 @@ impl ExecHost {
             AfterPersist::LocalAudit { host, token } => {
                 if let Some(h) = self.hosts.get_mut(host) {
                     h.daemon.handle(now, DaemonInput::AuditPersisted { token });
+                }
+            }
+            AfterPersist::KdcAnswer(conn) => {
+                if let Some(k) = &mut self.kdc {
+                    k.on_persisted(conn, fx);
                 }
             }
             AfterPersist::Nothing | AfterPersist::Member(_) => {}

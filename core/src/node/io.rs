@@ -175,6 +175,8 @@ pub enum Record {
     Policy(SignedPolicy),
     /// One sync's aggregate from a child, at the master: the historical status.
     PolicyHistory { from: String, at: WallClock, aggregate: Aggregate },
+    /// A KDC principal's new Argon2id hash, or its removal (`None`).
+    Principal { name: String, hash: Option<String> },
 }
 
 /// How much a log line matters.

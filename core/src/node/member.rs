@@ -57,8 +57,9 @@ pub(super) struct MemberHost {
     /// The request each admin connection is waiting on: one at a time.
     waiting: BTreeMap<ConnId, u64>,
     next_request: u64,
-    /// The shared settings of a configuration installed since the node last asked.
-    installed: Option<BTreeMap<String, String>>,
+    /// The shared settings and operators of a configuration installed since the node last
+    /// asked.
+    installed: Option<Installed>,
     /// The local lookup listener and its connections.
     local: Option<(ListenerId, LocalConns)>,
 }
@@ -77,7 +78,7 @@ impl MemberHost {
         let peers = fx.conns.listen("member", role.listen, keys.clone(), roster_trust(&member), limits);
         let trust = admin_trust(&member, &keys);
         let admin = fx.conns.listen("admin", role.admin_listen, keys.clone(), trust, role.admin_limits);
-        let installed = Some(member.active().config.settings.clone());
+        let installed = Some(installed(&member));
         let local = role.lookup_socket.map(|path| {
             let listener = ListenerId::local(0);
             fx.out.push_back(Output::ListenLocal { listener, path });
@@ -106,7 +107,7 @@ impl MemberHost {
 
     /// The shared settings of a configuration installed since the last call (at start, the
     /// active one's), for the roles that read the exec directory from them.
-    pub fn take_installed_settings(&mut self) -> Option<BTreeMap<String, String>> {
+    pub fn take_installed_settings(&mut self) -> Option<Installed> {
         self.installed.take()
     }
 
@@ -320,7 +321,7 @@ impl MemberHost {
                     }
                     fx.conns.set_trust(self.admin, admin_trust(&self.member, &self.keys));
                     fx.conns.set_trust(self.peers, roster_trust(&self.member));
-                    self.installed = Some(self.member.active().config.settings.clone());
+                    self.installed = Some(installed(&self.member));
                 }
                 MemberOutput::Removed { version } => fx.log(Event::OutsideRoster { version }),
                 MemberOutput::Dropped { reason } => {
@@ -347,6 +348,15 @@ impl MemberHost {
             }
         }
     }
+}
+
+/// What other roles take from an installed configuration: its shared settings and its
+/// operators' keys.
+pub type Installed = (BTreeMap<String, String>, std::collections::BTreeSet<crate::identity::PublicIdentity>);
+
+fn installed(member: &Member) -> Installed {
+    let config = &member.active().config;
+    (config.settings.clone(), config.operators.values().map(|o| o.identity).collect())
 }
 
 /// Messages kept for a member whose channel is down: a few heartbeats' worth (newer ones say

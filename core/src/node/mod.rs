@@ -112,7 +112,12 @@ enum AfterPersist {
     Nothing,
     Member(PersistToken),
     Chain(u64),
-    LocalAudit { host: usize, token: u64 },
+    LocalAudit {
+        host: usize,
+        token: u64,
+    },
+    /// The KDC's answer on `conn` may go now that its principal write is durable.
+    KdcAnswer(ConnId),
 }
 
 /// Ids the node hands out for what it asks the driver to do.
@@ -260,8 +265,11 @@ impl Node {
     fn settle(&mut self, now: Now) {
         loop {
             self.with_roles(|roles, fx| {
-                if let Some(settings) = roles.member.as_mut().and_then(MemberHost::take_installed_settings) {
-                    let (directory, errors) = ExecDirectory::from_settings(&settings);
+                if let Some((settings, operators)) =
+                    roles.member.as_mut().and_then(MemberHost::take_installed_settings)
+                {
+                    let (mut directory, errors) = ExecDirectory::from_settings(&settings);
+                    directory.operators = operators;
                     for e in errors {
                         fx.log(Event::BadSetting { error: e.to_string() });
                     }
@@ -354,9 +362,11 @@ impl Machine for Node {
                             m.on_persisted(now, token, fx);
                         }
                     }
-                    Some(after @ (AfterPersist::Chain(_) | AfterPersist::LocalAudit { .. })) => {
-                        roles.exec.on_persisted(now, after, fx)
-                    }
+                    Some(
+                        after @ (AfterPersist::Chain(_)
+                        | AfterPersist::LocalAudit { .. }
+                        | AfterPersist::KdcAnswer(_)),
+                    ) => roles.exec.on_persisted(now, after, fx),
                     Some(AfterPersist::Nothing) | None => {}
                 });
             }

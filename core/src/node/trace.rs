@@ -39,6 +39,10 @@ fn describe_record(record: &Record) -> String {
         Record::LocalAudit(r) => format!("local audit {} {:?}", r.host, r.decision),
         Record::Policy(p) => format!("policy {} v{}", p.body.id, p.body.version),
         Record::PolicyHistory { from, .. } => format!("policy history from {from}"),
+        // Never the hash in a trace.
+        Record::Principal { name, hash } => {
+            format!("principal {name} {}", if hash.is_some() { "set" } else { "removed" })
+        }
     }
 }
 

@@ -213,5 +213,6 @@ fn kdc_reply_kind(reply: &KdcReply) -> &'static str {
         KdcReply::LoginRefused { .. } => "a login refusal",
         KdcReply::Tickets { .. } => "tickets",
         KdcReply::Refused { .. } => "a refusal",
+        KdcReply::Principals(_) => "a principal answer",
     }
 }
