@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A loopback site for timing `cohort exec` on many hosts: one member (gateway, KDC, collector)
-# and one exec node playing N managed hosts, each on its own 127.0.x.y address.
+# and the exec member playing N managed hosts, each on its own 127.0.x.y address.
 #
 #   bench/exec-site.sh start COHORT DIR HOSTS BASE_PORT EXEC_PORT   # init, start, log in
 #   bench/exec-site.sh run   COHORT DIR HOSTS [FANOUT]              # one timed-able exec of `true`
