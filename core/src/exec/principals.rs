@@ -7,50 +7,17 @@
 
 use std::collections::BTreeSet;
 
-use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::kdc::{Kdc, hash_password};
+pub use super::wire::{PrincipalCommand, PrincipalOp, PrincipalReply};
 use crate::identity::PublicIdentity;
-use crate::signed::{Signed, SignedKind};
+use crate::signed::Signed;
 use crate::time::WallClock;
 
 /// How far an operator's clock may be from the KDC's.
 pub const COMMAND_FRESHNESS_MS: u64 = 5 * 60 * 1000;
 const MAX_PASSWORD_LEN: usize = 1024;
-
-/// One change to the principals, or a listing.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PrincipalOp {
-    Add { name: String, password: String },
-    Passwd { name: String, password: String },
-    Remove { name: String },
-    List,
-}
-
-impl std::fmt::Debug for PrincipalOp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never a password in a log or a trace.
-        match self {
-            PrincipalOp::Add { name, .. } => write!(f, "Add {{ name: {name:?}, .. }}"),
-            PrincipalOp::Passwd { name, .. } => write!(f, "Passwd {{ name: {name:?}, .. }}"),
-            PrincipalOp::Remove { name } => write!(f, "Remove {{ name: {name:?} }}"),
-            PrincipalOp::List => write!(f, "List"),
-        }
-    }
-}
-
-/// What an operator signs: the operation, when, and a nonce (so two identical commands differ).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PrincipalCommand {
-    pub op: PrincipalOp,
-    pub at: WallClock,
-    pub nonce: [u8; 16],
-}
-
-impl SignedKind for PrincipalCommand {
-    const DOMAIN: &'static str = "kdc-principal-command";
-}
 
 /// What the store must make durable before the answer goes out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,14 +25,6 @@ pub struct PrincipalWrite {
     pub name: String,
     /// The new hash, or `None` to remove.
     pub hash: Option<String>,
-}
-
-/// The KDC's answer to a principal command.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PrincipalReply {
-    Done { message: String },
-    Listed { names: Vec<String> },
-    Refused { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

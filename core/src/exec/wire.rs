@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditRecord;
-use super::principals::{PrincipalCommand, PrincipalReply};
 use super::ticket::{Credential, SealedAuthenticator, ServiceTicket};
 use crate::signed::{Signed, SignedKind};
+use crate::time::WallClock;
 
 impl SignedKind for AuditRecord {
     const DOMAIN: &'static str = "audit-record";
@@ -275,4 +275,45 @@ pub enum ClientEvent {
     Lowered(Lowered),
     Host(HostResult),
     Finished,
+}
+
+/// One change to the principals, or a listing.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrincipalOp {
+    Add { name: String, password: String },
+    Passwd { name: String, password: String },
+    Remove { name: String },
+    List,
+}
+
+impl std::fmt::Debug for PrincipalOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a password in a log or a trace.
+        match self {
+            PrincipalOp::Add { name, .. } => write!(f, "Add {{ name: {name:?}, .. }}"),
+            PrincipalOp::Passwd { name, .. } => write!(f, "Passwd {{ name: {name:?}, .. }}"),
+            PrincipalOp::Remove { name } => write!(f, "Remove {{ name: {name:?} }}"),
+            PrincipalOp::List => write!(f, "List"),
+        }
+    }
+}
+
+/// What an operator signs: the operation, when, and a nonce (so two identical commands differ).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrincipalCommand {
+    pub op: PrincipalOp,
+    pub at: WallClock,
+    pub nonce: [u8; 16],
+}
+
+impl SignedKind for PrincipalCommand {
+    const DOMAIN: &'static str = "kdc-principal-command";
+}
+
+/// The KDC's answer to a principal command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PrincipalReply {
+    Done { message: String },
+    Listed { names: Vec<String> },
+    Refused { reason: String },
 }
