@@ -129,7 +129,9 @@ fn wall_ms() -> u64 {
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let staging = path.with_extension("tmp");
+    // A staging name of this process's own: two runs finishing at once each rename a whole
+    // file into place, and the last one wins.
+    let staging = path.with_extension(format!("{}.tmp", std::process::id()));
     let _ = std::fs::remove_file(&staging);
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&staging)?;
     file.write_all(bytes)?;
