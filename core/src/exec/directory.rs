@@ -137,12 +137,20 @@ fn parse_setting(key: &str, value: &str) -> Result<Option<Entry>, DirectoryError
     Ok(None)
 }
 
-/// Host and principal names: what a node set can name.
-fn check_name(key: &str, name: &str) -> Result<(), DirectoryError> {
-    let plain = !name.is_empty()
+/// Whether `name` may name a host or a principal: 1-128 letters, digits, `.`, `-` or `_` (what
+/// a node set can name).
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if plain { Ok(()) } else { Err(entry_error(key, "the name must be letters, digits, `.`, `-` or `_`")) }
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+fn check_name(key: &str, name: &str) -> Result<(), DirectoryError> {
+    if is_plain_name(name) {
+        Ok(())
+    } else {
+        Err(entry_error(key, "the name must be letters, digits, `.`, `-` or `_`"))
+    }
 }
 
 /// `word=value` pairs separated by spaces, each word once.

@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 
 use zeroize::Zeroizing;
 
+use super::directory::is_plain_name;
 use super::kdc::{Kdc, hash_password};
 pub use super::wire::{PrincipalCommand, PrincipalOp, PrincipalReply};
 use crate::identity::PublicIdentity;
@@ -48,10 +49,11 @@ pub enum PrincipalRefusal {
 }
 
 fn check_name(name: &str) -> Result<(), PrincipalRefusal> {
-    let plain = !name.is_empty()
-        && name.len() <= 128
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
-    if plain { Ok(()) } else { Err(PrincipalRefusal::BadName(name.chars().take(128).collect())) }
+    if is_plain_name(name) {
+        Ok(())
+    } else {
+        Err(PrincipalRefusal::BadName(name.chars().take(128).collect()))
+    }
 }
 
 fn check_password(password: &str) -> Result<(), PrincipalRefusal> {

@@ -20,7 +20,7 @@ use crate::exec::daemon::{DaemonInput, DaemonOutput, DaemonSettings, ExecDaemon,
 use crate::exec::directory::ExecDirectory;
 use crate::exec::gateway::{GATEWAY_AUDIT_NAME, Gateway, GatewayInput};
 use crate::exec::kdc::Kdc;
-use crate::exec::wire::{GatewayReply, GatewayWire, HostWire, KdcReply, KdcRequest};
+use crate::exec::wire::{GatewayReply, GatewayWire, HostWire, KdcReply};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::{SeededRng, fork};
@@ -28,8 +28,10 @@ use crate::time::{Instant, Now};
 use crate::wire;
 
 mod gateway_slot;
+mod kdc_slot;
 
 use gateway_slot::GatewaySlot;
+use kdc_slot::KdcSlot;
 
 /// The gateway a node runs, with the audit collector.
 #[derive(Debug)]
@@ -78,63 +80,6 @@ pub struct AuditLinkRole {
 /// Audit records waiting for the collector link; beyond it the daemons' audit timeout decides.
 const MAX_AUDIT_QUEUE: usize = 10_000;
 const AUDIT_LINK_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
-
-#[derive(Debug)]
-struct KdcSlot {
-    kdc: Kdc,
-    listener: ListenerId,
-    /// The gateways that may ask for logins and tickets.
-    gateways: Vec<PublicIdentity>,
-    /// The installed configuration's operators, who may manage principals.
-    operators: BTreeSet<PublicIdentity>,
-    /// Answers held until the principal write before them is durable.
-    pending: BTreeMap<ConnId, KdcReply>,
-}
-
-impl KdcSlot {
-    /// Gateways, and operators for principal commands.
-    fn trust(&self) -> TrustSet {
-        self.gateways.iter().chain(&self.operators).copied().collect()
-    }
-
-    /// One request on connection `conn` from `peer`, answered (at once, or once its write is
-    /// durable); then the connection closes.
-    fn on_request(
-        &mut self,
-        now: Now,
-        conn: ConnId,
-        peer: PublicIdentity,
-        bytes: &[u8],
-        fx: &mut Effects<'_>,
-    ) {
-        let reply = match wire::decode::<KdcRequest>(bytes) {
-            Ok(KdcRequest::Principals(command)) => {
-                let (reply, write) = self.kdc.manage(now.wall, &peer, &self.operators, command);
-                if let Some(write) = write {
-                    self.pending.insert(conn, KdcReply::Principals(reply));
-                    let record = Record::Principal { name: write.name, hash: write.hash };
-                    return fx.persist_then(record, AfterPersist::KdcAnswer(conn));
-                }
-                KdcReply::Principals(reply)
-            }
-            Ok(_) if !self.gateways.contains(&peer) => {
-                KdcReply::Refused { reason: "only a gateway may ask for logins and tickets".into() }
-            }
-            Ok(request) => self.kdc.answer(now.wall, request),
-            Err(e) => KdcReply::Refused { reason: format!("undecodable request: {e}") },
-        };
-        // One request per connection: the answer, then the asker's side closes it.
-        send(fx, conn, &reply);
-        fx.conns.close(conn);
-    }
-
-    fn on_persisted(&mut self, conn: ConnId, fx: &mut Effects<'_>) {
-        if let Some(reply) = self.pending.remove(&conn) {
-            send(fx, conn, &reply);
-            fx.conns.close(conn);
-        }
-    }
-}
 
 #[derive(Debug)]
 struct Host {
