@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_trail};
 use cohort_core::exec::directory::ExecDirectory;
 use cohort_core::exec::gateway::GATEWAY_AUDIT_NAME;
+use cohort_core::exec::task::{DataDigest, DataKind};
 use cohort_io_mio::node_config::NodeConfig;
 use cohort_io_mio::store::{Store, StoredEntry};
 
@@ -124,6 +125,7 @@ fn entry_json(entry: &ChainEntry) -> serde_json::Value {
         "principal": r.principal,
         "run_as": r.run_as,
         "argv": r.argv,
+        "data": r.data.iter().map(data_json).collect::<Vec<_>>(),
         "decision": decision,
         "detail": detail,
         "run_id": hex::encode(r.run_id),
@@ -134,6 +136,15 @@ fn entry_json(entry: &ChainEntry) -> serde_json::Value {
     })
 }
 
+/// One piece of data a run carried, by size and digest.
+fn data_json(d: &DataDigest) -> serde_json::Value {
+    let (kind, path, mode) = match &d.what {
+        DataKind::Stdin => ("stdin", None, None),
+        DataKind::File { path, mode } => ("file", Some(path.as_str()), Some(format!("{mode:04o}"))),
+    };
+    serde_json::json!({ "kind": kind, "path": path, "mode": mode, "size": d.size, "sha256": hex::encode(d.sha256) })
+}
+
 fn line(entry: &ChainEntry) -> String {
     let r = &entry.record;
     let decision = match &r.decision {
@@ -142,14 +153,25 @@ fn line(entry: &ChainEntry) -> String {
         AuditDecision::Ended { outcome } => format!("ended: {outcome}"),
         AuditDecision::Lowered { ceilings } => format!("lowered: {ceilings}"),
     };
+    // The data by size and the first bytes of its digest (`audit export --json` has it whole).
+    let data: String = r
+        .data
+        .iter()
+        .map(|d| match &d.what {
+            DataKind::Stdin => format!(" [stdin {} B {}]", d.size, hex::encode(&d.sha256[..6])),
+            DataKind::File { path, mode } => {
+                format!(" [{path} {mode:04o} {} B {}]", d.size, hex::encode(&d.sha256[..6]))
+            }
+        })
+        .collect();
     format!(
-        "#{:<6} {} {:<8} {:<10} as {:<8} {:<30} {}",
+        "#{:<6} {} {:<8} {:<10} as {:<8} {:<30} {}{data}",
         entry.index,
         utc(r.at.0),
         r.host,
         r.principal,
         if r.run_as.is_empty() { "-" } else { &r.run_as },
-        r.argv.join(" ").chars().take(30).collect::<String>(),
+        r.subject().chars().take(30).collect::<String>(),
         decision
     )
 }

@@ -287,20 +287,22 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
     }
     step(started, "alice logged in through the gateway (Argon2id check at the KDC)");
     let exec = |argv: &[&str]| crate::exec_client::ExecArgs {
-        hosts: Some("h[01-06]".into()),
-        exclude: Vec::new(),
-        rerun: None,
+        run: crate::exec_client::RunArgs {
+            hosts: Some("h[01-06]".into()),
+            exclude: Vec::new(),
+            rerun: None,
+            lines: false,
+            connect_timeout: 10.0,
+            fanout: 4,
+            t1: 16.0,
+            t2: 32.0,
+            t3: 2.0,
+            run_as: None,
+            max_output: 1024 * 1024,
+            json: false,
+            state: state.clone(),
+        },
         no_stdin: true,
-        lines: false,
-        connect_timeout: 10.0,
-        fanout: 4,
-        t1: 16.0,
-        t2: 32.0,
-        t3: 2.0,
-        run_as: None,
-        max_output: 1024 * 1024,
-        json: false,
-        state: state.clone(),
         command: argv.iter().map(|a| (*a).to_owned()).collect(),
     };
     println!();

@@ -1,7 +1,7 @@
 //! `cohort login` and `cohort exec`: log in once through the gateway, keep the credential (0600)
-//! with its expiry, then run a command on many hosts and show the results: a progress bar while
-//! running, hosts with identical output grouped under one folded host list, an exit-code summary,
-//! or one JSON object per host.
+//! with its expiry, then run a task (a command, or `cohort copy`'s files) on many hosts and show
+//! the results as they arrive, with a progress bar while running. Owns the client's state
+//! directory (key, credential, last run for `--rerun`); how results look is `results.rs`'s.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult};
 use cohort_core::exec::nodeset;
-use cohort_core::exec::parallel::group_by_host;
+use cohort_core::exec::task::{MAX_STDIN, Task};
 use cohort_core::exec::ticket::Credential;
-use cohort_core::exec::wire::{GatewayReply, GatewayWire, MAX_STDIN};
+use cohort_core::exec::wire::{GatewayReply, GatewayWire};
 use cohort_core::signed::Signed;
 use cohort_core::{NodeKeys, PublicIdentity, wire};
 use cohort_io_mio::channel_client::ChannelClient;
@@ -21,6 +21,7 @@ use cohort_io_mio::{entropy, keyfile};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster_file::ClusterFile;
+use crate::results::{host_json, print_lines, render_grouped, summary};
 
 /// What `cohort login` keeps: where the gateway is, its pinned key, and the credential.
 #[derive(Debug, Serialize, Deserialize)]
@@ -157,8 +158,10 @@ fn load_session(dir: &Path) -> anyhow::Result<Session> {
     Ok(session)
 }
 
-#[derive(Debug, clap::Args)]
-pub struct ExecArgs {
+/// What `cohort exec` and `cohort copy` share: which hosts, how many at once, the alarm times,
+/// as whom, and how the results show.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
     /// Target hosts as a node set: `web[01-20,33],db[1-3]`, `@group` from the cluster
     /// configuration, or `^FILE` for the node sets in FILE (one per line, `#` comments).
     #[arg(short = 'w', long = "hosts", value_name = "NODESET", required_unless_present = "rerun")]
@@ -201,13 +204,19 @@ pub struct ExecArgs {
     /// unreachable (pdsh's -t); the gateway holds it between 0.1 and 60.
     #[arg(short = 't', long, default_value_t = 10.0, value_name = "SECONDS")]
     pub connect_timeout: f64,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Do not forward standard input (by default, unless it is a terminal, it is read whole, up
     /// to 1 MiB, and every host's command reads it).
     #[arg(long)]
     pub no_stdin: bool,
-    #[command(flatten)]
-    pub state: StateArgs,
-    /// The command and its arguments (run directly, no shell).
+    /// The command and its arguments (run directly, no shell; `%h` is each host's name).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
@@ -245,13 +254,18 @@ fn node_set_arg(text: &str) -> anyhow::Result<String> {
     Ok(sets.join(","))
 }
 
+/// Checks a node set's syntax here, so a typo fails before anything is sent; groups resolve at
+/// the gateway.
+fn check_node_set(set: &str, what: &str) -> anyhow::Result<()> {
+    nodeset::expand(set, &|_| Some("placeholder".to_owned())).with_context(|| format!("bad {what}"))?;
+    Ok(())
+}
+
 /// The hosts to run on: -w (or ^FILE), narrowed to the last run's failed or ok hosts with --rerun.
-fn target_hosts(args: &ExecArgs, dir: &Path) -> anyhow::Result<Vec<String>> {
+fn target_hosts(args: &RunArgs, dir: &Path) -> anyhow::Result<Vec<String>> {
     let named = args.hosts.as_deref().map(node_set_arg).transpose()?;
     if let Some(set) = &named {
-        // Check the syntax here so a typo fails before anything is sent; groups resolve at the
-        // gateway.
-        nodeset::expand(set, &|_| Some("placeholder".to_owned())).context("bad host list")?;
+        check_node_set(set, "host list")?;
     }
     let Some(which) = args.rerun else { return Ok(named.into_iter().collect()) };
     let path = dir.join(LAST_RUN);
@@ -315,12 +329,20 @@ fn seconds_ms(value: f64, name: &str) -> anyhow::Result<u64> {
     Ok((value * 1000.0) as u64)
 }
 
+/// `cohort exec`: the command, with standard input forwarded; true if every host exited 0.
 pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
+    let stdin = forwarded_stdin(args)?;
+    run(&args.run, Task::Run { argv: args.command.clone(), stdin })
+}
+
+/// Runs `task` on the hosts `args` name and shows the results; true if every host ended with
+/// exit 0.
+pub fn run(args: &RunArgs, task: Task) -> anyhow::Result<bool> {
     let dir = args.state.dir()?;
     let hosts = target_hosts(args, &dir)?;
     let exclude = args.exclude.iter().map(|x| node_set_arg(x)).collect::<anyhow::Result<Vec<_>>>()?;
     for set in &exclude {
-        nodeset::expand(set, &|_| Some("placeholder".to_owned())).context("bad exclusion list")?;
+        check_node_set(set, "exclusion list")?;
     }
     let session = load_session(&dir)?;
     let keys = client_keys(&dir)?;
@@ -338,14 +360,13 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
         hosts,
         exclude,
         run_as,
-        argv: args.command.clone(),
+        task,
         fanout: args.fanout,
         t1_ms: t1,
         t2_ms: t2,
         t3_ms: t3,
         max_output: args.max_output,
         connect_timeout_ms: seconds_ms(args.connect_timeout, "connect-timeout")?,
-        stdin: forwarded_stdin(args)?,
     };
     let connect = Duration::from_secs(10);
     let mut client = ChannelClient::connect(session.gateway, session.gateway_identity, &keys, connect)?;
@@ -405,117 +426,4 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
         println!("{}", summary(&results));
     }
     Ok(results.iter().all(|r| r.outcome == HostOutcome::Exited(0)))
-}
-
-/// One host's result as `host: line` lines.
-fn print_lines(r: &HostResult) {
-    for line in String::from_utf8_lossy(&r.stdout).lines() {
-        println!("{}: {line}", r.host);
-    }
-    for line in String::from_utf8_lossy(&r.stderr).lines() {
-        eprintln!("{}: {line}", r.host);
-    }
-    if r.cut_bytes > 0 {
-        eprintln!("{}: [output cut: {} more bytes not kept; see --max-output]", r.host, r.cut_bytes);
-    }
-    if r.outcome != HostOutcome::Exited(0) {
-        eprintln!("{}: [{}]", r.host, outcome_text(&r.outcome));
-    }
-}
-
-fn outcome_text(outcome: &HostOutcome) -> String {
-    match outcome {
-        HostOutcome::Exited(0) => "ok".into(),
-        HostOutcome::Exited(code) => format!("exit {code}"),
-        HostOutcome::Signalled(signal) => format!("signal {signal}"),
-        HostOutcome::KilledByAlarm(reason) => reason.clone(),
-        HostOutcome::Denied(reason) => format!("denied: {reason}"),
-        HostOutcome::Unreachable(reason) => format!("unreachable: {reason}"),
-        HostOutcome::Failed(reason) => format!("failed: {reason}"),
-    }
-}
-
-pub fn host_json(r: &HostResult) -> serde_json::Value {
-    let (exit, signal) = match r.outcome {
-        HostOutcome::Exited(code) => (Some(code), None),
-        HostOutcome::Signalled(signal) => (None, Some(signal)),
-        _ => (None, None),
-    };
-    let killed = match &r.outcome {
-        HostOutcome::KilledByAlarm(reason) => Some(reason.clone()),
-        _ => None,
-    };
-    serde_json::json!({
-        "host": r.host,
-        "exit_code": exit,
-        "signal": signal,
-        "killed_by_alarm": killed,
-        "outcome": outcome_text(&r.outcome),
-        "stdout": String::from_utf8_lossy(&r.stdout),
-        "stderr": String::from_utf8_lossy(&r.stderr),
-        "output_cut_bytes": r.cut_bytes,
-        "start_ms": r.started_ms,
-        "end_ms": r.ended_ms,
-    })
-}
-
-/// Hosts with identical outcome and output under one folded host list, largest group first.
-pub fn render_grouped(results: &[HostResult]) -> String {
-    let groups = group_by_host(
-        results,
-        |r| &r.host,
-        |a, b| {
-            a.outcome == b.outcome
-                && a.stdout == b.stdout
-                && a.stderr == b.stderr
-                && a.cut_bytes == b.cut_bytes
-        },
-    );
-    let mut out = String::new();
-    for (hosts, r) in groups {
-        let header = format!("{} ({}) {}", nodeset::fold(&hosts), hosts.len(), outcome_text(&r.outcome));
-        let rule = "-".repeat(header.len().min(78));
-        out.push_str(&format!("{rule}\n{header}\n{rule}\n"));
-        out.push_str(&String::from_utf8_lossy(&r.stdout));
-        if !r.stderr.is_empty() {
-            for line in String::from_utf8_lossy(&r.stderr).lines() {
-                out.push_str(&format!("stderr: {line}\n"));
-            }
-        }
-        if r.cut_bytes > 0 {
-            if !out.ends_with('\n') {
-                out.push('\n');
-            }
-            out.push_str(&format!("[output cut: {} more bytes not kept; see --max-output]\n", r.cut_bytes));
-        }
-    }
-    out
-}
-
-/// One line: how many hosts ended which way.
-pub fn summary(results: &[HostResult]) -> String {
-    let mut counts: std::collections::BTreeMap<String, Vec<&str>> = std::collections::BTreeMap::new();
-    for r in results {
-        let key = match &r.outcome {
-            HostOutcome::Exited(0) => "ok".to_owned(),
-            HostOutcome::Exited(code) => format!("exit {code}"),
-            HostOutcome::Signalled(s) => format!("signal {s}"),
-            HostOutcome::KilledByAlarm(_) => "killed by alarm".into(),
-            HostOutcome::Denied(_) => "denied".into(),
-            HostOutcome::Unreachable(_) => "unreachable".into(),
-            HostOutcome::Failed(_) => "failed".into(),
-        };
-        counts.entry(key).or_default().push(&r.host);
-    }
-    let parts: Vec<String> = counts
-        .iter()
-        .map(|(k, hosts)| {
-            if k == "ok" {
-                format!("{} ok", hosts.len())
-            } else {
-                format!("{} {k} ({})", hosts.len(), nodeset::fold(hosts))
-            }
-        })
-        .collect();
-    format!("{} hosts: {}", results.len(), parts.join(", "))
 }

@@ -5,6 +5,7 @@ mod admin;
 mod audit;
 mod change;
 mod cluster_file;
+mod copy_cli;
 mod demo;
 mod directory_cli;
 mod exec_client;
@@ -18,6 +19,7 @@ mod node;
 mod policy_cli;
 mod policy_setup;
 mod principal_cli;
+mod results;
 mod sim;
 mod target;
 
@@ -62,6 +64,8 @@ enum Command {
     Login(exec_client::LoginArgs),
     /// Run a command on many hosts at once.
     Exec(exec_client::ExecArgs),
+    /// Send files to many hosts (atomic on each host, mode kept, each file's hash audited).
+    Copy(copy_cli::CopyArgs),
     /// Add, remove or list managed hosts (a signed configuration change).
     #[command(subcommand)]
     Host(directory_cli::HostCommand),
@@ -112,8 +116,12 @@ fn main() -> ExitCode {
         Command::Host(command) => directory_cli::host(&command),
         Command::Principal(command) => principal_cli::run(&command),
         Command::Acl(command) => directory_cli::acl(&command),
+        // Non-zero when any host failed, like pdsh and clush.
         Command::Exec(args) => match exec_client::exec(&args) {
-            // Non-zero when any host failed, like pdsh and clush.
+            Ok(all_ok) => return if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) },
+            Err(e) => Err(e),
+        },
+        Command::Copy(args) => match copy_cli::copy(&args) {
             Ok(all_ok) => return if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) },
             Err(e) => Err(e),
         },

@@ -40,7 +40,7 @@ fn stdin_source(bytes: &[u8]) -> io::Result<Stdio> {
 }
 
 /// The uid and gid to run as: switching users needs root; otherwise only the daemon's own user.
-fn resolve_run_as(user: &str) -> Result<Option<(u32, u32)>, ChildError> {
+pub(crate) fn resolve_run_as(user: &str) -> Result<Option<(u32, u32)>, ChildError> {
     let fail = |reason: String| ChildError::RunAs { user: user.to_owned(), reason };
     let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
         .map_err(|e| fail(e.to_string()))?

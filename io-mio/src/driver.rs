@@ -20,6 +20,7 @@ use tracing::{debug, info, warn};
 use crate::child::{RunningChild, Stream};
 use crate::clock::Clock;
 use crate::error::NodeError;
+use crate::place::place_file;
 use crate::reactor::{Role, Slot};
 use crate::store::Store;
 
@@ -162,6 +163,10 @@ impl NodeDriver {
             }
             Output::WriteFile { id, path, contents } => {
                 let outcome = write_atomically(Path::new(&path), &contents).map_err(|e| e.to_string());
+                self.feed(Input::FileWritten { id, outcome });
+            }
+            Output::PlaceFile { id, path, contents, mode, owner } => {
+                let outcome = place_file(&path, &contents, mode, &owner).map_err(|e| e.to_string());
                 self.feed(Input::FileWritten { id, outcome });
             }
             Output::Spawn { child, argv, run_as, env, stdin } => {

@@ -11,6 +11,7 @@ pub mod entropy;
 pub mod error;
 pub mod keyfile;
 pub mod node_config;
+pub mod place;
 pub mod reactor;
 pub mod roles;
 pub mod sockets;

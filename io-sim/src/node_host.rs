@@ -11,6 +11,7 @@ use std::time::Duration;
 use cohort_core::exec::acl::Acl;
 use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_chain};
 use cohort_core::exec::daemon::ProcessEnd;
+use cohort_core::exec::task::DataKind;
 use cohort_core::member::MemberRecord;
 use cohort_core::node::ChildId;
 use cohort_core::node::{ConnId, Event, Input, Node, NodeSetup, Output, Record};
@@ -236,6 +237,14 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                         .insert((ctx.name.clone(), path), contents);
                     feed(&ctx, &mut node, Input::FileWritten { id, outcome: Ok(()) });
                 }
+                Output::PlaceFile { id, path, contents, owner, .. } => {
+                    check_placed(&ctx, &acls, &path, &contents, &owner);
+                    ctx.files
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert((ctx.name.clone(), path), contents);
+                    feed(&ctx, &mut node, Input::FileWritten { id, outcome: Ok(()) });
+                }
                 Output::Spawn { child, argv, run_as, stdin, .. } => {
                     spawned += 1;
                     check_audited_before_spawn(&ctx, spawned);
@@ -333,6 +342,40 @@ fn check_audited_before_spawn(ctx: &NodeHostContext, spawned: usize) {
             ctx.name,
             local.len()
         );
+        ctx.observer.report_violation(turmoil::elapsed(), what);
+    }
+}
+
+/// Invariant: no file is placed that the ACL denies or the trail does not hold. A placed file has
+/// a `Run` record kept here, and in the chain, whose data names that path with the digest of
+/// exactly these bytes, as that owner, and whose host's ACL lets its principal write there.
+fn check_placed(
+    ctx: &NodeHostContext,
+    acls: &BTreeMap<String, Acl>,
+    path: &str,
+    contents: &[u8],
+    owner: &str,
+) {
+    use sha2::Digest;
+    let sha256: [u8; 32] = sha2::Sha256::digest(contents).into();
+    let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
+    let chained = |run_id: [u8; 16]| {
+        records.iter().any(|(_, r)| {
+            matches!(r, Record::AuditEntry(e) if e.record.run_id == run_id && e.record.decision == AuditDecision::Run)
+        })
+    };
+    let permitted = records.iter().filter(|(host, _)| *host == ctx.name).any(|(_, r)| {
+        matches!(r, Record::LocalAudit(a)
+            if a.decision == AuditDecision::Run
+                && a.run_as == owner
+                && a.data.iter().any(|d| d.sha256 == sha256
+                    && matches!(&d.what, DataKind::File { path: p, .. } if p == path))
+                && acls.get(&a.host).is_some_and(|acl| acl.check_copy(&a.principal, &a.run_as, path).is_ok())
+                && chained(a.run_id))
+    });
+    if !permitted {
+        let what =
+            format!("{}: placed {path} as {owner}, which no permitted, chained run record covers", ctx.name);
         ctx.observer.report_violation(turmoil::elapsed(), what);
     }
 }

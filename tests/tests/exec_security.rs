@@ -13,6 +13,7 @@ use cohort_core::exec::audit::{AuditDecision, AuditRecord, verify_chain};
 use cohort_core::exec::daemon::{ExecRequest, HostWire};
 use cohort_core::exec::gateway::{ClientEvent, ClientRequest, HeldState, HostOutcome};
 use cohort_core::exec::kdc::KdcSettings;
+use cohort_core::exec::task::Task;
 use cohort_core::exec::ticket::{Authenticator, ServiceTicket, TicketBody, request_digest};
 use cohort_core::exec::wire::{GatewayReply, GatewayWire, HostEvent};
 use cohort_core::rng::seeded;
@@ -130,22 +131,15 @@ fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
         let host = client.host_identity(0).ok_or("no h01")?;
         let ticket =
             ServiceTicket::seal(&body, &host, &forger, &mut client.rng()).map_err(|e| e.to_string())?;
-        let argv = vec!["echo".to_owned(), "pwned".to_owned()];
+        let task = Task::Run { argv: vec!["echo".to_owned(), "pwned".to_owned()], stdin: Vec::new() };
         let auth = Authenticator {
             principal: "alice".into(),
             timestamp: wall,
             nonce: [1; 16],
-            request_digest: request_digest("h01", "alice", &argv, &[]),
+            request_digest: request_digest("h01", "alice", &task),
         };
         let authenticator = auth.seal(&session_key, "h01", &mut client.rng()).map_err(|e| e.to_string())?;
-        let request = ExecRequest {
-            ticket,
-            authenticator,
-            run_as: "alice".into(),
-            argv,
-            max_output: 1024,
-            stdin: Vec::new(),
-        };
+        let request = ExecRequest { ticket, authenticator, run_as: "alice".into(), task, max_output: 1024 };
         talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
         Ok(())
     });
@@ -435,6 +429,7 @@ fn an_audit_record_not_signed_by_the_host_it_names_is_refused_and_counted() {
             at: now().wall,
             decision: AuditDecision::Run,
             run_id: [7; 16],
+            data: Vec::new(),
         };
         let forged = Signed::sign(record, &h01).map_err(|e| e.to_string())?;
         *out.lock().expect("not poisoned") = Some(client.submit_audit(&h01, forged).await?);

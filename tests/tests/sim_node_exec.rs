@@ -15,6 +15,7 @@ use cohort_core::exec::daemon::DaemonSettings;
 use cohort_core::exec::directory::{ExecDirectory, ManagedHost};
 use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, HostOutcome};
 use cohort_core::exec::kdc::{Kdc, KdcSettings, hash_password};
+use cohort_core::exec::task::Task;
 use cohort_core::exec::wire::{GatewayReply, GatewayWire};
 use cohort_core::node::{AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, KdcRole, NodeSetup};
 use cohort_core::rng::{fork, seeded};
@@ -185,14 +186,13 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
                 hosts: vec!["h[1-3]".into()],
                 exclude: Vec::new(),
                 run_as: "alice".into(),
-                argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+                task: Task::Run { argv: argv.iter().map(|a| (*a).to_owned()).collect(), stdin: Vec::new() },
                 fanout: 3,
                 t1_ms,
                 t2_ms: 2 * t1_ms,
                 t3_ms: 500,
                 max_output: 1 << 20,
                 connect_timeout_ms: 10_000,
-                stdin: Vec::new(),
             };
             let request = GatewayWire::Client(ClientRequest::Exec(Box::new(command)));
             let events: Vec<GatewayReply> = operator::converse(
@@ -227,6 +227,7 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
             at: cohort_io_sim::clock::now().wall,
             decision: AuditDecision::Run,
             run_id: [9; 16],
+            data: Vec::new(),
         };
         let forged = GatewayWire::AuditSubmit {
             ack: 1,

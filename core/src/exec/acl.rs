@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::task::Task;
+
 /// Programs that interpret their arguments as commands: running one needs `shell = true`.
 const SHELLS: &[&str] =
     &["sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "busybox", "env", "sudo", "su"];
@@ -122,6 +124,16 @@ impl Acl {
             Ok(())
         } else {
             Err(AclDenied::CopyPath { principal: principal.to_owned(), path: path.to_owned() })
+        }
+    }
+
+    /// May `principal` do `task` as `run_as`: run its command, or write every one of its files?
+    pub fn check_task(&self, principal: &str, run_as: &str, task: &Task) -> Result<(), AclDenied> {
+        match task {
+            Task::Run { argv, .. } => self.check(principal, run_as, argv),
+            Task::Copy { files } => {
+                files.iter().try_for_each(|file| self.check_copy(principal, run_as, &file.path))
+            }
         }
     }
 

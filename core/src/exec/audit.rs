@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::task::{DataDigest, DataKind};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::signed::{Signature, Signed, SignedKind};
@@ -39,6 +40,27 @@ pub struct AuditRecord {
     pub decision: AuditDecision,
     /// Ties the records of one run together.
     pub run_id: [u8; 16],
+    /// The size and SHA-256 of the data the run carried: its standard input, or each file a
+    /// copy placed (argv is then empty). Never the bytes.
+    pub data: Vec<DataDigest>,
+}
+
+impl AuditRecord {
+    /// What the record is about, in one line: the command, or the files a copy placed.
+    pub fn subject(&self) -> String {
+        if self.argv.is_empty() && !self.data.is_empty() {
+            let paths: Vec<String> = self
+                .data
+                .iter()
+                .filter_map(|d| match &d.what {
+                    DataKind::File { path, .. } => Some(path.clone()),
+                    DataKind::Stdin => None,
+                })
+                .collect();
+            return format!("copy {}", paths.join(" "));
+        }
+        self.argv.join(" ")
+    }
 }
 
 /// One link of the collector's chain.
@@ -188,7 +210,7 @@ pub enum CollectorInput {
     /// A host submits a record signed with its key; `ack` identifies the reply.
     Submit {
         ack: u64,
-        record: Signed<AuditRecord>,
+        record: Box<Signed<AuditRecord>>,
     },
     /// The hosts (and the gateway) whose records are accepted, by the name a record carries:
     /// from the installed configuration, replacing the table before.
@@ -287,7 +309,7 @@ impl Machine for AuditCollector {
                     self.outputs.push_back(CollectorOutput::Refused { ack, refusal });
                     return;
                 }
-                let Signed { body: record, signature } = record;
+                let Signed { body: record, signature } = *record;
                 let index = self.next_index;
                 let Some(signer) = self.signers.get(&record.host).copied() else { return };
                 let hash = entry_hash(index, &self.last_hash, &record, &signature, &signer);
@@ -351,6 +373,7 @@ mod tests {
             at: WallClock(u64::from(n)),
             decision: AuditDecision::Run,
             run_id: [n; 16],
+            data: Vec::new(),
         }
     }
 
@@ -363,7 +386,8 @@ mod tests {
         let mut collector = AuditCollector::new(None, signers(n), key(200));
         let mut entries = Vec::new();
         for i in 0..n {
-            collector.handle(Now::ZERO, CollectorInput::Submit { ack: u64::from(i), record: record(i) });
+            collector
+                .handle(Now::ZERO, CollectorInput::Submit { ack: u64::from(i), record: Box::new(record(i)) });
         }
         while let Some(out) = collector.poll_output() {
             if let CollectorOutput::Append(e) = out {
@@ -376,8 +400,8 @@ mod tests {
     #[test]
     fn acks_come_only_after_persistence_and_in_order() {
         let mut collector = AuditCollector::new(None, signers(3), key(200));
-        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 7, record: record(1) });
-        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 8, record: record(2) });
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 7, record: Box::new(record(1)) });
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 8, record: Box::new(record(2)) });
         let appended: Vec<_> = std::iter::from_fn(|| collector.poll_output()).collect();
         assert!(appended.iter().all(|o| matches!(o, CollectorOutput::Append(_))));
         collector.handle(Now::ZERO, CollectorInput::Persisted { index: 1 });
@@ -393,9 +417,9 @@ mod tests {
         let mut collector = AuditCollector::new(None, signers(3), key(200));
         // h2's record signed by h1: a host writing in another's name.
         let forged = Signed::sign(body(2), &key(1)).expect("signs");
-        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 1, record: forged });
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 1, record: Box::new(forged) });
         // A host the collector has never heard of.
-        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 2, record: record(9) });
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 2, record: Box::new(record(9)) });
         let outputs: Vec<_> = std::iter::from_fn(|| collector.poll_output()).collect();
         assert_eq!(
             outputs,
@@ -409,7 +433,7 @@ mod tests {
         let mut table = signers(3);
         table.insert("h9".into(), key(9).public());
         collector.handle(Now::ZERO, CollectorInput::Signers(table));
-        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 3, record: record(9) });
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 3, record: Box::new(record(9)) });
         assert!(matches!(collector.poll_output(), Some(CollectorOutput::Append(e)) if e.index == 0));
     }
 
@@ -428,7 +452,7 @@ mod tests {
     fn a_resumed_collector_continues_the_chain() {
         let entries = chain(3);
         let mut collector = AuditCollector::new(entries.last(), signers(10), key(200));
-        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 0, record: record(9) });
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 0, record: Box::new(record(9)) });
         let Some(CollectorOutput::Append(next)) = collector.poll_output() else { panic!("an append") };
         let all: Vec<ChainEntry> = entries.into_iter().chain([*next]).collect();
         assert_eq!(verify_chain(&all), Ok(4));
@@ -440,7 +464,8 @@ mod tests {
         let mut collector = AuditCollector::new(None, signers(n), key(200));
         let (mut entries, mut checkpoints) = (Vec::new(), Vec::new());
         for i in 0..n {
-            collector.handle(Now::ZERO, CollectorInput::Submit { ack: u64::from(i), record: record(i) });
+            collector
+                .handle(Now::ZERO, CollectorInput::Submit { ack: u64::from(i), record: Box::new(record(i)) });
             collector.handle(Now::ZERO, CollectorInput::Persisted { index: u64::from(i) });
             while let Some(out) = collector.poll_output() {
                 match out {

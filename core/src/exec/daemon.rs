@@ -1,16 +1,16 @@
 //! The exec daemon of one managed host: checks a request's ticket, authenticator, clock skew,
 //! replay cache and ACL; writes the audit record durably and has the collector acknowledge it
-//! before anything runs; then runs argv (the driver spawns it, no shell) and streams output back.
-//! It never spawns without an acknowledged audit record, never spawns for a refused request, and
-//! audits every refusal.
+//! before anything runs; then runs argv (the driver spawns it, no shell) and streams output back,
+//! or has the driver place a copy's files. It never spawns or writes without an acknowledged audit
+//! record, never acts on a refused request, and audits every refusal and every end.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::acl::{Acl, AclDenied};
 use super::audit::{AuditDecision, AuditRecord};
+use super::task::{CopyFile, DataDigest, Task, TaskError};
 use super::ticket::{Authenticator, TicketError, request_digest};
-use super::wire::MAX_STDIN;
 pub use super::wire::{ExecRequest, HostEvent, HostWire};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
@@ -39,8 +39,8 @@ pub enum Refusal {
     PredatesStart,
     #[error("authenticator does not cover this command")]
     NotCovered,
-    #[error("standard input of {len} bytes; a run carries at most {MAX_STDIN}")]
-    StdinTooLarge { len: usize },
+    #[error("{0}")]
+    Task(TaskError),
     #[error("replayed authenticator")]
     Replayed,
     #[error("replay cache full; retry shortly")]
@@ -97,6 +97,12 @@ pub enum DaemonInput {
         session: u64,
         reason: String,
     },
+    /// The driver placed (or failed to place) the file at `path` for a copy.
+    Placed {
+        session: u64,
+        path: String,
+        outcome: Result<(), String>,
+    },
     /// The installed configuration's ACL, and whether it lists this host under this daemon's
     /// key: a host it does not list runs nothing. Sessions already running keep going.
     Directory {
@@ -125,6 +131,13 @@ pub enum DaemonOutput {
         argv: Vec<String>,
         /// What the command reads on its standard input; then end of file.
         stdin: Vec<u8>,
+    },
+    /// Write `file` whole at its path, owned by `owner`, replacing what is there atomically
+    /// and following no symbolic link; answer `Placed`.
+    PlaceFile {
+        session: u64,
+        owner: String,
+        file: CopyFile,
     },
     /// Kill the session's whole process group.
     Kill {
@@ -171,15 +184,25 @@ enum Phase {
     Running {
         cancelled: Option<String>,
     },
+    /// A copy's files are being placed.
+    Placing {
+        cancelled: Option<String>,
+        pending: usize,
+        placed: usize,
+        /// `path: reason` of each file that could not be placed.
+        failed: Vec<String>,
+    },
 }
 
 #[derive(Debug)]
 struct Session {
     principal: String,
     run_as: String,
+    /// What the audit records name: the command and the digests of the data it carried.
     argv: Vec<String>,
-    /// Held until the command starts.
-    stdin: Vec<u8>,
+    data: Vec<DataDigest>,
+    /// Held until it starts.
+    task: Option<Task>,
     run_id: [u8; 16],
     phase: Phase,
     output: OutputCap,
@@ -334,10 +357,10 @@ impl ExecDaemon {
         if auth.timestamp < self.started {
             return refuse(Refusal::PredatesStart);
         }
-        if request.stdin.len() > MAX_STDIN {
-            return refuse(Refusal::StdinTooLarge { len: request.stdin.len() });
+        if let Err(e) = request.task.check() {
+            return refuse(Refusal::Task(e));
         }
-        if auth.request_digest != request_digest(&self.host, &request.run_as, &request.argv, &request.stdin) {
+        if auth.request_digest != request_digest(&self.host, &request.run_as, &request.task) {
             return refuse(Refusal::NotCovered);
         }
         self.replay.retain(|_, forget_at| *forget_at > wall);
@@ -349,7 +372,7 @@ impl ExecDaemon {
             return refuse(Refusal::ReplayCacheFull);
         }
         self.replay.insert(key, WallClock(auth.timestamp.0.saturating_add(2 * skew_ms)));
-        if let Err(denied) = self.acl.check(&principal, &request.run_as, &request.argv) {
+        if let Err(denied) = self.acl.check_task(&principal, &request.run_as, &request.task) {
             return refuse(Refusal::Acl(denied));
         }
         (principal, Ok(()))
@@ -364,6 +387,7 @@ impl ExecDaemon {
             at: wall,
             decision,
             run_id: session.run_id,
+            data: session.data.clone(),
         }
     }
 
@@ -386,8 +410,9 @@ impl ExecDaemon {
         let session = Session {
             principal,
             run_as: request.run_as,
-            argv: request.argv,
-            stdin: request.stdin,
+            argv: request.task.argv().to_vec(),
+            data: request.task.digests(),
+            task: Some(request.task),
             run_id,
             phase: Phase::Running { cancelled: None },
             output: OutputCap { max: request.max_output, ..OutputCap::default() },
@@ -436,10 +461,26 @@ impl ExecDaemon {
             return;
         }
         if *allowed {
-            let (run_as, argv) = (session.run_as.clone(), session.argv.clone());
-            let stdin = std::mem::take(&mut session.stdin);
-            session.phase = Phase::Running { cancelled: None };
-            self.outputs.push_back(DaemonOutput::Spawn { session: id, run_as, argv, stdin });
+            let run_as = session.run_as.clone();
+            match session.task.take() {
+                Some(Task::Run { argv, stdin }) => {
+                    session.phase = Phase::Running { cancelled: None };
+                    self.outputs.push_back(DaemonOutput::Spawn { session: id, run_as, argv, stdin });
+                }
+                Some(Task::Copy { files }) => {
+                    session.phase = Phase::Placing {
+                        cancelled: None,
+                        pending: files.len(),
+                        placed: 0,
+                        failed: Vec::new(),
+                    };
+                    for file in files {
+                        let owner = run_as.clone();
+                        self.outputs.push_back(DaemonOutput::PlaceFile { session: id, owner, file });
+                    }
+                }
+                None => return,
+            }
             self.outputs.push_back(DaemonOutput::Reply { session: id, event: HostEvent::Started });
         } else {
             let reason = reason.as_ref().map(Refusal::to_string).unwrap_or_default();
@@ -465,10 +506,52 @@ impl ExecDaemon {
                 (HostEvent::Signalled { signal }, format!("signal {signal}"))
             }
         };
-        let record = self.record(&session, wall, AuditDecision::Ended { outcome });
+        self.finish(id, &session, wall, event, outcome);
+    }
+
+    /// Audits how the session ended, tells the gateway, and closes it.
+    fn finish(&mut self, id: u64, session: &Session, wall: WallClock, event: HostEvent, outcome: String) {
+        let record = self.record(session, wall, AuditDecision::Ended { outcome });
         self.audit(record);
         self.outputs.push_back(DaemonOutput::Reply { session: id, event });
         self.outputs.push_back(DaemonOutput::Done { session: id });
+    }
+
+    /// One file of a copy is placed or not; when the last is, the copy ends: exit 0 if every
+    /// file is in place, else 1 with a line on standard error per file that is not.
+    fn placed(&mut self, id: u64, wall: WallClock, path: String, outcome: Result<(), String>) {
+        let Some(session) = self.sessions.get_mut(&id) else { return };
+        let Phase::Placing { pending, placed, failed, .. } = &mut session.phase else { return };
+        *pending = pending.saturating_sub(1);
+        match outcome {
+            Ok(()) => *placed += 1,
+            Err(reason) => failed.push(format!("{path}: {reason}")),
+        }
+        if *pending > 0 {
+            return;
+        }
+        let Some(mut session) = self.sessions.remove(&id) else { return };
+        let done = std::mem::replace(&mut session.phase, Phase::Running { cancelled: None });
+        let Phase::Placing { cancelled, placed, failed, .. } = done else { return };
+        let (event, outcome) = match cancelled {
+            // Files already placed stay: each was written whole, and the record says so.
+            Some(reason) => (
+                HostEvent::Killed { reason: reason.clone() },
+                format!("killed: {reason} (after {placed} files placed)"),
+            ),
+            None if failed.is_empty() => (HostEvent::Exited { code: 0 }, format!("copied {placed} files")),
+            None => {
+                let text: String = failed.iter().map(|f| format!("cohort copy: {f}\n")).collect();
+                let outcome = format!("copy failed: {} ({placed} files placed)", failed.join("; "));
+                let bytes = session.output.admit(true, text.into_bytes());
+                self.outputs.push_back(DaemonOutput::Reply {
+                    session: id,
+                    event: HostEvent::Output { stderr: true, bytes },
+                });
+                (HostEvent::Exited { code: 1 }, outcome)
+            }
+        };
+        self.finish(id, &session, wall, event, outcome);
     }
 
     fn cancel(&mut self, id: u64, wall: WallClock, reason: String) {
@@ -479,6 +562,10 @@ impl ExecDaemon {
                     *cancelled = Some(reason);
                     self.outputs.push_back(DaemonOutput::Kill { session: id });
                 }
+            }
+            // A file write is not interrupted midway: the copy ends when the writes answer.
+            Phase::Placing { cancelled, .. } => {
+                cancelled.get_or_insert(reason);
             }
             Phase::Auditing { .. } => {
                 // Nothing has run; record why it never will.
@@ -536,6 +623,7 @@ impl Machine for ExecDaemon {
                 }
                 self.ended(session, wall, ProcessEnd::Exited(127));
             }
+            DaemonInput::Placed { session, path, outcome } => self.placed(session, wall, path, outcome),
             DaemonInput::Directory { acl, listed } => {
                 self.acl = acl;
                 self.listed = listed;
@@ -571,7 +659,7 @@ impl Machine for ExecDaemon {
             .values()
             .filter_map(|s| match s.phase {
                 Phase::Auditing { deadline, .. } => Some(deadline),
-                Phase::Running { .. } => None,
+                Phase::Running { .. } | Phase::Placing { .. } => None,
             })
             .min()
     }

@@ -20,10 +20,12 @@ use super::directory::{ExecDirectory, ManagedHost};
 use super::kdc::Kdc;
 use super::nodeset;
 use super::parallel::{AlarmSchedule, ParallelInput, ParallelOutput, ParallelRun, SessionEnd, SessionResult};
+use super::task::{DataDigest, Task};
 use super::ticket::Credential;
-use super::wire::{CONNECT_TIMEOUT_MS, ExecRequest, HostEvent, KdcReply, KdcRequest, MAX_STDIN};
+use super::wire::{CONNECT_TIMEOUT_MS, ExecRequest, HostEvent, KdcReply, KdcRequest};
 pub use super::wire::{Ceiling, ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult, Lowered};
 
+mod limits;
 mod tickets;
 
 use crate::identity::{NodeKeys, PublicIdentity};
@@ -31,6 +33,7 @@ use crate::machine::Machine;
 use crate::rng::SeededRng;
 use crate::signed::Signed;
 use crate::time::{Instant, Now, WallClock};
+use limits::{grant_within, lowered_text};
 use tickets::HeldTicket;
 
 /// The largest fanout a client may ask for.
@@ -135,9 +138,8 @@ struct RunGrant {
     credential: Signed<Credential>,
     client_key: [u8; 32],
     run_as: String,
-    argv: Vec<String>,
+    task: Task,
     max_output: u64,
-    stdin: Vec<u8>,
     connect_timeout: std::time::Duration,
     /// Every host of the run, by index.
     hosts: Vec<String>,
@@ -149,6 +151,24 @@ struct RunGrant {
     waiting: Vec<(usize, String)>,
     /// The KDC is being asked for this run's tickets.
     asking: bool,
+}
+
+/// What one of the gateway's own audit records is about: the command (or `(login)`) and the
+/// digests of the data the run carried.
+#[derive(Debug)]
+struct Subject {
+    argv: Vec<String>,
+    data: Vec<DataDigest>,
+}
+
+impl Subject {
+    fn of(task: &Task) -> Subject {
+        Subject { argv: task.argv().to_vec(), data: task.digests() }
+    }
+
+    fn login() -> Subject {
+        Subject { argv: vec!["(login)".into()], data: Vec::new() }
+    }
 }
 
 /// What the gateway holds right now: all zero between requests.
@@ -236,15 +256,15 @@ impl Gateway {
         wall: WallClock,
         client: u64,
         principal: &str,
-        argv: Vec<String>,
+        subject: Subject,
         reason: String,
     ) {
-        self.audit_refusal(wall, principal, argv, reason.clone());
+        self.audit_refusal(wall, principal, subject, reason.clone());
         self.refuse(client, reason);
     }
 
-    fn audit_refusal(&mut self, wall: WallClock, principal: &str, argv: Vec<String>, reason: String) {
-        self.audit_own(wall, principal, String::new(), argv, AuditDecision::Denied { reason });
+    fn audit_refusal(&mut self, wall: WallClock, principal: &str, subject: Subject, reason: String) {
+        self.audit_own(wall, principal, String::new(), subject, AuditDecision::Denied { reason });
     }
 
     /// A record the gateway makes itself, signed with its key.
@@ -253,7 +273,7 @@ impl Gateway {
         wall: WallClock,
         principal: &str,
         run_as: String,
-        argv: Vec<String>,
+        subject: Subject,
         decision: AuditDecision,
     ) {
         let mut run_id = [0u8; 16];
@@ -262,10 +282,11 @@ impl Gateway {
             host: GATEWAY_AUDIT_NAME.into(),
             principal: principal.chars().take(128).collect(),
             run_as,
-            argv,
+            argv: subject.argv,
             at: wall,
             decision,
             run_id,
+            data: subject.data,
         };
         // An encoding failure here would be a bug in the record type, not an input; the refusal
         // itself still reaches the client.
@@ -312,13 +333,8 @@ impl Gateway {
     ) {
         if let Err(e) = Kdc::check_credential(&self.kdc, wall, &command.credential, &client_key) {
             let principal = command.credential.body.principal.clone();
-            return self.refuse_audited(
-                wall,
-                client,
-                &principal,
-                command.argv,
-                format!("credential refused: {e}"),
-            );
+            let reason = format!("credential refused: {e}");
+            return self.refuse_audited(wall, client, &principal, Subject::of(&command.task), reason);
         }
         let hosts = match self.expand_all(&command.hosts) {
             Ok(hosts) => hosts,
@@ -334,20 +350,18 @@ impl Gateway {
         let hosts: Vec<String> =
             hosts.into_iter().filter(|h| !excluded.contains(h) && seen.insert(h.clone())).collect();
         let command = ExecCommand { hosts, ..command };
-        if command.hosts.is_empty() || command.argv.is_empty() {
-            return self.refuse(client, "no hosts or no command".into());
+        if command.hosts.is_empty() {
+            return self.refuse(client, "no hosts".into());
         }
-        if command.stdin.len() > MAX_STDIN {
-            let reason =
-                format!("standard input of {} bytes; a run carries at most {MAX_STDIN}", command.stdin.len());
-            return self.refuse(client, reason);
+        if let Err(e) = command.task.check() {
+            return self.refuse(client, e.to_string());
         }
         if command.run_as.is_empty() {
             return self.refuse(client, "no run-as user".into());
         }
         let principal = command.credential.body.principal.clone();
         if let Err(reason) = self.check_runs(&principal) {
-            return self.refuse_audited(wall, client, &principal, command.argv, reason);
+            return self.refuse_audited(wall, client, &principal, Subject::of(&command.task), reason);
         }
         let limits = self.directory.acl.limits(&principal);
         let (granted, lowered) = grant_within(&command, limits);
@@ -362,7 +376,7 @@ impl Gateway {
             .push_back(GatewayOutput::ToClient { client, event: ClientEvent::Accepted { hosts: count } });
         if !lowered.is_empty() {
             let decision = AuditDecision::Lowered { ceilings: lowered_text(&lowered) };
-            self.audit_own(wall, &principal, command.run_as.clone(), command.argv.clone(), decision);
+            self.audit_own(wall, &principal, command.run_as.clone(), Subject::of(&command.task), decision);
             let event = ClientEvent::Lowered(Lowered { principal: principal.clone(), ceilings: lowered });
             self.outputs.push_back(GatewayOutput::ToClient { client, event });
         }
@@ -373,9 +387,8 @@ impl Gateway {
             credential: command.credential,
             client_key,
             run_as: command.run_as,
-            argv: command.argv,
+            task: command.task,
             max_output,
-            stdin: command.stdin,
             connect_timeout: std::time::Duration::from_millis(
                 command.connect_timeout_ms.clamp(*CONNECT_TIMEOUT_MS.start(), *CONNECT_TIMEOUT_MS.end()),
             ),
@@ -390,22 +403,6 @@ impl Gateway {
         let parallel = ParallelRun::new(now, command.hosts, fanout, alarms, kept);
         self.runs.insert(client, Run { started: now, parallel, sessions: BTreeMap::new() });
         self.drive(now, wall, client);
-    }
-
-    /// Whether `principal` may start another run: its own ceiling and the gateway's.
-    fn check_runs(&self, principal: &str) -> Result<(), String> {
-        let limit = self.directory.acl.limits(principal).max_runs;
-        let own = self.credentials.values().filter(|g| g.credential.body.principal == principal).count();
-        if own >= usize::try_from(limit).unwrap_or(usize::MAX) {
-            return Err(format!(
-                "principal `{principal}` already has {own} runs in progress, its limit of {limit}; wait for one to finish"
-            ));
-        }
-        let all = self.directory.max_runs;
-        if self.runs.len() >= usize::try_from(all).unwrap_or(usize::MAX) {
-            return Err(format!("the gateway is running its limit of {all} runs at once; retry shortly"));
-        }
-        Ok(())
     }
 
     /// Every host the node sets name, with `@groups` from the installed configuration.
@@ -590,39 +587,4 @@ fn host_result(result: &SessionResult, run_started: Instant) -> HostResult {
         started_ms: result.started.map(|s| millis(s - run_started)),
         ended_ms: millis(result.ended - run_started),
     }
-}
-
-/// What a run is granted within the principal's ceilings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Granted {
-    fanout: u32,
-    t1_ms: u64,
-    t2_ms: u64,
-}
-
-/// The request held to `limits`: fan-out at most `max_fanout` (and [`MAX_FANOUT`]); T1+T2 at
-/// most `max_time_ms`, T1 kept first (it is when the alarms begin) and T2 shortened.
-fn grant_within(command: &ExecCommand, limits: crate::exec::acl::Limits) -> (Granted, Vec<Ceiling>) {
-    let mut lowered = Vec::new();
-    let fanout_ceiling = limits.max_fanout.min(u32::try_from(MAX_FANOUT).unwrap_or(u32::MAX));
-    let fanout = if command.fanout > fanout_ceiling {
-        lowered.push(Ceiling::Fanout { asked: command.fanout, granted: fanout_ceiling });
-        fanout_ceiling
-    } else {
-        command.fanout
-    };
-    let asked = command.t1_ms.saturating_add(command.t2_ms);
-    let (t1_ms, t2_ms) = if asked > limits.max_time_ms {
-        let t1 = command.t1_ms.min(limits.max_time_ms);
-        let t2 = limits.max_time_ms - t1;
-        lowered.push(Ceiling::Time { asked_ms: asked, granted_ms: limits.max_time_ms });
-        (t1, t2)
-    } else {
-        (command.t1_ms, command.t2_ms)
-    };
-    (Granted { fanout, t1_ms, t2_ms }, lowered)
-}
-
-fn lowered_text(ceilings: &[Ceiling]) -> String {
-    ceilings.iter().map(Ceiling::to_string).collect::<Vec<_>>().join("; ")
 }

@@ -11,5 +11,6 @@ pub mod kdc;
 pub mod nodeset;
 pub mod parallel;
 pub mod principals;
+pub mod task;
 pub mod ticket;
 pub mod wire;

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
+use super::task::Task;
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::rng::SeededRng;
 use crate::seal::{self, SealError, SealedBox};
@@ -167,18 +168,16 @@ impl Authenticator {
     }
 }
 
-/// The digest an authenticator commits to: what runs, as whom, where, and what it reads on its
-/// standard input.
-pub fn request_digest(host: &str, run_as: &str, argv: &[String], stdin: &[u8]) -> [u8; 32] {
+/// The digest an authenticator commits to: what the host does (the command and what it reads
+/// on its standard input, or each file with its path and mode), as whom, and where.
+pub fn request_digest(host: &str, run_as: &str, task: &Task) -> [u8; 32] {
     let mut h = Sha256::new();
-    for part in std::iter::once(host).chain(std::iter::once(run_as)).chain(argv.iter().map(String::as_str)) {
+    h.update(b"cohort-request-v2");
+    for part in [host, run_as] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
     }
-    // Marks where argv ends, so no argument can pass for standard input.
-    h.update(u64::MAX.to_be_bytes());
-    h.update((stdin.len() as u64).to_be_bytes());
-    h.update(stdin);
+    task.hash_into(&mut h);
     h.finalize().into()
 }
 
@@ -188,14 +187,21 @@ mod tests {
 
     #[test]
     fn the_request_digest_covers_standard_input_and_keeps_it_apart_from_argv() {
-        let argv = vec!["cat".to_owned()];
-        let plain = request_digest("h01", "alice", &argv, b"");
-        assert_ne!(plain, request_digest("h01", "alice", &argv, b"hello"));
+        let run = |argv: &[&str], stdin: &[u8]| Task::Run {
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            stdin: stdin.to_vec(),
+        };
+        let plain = request_digest("h01", "alice", &run(&["cat"], b""));
+        assert_ne!(plain, request_digest("h01", "alice", &run(&["cat"], b"hello")));
         // An argument cannot stand in for input, nor input for an argument.
-        let with_arg = vec!["cat".to_owned(), "hello".to_owned()];
         assert_ne!(
-            request_digest("h01", "alice", &with_arg, b""),
-            request_digest("h01", "alice", &argv, b"hello")
+            request_digest("h01", "alice", &run(&["cat", "hello"], b"")),
+            request_digest("h01", "alice", &run(&["cat"], b"hello"))
+        );
+        // Nor the host for the user.
+        assert_ne!(
+            request_digest("h01", "alice", &run(&["cat"], b"")),
+            request_digest("h01a", "lice", &run(&["cat"], b""))
         );
     }
 }

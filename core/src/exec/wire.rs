@@ -7,6 +7,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::audit::AuditRecord;
+pub use super::task::{CopyFile, MAX_STDIN, Task};
 use super::ticket::{Credential, SealedAuthenticator, ServiceTicket};
 use crate::signed::{Signed, SignedKind};
 use crate::time::WallClock;
@@ -126,11 +127,10 @@ pub struct ExecRequest {
     pub ticket: ServiceTicket,
     pub authenticator: SealedAuthenticator,
     pub run_as: String,
-    pub argv: Vec<String>,
+    /// What the host does, `%h` already substituted; the authenticator covers all of it.
+    pub task: Task,
     /// Bytes of each stream the host sends back; the rest is counted and dropped.
     pub max_output: u64,
-    /// The command's standard input, covered by the authenticator.
-    pub stdin: Vec<u8>,
 }
 
 /// What a host tells the gateway about a run.
@@ -178,7 +178,9 @@ pub struct ExecCommand {
     /// Node sets to leave out of `hosts` (pdsh's and clush's `-x`), expanded the same way.
     pub exclude: Vec<String>,
     pub run_as: String,
-    pub argv: Vec<String>,
+    /// What every host does: run a command (with what it reads on standard input, as pdsh and
+    /// clush forward theirs) or place files.
+    pub task: Task,
     pub fanout: u32,
     pub t1_ms: u64,
     pub t2_ms: u64,
@@ -188,16 +190,10 @@ pub struct ExecCommand {
     /// How long a host may take to accept the gateway's channel before it is reported
     /// unreachable (pdsh's `-t`); the gateway holds it to [`CONNECT_TIMEOUT_MS`].
     pub connect_timeout_ms: u64,
-    /// What every host's command reads on its standard input (pdsh and clush forward theirs),
-    /// at most [`MAX_STDIN`] bytes.
-    pub stdin: Vec<u8>,
 }
 
 /// The bounds of a run's connect timeout, in milliseconds.
 pub const CONNECT_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=60_000;
-
-/// The most standard input one run may carry to its hosts.
-pub const MAX_STDIN: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientRequest {

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::conns::{ConnEvent, ConnLimits, Owner};
-use super::io::{ChildId, ConnId, Event, ListenerId, Output, Record};
+use super::io::{ChildId, ConnId, Event, FileId, ListenerId, Output, Record};
 use super::{AfterPersist, Effects};
 use crate::channel::TrustSet;
 use crate::exec::acl::Acl;
@@ -100,6 +100,8 @@ pub(super) struct ExecHost {
     children: BTreeMap<ChildId, (usize, u64)>,
     /// Children whose output waits for their session's connection to drain.
     paused: BTreeSet<ChildId>,
+    /// Each file a copy is placing: file → (host, session, path).
+    placing: BTreeMap<FileId, (usize, u64, String)>,
     /// Which host each host listener belongs to (a node may play a thousand hosts).
     by_listener: BTreeMap<ListenerId, usize>,
 }
@@ -195,6 +197,7 @@ impl ExecHost {
             next_link_ack: 1,
             children: BTreeMap::new(),
             paused: BTreeSet::new(),
+            placing: BTreeMap::new(),
             by_listener,
         };
         host.set_directory(now, directory, fx);
@@ -329,7 +332,7 @@ impl ExecHost {
                     let ack = g.next_ack;
                     g.next_ack += 1;
                     g.acks.insert(ack, (conn, remote));
-                    g.collector.handle(now, CollectorInput::Submit { ack, record });
+                    g.collector.handle(now, CollectorInput::Submit { ack, record: Box::new(record) });
                 }
                 Err(e) => {
                     let refused = GatewayReply::Client(crate::exec::gateway::ClientEvent::Refused {
@@ -459,6 +462,26 @@ impl ExecHost {
         true
     }
 
+    /// Whether file write `id` places a copy's file.
+    pub fn places(&self, id: FileId) -> bool {
+        self.placing.contains_key(&id)
+    }
+
+    /// A copy's file write answered.
+    pub fn on_file_written(
+        &mut self,
+        now: Now,
+        id: FileId,
+        outcome: Result<(), String>,
+        fx: &mut Effects<'_>,
+    ) {
+        let Some((host, session, path)) = self.placing.remove(&id) else { return };
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.daemon.handle(now, DaemonInput::Placed { session, path, outcome });
+        }
+        self.drain(now, fx);
+    }
+
     /// Carries out what the gateway, the collector and the daemons asked for, until none asks.
     fn drain(&mut self, now: Now, fx: &mut Effects<'_>) {
         loop {
@@ -497,6 +520,17 @@ impl ExecHost {
                             run_as: Some(run_as),
                             env: Vec::new(),
                             stdin,
+                        });
+                    }
+                    DaemonOutput::PlaceFile { session, owner, file } => {
+                        let id = fx.ids.file();
+                        self.placing.insert(id, (i, session, file.path.clone()));
+                        fx.out.push_back(Output::PlaceFile {
+                            id,
+                            path: file.path,
+                            contents: file.content,
+                            mode: file.mode,
+                            owner,
                         });
                     }
                     DaemonOutput::Kill { session } => {

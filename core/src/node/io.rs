@@ -139,6 +139,12 @@ pub enum Output {
     Persist { id: PersistId, record: Record },
     /// Replace the file at `path` with `contents` atomically, then answer `FileWritten`.
     WriteFile { id: FileId, path: String, contents: Vec<u8> },
+    /// Write `contents` whole at `path`, new or in place of the file there, atomically (a
+    /// temporary file beside it, synced, renamed over), with permission bits `mode`, owned by
+    /// `owner` (a user other than this process's needs root), following no symbolic link: a
+    /// directory on the path that is a link fails the write, a link at `path` is replaced (its
+    /// target untouched). Answer `FileWritten`.
+    PlaceFile { id: FileId, path: String, contents: Vec<u8>, mode: u32, owner: String },
     /// Start `argv` (no shell) as `run_as` (this process's user when `None`), in its own process
     /// group, with `env` added to its environment and `stdin` (then end of file) on its standard
     /// input; answer `ChildStarted` or `ChildFailed`.

@@ -370,9 +370,13 @@ impl Machine for Node {
                     Some(AfterPersist::Nothing) | None => {}
                 });
             }
-            Input::FileWritten { id, outcome } => {
-                self.with_roles(|roles, fx| roles.policy.on_file_written(now, id, outcome, fx))
-            }
+            Input::FileWritten { id, outcome } => self.with_roles(|roles, fx| {
+                if roles.exec.places(id) {
+                    roles.exec.on_file_written(now, id, outcome, fx)
+                } else {
+                    roles.policy.on_file_written(now, id, outcome, fx)
+                }
+            }),
             Input::ChildStarted { child } => self.with_roles(|roles, fx| {
                 roles.policy.on_child(now, child, Ok(()), fx);
             }),

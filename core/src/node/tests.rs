@@ -137,7 +137,7 @@ impl Net {
                 self.persisted.push((i, record));
                 self.inputs.push_front((i, Input::Persisted { id }));
             }
-            Output::WriteFile { id, path, contents } => {
+            Output::WriteFile { id, path, contents } | Output::PlaceFile { id, path, contents, .. } => {
                 let outcome = if self.unwritable.contains(&path) {
                     Err("permission denied".to_owned())
                 } else {

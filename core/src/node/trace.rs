@@ -58,6 +58,9 @@ impl TraceEvent for Output {
             Output::WriteFile { id, path, contents } => {
                 format!("WriteFile #{} {path} {}", id.0, short(contents))
             }
+            Output::PlaceFile { id, path, contents, mode, owner } => {
+                format!("PlaceFile #{} {path} mode {mode:o} owner {owner} {}", id.0, short(contents))
+            }
             Output::Spawn { child, argv, run_as, .. } => {
                 let user = run_as.as_deref().unwrap_or("(self)");
                 format!("Spawn #{} as {user}: {}", child.0, argv.join(" "))

@@ -10,6 +10,7 @@ use cohort_core::exec::audit::AuditRecord;
 use cohort_core::exec::daemon::ExecRequest;
 use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand};
 use cohort_core::exec::kdc::Kdc;
+use cohort_core::exec::task::Task;
 use cohort_core::exec::ticket::{Authenticator, Credential, request_digest};
 use cohort_core::exec::wire::{GatewayReply, GatewayWire};
 use cohort_core::rng::{SeededRng, fork};
@@ -79,14 +80,13 @@ impl SiteClient {
             hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
             exclude: Vec::new(),
             run_as: "alice".into(),
-            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            task: Task::Run { argv: argv.iter().map(|a| (*a).to_owned()).collect(), stdin: Vec::new() },
             fanout: 8,
             t1_ms: 16_000,
             t2_ms: 32_000,
             t3_ms: 2_000,
             max_output: 1024 * 1024,
             connect_timeout_ms: 10_000,
-            stdin: Vec::new(),
         }
     }
 
@@ -150,14 +150,14 @@ impl SiteClient {
         let now = crate::clock::now().wall;
         let credential = kdc.login(now, "alice", PASSWORD, client).map_err(|e| e.to_string())?;
         let issued = kdc.issue_ticket(now, &credential, &client, ticket_host).map_err(|e| e.to_string())?;
-        let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+        let task = Task::Run { argv: argv.iter().map(|a| (*a).to_owned()).collect(), stdin: Vec::new() };
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&stamp.0.to_le_bytes());
         let auth = Authenticator {
             principal: "alice".into(),
             timestamp: stamp,
             nonce,
-            request_digest: request_digest(host, "alice", &argv, &[]),
+            request_digest: request_digest(host, "alice", &task),
         };
         let authenticator =
             auth.seal(&issued.session_key, host, &mut self.rng()).map_err(|e| e.to_string())?;
@@ -165,9 +165,8 @@ impl SiteClient {
             ticket: issued.ticket,
             authenticator,
             run_as: "alice".into(),
-            argv,
+            task,
             max_output: 1 << 20,
-            stdin: Vec::new(),
         })
     }
 

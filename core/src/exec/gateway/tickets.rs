@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use super::super::parallel::SessionEnd;
 use super::super::ticket::{Authenticator, ServiceTicket, request_digest};
 use super::super::wire::{ExecRequest, KdcReply, KdcRequest, TicketGrant};
-use super::{Ask, ClientEvent, Gateway, GatewayOutput};
+use super::{Ask, ClientEvent, Gateway, GatewayOutput, Subject};
 use crate::time::{Instant, WallClock};
 
 /// A ticket the KDC granted for one host of a run, with the session key its authenticator is
@@ -134,11 +134,10 @@ impl Gateway {
             return self.session_ended(now, wall, session, SessionEnd::Failed { reason });
         };
         // `%h` stands for the host's name, as in ClusterShell; the authenticator covers the
-        // substituted command, so each host runs exactly what it was sent.
-        let argv: Vec<String> = grant.argv.iter().map(|a| a.replace("%h", host)).collect();
+        // substituted task, so each host does exactly what it was sent.
+        let task = grant.task.for_host(host);
         let run_as = grant.run_as.clone();
         let max_output = grant.max_output;
-        let stdin = grant.stdin.clone();
         let connect_timeout = grant.connect_timeout;
         let mut nonce = [0u8; 16];
         self.rng.fill_bytes(&mut nonce);
@@ -146,7 +145,7 @@ impl Gateway {
             principal: grant.credential.body.principal.clone(),
             timestamp: wall,
             nonce,
-            request_digest: request_digest(host, &run_as, &argv, &stdin),
+            request_digest: request_digest(host, &run_as, &task),
         };
         let sealed = match authenticator.seal(&held.session_key, host, &mut self.rng) {
             Ok(sealed) => sealed,
@@ -154,8 +153,7 @@ impl Gateway {
                 return self.session_ended(now, wall, session, SessionEnd::Failed { reason: e.to_string() });
             }
         };
-        let request =
-            ExecRequest { ticket: held.ticket, authenticator: sealed, run_as, argv, max_output, stdin };
+        let request = ExecRequest { ticket: held.ticket, authenticator: sealed, run_as, task, max_output };
         self.connecting.insert(session, now + connect_timeout);
         self.outputs.push_back(GatewayOutput::HostStart { session, host: target, request });
     }
@@ -176,12 +174,12 @@ impl Gateway {
             }
             (Ask::Login { client, principal }, Ok(KdcReply::LoginRefused { public, reason })) => {
                 // The trail keeps the precise reason; the client learns only that it failed.
-                self.audit_refusal(wall, &principal, vec!["(login)".into()], reason);
+                self.audit_refusal(wall, &principal, Subject::login(), reason);
                 self.refuse(client, public);
             }
             (Ask::Login { client, principal }, Err(reason)) => {
                 let reason = format!("the KDC could not be reached: {reason}");
-                self.audit_refusal(wall, &principal, vec!["(login)".into()], reason.clone());
+                self.audit_refusal(wall, &principal, Subject::login(), reason.clone());
                 self.refuse(client, format!("login failed: {reason}"));
             }
             (Ask::Tickets { client }, Ok(KdcReply::Tickets { grants })) => {

@@ -145,7 +145,7 @@ impl GatewaySlot {
                 GatewayOutput::Audit(record) => {
                     let ack = self.next_ack;
                     self.next_ack += 1;
-                    self.collector.handle(now, CollectorInput::Submit { ack, record });
+                    self.collector.handle(now, CollectorInput::Submit { ack, record: Box::new(record) });
                 }
             }
         }
