@@ -1,7 +1,7 @@
 //! `cohort exec` options the way pdsh and clush users use them, on real processes: `--rerun
 //! failed` runs on exactly the hosts the last run failed on, `-x` leaves hosts out, `-w ^FILE`
 //! reads the node sets from a file, `-L` prints `host: line`, and standard input reaches every
-//! host's command.
+//! host's command, its digest in every host's audit record.
 
 mod common;
 
@@ -24,7 +24,7 @@ fn site(hosts: u16) -> (TestCluster, std::path::PathBuf) {
 
 #[test]
 fn standard_input_reaches_every_hosts_command() {
-    let (_cluster, state) = site(20);
+    let (cluster, state) = site(20);
     let mut child = Command::new(env!("CARGO_BIN_EXE_cohort"))
         .args(["exec", "--state-dir", path_str(&state), "-w", "h[01-20]", "--", "cat"])
         .stdin(Stdio::piped())
@@ -39,6 +39,19 @@ fn standard_input_reaches_every_hosts_command() {
     assert!(text.contains("h[01-20] (20) ok\n"), "one group of twenty: {text}");
     assert_eq!(text.matches("hello\n").count(), 1, "{text}");
     assert!(text.contains("20 hosts: 20 ok"), "{text}");
+    // Every host's record names the input it read by size and SHA-256 (never the bytes).
+    let config = path_str(&cluster.config(0)).to_owned();
+    let export = common::cohort(&["audit", "export", "--config", &config, "--json"]);
+    let hello = "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03";
+    let with_input = String::from_utf8_lossy(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|r| r["decision"] == "run")
+        .filter(|r| {
+            r["data"][0]["kind"] == "stdin" && r["data"][0]["size"] == 6 && r["data"][0]["sha256"] == hello
+        })
+        .count();
+    assert_eq!(with_input, 20, "{}", String::from_utf8_lossy(&export.stdout));
 }
 
 #[test]

@@ -140,6 +140,8 @@ pub struct SiteRun {
     pub script: Result<(), String>,
     /// The argv of every command spawned, in order (from the trace).
     pub spawned: Vec<String>,
+    /// Every file a copy placed, as the trace shows it (`#id PATH mode M owner U SIZE#DIGEST`).
+    pub placed: Vec<String>,
     /// The records each host made durable before acting.
     pub local_audit: Vec<AuditRecord>,
     /// The collector's chain.
@@ -461,6 +463,11 @@ impl Site {
             .iter()
             .filter_map(|l| l.split_once("-> Spawn ").map(|(_, rest)| rest.to_owned()))
             .collect();
+        let placed = trace
+            .lines()
+            .iter()
+            .filter_map(|l| l.split_once("-> PlaceFile ").map(|(_, rest)| rest.to_owned()))
+            .collect();
         let records = self.records.lock().unwrap_or_else(PoisonError::into_inner);
         let local_audit = records
             .iter()
@@ -486,6 +493,7 @@ impl Site {
             violation: self.observer.violation(),
             script,
             spawned,
+            placed,
             local_audit,
             chain,
             state: self.state.lock().unwrap_or_else(PoisonError::into_inner).clone(),
