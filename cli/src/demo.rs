@@ -323,6 +323,24 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
     if all_ok {
         bail!("the probe was meant to fail on h02, h04 and h06");
     }
+    // alice's ACL permits copies under /tmp, wherever the demo's own directory is.
+    let copied = tempfile::Builder::new().prefix("cohort-demo-copy-").tempdir_in("/tmp")?;
+    let source = dir.join("motd");
+    std::fs::write(&source, "managed by cohort\n")?;
+    let dest = format!("{}/motd-%h", copied.path().display());
+    println!();
+    step(
+        started,
+        &format!("cohort copy motd {dest} -w 'h[01-06]'   (whole file on each host, its hash audited)"),
+    );
+    let copy = crate::copy_cli::CopyArgs { run: exec(&[]).run, paths: vec![source, PathBuf::from(&dest)] };
+    if !crate::copy_cli::copy(&copy)? {
+        bail!("the copy was meant to reach every host");
+    }
+    let placed = std::fs::read_dir(copied.path())?.count();
+    if placed != 6 {
+        bail!("the copy left {placed} files, not 6");
+    }
     let db = args.dir.join("m0").join("node.db");
     let store = cohort_io_mio::store::Store::open(&db)?;
     let entries: Vec<_> = store
