@@ -7,55 +7,20 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use super::acl::{Acl, AclDenied};
+use super::acl::Acl;
 use super::audit::{AuditDecision, AuditRecord};
-use super::task::{CopyFile, DataDigest, Task, TaskError};
-use super::ticket::{Authenticator, TicketError, request_digest};
+use super::task::{CopyFile, DataDigest, Task};
 pub use super::wire::{ExecRequest, HostEvent, HostWire};
+
+mod checks;
+mod output_cap;
+
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::signed::Signed;
 use crate::time::{Instant, Now, WallClock};
-
-/// Why a host refused a request before anything ran. The text is safe to show the user and is
-/// what the audit record keeps.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
-    #[error("ticket refused: {0}")]
-    Ticket(TicketError),
-    #[error("ticket is for host `{ticket}`, not `{host}`")]
-    WrongHost { ticket: String, host: String },
-    #[error("ticket expired; log in again")]
-    Expired,
-    #[error("ticket issued in the future beyond the allowed clock skew")]
-    IssuedInFuture,
-    #[error("authenticator refused: {0}")]
-    Authenticator(TicketError),
-    #[error("authenticator names another principal")]
-    OtherPrincipal,
-    #[error("clock skew of {skew_s}s is beyond the {limit_s}s limit; check NTP on both ends")]
-    ClockSkew { skew_s: u64, limit_s: u64 },
-    #[error("authenticator predates this daemon's start; retry")]
-    PredatesStart,
-    #[error("authenticator does not cover this command")]
-    NotCovered,
-    #[error("{0}")]
-    Task(TaskError),
-    #[error("replayed authenticator")]
-    Replayed,
-    #[error("replay cache full; retry shortly")]
-    ReplayCacheFull,
-    #[error("ACL: {0}")]
-    Acl(AclDenied),
-    #[error("the audit collector did not acknowledge the record; refusing to run")]
-    AuditUnacknowledged,
-    #[error("a request arrived on a connection that already carries a session")]
-    OutOfOrder,
-    #[error(
-        "host `{0}` is not a managed host in the installed configuration (removed, or listed under another key)"
-    )]
-    NotListed(String),
-}
+pub use checks::Refusal;
+use output_cap::OutputCap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcessEnd {
@@ -208,44 +173,6 @@ struct Session {
     output: OutputCap,
 }
 
-/// How much of a run's output goes back, and what was dropped beyond it.
-#[derive(Debug, Default)]
-struct OutputCap {
-    max: u64,
-    /// Sent so far, stdout and stderr.
-    sent: [u64; 2],
-    /// Dropped and not yet reported, stdout and stderr.
-    unreported: [u64; 2],
-}
-
-/// Dropped output is reported in steps of this much, so the gateway's alarm rules see it.
-const DROPPED_REPORT_STEP: u64 = 64 * 1024;
-
-impl OutputCap {
-    /// The part of `bytes` that goes back; the rest is counted.
-    fn admit(&mut self, stderr: bool, mut bytes: Vec<u8>) -> Vec<u8> {
-        let i = usize::from(stderr);
-        let room = self.max.saturating_sub(self.sent[i]);
-        let keep = usize::try_from(room).unwrap_or(usize::MAX).min(bytes.len());
-        let dropped = (bytes.len() - keep) as u64;
-        bytes.truncate(keep);
-        self.sent[i] = self.sent[i].saturating_add(keep as u64);
-        self.unreported[i] = self.unreported[i].saturating_add(dropped);
-        bytes
-    }
-
-    /// A `Dropped` report if `force` or a step's worth is waiting.
-    fn report(&mut self, force: bool) -> Option<HostEvent> {
-        let [stdout, stderr] = self.unreported;
-        let total = stdout.saturating_add(stderr);
-        if total == 0 || (!force && total < DROPPED_REPORT_STEP) {
-            return None;
-        }
-        self.unreported = [0, 0];
-        Some(HostEvent::Dropped { stdout, stderr })
-    }
-}
-
 /// One managed host's exec daemon.
 #[derive(Debug)]
 pub struct ExecDaemon {
@@ -320,64 +247,6 @@ impl ExecDaemon {
         self.sessions.len()
     }
 
-    /// Checks everything a request must pass. Returns the principal (or the name claimed) and
-    /// the refusal, if any.
-    fn verify(&mut self, request: &ExecRequest, wall: WallClock) -> (String, Result<(), Refusal>) {
-        let body = match request.ticket.open(&self.keys, &self.host, &self.kdc) {
-            Ok(body) => body,
-            Err(e) => return ("(unverified)".into(), Err(Refusal::Ticket(e))),
-        };
-        let principal = body.principal.clone();
-        if !self.listed {
-            return (principal, Err(Refusal::NotListed(self.host.clone())));
-        }
-        let skew_ms = u64::try_from(self.settings.max_skew.as_millis()).unwrap_or(u64::MAX);
-        let refuse = |refusal: Refusal| (principal.clone(), Err(refusal));
-        if body.host != self.host {
-            return refuse(Refusal::WrongHost { ticket: body.host.clone(), host: self.host.clone() });
-        }
-        if wall >= body.expires {
-            return refuse(Refusal::Expired);
-        }
-        if body.issued.0 > wall.0.saturating_add(skew_ms) {
-            return refuse(Refusal::IssuedInFuture);
-        }
-        let auth = match Authenticator::open(&request.authenticator, &body.session_key, &self.host) {
-            Ok(auth) => auth,
-            Err(e) => return refuse(Refusal::Authenticator(e)),
-        };
-        if auth.principal != body.principal {
-            return refuse(Refusal::OtherPrincipal);
-        }
-        let skew = wall.distance(auth.timestamp);
-        if skew > self.settings.max_skew {
-            let (skew_s, limit_s) = (skew.as_secs(), self.settings.max_skew.as_secs());
-            return refuse(Refusal::ClockSkew { skew_s, limit_s });
-        }
-        if auth.timestamp < self.started {
-            return refuse(Refusal::PredatesStart);
-        }
-        if let Err(e) = request.task.check() {
-            return refuse(Refusal::Task(e));
-        }
-        if auth.request_digest != request_digest(&self.host, &request.run_as, &request.task) {
-            return refuse(Refusal::NotCovered);
-        }
-        self.replay.retain(|_, forget_at| *forget_at > wall);
-        let key = (auth.principal.clone(), auth.nonce);
-        if self.replay.contains_key(&key) {
-            return refuse(Refusal::Replayed);
-        }
-        if self.replay.len() >= self.settings.max_replay_entries {
-            return refuse(Refusal::ReplayCacheFull);
-        }
-        self.replay.insert(key, WallClock(auth.timestamp.0.saturating_add(2 * skew_ms)));
-        if let Err(denied) = self.acl.check_task(&principal, &request.run_as, &request.task) {
-            return refuse(Refusal::Acl(denied));
-        }
-        (principal, Ok(()))
-    }
-
     fn record(&self, session: &Session, wall: WallClock, decision: AuditDecision) -> AuditRecord {
         AuditRecord {
             host: self.host.clone(),
@@ -415,7 +284,7 @@ impl ExecDaemon {
             task: Some(request.task),
             run_id,
             phase: Phase::Running { cancelled: None },
-            output: OutputCap { max: request.max_output, ..OutputCap::default() },
+            output: OutputCap::new(request.max_output),
         };
         let (decision, allowed, reason) = match verdict {
             Ok(()) => (AuditDecision::Run, true, None),
