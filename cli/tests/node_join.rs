@@ -2,7 +2,8 @@
 //! from a member, `cohort join` the new node's directory, start it, add it with a signed change.
 //! It installs, answers `cohort get` on its own lookup socket, and is then removed: the three
 //! install without it and drop what it still sends, and it learns from the new version's signed
-//! header that it was removed, says so, and answers nothing.
+//! header that it was removed, says so, and answers nothing; a channel opened with its key is
+//! refused by each of the three.
 
 mod common;
 
@@ -97,4 +98,37 @@ fn a_fourth_member_joins_installs_answers_lookups_and_is_removed() {
         status["members"].as_array().expect("members").iter().filter_map(|m| m["name"].as_str()).collect();
     roster.sort_unstable();
     assert_eq!(roster, ["m0", "m1", "m2"]);
+
+    // Whatever m3 still tries, the three refuse its channel: its key is in no roster they hold.
+    let file: toml::Value =
+        toml::from_str(&std::fs::read_to_string(root.join("cluster.toml")).expect("cluster.toml"))
+            .expect("toml");
+    let m3_keys = cohort_io_mio::keyfile::read_key_file(&key).expect("m3's key");
+    for (i, member) in file["members"].as_array().expect("members").iter().enumerate() {
+        let hex32 = |field: &str| {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(member[field].as_str().expect("hex"), &mut out).expect("32 bytes");
+            out
+        };
+        let identity = cohort_core::PublicIdentity { signing: hex32("ed25519"), agreement: hex32("x25519") };
+        let addr = member["address"].as_str().expect("address").parse().expect("an address");
+        let logged_before = cluster.log_text(i).matches("not trusted").count();
+        let refused = match cohort_io_mio::channel_client::ChannelClient::connect(
+            addr,
+            identity,
+            &m3_keys,
+            Duration::from_secs(5),
+        ) {
+            Err(_) => true,
+            // The initiator may finish its half first: then the member closes on it unanswered.
+            Ok(mut client) => {
+                let _ = client.send(&0u8);
+                client.recv::<u8>(Duration::from_secs(5)).is_err()
+            }
+        };
+        assert!(refused, "m{i} took a channel from the removed member");
+        cluster.wait_for("the refusal logged", Duration::from_secs(5), |c| {
+            c.log_text(i).matches("not trusted").count() > logged_before
+        });
+    }
 }

@@ -9,7 +9,7 @@ use super::*;
 use crate::channel::{Channel, ChannelConfig, ChannelInput, ChannelOutput, TrustSet};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::policy::document::{Platform, Policy, PolicyTarget, Scope};
-use crate::policy::server::ServerSetup;
+use crate::policy::server::{RejectKind, ServerSetup};
 use crate::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest, PolicyWire};
 use crate::rng::seeded;
 use crate::signed::Signed;
@@ -248,6 +248,8 @@ struct Tier {
     net: Net,
     operator: NodeKeys,
     master_keys: NodeKeys,
+    /// The local's key: trusted by the master as a child, and no operator.
+    local_keys: NodeKeys,
     master: usize,
     local: usize,
     agents: usize,
@@ -351,12 +353,18 @@ impl Tier {
             },
             3,
         );
-        Tier { net, operator, master_keys, master, local, agents }
+        Tier { net, operator, master_keys, local_keys, master, local, agents }
     }
 
     fn admin(&mut self, keys: &NodeKeys, request: PolicyAdmin) -> Option<PolicyAdminReply> {
+        let at = self.net.now.wall;
+        self.admin_at(keys, at, request)
+    }
+
+    /// An admin request made at `at`, signed with `keys`, on a channel `keys` opens.
+    fn admin_at(&mut self, keys: &NodeKeys, at: WallClock, request: PolicyAdmin) -> Option<PolicyAdminReply> {
         let client = self.net.client(MASTER_ADDR, keys, self.master_keys.public());
-        let body = PolicyAdminRequest { at: self.net.now.wall, request };
+        let body = PolicyAdminRequest { at, request };
         let signed = Signed::sign(body, keys).expect("signs");
         self.net.send(client, &wire::encode(&PolicyWire::Admin(signed)).expect("encodes"));
         let End::Client(c) = &self.net.ends[client] else { return None };
@@ -404,6 +412,36 @@ fn a_stranger_gets_no_channel_to_a_policy_listener() {
         *i == tier.master && matches!(e, Event::ConnFailed { error, .. } if error.contains("not trusted"))
     });
     assert!(refused, "{:?}", tier.net.logs);
+}
+
+#[test]
+fn a_policy_admin_request_not_signed_by_an_operator_or_stale_is_refused_counted_and_not_acted_on() {
+    let mut tier = Tier::start(false);
+    tier.net.run_for(Duration::from_secs(5));
+    let rejected = |tier: &Tier, kind: RejectKind| {
+        let server = tier.net.node(tier.master).policy_server().expect("the master");
+        server.rejected().get(&kind).copied().unwrap_or(0)
+    };
+    // The local may open a channel to the master (it is a child), but it is no operator.
+    let local = tier.local_keys.clone();
+    let reply = tier.admin(&local, PolicyAdmin::Create(policy("allow", 7)));
+    assert!(matches!(&reply, Some(PolicyAdminReply::Error(e)) if e.contains("operator")), "{reply:?}");
+    assert_eq!(rejected(&tier, RejectKind::AdminNotOperator), 1);
+    // The operator's own request, made ten minutes ago: a replay, or a clock gone wrong.
+    let operator = tier.operator.clone();
+    let stale = WallClock(tier.net.now.wall.0 - 600_000);
+    let reply = tier.admin_at(&operator, stale, PolicyAdmin::Create(policy("allow", 8)));
+    assert!(matches!(&reply, Some(PolicyAdminReply::Error(e)) if e.contains("stale")), "{reply:?}");
+    assert_eq!(rejected(&tier, RejectKind::AdminStale), 1);
+    let versions: Vec<u64> = tier
+        .net
+        .node(tier.master)
+        .policy_server()
+        .expect("the master")
+        .policies()
+        .map(|p| p.version)
+        .collect();
+    assert_eq!(versions, [1], "nothing was created");
 }
 
 #[test]
