@@ -76,6 +76,34 @@ pub fn founders(args: &Args) -> u16 {
     args.members + u16::from(args.exec_hosts > 0)
 }
 
+/// Refuses a layout in which two listeners would share an address: the second could never bind.
+fn check_addresses(args: &Args, members: &[(SocketAddr, SocketAddr)]) -> anyhow::Result<()> {
+    let mut listeners: Vec<(SocketAddr, String)> = Vec::new();
+    for (i, (address, admin)) in members.iter().enumerate() {
+        listeners.push((*address, format!("member {i}'s listener")));
+        listeners.push((*admin, format!("member {i}'s admin listener")));
+    }
+    if args.exec_hosts > 0 {
+        listeners.push((SocketAddr::new(args.host, args.exec_port), "the gateway (--exec-port)".into()));
+        listeners.push((crate::exec_setup::kdc_address(args), "the KDC (--kdc-port)".into()));
+    }
+    if args.policy_locals > 0 {
+        for i in 0..=args.policy_locals {
+            let port = args.policy_port.saturating_add(i);
+            listeners.push((SocketAddr::new(args.host, port), format!("policy server {i} (--policy-port)")));
+        }
+    }
+    for (i, (address, what)) in listeners.iter().enumerate() {
+        if let Some((_, other)) = listeners[..i].iter().find(|(a, _)| a == address) {
+            bail!(
+                "{address} would be both {other} and {what}; choose ports that do not overlap (members use \
+                 --base-port + i, their admin listeners --base-port + 100 + i)"
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn create(args: &Args) -> anyhow::Result<Created> {
     let addresses = (0..founders(args))
         .map(|i| {
@@ -93,6 +121,7 @@ pub fn create(args: &Args) -> anyhow::Result<Created> {
 /// Like [`create`], with each member's (member, admin) addresses given (the demo picks free
 /// ports).
 pub fn create_at(args: &Args, addresses: &[(SocketAddr, SocketAddr)]) -> anyhow::Result<Created> {
+    check_addresses(args, addresses)?;
     if args.dir.exists() && std::fs::read_dir(&args.dir)?.next().is_some() {
         bail!("{} exists and is not empty; choose a new directory", args.dir.display());
     }

@@ -117,3 +117,21 @@ fn a_members_own_section_is_answered_by_that_member_only() {
         assert!(!store.windows(9).any(|w| w == b"s3cr3t-m2"), "m{i}'s store holds the value in clear");
     }
 }
+
+#[test]
+fn init_refuses_two_listeners_on_one_address_and_creates_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("c");
+    // m0's admin listener is on --base-port + 100: the gateway cannot have that port too.
+    let args = ["init", "--dir", path_str(&root), "--members", "1", "--base-port", "9600"];
+    let out = cohort(&[&args[..], &["--exec-hosts", "3", "--exec-port", "9700"]].concat());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("127.0.0.1:9700 would be both member 0's admin listener and the gateway"),
+        "{stderr}"
+    );
+    assert!(!root.exists(), "nothing was created");
+    let out = cohort(&[&args[..], &["--exec-hosts", "3", "--exec-port", "9800"]].concat());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
