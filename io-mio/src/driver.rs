@@ -127,11 +127,15 @@ impl NodeDriver {
                 info!(%path, "lookup socket open");
                 self.listeners.insert(listener, ListenSocket::Unix(socket));
             }
-            Output::Connect { conn, addr } => match addr.parse::<SocketAddr>().map(TcpStream::connect) {
-                Ok(Ok(stream)) => self.adopt(conn, StreamSocket::Tcp(stream)),
-                Ok(Err(e)) => self.feed(Input::Closed { conn, error: Some(e.to_string()) }),
-                Err(_) => self.feed(Input::Closed { conn, error: Some(format!("`{addr}` is not IP:PORT")) }),
-            },
+            Output::Connect { conn, addr } => {
+                match addr.parse::<SocketAddr>().map(|a| TcpStream::connect(a).and_then(StreamSocket::tcp)) {
+                    Ok(Ok(stream)) => self.adopt(conn, stream),
+                    Ok(Err(e)) => self.feed(Input::Closed { conn, error: Some(e.to_string()) }),
+                    Err(_) => {
+                        self.feed(Input::Closed { conn, error: Some(format!("`{addr}` is not IP:PORT")) })
+                    }
+                }
+            }
             Output::Transmit { conn, bytes } => {
                 if let Some(socket) = self.sockets.get_mut(&conn) {
                     socket.outgoing.extend_from_slice(&bytes);

@@ -21,6 +21,14 @@ pub enum StreamSocket {
 }
 
 impl StreamSocket {
+    /// A TCP stream that sends each write at once: every write is a whole frame, and Nagle's
+    /// wait for an acknowledgement would put a delayed ACK (tens of milliseconds) into every
+    /// request and answer.
+    pub fn tcp(stream: TcpStream) -> io::Result<StreamSocket> {
+        stream.set_nodelay(true)?;
+        Ok(StreamSocket::Tcp(stream))
+    }
+
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
             StreamSocket::Tcp(s) => s.take_error(),
@@ -94,7 +102,7 @@ pub enum ListenSocket {
 impl ListenSocket {
     pub fn accept(&self) -> io::Result<StreamSocket> {
         match self {
-            ListenSocket::Tcp(l) => l.accept().map(|(s, _)| StreamSocket::Tcp(s)),
+            ListenSocket::Tcp(l) => l.accept().and_then(|(s, _)| StreamSocket::tcp(s)),
             ListenSocket::Unix(l) => l.accept().map(|(s, _)| StreamSocket::Unix(s)),
         }
     }
