@@ -3,7 +3,7 @@
 //! row, and each readiness event becomes a node input. It never decides who may connect, what a
 //! message means or what to report: the node does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -56,6 +56,9 @@ pub struct NodeDriver {
     /// The group the local lookup socket is given.
     local_group: Option<u32>,
     sockets: BTreeMap<ConnId, Socket>,
+    /// Streams with bytes queued since the last write: written once the node has no more
+    /// outputs, so a burst of messages to one peer leaves in one system call.
+    unflushed: BTreeSet<ConnId>,
     children: BTreeMap<ChildId, RunningChild>,
     sources: BTreeMap<Token, Source>,
     next_token: usize,
@@ -87,6 +90,7 @@ impl NodeDriver {
             listeners: BTreeMap::new(),
             local_group,
             sockets: BTreeMap::new(),
+            unflushed: BTreeSet::new(),
             children: BTreeMap::new(),
             sources: BTreeMap::new(),
             next_token: 1,
@@ -139,13 +143,13 @@ impl NodeDriver {
             Output::Transmit { conn, bytes } => {
                 if let Some(socket) = self.sockets.get_mut(&conn) {
                     socket.outgoing.extend_from_slice(&bytes);
-                    self.flush(conn);
+                    self.unflushed.insert(conn);
                 }
             }
             Output::Close { conn } => {
                 if let Some(socket) = self.sockets.get_mut(&conn) {
                     socket.closing = true;
-                    self.flush(conn);
+                    self.unflushed.insert(conn);
                 }
             }
             Output::Persist { id, record } => {
@@ -350,6 +354,13 @@ impl NodeDriver {
         loop {
             while let Some(output) = self.node.poll_output() {
                 self.carry_out(output)?;
+            }
+            let unflushed = std::mem::take(&mut self.unflushed);
+            if !unflushed.is_empty() {
+                for conn in unflushed {
+                    self.flush(conn);
+                }
+                continue;
             }
             let again: Vec<ConnId> = self
                 .sockets
