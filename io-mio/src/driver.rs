@@ -158,8 +158,9 @@ impl NodeDriver {
                     Record::Member(record) => {
                         self.store.save_member(&record, self.clock.now().wall.unix_millis())?
                     }
-                    Record::AuditEntry(entry) => self.store.append_chain(&entry)?,
-                    Record::AuditCheckpoint(checkpoint) => self.store.append_checkpoint(&checkpoint)?,
+                    Record::AuditEntry { entry, checkpoint } => {
+                        self.store.append_chain(&entry, checkpoint.as_deref())?
+                    }
                     Record::LocalAudit(record) => self.store.append_local_audit(&record)?,
                     Record::Principal { name, hash } => self.store.set_principal(&name, hash.as_deref())?,
                     Record::Policy(policy) => self.store.save_policy(&policy)?,

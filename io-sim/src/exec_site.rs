@@ -479,7 +479,7 @@ impl Site {
         let chain = records
             .iter()
             .filter_map(|(_, r)| match r {
-                Record::AuditEntry(e) => Some((**e).clone()),
+                Record::AuditEntry { entry: e, .. } => Some((**e).clone()),
                 _ => None,
             })
             .collect();

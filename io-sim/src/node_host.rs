@@ -213,7 +213,7 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                 // Dropping the sender lets the writer finish what it holds, then shut down.
                 Output::Close { conn } => drop(writers.remove(&conn)),
                 Output::Persist { id, record } => {
-                    if let Record::AuditEntry(entry) = &record {
+                    if let Record::AuditEntry { entry, .. } = &record {
                         check_chain(&ctx, entry);
                     }
                     match record {
@@ -308,7 +308,7 @@ fn check_chain(ctx: &NodeHostContext, entry: &ChainEntry) {
         .iter()
         .filter(|(host, _)| *host == ctx.name)
         .filter_map(|(_, r)| match r {
-            Record::AuditEntry(e) => Some(&**e),
+            Record::AuditEntry { entry: e, .. } => Some(&**e),
             _ => None,
         })
         .chain([entry])
@@ -327,7 +327,7 @@ fn check_audited_before_spawn(ctx: &NodeHostContext, spawned: usize) {
     let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
     let runs = |r: &Record, here: bool| match r {
         Record::LocalAudit(a) if here && a.decision == AuditDecision::Run => Some((a.host.clone(), a.run_id)),
-        Record::AuditEntry(e) if !here && e.record.decision == AuditDecision::Run => {
+        Record::AuditEntry { entry: e, .. } if !here && e.record.decision == AuditDecision::Run => {
             Some((e.record.host.clone(), e.record.run_id))
         }
         _ => None,
@@ -361,7 +361,7 @@ fn check_placed(
     let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
     let chained = |run_id: [u8; 16]| {
         records.iter().any(|(_, r)| {
-            matches!(r, Record::AuditEntry(e) if e.record.run_id == run_id && e.record.decision == AuditDecision::Run)
+            matches!(r, Record::AuditEntry { entry: e, .. } if e.record.run_id == run_id && e.record.decision == AuditDecision::Run)
         })
     };
     let permitted = records.iter().filter(|(host, _)| *host == ctx.name).any(|(_, r)| {

@@ -222,14 +222,14 @@ pub enum CollectorInput {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CollectorOutput {
-    /// Append `entry` durably; answer `Persisted` after.
-    Append(Box<ChainEntry>),
+    /// Append `entry` durably, with `checkpoint` (vouching for the chain up to and including
+    /// `entry`) in the same write when this entry completes a stretch of [`CHECKPOINT_EVERY`];
+    /// answer `Persisted` after. One write keeps the two durable together, for one sync.
+    Append { entry: Box<ChainEntry>, checkpoint: Option<Box<Signed<Checkpoint>>> },
     /// The record is durable at `index`: tell the submitter.
     Ack { ack: u64, index: u64 },
     /// The record was not appended: tell the submitter why.
     Refused { ack: u64, refusal: AuditRefusal },
-    /// Store this checkpoint of what is durable.
-    Checkpoint(Box<Signed<Checkpoint>>),
 }
 
 /// Why the collector would not append a record.
@@ -251,7 +251,7 @@ pub struct AuditCollector {
     next_index: u64,
     last_hash: [u8; 32],
     /// Appended and not yet durable: (index, ack, hash).
-    waiting: VecDeque<(u64, u64, [u8; 32])>,
+    waiting: VecDeque<(u64, u64)>,
     outputs: VecDeque<CollectorOutput>,
 }
 
@@ -316,25 +316,25 @@ impl Machine for AuditCollector {
                 let entry = ChainEntry { index, prev_hash: self.last_hash, record, signature, signer, hash };
                 self.next_index += 1;
                 self.last_hash = hash;
-                self.waiting.push_back((index, ack, hash));
-                self.outputs.push_back(CollectorOutput::Append(Box::new(entry)));
+                self.waiting.push_back((index, ack));
+                // Signing a fixed-shape value cannot fail short of a bug; the next checkpoint
+                // covers this one's entries too.
+                let checkpoint = ((index + 1) % CHECKPOINT_EVERY == 0)
+                    .then(|| {
+                        Signed::sign(Checkpoint { index, head_hash: hash, at: now.wall }, &self.keys).ok()
+                    })
+                    .flatten()
+                    .map(Box::new);
+                self.outputs.push_back(CollectorOutput::Append { entry: Box::new(entry), checkpoint });
             }
             CollectorInput::Persisted { index } => {
                 // Appends complete in order: everything up to `index` is durable.
-                while let Some(&(i, ack, hash)) = self.waiting.front() {
+                while let Some(&(i, ack)) = self.waiting.front() {
                     if i > index {
                         break;
                     }
                     self.waiting.pop_front();
                     self.outputs.push_back(CollectorOutput::Ack { ack, index: i });
-                    if (i + 1) % CHECKPOINT_EVERY == 0 {
-                        let checkpoint = Checkpoint { index: i, head_hash: hash, at: now.wall };
-                        // Signing a fixed-shape value cannot fail short of a bug; the next
-                        // checkpoint covers this one's entries too.
-                        if let Ok(signed) = Signed::sign(checkpoint, &self.keys) {
-                            self.outputs.push_back(CollectorOutput::Checkpoint(Box::new(signed)));
-                        }
-                    }
                 }
             }
         }
@@ -390,7 +390,7 @@ mod tests {
                 .handle(Now::ZERO, CollectorInput::Submit { ack: u64::from(i), record: Box::new(record(i)) });
         }
         while let Some(out) = collector.poll_output() {
-            if let CollectorOutput::Append(e) = out {
+            if let CollectorOutput::Append { entry: e, .. } = out {
                 entries.push(*e);
             }
         }
@@ -403,7 +403,7 @@ mod tests {
         collector.handle(Now::ZERO, CollectorInput::Submit { ack: 7, record: Box::new(record(1)) });
         collector.handle(Now::ZERO, CollectorInput::Submit { ack: 8, record: Box::new(record(2)) });
         let appended: Vec<_> = std::iter::from_fn(|| collector.poll_output()).collect();
-        assert!(appended.iter().all(|o| matches!(o, CollectorOutput::Append(_))));
+        assert!(appended.iter().all(|o| matches!(o, CollectorOutput::Append { .. })));
         collector.handle(Now::ZERO, CollectorInput::Persisted { index: 1 });
         let acks: Vec<_> = std::iter::from_fn(|| collector.poll_output()).collect();
         assert_eq!(
@@ -434,7 +434,9 @@ mod tests {
         table.insert("h9".into(), key(9).public());
         collector.handle(Now::ZERO, CollectorInput::Signers(table));
         collector.handle(Now::ZERO, CollectorInput::Submit { ack: 3, record: Box::new(record(9)) });
-        assert!(matches!(collector.poll_output(), Some(CollectorOutput::Append(e)) if e.index == 0));
+        assert!(
+            matches!(collector.poll_output(), Some(CollectorOutput::Append { entry: e, .. }) if e.index == 0)
+        );
     }
 
     #[test]
@@ -453,7 +455,9 @@ mod tests {
         let entries = chain(3);
         let mut collector = AuditCollector::new(entries.last(), signers(10), key(200));
         collector.handle(Now::ZERO, CollectorInput::Submit { ack: 0, record: Box::new(record(9)) });
-        let Some(CollectorOutput::Append(next)) = collector.poll_output() else { panic!("an append") };
+        let Some(CollectorOutput::Append { entry: next, .. }) = collector.poll_output() else {
+            panic!("an append")
+        };
         let all: Vec<ChainEntry> = entries.into_iter().chain([*next]).collect();
         assert_eq!(verify_chain(&all), Ok(4));
     }
@@ -468,10 +472,9 @@ mod tests {
                 .handle(Now::ZERO, CollectorInput::Submit { ack: u64::from(i), record: Box::new(record(i)) });
             collector.handle(Now::ZERO, CollectorInput::Persisted { index: u64::from(i) });
             while let Some(out) = collector.poll_output() {
-                match out {
-                    CollectorOutput::Append(e) => entries.push(*e),
-                    CollectorOutput::Checkpoint(c) => checkpoints.push(*c),
-                    _ => {}
+                if let CollectorOutput::Append { entry, checkpoint } = out {
+                    entries.push(*entry);
+                    checkpoints.extend(checkpoint.map(|c| *c));
                 }
             }
         }

@@ -171,10 +171,12 @@ pub enum Output {
 pub enum Record {
     /// The member's whole durable state.
     Member(Box<MemberRecord>),
-    /// The next entry of the collector's audit chain.
-    AuditEntry(Box<ChainEntry>),
-    /// The collector's signed checkpoint of the chain.
-    AuditCheckpoint(Box<crate::signed::Signed<crate::exec::audit::Checkpoint>>),
+    /// The next entry of the collector's audit chain, and the collector's signed checkpoint of
+    /// the chain up to it when it completes a stretch: both durable in one write, or neither.
+    AuditEntry {
+        entry: Box<ChainEntry>,
+        checkpoint: Option<Box<crate::signed::Signed<crate::exec::audit::Checkpoint>>>,
+    },
     /// An exec host's own copy of an audit record, kept before the collector is asked.
     LocalAudit(AuditRecord),
     /// A verified policy version this server now holds (served again after a restart).

@@ -34,8 +34,12 @@ fn describe_record(record: &Record) -> String {
             let staged = r.staged.as_ref().map_or_else(|| "-".to_owned(), |s| s.version().to_string());
             format!("member active={} staged={staged}", r.active.version())
         }
-        Record::AuditEntry(e) => format!("audit entry {} {}", e.index, e.record.host),
-        Record::AuditCheckpoint(c) => format!("audit checkpoint {}", c.body.index),
+        Record::AuditEntry { entry: e, checkpoint: None } => {
+            format!("audit entry {} {}", e.index, e.record.host)
+        }
+        Record::AuditEntry { entry: e, checkpoint: Some(c) } => {
+            format!("audit entry {} {} and checkpoint {}", e.index, e.record.host, c.body.index)
+        }
         Record::LocalAudit(r) => format!("local audit {} {:?}", r.host, r.decision),
         Record::Policy(p) => format!("policy {} v{}", p.body.id, p.body.version),
         Record::PolicyHistory { from, .. } => format!("policy history from {from}"),

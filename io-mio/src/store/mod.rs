@@ -152,26 +152,43 @@ pub enum StoredEntry {
 }
 
 impl Store {
-    /// Appends one chain entry; durable when this returns.
-    pub fn append_chain(&mut self, entry: &ChainEntry) -> Result<(), StoreError> {
-        let record =
-            cohort_core::wire::encode(&entry.record).map_err(|e| StoreError::Encode(e.to_string()))?;
+    /// Appends one chain entry, and the checkpoint that vouches for the chain up to it when
+    /// there is one, in one transaction: both are durable when this returns, or neither is.
+    pub fn append_chain(
+        &mut self,
+        entry: &ChainEntry,
+        checkpoint: Option<&Signed<Checkpoint>>,
+    ) -> Result<(), StoreError> {
+        let encode = |e: cohort_core::wire::WireError| StoreError::Encode(e.to_string());
+        let record = cohort_core::wire::encode(&entry.record).map_err(encode)?;
+        let checkpoint = checkpoint
+            .map(|c| cohort_core::wire::encode(c).map(|bytes| (c.body.index, bytes)))
+            .transpose()
+            .map_err(encode)?;
         let path = self.path.clone();
-        self.conn
-            .execute(
-                "INSERT INTO audit_chain (idx, prev_hash, record, hash, signature, signer) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    entry.index as i64,
-                    entry.prev_hash.to_vec(),
-                    record,
-                    entry.hash.to_vec(),
-                    entry.signature.0.to_vec(),
-                    [entry.signer.signing, entry.signer.agreement].concat()
-                ],
+        let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(sqlite)?;
+        tx.execute(
+            "INSERT INTO audit_chain (idx, prev_hash, record, hash, signature, signer) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                entry.index as i64,
+                entry.prev_hash.to_vec(),
+                record,
+                entry.hash.to_vec(),
+                entry.signature.0.to_vec(),
+                [entry.signer.signing, entry.signer.agreement].concat()
+            ],
+        )
+        .map_err(sqlite)?;
+        if let Some((index, bytes)) = checkpoint {
+            tx.execute(
+                "INSERT OR REPLACE INTO audit_checkpoints (idx, checkpoint) VALUES (?1, ?2)",
+                params![index as i64, bytes],
             )
-            .map_err(|source| StoreError::Sqlite { path, source })?;
-        Ok(())
+            .map_err(sqlite)?;
+        }
+        tx.commit().map_err(sqlite)
     }
 
     /// The whole chain in index order.
@@ -221,19 +238,6 @@ impl Store {
             });
         }
         Ok(out)
-    }
-
-    /// Stores one of the collector's signed checkpoints; durable when this returns.
-    pub fn append_checkpoint(&mut self, checkpoint: &Signed<Checkpoint>) -> Result<(), StoreError> {
-        let bytes = cohort_core::wire::encode(checkpoint).map_err(|e| StoreError::Encode(e.to_string()))?;
-        let path = self.path.clone();
-        self.conn
-            .execute(
-                "INSERT OR REPLACE INTO audit_checkpoints (idx, checkpoint) VALUES (?1, ?2)",
-                params![checkpoint.body.index as i64, bytes],
-            )
-            .map_err(|source| StoreError::Sqlite { path, source })?;
-        Ok(())
     }
 
     /// Every checkpoint in index order; one that does not decode is an error naming it.

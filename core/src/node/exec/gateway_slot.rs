@@ -62,12 +62,9 @@ impl GatewaySlot {
             if let Some(out) = self.collector.poll_output() {
                 moved = true;
                 match out {
-                    CollectorOutput::Append(entry) => {
+                    CollectorOutput::Append { entry, checkpoint } => {
                         let index = entry.index;
-                        fx.persist_then(Record::AuditEntry(entry), AfterPersist::Chain(index));
-                    }
-                    CollectorOutput::Checkpoint(checkpoint) => {
-                        fx.persist_then(Record::AuditCheckpoint(checkpoint), AfterPersist::Nothing);
+                        fx.persist_then(Record::AuditEntry { entry, checkpoint }, AfterPersist::Chain(index));
                     }
                     CollectorOutput::Ack { ack, .. } => {
                         if let Some((conn, remote)) = self.acks.remove(&ack) {
