@@ -78,3 +78,21 @@ fn a_login_while_the_kdc_cannot_be_reached_fails_with_a_clear_audited_reason() {
     assert!(audited, "the refusal is in the audit chain: {:?}", run.chain);
     assert_eq!(run.state.gateway, HeldState::default());
 }
+
+#[test]
+fn a_run_larger_than_a_ticket_batch_asks_the_kdc_batch_by_batch_and_runs_everywhere() {
+    // Fan-out 2 asks for 16 tickets ahead at a time: 40 hosts take several questions, and a
+    // session that starts while a question is out waits for the next one instead of failing.
+    let spec = SiteSpec::new(40, 64);
+    let run = Site::run_checked(&spec, |client| async move {
+        let login = client.login("alice", PASSWORD).await?;
+        let mut command = client.command(&login.credential, &["h[01-40]"], &["echo", "hi"]);
+        command.fanout = 2;
+        all_ok(&client.run(&login.keys, command).await?, 40)
+    });
+    let to_kdc = format!("to kdc:{KDC_PORT}");
+    let dials = run.trace.lines().iter().filter(|l| l.contains(" gw ") && l.contains(&to_kdc)).count();
+    // One for the login, then at least three batches (16 + 16 + 8).
+    assert!(dials >= 4, "{dials} dials to the KDC");
+    assert_eq!(run.state.gateway, HeldState::default(), "nothing held after the run");
+}

@@ -151,6 +151,8 @@ struct RunGrant {
     waiting: Vec<(usize, String)>,
     /// The KDC is being asked for this run's tickets.
     asking: bool,
+    /// How many tickets beyond the waiting sessions' one question asks for.
+    ticket_batch: usize,
 }
 
 /// What one of the gateway's own audit records is about: the command (or `(login)`) and the
@@ -397,6 +399,7 @@ impl Gateway {
             refused: BTreeMap::new(),
             waiting: Vec::new(),
             asking: false,
+            ticket_batch: fanout.saturating_mul(2).clamp(16, 512),
         };
         self.credentials.insert(client, grant);
         let kept = usize::try_from(max_output).unwrap_or(MAX_OUTPUT_PER_HOST);

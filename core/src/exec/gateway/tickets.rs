@@ -1,7 +1,10 @@
 //! The gateway's questions to the KDC: a login passed through, and the tickets of a run asked
-//! for in one request (again for hosts whose ticket would expire before they start), each used
-//! once to send a session to its host with a fresh authenticator. Owns what a ticket answer
+//! for in batches of about twice the fan-out, one question out at a time (again for hosts whose
+//! ticket would expire before they start), each used once to send a session to its host with a
+//! fresh authenticator. Owns what a ticket answer
 //! means for the run; it never keeps a ticket or session key past the run.
+
+use std::collections::BTreeSet;
 
 use rand_core::RngCore;
 use zeroize::Zeroizing;
@@ -24,10 +27,14 @@ pub(super) struct HeldTicket {
 /// A ticket this close to expiry is asked for again rather than sent.
 pub(super) const TICKET_MARGIN_MS: u64 = 10_000;
 
+/// Whether `ticket` may still be sent at `wall`.
+fn fresh(ticket: &HeldTicket, wall: WallClock) -> bool {
+    ticket.expires.0 > wall.0.saturating_add(TICKET_MARGIN_MS)
+}
+
 impl Gateway {
     /// The parallel utility starts `host`: with its ticket in hand the session goes to the host
-    /// at once; otherwise it waits while the KDC is asked for the tickets of every host of the run
-    /// not yet started.
+    /// at once; otherwise it waits while the KDC is asked for the next batch of tickets.
     pub(super) fn start_session(
         &mut self,
         now: Instant,
@@ -46,26 +53,39 @@ impl Gateway {
         if let Some(reason) = grant.refused.get(&host).cloned() {
             return self.session_ended(now, wall, session, SessionEnd::Failed { reason });
         }
-        let fresh = |t: &HeldTicket| t.expires.0 > wall.0.saturating_add(TICKET_MARGIN_MS);
-        if grant.tickets.get(&host).is_some_and(fresh) {
+        if grant.tickets.get(&host).is_some_and(|t| fresh(t, wall)) {
             return self.dispatch(now, wall, client, session, &host);
         }
         grant.waiting.push((index, host));
+        self.ask_tickets(wall, client);
+    }
+
+    /// Asks the KDC, unless a question is out already, for the tickets of the sessions waiting
+    /// and of the next hosts not yet started: a batch of about twice the fan-out, so the first
+    /// sessions leave once their own tickets are sealed rather than the whole run's, and the
+    /// next batch is on its way before it is needed.
+    fn ask_tickets(&mut self, wall: WallClock, client: u64) {
+        let Some(grant) = self.credentials.get_mut(&client) else { return };
         if grant.asking {
             return;
         }
-        grant.asking = true;
-        let started: Vec<usize> =
+        let started: BTreeSet<usize> =
             self.runs.get(&client).map(|r| r.sessions.keys().copied().collect()).unwrap_or_default();
-        let waiting: Vec<&String> = grant.waiting.iter().map(|(_, h)| h).collect();
-        let hosts: Vec<String> = grant
+        let mut hosts: Vec<String> = grant.waiting.iter().map(|(_, h)| h.clone()).collect();
+        let ahead = grant
             .hosts
             .iter()
             .enumerate()
-            .filter(|(i, h)| waiting.contains(h) || !started.contains(i))
-            .map(|(_, h)| h.clone())
-            .filter(|h| !grant.tickets.get(h).is_some_and(fresh))
-            .collect();
+            .filter(|(i, h)| !started.contains(i) && !grant.refused.contains_key(*h))
+            .map(|(_, h)| h)
+            .filter(|h| !grant.tickets.get(*h).is_some_and(|t| fresh(t, wall)))
+            .take(grant.ticket_batch)
+            .cloned();
+        hosts.extend(ahead);
+        if hosts.is_empty() {
+            return;
+        }
+        grant.asking = true;
         let request =
             KdcRequest::Tickets { credential: grant.credential.clone(), client_key: grant.client_key, hosts };
         self.ask_kdc(Ask::Tickets { client }, request);
@@ -84,6 +104,7 @@ impl Gateway {
         let waiting = std::mem::take(&mut grant.waiting);
         match reply {
             Ok(grants) => {
+                let answered: BTreeSet<String> = grants.iter().map(|g| g.host.clone()).collect();
                 for TicketGrant { host, ticket } in grants {
                     match ticket {
                         Ok(t) => {
@@ -99,7 +120,11 @@ impl Gateway {
                         }
                     }
                 }
-                for (index, host) in waiting {
+                // A session that started after the question left waits for the next one.
+                let (now_served, still): (Vec<_>, Vec<_>) =
+                    waiting.into_iter().partition(|(_, host)| answered.contains(host));
+                grant.waiting = still;
+                for (index, host) in now_served {
                     let session = self.runs.get(&client).and_then(|r| r.sessions.get(&index)).copied();
                     let Some(session) = session else { continue };
                     let refused = self.credentials.get(&client).and_then(|g| g.refused.get(&host)).cloned();
@@ -108,6 +133,7 @@ impl Gateway {
                         None => self.dispatch(now, wall, client, session, &host),
                     }
                 }
+                self.ask_tickets(wall, client);
             }
             Err(reason) => {
                 for (index, _) in waiting {
@@ -133,6 +159,10 @@ impl Gateway {
             let reason = format!("the KDC granted no ticket for `{host}`");
             return self.session_ended(now, wall, session, SessionEnd::Failed { reason });
         };
+        if grant.tickets.len() < grant.ticket_batch / 2 {
+            self.ask_tickets(wall, client);
+        }
+        let Some(grant) = self.credentials.get_mut(&client) else { return };
         // `%h` stands for the host's name, as in ClusterShell; the authenticator covers the
         // substituted task, so each host does exactly what it was sent.
         let task = grant.task.for_host(host);
