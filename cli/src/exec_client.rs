@@ -17,6 +17,7 @@ use cohort_core::exec::wire::{GatewayReply, GatewayWire};
 use cohort_core::signed::Signed;
 use cohort_core::{NodeKeys, PublicIdentity, wire};
 use cohort_io_mio::channel_client::ChannelClient;
+use cohort_io_mio::child::current_user;
 use cohort_io_mio::{entropy, keyfile};
 use serde::{Deserialize, Serialize};
 
@@ -348,11 +349,7 @@ pub fn run(args: &RunArgs, task: Task) -> anyhow::Result<bool> {
     let keys = client_keys(&dir)?;
     let run_as = match &args.run_as {
         Some(user) => user.clone(),
-        None => {
-            nix::unistd::User::from_uid(nix::unistd::geteuid())?
-                .context("no local user name; pass --run-as")?
-                .name
-        }
+        None => current_user().context("no local user name; pass --run-as")?,
     };
     let (t1, t2, t3) = (seconds_ms(args.t1, "t1")?, seconds_ms(args.t2, "t2")?, seconds_ms(args.t3, "t3")?);
     let command = ExecCommand {

@@ -14,6 +14,7 @@ use cohort_core::exec::acl::{AclEntry, Limits};
 use cohort_core::exec::directory::{ACL_PREFIX, HOST_PREFIX, ManagedHost, acl_setting};
 use cohort_core::exec::kdc::hash_password;
 use cohort_core::rng::SeededRng;
+use cohort_io_mio::child::current_user;
 use cohort_io_mio::keyfile;
 use cohort_io_mio::node_config::{ExecHostConfig, GatewayConfig, KdcConfig, KeyRef, NodeConfig, PeerRef};
 use cohort_io_mio::store::Store;
@@ -86,11 +87,7 @@ impl ExecPlan {
         }
         let run_as = match &args.run_as {
             Some(user) => user.clone(),
-            None => {
-                nix::unistd::User::from_uid(nix::unistd::geteuid())?
-                    .context("the current user has no passwd entry; pass --run-as")?
-                    .name
-            }
+            None => current_user().context("the current user has no passwd entry; pass --run-as")?,
         };
         let hosts = (0..count)
             .map(|i| (host_name(i, count), NodeKeys::generate(rng), host_address(i, args.exec_port)))

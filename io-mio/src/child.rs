@@ -39,17 +39,20 @@ fn stdin_source(bytes: &[u8]) -> io::Result<Stdio> {
     Ok(Stdio::from(file))
 }
 
+/// This process's user name, if its uid has a passwd entry.
+pub fn current_user() -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name)
+}
+
 /// The uid and gid to run as: switching users needs root; otherwise only the daemon's own user.
 pub(crate) fn resolve_run_as(user: &str) -> Result<Option<(u32, u32)>, ChildError> {
     let fail = |reason: String| ChildError::RunAs { user: user.to_owned(), reason };
-    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .map_err(|e| fail(e.to_string()))?
-        .ok_or_else(|| fail("the daemon's own user has no passwd entry".into()))?;
-    if me.name == user {
+    let me = current_user().ok_or_else(|| fail("the daemon's own user has no passwd entry".into()))?;
+    if me == user {
         return Ok(None);
     }
     if !nix::unistd::geteuid().is_root() {
-        return Err(fail(format!("the exec daemon runs as `{}`, not root", me.name)));
+        return Err(fail(format!("the exec daemon runs as `{me}`, not root")));
     }
     let target = nix::unistd::User::from_name(user)
         .map_err(|e| fail(e.to_string()))?
@@ -199,7 +202,7 @@ mod tests {
     use mio::{Events, Poll};
 
     fn me() -> String {
-        nix::unistd::User::from_uid(nix::unistd::geteuid()).expect("lookup").expect("an entry").name
+        current_user().expect("a passwd entry")
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::sockets::{ListenSocket, StreamSocket, bind_local};
 use mio::{Interest, Token};
 use tracing::{debug, info, warn};
 
-use crate::child::{RunningChild, Stream};
+use crate::child::{RunningChild, Stream, current_user};
 use crate::clock::Clock;
 use crate::error::NodeError;
 use crate::place::place_file;
@@ -179,7 +179,7 @@ impl NodeDriver {
                 self.feed(Input::FileWritten { id, outcome });
             }
             Output::Spawn { child, argv, run_as, env, stdin } => {
-                let run_as = run_as.unwrap_or_else(current_user);
+                let run_as = run_as.or_else(current_user).unwrap_or_default();
                 let (out, err) = (
                     self.token(Source::Pipe(child, Stream::Stdout)),
                     self.token(Source::Pipe(child, Stream::Stderr)),
@@ -393,10 +393,6 @@ fn parse_addr(what: &'static str, addr: &str) -> Result<SocketAddr, NodeError> {
         addr: addr.to_owned(),
         source: io::Error::new(io::ErrorKind::InvalidInput, "not IP:PORT"),
     })
-}
-
-fn current_user() -> String {
-    nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name).unwrap_or_default()
 }
 
 /// Replaces `path` with `contents`: a temporary file beside it, synced, then renamed over, so a

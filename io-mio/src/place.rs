@@ -105,7 +105,7 @@ mod tests {
     use super::*;
 
     fn me() -> String {
-        nix::unistd::User::from_uid(nix::unistd::geteuid()).expect("lookup").expect("an entry").name
+        crate::child::current_user().expect("a passwd entry")
     }
 
     #[test]
