@@ -1,0 +1,243 @@
+//! The policy tier on the in-memory network: a master, a local under it and an agent, as one
+//! node each; a change reaching the agent's file, the rules on operators' admin requests, a
+//! failed apply reported as such, and the same seed giving the same run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::*;
+use crate::identity::{NodeKeys, PublicIdentity};
+use crate::policy::document::{Platform, Policy, PolicyTarget, Scope};
+use crate::policy::server::{RejectKind, ServerSetup};
+use crate::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest, PolicyWire};
+use crate::rng::seeded;
+use crate::signed::Signed;
+use crate::time::WallClock;
+use crate::wire;
+
+/// A master, one local under it, and one agent on the local; keys and addresses by seed.
+struct Tier {
+    net: Net,
+    operator: NodeKeys,
+    master_keys: NodeKeys,
+    /// The local's key: trusted by the master as a child, and no operator.
+    local_keys: NodeKeys,
+    master: usize,
+    local: usize,
+    agents: usize,
+}
+
+const MASTER_ADDR: &str = "10.0.0.1:7400";
+const LOCAL_ADDR: &str = "10.0.0.2:7400";
+const POLICY_FILE: &str = "/etc/cohort/a0.policy";
+
+fn policy(value: &str, version: u64) -> Policy {
+    Policy {
+        id: "fw".into(),
+        version,
+        author: "master".into(),
+        scope: Scope::Global,
+        target: PolicyTarget::default(),
+        params: [("firewall.default".to_owned(), value.to_owned())].into(),
+    }
+}
+
+impl Tier {
+    fn start(unwritable: bool) -> Tier {
+        let mut rng = seeded(5);
+        let operator = NodeKeys::generate(&mut rng);
+        let master_keys = NodeKeys::generate(&mut rng);
+        let local_keys = NodeKeys::generate(&mut rng);
+        let agent_keys = NodeKeys::generate(&mut rng);
+        let signers: BTreeMap<String, PublicIdentity> =
+            [("master".to_owned(), master_keys.public()), ("local".to_owned(), local_keys.public())].into();
+        let setup = |name: &str, keys: &NodeKeys, parent, children, agents| ServerSetup {
+            name: name.into(),
+            keys: keys.clone(),
+            parent,
+            children,
+            agents,
+            signers: signers.clone(),
+            operators: vec![operator.public()],
+            sync_window: Duration::from_secs(10),
+            sync_jitter: Duration::ZERO,
+            stats_deadline: Duration::from_secs(5),
+        };
+        let stored = Signed::sign(policy("deny", 1), &master_keys).expect("signs");
+        let mut net = Net::new();
+        if unwritable {
+            net.unwritable.insert(POLICY_FILE.into());
+        }
+        let master = net.add(
+            NodeSetup {
+                policy_server: Some(PolicyServerRole {
+                    listen: MASTER_ADDR.into(),
+                    setup: setup(
+                        "master",
+                        &master_keys,
+                        None,
+                        [("local".to_owned(), local_keys.public())].into(),
+                        BTreeMap::new(),
+                    ),
+                    parent_addr: None,
+                    stored: vec![stored],
+                    latest: Vec::new(),
+                    limits: ConnLimits::default(),
+                }),
+                ..NodeSetup::new(master_keys.clone())
+            },
+            1,
+        );
+        let local = net.add(
+            NodeSetup {
+                policy_server: Some(PolicyServerRole {
+                    listen: LOCAL_ADDR.into(),
+                    setup: setup(
+                        "local",
+                        &local_keys,
+                        Some(("master".to_owned(), master_keys.public())),
+                        BTreeMap::new(),
+                        [("a0".to_owned(), agent_keys.public())].into(),
+                    ),
+                    parent_addr: Some(MASTER_ADDR.into()),
+                    stored: Vec::new(),
+                    latest: Vec::new(),
+                    limits: ConnLimits::default(),
+                }),
+                ..NodeSetup::new(local_keys.clone())
+            },
+            2,
+        );
+        let agents = net.add(
+            NodeSetup {
+                policy_agents: vec![PolicyAgentRole {
+                    name: "a0".into(),
+                    keys: agent_keys.clone(),
+                    platform: Platform::new("linux", "6", "web"),
+                    server: "local".into(),
+                    server_addr: LOCAL_ADDR.into(),
+                    server_identity: local_keys.public(),
+                    poll_interval: Duration::from_secs(2),
+                    policy_file: POLICY_FILE.into(),
+                    hook: vec!["/usr/sbin/reload-firewall".into()],
+                }],
+                ..NodeSetup::new(NodeKeys::generate(&mut seeded(6)))
+            },
+            3,
+        );
+        Tier { net, operator, master_keys, local_keys, master, local, agents }
+    }
+
+    fn admin(&mut self, keys: &NodeKeys, request: PolicyAdmin) -> Option<PolicyAdminReply> {
+        let at = self.net.now.wall;
+        self.admin_at(keys, at, request)
+    }
+
+    /// An admin request made at `at`, signed with `keys`, on a channel `keys` opens.
+    fn admin_at(&mut self, keys: &NodeKeys, at: WallClock, request: PolicyAdmin) -> Option<PolicyAdminReply> {
+        let client = self.net.client(MASTER_ADDR, keys, self.master_keys.public());
+        let body = PolicyAdminRequest { at, request };
+        let signed = Signed::sign(body, keys).expect("signs");
+        self.net.send(client, &wire::encode(&PolicyWire::Admin(signed)).expect("encodes"));
+        let End::Client(c) = &self.net.ends[client] else { return None };
+        match wire::decode::<PolicyWire>(c.received.first()?) {
+            Ok(PolicyWire::AdminReply(reply)) => Some(reply),
+            _ => None,
+        }
+    }
+}
+
+#[test]
+fn a_policy_at_the_master_reaches_the_agents_file_through_a_local() {
+    let mut tier = Tier::start(false);
+    tier.net.run_for(Duration::from_secs(30));
+    let file =
+        String::from_utf8(tier.net.files.get(POLICY_FILE).cloned().unwrap_or_default()).expect("utf-8");
+    assert!(file.contains("firewall.default = \"deny\""), "{file:?}");
+    let agent = tier.net.node(tier.agents).policy_agents().next().expect("an agent");
+    assert!(agent.applied().is_some_and(|p| p.params["firewall.default"] == "deny"));
+    assert!(tier.net.logs.iter().any(|(i, e)| *i == tier.agents && matches!(e, Event::PolicyApplied { .. })));
+    // The local stored what it got, and the master kept each sync for history.
+    assert!(tier.net.persisted.iter().any(|(i, r)| *i == tier.local && matches!(r, Record::Policy(_))));
+    assert!(
+        tier.net
+            .persisted
+            .iter()
+            .any(|(i, r)| *i == tier.master && matches!(r, Record::PolicyHistory { .. }))
+    );
+
+    // An operator's change at the master travels the same way.
+    let created = tier.admin(&tier.operator.clone(), PolicyAdmin::Create(policy("allow", 1)));
+    assert_eq!(created, Some(PolicyAdminReply::Created));
+    tier.net.run_for(Duration::from_secs(30));
+    let file = String::from_utf8(tier.net.files[POLICY_FILE].clone()).expect("utf-8");
+    assert!(file.contains("firewall.default = \"allow\""), "{file:?}");
+}
+
+#[test]
+fn a_stranger_gets_no_channel_to_a_policy_listener() {
+    let mut tier = Tier::start(false);
+    let stranger = NodeKeys::generate(&mut seeded(404));
+    let reply = tier.admin(&stranger, PolicyAdmin::List);
+    assert_eq!(reply, None);
+    let refused = tier.net.logs.iter().any(|(i, e)| {
+        *i == tier.master && matches!(e, Event::ConnFailed { error, .. } if error.contains("not trusted"))
+    });
+    assert!(refused, "{:?}", tier.net.logs);
+}
+
+#[test]
+fn a_policy_admin_request_not_signed_by_an_operator_or_stale_is_refused_counted_and_not_acted_on() {
+    let mut tier = Tier::start(false);
+    tier.net.run_for(Duration::from_secs(5));
+    let rejected = |tier: &Tier, kind: RejectKind| {
+        let server = tier.net.node(tier.master).policy_server().expect("the master");
+        server.rejected().get(&kind).copied().unwrap_or(0)
+    };
+    // The local may open a channel to the master (it is a child), but it is no operator.
+    let local = tier.local_keys.clone();
+    let reply = tier.admin(&local, PolicyAdmin::Create(policy("allow", 7)));
+    assert!(matches!(&reply, Some(PolicyAdminReply::Error(e)) if e.contains("operator")), "{reply:?}");
+    assert_eq!(rejected(&tier, RejectKind::AdminNotOperator), 1);
+    // The operator's own request, made ten minutes ago: a replay, or a clock gone wrong.
+    let operator = tier.operator.clone();
+    let stale = WallClock(tier.net.now.wall.0 - 600_000);
+    let reply = tier.admin_at(&operator, stale, PolicyAdmin::Create(policy("allow", 8)));
+    assert!(matches!(&reply, Some(PolicyAdminReply::Error(e)) if e.contains("stale")), "{reply:?}");
+    assert_eq!(rejected(&tier, RejectKind::AdminStale), 1);
+    let versions: Vec<u64> = tier
+        .net
+        .node(tier.master)
+        .policy_server()
+        .expect("the master")
+        .policies()
+        .map(|p| p.version)
+        .collect();
+    assert_eq!(versions, [1], "nothing was created");
+}
+
+#[test]
+fn an_agent_whose_policy_file_cannot_be_written_reports_the_apply_as_failed() {
+    let mut tier = Tier::start(true);
+    tier.net.run_for(Duration::from_secs(30));
+    let agent = tier.net.node(tier.agents).policy_agents().next().expect("an agent");
+    assert!(agent.applied().is_none());
+    assert!(
+        agent.apply_error().is_some_and(|e| e.contains("permission denied")),
+        "{:?}",
+        agent.apply_error()
+    );
+    let failed =
+        tier.net.logs.iter().any(|(i, e)| *i == tier.agents && matches!(e, Event::PolicyApplyFailed { .. }));
+    assert!(failed);
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let run = || {
+        let mut tier = Tier::start(false);
+        tier.net.run_for(Duration::from_secs(25));
+        (tier.net.files.clone(), tier.net.persisted.len(), format!("{:?}", tier.net.logs))
+    };
+    assert_eq!(run(), run());
+}
