@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 
-use cohort_core::node::{ChildId, ConnId, Input, Level, ListenerId, Node, Output, Record};
+use cohort_core::node::{ChildId, ConnId, Input, Level, ListenerId, Node, Output, PersistId, Record};
 use cohort_core::{Machine, exec::daemon::ProcessEnd};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
@@ -59,6 +59,8 @@ pub struct NodeDriver {
     /// Streams with bytes queued since the last write: written once the node has no more
     /// outputs, so a burst of messages to one peer leaves in one system call.
     unflushed: BTreeSet<ConnId>,
+    /// Records the node handed out, kept together once it yields nothing more (group commit).
+    ready: Vec<(PersistId, Record)>,
     children: BTreeMap<ChildId, RunningChild>,
     sources: BTreeMap<Token, Source>,
     next_token: usize,
@@ -91,6 +93,7 @@ impl NodeDriver {
             local_group,
             sockets: BTreeMap::new(),
             unflushed: BTreeSet::new(),
+            ready: Vec::new(),
             children: BTreeMap::new(),
             sources: BTreeMap::new(),
             next_token: 1,
@@ -152,24 +155,8 @@ impl NodeDriver {
                     self.unflushed.insert(conn);
                 }
             }
-            Output::Persist { id, record } => {
-                // Durable before the node hears so: each write returns only once committed.
-                match record {
-                    Record::Member(record) => {
-                        self.store.save_member(&record, self.clock.now().wall.unix_millis())?
-                    }
-                    Record::AuditEntry { entry, checkpoint } => {
-                        self.store.append_chain(&entry, checkpoint.as_deref())?
-                    }
-                    Record::LocalAudit(record) => self.store.append_local_audit(&record)?,
-                    Record::Principal { name, hash } => self.store.set_principal(&name, hash.as_deref())?,
-                    Record::Policy(policy) => self.store.save_policy(&policy)?,
-                    Record::PolicyHistory { from, at, aggregate } => {
-                        self.store.append_policy_history(&from, at, &aggregate)?
-                    }
-                }
-                self.feed(Input::Persisted { id });
-            }
+            // Kept once the node has no more to give: see `keep_ready`.
+            Output::Persist { id, record } => self.ready.push((id, record)),
             Output::WriteFile { id, path, contents } => {
                 let outcome = write_atomically(Path::new(&path), &contents).map_err(|e| e.to_string());
                 self.feed(Input::FileWritten { id, outcome });
@@ -350,11 +337,28 @@ impl NodeDriver {
         }
     }
 
+    /// Makes every record the node handed out durable in one commit, then tells the node, in
+    /// the order it made them. Durable before the node hears so: the commit returns only once
+    /// synced.
+    fn keep_ready(&mut self) -> Result<(), NodeError> {
+        let (ids, records): (Vec<PersistId>, Vec<Record>) =
+            std::mem::take(&mut self.ready).into_iter().unzip();
+        self.store.keep_all(&records, self.clock.now().wall.unix_millis())?;
+        for id in ids {
+            self.feed(Input::Persisted { id });
+        }
+        Ok(())
+    }
+
     /// Carries out outputs until the node has none, reading again where a budget stopped.
     fn settle(&mut self) -> Result<(), NodeError> {
         loop {
             while let Some(output) = self.node.poll_output() {
                 self.carry_out(output)?;
+            }
+            if !self.ready.is_empty() {
+                self.keep_ready()?;
+                continue;
             }
             let unflushed = std::mem::take(&mut self.unflushed);
             if !unflushed.is_empty() {

@@ -135,7 +135,8 @@ pub enum Output {
     Transmit { conn: ConnId, bytes: Vec<u8> },
     /// Write what is queued for `conn`, then close it. No input about it follows.
     Close { conn: ConnId },
-    /// Keep `record` durably, then answer `Persisted`. The node yields nothing more until then.
+    /// Keep `record` durably, then answer `Persisted`. Until then the node yields only further
+    /// `Persist`s, which the driver may make durable together with this one (see the crate docs).
     Persist { id: PersistId, record: Record },
     /// Replace the file at `path` with `contents` atomically, then answer `FileWritten`.
     WriteFile { id: FileId, path: String, contents: Vec<u8> },

@@ -31,9 +31,12 @@
 //! # }
 //! ```
 //!
-//! A [`Output::Persist`] must be answered with [`Input::Persisted`] before the node yields any
-//! further output: nothing that follows a record reaches the network before the record is
-//! durable (raft-rs's `Ready` discipline).
+//! While a [`Output::Persist`] is unanswered the node yields only further `Persist` outputs
+//! (in the order it made them), never anything else: nothing that follows a record reaches the
+//! network, a file or a child before the record is durable (raft-rs's `Ready` discipline). A
+//! driver may so gather every record the node has ready, make them durable in one write (group
+//! commit), and then answer each with [`Input::Persisted`]; one that answers each record as it
+//! comes is just as correct. Records are never reordered among themselves.
 
 mod backoff;
 mod conns;
@@ -45,7 +48,7 @@ mod member;
 mod policy;
 mod trace;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub use backoff::Backoff;
 pub use conns::ConnLimits;
@@ -183,8 +186,8 @@ pub struct Node {
     ids: Ids,
     after: BTreeMap<PersistId, AfterPersist>,
     outputs: VecDeque<Output>,
-    /// A persist handed out and not yet answered: nothing more leaves until it is.
-    unanswered: Option<PersistId>,
+    /// Persists handed out and not yet answered: only further records leave until they are.
+    unanswered: BTreeSet<PersistId>,
 }
 
 impl Node {
@@ -214,7 +217,7 @@ impl Node {
         let exec = ExecHost::new(now, roles, &setup.keys, &mut rng, &mut fx);
         let policy = PolicyHost::new(now, setup.policy_server, setup.policy_agents, &mut rng, &mut fx);
         let roles = Roles { member, exec, policy };
-        let mut node = Node { conns, links, roles, ids, after, outputs, unanswered: None };
+        let mut node = Node { conns, links, roles, ids, after, outputs, unanswered: BTreeSet::new() };
         node.settle(now);
         node
     }
@@ -352,9 +355,7 @@ impl Machine for Node {
             Input::Written { conn, bytes } => self.conns.written(conn, bytes),
             Input::Closed { conn, error } => self.conns.closed(now, conn, error),
             Input::Persisted { id } => {
-                if self.unanswered == Some(id) {
-                    self.unanswered = None;
-                }
+                self.unanswered.remove(&id);
                 let after = self.after.remove(&id);
                 self.with_roles(|roles, fx| match after {
                     Some(AfterPersist::Member(token)) => {
@@ -400,12 +401,16 @@ impl Machine for Node {
     }
 
     fn poll_output(&mut self) -> Option<Output> {
-        if self.unanswered.is_some() {
-            return None;
-        }
-        let out = self.outputs.pop_front()?;
+        let out = if self.unanswered.is_empty() {
+            self.outputs.pop_front()?
+        } else {
+            // Records may go ahead of what waits for an earlier one: being durable sooner is
+            // never less safe, and it lets the driver commit them together.
+            let next = self.outputs.iter().position(|o| matches!(o, Output::Persist { .. }))?;
+            self.outputs.remove(next)?
+        };
         if let Output::Persist { id, .. } = &out {
-            self.unanswered = Some(*id);
+            self.unanswered.insert(*id);
         }
         Some(out)
     }

@@ -38,6 +38,9 @@ struct Net {
     files: BTreeMap<String, Vec<u8>>,
     unwritable: BTreeSet<String>,
     persisted: Vec<(usize, Record)>,
+    /// Records the end being settled handed out and not yet answered: answered together once
+    /// it yields nothing more (group commit, as the real driver does).
+    ready: Vec<PersistId>,
     logs: Vec<(usize, Event)>,
 }
 
@@ -53,6 +56,7 @@ impl Net {
             files: BTreeMap::new(),
             unwritable: BTreeSet::new(),
             persisted: Vec::new(),
+            ready: Vec::new(),
             logs: Vec::new(),
         }
     }
@@ -134,7 +138,7 @@ impl Net {
             }
             Output::Persist { id, record } => {
                 self.persisted.push((i, record));
-                self.inputs.push_front((i, Input::Persisted { id }));
+                self.ready.push(id);
             }
             Output::WriteFile { id, path, contents } | Output::PlaceFile { id, path, contents, .. } => {
                 let outcome = if self.unwritable.contains(&path) {
@@ -161,17 +165,24 @@ impl Net {
                         End::Node(node) => node.poll_output(),
                         End::Client(c) => client_output(c),
                     };
-                    let Some(out) = out else { break };
-                    moved = true;
-                    self.carry_out(i, out);
-                    // A persist is answered before the node says anything more.
-                    while let Some((j, input)) = self.inputs.front().cloned() {
-                        if j != i || !matches!(input, Input::Persisted { .. }) {
+                    let Some(out) = out else {
+                        // Every record gathered is durable at once; then the node goes on.
+                        let ready = std::mem::take(&mut self.ready);
+                        if ready.is_empty() {
                             break;
                         }
-                        self.inputs.pop_front();
-                        self.feed(j, input);
-                    }
+                        for id in ready {
+                            self.feed(i, Input::Persisted { id });
+                        }
+                        continue;
+                    };
+                    assert!(
+                        self.ready.is_empty() || matches!(out, Output::Persist { .. }),
+                        "end {i} yielded {out:?} before its records {:?} were durable",
+                        self.ready
+                    );
+                    moved = true;
+                    self.carry_out(i, out);
                 }
             }
             while let Some((i, input)) = self.inputs.pop_front() {
@@ -378,4 +389,30 @@ fn an_operator_added_by_a_change_may_open_the_admin_channel_once_it_installs() {
     net.run_for(Duration::from_secs(3));
     let answers = ask_status(&mut net, &newcomer);
     assert!(matches!(answers.as_slice(), [AdminResponse::Status(_)]), "{answers:?}");
+}
+
+/// The `Ready` hand-off: while a record is unanswered, later records go ahead of everything else
+/// (so a driver can commit them together), records keep their order, and nothing else leaves
+/// until every record handed out is durable.
+#[test]
+fn while_a_record_is_unanswered_only_later_records_leave() {
+    let keys = NodeKeys::generate(&mut seeded(3));
+    let mut node = Node::new(Now::ZERO, NodeSetup::new(keys), seeded(4));
+    while node.poll_output().is_some() {}
+    let record = |name: &str| Record::Principal { name: name.into(), hash: None };
+    let (a, b) = (node.ids.persist(), node.ids.persist());
+    let sent = Output::Transmit { conn: ConnId(7), bytes: vec![1] };
+    node.outputs.extend([
+        Output::Persist { id: a, record: record("a") },
+        sent.clone(),
+        Output::Persist { id: b, record: record("b") },
+    ]);
+    assert_eq!(node.poll_output(), Some(Output::Persist { id: a, record: record("a") }));
+    assert_eq!(node.poll_output(), Some(Output::Persist { id: b, record: record("b") }));
+    assert_eq!(node.poll_output(), None, "nothing but records while two are unanswered");
+    node.handle(Now::ZERO, Input::Persisted { id: a });
+    assert_eq!(node.poll_output(), None, "`b` is still unanswered");
+    node.handle(Now::ZERO, Input::Persisted { id: b });
+    assert_eq!(node.poll_output(), Some(sent));
+    assert_eq!(node.poll_output(), None);
 }

@@ -1,11 +1,13 @@
 //! Durable node state in SQLite (bundled, WAL, synchronous=FULL). Owns the schema, its versioned
-//! migrations, and writing a member record whole inside one transaction, so the driver answers
-//! `Persisted` only after the commit. It never interprets the record: core owns what it means.
+//! migrations, and keeping each batch of node records (a member record whole, a chain entry with
+//! its checkpoint) inside one transaction, so the driver answers `Persisted` only after the
+//! commit. It never interprets the record: core owns what it means.
 
 use std::path::{Path, PathBuf};
 
 use cohort_core::exec::audit::{AuditRecord, ChainEntry, Checkpoint};
 use cohort_core::member::MemberRecord;
+use cohort_core::node::Record;
 use cohort_core::signed::{Signature, Signed};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -114,6 +116,27 @@ impl Store {
         StoreError::Sqlite { path: self.path.clone(), source }
     }
 
+    /// Makes `records` durable together, in order: one transaction and one sync for the lot
+    /// (group commit). Every record is kept when this returns, or (on an error) none is.
+    pub fn keep_all(&mut self, records: &[Record], unix_ms: u64) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| self.err(e))?;
+        let kept = records.iter().try_for_each(|record| self.keep(record, unix_ms));
+        let end = if kept.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = self.conn.execute_batch(end).map_err(|e| self.err(e));
+        kept.and(ended)
+    }
+
+    fn keep(&mut self, record: &Record, unix_ms: u64) -> Result<(), StoreError> {
+        match record {
+            Record::Member(record) => self.save_member(record, unix_ms),
+            Record::AuditEntry { entry, checkpoint } => self.append_chain(entry, checkpoint.as_deref()),
+            Record::LocalAudit(record) => self.append_local_audit(record),
+            Record::Principal { name, hash } => self.set_principal(name, hash.as_deref()),
+            Record::Policy(policy) => self.save_policy(policy),
+            Record::PolicyHistory { from, at, aggregate } => self.append_policy_history(from, *at, aggregate),
+        }
+    }
+
     /// The member record, if one was ever written.
     pub fn load_member(&self) -> Result<Option<MemberRecord>, StoreError> {
         let blob: Option<Vec<u8>> = self
@@ -131,8 +154,9 @@ impl Store {
     /// Replaces the member record; durable when this returns.
     pub fn save_member(&mut self, record: &MemberRecord, unix_ms: u64) -> Result<(), StoreError> {
         let bytes = record.to_bytes().map_err(|e| StoreError::Encode(e.to_string()))?;
+        // A savepoint: its own transaction alone, or part of a `keep_all` batch.
         let tx =
-            self.conn.transaction().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
+            self.conn.savepoint().map_err(|e| StoreError::Sqlite { path: self.path.clone(), source: e })?;
         tx.execute(
             "INSERT INTO member_record (id, record, written_unix_ms) VALUES (1, ?1, ?2)
              ON CONFLICT (id) DO UPDATE SET record = excluded.record, written_unix_ms = excluded.written_unix_ms",
@@ -167,7 +191,7 @@ impl Store {
             .map_err(encode)?;
         let path = self.path.clone();
         let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
-        let tx = self.conn.transaction().map_err(sqlite)?;
+        let tx = self.conn.savepoint().map_err(sqlite)?;
         tx.execute(
             "INSERT INTO audit_chain (idx, prev_hash, record, hash, signature, signer) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",

@@ -128,6 +128,29 @@ mod tests {
         Signed::sign(body, keys).expect("signs")
     }
 
+    /// Group commit: a batch is kept whole in one transaction, and a batch with a record that
+    /// cannot be kept leaves nothing of itself behind.
+    #[test]
+    fn a_batch_of_records_is_kept_whole_or_not_at_all() {
+        use cohort_core::node::Record;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.db");
+        let keys = NodeKeys::generate(&mut seeded(3));
+        let mut store = Store::open(&path).expect("opens");
+        let principal = |name: &str| Record::Principal { name: name.into(), hash: Some("h".into()) };
+        let kept = [principal("alice"), Record::Policy(policy(&keys, 1, "deny")), principal("bob")];
+        store.keep_all(&kept, 1).expect("keeps the batch");
+        let unkeepable = Record::Policy(policy(&keys, u64::MAX, "allow"));
+        let error = store.keep_all(&[principal("carol"), unkeepable], 2).expect_err("refused");
+        assert!(error.to_string().contains("too large"), "{error}");
+        drop(store);
+        let store = Store::open(&path).expect("reopens");
+        let names: Vec<String> = store.load_principals().expect("loads").into_keys().collect();
+        assert_eq!(names, ["alice", "bob"], "carol went with the batch that failed");
+        let policies = store.load_policies().expect("loads");
+        assert_eq!(policies.iter().map(|p| p.body.version).collect::<Vec<_>>(), [1]);
+    }
+
     #[test]
     fn a_kept_policy_survives_reopening_and_an_older_version_never_replaces_it() {
         let dir = tempfile::tempdir().expect("tempdir");
