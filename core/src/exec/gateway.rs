@@ -399,7 +399,7 @@ impl Gateway {
             refused: BTreeMap::new(),
             waiting: Vec::new(),
             asking: false,
-            ticket_batch: fanout.saturating_mul(2).clamp(16, 512),
+            ticket_batch: fanout.clamp(16, 512),
         };
         self.credentials.insert(client, grant);
         let kept = usize::try_from(max_output).unwrap_or(MAX_OUTPUT_PER_HOST);

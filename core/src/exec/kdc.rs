@@ -214,11 +214,12 @@ impl Kdc {
                 if let Err(e) = Self::check_credential(&self.keys.public(), now, &credential, &client_key) {
                     return KdcReply::Refused { reason: format!("credential refused: {e}") };
                 }
+                // The credential was checked once above, for the whole batch.
                 let grants = hosts
                     .into_iter()
                     .map(|host| {
                         let ticket = self
-                            .issue_ticket(now, &credential, &client_key, &host)
+                            .seal_ticket(now, &credential, &host)
                             .map(|issued| GrantedTicket {
                                 ticket: issued.ticket,
                                 session_key: *issued.session_key,
@@ -242,6 +243,16 @@ impl Kdc {
         host: &str,
     ) -> Result<IssuedTicket, KdcError> {
         Self::check_credential(&self.keys.public(), now, credential, client_key)?;
+        self.seal_ticket(now, credential, host)
+    }
+
+    /// A service ticket for `host` under a credential already checked.
+    fn seal_ticket(
+        &mut self,
+        now: WallClock,
+        credential: &Signed<Credential>,
+        host: &str,
+    ) -> Result<IssuedTicket, KdcError> {
         let identity = *self.hosts.get(host).ok_or_else(|| KdcError::UnknownHost(host.to_owned()))?;
         let mut session_key = Zeroizing::new([0u8; 32]);
         self.rng.fill_bytes(&mut *session_key);

@@ -1,5 +1,5 @@
 //! The gateway's questions to the KDC: a login passed through, and the tickets of a run asked
-//! for in batches of about twice the fan-out, one question out at a time (again for hosts whose
+//! for in batches of the fan-out, one question out at a time (again for hosts whose
 //! ticket would expire before they start), each used once to send a session to its host with a
 //! fresh authenticator. Owns what a ticket answer
 //! means for the run; it never keeps a ticket or session key past the run.
@@ -61,9 +61,9 @@ impl Gateway {
     }
 
     /// Asks the KDC, unless a question is out already, for the tickets of the sessions waiting
-    /// and of the next hosts not yet started: a batch of about twice the fan-out, so the first
-    /// sessions leave once their own tickets are sealed rather than the whole run's, and the
-    /// next batch is on its way before it is needed.
+    /// and of the next hosts not yet started: a batch of the fan-out, so the first sessions
+    /// leave once their own tickets are sealed rather than the whole run's; the next batch is
+    /// asked for once fewer than half a batch are held, so it is on its way before it is needed.
     fn ask_tickets(&mut self, wall: WallClock, client: u64) {
         let Some(grant) = self.credentials.get_mut(&client) else { return };
         if grant.asking {
