@@ -19,6 +19,7 @@ pub mod seal;
 pub mod signed;
 pub mod time;
 pub mod trace;
+pub mod web;
 pub mod wire;
 
 pub use identity::{KeyDigest, NodeId, NodeKeys, PublicIdentity};

@@ -409,6 +409,16 @@ impl Gateway {
     }
 
     /// Every host the node sets name, with `@groups` from the installed configuration.
+    /// The installed hosts, ACL, limits and groups this gateway works from.
+    pub fn directory(&self) -> &ExecDirectory {
+        &self.directory
+    }
+
+    /// Every host the node sets name (for a count shown before a run).
+    pub fn expand(&self, patterns: &[String]) -> Result<Vec<String>, String> {
+        self.expand_all(patterns)
+    }
+
     fn expand_all(&self, patterns: &[String]) -> Result<Vec<String>, String> {
         let lookup = |name: &str| self.directory.groups.get(name).cloned();
         let mut hosts = Vec::new();

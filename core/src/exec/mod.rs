@@ -11,6 +11,7 @@ pub mod kdc;
 pub mod nodeset;
 pub mod parallel;
 pub mod principals;
+pub mod report;
 pub mod task;
 pub mod ticket;
 pub mod wire;
