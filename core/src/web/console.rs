@@ -203,7 +203,7 @@ impl WebConsole {
                     .unwrap_or_default();
                 let limits = directory.acl.limits(&principal);
                 let viewer = Viewer { principal: &principal, csrf: &csrf };
-                WebResponse::html(200, pages::console(&viewer, &run_as, &limits))
+                WebResponse::html(200, pages::console(&viewer, &run_as, &limits, DEFAULT_FANOUT))
             }
             Session::None => WebResponse::see_other("/login"),
             Session::Refused(e) => self.back_to_login(&e),

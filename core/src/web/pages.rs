@@ -67,8 +67,8 @@ pub fn login(csrf: &str, error: Option<&str>) -> Markup {
 }
 
 /// The command form and the place results stream into.
-pub fn console(viewer: &Viewer<'_>, run_as: &[String], limits: &Limits) -> Markup {
-    let fanout = limits.max_fanout.min(super::console::DEFAULT_FANOUT);
+pub fn console(viewer: &Viewer<'_>, run_as: &[String], limits: &Limits, default_fanout: u32) -> Markup {
+    let fanout = limits.max_fanout.min(default_fanout);
     layout(
         "run",
         Some(viewer),
