@@ -338,11 +338,11 @@ impl Gateway {
             let reason = format!("credential refused: {e}");
             return self.refuse_audited(wall, client, &principal, Subject::of(&command.task), reason);
         }
-        let hosts = match self.expand_all(&command.hosts) {
+        let hosts = match self.expand(&command.hosts) {
             Ok(hosts) => hosts,
             Err(reason) => return self.refuse(client, format!("bad host list: {reason}")),
         };
-        let excluded = match self.expand_all(&command.exclude) {
+        let excluded = match self.expand(&command.exclude) {
             Ok(excluded) => excluded,
             Err(reason) => return self.refuse(client, format!("bad exclusion list: {reason}")),
         };
@@ -408,18 +408,13 @@ impl Gateway {
         self.drive(now, wall, client);
     }
 
-    /// Every host the node sets name, with `@groups` from the installed configuration.
     /// The installed hosts, ACL, limits and groups this gateway works from.
     pub fn directory(&self) -> &ExecDirectory {
         &self.directory
     }
 
-    /// Every host the node sets name (for a count shown before a run).
+    /// Every host the node sets name, with `@groups` from the installed configuration.
     pub fn expand(&self, patterns: &[String]) -> Result<Vec<String>, String> {
-        self.expand_all(patterns)
-    }
-
-    fn expand_all(&self, patterns: &[String]) -> Result<Vec<String>, String> {
         let lookup = |name: &str| self.directory.groups.get(name).cloned();
         let mut hosts = Vec::new();
         for pattern in patterns {

@@ -182,11 +182,8 @@ impl WebConsole {
 
     /// Back to the login form, the session cookie cleared, saying why.
     fn back_to_login(&self, error: &CookieError) -> WebResponse {
-        let why = match error {
-            CookieError::Tampered => "tampered",
-            CookieError::Expired => "expired",
-        };
-        WebResponse::see_other(&format!("/login?why={why}")).set_cookie(clear_cookie(SESSION_COOKIE))
+        WebResponse::see_other(&format!("/login?why={}", error.why()))
+            .set_cookie(clear_cookie(SESSION_COOKIE))
     }
 
     fn home(&mut self, now: Now, web: &WebRequest, gateway: &Gateway) -> WebResponse {
@@ -288,8 +285,7 @@ impl WebConsole {
                 return Err(WebResponse::json(401, &json!({ "error": "log in first", "why": "none" })));
             }
             Session::Refused(e) => {
-                let why = if e == CookieError::Expired { "expired" } else { "tampered" };
-                let response = WebResponse::json(401, &json!({ "error": e.to_string(), "why": why }));
+                let response = WebResponse::json(401, &json!({ "error": e.to_string(), "why": e.why() }));
                 return Err(response.set_cookie(clear_cookie(SESSION_COOKIE)));
             }
         };

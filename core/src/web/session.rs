@@ -36,6 +36,16 @@ pub enum CookieError {
     Expired,
 }
 
+impl CookieError {
+    /// The word the login page is sent (`/login?why=`) to say which it was.
+    pub fn why(&self) -> &'static str {
+        match self {
+            CookieError::Tampered => "tampered",
+            CookieError::Expired => "expired",
+        }
+    }
+}
+
 /// The keys the console seals cookies and makes CSRF tokens with.
 pub struct ConsoleKeys {
     cookie: Zeroizing<[u8; 32]>,
