@@ -74,7 +74,34 @@ fn step(started: Instant, text: &str) {
     println!("[{:>5.2}s] {text}", started.elapsed().as_secs_f64());
 }
 
-pub fn run() -> anyhow::Result<()> {
+/// Where to find the web console and how to log in; with `stay`, the site keeps running until
+/// Enter is pressed (or standard input closes).
+fn web_console(args: &init::Args, stay: bool) -> anyhow::Result<()> {
+    let Some(web) = crate::exec_setup::web_address(args) else { return Ok(()) };
+    println!();
+    println!("web console   https://{web}/   (self-signed certificate, made by `cohort init`)");
+    if let Some(print) = crate::exec_setup::web_fingerprint(&args.dir.join("m0")) {
+        println!("  SHA-256     {print}");
+    }
+    let password = args.dir.join(format!("{}.password", args.exec_user));
+    let secret = std::fs::read_to_string(&password).unwrap_or_default();
+    println!(
+        "  log in as   {} with password {}   (from {})",
+        args.exec_user,
+        secret.trim(),
+        password.display()
+    );
+    if stay {
+        println!("  the site keeps running: press Enter to stop it");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    } else {
+        println!("  run `cohort demo --stay` to keep the site up and use the console");
+    }
+    Ok(())
+}
+
+pub fn run(stay: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = tempfile::Builder::new().prefix("cohort-demo-").tempdir()?;
     println!(
@@ -94,20 +121,26 @@ pub fn run() -> anyhow::Result<()> {
         run_as: None,
         exec_port: 0,
         kdc_port: None,
+        web_port: None,
         policy_locals: POLICY_LOCALS,
         policy_agents: POLICY_AGENTS,
         policy_port: 0,
         policy_sync_s: 1,
         policy_poll_s: None,
     };
-    // The members, the exec member, then the gateway and the KDC.
+    // The members, the exec member, then the gateway, the KDC and the web console.
     let founders = usize::from(init::founders(&args));
-    let addresses = free_addresses(2 * founders + 2)?;
+    let addresses = free_addresses(2 * founders + 3)?;
     let (ports, gateway) = addresses.split_at(2 * founders);
     let members: Vec<(SocketAddr, SocketAddr)> = ports.chunks(2).map(|p| (p[0], p[1])).collect();
     let policy_port = free_port_run(usize::from(POLICY_LOCALS) + 1)?;
-    let args =
-        init::Args { exec_port: gateway[0].port(), kdc_port: Some(gateway[1].port()), policy_port, ..args };
+    let args = init::Args {
+        exec_port: gateway[0].port(),
+        kdc_port: Some(gateway[1].port()),
+        web_port: Some(gateway[2].port()),
+        policy_port,
+        ..args
+    };
     let created = init::create_at(&args, &members)?;
     step(
         started,
@@ -179,6 +212,7 @@ pub fn run() -> anyhow::Result<()> {
 
     parallel_commands(started, dir.path(), &args)?;
     policy_tier(started, &args)?;
+    web_console(&args, stay)?;
     drop(fleet);
     step(started, "stopped all members (SIGTERM)");
 

@@ -16,11 +16,35 @@ use cohort_core::exec::kdc::hash_password;
 use cohort_core::rng::SeededRng;
 use cohort_io_mio::child::current_user;
 use cohort_io_mio::keyfile;
-use cohort_io_mio::node_config::{ExecHostConfig, GatewayConfig, KdcConfig, KeyRef, NodeConfig, PeerRef};
+use cohort_io_mio::node_config::{
+    ExecHostConfig, GatewayConfig, KdcConfig, KeyRef, NodeConfig, PeerRef, WebConfig,
+};
 use cohort_io_mio::store::Store;
 use rand_core::RngCore;
 
 use crate::init_args::Args;
+
+/// Where the web console listens: on --host, at --web-port (none without it).
+pub fn web_address(args: &Args) -> Option<SocketAddr> {
+    args.web_port.map(|port| SocketAddr::new(args.host, port))
+}
+
+/// Makes the console's self-signed certificate for --host and localhost in `dir` (the key mode
+/// 0600), for a demo; an operator replaces both files with their own.
+fn write_web_certificate(args: &Args, dir: &Path, listen: SocketAddr) -> anyhow::Result<WebConfig> {
+    let names = vec![args.host.to_string(), "localhost".to_owned()];
+    let (cert, key) = cohort_io_mio::web_front::self_signed(&names)?;
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("web.crt"), cert).context("could not write the web certificate")?;
+    write_private(&dir.join("web.key"), &key)?;
+    Ok(WebConfig { listen, cert_file: "web.crt".into(), key_file: "web.key".into() })
+}
+
+/// The SHA-256 fingerprint of the console's certificate in `dir`, if it has one.
+pub fn web_fingerprint(dir: &Path) -> Option<String> {
+    let pem = std::fs::read_to_string(dir.join("web.crt")).ok()?;
+    cohort_io_mio::web_front::fingerprint(&pem)
+}
 
 /// Managed host `i`'s address: 127.0.x.y, distinct per host, never 127.0.0.1.
 pub fn host_address(i: usize, port: u16) -> SocketAddr {
@@ -154,11 +178,13 @@ impl ExecPlan {
         let mut store = Store::open(&kdc_dir.join("node.db"))?;
         store.set_principal(&self.acl.0, Some(&hash_password(&self.password, rng)?))?;
         let kdc_addr = kdc_address(args);
+        let web = web_address(args).map(|listen| write_web_certificate(args, &m0_dir, listen)).transpose()?;
         edit_node_config(&m0_dir, |config| {
             config.roles.push("gateway".into());
             config.gateway = Some(GatewayConfig {
                 listen: gateway,
                 kdc: PeerRef { address: kdc_addr, ed25519: kdc.ed25519.clone(), x25519: kdc.x25519.clone() },
+                web,
             });
         })?;
         edit_node_config(&kdc_dir, |config| {

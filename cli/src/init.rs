@@ -50,6 +50,12 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     }
     if args.exec_hosts > 0 {
         println!("  gateway       on m0, {}:{}", args.host, args.exec_port);
+        if let Some(web) = crate::exec_setup::web_address(args) {
+            println!("  web console   https://{web}/ (served by the gateway)");
+            if let Some(print) = crate::exec_setup::web_fingerprint(&args.dir.join("m0")) {
+                println!("  certificate   self-signed, SHA-256 {print}");
+            }
+        }
         let kdc = crate::exec_setup::kdc_member(args);
         println!(
             "  kdc           on {kdc} with its own key ({kdc}/kdc.key), {}",
@@ -86,6 +92,9 @@ fn check_addresses(args: &Args, members: &[(SocketAddr, SocketAddr)]) -> anyhow:
     if args.exec_hosts > 0 {
         listeners.push((SocketAddr::new(args.host, args.exec_port), "the gateway (--exec-port)".into()));
         listeners.push((crate::exec_setup::kdc_address(args), "the KDC (--kdc-port)".into()));
+        if let Some(web) = crate::exec_setup::web_address(args) {
+            listeners.push((web, "the web console (--web-port)".into()));
+        }
     }
     if args.policy_locals > 0 {
         for i in 0..=args.policy_locals {

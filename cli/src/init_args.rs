@@ -40,6 +40,10 @@ pub struct Args {
     /// Port for the gateway (on --host) and for every managed host (on its own address).
     #[arg(long, default_value_t = 7300)]
     pub exec_port: u16,
+    /// Also serve the web console on this port (HTTPS on --host, from the gateway, with a
+    /// self-signed certificate made here; replace web.crt and web.key in m0/ with your own).
+    #[arg(long, value_name = "PORT")]
+    pub web_port: Option<u16>,
     /// Port for the KDC (on --host, a role of m0 with its own key); default: --exec-port + 1.
     #[arg(long, value_name = "PORT")]
     pub kdc_port: Option<u16>,

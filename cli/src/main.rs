@@ -45,7 +45,11 @@ enum Command {
     #[command(subcommand)]
     Key(keygen::KeyCommand),
     /// Run a local demonstration cluster on loopback.
-    Demo,
+    Demo {
+        /// Keep the site running after the walk-through (to use the web console) until Enter.
+        #[arg(long)]
+        stay: bool,
+    },
     /// Create a cluster: operator key, member keys, genesis configuration, one directory per member.
     Init(init::Args),
     /// Prepare a new node's directory to join a running cluster (from `cohort admin join-file`).
@@ -100,7 +104,7 @@ fn main() -> ExitCode {
         Command::Key(command) => keygen::run_key(&command),
         Command::Change(command) => change::run(&command),
         Command::Sim(command) => sim::run(&command),
-        Command::Demo => demo::run(),
+        Command::Demo { stay } => demo::run(stay),
         Command::Init(args) => init::run(&args),
         Command::Join(args) => join::join(&args),
         Command::Node(command) => {

@@ -23,12 +23,16 @@ use crate::error::NodeError;
 use crate::place::place_file;
 use crate::reactor::{Role, Slot};
 use crate::store::Store;
+use crate::web_front::WebFront;
+use std::sync::Arc;
 
 /// Bytes read from one connection per wake-up, so one busy peer cannot starve the rest.
 const READ_BUDGET: usize = 256 * 1024;
 
 #[derive(Debug, Clone, Copy)]
 enum Source {
+    /// The web front has requests or news of its connections.
+    Web,
     Listener(ListenerId),
     Conn(ConnId),
     Pipe(ChildId, Stream),
@@ -65,6 +69,9 @@ pub struct NodeDriver {
     sources: BTreeMap<Token, Source>,
     next_token: usize,
     next_inbound: u64,
+    /// The certificate the web front serves, if the configuration gives one.
+    web_tls: Option<Arc<rustls::ServerConfig>>,
+    web: Option<WebFront>,
 }
 
 impl std::fmt::Debug for NodeDriver {
@@ -82,6 +89,7 @@ impl NodeDriver {
         store: Store,
         slot: Slot,
         local_group: Option<u32>,
+        web_tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<Self, NodeError> {
         let mut driver = NodeDriver {
             name,
@@ -98,6 +106,8 @@ impl NodeDriver {
             sources: BTreeMap::new(),
             next_token: 1,
             next_inbound: 1,
+            web_tls,
+            web: None,
         };
         driver.settle()?;
         Ok(driver)
@@ -133,6 +143,26 @@ impl NodeDriver {
                 self.slot.registry().register(&mut socket, token, Interest::READABLE)?;
                 info!(%path, "lookup socket open");
                 self.listeners.insert(listener, ListenSocket::Unix(socket));
+            }
+            Output::ListenWeb { addr, limits } => {
+                let tls = self.web_tls.clone().ok_or(NodeError::NoWebCertificate)?;
+                let what = "serve the web console on";
+                let mut front = WebFront::start(parse_addr(what, &addr)?, limits, tls)
+                    .map_err(|source| NodeError::Bind { what, addr: addr.clone(), source })?;
+                let token = self.token(Source::Web);
+                self.slot.registry().register(front.wake_source(), token, Interest::READABLE)?;
+                info!(addr = %front.local_addr(), "web console listening");
+                self.web = Some(front);
+            }
+            Output::WebRespond { request, response } => {
+                if let Some(gone) = self.web.as_mut().and_then(|w| w.respond(request, *response)) {
+                    self.feed(gone);
+                }
+            }
+            Output::WebChunk { request, bytes, last } => {
+                if let Some(front) = &mut self.web {
+                    front.chunk(request, bytes, last);
+                }
             }
             Output::Connect { conn, addr } => {
                 match addr.parse::<SocketAddr>().map(|a| TcpStream::connect(a).and_then(StreamSocket::tcp)) {
@@ -449,6 +479,12 @@ impl Role for NodeDriver {
                 }
             }
             Some(Source::Pipe(child, stream)) => self.read_pipe(child, stream),
+            Some(Source::Web) => {
+                let inputs = self.web.as_mut().map(WebFront::take_inputs).unwrap_or_default();
+                for input in inputs {
+                    self.feed(input);
+                }
+            }
             None => {}
         }
         Ok(())
@@ -463,6 +499,9 @@ impl Role for NodeDriver {
     }
 
     fn stop(&mut self) {
+        if let Some(front) = &mut self.web {
+            front.stop();
+        }
         for running in self.children.values_mut() {
             let _ = running.kill_group();
         }

@@ -18,6 +18,10 @@ pub enum NodeError {
     Bind { what: &'static str, addr: String, source: std::io::Error },
     #[error("lookup_group `{group}` is not a group on this machine; give an existing group's name or number")]
     UnknownGroup { group: String },
+    #[error("{0}")]
+    Tls(#[from] crate::web_front::TlsError),
+    #[error("the node asked for a web listener but no certificate was configured")]
+    NoWebCertificate,
     #[error("event loop failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("the {role} role: {source}")]

@@ -16,3 +16,4 @@ pub mod reactor;
 pub mod roles;
 pub mod sockets;
 pub mod store;
+pub mod web_front;

@@ -76,6 +76,19 @@ pub struct GatewayConfig {
     pub listen: SocketAddr,
     /// The KDC the gateway asks for credentials and tickets, over a channel per request.
     pub kdc: PeerRef,
+    /// The web console, served over HTTPS, if the gateway offers one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebConfig>,
+}
+
+/// The web console's listener and certificate (PEM files; `cohort init` makes a self-signed
+/// pair for a demo, an operator gives their own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebConfig {
+    pub listen: SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -320,6 +333,10 @@ impl NodeConfig {
         config.lookup_socket = config.lookup_socket.as_ref().map(|p| base.join(p));
         if let Some(kdc) = &mut config.kdc {
             kdc.key_file = base.join(&kdc.key_file);
+        }
+        if let Some(web) = config.gateway.as_mut().and_then(|g| g.web.as_mut()) {
+            web.cert_file = base.join(&web.cert_file);
+            web.key_file = base.join(&web.key_file);
         }
         for host in &mut config.exec_hosts {
             host.key_file = base.join(&host.key_file);

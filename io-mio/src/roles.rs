@@ -11,11 +11,12 @@ use cohort_core::exec::kdc::{Kdc, KdcSettings};
 use cohort_core::member::MemberSettings;
 use cohort_core::node::{
     AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, KdcRole, MemberRole, Node, NodeSetup,
-    PolicyAgentRole, PolicyServerRole,
+    PolicyAgentRole, PolicyServerRole, WebRole,
 };
 use cohort_core::policy::document::Platform;
 use cohort_core::policy::server::ServerSetup;
 use cohort_core::rng::fork;
+use cohort_core::web::WebLimits;
 use cohort_core::{NodeKeys, PublicIdentity};
 
 use crate::clock::Clock;
@@ -78,7 +79,12 @@ pub fn start(config: &NodeConfig, slot: Slot) -> Result<NodeDriver, NodeError> {
     let clock = Clock::start();
     let node = Node::new(clock.now(), setup, fork(&mut rng));
     let local_group = config.lookup_group.as_deref().map(group_id).transpose()?;
-    NodeDriver::new("node", node, clock, store, slot, local_group)
+    // Read before the node asks for the listener, so a bad certificate stops the start.
+    let web_tls = match config.gateway.as_ref().and_then(|g| g.web.as_ref()) {
+        Some(web) => Some(crate::web_front::server_config(&web.cert_file, &web.key_file)?),
+        None => None,
+    };
+    NodeDriver::new("node", node, clock, store, slot, local_group, web_tls)
 }
 
 fn exec_roles(
@@ -118,6 +124,10 @@ fn exec_roles(
             kdc,
             chain_tail,
             limits,
+            web: gw
+                .web
+                .as_ref()
+                .map(|web| WebRole { listen: web.listen.to_string(), limits: WebLimits::default() }),
         });
     }
     if let (Some(c), Some(kdc)) = (&config.collector, &config.trusted_kdc) {

@@ -21,12 +21,14 @@ use cohort_core::exec::kdc::{Kdc, KdcSettings, hash_password};
 use cohort_core::member::genesis::{genesis_config, genesis_records};
 use cohort_core::member::{MemberInfo, MemberSettings};
 use cohort_core::node::{
-    AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, KdcRole, MemberRole, NodeSetup, Record,
+    AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, KdcRole, MemberRole, NodeSetup, Record, WebRole,
 };
 use cohort_core::rng::{fork, seeded};
 use cohort_core::trace::Trace;
+use cohort_core::web::WebLimits;
 use cohort_core::{NodeKeys, PublicIdentity};
 
+use crate::browser::SimWeb;
 use crate::node_host::{self, NodeHostContext, Probe, SetupFn, SharedRecords, SharedTrace};
 use crate::observer::Observer;
 use crate::storage::SimDisk;
@@ -36,6 +38,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub const GATEWAY_PORT: u16 = 7300;
 /// The KDC's port, on its own simulated machine `kdc`.
 pub const KDC_PORT: u16 = 7400;
+/// The web console's port on the gateway's machine.
+pub const WEB_PORT: u16 = 8443;
 const MEMBER_PORT: u16 = 7290;
 const ADMIN_PORT: u16 = 7291;
 /// A host that exists and listens on nothing: connecting to it is refused.
@@ -83,6 +87,8 @@ pub struct SiteSpec {
     /// Hosts the exec node's installed configuration no longer lists (the gateway's and the
     /// KDC's still do): their daemons must refuse on their own.
     pub unlisted: BTreeSet<usize>,
+    /// Whether the gateway serves the web console (browsers: [`SiteClient::browser`]).
+    pub web: bool,
 }
 
 impl SiteSpec {
@@ -114,6 +120,7 @@ impl SiteSpec {
             kdc_reachable: true,
             gateway_outage: None,
             unlisted: BTreeSet::new(),
+            web: false,
         }
     }
 }
@@ -269,6 +276,9 @@ impl Site {
         let gw = gw_keys.clone();
         let kdc_public = kdc_keys.public();
         let kdc_machine = if spec.kdc_reachable { "kdc" } else { VOID };
+        let web_role =
+            spec.web.then(|| WebRole { listen: format!("0.0.0.0:{WEB_PORT}"), limits: WebLimits::default() });
+        let web = spec.web.then(SimWeb::default);
         let setup: SetupFn = Arc::new(move |stored| NodeSetup {
             member: stored.map(|record| MemberRole {
                 record,
@@ -285,6 +295,7 @@ impl Site {
                 kdc: kdc_public,
                 chain_tail: None,
                 limits: ConnLimits::default(),
+                web: web_role.clone(),
             }),
             ..NodeSetup::new(gw.clone())
         });
@@ -303,6 +314,7 @@ impl Site {
             records: records.clone(),
             observer: observer.clone(),
             probe: Some(probe),
+            web: web.clone(),
             ..NodeHostContext::new("gw", gw_keys.clone(), setup, SimDisk::with_record(record), spec.seed ^ 1)
         };
         sim.host("gw", move || node_host::run(ctx.clone()));
@@ -401,6 +413,7 @@ impl Site {
             hosts: host_keys.iter().map(NodeKeys::public).collect(),
             kdc: Arc::new(Mutex::new(client_kdc)),
             rng: Arc::new(Mutex::new(fork(&mut rng))),
+            web,
         };
         let gateway_outage = spec.gateway_outage;
         Ok(Site { sim, gateway_outage, client, host_keys, trace, records, observer, state })

@@ -3,6 +3,7 @@
 //! checked while a run goes, so cohort-core's machines run under chaos with every run replayable
 //! from its seed. Protocol rules never live here: they belong to core.
 
+pub mod browser;
 pub mod clock;
 pub mod config_change;
 pub mod exec_site;

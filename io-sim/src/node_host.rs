@@ -17,6 +17,7 @@ use cohort_core::node::ChildId;
 use cohort_core::node::{ConnId, Event, Input, Node, NodeSetup, Output, Record};
 use cohort_core::rng::{SeededRng, fork, seeded};
 use cohort_core::trace::Trace;
+use cohort_core::web::RequestId;
 use cohort_core::{Machine, NodeKeys};
 use rand_core::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -25,6 +26,7 @@ use tokio::sync::watch;
 use turmoil::net::tcp::OwnedWriteHalf;
 use turmoil::net::{TcpListener, TcpStream};
 
+use crate::browser::{SimWeb, WebCall, WebPart};
 use crate::clock::now;
 use crate::observer::Observer;
 use crate::processes::{Behaviour, behaviour};
@@ -81,6 +83,8 @@ pub struct NodeHostContext {
     pub probe: Option<Probe>,
     pub traffic: Option<SharedTraffic>,
     pub capture: Option<SharedCapture>,
+    /// Where browsers reach this host's web console, if it serves one.
+    pub web: Option<SimWeb>,
 }
 
 impl NodeHostContext {
@@ -100,6 +104,7 @@ impl NodeHostContext {
             probe: None,
             traffic: None,
             capture: None,
+            web: None,
         }
     }
 
@@ -143,6 +148,8 @@ enum Report {
     Input(Input),
     /// An accepted connection's write half, to keep before any input about it.
     Adopt(ConnId, OwnedWriteHalf),
+    /// A browser's request.
+    Web(WebCall),
 }
 
 /// The port in `IP:PORT` or `host:PORT`.
@@ -177,6 +184,8 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
     // Each running command's task, and the switch that holds its output back while paused.
     let mut children: BTreeMap<ChildId, (tokio::task::JoinHandle<()>, watch::Sender<bool>)> = BTreeMap::new();
     let mut spawned = 0usize;
+    // Where each web request's answer goes.
+    let mut answers: BTreeMap<RequestId, UnboundedSender<WebPart>> = BTreeMap::new();
     loop {
         while let Some(output) = node.poll_output() {
             ctx.output(&output);
@@ -188,6 +197,41 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                 // Simulated hosts run no local applications: the lookup service's rules are
                 // tested on the node itself.
                 Output::ListenLocal { .. } => {}
+                Output::ListenWeb { .. } => {
+                    if let Some(web) = &ctx.web {
+                        tokio::spawn(forward_web(web.listen(), tx.clone()));
+                    }
+                }
+                Output::WebRespond { request, response } => {
+                    let streamed = response.streamed;
+                    let delivered =
+                        answers.get(&request).is_some_and(|a| a.send(WebPart::Head(response)).is_ok());
+                    if !delivered || !streamed {
+                        if let Some(answer) = answers.remove(&request) {
+                            let _ = answer.send(WebPart::End);
+                        }
+                    }
+                    if !delivered && streamed {
+                        feed(&ctx, &mut node, Input::WebGone { request });
+                    }
+                }
+                Output::WebChunk { request, bytes, last } => {
+                    let length = bytes.len();
+                    let delivered =
+                        answers.get(&request).is_some_and(|a| a.send(WebPart::Chunk(bytes)).is_ok());
+                    if last && let Some(answer) = answers.remove(&request) {
+                        let _ = answer.send(WebPart::End);
+                    }
+                    // A simulated browser reads at once; one that left is gone.
+                    match delivered {
+                        true if !last => feed(&ctx, &mut node, Input::WebSent { request, bytes: length }),
+                        true => {}
+                        false => {
+                            answers.remove(&request);
+                            feed(&ctx, &mut node, Input::WebGone { request });
+                        }
+                    }
+                }
                 Output::Connect { conn, addr } => {
                     let (bytes_tx, bytes_rx) = unbounded_channel();
                     writers.insert(conn, bytes_tx);
@@ -285,6 +329,16 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     writers.insert(conn, bytes_tx);
                     tokio::spawn(write_out(conn, write, bytes_rx, tx.clone()));
                 }
+                Some(Report::Web(call)) => {
+                    // A browser that closes its end is heard as a closed connection is.
+                    let (request, answer, gone) = (call.request, call.answer.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        answer.closed().await;
+                        let _ = gone.send(Report::Input(Input::WebGone { request }));
+                    });
+                    answers.insert(call.request, call.answer);
+                    feed(&ctx, &mut node, Input::WebRequest { request: call.request, web: call.web });
+                }
                 Some(Report::Input(input)) => {
                     match &input {
                         Input::Received { conn, bytes } => ctx.count(*conn, true, bytes.len()),
@@ -296,6 +350,15 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                 None => return Err("the host's socket tasks all ended".into()),
             },
             () = tokio::time::sleep(wait) => feed(&ctx, &mut node, Input::Timeout),
+        }
+    }
+}
+
+/// Hands the browsers' requests to the host loop while it lives.
+async fn forward_web(mut calls: UnboundedReceiver<WebCall>, tx: UnboundedSender<Report>) {
+    while let Some(call) = calls.recv().await {
+        if tx.send(Report::Web(call)).is_err() {
+            return;
         }
     }
 }

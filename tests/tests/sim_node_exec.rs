@@ -118,6 +118,7 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
             kdc: kk.public(),
             chain_tail: None,
             limits: ConnLimits::default(),
+            web: None,
         }),
         exec_directory: gw_directory.clone(),
         ..NodeSetup::new(gw.clone())

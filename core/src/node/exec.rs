@@ -25,13 +25,17 @@ use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::{SeededRng, fork};
 use crate::time::{Instant, Now};
+use crate::web::{RequestId, WebConsole, WebRequest, WebResponse};
 use crate::wire;
 
 mod gateway_slot;
 mod kdc_slot;
+mod web_slot;
 
 use gateway_slot::GatewaySlot;
 use kdc_slot::KdcSlot;
+pub use web_slot::WebRole;
+use web_slot::WebSlot;
 
 /// The gateway a node runs, with the audit collector.
 #[derive(Debug)]
@@ -46,6 +50,8 @@ pub struct GatewayRole {
     /// The last entry of the stored audit chain, which the collector continues.
     pub chain_tail: Option<ChainEntry>,
     pub limits: ConnLimits,
+    /// The web console, if the gateway serves one.
+    pub web: Option<WebRole>,
 }
 
 /// The KDC a node runs: its own key, its principals' hashes, and the gateways it answers.
@@ -131,6 +137,7 @@ impl ExecHost {
             // Clients are any key: a client proves itself with a credential bound to its key.
             let listener =
                 fx.conns.listen("gateway", role.listen, role.keys.clone(), TrustSet::any_peer(), role.limits);
+            let web = role.web.map(|web| WebSlot::new(web, WebConsole::new(&role.keys, fork(rng)), fx));
             GatewaySlot {
                 gateway: Gateway::new(role.kdc, role.keys.clone(), fork(rng)),
                 kdc_addr: role.kdc_addr,
@@ -149,6 +156,7 @@ impl ExecHost {
                 next_ack: 1,
                 outbox: BTreeMap::new(),
                 closing: BTreeSet::new(),
+                web,
             }
         });
         let kdc = kdc.map(|role| {
@@ -460,6 +468,37 @@ impl ExecHost {
         }
         self.drain(now, fx);
         true
+    }
+
+    /// A request from the web front: the gateway's console answers it, or (no console here) a
+    /// plain refusal does.
+    pub fn on_web_request(&mut self, now: Now, request: RequestId, web: WebRequest, fx: &mut Effects<'_>) {
+        match self.gateway.as_mut() {
+            Some(GatewaySlot { web: Some(slot), gateway, .. }) => {
+                slot.console.handle_request(now, request, web, gateway)
+            }
+            _ => {
+                let error = serde_json::json!({ "error": "this node serves no web console" });
+                let response = Box::new(WebResponse::json(404, &error));
+                fx.out.push_back(Output::WebRespond { request, response });
+            }
+        }
+        self.drain(now, fx);
+    }
+
+    /// The front handed `bytes` more of a streamed answer to its connection.
+    pub fn on_web_sent(&mut self, request: RequestId, bytes: usize) {
+        if let Some(slot) = self.gateway.as_mut().and_then(|g| g.web.as_mut()) {
+            slot.sent(request, bytes);
+        }
+    }
+
+    /// The browser went away: a run it was watching is cancelled.
+    pub fn on_web_gone(&mut self, now: Now, request: RequestId, fx: &mut Effects<'_>) {
+        if let Some(slot) = self.gateway.as_mut().and_then(|g| g.web.as_mut()) {
+            slot.gone(request);
+        }
+        self.drain(now, fx);
     }
 
     /// Whether file write `id` places a copy's file.

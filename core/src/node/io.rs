@@ -12,6 +12,7 @@ use crate::policy::document::SignedPolicy;
 use crate::policy::report::Aggregate;
 use crate::policy::server::Rejection;
 use crate::time::WallClock;
+use crate::web::{RequestId, WebLimits, WebRequest, WebResponse};
 
 /// One stream connection. Inbound ids come from the driver (the high bit set, see
 /// [`ConnId::inbound`]), outbound ids from the node's [`Output::Connect`], so the two never meet.
@@ -116,6 +117,22 @@ pub enum Input {
         child: ChildId,
         end: ProcessEnd,
     },
+    /// A browser's or script's request, parsed by the driver's HTTPS front from the listener of
+    /// [`Output::ListenWeb`]; answered by one [`Output::WebRespond`].
+    WebRequest {
+        request: RequestId,
+        web: Box<WebRequest>,
+    },
+    /// The front handed `bytes` more of `request`'s streamed answer to its connection.
+    WebSent {
+        request: RequestId,
+        bytes: usize,
+    },
+    /// The browser went away before `request` was answered in full; nothing more about it
+    /// reaches the driver's front.
+    WebGone {
+        request: RequestId,
+    },
     /// The deadline from `poll_timeout` passed.
     Timeout,
 }
@@ -129,6 +146,14 @@ pub enum Output {
     /// may open the socket may ask); its connections come as `Accepted` on `listener`, their
     /// bytes plain. A failure to bind is fatal for the process.
     ListenLocal { listener: ListenerId, path: String },
+    /// Serve HTTPS on `addr` (`IP:PORT`) with the node's certificate, holding every browser to
+    /// `limits`; each request comes as [`Input::WebRequest`]. A failure to bind is fatal.
+    ListenWeb { addr: String, limits: WebLimits },
+    /// The answer to `request`: whole, or (when it says `streamed`) followed by `WebChunk`s.
+    WebRespond { request: RequestId, response: Box<WebResponse> },
+    /// More of a streamed answer, to be reported with `WebSent` as the connection takes it; the
+    /// last one ends the answer.
+    WebChunk { request: RequestId, bytes: Vec<u8>, last: bool },
     /// Open a stream to `addr`; bytes for `conn` may follow at once and wait for the connect.
     Connect { conn: ConnId, addr: String },
     /// Write `bytes` to `conn`, in order, after everything given before; report with `Written`.
@@ -286,6 +311,11 @@ pub enum Event {
         agent: String,
         error: String,
     },
+    /// A browser left more than its share of a streamed answer unread: its run was ended.
+    WebNotReading {
+        request: RequestId,
+        unread: usize,
+    },
 }
 
 impl Event {
@@ -299,6 +329,7 @@ impl Event {
             | Event::AuditRefused { .. }
             | Event::BadSetting { .. }
             | Event::PolicyApplyFailed { .. }
+            | Event::WebNotReading { .. }
             | Event::OutsideRoster { .. } => Level::Warn,
             Event::LinkDown { .. }
             | Event::Staged { .. }
@@ -360,6 +391,9 @@ impl fmt::Display for Event {
             }
             Event::PolicyApplied { agent, digest } => write!(f, "{agent}: policy {digest} applied"),
             Event::PolicyApplyFailed { agent, error } => write!(f, "{agent}: policy not applied: {error}"),
+            Event::WebNotReading { request, unread } => {
+                write!(f, "{request}: run ended: the browser left {unread} bytes of results unread")
+            }
         }
     }
 }

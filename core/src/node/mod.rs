@@ -52,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub use backoff::Backoff;
 pub use conns::ConnLimits;
-pub use exec::{AuditLinkRole, ExecHostRole, GatewayRole, KdcRole};
+pub use exec::{AuditLinkRole, ExecHostRole, GatewayRole, KdcRole, WebRole};
 pub use io::{ChildId, ConnId, Event, FileId, Input, Level, ListenerId, Output, PersistId, Record};
 pub use member::MemberRole;
 pub use policy::{PolicyAgentRole, PolicyServerRole};
@@ -386,6 +386,13 @@ impl Machine for Node {
                 self.on_child(now, child, ChildEvent::Output { stderr, bytes })
             }
             Input::ChildExited { child, end } => self.on_child(now, child, ChildEvent::Exited(end)),
+            Input::WebRequest { request, web } => {
+                self.with_roles(|roles, fx| roles.exec.on_web_request(now, request, *web, fx))
+            }
+            Input::WebSent { request, bytes } => self.roles.exec.on_web_sent(request, bytes),
+            Input::WebGone { request } => {
+                self.with_roles(|roles, fx| roles.exec.on_web_gone(now, request, fx))
+            }
             Input::Timeout => {
                 self.conns.handle_timeout(now);
                 self.with_roles(|roles, fx| {

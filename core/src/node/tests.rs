@@ -42,6 +42,8 @@ struct Net {
     /// it yields nothing more (group commit, as the real driver does).
     ready: Vec<PersistId>,
     logs: Vec<(usize, Event)>,
+    /// What the ends asked of a web front.
+    web: Vec<(usize, Output)>,
 }
 
 impl Net {
@@ -58,6 +60,7 @@ impl Net {
             persisted: Vec::new(),
             ready: Vec::new(),
             logs: Vec::new(),
+            web: Vec::new(),
         }
     }
 
@@ -152,6 +155,9 @@ impl Net {
             Output::Spawn { child, .. } => self.inputs.push_back((i, Input::ChildStarted { child })),
             Output::Kill { .. } | Output::PauseChild { .. } | Output::ResumeChild { .. } => {}
             Output::Log(event) => self.logs.push((i, event)),
+            out @ (Output::ListenWeb { .. } | Output::WebRespond { .. } | Output::WebChunk { .. }) => {
+                self.web.push((i, out))
+            }
         }
     }
 
@@ -415,4 +421,62 @@ fn while_a_record_is_unanswered_only_later_records_leave() {
     node.handle(Now::ZERO, Input::Persisted { id: b });
     assert_eq!(node.poll_output(), Some(sent));
     assert_eq!(node.poll_output(), None);
+}
+
+fn web_get(path: &str) -> Box<crate::web::WebRequest> {
+    Box::new(crate::web::WebRequest {
+        method: crate::web::Method::Get,
+        path: path.into(),
+        query: String::new(),
+        headers: Vec::new(),
+        body: Vec::new(),
+        peer: "192.0.2.1".into(),
+    })
+}
+
+/// A gateway with a console asks for its HTTPS listener and answers a web request with a page;
+/// a node without one answers every web request with a refusal, never silence.
+#[test]
+fn the_console_is_served_by_a_gateway_node_and_refused_elsewhere() {
+    use crate::web::{RequestId, WebLimits};
+    let mut rng = seeded(8);
+    let (gw, kdc) = (NodeKeys::generate(&mut rng), NodeKeys::generate(&mut rng));
+    let mut net = Net::new();
+    let web = WebRole { listen: "10.0.0.1:8443".into(), limits: WebLimits::default() };
+    let role = GatewayRole {
+        listen: "10.0.0.1:7100".into(),
+        keys: gw.clone(),
+        kdc_addr: "10.0.0.2:7200".into(),
+        kdc: kdc.public(),
+        chain_tail: None,
+        limits: ConnLimits::default(),
+        web: Some(web),
+    };
+    let gateway = net.add(NodeSetup { gateway: Some(role), ..NodeSetup::new(gw) }, 2);
+    let bare = net.add(NodeSetup::new(NodeKeys::generate(&mut rng)), 3);
+    assert!(
+        net.web
+            .iter()
+            .any(|(i, o)| *i == gateway
+                && matches!(o, Output::ListenWeb { addr, .. } if addr == "10.0.0.1:8443")),
+        "the gateway asks for its web listener: {:?}",
+        net.web
+    );
+    for (end, status) in [(gateway, 200), (bare, 404)] {
+        net.web.clear();
+        let request = RequestId(end as u64 + 1);
+        net.inputs.push_back((end, Input::WebRequest { request, web: web_get("/login") }));
+        net.settle();
+        let answered: Vec<u16> = net
+            .web
+            .iter()
+            .filter_map(|(i, o)| match o {
+                Output::WebRespond { request: r, response } if *i == end && *r == request => {
+                    Some(response.status)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(answered, vec![status], "end {end}");
+    }
 }

@@ -23,6 +23,12 @@ impl TraceEvent for Input {
                 format!("ChildOutput #{} {stream} {}", child.0, short(bytes))
             }
             Input::ChildExited { child, end } => format!("ChildExited #{} {end:?}", child.0),
+            // Never a cookie, a password or a body in a trace.
+            Input::WebRequest { request, web } => {
+                format!("WebRequest {request} {:?} {}", web.method, web.path)
+            }
+            Input::WebSent { request, bytes } => format!("WebSent {request} {bytes}B"),
+            Input::WebGone { request } => format!("WebGone {request}"),
             Input::Timeout => "Timeout".to_owned(),
         }
     }
@@ -55,6 +61,13 @@ impl TraceEvent for Output {
         match self {
             Output::Listen { listener, addr } => format!("Listen {} on {addr}", listener.0),
             Output::ListenLocal { listener, path } => format!("ListenLocal {} on {path}", listener.0),
+            Output::ListenWeb { addr, .. } => format!("ListenWeb on {addr}"),
+            Output::WebRespond { request, response } => {
+                format!("WebRespond {request} {} {}B", response.status, response.body.len())
+            }
+            Output::WebChunk { request, bytes, last } => {
+                format!("WebChunk {request} {}{}", short(bytes), if *last { " last" } else { "" })
+            }
             Output::Connect { conn, addr } => format!("Connect {conn} to {addr}"),
             Output::Transmit { conn, bytes } => format!("Transmit {conn} {}", short(bytes)),
             Output::Close { conn } => format!("Close {conn}"),

@@ -8,8 +8,41 @@ use std::fmt;
 /// The largest request body the console reads (a login or command form, a JSON exec request).
 pub const MAX_BODY: usize = 256 * 1024;
 
-/// A request the driver took from a browser or script; answered by exactly one
-/// [`super::WebReply::Respond`], which a streamed body follows with [`super::WebReply::Chunk`]s.
+/// What the driver's HTTPS front holds each browser to, decided here and enforced there: the
+/// front refuses what goes past them before the node hears of it, so a slow or greedy client
+/// costs a bounded amount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebLimits {
+    /// Connections open at once; more wait in the kernel's backlog and then are refused.
+    pub max_connections: usize,
+    /// Connections one address may hold open at once, so one client cannot take every slot;
+    /// more from it are closed at accept.
+    pub max_per_peer: usize,
+    /// A request's head must arrive whole within this (the one-byte-a-second client).
+    pub header_timeout_ms: u64,
+    /// A request's body must arrive whole within this.
+    pub body_timeout_ms: u64,
+    /// The largest request body; a larger one is answered 413 by the front.
+    pub max_body: usize,
+    /// Bytes of one streamed answer the browser may leave unread before its run is ended.
+    pub max_unread: usize,
+}
+
+impl Default for WebLimits {
+    fn default() -> WebLimits {
+        WebLimits {
+            max_connections: 256,
+            max_per_peer: 32,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: 30_000,
+            max_body: MAX_BODY,
+            max_unread: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A request the driver took from a browser or script; answered by exactly one response, which
+/// a streamed body follows with chunks until the last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RequestId(pub u64);
 

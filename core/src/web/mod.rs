@@ -12,7 +12,9 @@ mod session;
 mod tests;
 
 pub use console::{ConsoleOutput, DEFAULT_FANOUT, WebConsole};
-pub use http::{CONTENT_SECURITY_POLICY, MAX_BODY, Method, RequestId, WebRequest, WebResponse, field};
+pub use http::{
+    CONTENT_SECURITY_POLICY, MAX_BODY, Method, RequestId, WebLimits, WebRequest, WebResponse, field,
+};
 pub use limiter::{Limited, LoginLimiter};
 pub use session::{ConsoleKeys, CookieError, LOGIN_COOKIE, SESSION_COOKIE};
 

@@ -18,6 +18,7 @@ use cohort_core::signed::Signed;
 use cohort_core::{NodeKeys, PublicIdentity, WallClock};
 
 use super::{GATEWAY_PORT, PASSWORD, host_port};
+use crate::browser::{SimBrowser, SimWeb};
 use crate::operator::{self, Conversation};
 
 /// A logged-in client: its channel key and the credential bound to it.
@@ -35,6 +36,8 @@ pub struct SiteClient {
     /// The site's KDC, rebuilt from its key and principals: what holding a genuine ticket takes.
     pub(super) kdc: Arc<Mutex<Kdc>>,
     pub(super) rng: Arc<Mutex<SeededRng>>,
+    /// Where browsers reach the gateway's console, when the site serves one.
+    pub(super) web: Option<SimWeb>,
 }
 
 impl std::fmt::Debug for SiteClient {
@@ -50,6 +53,12 @@ impl SiteClient {
     /// A fresh rng, forked in the order the script asks (so a run replays).
     pub fn rng(&self) -> SeededRng {
         fork(&mut *self.rng.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// A fresh browser at address `peer`, with an empty cookie jar.
+    pub fn browser(&self, peer: &str) -> Result<SimBrowser, String> {
+        let web = self.web.clone().ok_or("this site serves no web console (SiteSpec::web)")?;
+        Ok(SimBrowser::new(web, peer))
     }
 
     pub fn new_keys(&self) -> NodeKeys {

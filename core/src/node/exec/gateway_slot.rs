@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use super::super::conns::{ConnLimits, Owner};
 use super::super::io::{ConnId, Event, ListenerId, Record};
 use super::super::{AfterPersist, Effects};
+use super::web_slot::WebSlot;
 use super::{encode, send};
 use crate::exec::audit::{AuditCollector, CollectorInput, CollectorOutput};
 use crate::exec::gateway::{Gateway, GatewayInput, GatewayOutput};
@@ -14,6 +15,7 @@ use crate::exec::wire::{GatewayReply, HostWire};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::time::Now;
+use crate::web::WebConsole;
 
 #[derive(Debug)]
 pub(super) struct GatewaySlot {
@@ -36,6 +38,8 @@ pub(super) struct GatewaySlot {
     /// once theirs is sent.
     pub(super) outbox: BTreeMap<ConnId, VecDeque<Vec<u8>>>,
     pub(super) closing: BTreeSet<ConnId>,
+    /// The web console, when the gateway serves one: its requests are gateway clients too.
+    pub(super) web: Option<WebSlot>,
 }
 
 impl GatewaySlot {
@@ -81,9 +85,26 @@ impl GatewaySlot {
                 }
                 continue;
             }
+            if let Some(web) = &mut self.web
+                && let Some(out) = web.console.poll_output()
+            {
+                moved = true;
+                if let Some(input) = web.carry_out(out, fx) {
+                    self.gateway.handle(now, input);
+                }
+                continue;
+            }
             let Some(out) = self.gateway.poll_output() else { return moved };
             moved = true;
             match out {
+                // The console's requests: it turns the gateway's answers into web responses.
+                GatewayOutput::ToClient { client, event } if WebConsole::owns(client) => {
+                    if let Some(web) = &mut self.web {
+                        web.console.handle_event(now, client, event);
+                    }
+                }
+                // A console run ends with its last event; there is no connection to close.
+                GatewayOutput::CloseClient { client } if WebConsole::owns(client) => {}
                 // Results wait here, not in the driver, while a client reads slowly.
                 GatewayOutput::ToClient { client, event } => {
                     let conn = ConnId(client);
