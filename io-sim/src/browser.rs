@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use cohort_core::node::Input;
 use cohort_core::web::{Method, RequestId, WebRequest, WebResponse};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
@@ -52,6 +53,50 @@ impl SimWeb {
         match sent {
             Some(Ok(())) => Ok(answers),
             _ => Err("connection refused: the console is not listening".into()),
+        }
+    }
+}
+
+/// Where each request's answer goes, on the host serving the console: what its web outputs
+/// are carried to, and what the host hears back (a browser that left; bytes it read, at once).
+#[derive(Debug, Default)]
+pub struct WebAnswers {
+    open: BTreeMap<RequestId, UnboundedSender<WebPart>>,
+}
+
+impl WebAnswers {
+    /// A browser's call: the input for the node.
+    pub fn take(&mut self, call: WebCall) -> Input {
+        self.open.insert(call.request, call.answer);
+        Input::WebRequest { request: call.request, web: call.web }
+    }
+
+    /// The node's answer; the input to feed if the browser has gone.
+    pub fn respond(&mut self, request: RequestId, response: Box<WebResponse>) -> Option<Input> {
+        let streamed = response.streamed;
+        let delivered = self.open.get(&request).is_some_and(|a| a.send(WebPart::Head(response)).is_ok());
+        if (!delivered || !streamed)
+            && let Some(answer) = self.open.remove(&request)
+        {
+            let _ = answer.send(WebPart::End);
+        }
+        (!delivered && streamed).then_some(Input::WebGone { request })
+    }
+
+    /// More of a streamed answer; what the node hears: read at once, or gone.
+    pub fn chunk(&mut self, request: RequestId, bytes: Vec<u8>, last: bool) -> Option<Input> {
+        let length = bytes.len();
+        let delivered = self.open.get(&request).is_some_and(|a| a.send(WebPart::Chunk(bytes)).is_ok());
+        if last && let Some(answer) = self.open.remove(&request) {
+            let _ = answer.send(WebPart::End);
+        }
+        match delivered {
+            true if !last => Some(Input::WebSent { request, bytes: length }),
+            true => None,
+            false => {
+                self.open.remove(&request);
+                Some(Input::WebGone { request })
+            }
         }
     }
 }

@@ -17,7 +17,6 @@ use cohort_core::node::ChildId;
 use cohort_core::node::{ConnId, Event, Input, Node, NodeSetup, Output, Record};
 use cohort_core::rng::{SeededRng, fork, seeded};
 use cohort_core::trace::Trace;
-use cohort_core::web::RequestId;
 use cohort_core::{Machine, NodeKeys};
 use rand_core::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,7 +25,7 @@ use tokio::sync::watch;
 use turmoil::net::tcp::OwnedWriteHalf;
 use turmoil::net::{TcpListener, TcpStream};
 
-use crate::browser::{SimWeb, WebCall, WebPart};
+use crate::browser::{SimWeb, WebAnswers, WebCall};
 use crate::clock::now;
 use crate::observer::Observer;
 use crate::processes::{Behaviour, behaviour};
@@ -185,7 +184,7 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
     let mut children: BTreeMap<ChildId, (tokio::task::JoinHandle<()>, watch::Sender<bool>)> = BTreeMap::new();
     let mut spawned = 0usize;
     // Where each web request's answer goes.
-    let mut answers: BTreeMap<RequestId, UnboundedSender<WebPart>> = BTreeMap::new();
+    let mut answers = WebAnswers::default();
     loop {
         while let Some(output) = node.poll_output() {
             ctx.output(&output);
@@ -203,33 +202,13 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     }
                 }
                 Output::WebRespond { request, response } => {
-                    let streamed = response.streamed;
-                    let delivered =
-                        answers.get(&request).is_some_and(|a| a.send(WebPart::Head(response)).is_ok());
-                    if !delivered || !streamed {
-                        if let Some(answer) = answers.remove(&request) {
-                            let _ = answer.send(WebPart::End);
-                        }
-                    }
-                    if !delivered && streamed {
-                        feed(&ctx, &mut node, Input::WebGone { request });
+                    if let Some(input) = answers.respond(request, response) {
+                        feed(&ctx, &mut node, input);
                     }
                 }
                 Output::WebChunk { request, bytes, last } => {
-                    let length = bytes.len();
-                    let delivered =
-                        answers.get(&request).is_some_and(|a| a.send(WebPart::Chunk(bytes)).is_ok());
-                    if last && let Some(answer) = answers.remove(&request) {
-                        let _ = answer.send(WebPart::End);
-                    }
-                    // A simulated browser reads at once; one that left is gone.
-                    match delivered {
-                        true if !last => feed(&ctx, &mut node, Input::WebSent { request, bytes: length }),
-                        true => {}
-                        false => {
-                            answers.remove(&request);
-                            feed(&ctx, &mut node, Input::WebGone { request });
-                        }
+                    if let Some(input) = answers.chunk(request, bytes, last) {
+                        feed(&ctx, &mut node, input);
                     }
                 }
                 Output::Connect { conn, addr } => {
@@ -336,8 +315,8 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                         answer.closed().await;
                         let _ = gone.send(Report::Input(Input::WebGone { request }));
                     });
-                    answers.insert(call.request, call.answer);
-                    feed(&ctx, &mut node, Input::WebRequest { request: call.request, web: call.web });
+                    let input = answers.take(call);
+                    feed(&ctx, &mut node, input);
                 }
                 Some(Report::Input(input)) => {
                     match &input {

@@ -25,7 +25,7 @@ use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::{SeededRng, fork};
 use crate::time::{Instant, Now};
-use crate::web::{RequestId, WebConsole, WebRequest, WebResponse};
+use crate::web::WebConsole;
 use crate::wire;
 
 mod gateway_slot;
@@ -468,37 +468,6 @@ impl ExecHost {
         }
         self.drain(now, fx);
         true
-    }
-
-    /// A request from the web front: the gateway's console answers it, or (no console here) a
-    /// plain refusal does.
-    pub fn on_web_request(&mut self, now: Now, request: RequestId, web: WebRequest, fx: &mut Effects<'_>) {
-        match self.gateway.as_mut() {
-            Some(GatewaySlot { web: Some(slot), gateway, .. }) => {
-                slot.console.handle_request(now, request, web, gateway)
-            }
-            _ => {
-                let error = serde_json::json!({ "error": "this node serves no web console" });
-                let response = Box::new(WebResponse::json(404, &error));
-                fx.out.push_back(Output::WebRespond { request, response });
-            }
-        }
-        self.drain(now, fx);
-    }
-
-    /// The front handed `bytes` more of a streamed answer to its connection.
-    pub fn on_web_sent(&mut self, request: RequestId, bytes: usize) {
-        if let Some(slot) = self.gateway.as_mut().and_then(|g| g.web.as_mut()) {
-            slot.sent(request, bytes);
-        }
-    }
-
-    /// The browser went away: a run it was watching is cancelled.
-    pub fn on_web_gone(&mut self, now: Now, request: RequestId, fx: &mut Effects<'_>) {
-        if let Some(slot) = self.gateway.as_mut().and_then(|g| g.web.as_mut()) {
-            slot.gone(request);
-        }
-        self.drain(now, fx);
     }
 
     /// Whether file write `id` places a copy's file.

@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 
 use super::super::Effects;
 use super::super::io::{Event, Output};
+use super::{ExecHost, GatewaySlot};
 use crate::exec::gateway::GatewayInput;
-use crate::web::{ConsoleOutput, RequestId, WebConsole, WebLimits};
+use crate::time::Now;
+use crate::web::{ConsoleOutput, RequestId, WebConsole, WebLimits, WebRequest, WebResponse};
 
 /// The web console a gateway serves, and where.
 #[derive(Debug, Clone)]
@@ -73,5 +75,39 @@ impl WebSlot {
             }
         }
         None
+    }
+}
+
+/// The web front's inputs, for the gateway's console.
+impl ExecHost {
+    /// A request from the web front: the gateway's console answers it, or (no console here) a
+    /// plain refusal does.
+    pub fn on_web_request(&mut self, now: Now, request: RequestId, web: WebRequest, fx: &mut Effects<'_>) {
+        match self.gateway.as_mut() {
+            Some(GatewaySlot { web: Some(slot), gateway, .. }) => {
+                slot.console.handle_request(now, request, web, gateway)
+            }
+            _ => {
+                let error = serde_json::json!({ "error": "this node serves no web console" });
+                let response = Box::new(WebResponse::json(404, &error));
+                fx.out.push_back(Output::WebRespond { request, response });
+            }
+        }
+        self.drain(now, fx);
+    }
+
+    /// The front handed `bytes` more of a streamed answer to its connection.
+    pub fn on_web_sent(&mut self, request: RequestId, bytes: usize) {
+        if let Some(slot) = self.gateway.as_mut().and_then(|g| g.web.as_mut()) {
+            slot.sent(request, bytes);
+        }
+    }
+
+    /// The browser went away: a run it was watching is cancelled.
+    pub fn on_web_gone(&mut self, now: Now, request: RequestId, fx: &mut Effects<'_>) {
+        if let Some(slot) = self.gateway.as_mut().and_then(|g| g.web.as_mut()) {
+            slot.gone(request);
+        }
+        self.drain(now, fx);
     }
 }
