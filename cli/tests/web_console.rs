@@ -8,54 +8,15 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cohort, free_base_port, free_member_base};
+use common::{Processes, free_base_port, init_web_site, start_node};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-struct Processes(Vec<(String, Child)>);
-
-impl Processes {
-    fn kill(&mut self, name: &str) {
-        if let Some((_, child)) = self.0.iter_mut().find(|(n, _)| n == name) {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        self.0.retain(|(n, _)| n != name);
-    }
-}
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn start_node(root: &Path, name: &str) -> (String, Child) {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(root.join(format!("{name}.log")))
-        .expect("log file");
-    let child = Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["node", "run", "--config"])
-        .arg(root.join(name).join("node.toml"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("node starts");
-    (name.to_owned(), child)
-}
 
 fn wait_until(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -117,43 +78,6 @@ async fn group_labels(client: &Client) -> Vec<String> {
     labels
 }
 
-fn site() -> (tempfile::TempDir, u16) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let member_port = free_member_base(2);
-    let taken = [member_port, member_port + 1, member_port + 100, member_port + 101];
-    // The gateway, the KDC after it, and the console after that.
-    let exec_port = loop {
-        let p = free_base_port(3);
-        if !(0..3).any(|i| taken.contains(&(p + i))) {
-            break p;
-        }
-    };
-    let web_port = exec_port + 2;
-    let root = dir.path().join("c");
-    let out = cohort(&[
-        "init",
-        "--dir",
-        root.to_str().expect("utf-8"),
-        "--members",
-        "1",
-        "--base-port",
-        &member_port.to_string(),
-        "--exec-hosts",
-        "20",
-        "--exec-port",
-        &exec_port.to_string(),
-        "--web-port",
-        &web_port.to_string(),
-        "--heartbeat-ms",
-        "200",
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("https://127.0.0.1:{web_port}/")), "init names the console: {stdout}");
-    assert!(stdout.contains("SHA-256 "), "init prints the certificate's fingerprint: {stdout}");
-    (dir, web_port)
-}
-
 #[test]
 fn the_console_in_headless_chromium() {
     if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
@@ -162,7 +86,9 @@ fn the_console_in_headless_chromium() {
         );
         return;
     }
-    let (dir, web_port) = site();
+    let (dir, web_port, made) = init_web_site(20);
+    assert!(made.contains(&format!("https://127.0.0.1:{web_port}/")), "init names the console: {made}");
+    assert!(made.contains("SHA-256 "), "init prints the certificate's fingerprint: {made}");
     let root = dir.path().join("c");
     let mut nodes = Processes(vec![start_node(&root, "m0"), start_node(&root, "exec")]);
     let driver_port = free_base_port(1);

@@ -9,36 +9,12 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use std::time::{Duration, Instant};
 
-use common::{cohort, free_base_port, free_member_base};
-
-struct Nodes(Vec<Child>);
-
-impl Drop for Nodes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn start_node(root: &Path, name: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_cohort"))
-        .args(["node", "run", "--config"])
-        .arg(root.join(name).join("node.toml"))
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(root.join(format!("{name}.log"))).expect("log"))
-        .spawn()
-        .expect("node starts")
-}
+use common::{Processes, cohort, init_web_site, start_node};
 
 fn resident_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the node's status");
@@ -91,38 +67,10 @@ fn fetch_login(port: u16, cert: &Path) -> Result<u16, String> {
 
 #[test]
 fn slow_clients_do_not_stop_the_console_or_the_cli_and_memory_stays_bounded() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let member_port = free_member_base(2);
-    let taken = [member_port, member_port + 1, member_port + 100, member_port + 101];
-    let exec_port = loop {
-        let p = free_base_port(3);
-        if !(0..3).any(|i| taken.contains(&(p + i))) {
-            break p;
-        }
-    };
-    let web_port = exec_port + 2;
+    let (dir, web_port, _) = init_web_site(5);
     let root = dir.path().join("c");
-    let root_text = root.to_str().expect("utf-8");
-    let out = cohort(&[
-        "init",
-        "--dir",
-        root_text,
-        "--members",
-        "1",
-        "--base-port",
-        &member_port.to_string(),
-        "--exec-hosts",
-        "5",
-        "--exec-port",
-        &exec_port.to_string(),
-        "--web-port",
-        &web_port.to_string(),
-        "--heartbeat-ms",
-        "200",
-    ]);
-    assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
-    let nodes = Nodes(vec![start_node(&root, "m0"), start_node(&root, "exec")]);
-    let gateway = nodes.0[0].id();
+    let nodes = Processes(vec![start_node(&root, "m0"), start_node(&root, "exec")]);
+    let gateway = nodes.pid("m0").expect("the gateway's process");
     let cert = root.join("m0/web.crt");
     let started = Instant::now();
     while fetch_login(web_port, &cert) != Ok(200) {

@@ -267,3 +267,88 @@ pub fn accepted_version(stdout: &str) -> String {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// Node processes a test started, by name; each is killed when the test ends.
+pub struct Processes(pub Vec<(String, Child)>);
+
+impl Processes {
+    /// Kills the process called `name` and forgets it.
+    pub fn kill(&mut self, name: &str) {
+        if let Some((_, child)) = self.0.iter_mut().find(|(n, _)| n == name) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.0.retain(|(n, _)| n != name);
+    }
+
+    /// The process id of the process called `name`.
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, c)| c.id())
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Starts the node whose configuration is ROOT/NAME/node.toml, its log appended to
+/// ROOT/NAME.log.
+pub fn start_node(root: &Path, name: &str) -> (String, Child) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join(format!("{name}.log")))
+        .expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_cohort"))
+        .args(["node", "run", "--config"])
+        .arg(root.join(name).join("node.toml"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("node starts");
+    (name.to_owned(), child)
+}
+
+/// A site with the web console, made by `cohort init` in DIR/c on ports free now: m0 is the
+/// gateway (with the KDC) and serves the console, the `exec` member hosts `hosts` managed hosts.
+/// Returns the directory, the console's port and what init printed.
+pub fn init_web_site(hosts: u16) -> (tempfile::TempDir, u16, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let member_port = free_member_base(2);
+    let taken = [member_port, member_port + 1, member_port + 100, member_port + 101];
+    // The gateway, the KDC after it, and the console after that.
+    let exec_port = loop {
+        let p = free_base_port(3);
+        if !(0..3).any(|i| taken.contains(&(p + i))) {
+            break p;
+        }
+    };
+    let web_port = exec_port + 2;
+    let root = dir.path().join("c");
+    let out = cohort(&[
+        "init",
+        "--dir",
+        path_str(&root),
+        "--members",
+        "1",
+        "--base-port",
+        &member_port.to_string(),
+        "--exec-hosts",
+        &hosts.to_string(),
+        "--exec-port",
+        &exec_port.to_string(),
+        "--web-port",
+        &web_port.to_string(),
+        "--heartbeat-ms",
+        "200",
+    ]);
+    assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+    (dir, web_port, String::from_utf8_lossy(&out.stdout).into_owned())
+}

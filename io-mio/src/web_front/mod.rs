@@ -334,20 +334,11 @@ fn build(answer: Answer, guard: GoneGuard) -> Response<AnswerBody> {
     }
     // A whole answer: the node has forgotten the request already, so no guard is needed.
     let guard = chunks.is_some().then_some(guard);
-    let streamed = chunks.is_some();
     let body = AnswerBody { whole: Some(Bytes::from(response.body)), chunks, guard };
-    match builder.body(body) {
-        Ok(response) => response,
-        Err(e) => {
-            // The node's headers are its own constants and sealed values; this is a bug, and the
-            // browser hears so instead of the connection dropping.
-            let mut fallback = plain(500, &format!("the node's answer had a bad header: {e}"));
-            if streamed {
-                fallback.body_mut().chunks = None;
-            }
-            fallback
-        }
-    }
+    // The node's headers are its own constants and sealed values, so an error here is a bug:
+    // the browser hears so instead of the connection dropping, and the body dropped with the
+    // builder tells the node (through its guard) that a streamed answer has no one to go to.
+    builder.body(body).unwrap_or_else(|e| plain(500, &format!("the node's answer had a bad header: {e}")))
 }
 
 /// A plain-text answer the front gives itself, for what never reached the node.

@@ -67,8 +67,7 @@ impl WebSlot {
                     // The console ends the run and sends the stream's last chunk; what it had
                     // queued before that is dropped (no entry any more).
                     fx.log(Event::WebNotReading { request, unread: *unread });
-                    self.unread.remove(&request);
-                    self.console.handle_gone(request);
+                    self.gone(request);
                 } else {
                     fx.out.push_back(Output::WebChunk { request, bytes, last: false });
                 }
