@@ -32,7 +32,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     }
     let status = args.target.resolve()?.status()?;
     if args.json {
-        println!("{}", serde_json::to_string(&status_json(&status))?);
+        println!("{}", serde_json::to_string(&status.to_json())?);
     } else {
         print!("{}", render_status(&status));
     }
@@ -43,47 +43,9 @@ fn version_text(version: Option<Version>) -> String {
     version.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-pub fn status_json(status: &NodeStatus) -> serde_json::Value {
-    let members: Vec<serde_json::Value> = status
-        .members
-        .iter()
-        .map(|m| {
-            serde_json::json!({
-                "name": m.name,
-                "node_id": m.node_id.to_hex(),
-                "address": m.address,
-                "self": m.is_self,
-                "active": m.active.map(|v| v.to_full_string()),
-                "staged": m.staged.map(|v| v.to_full_string()),
-                "last_heard_ms": m.last_heard_ms,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "node": status.name,
-        "node_id": status.node_id.to_hex(),
-        "cluster_id": status.cluster_id,
-        "active": status.active.to_full_string(),
-        "staged": status.staged.map(|v| v.to_full_string()),
-        "state": state(status),
-        "settings": status.settings,
-        "members": members,
-        "dropped": status.dropped.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-    })
-}
-
-/// What the node is doing, in one word for scripts.
-fn state(status: &NodeStatus) -> &'static str {
-    match (status.in_roster, status.syncing) {
-        (false, _) => "outside-roster",
-        (true, true) => "syncing",
-        (true, false) => "serving",
-    }
-}
-
 /// What the node is doing, for a person.
 fn state_text(status: &NodeStatus) -> &'static str {
-    match state(status) {
+    match status.state() {
         "outside-roster" => "not in the roster (waiting to be added, or removed): answering no lookups",
         other => other,
     }

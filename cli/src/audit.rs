@@ -5,10 +5,11 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_trail};
+use cohort_core::exec::audit::{AuditDecision, ChainEntry};
+use cohort_core::exec::audit_view::{entry_json, utc_text, verify_stored};
 use cohort_core::exec::directory::ExecDirectory;
 use cohort_core::exec::gateway::GATEWAY_AUDIT_NAME;
-use cohort_core::exec::task::{DataDigest, DataKind};
+use cohort_core::exec::task::DataKind;
 use cohort_io_mio::node_config::NodeConfig;
 use cohort_io_mio::store::{Store, StoredEntry};
 
@@ -92,59 +93,6 @@ impl Source {
     }
 }
 
-/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC (days-from-civil, inverted).
-fn utc(millis: u64) -> String {
-    let secs = millis / 1000;
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
-}
-
-/// One entry as a log pipeline wants it: every field named, times in UTC and milliseconds.
-fn entry_json(entry: &ChainEntry) -> serde_json::Value {
-    let r = &entry.record;
-    let (decision, detail) = match &r.decision {
-        AuditDecision::Run => ("run", None),
-        AuditDecision::Denied { reason } => ("denied", Some(reason.as_str())),
-        AuditDecision::Ended { outcome } => ("ended", Some(outcome.as_str())),
-        AuditDecision::Lowered { ceilings } => ("lowered", Some(ceilings.as_str())),
-    };
-    serde_json::json!({
-        "index": entry.index,
-        "at": utc(r.at.0),
-        "at_unix_ms": r.at.0,
-        "host": r.host,
-        "principal": r.principal,
-        "run_as": r.run_as,
-        "argv": r.argv,
-        "data": r.data.iter().map(data_json).collect::<Vec<_>>(),
-        "decision": decision,
-        "detail": detail,
-        "run_id": hex::encode(r.run_id),
-        "hash": hex::encode(entry.hash),
-        "prev_hash": hex::encode(entry.prev_hash),
-        "host_signature": hex::encode(entry.signature.0),
-        "host_key": hex::encode(entry.signer.signing),
-    })
-}
-
-/// One piece of data a run carried, by size and digest.
-fn data_json(d: &DataDigest) -> serde_json::Value {
-    let (kind, path, mode) = match &d.what {
-        DataKind::Stdin => ("stdin", None, None),
-        DataKind::File { path, mode } => ("file", Some(path.as_str()), Some(format!("{mode:04o}"))),
-    };
-    serde_json::json!({ "kind": kind, "path": path, "mode": mode, "size": d.size, "sha256": hex::encode(d.sha256) })
-}
-
 fn line(entry: &ChainEntry) -> String {
     let r = &entry.record;
     let decision = match &r.decision {
@@ -167,7 +115,7 @@ fn line(entry: &ChainEntry) -> String {
     format!(
         "#{:<6} {} {:<8} {:<10} as {:<8} {:<30} {}{data}",
         entry.index,
-        utc(r.at.0),
+        utc_text(r.at.0),
         r.host,
         r.principal,
         if r.run_as.is_empty() { "-" } else { &r.run_as },
@@ -211,16 +159,7 @@ pub fn run(command: &AuditCommand) -> anyhow::Result<()> {
             let store = source.open()?;
             let checkpoints = store.load_checkpoints()?;
             let chain = store.load_chain()?;
-            let mut entries = Vec::with_capacity(chain.len());
-            for stored in chain {
-                match stored {
-                    StoredEntry::Entry(entry) => entries.push(*entry),
-                    StoredEntry::Undecodable { index, reason } => {
-                        bail!("audit chain broken at entry {index}: it does not decode ({reason})")
-                    }
-                }
-            }
-            match verify_trail(&entries, &signers, &collector, &checkpoints) {
+            match verify_stored(&chain, &signers, &collector, &checkpoints) {
                 Ok(count) => {
                     println!(
                         "audit chain intact: {count} entries, every host signature and {} checkpoints verified",
@@ -231,15 +170,5 @@ pub fn run(command: &AuditCommand) -> anyhow::Result<()> {
                 Err(e) => bail!("audit chain broken: {e}"),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
-        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
-        assert_eq!(super::utc(1_795_428_539_207), "2026-11-23 10:08:59");
     }
 }

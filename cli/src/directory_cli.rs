@@ -77,6 +77,10 @@ pub enum AclCommand {
         /// Directories under which `cohort copy` may write, comma-separated.
         #[arg(long, value_name = "DIRS", value_delimiter = ',')]
         copy: Vec<String>,
+        /// May read every principal's records in the web console's audit trail (each principal
+        /// always sees its own).
+        #[arg(long)]
+        audit: bool,
         /// Sessions at once within one run, at most.
         #[arg(long, value_name = "N")]
         max_fanout: Option<u32>,
@@ -168,6 +172,7 @@ pub fn acl(command: &AclCommand) -> anyhow::Result<()> {
             commands,
             shell,
             copy,
+            audit,
             max_fanout,
             max_time,
             max_runs,
@@ -192,6 +197,7 @@ pub fn acl(command: &AclCommand) -> anyhow::Result<()> {
                 commands: set(commands),
                 shell: *shell,
                 copy: set(copy),
+                audit: *audit,
                 limits,
             };
             let change = setting(format!("{ACL_PREFIX}{principal}"), acl_setting(&entry))?;

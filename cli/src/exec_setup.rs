@@ -37,7 +37,21 @@ fn write_web_certificate(args: &Args, dir: &Path, listen: SocketAddr) -> anyhow:
     std::fs::create_dir_all(dir)?;
     std::fs::write(dir.join("web.crt"), cert).context("could not write the web certificate")?;
     write_private(&dir.join("web.key"), &key)?;
-    Ok(WebConfig { listen, cert_file: "web.crt".into(), key_file: "web.key".into() })
+    Ok(WebConfig { listen, cert_file: "web.crt".into(), key_file: "web.key".into(), policy_master: None })
+}
+
+/// Points m0's web console at the policy tier's master in `tier_file` (the master lists m0's key
+/// as a viewer), so its policy pages have figures to show.
+pub fn console_asks_master(dir: &Path, tier_file: &Path) -> anyhow::Result<()> {
+    let tier: cohort_io_mio::node_config::TierFile = cohort_io_mio::node_config::load_toml(tier_file)?;
+    let master = tier.servers.iter().find(|s| s.parent.is_none()).context("the tier has no master")?;
+    let master =
+        PeerRef { address: master.address, ed25519: master.ed25519.clone(), x25519: master.x25519.clone() };
+    edit_node_config(&dir.join("m0"), |config| {
+        if let Some(web) = config.gateway.as_mut().and_then(|g| g.web.as_mut()) {
+            web.policy_master = Some(master);
+        }
+    })
 }
 
 /// The SHA-256 fingerprint of the console's certificate in `dir`, if it has one.
@@ -121,6 +135,8 @@ impl ExecPlan {
             commands: ["*".to_owned()].into(),
             shell: false,
             copy: ["/tmp".to_owned()].into(),
+            // The site's one principal is its operator: it reads the whole trail.
+            audit: true,
             limits: Limits::default(),
         };
         Ok(ExecPlan { password, hosts, acl: (args.exec_user.clone(), entry) })

@@ -206,7 +206,16 @@ pub fn create_at(args: &Args, addresses: &[(SocketAddr, SocketAddr)]) -> anyhow:
         (None, None)
     };
     if args.policy_locals > 0 {
-        crate::policy_setup::create(args, &args.dir, &operator, &mut rng)?;
+        crate::policy_setup::create(
+            args,
+            &args.dir,
+            &operator,
+            exec.as_ref().and(keys.first()).map(NodeKeys::public),
+            &mut rng,
+        )?;
+        if exec.is_some() && args.web_port.is_some() {
+            crate::exec_setup::console_asks_master(&args.dir, &args.dir.join("policy").join("tier.toml"))?;
+        }
     }
     let cluster_file = args.dir.join("cluster.toml");
     let file = ClusterFile { cluster_id: args.cluster.clone(), members: entries, gateway, kdc };

@@ -172,25 +172,11 @@ pub fn global_status(args: &GlobalArgs, key: &Option<PathBuf>, json: bool) -> an
     let request = PolicyAdmin::Status { current: args.current, since: args.since.map(WallClock) };
     let PolicyAdminReply::Status(status) = ask(&args.tier, key, request)? else { bail!("unexpected answer") };
     if json {
-        println!("{}", serde_json::to_string(&status_json(&status))?);
+        println!("{}", serde_json::to_string(&status.to_json())?);
     } else {
         print!("{}", render_global(&status));
     }
     Ok(())
-}
-
-pub fn status_json(status: &GlobalStatus) -> serde_json::Value {
-    serde_json::json!({
-        "current": status.current,
-        "partial": status.partial(),
-        "missing": status.missing,
-        "as_of": status.as_of.iter().map(|(k, at)| (k.clone(), serde_json::json!(at.0))).collect::<serde_json::Map<_, _>>(),
-        "agents": status.aggregate.agents(),
-        "silent_agents": status.aggregate.silent_agents,
-        "platforms": counts_json(&status.aggregate.platforms),
-        "locals": counts_json(&status.aggregate.locals),
-        "policy_versions": status.aggregate.policy_versions,
-    })
 }
 
 /// One section of the global status: a header, then a row per entry.
@@ -206,20 +192,6 @@ fn table(out: &mut String, title: &str, rows: &std::collections::BTreeMap<String
             c.threats
         ));
     }
-}
-
-/// Counters as JSON objects keyed by name.
-fn counts_json(
-    rows: &std::collections::BTreeMap<String, PlatformCounts>,
-) -> serde_json::Map<String, serde_json::Value> {
-    rows.iter()
-        .map(|(k, c)| {
-            (
-                k.clone(),
-                serde_json::json!({"agents": c.agents, "compliant": c.compliant, "threats": c.threats}),
-            )
-        })
-        .collect()
 }
 
 pub fn render_global(status: &GlobalStatus) -> String {

@@ -70,6 +70,12 @@ async fn run(client: &Client, nodes: &str, command: &str) {
     client.find(Locator::Css("#start")).await.expect("the Run button").click().await.expect("clicked");
 }
 
+async fn save(client: &Client, shots: &Path, name: &str) {
+    let shot = client.screenshot().await.expect("a screenshot");
+    std::fs::write(shots.join(name), &shot).expect("the screenshot is saved");
+    eprintln!("screenshot: {}", shots.join(name).display());
+}
+
 async fn group_labels(client: &Client) -> Vec<String> {
     let mut labels = Vec::new();
     for group in client.find_all(Locator::Css("#groups .group h3 .label")).await.expect("groups") {
@@ -86,11 +92,14 @@ fn the_console_in_headless_chromium() {
         );
         return;
     }
-    let (dir, web_port, made) = init_web_site(20);
+    let (dir, web_port, made) = init_web_site(20, true);
     assert!(made.contains(&format!("https://127.0.0.1:{web_port}/")), "init names the console: {made}");
     assert!(made.contains("SHA-256 "), "init prints the certificate's fingerprint: {made}");
     let root = dir.path().join("c");
     let mut nodes = Processes(vec![start_node(&root, "m0"), start_node(&root, "exec")]);
+    for policy in ["policy/master", "policy/local-00", "policy/agents"] {
+        nodes.0.push(start_node(&root, policy));
+    }
     let driver_port = free_base_port(1);
     let driver = Command::new(CHROMEDRIVER)
         .arg(format!("--port={driver_port}"))
@@ -222,6 +231,46 @@ fn the_console_in_headless_chromium() {
         }
         run(&client, "h[01-20]", "echo after the restart").await;
         wait_text(&client, "#status", "20 hosts: 20 ok", Duration::from_secs(60)).await;
+
+        // The cluster's status: this member's view of the others.
+        client.goto(&format!("{base}/status")).await.expect("the status page loads");
+        wait_text(&client, "#cluster", "serving", Duration::from_secs(5)).await;
+        let members = text(&client, "#members").await;
+        assert!(members.contains("m0") && members.contains("exec"), "{members}");
+        save(&client, &shots, "status.png").await;
+
+        // The audit trail, newest first: the hostile command is text, and the trail verifies.
+        client.goto(&format!("{base}/audit?limit=200")).await.expect("the audit page loads");
+        let first = text(&client, "#audit tbody tr td.command").await;
+        assert_eq!(first.trim(), "echo after the restart", "newest first");
+        let commands = text(&client, "#audit").await;
+        assert!(commands.contains("echo <script>alert(1)</script>"), "shown as text");
+        assert!(client.get_alert_text().await.is_err(), "no alert was raised");
+        client.find(Locator::Css("#verify-trail")).await.expect("Verify").click().await.expect("clicked");
+        wait_text(&client, "#verify", "Intact", Duration::from_secs(10)).await;
+        client.goto(&format!("{base}/audit?host=h07")).await.expect("a filtered listing");
+        let hosts = client.find_all(Locator::Css("#audit tbody tr td:nth-child(3)")).await.expect("rows");
+        assert!(!hosts.is_empty(), "h07 has records");
+        for host in hosts {
+            assert_eq!(host.text().await.expect("a cell"), "h07");
+        }
+        save(&client, &shots, "audit.png").await;
+
+        // The policy tier's global status from its master, and compliance over time.
+        let started = Instant::now();
+        loop {
+            client.goto(&format!("{base}/policy")).await.expect("the policy page loads");
+            let summary = client.find(Locator::Css("#policy-summary")).await;
+            if let Ok(summary) = summary
+                && summary.text().await.expect("text").contains("2 agents reporting")
+                && client.find(Locator::Css("#compliance-chart polyline")).await.is_ok()
+            {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "the tier never reported its two agents");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        save(&client, &shots, "policy.png").await;
 
         // An altered cookie: back to the login form, saying why.
         let mut cookie = client.get_named_cookie("cohort_session").await.expect("the session cookie");

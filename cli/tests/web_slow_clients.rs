@@ -67,7 +67,7 @@ fn fetch_login(port: u16, cert: &Path) -> Result<u16, String> {
 
 #[test]
 fn slow_clients_do_not_stop_the_console_or_the_cli_and_memory_stays_bounded() {
-    let (dir, web_port, _) = init_web_site(5);
+    let (dir, web_port, _) = init_web_site(5, false);
     let root = dir.path().join("c");
     let nodes = Processes(vec![start_node(&root, "m0"), start_node(&root, "exec")]);
     let gateway = nodes.pid("m0").expect("the gateway's process");

@@ -88,6 +88,48 @@ pub struct PeerStatus {
     pub staged: Option<Version>,
 }
 
+impl NodeStatus {
+    /// What the node is doing, in one word for scripts.
+    pub fn state(&self) -> &'static str {
+        match (self.in_roster, self.syncing) {
+            (false, _) => "outside-roster",
+            (true, true) => "syncing",
+            (true, false) => "serving",
+        }
+    }
+
+    /// The status as `cohort status --json` and the console's `/api/status` give it: versions
+    /// in full, times in milliseconds since last heard.
+    pub fn to_json(&self) -> serde_json::Value {
+        let members: Vec<serde_json::Value> = self
+            .members
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "name": m.name,
+                    "node_id": m.node_id.to_hex(),
+                    "address": m.address,
+                    "self": m.is_self,
+                    "active": m.active.map(|v| v.to_full_string()),
+                    "staged": m.staged.map(|v| v.to_full_string()),
+                    "last_heard_ms": m.last_heard_ms,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "node": self.name,
+            "node_id": self.node_id.to_hex(),
+            "cluster_id": self.cluster_id,
+            "active": self.active.to_full_string(),
+            "staged": self.staged.map(|v| v.to_full_string()),
+            "state": self.state(),
+            "settings": self.settings,
+            "members": members,
+            "dropped": self.dropped.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        })
+    }
+}
+
 /// The status view of `member` at `now`: its own versions and each member of its active and
 /// staged rosters as last heard.
 pub fn node_status(member: &Member, now: Instant) -> NodeStatus {

@@ -8,7 +8,9 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 
-use cohort_core::node::{ChildId, ConnId, Input, Level, ListenerId, Node, Output, PersistId, Record};
+use cohort_core::node::{
+    AuditRange, AuditRows, ChildId, ConnId, Input, Level, ListenerId, Node, Output, PersistId, Record,
+};
 use cohort_core::{Machine, exec::daemon::ProcessEnd};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
@@ -163,6 +165,10 @@ impl NodeDriver {
                 if let Some(front) = &mut self.web {
                     front.chunk(request, bytes, last);
                 }
+            }
+            Output::ReadAudit { read, range } => {
+                let rows = self.read_audit(range).map_err(|e| e.to_string());
+                self.feed(Input::AuditRead { read, rows });
             }
             Output::Connect { conn, addr } => {
                 match addr.parse::<SocketAddr>().map(|a| TcpStream::connect(a).and_then(StreamSocket::tcp)) {
@@ -378,6 +384,17 @@ impl NodeDriver {
             self.feed(Input::Persisted { id });
         }
         Ok(())
+    }
+
+    fn read_audit(&self, range: AuditRange) -> Result<AuditRows, crate::store::StoreError> {
+        Ok(match range {
+            AuditRange::Newest { before, count } => {
+                AuditRows { rows: self.store.chain_newest(before, count)?, checkpoints: Vec::new() }
+            }
+            AuditRange::Whole => {
+                AuditRows { rows: self.store.load_chain()?, checkpoints: self.store.load_checkpoints()? }
+            }
+        })
     }
 
     /// Carries out outputs until the node has none, reading again where a budget stopped.

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cohort_core::PublicIdentity;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +90,10 @@ pub struct WebConfig {
     pub listen: SocketAddr,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// The policy tier's master, for the console's policy pages; it must list this node's key
+    /// among its `viewers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_master: Option<PeerRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +146,28 @@ pub struct PolicyServerConfig {
     pub sync_window_s: u64,
     #[serde(default = "default_sync_jitter_s")]
     pub sync_jitter_s: u64,
+    /// Identities (hex keys, as `tier.toml` gives operators) that may only read this server's
+    /// global status and history: the web console on the exec gateway, say. The master's only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub viewers: Vec<KeyRef>,
+}
+
+impl PolicyServerConfig {
+    /// The viewers' identities; a key that is not 64 hex digits is an error naming the field
+    /// (`policy_server.viewers[i].ed25519`) in `path`.
+    pub fn viewer_identities(&self, path: &Path) -> Result<Vec<PublicIdentity>, NodeConfigError> {
+        self.viewers
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let field = |key: &str| format!("policy_server.viewers[{i}].{key}");
+                Ok(PublicIdentity {
+                    signing: parse_key(path, &field("ed25519"), &v.ed25519)?,
+                    agreement: parse_key(path, &field("x25519"), &v.x25519)?,
+                })
+            })
+            .collect()
+    }
 }
 
 fn default_sync_window_s() -> u64 {
@@ -348,6 +375,8 @@ impl NodeConfig {
             ));
         }
         if let Some(server) = &mut config.policy_server {
+            // Checked here, where the file's name is known, so a typo stops the load.
+            server.viewer_identities(path)?;
             server.tier_file = base.join(&server.tier_file);
             server.agents_file = server.agents_file.as_ref().map(|f| base.join(f));
         }
@@ -377,5 +406,45 @@ impl NodeConfig {
 
     pub fn database(&self) -> PathBuf {
         self.data_dir.join("node.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A policy master's node.toml with `viewers` as given (a TOML array).
+    fn master(dir: &Path, viewers: &str) -> PathBuf {
+        let path = dir.join("node.toml");
+        let text = format!(
+            "listen = \"127.0.0.1:1\"\nadmin_listen = \"127.0.0.1:2\"\ndata_dir = \".\"\n\
+             key_file = \"node.key\"\nroles = [\"policy\"]\n\n[policy_server]\nname = \"master\"\n\
+             listen = \"127.0.0.1:3\"\ntier_file = \"tier.toml\"\nviewers = {viewers}\n"
+        );
+        std::fs::write(&path, text).expect("writes");
+        path
+    }
+
+    #[test]
+    fn a_policy_servers_viewers_are_read_as_identities() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ed, x) = ("11".repeat(32), "22".repeat(32));
+        let path = master(dir.path(), &format!("[{{ ed25519 = \"{ed}\", x25519 = \"{x}\" }}]"));
+        let config = NodeConfig::load(&path).expect("loads");
+        let server = config.policy_server.expect("a policy server");
+        let viewers = server.viewer_identities(&path).expect("valid");
+        assert_eq!(viewers, [PublicIdentity { signing: [0x11; 32], agreement: [0x22; 32] }]);
+    }
+
+    #[test]
+    fn a_viewer_key_that_is_not_hex_is_an_error_naming_the_field() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = "11".repeat(32);
+        let viewers = format!(
+            "[{{ ed25519 = \"{good}\", x25519 = \"{good}\" }}, {{ ed25519 = \"{good}\", x25519 = \"zz\" }}]"
+        );
+        let path = master(dir.path(), &viewers);
+        let error = NodeConfig::load(&path).expect_err("refused").to_string();
+        assert!(error.contains("policy_server.viewers[1].x25519") && error.contains("node.toml"), "{error}");
     }
 }

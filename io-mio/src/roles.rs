@@ -11,10 +11,10 @@ use cohort_core::exec::kdc::{Kdc, KdcSettings};
 use cohort_core::member::MemberSettings;
 use cohort_core::node::{
     AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, KdcRole, MemberRole, Node, NodeSetup,
-    PolicyAgentRole, PolicyServerRole, WebRole,
+    PolicyAgentRole, PolicyMaster, PolicyServerRole, WebRole,
 };
 use cohort_core::policy::document::Platform;
-use cohort_core::policy::server::ServerSetup;
+use cohort_core::policy::server::{MAX_HISTORY_POINTS, ServerSetup};
 use cohort_core::rng::fork;
 use cohort_core::web::WebLimits;
 use cohort_core::{NodeKeys, PublicIdentity};
@@ -113,6 +113,20 @@ fn exec_roles(
             limits,
         });
     }
+    let web_role = |path: &std::path::Path, web: &crate::node_config::WebConfig| {
+        let policy_master = match &web.policy_master {
+            None => None,
+            Some(m) => Some(PolicyMaster {
+                addr: m.address.to_string(),
+                identity: identity(path, &m.ed25519, &m.x25519)?,
+            }),
+        };
+        Ok::<_, NodeError>(WebRole {
+            listen: web.listen.to_string(),
+            limits: WebLimits::default(),
+            policy_master,
+        })
+    };
     if let Some(gw) = &config.gateway {
         let kdc = identity(&config.key_file, &gw.kdc.ed25519, &gw.kdc.x25519)?;
         let chain_tail = store.last_chain_entry()?;
@@ -124,10 +138,7 @@ fn exec_roles(
             kdc,
             chain_tail,
             limits,
-            web: gw
-                .web
-                .as_ref()
-                .map(|web| WebRole { listen: web.listen.to_string(), limits: WebLimits::default() }),
+            web: gw.web.as_ref().map(|web| web_role(&config.key_file, web)).transpose()?,
         });
     }
     if let (Some(c), Some(kdc)) = (&config.collector, &config.trusted_kdc) {
@@ -199,6 +210,7 @@ fn policy_roles(
                 agents,
                 signers: ids.iter().map(|(n, (id, _, _))| (n.clone(), *id)).collect(),
                 operators,
+                viewers: sc.viewer_identities(&config.key_file)?,
                 sync_window: Duration::from_secs(sc.sync_window_s.max(1)),
                 sync_jitter: Duration::from_secs(sc.sync_jitter_s),
                 stats_deadline: Duration::from_secs(5),
@@ -206,6 +218,7 @@ fn policy_roles(
             parent_addr: parent.map(|(_, _, addr)| addr.to_string()),
             stored: store.load_policies()?,
             latest: store.latest_policy_history()?,
+            history: store.policy_history(MAX_HISTORY_POINTS)?,
             limits: ConnLimits::default(),
         });
     }

@@ -18,7 +18,7 @@ use cohort_io_mio::channel_client::ChannelClient;
 use cohort_io_mio::error::NodeError;
 use cohort_io_mio::keyfile;
 use cohort_io_mio::node_config::{
-    AgentsFile, NodeConfig, PolicyAgentConfig, PolicyServerConfig, TierFile, TierOperator, TierServer,
+    AgentsFile, KeyRef, NodeConfig, PolicyAgentConfig, PolicyServerConfig, TierFile, TierOperator, TierServer,
 };
 use cohort_io_mio::reactor::{NodeHandle, Reactor};
 use cohort_io_mio::roles;
@@ -64,6 +64,8 @@ struct Tier {
     dir: tempfile::TempDir,
     root: PathBuf,
     operator: NodeKeys,
+    /// Listed in the master's node.toml as a viewer: it may read status and history only.
+    viewer: NodeKeys,
     keys: Vec<NodeKeys>,
     addrs: Vec<SocketAddr>,
     configs: Vec<NodeConfig>,
@@ -99,6 +101,8 @@ impl Tier {
         let tier_file = root.join("tier.toml");
         std::fs::write(&tier_file, toml::to_string(&tier).expect("toml")).expect("written");
         let agent_keys: Vec<NodeKeys> = AGENT_SERVER.iter().map(|_| NodeKeys::generate(&mut rng)).collect();
+        // Its own seed, so every other key stays as the seed made it.
+        let viewer = NodeKeys::generate(&mut seeded(seed ^ 0x7669_6577));
 
         let mut configs = Vec::new();
         for (i, name) in NAMES.iter().enumerate() {
@@ -120,6 +124,12 @@ impl Tier {
                 agents_file: Some(agents_file),
                 sync_window_s: window_s,
                 sync_jitter_s: 0,
+                viewers: if i == 0 {
+                    let p = viewer.public();
+                    vec![KeyRef { ed25519: hex::encode(p.signing), x25519: hex::encode(p.agreement) }]
+                } else {
+                    Vec::new()
+                },
             });
             configs.push(config);
         }
@@ -146,7 +156,8 @@ impl Tier {
                 poll_interval_s: 1,
             });
         }
-        let mut tier = Tier { dir, root, operator, keys, addrs, configs, servers: Vec::new(), agents: None };
+        let mut tier =
+            Tier { dir, root, operator, viewer, keys, addrs, configs, servers: Vec::new(), agents: None };
         for i in 0..NAMES.len() {
             let running = run(&tier.configs[i]);
             tier.servers.push(Some(running));
@@ -291,6 +302,17 @@ fn a_policy_made_at_a_nested_local_reaches_every_branch_and_survives_a_master_re
         other => panic!("unexpected {other:?}"),
     };
     assert!(historical(&tier).as_of.contains_key("local-02"));
+    // The viewer (the web console's gateway) reads the same in the history; it may not write.
+    let viewer = tier.viewer.clone();
+    let history =
+        |tier: &Tier| match tier.admin_as(0, &viewer, PolicyAdmin::History { since: None, until: None }) {
+            PolicyAdminReply::History(points) => points,
+            other => panic!("unexpected {other:?}"),
+        };
+    let before = history(&tier);
+    assert!(before.iter().any(|p| p.local == "local-02"), "{before:?}");
+    let refused = tier.admin_as(0, &viewer, PolicyAdmin::Create(firewall("allow")));
+    assert!(matches!(&refused, PolicyAdminReply::Error(e) if e.contains("viewer")), "{refused:?}");
 
     tier.restart_server(0);
     assert_eq!(tier.held_at(0, "fw"), Some(1), "the master serves its policies after a restart");
@@ -298,6 +320,8 @@ fn a_policy_made_at_a_nested_local_reaches_every_branch_and_survives_a_master_re
         historical(&tier).as_of.contains_key("local-02"),
         "historical status still has local-02's last sync after a restart"
     );
+    let after = history(&tier);
+    assert!(after.starts_with(&before), "the history from before the restart was restored: {after:?}");
     // A change after the restart gets the next version, so every server takes it.
     assert_eq!(tier.admin(0, PolicyAdmin::Create(firewall("allow"))), PolicyAdminReply::Created);
     assert_eq!(tier.held_at(0, "fw"), Some(2));

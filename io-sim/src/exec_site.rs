@@ -276,8 +276,11 @@ impl Site {
         let gw = gw_keys.clone();
         let kdc_public = kdc_keys.public();
         let kdc_machine = if spec.kdc_reachable { "kdc" } else { VOID };
-        let web_role =
-            spec.web.then(|| WebRole { listen: format!("0.0.0.0:{WEB_PORT}"), limits: WebLimits::default() });
+        let web_role = spec.web.then(|| WebRole {
+            listen: format!("0.0.0.0:{WEB_PORT}"),
+            limits: WebLimits::default(),
+            policy_master: None,
+        });
         let web = spec.web.then(SimWeb::default);
         let setup: SetupFn = Arc::new(move |stored| NodeSetup {
             member: stored.map(|record| MemberRole {

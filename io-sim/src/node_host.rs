@@ -253,6 +253,12 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     }
                     feed(&ctx, &mut node, Input::Persisted { id });
                 }
+                Output::ReadAudit { read, range } => {
+                    let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
+                    let rows = Ok(crate::storage::audit_rows(&records, &ctx.name, range));
+                    drop(records);
+                    feed(&ctx, &mut node, Input::AuditRead { read, rows });
+                }
                 Output::WriteFile { id, path, contents } => {
                     ctx.files
                         .lock()

@@ -4,7 +4,9 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
+use cohort_core::exec::audit_view::{AuditRange, AuditRows};
 use cohort_core::member::MemberRecord;
+use cohort_core::node::Record;
 
 #[derive(Debug, Clone, Default)]
 pub struct SimDisk {
@@ -53,4 +55,14 @@ impl SimDisk {
     pub fn syncs(&self) -> u64 {
         self.lock().syncs
     }
+}
+
+/// What a read of `host`'s audit trail finds among the records the hosts kept: the chain
+/// entries and checkpoints `host` made durable, as the real store would return them.
+pub fn audit_rows(records: &[(String, Record)], host: &str, range: AuditRange) -> AuditRows {
+    let kept = records.iter().filter(|(h, _)| h == host).filter_map(|(_, record)| match record {
+        Record::AuditEntry { entry, checkpoint } => Some((&**entry, checkpoint.as_deref())),
+        _ => None,
+    });
+    AuditRows::select(kept, range)
 }

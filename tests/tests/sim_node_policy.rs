@@ -78,6 +78,7 @@ fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool, Vec<String>) {
                 agents,
                 signers: signers.clone(),
                 operators: vec![operator.public()],
+                viewers: Vec::new(),
                 sync_window: Duration::from_secs(3),
                 sync_jitter: Duration::ZERO,
                 stats_deadline: Duration::from_secs(5),
@@ -85,6 +86,7 @@ fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool, Vec<String>) {
             parent_addr: parent.map(|p| format!("{p}:{PORT}")),
             stored: Vec::new(),
             latest: Vec::new(),
+            history: Vec::new(),
             limits: ConnLimits::default(),
         };
         let node_keys = keys[name].clone();

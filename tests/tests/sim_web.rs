@@ -247,3 +247,36 @@ fn a_cancelled_run_kills_the_commands_on_the_hosts_and_ends_its_stream() {
     let killed = run.trace.lines().iter().filter(|l| l.contains("-> Kill ")).count();
     assert_eq!(killed, 3, "every host killed its command when the run was cancelled");
 }
+
+#[test]
+fn the_audit_trail_through_the_console_shows_ones_own_records_newest_first_and_verifies() {
+    Site::run_checked(&spec(3, 309), |client| async move {
+        let bob = client.browser("192.0.2.18")?;
+        let bob_csrf = log_in(&bob, "bob").await?;
+        exec(&bob, &bob_csrf, "h[01-03]", "echo bob").await?;
+        let alice = client.browser("192.0.2.19")?;
+        let csrf = log_in(&alice, "alice").await?;
+        finished(&exec(&alice, &csrf, "h[01-03]", "echo hi").await?)?;
+        let listing = alice.get("/api/audit").await?;
+        let value: Value = serde_json::from_slice(&listing.body).map_err(|e| e.to_string())?;
+        let entries = value["entries"].as_array().ok_or_else(|| format!("entries: {value}"))?;
+        // Each host's `run` and `ended` records, and none of bob's: alice has no `audit` grant.
+        if entries.len() != 6 || entries.iter().any(|e| e["principal"] != "alice") {
+            return Err(format!("alice sees her six records only: {value}"));
+        }
+        let index: Vec<u64> = entries.iter().filter_map(|e| e["index"].as_u64()).collect();
+        if index.windows(2).any(|w| w[0] <= w[1]) {
+            return Err(format!("newest first: {index:?}"));
+        }
+        let verify = alice.post_json("/api/audit/verify", &csrf, &json!({})).await?;
+        let value: Value = serde_json::from_slice(&verify.body).map_err(|e| e.to_string())?;
+        if value["verify"]["intact"] != true {
+            return Err(format!("the trail verifies: {value}"));
+        }
+        let page = alice.get("/audit").await?;
+        if page.status != 200 || !page.text().contains("echo hi") {
+            return Err(format!("the audit page lists the run: {}", page.status));
+        }
+        Ok(())
+    });
+}

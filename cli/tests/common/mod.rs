@@ -317,9 +317,11 @@ pub fn start_node(root: &Path, name: &str) -> (String, Child) {
 }
 
 /// A site with the web console, made by `cohort init` in DIR/c on ports free now: m0 is the
-/// gateway (with the KDC) and serves the console, the `exec` member hosts `hosts` managed hosts.
+/// gateway (with the KDC) and serves the console, the `exec` member hosts `hosts` managed hosts;
+/// with `policy`, a policy tier too (`policy/master`, `policy/local-00` and two agents in
+/// `policy/agents`, syncing every second), whose master the console asks.
 /// Returns the directory, the console's port and what init printed.
-pub fn init_web_site(hosts: u16) -> (tempfile::TempDir, u16, String) {
+pub fn init_web_site(hosts: u16, policy: bool) -> (tempfile::TempDir, u16, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let member_port = free_member_base(2);
     let taken = [member_port, member_port + 1, member_port + 100, member_port + 101];
@@ -332,23 +334,38 @@ pub fn init_web_site(hosts: u16) -> (tempfile::TempDir, u16, String) {
     };
     let web_port = exec_port + 2;
     let root = dir.path().join("c");
-    let out = cohort(&[
-        "init",
-        "--dir",
-        path_str(&root),
-        "--members",
-        "1",
-        "--base-port",
-        &member_port.to_string(),
-        "--exec-hosts",
-        &hosts.to_string(),
-        "--exec-port",
-        &exec_port.to_string(),
-        "--web-port",
-        &web_port.to_string(),
-        "--heartbeat-ms",
-        "200",
-    ]);
+    let policy_port = loop {
+        let p = free_base_port(2);
+        if !(0..2).any(|i| taken.contains(&(p + i)) || (exec_port..exec_port + 3).contains(&(p + i))) {
+            break p.to_string();
+        }
+    };
+    let policy_args =
+        ["--policy-locals", "1", "--policy-agents", "2", "--policy-sync-s", "1", "--policy-port"];
+    let policy_args: Vec<&str> =
+        if policy { policy_args.into_iter().chain([policy_port.as_str()]).collect() } else { Vec::new() };
+    let out = cohort(
+        &[
+            "init",
+            "--dir",
+            path_str(&root),
+            "--members",
+            "1",
+            "--base-port",
+            &member_port.to_string(),
+            "--exec-hosts",
+            &hosts.to_string(),
+            "--exec-port",
+            &exec_port.to_string(),
+            "--web-port",
+            &web_port.to_string(),
+            "--heartbeat-ms",
+            "200",
+        ]
+        .into_iter()
+        .chain(policy_args)
+        .collect::<Vec<_>>(),
+    );
     assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
     (dir, web_port, String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -25,6 +25,10 @@ pub struct AclEntry {
     /// Directories under which `cohort copy` may write files (absolute, no `..`).
     #[serde(default)]
     pub copy: BTreeSet<String>,
+    /// Whether it may read every principal's records in the web console's audit trail (each
+    /// principal always sees its own).
+    #[serde(default)]
+    pub audit: bool,
     /// The ceilings of its runs, whatever a client asks for.
     #[serde(default)]
     pub limits: Limits,
@@ -157,7 +161,7 @@ mod tests {
                 commands: ["uptime".to_owned(), "/usr/bin/systemctl".to_owned()].into(),
                 shell: false,
                 copy: ["/srv/www".to_owned()].into(),
-                limits: Limits::default(),
+                ..AclEntry::default()
             },
         );
         acl.principals.insert(

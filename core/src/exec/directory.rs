@@ -263,7 +263,10 @@ fn plain_word(word: &str) -> bool {
 
 fn parse_acl(value: &str) -> Result<AclEntry, String> {
     let f = fields(value)?;
-    reject_unknown(&f, &["run_as", "commands", "shell", "copy", "max_fanout", "max_time", "max_runs"])?;
+    reject_unknown(
+        &f,
+        &["run_as", "commands", "shell", "copy", "audit", "max_fanout", "max_time", "max_runs"],
+    )?;
     let run_as = list(f.get("run_as").copied().unwrap_or(""), "run_as", plain_word)?;
     if run_as.is_empty() {
         return Err("`run_as=` names no user: the principal could run nothing".into());
@@ -273,6 +276,11 @@ fn parse_acl(value: &str) -> Result<AclEntry, String> {
         "yes" | "true" => true,
         "no" | "false" => false,
         other => return Err(format!("shell=`{other}` is not yes or no")),
+    };
+    let audit = match f.get("audit").copied().unwrap_or("no") {
+        "yes" | "true" => true,
+        "no" | "false" => false,
+        other => return Err(format!("audit=`{other}` is not yes or no")),
     };
     let copy = list(f.get("copy").copied().unwrap_or(""), "copy", |p| p == "/" || is_plain_absolute(p))?;
     let defaults = Limits::default();
@@ -296,7 +304,8 @@ fn parse_acl(value: &str) -> Result<AclEntry, String> {
         Some(t) => u32::try_from(parse_bounded(t, 1, u64::from(MAX_RUNS_LIMIT))?).unwrap_or(MAX_RUNS_LIMIT),
         None => defaults.max_runs,
     };
-    Ok(AclEntry { run_as, commands, shell, copy, limits: Limits { max_fanout, max_time_ms, max_runs } })
+    let limits = Limits { max_fanout, max_time_ms, max_runs };
+    Ok(AclEntry { run_as, commands, shell, copy, audit, limits })
 }
 
 /// The setting's text for an ACL entry, as `parse_acl` reads it.
@@ -309,6 +318,9 @@ pub fn acl_setting(entry: &AclEntry) -> String {
     text.push_str(if entry.shell { " shell=yes" } else { " shell=no" });
     if !entry.copy.is_empty() {
         text.push_str(&format!(" copy={}", join(&entry.copy)));
+    }
+    if entry.audit {
+        text.push_str(" audit=yes");
     }
     let l = entry.limits;
     text.push_str(&format!(
@@ -350,6 +362,7 @@ mod tests {
             commands: ["*".to_owned()].into(),
             shell: false,
             copy: ["/tmp".to_owned()].into(),
+            audit: true,
             limits: Limits { max_fanout: 10, max_time_ms: 1500, max_runs: 5 },
         };
         assert_eq!(parse_acl(&acl_setting(&entry)), Ok(entry.clone()));

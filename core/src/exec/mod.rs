@@ -4,6 +4,7 @@
 
 pub mod acl;
 pub mod audit;
+pub mod audit_view;
 pub mod daemon;
 pub mod directory;
 pub mod gateway;

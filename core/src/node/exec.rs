@@ -23,9 +23,8 @@ use crate::exec::kdc::Kdc;
 use crate::exec::wire::{GatewayReply, GatewayWire, HostWire, KdcReply};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
-use crate::rng::{SeededRng, fork};
+use crate::rng::SeededRng;
 use crate::time::{Instant, Now};
-use crate::web::WebConsole;
 use crate::wire;
 
 mod gateway_slot;
@@ -34,8 +33,7 @@ mod web_slot;
 
 use gateway_slot::GatewaySlot;
 use kdc_slot::KdcSlot;
-pub use web_slot::WebRole;
-use web_slot::WebSlot;
+pub use web_slot::{PolicyMaster, WebRole};
 
 /// The gateway a node runs, with the audit collector.
 #[derive(Debug)]
@@ -133,46 +131,8 @@ impl ExecHost {
         fx: &mut Effects<'_>,
     ) -> ExecHost {
         let ExecRoles { gateway, kdc, hosts, audit, directory } = roles;
-        let gateway = gateway.map(|role| {
-            // Clients are any key: a client proves itself with a credential bound to its key.
-            let listener =
-                fx.conns.listen("gateway", role.listen, role.keys.clone(), TrustSet::any_peer(), role.limits);
-            let web = role.web.map(|web| WebSlot::new(web, WebConsole::new(&role.keys, fork(rng)), fx));
-            GatewaySlot {
-                gateway: Gateway::new(role.kdc, role.keys.clone(), fork(rng)),
-                kdc_addr: role.kdc_addr,
-                kdc: role.kdc,
-                asks: BTreeMap::new(),
-                collector: AuditCollector::new(
-                    role.chain_tail.as_ref(),
-                    signers(&directory, &role.keys),
-                    role.keys.clone(),
-                ),
-                listener,
-                keys: role.keys,
-                limits: role.limits,
-                sessions: BTreeMap::new(),
-                acks: BTreeMap::new(),
-                next_ack: 1,
-                outbox: BTreeMap::new(),
-                closing: BTreeSet::new(),
-                web,
-            }
-        });
-        let kdc = kdc.map(|role| {
-            // Only the gateways it lists (and, once a configuration is installed, its operators)
-            // may open a channel.
-            let trust: TrustSet = role.gateways.iter().copied().collect();
-            let keys = role.kdc.keys().clone();
-            let listener = fx.conns.listen("kdc", role.listen, keys, trust, role.limits);
-            KdcSlot {
-                kdc: role.kdc,
-                listener,
-                gateways: role.gateways,
-                operators: BTreeSet::new(),
-                pending: BTreeMap::new(),
-            }
-        });
+        let gateway = gateway.map(|role| GatewaySlot::new(role, &directory, rng, fx));
+        let kdc = kdc.map(|role| KdcSlot::new(role, fx));
         let hosts = hosts
             .into_iter()
             .map(|role| {
@@ -210,6 +170,11 @@ impl ExecHost {
         };
         host.set_directory(now, directory, fx);
         host
+    }
+
+    /// The console whose question to the policy master `owner` is, if it is one.
+    fn web_asking(&mut self, owner: Owner) -> Option<&mut web_slot::WebSlot> {
+        self.gateway.as_mut().and_then(|g| g.web.as_mut()).filter(|w| w.asks_master(owner))
     }
 
     /// The host whose listener `owner` is, if it is one.
@@ -316,6 +281,9 @@ impl ExecHost {
         if let Some(k) = self.kdc.as_mut().filter(|k| Owner::Listener(k.listener) == owner) {
             return k.on_request(now, conn, peer, bytes, fx);
         }
+        if let Some(web) = self.web_asking(owner) {
+            return web.master_answered(now, owner, conn, bytes, fx);
+        }
         let host = self.host_of(owner);
         match (owner, host, &mut self.gateway) {
             (Owner::Dial(ask), _, Some(g)) if g.asks.contains_key(&ask) => {
@@ -397,6 +365,9 @@ impl ExecHost {
     }
 
     fn on_gone(&mut self, now: Now, conn: ConnId, owner: Owner, error: Option<String>) {
+        if let Some(web) = self.web_asking(owner) {
+            return web.master_gone(now, owner, error);
+        }
         let host = self.host_of(owner);
         match (owner, host, &mut self.gateway) {
             (Owner::Listener(_), Some(i), _) => {
@@ -569,7 +540,7 @@ impl ExecHost {
 
 /// Whose audit records the collector accepts: every managed host by its name, and the gateway
 /// itself.
-fn signers(directory: &ExecDirectory, gateway: &NodeKeys) -> BTreeMap<String, PublicIdentity> {
+pub(super) fn signers(directory: &ExecDirectory, gateway: &NodeKeys) -> BTreeMap<String, PublicIdentity> {
     let mut signers: BTreeMap<String, PublicIdentity> =
         directory.hosts.iter().map(|(n, h)| (n.clone(), h.identity)).collect();
     signers.insert(GATEWAY_AUDIT_NAME.to_owned(), gateway.public());

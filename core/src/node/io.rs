@@ -4,13 +4,15 @@
 
 use std::fmt;
 
-use crate::exec::audit::{AuditRecord, ChainEntry};
+use crate::exec::audit::{AuditRecord, ChainEntry, Checkpoint};
+pub use crate::exec::audit_view::{AuditRange, AuditRows};
 use crate::exec::daemon::ProcessEnd;
 use crate::identity::NodeId;
 use crate::member::{MemberRecord, Version};
 use crate::policy::document::SignedPolicy;
 use crate::policy::report::Aggregate;
 use crate::policy::server::Rejection;
+use crate::signed::Signed;
 use crate::time::WallClock;
 use crate::web::{RequestId, WebLimits, WebRequest, WebResponse};
 
@@ -64,6 +66,10 @@ pub struct PersistId(pub u64);
 /// A file write; answered by [`Input::FileWritten`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileId(pub u64);
+
+/// A read of the audit trail; answered by [`Input::AuditRead`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AuditReadId(pub u64);
 
 /// A child process; its life is reported by the `Child*` inputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -133,6 +139,11 @@ pub enum Input {
     WebGone {
         request: RequestId,
     },
+    /// What the read `read` found in the audit trail, or why the store could not read it.
+    AuditRead {
+        read: AuditReadId,
+        rows: Result<AuditRows, String>,
+    },
     /// The deadline from `poll_timeout` passed.
     Timeout,
 }
@@ -154,6 +165,8 @@ pub enum Output {
     /// More of a streamed answer, to be reported with `WebSent` as the connection takes it; the
     /// last one ends the answer.
     WebChunk { request: RequestId, bytes: Vec<u8>, last: bool },
+    /// Read `range` of the audit trail this node keeps, then answer `AuditRead`.
+    ReadAudit { read: AuditReadId, range: AuditRange },
     /// Open a stream to `addr`; bytes for `conn` may follow at once and wait for the connect.
     Connect { conn: ConnId, addr: String },
     /// Write `bytes` to `conn`, in order, after everything given before; report with `Written`.
@@ -199,10 +212,7 @@ pub enum Record {
     Member(Box<MemberRecord>),
     /// The next entry of the collector's audit chain, and the collector's signed checkpoint of
     /// the chain up to it when it completes a stretch: both durable in one write, or neither.
-    AuditEntry {
-        entry: Box<ChainEntry>,
-        checkpoint: Option<Box<crate::signed::Signed<crate::exec::audit::Checkpoint>>>,
-    },
+    AuditEntry { entry: Box<ChainEntry>, checkpoint: Option<Box<Signed<Checkpoint>>> },
     /// An exec host's own copy of an audit record, kept before the collector is asked.
     LocalAudit(AuditRecord),
     /// A verified policy version this server now holds (served again after a restart).

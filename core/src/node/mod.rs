@@ -52,8 +52,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 pub use backoff::Backoff;
 pub use conns::ConnLimits;
-pub use exec::{AuditLinkRole, ExecHostRole, GatewayRole, KdcRole, WebRole};
-pub use io::{ChildId, ConnId, Event, FileId, Input, Level, ListenerId, Output, PersistId, Record};
+pub use exec::{AuditLinkRole, ExecHostRole, GatewayRole, KdcRole, PolicyMaster, WebRole};
+pub use io::{
+    AuditRange, AuditReadId, AuditRows, ChildId, ConnId, Event, FileId, Input, Level, ListenerId, Output,
+    PersistId, Record,
+};
 pub use member::MemberRole;
 pub use policy::{PolicyAgentRole, PolicyServerRole};
 
@@ -386,10 +389,14 @@ impl Machine for Node {
                 self.on_child(now, child, ChildEvent::Output { stderr, bytes })
             }
             Input::ChildExited { child, end } => self.on_child(now, child, ChildEvent::Exited(end)),
-            Input::WebRequest { request, web } => {
-                self.with_roles(|roles, fx| roles.exec.on_web_request(now, request, *web, fx))
-            }
+            Input::WebRequest { request, web } => self.with_roles(|roles, fx| {
+                let member = roles.member.as_ref().map(MemberHost::member);
+                roles.exec.on_web_request(now, request, *web, member, fx)
+            }),
             Input::WebSent { request, bytes } => self.roles.exec.on_web_sent(request, bytes),
+            Input::AuditRead { read, rows } => {
+                self.with_roles(|roles, fx| roles.exec.on_audit_read(now, read, rows, fx))
+            }
             Input::WebGone { request } => {
                 self.with_roles(|roles, fx| roles.exec.on_web_gone(now, request, fx))
             }

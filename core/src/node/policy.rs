@@ -37,6 +37,9 @@ pub struct PolicyServerRole {
     /// What the driver kept from before a restart: verified again before use.
     pub stored: Vec<SignedPolicy>,
     pub latest: Vec<(String, WallClock, Aggregate)>,
+    /// The master's history as kept (oldest first, the newest few thousand), so a history
+    /// request after a restart still sees what came before it.
+    pub history: Vec<(String, WallClock, Aggregate)>,
     pub limits: ConnLimits,
 }
 
@@ -111,8 +114,11 @@ impl PolicyHost {
             };
             let mut server = PolicyServer::new(now.mono, role.setup, fork(rng));
             server.restore(role.stored, role.latest);
-            // The tier's servers and agents, and its operators: no one else gets a channel.
-            let trust: TrustSet = server.peers().chain(server.operators()).copied().collect();
+            server.restore_history(role.history);
+            // The tier's servers and agents, its operators and its viewers: no one else gets a
+            // channel.
+            let trust: TrustSet =
+                server.peers().chain(server.operators()).chain(server.viewers()).copied().collect();
             let listener = fx.conns.listen("policy", role.listen, keys.clone(), trust, listen_limits);
             let parent_link = parent
                 .zip(role.parent_addr)

@@ -155,6 +155,14 @@ impl Net {
             Output::Spawn { child, .. } => self.inputs.push_back((i, Input::ChildStarted { child })),
             Output::Kill { .. } | Output::PauseChild { .. } | Output::ResumeChild { .. } => {}
             Output::Log(event) => self.logs.push((i, event)),
+            Output::ReadAudit { read, range } => {
+                let kept = self.persisted.iter().filter(|(at, _)| *at == i).filter_map(|(_, r)| match r {
+                    Record::AuditEntry { entry, checkpoint } => Some((&**entry, checkpoint.as_deref())),
+                    _ => None,
+                });
+                let rows = Ok(crate::exec::audit_view::AuditRows::select(kept, range));
+                self.inputs.push_back((i, Input::AuditRead { read, rows }));
+            }
             out @ (Output::ListenWeb { .. } | Output::WebRespond { .. } | Output::WebChunk { .. }) => {
                 self.web.push((i, out))
             }
@@ -442,7 +450,7 @@ fn the_console_is_served_by_a_gateway_node_and_refused_elsewhere() {
     let mut rng = seeded(8);
     let (gw, kdc) = (NodeKeys::generate(&mut rng), NodeKeys::generate(&mut rng));
     let mut net = Net::new();
-    let web = WebRole { listen: "10.0.0.1:8443".into(), limits: WebLimits::default() };
+    let web = WebRole { listen: "10.0.0.1:8443".into(), limits: WebLimits::default(), policy_master: None };
     let role = GatewayRole {
         listen: "10.0.0.1:7100".into(),
         keys: gw.clone(),

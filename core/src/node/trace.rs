@@ -29,6 +29,15 @@ impl TraceEvent for Input {
             }
             Input::WebSent { request, bytes } => format!("WebSent {request} {bytes}B"),
             Input::WebGone { request } => format!("WebGone {request}"),
+            Input::AuditRead { read, rows: Ok(rows) } => {
+                format!(
+                    "AuditRead #{} {} rows {} checkpoints",
+                    read.0,
+                    rows.rows.len(),
+                    rows.checkpoints.len()
+                )
+            }
+            Input::AuditRead { read, rows: Err(e) } => format!("AuditRead #{} failed: {e}", read.0),
             Input::Timeout => "Timeout".to_owned(),
         }
     }
@@ -68,6 +77,7 @@ impl TraceEvent for Output {
             Output::WebChunk { request, bytes, last } => {
                 format!("WebChunk {request} {}{}", short(bytes), if *last { " last" } else { "" })
             }
+            Output::ReadAudit { read, range } => format!("ReadAudit #{} {range:?}", read.0),
             Output::Connect { conn, addr } => format!("Connect {conn} to {addr}"),
             Output::Transmit { conn, bytes } => format!("Transmit {conn} {}", short(bytes)),
             Output::Close { conn } => format!("Close {conn}"),

@@ -1,6 +1,7 @@
-//! What crosses policy channels: tier messages between servers and agents, and operators'
-//! signed admin requests (create a policy, list, global status). Owns the admin request and its
-//! freshness rule; the channel is Noise, and tier messages carry their own signatures.
+//! What crosses policy channels: tier messages between servers and agents, and operators' and
+//! viewers' signed admin requests (create a policy, list, global status, history). Owns the admin
+//! request and its freshness rule; the channel is Noise, and tier messages carry their own
+//! signatures.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,7 +9,7 @@ use std::collections::BTreeMap;
 
 use super::document::{Policy, SignedPolicy};
 use super::merge::EffectivePolicy;
-use super::report::{AgentReport, Aggregate};
+use super::report::{AgentReport, Aggregate, PlatformCounts};
 use crate::signed::{Signed, SignedKind};
 use crate::time::WallClock;
 
@@ -22,6 +23,19 @@ pub enum PolicyAdmin {
         current: bool,
         since: Option<WallClock>,
     },
+    /// The master's time series of what each child's syncs carried, for points taken between
+    /// `since` and `until` (both inclusive, either open). Read-only: a viewer may ask it.
+    History {
+        since: Option<WallClock>,
+        until: Option<WallClock>,
+    },
+}
+
+impl PolicyAdmin {
+    /// Whether the request only reads: the only kind a viewer (not an operator) may make.
+    pub fn read_only(&self) -> bool {
+        matches!(self, PolicyAdmin::Status { .. } | PolicyAdmin::History { .. })
+    }
 }
 
 /// An operator's request, signed, with the time it was made: a server refuses one older than
@@ -45,6 +59,41 @@ pub enum PolicyAdminReply {
     Policies(Vec<Policy>),
     Status(GlobalStatus),
     Error(String),
+    /// History points in time order, at most [`MAX_HISTORY_REPLY`] (the newest when more match).
+    /// Last, so every earlier reply keeps its encoding.
+    History(Vec<HistoryPoint>),
+}
+
+/// The most history points one reply carries: a reply stays well under a channel's message
+/// limit, and a console asking for a long span gets its most recent part.
+pub const MAX_HISTORY_REPLY: usize = 4_000;
+
+/// One child sync as the master received it, reduced to totals a chart can plot: never an
+/// agent's identity, only counts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    /// When the master received the sync (its wall clock).
+    pub at: WallClock,
+    /// The child (local server) that synced.
+    pub local: String,
+    /// The sync's aggregate summed over platforms: agents reporting, compliant, threats found.
+    pub counts: PlatformCounts,
+    /// Agents the child knows that did not report since its previous sync.
+    pub silent: u64,
+}
+
+impl HistoryPoint {
+    /// The totals of `aggregate`, which `local` sent at `at`.
+    pub fn of(local: &str, at: WallClock, aggregate: &Aggregate) -> HistoryPoint {
+        // Saturating: a child's figures are signed but not bounded, and a total that overflowed
+        // must not take the master down. (`agents` equals `Aggregate::agents` short of that.)
+        let counts = aggregate.platforms.values().fold(PlatformCounts::default(), |sum, c| PlatformCounts {
+            agents: sum.agents.saturating_add(c.agents),
+            compliant: sum.compliant.saturating_add(c.compliant),
+            threats: sum.threats.saturating_add(c.threats),
+        });
+        HistoryPoint { at, local: local.to_owned(), counts, silent: aggregate.silent_agents }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,5 +163,28 @@ pub struct GlobalStatus {
 impl GlobalStatus {
     pub fn partial(&self) -> bool {
         !self.missing.is_empty()
+    }
+
+    /// The status as `cohort status --global --json` and the console's `/api/policy` give it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let counts = |rows: &BTreeMap<String, PlatformCounts>| -> serde_json::Map<String, serde_json::Value> {
+            rows.iter()
+                .map(|(k, c)| {
+                    let row = serde_json::json!({"agents": c.agents, "compliant": c.compliant, "threats": c.threats});
+                    (k.clone(), row)
+                })
+                .collect()
+        };
+        serde_json::json!({
+            "current": self.current,
+            "partial": self.partial(),
+            "missing": self.missing,
+            "as_of": self.as_of.iter().map(|(k, at)| (k.clone(), serde_json::json!(at.0))).collect::<serde_json::Map<_, _>>(),
+            "agents": self.aggregate.agents(),
+            "silent_agents": self.aggregate.silent_agents,
+            "platforms": counts(&self.aggregate.platforms),
+            "locals": counts(&self.aggregate.locals),
+            "policy_versions": self.aggregate.policy_versions,
+        })
     }
 }

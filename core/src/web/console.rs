@@ -10,16 +10,21 @@ use std::collections::{BTreeMap, VecDeque};
 use rand_core::RngCore;
 use serde_json::json;
 
+use super::audit_page::AuditAsk;
+use super::forms::{exec_command, read_fields};
 use super::http::{Method, RequestId, WebRequest, WebResponse, field};
 use super::limiter::LoginLimiter;
 use super::pages::{self, Viewer};
+use super::policy_page::PolicyAsk;
 use super::session::{ConsoleKeys, CookieError, LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, cookie};
-use crate::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, Gateway, GatewayInput, MAX_FANOUT};
+use crate::exec::audit_view::AuditRange;
+use crate::exec::gateway::{ClientEvent, ClientRequest, Gateway, GatewayInput};
 use crate::exec::report::{host_json, outcome_text, output_digest, summary_of};
-use crate::exec::task::Task;
 use crate::exec::ticket::Credential;
 use crate::exec::wire::{HostOutcome, HostResult};
-use crate::identity::NodeKeys;
+use crate::identity::{NodeKeys, PublicIdentity};
+use crate::member::Member;
+use crate::policy::wire::PolicyAdmin;
 use crate::rng::SeededRng;
 use crate::signed::Signed;
 use crate::time::{Now, WallClock};
@@ -27,8 +32,8 @@ use crate::time::{Now, WallClock};
 /// The fan-out the form offers, within the principal's ceiling (the CLI's default).
 pub const DEFAULT_FANOUT: u32 = 32;
 /// Each stream's cap per host for a run from the console (the CLI's default).
-const MAX_OUTPUT: u64 = 1024 * 1024;
-const CONNECT_TIMEOUT_MS: u64 = 10_000;
+pub(super) const MAX_OUTPUT: u64 = 1024 * 1024;
+pub(super) const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// A login form is good for this long.
 const LOGIN_FORM_SECS: u64 = 3600;
 /// Gateway client ids of the console's requests: bit 62, apart from connection ids (bit 63 for
@@ -44,6 +49,21 @@ pub enum ConsoleOutput {
     Chunk { request: RequestId, bytes: Vec<u8>, last: bool },
     /// For the gateway, as if from a client.
     Gateway(GatewayInput),
+    /// Read `range` of the node's audit trail; the rows come back to
+    /// [`WebConsole::handle_audit_read`] with the same `read`.
+    ReadAudit { read: u64, range: AuditRange },
+    /// Ask the policy tier's master `request`, signed with the gateway's key, on a channel of
+    /// its own; the answer comes back to [`WebConsole::handle_policy_reply`] with the same `ask`.
+    AskPolicy { ask: u64, request: PolicyAdmin },
+}
+
+/// What the console reads from the rest of the node to answer a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Sources<'a> {
+    /// Node-set expansion, the principal's ACL entry and ceilings, the hosts' keys.
+    pub gateway: &'a Gateway,
+    /// This node's cluster member, when it is one: the status page's view.
+    pub member: Option<&'a Member>,
 }
 
 /// A request waiting on the gateway, by gateway client id.
@@ -68,11 +88,23 @@ struct RunView {
 #[derive(Debug)]
 pub struct WebConsole {
     keys: ConsoleKeys,
+    /// The gateway's key: it signs the gateway's own audit records and the collector's
+    /// checkpoints, so a verify checks both against it.
+    pub(super) collector: PublicIdentity,
     limiter: LoginLimiter,
     rng: SeededRng,
     waiting: BTreeMap<u64, Waiting>,
     clients: BTreeMap<RequestId, u64>,
     next_client: u64,
+    /// Listings and verifies waiting on a read of the audit trail, by read.
+    pub(super) reads: BTreeMap<u64, AuditAsk>,
+    pub(super) next_read: u64,
+    /// A verify reads the whole trail: one at a time.
+    pub(super) verifying: bool,
+    /// Whether the gateway may ask the policy tier's master (it is set up with its address).
+    pub(super) policy_master: bool,
+    /// Requests waiting on the master, by ask.
+    pub(super) policy_asks: BTreeMap<u64, PolicyAsk>,
     outputs: VecDeque<ConsoleOutput>,
 }
 
@@ -87,11 +119,17 @@ impl WebConsole {
     pub fn new(keys: &NodeKeys, rng: SeededRng) -> WebConsole {
         WebConsole {
             keys: ConsoleKeys::derive(keys),
+            collector: keys.public(),
             limiter: LoginLimiter::default(),
             rng,
             waiting: BTreeMap::new(),
             clients: BTreeMap::new(),
             next_client: 1,
+            reads: BTreeMap::new(),
+            next_read: 1,
+            verifying: false,
+            policy_master: false,
+            policy_asks: BTreeMap::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -99,6 +137,19 @@ impl WebConsole {
     #[cfg(test)]
     pub(super) fn keys(&self) -> &ConsoleKeys {
         &self.keys
+    }
+
+    /// The gateway can ask the policy tier's master: the policy pages are served.
+    pub fn serve_policy(&mut self) {
+        self.policy_master = true;
+    }
+
+    /// A fresh id for a question to the policy master: tagged like the console's gateway
+    /// clients, so it never meets the gateway's own connection numbers.
+    pub(super) fn next_policy_ask(&mut self) -> u64 {
+        let ask = WEB_CLIENT | self.next_client;
+        self.next_client += 1;
+        ask
     }
 
     /// Whether gateway client `client` is one of the console's requests.
@@ -110,7 +161,11 @@ impl WebConsole {
         self.outputs.pop_front()
     }
 
-    fn respond(&mut self, request: RequestId, response: WebResponse) {
+    pub(super) fn push(&mut self, output: ConsoleOutput) {
+        self.outputs.push_back(output);
+    }
+
+    pub(super) fn respond(&mut self, request: RequestId, response: WebResponse) {
         self.outputs.push_back(ConsoleOutput::Respond { request, response });
     }
 
@@ -130,9 +185,9 @@ impl WebConsole {
         }
     }
 
-    /// A request from a browser or script. `gateway` is read for node-set expansion and the
-    /// principal's ceilings.
-    pub fn handle_request(&mut self, now: Now, request: RequestId, web: WebRequest, gateway: &Gateway) {
+    /// A request from a browser or script.
+    pub fn handle_request(&mut self, now: Now, request: RequestId, web: WebRequest, sources: Sources<'_>) {
+        let gateway = sources.gateway;
         let response = match (&web.method, web.path.as_str()) {
             (Method::Get, "/static/console.js") => {
                 Some(WebResponse::asset("text/javascript; charset=utf-8", super::CONSOLE_JS))
@@ -153,6 +208,15 @@ impl WebConsole {
             (Method::Post, path) if path.starts_with("/api/runs/") && path.ends_with("/cancel") => {
                 Some(self.cancel(now, &web))
             }
+            (Method::Get, "/policy") => self.policy_page(now, request, &web),
+            (Method::Get, "/api/policy") => self.policy_json(now, request, &web, false),
+            (Method::Get, "/api/policy/history") => self.policy_json(now, request, &web, true),
+            (Method::Get, "/status") => Some(self.status_page(now, &web, sources)),
+            (Method::Get, "/api/status") => Some(self.status_json(now, &web, sources)),
+            (Method::Get, "/audit") => self.audit(now, request, &web, gateway, false, false),
+            (Method::Get, "/api/audit") => self.audit(now, request, &web, gateway, true, false),
+            (Method::Post, "/audit/verify") => self.audit(now, request, &web, gateway, false, true),
+            (Method::Post, "/api/audit/verify") => self.audit(now, request, &web, gateway, true, true),
             (Method::Get | Method::Post, _) => {
                 Some(WebResponse::html(404, pages::problem("Not found", "There is no such page.")))
             }
@@ -184,6 +248,30 @@ impl WebConsole {
     fn back_to_login(&self, error: &CookieError) -> WebResponse {
         WebResponse::see_other(&format!("/login?why={}", error.why()))
             .set_cookie(clear_cookie(SESSION_COOKIE))
+    }
+
+    /// The session of a page request: none or a bad one sends the browser to the login form.
+    /// A POST must carry the page's CSRF token in its form.
+    pub(super) fn page_session(&self, now: Now, web: &WebRequest) -> Result<Signed<Credential>, WebResponse> {
+        let credential = match self.session(web, now.wall) {
+            Session::Valid(credential) => *credential,
+            Session::None => return Err(WebResponse::see_other("/login")),
+            Session::Refused(e) => return Err(self.back_to_login(&e)),
+        };
+        if web.method == Method::Post {
+            let token = self.keys.csrf_token(&credential);
+            let presented = read_fields(web).ok();
+            if !ConsoleKeys::same_token(&token, presented.as_deref().and_then(|p| field(p, "csrf"))) {
+                let text = "The form was stale; reload the page.";
+                return Err(WebResponse::html(403, pages::problem("Forbidden", text)));
+            }
+        }
+        Ok(credential)
+    }
+
+    /// Who is logged in, for a page's header and forms.
+    pub(super) fn csrf_for(&self, credential: &Signed<Credential>) -> String {
+        self.keys.csrf_token(credential)
     }
 
     fn home(&mut self, now: Now, web: &WebRequest, gateway: &Gateway) -> WebResponse {
@@ -278,7 +366,7 @@ impl WebConsole {
     }
 
     /// The session of an API request, with its CSRF token checked for a POST.
-    fn api_session(&self, now: Now, web: &WebRequest) -> Result<Signed<Credential>, WebResponse> {
+    pub(super) fn api_session(&self, now: Now, web: &WebRequest) -> Result<Signed<Credential>, WebResponse> {
         let credential = match self.session(web, now.wall) {
             Session::Valid(credential) => *credential,
             Session::None => {
@@ -366,6 +454,8 @@ impl WebConsole {
 
     /// The browser went away before its answer was complete.
     pub fn handle_gone(&mut self, request: RequestId) {
+        self.forget_reads(request);
+        self.forget_policy_asks(request);
         let Some(client) = self.clients.remove(&request) else { return };
         match self.waiting.get(&client) {
             Some(Waiting::Run(_)) => self.end_run(client, "cancelled"),
@@ -483,71 +573,6 @@ impl RunView {
         let summary = summary_of(self.ends.iter().map(|(h, o)| (h.as_str(), o)));
         json!({ "event": "finished", "summary": summary, "groups": groups })
     }
-}
-
-/// The fields of a form post or a JSON object of strings and numbers.
-fn read_fields(web: &WebRequest) -> Result<Vec<(String, String)>, String> {
-    if web.body.len() > super::http::MAX_BODY {
-        return Err(format!("a request body of {} bytes; at most {}", web.body.len(), super::http::MAX_BODY));
-    }
-    if web.header("content-type").is_some_and(|c| c.starts_with("application/json")) {
-        let value: serde_json::Value =
-            serde_json::from_slice(&web.body).map_err(|e| format!("the body is not JSON: {e}"))?;
-        let object = value.as_object().ok_or("the body must be a JSON object")?;
-        return object
-            .iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(s) => Ok((k.clone(), s.clone())),
-                serde_json::Value::Number(n) => Ok((k.clone(), n.to_string())),
-                _ => Err(format!("`{k}` must be a string or a number")),
-            })
-            .collect();
-    }
-    web.form()
-}
-
-/// The exec request a console form (or API call) describes.
-fn exec_command(pairs: &[(String, String)], credential: Signed<Credential>) -> Result<ExecCommand, String> {
-    let nodes =
-        field(pairs, "nodes").map(str::trim).filter(|n| !n.is_empty()).ok_or("name the hosts (nodes)")?;
-    let line = field(pairs, "command").map(str::trim).filter(|c| !c.is_empty()).ok_or("give a command")?;
-    let argv =
-        shell_words::split(line).map_err(|e| format!("the command could not be split into words: {e}"))?;
-    let run_as = field(pairs, "run_as").filter(|r| !r.is_empty()).ok_or("say whom to run as (run_as)")?;
-    let fanout = match field(pairs, "fanout") {
-        None | Some("") => DEFAULT_FANOUT,
-        Some(f) => f
-            .parse::<u32>()
-            .ok()
-            .filter(|f| (1..=MAX_FANOUT as u32).contains(f))
-            .ok_or_else(|| format!("fan-out `{f}` is not a number from 1 to {MAX_FANOUT}"))?,
-    };
-    let seconds = |name: &str, default: u64| -> Result<u64, String> {
-        match field(pairs, name) {
-            None | Some("") => Ok(default),
-            Some(text) => text
-                .parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && (0.0..=86_400.0).contains(s))
-                .map(|s| (s * 1000.0) as u64)
-                .ok_or_else(|| format!("{name} `{text}` is not a number of seconds from 0 to 86400")),
-        }
-    };
-    let task = Task::Run { argv, stdin: Vec::new() };
-    task.check().map_err(|e| e.to_string())?;
-    Ok(ExecCommand {
-        credential,
-        hosts: vec![nodes.to_owned()],
-        exclude: Vec::new(),
-        run_as: run_as.to_owned(),
-        task,
-        fanout,
-        t1_ms: seconds("t1", 16_000)?,
-        t2_ms: seconds("t2", 32_000)?,
-        t3_ms: seconds("t3", 2_000)?,
-        max_output: MAX_OUTPUT,
-        connect_timeout_ms: CONNECT_TIMEOUT_MS,
-    })
 }
 
 /// The login page's words for why the browser was sent back to it (a fixed set: the query is

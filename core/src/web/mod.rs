@@ -3,15 +3,19 @@
 //! between (sessions, CSRF, login limits, what a form asks the gateway) lives here. It never
 //! touches a socket, a certificate or TLS: the driver does.
 
+mod audit_page;
 mod console;
+mod forms;
 mod http;
 mod limiter;
 mod pages;
+mod policy_page;
 mod session;
+mod status_page;
 #[cfg(test)]
 mod tests;
 
-pub use console::{ConsoleOutput, DEFAULT_FANOUT, WebConsole};
+pub use console::{ConsoleOutput, DEFAULT_FANOUT, Sources, WebConsole};
 pub use http::{
     CONTENT_SECURITY_POLICY, MAX_BODY, Method, RequestId, WebLimits, WebRequest, WebResponse, field,
 };

@@ -14,7 +14,7 @@ pub struct Viewer<'a> {
     pub csrf: &'a str,
 }
 
-fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -32,7 +32,12 @@ fn layout(title: &str, viewer: Option<&Viewer<'_>>, body: Markup) -> Markup {
                 header {
                     span.brand { "cohort" }
                     @if let Some(v) = viewer {
-                        nav { a href="/" { "Run" } }
+                        nav {
+                            a href="/" { "Run" }
+                            a href="/status" { "Status" }
+                            a href="/policy" { "Policy" }
+                            a href="/audit" { "Audit" }
+                        }
                         form.logout method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(v.csrf);
                             span.who { (v.principal) }

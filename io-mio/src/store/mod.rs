@@ -167,13 +167,7 @@ impl Store {
     }
 }
 
-/// A chain row as stored, decoded as far as it will go: verification must name a row that no
-/// longer decodes rather than stop at it.
-#[derive(Debug)]
-pub enum StoredEntry {
-    Entry(Box<ChainEntry>),
-    Undecodable { index: u64, reason: String },
-}
+pub use cohort_core::exec::audit_view::StoredEntry;
 
 impl Store {
     /// Appends one chain entry, and the checkpoint that vouches for the chain up to it when
@@ -217,12 +211,28 @@ impl Store {
 
     /// The whole chain in index order.
     pub fn load_chain(&self) -> Result<Vec<StoredEntry>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT idx, prev_hash, record, hash, signature, signer FROM audit_chain ORDER BY idx")
-            .map_err(|e| self.err(e))?;
+        self.chain_rows(
+            "SELECT idx, prev_hash, record, hash, signature, signer FROM audit_chain ORDER BY idx",
+            [],
+        )
+    }
+
+    /// Up to `count` entries with an index below `before` (from the newest when `None`), newest
+    /// first: one stretch of a listing.
+    pub fn chain_newest(&self, before: Option<u64>, count: u32) -> Result<Vec<StoredEntry>, StoreError> {
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        self.chain_rows(
+            "SELECT idx, prev_hash, record, hash, signature, signer FROM audit_chain \
+             WHERE idx < ?1 ORDER BY idx DESC LIMIT ?2",
+            params![before, i64::from(count)],
+        )
+    }
+
+    /// The chain rows `sql` selects, each decoded as far as it goes.
+    fn chain_rows(&self, sql: &str, params: impl rusqlite::Params) -> Result<Vec<StoredEntry>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |row| {
+            .query_map(params, |row| {
                 Ok((
                     row.get::<_, i64>(0)?,
                     row.get::<_, Vec<u8>>(1)?,

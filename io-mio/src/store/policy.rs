@@ -77,6 +77,44 @@ impl Store {
             .map_err(|e| self.err(e))
     }
 
+    /// The newest `limit` rows of the history, oldest first (in the order they were kept): what
+    /// the master's in-memory history starts from after a restart. A row that no longer decodes
+    /// is an error naming it, like every other loader here.
+    pub fn policy_history(&self, limit: usize) -> Result<Vec<(String, WallClock, Aggregate)>, StoreError> {
+        // SQLite takes a signed limit; anything past i64::MAX is every row anyway.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, local, at_unix_ms, aggregate FROM
+                   (SELECT id, local, at_unix_ms, aggregate FROM policy_history ORDER BY id DESC LIMIT ?1)
+                 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([limit], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, Vec<u8>>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, local, at, bytes) = row.map_err(|e| self.err(e))?;
+            let aggregate: Aggregate =
+                cohort_core::wire::decode(&bytes).map_err(|e| StoreError::CorruptRow {
+                    path: self.path.clone(),
+                    what: format!("history row {id} (from `{local}`)"),
+                    reason: e.to_string(),
+                })?;
+            out.push((local, WallClock(at.max(0) as u64), aggregate));
+        }
+        Ok(out)
+    }
+
     /// Each local's most recent stored aggregate: what historical status starts from after a
     /// restart.
     pub fn latest_policy_history(&self) -> Result<Vec<(String, WallClock, Aggregate)>, StoreError> {
@@ -176,6 +214,41 @@ mod tests {
         store.conn.execute("UPDATE policy_store SET signed = x'ff00'", []).expect("altered");
         let err = store.load_policies().expect_err("refused").to_string();
         assert!(err.contains("policy `fw`") && err.contains("does not decode"), "{err}");
+    }
+
+    #[test]
+    fn the_newest_history_rows_are_read_back_oldest_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("node.db")).expect("opens");
+        for i in 0..5u64 {
+            let aggregate = Aggregate { silent_agents: i, ..Aggregate::default() };
+            let local = if i % 2 == 0 { "local-00" } else { "local-01" };
+            store.append_policy_history(local, WallClock(100 + i), &aggregate).expect("kept");
+        }
+        let newest = store.policy_history(3).expect("reads");
+        let read: Vec<(&str, WallClock, u64)> =
+            newest.iter().map(|(l, at, a)| (l.as_str(), *at, a.silent_agents)).collect();
+        assert_eq!(
+            read,
+            [
+                ("local-00", WallClock(102), 2),
+                ("local-01", WallClock(103), 3),
+                ("local-00", WallClock(104), 4)
+            ]
+        );
+        assert_eq!(store.policy_history(50).expect("reads").len(), 5, "fewer rows than the limit: all");
+        assert!(store.policy_history(0).expect("reads").is_empty());
+    }
+
+    #[test]
+    fn a_history_row_that_does_not_decode_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store = Store::open(&dir.path().join("node.db")).expect("opens");
+        store.append_policy_history("local-00", WallClock(1), &Aggregate::default()).expect("kept");
+        store.conn.execute("UPDATE policy_history SET aggregate = x'ffffffffff'", []).expect("altered");
+        let err = store.policy_history(10).expect_err("refused");
+        assert!(matches!(err, StoreError::CorruptRow { .. }), "{err}");
+        assert!(err.to_string().contains("history row 1 (from `local-00`)"), "{err}");
     }
 
     #[test]

@@ -123,6 +123,7 @@ impl Tier {
                 agents,
                 signers: self.signers(),
                 operators: vec![self.operator.public()],
+                viewers: Vec::new(),
                 sync_window: scenario.sync_window,
                 sync_jitter: scenario.sync_jitter,
                 stats_deadline: scenario.stats_deadline,
@@ -130,6 +131,7 @@ impl Tier {
             parent_addr,
             stored: Vec::new(),
             latest: Vec::new(),
+            history: Vec::new(),
             limits: ConnLimits::default(),
         }
     }

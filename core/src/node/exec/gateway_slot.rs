@@ -8,12 +8,15 @@ use super::super::conns::{ConnLimits, Owner};
 use super::super::io::{ConnId, Event, ListenerId, Record};
 use super::super::{AfterPersist, Effects};
 use super::web_slot::WebSlot;
-use super::{encode, send};
+use super::{GatewayRole, encode, send, signers};
+use crate::channel::TrustSet;
 use crate::exec::audit::{AuditCollector, CollectorInput, CollectorOutput};
+use crate::exec::directory::ExecDirectory;
 use crate::exec::gateway::{Gateway, GatewayInput, GatewayOutput};
 use crate::exec::wire::{GatewayReply, HostWire};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
+use crate::rng::{SeededRng, fork};
 use crate::time::Now;
 use crate::web::WebConsole;
 
@@ -43,6 +46,40 @@ pub(super) struct GatewaySlot {
 }
 
 impl GatewaySlot {
+    pub(super) fn new(
+        role: GatewayRole,
+        directory: &ExecDirectory,
+        rng: &mut SeededRng,
+        fx: &mut Effects<'_>,
+    ) -> GatewaySlot {
+        // Clients are any key: a client proves itself with a credential bound to its key.
+        let listener =
+            fx.conns.listen("gateway", role.listen, role.keys.clone(), TrustSet::any_peer(), role.limits);
+        let web = role
+            .web
+            .map(|web| WebSlot::new(web, WebConsole::new(&role.keys, fork(rng)), role.keys.clone(), fx));
+        GatewaySlot {
+            gateway: Gateway::new(role.kdc, role.keys.clone(), fork(rng)),
+            kdc_addr: role.kdc_addr,
+            kdc: role.kdc,
+            asks: BTreeMap::new(),
+            collector: AuditCollector::new(
+                role.chain_tail.as_ref(),
+                signers(directory, &role.keys),
+                role.keys.clone(),
+            ),
+            listener,
+            keys: role.keys,
+            limits: role.limits,
+            sessions: BTreeMap::new(),
+            acks: BTreeMap::new(),
+            next_ack: 1,
+            outbox: BTreeMap::new(),
+            closing: BTreeSet::new(),
+            web,
+        }
+    }
+
     /// Sends what a client is owed while its connection keeps up; closes it once all is sent
     /// if asked to.
     pub(super) fn flush_client(&mut self, fx: &mut Effects<'_>, conn: ConnId) {
@@ -89,7 +126,7 @@ impl GatewaySlot {
                 && let Some(out) = web.console.poll_output()
             {
                 moved = true;
-                if let Some(input) = web.carry_out(out, fx) {
+                if let Some(input) = web.carry_out(now, out, fx) {
                     self.gateway.handle(now, input);
                 }
                 continue;

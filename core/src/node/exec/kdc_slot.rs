@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::super::io::{ConnId, ListenerId, Record};
 use super::super::{AfterPersist, Effects};
-use super::send;
+use super::{KdcRole, send};
 use crate::channel::TrustSet;
 use crate::exec::kdc::Kdc;
 use crate::exec::wire::{KdcReply, KdcRequest};
@@ -27,6 +27,21 @@ pub(super) struct KdcSlot {
 }
 
 impl KdcSlot {
+    pub(super) fn new(role: KdcRole, fx: &mut Effects<'_>) -> KdcSlot {
+        // Only the gateways it lists (and, once a configuration is installed, its operators)
+        // may open a channel.
+        let trust: TrustSet = role.gateways.iter().copied().collect();
+        let keys = role.kdc.keys().clone();
+        let listener = fx.conns.listen("kdc", role.listen, keys, trust, role.limits);
+        KdcSlot {
+            kdc: role.kdc,
+            listener,
+            gateways: role.gateways,
+            operators: BTreeSet::new(),
+            pending: BTreeMap::new(),
+        }
+    }
+
     /// Gateways, and operators for principal commands.
     pub(super) fn trust(&self) -> TrustSet {
         self.gateways.iter().chain(&self.operators).copied().collect()

@@ -1,6 +1,6 @@
 //! The policy tier on the in-memory network: a master, a local under it and an agent, as one
-//! node each; a change reaching the agent's file, the rules on operators' admin requests, a
-//! failed apply reported as such, and the same seed giving the same run.
+//! node each; a change reaching the agent's file, the rules on operators' and viewers' admin
+//! requests, a failed apply reported as such, and the same seed giving the same run.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +22,8 @@ struct Tier {
     master_keys: NodeKeys,
     /// The local's key: trusted by the master as a child, and no operator.
     local_keys: NodeKeys,
+    /// A read-only identity (the web console's gateway, say): a channel, status and history.
+    viewer: NodeKeys,
     master: usize,
     local: usize,
     agents: usize,
@@ -49,6 +51,8 @@ impl Tier {
         let master_keys = NodeKeys::generate(&mut rng);
         let local_keys = NodeKeys::generate(&mut rng);
         let agent_keys = NodeKeys::generate(&mut rng);
+        // Its own seed, so the other keys (and the runs they make) stay as they were.
+        let viewer = NodeKeys::generate(&mut seeded(55));
         let signers: BTreeMap<String, PublicIdentity> =
             [("master".to_owned(), master_keys.public()), ("local".to_owned(), local_keys.public())].into();
         let setup = |name: &str, keys: &NodeKeys, parent, children, agents| ServerSetup {
@@ -59,6 +63,7 @@ impl Tier {
             agents,
             signers: signers.clone(),
             operators: vec![operator.public()],
+            viewers: vec![viewer.public()],
             sync_window: Duration::from_secs(10),
             sync_jitter: Duration::ZERO,
             stats_deadline: Duration::from_secs(5),
@@ -82,6 +87,7 @@ impl Tier {
                     parent_addr: None,
                     stored: vec![stored],
                     latest: Vec::new(),
+                    history: Vec::new(),
                     limits: ConnLimits::default(),
                 }),
                 ..NodeSetup::new(master_keys.clone())
@@ -102,6 +108,7 @@ impl Tier {
                     parent_addr: Some(MASTER_ADDR.into()),
                     stored: Vec::new(),
                     latest: Vec::new(),
+                    history: Vec::new(),
                     limits: ConnLimits::default(),
                 }),
                 ..NodeSetup::new(local_keys.clone())
@@ -125,7 +132,7 @@ impl Tier {
             },
             3,
         );
-        Tier { net, operator, master_keys, local_keys, master, local, agents }
+        Tier { net, operator, master_keys, local_keys, viewer, master, local, agents }
     }
 
     fn admin(&mut self, keys: &NodeKeys, request: PolicyAdmin) -> Option<PolicyAdminReply> {
@@ -214,6 +221,26 @@ fn a_policy_admin_request_not_signed_by_an_operator_or_stale_is_refused_counted_
         .map(|p| p.version)
         .collect();
     assert_eq!(versions, [1], "nothing was created");
+}
+
+#[test]
+fn a_viewer_gets_a_channel_to_the_master_reads_history_and_changes_nothing() {
+    let mut tier = Tier::start(false);
+    tier.net.run_for(Duration::from_secs(30));
+    let viewer = tier.viewer.clone();
+    let history = tier.admin(&viewer, PolicyAdmin::History { since: None, until: None });
+    assert!(
+        matches!(&history, Some(PolicyAdminReply::History(points))
+            if !points.is_empty() && points.iter().all(|p| p.local == "local")),
+        "{history:?}"
+    );
+    let status = tier.admin(&viewer, PolicyAdmin::Status { current: false, since: None });
+    assert!(matches!(&status, Some(PolicyAdminReply::Status(_))), "{status:?}");
+    let reply = tier.admin(&viewer, PolicyAdmin::Create(policy("allow", 9)));
+    assert!(matches!(&reply, Some(PolicyAdminReply::Error(e)) if e.contains("viewer")), "{reply:?}");
+    let server = tier.net.node(tier.master).policy_server().expect("the master");
+    assert_eq!(server.rejected().get(&RejectKind::AdminNotAllowed), Some(&1));
+    assert_eq!(server.policies().map(|p| p.version).collect::<Vec<_>>(), [1], "nothing was created");
 }
 
 #[test]

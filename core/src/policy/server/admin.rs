@@ -1,19 +1,23 @@
-//! Operators' signed admin requests at a policy server: who may ask (an operator the tier lists),
-//! how fresh a request must be, and what each tier may be asked (no sync at the master, no global
-//! status at a local). The answer always goes back as an `AdminReply`; nothing is done for a
-//! request that fails a check.
+//! Signed admin requests at a policy server: who may ask (an operator the tier lists, for
+//! anything; a viewer it lists, only to read status and history), how fresh a request must be,
+//! and what each tier may be asked (no sync at the master, no global status or history at a
+//! local). The answer always goes back as an `AdminReply`; nothing is done for a request that
+//! fails a check.
 
 use std::time::Duration;
 
 use super::{PolicyServer, RejectKind, ServerOutput};
 use crate::policy::document::Policy;
-use crate::policy::wire::{ADMIN_FRESHNESS_MS, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest};
+use crate::policy::wire::{
+    ADMIN_FRESHNESS_MS, HistoryPoint, MAX_HISTORY_REPLY, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest,
+};
 use crate::signed::Signed;
 use crate::time::{Instant, WallClock};
 
 impl PolicyServer {
-    /// An operator's request: signed by an operator this server lists, made within
-    /// [`ADMIN_FRESHNESS_MS`] of now, and asking for something this tier does.
+    /// An admin request: signed by an operator this server lists (or, for a read-only request, a
+    /// viewer it lists), made within [`ADMIN_FRESHNESS_MS`] of now, and asking for something this
+    /// tier does.
     pub(super) fn admin(
         &mut self,
         now: Instant,
@@ -28,8 +32,16 @@ impl PolicyServer {
             server.reject(kind, format!("admin request refused: {text}"));
             reply(server, PolicyAdminReply::Error(text.to_owned()));
         };
-        if !self.setup.operators.iter().any(|op| signed.verify(op).is_ok()) {
-            return refuse(self, RejectKind::AdminNotOperator, "not signed by an operator this tier lists");
+        let operator = self.setup.operators.iter().any(|op| signed.verify(op).is_ok());
+        if !operator {
+            if !self.setup.viewers.iter().any(|v| signed.verify(v).is_ok()) {
+                let text = "not signed by an operator this tier lists";
+                return refuse(self, RejectKind::AdminNotOperator, text);
+            }
+            if !signed.body.request.read_only() {
+                let text = "a viewer may only read status and history";
+                return refuse(self, RejectKind::AdminNotAllowed, text);
+            }
         }
         if wall.distance(signed.body.at) > Duration::from_millis(ADMIN_FRESHNESS_MS) {
             let text = "the request is stale or from the future; check the clock and retry";
@@ -61,6 +73,27 @@ impl PolicyServer {
                 refuse(self, RejectKind::AdminInvalid, "global status comes from the master");
             }
             PolicyAdmin::Status { current, since } => self.status(now, wall, request, current, since),
+            PolicyAdmin::History { .. } if self.setup.parent.is_some() => {
+                refuse(self, RejectKind::AdminInvalid, "history comes from the master");
+            }
+            PolicyAdmin::History { since, until } => {
+                let points = self.history_between(since, until);
+                reply(self, PolicyAdminReply::History(points));
+            }
         }
+    }
+
+    /// The held points taken between `since` and `until` (inclusive), in time order, the newest
+    /// [`MAX_HISTORY_REPLY`] when more match. Sorted by time, not arrival: the wall clock may
+    /// have stepped back between two syncs (the sort is stable, so ties keep arrival order).
+    fn history_between(&self, since: Option<WallClock>, until: Option<WallClock>) -> Vec<HistoryPoint> {
+        let mut points: Vec<&HistoryPoint> = self
+            .history
+            .iter()
+            .filter(|p| since.is_none_or(|s| p.at >= s) && until.is_none_or(|u| p.at <= u))
+            .collect();
+        points.sort_by_key(|p| p.at);
+        let skip = points.len().saturating_sub(MAX_HISTORY_REPLY);
+        points.into_iter().skip(skip).cloned().collect()
     }
 }

@@ -2,8 +2,9 @@
 //! tiers nest to any depth). Owns the policy store, replication down the tier by scheduled sync
 //! (window plus jitter) and on demand, upward forwarding of policies created below, serving agents
 //! their effective policy, consolidating their reports into aggregates, and (at the master) the
-//! global status, historical or current with a deadline, and operators' signed admin requests
-//! (who may ask, how fresh, what each tier may do). It never stores a policy, report or aggregate
+//! global status, historical or current with a deadline, its history as a bounded time series,
+//! and signed admin requests from operators and read-only viewers (who may ask, how fresh, what
+//! each tier may do). It never stores a policy, report or aggregate
 //! it could not verify, never takes a tier message from a channel peer other than the server or
 //! agent the message names, and never sends raw reports upward.
 
@@ -13,7 +14,7 @@ use std::time::Duration;
 use super::document::{Policy, PolicyError, SignedPolicy};
 use super::merge::effective;
 use super::report::{AgentReport, Aggregate, MAX_CHECKS, MAX_REPORT_BYTES};
-use super::wire::{PolicyAdminReply, PolicyAdminRequest};
+use super::wire::{HistoryPoint, PolicyAdminReply, PolicyAdminRequest};
 pub use rejection::{RejectKind, Rejection};
 mod admin;
 mod rejection;
@@ -26,6 +27,10 @@ use crate::machine::Machine;
 use crate::rng::{SeededRng, uniform_duration};
 use crate::signed::Signed;
 use crate::time::{Instant, Now, WallClock};
+
+/// The most history points the master holds in memory; the oldest go first. At one sync a
+/// minute from each of 14 locals, about a day; the driver's store keeps everything.
+pub const MAX_HISTORY_POINTS: usize = 20_000;
 
 /// Who a server is and whom it trusts.
 #[derive(Debug, Clone)]
@@ -42,6 +47,9 @@ pub struct ServerSetup {
     pub signers: BTreeMap<String, PublicIdentity>,
     /// Operators whose signed admin requests this server serves.
     pub operators: Vec<PublicIdentity>,
+    /// Identities that may only read (status and history): a console on another node shows the
+    /// tier without being able to change it.
+    pub viewers: Vec<PublicIdentity>,
     pub sync_window: Duration,
     pub sync_jitter: Duration,
     pub stats_deadline: Duration,
@@ -56,7 +64,7 @@ pub enum ServerInput {
         size: usize,
     },
     Timeout,
-    /// An operator's signed request; the answer leaves as [`ServerOutput::AdminReply`] with the
+    /// An operator's or viewer's signed request; the answer leaves as [`ServerOutput::AdminReply`] with the
     /// same `request`.
     Admin {
         request: u64,
@@ -109,6 +117,9 @@ pub struct PolicyServer {
     /// Latest aggregate per child and when it came: at the master, this is what historical
     /// status reads (the full history is the driver's, in its store).
     child_aggregates: BTreeMap<String, (Aggregate, WallClock)>,
+    /// At the master, one point per child sync, oldest first and at most
+    /// [`MAX_HISTORY_POINTS`]: what a history request reads without asking the driver's store.
+    history: VecDeque<HistoryPoint>,
     /// Verified syncs received from children.
     syncs_received: u64,
     next_sync: Option<Instant>,
@@ -127,6 +138,7 @@ impl PolicyServer {
             policies: BTreeMap::new(),
             reports: BTreeMap::new(),
             child_aggregates: BTreeMap::new(),
+            history: VecDeque::new(),
             syncs_received: 0,
             next_sync,
             cycle: 0,
@@ -187,13 +199,38 @@ impl PolicyServer {
         }
     }
 
+    /// Takes back the history the driver kept (oldest first), as points appended in that order;
+    /// the newest [`MAX_HISTORY_POINTS`] are kept. Every point is kept, a child since removed from
+    /// the tier included: it is what the master received then. Only the master keeps history.
+    pub fn restore_history(&mut self, history: impl IntoIterator<Item = (String, WallClock, Aggregate)>) {
+        if self.setup.parent.is_some() {
+            return;
+        }
+        for (child, at, aggregate) in history {
+            self.record_history(HistoryPoint::of(&child, at, &aggregate));
+        }
+    }
+
+    /// The history held now, oldest first.
+    pub fn history(&self) -> impl Iterator<Item = &HistoryPoint> {
+        self.history.iter()
+    }
+
+    /// Appends one point, dropping the oldest past the bound.
+    fn record_history(&mut self, point: HistoryPoint) {
+        if self.history.len() >= MAX_HISTORY_POINTS {
+            self.history.pop_front();
+        }
+        self.history.push_back(point);
+    }
+
     fn reject(&mut self, kind: RejectKind, detail: String) {
         *self.rejected.entry(kind).or_default() += 1;
         self.outputs.push_back(ServerOutput::Rejected(Rejection { kind, detail }));
     }
 
     /// Who this server exchanges tier messages with: its parent, children and agents. A
-    /// driver's listener admits these (and the operators) and no one else.
+    /// driver's listener admits these (and the operators and viewers) and no one else.
     pub fn peers(&self) -> impl Iterator<Item = &PublicIdentity> {
         let parent = self.setup.parent.iter().map(|(_, id)| id);
         parent.chain(self.setup.children.values()).chain(self.setup.agents.values())
@@ -201,6 +238,11 @@ impl PolicyServer {
 
     pub fn operators(&self) -> &[PublicIdentity] {
         &self.setup.operators
+    }
+
+    /// Identities that may make read-only admin requests (status, history).
+    pub fn viewers(&self) -> &[PublicIdentity] {
+        &self.setup.viewers
     }
 
     /// The parent's identity, if this server has one.
@@ -365,6 +407,7 @@ impl PolicyServer {
                 let SyncRequest { versions, aggregate, .. } = signed.body;
                 self.syncs_received += 1;
                 if self.setup.parent.is_none() {
+                    self.record_history(HistoryPoint::of(&from, wall, &aggregate));
                     self.outputs.push_back(ServerOutput::History {
                         from: from.clone(),
                         at: wall,

@@ -30,6 +30,8 @@ pub enum RejectKind {
     AdminNotOperator,
     AdminStale,
     AdminInvalid,
+    /// A viewer (read-only) asked for something other than status or history.
+    AdminNotAllowed,
 }
 
 impl RejectKind {
@@ -49,6 +51,7 @@ impl RejectKind {
             RejectKind::AdminNotOperator => "admin-not-operator",
             RejectKind::AdminStale => "admin-stale",
             RejectKind::AdminInvalid => "admin-invalid",
+            RejectKind::AdminNotAllowed => "admin-not-allowed",
         }
     }
 }

@@ -11,10 +11,14 @@ use crate::time::{Instant, Now, WallClock};
 
 const NOW: Now = Now::new(Instant::from_nanos(1), WallClock(1_900_000_000_000));
 
+mod audit;
+
 struct Bench {
     console: WebConsole,
     gateway: Gateway,
     kdc: NodeKeys,
+    /// The gateway's key: the collector's too.
+    keys: NodeKeys,
     next: u64,
 }
 
@@ -25,8 +29,9 @@ impl Bench {
         let keys = NodeKeys::generate(&mut rng);
         Bench {
             console: WebConsole::new(&keys, seeded(12)),
-            gateway: Gateway::new(kdc.public(), keys, seeded(13)),
+            gateway: Gateway::new(kdc.public(), keys.clone(), seeded(13)),
             kdc,
+            keys,
             next: 0,
         }
     }
@@ -50,7 +55,7 @@ impl Bench {
             body: body.as_bytes().to_vec(),
             peer: "192.0.2.7".into(),
         };
-        self.console.handle_request(NOW, id, request, &self.gateway);
+        self.console.handle_request(NOW, id, request, Sources { gateway: &self.gateway, member: None });
         (id, self.drain())
     }
 
