@@ -12,6 +12,7 @@ use serde_json::json;
 use super::console::{ConsoleOutput, WebConsole};
 use super::http::{RequestId, WebRequest, WebResponse, field};
 use super::pages::{self, Viewer};
+use super::waiting::AuditAsk;
 use crate::exec::audit_view::{
     AuditFilter, AuditRange, AuditRows, StoredEntry, decision_parts, row_json, utc_text, verify_stored,
 };
@@ -29,19 +30,6 @@ const READ_STRETCH: u32 = 512;
 const SCAN_MAX: u64 = 20_000;
 /// The longest principal or host name a filter takes.
 const MAX_NAME: usize = 256;
-
-/// A listing or verify waiting on the store.
-#[derive(Debug)]
-pub(crate) struct AuditAsk {
-    request: RequestId,
-    /// The page's viewer and its CSRF token; `None` for the JSON API.
-    page: Option<(String, String)>,
-    filter: AuditFilter,
-    limit: usize,
-    found: Vec<StoredEntry>,
-    scanned: u64,
-    verify: bool,
-}
 
 /// How a verify came out, for the page and the API.
 #[derive(Debug)]

@@ -10,13 +10,12 @@ use std::collections::{BTreeMap, VecDeque};
 use rand_core::RngCore;
 use serde_json::json;
 
-use super::audit_page::AuditAsk;
-use super::forms::{exec_command, read_fields};
+use super::forms::{DEFAULT_FANOUT, exec_command, read_fields};
 use super::http::{Method, RequestId, WebRequest, WebResponse, field};
 use super::limiter::LoginLimiter;
 use super::pages::{self, Viewer};
-use super::policy_page::PolicyAsk;
 use super::session::{ConsoleKeys, CookieError, LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, cookie};
+use super::waiting::{AuditAsk, PolicyAsk};
 use crate::exec::audit_view::AuditRange;
 use crate::exec::gateway::{ClientEvent, ClientRequest, Gateway, GatewayInput};
 use crate::exec::report::{host_json, outcome_text, output_digest, summary_of};
@@ -29,11 +28,6 @@ use crate::rng::SeededRng;
 use crate::signed::Signed;
 use crate::time::{Now, WallClock};
 
-/// The fan-out the form offers, within the principal's ceiling (the CLI's default).
-pub const DEFAULT_FANOUT: u32 = 32;
-/// Each stream's cap per host for a run from the console (the CLI's default).
-pub(super) const MAX_OUTPUT: u64 = 1024 * 1024;
-pub(super) const CONNECT_TIMEOUT_MS: u64 = 10_000;
 /// A login form is good for this long.
 const LOGIN_FORM_SECS: u64 = 3600;
 /// Gateway client ids of the console's requests: bit 62, apart from connection ids (bit 63 for

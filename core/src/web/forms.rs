@@ -2,12 +2,17 @@
 //! form describes, every value checked and bounded. Owns reading requests; it never decides who
 //! may make them.
 
-use super::console::{CONNECT_TIMEOUT_MS, DEFAULT_FANOUT, MAX_OUTPUT};
 use super::http::{WebRequest, field};
 use crate::exec::gateway::{ExecCommand, MAX_FANOUT};
 use crate::exec::task::Task;
 use crate::exec::ticket::Credential;
 use crate::signed::Signed;
+
+/// The fan-out the form offers, within the principal's ceiling (the CLI's default).
+pub const DEFAULT_FANOUT: u32 = 32;
+/// Each stream's cap per host for a run from the console (the CLI's default).
+const MAX_OUTPUT: u64 = 1024 * 1024;
+const CONNECT_TIMEOUT_MS: u64 = 10_000;
 
 /// The fields of a form post or a JSON object of strings and numbers.
 pub(super) fn read_fields(web: &WebRequest) -> Result<Vec<(String, String)>, String> {

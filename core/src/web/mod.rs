@@ -14,8 +14,10 @@ mod session;
 mod status_page;
 #[cfg(test)]
 mod tests;
+mod waiting;
 
-pub use console::{ConsoleOutput, DEFAULT_FANOUT, Sources, WebConsole};
+pub use console::{ConsoleOutput, Sources, WebConsole};
+pub use forms::DEFAULT_FANOUT;
 pub use http::{
     CONTENT_SECURITY_POLICY, MAX_BODY, Method, RequestId, WebLimits, WebRequest, WebResponse, field,
 };

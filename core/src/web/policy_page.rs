@@ -13,6 +13,7 @@ use serde_json::json;
 use super::console::{ConsoleOutput, WebConsole};
 use super::http::{RequestId, WebRequest, WebResponse, field};
 use super::pages::{self, Viewer};
+use super::waiting::{PolicyAsk, Want};
 use crate::exec::audit_view::utc_text;
 use crate::policy::report::PlatformCounts;
 use crate::policy::wire::{GlobalStatus, HistoryPoint, PolicyAdmin, PolicyAdminReply};
@@ -24,27 +25,6 @@ const HOURS_MAX: u64 = 24 * 90;
 /// Points the chart draws at most: more are thinned evenly (the table of the API has them all).
 const CHART_POINTS: usize = 360;
 const HOUR_MS: u64 = 3_600_000;
-
-/// What a request waits for from the master.
-#[derive(Debug)]
-pub(crate) struct PolicyAsk {
-    request: RequestId,
-    want: Want,
-}
-
-#[derive(Debug)]
-enum Want {
-    /// The page: the status first, then the history since `since`.
-    Page {
-        principal: String,
-        csrf: String,
-        current: bool,
-        since: WallClock,
-        status: Option<GlobalStatus>,
-    },
-    Status,
-    History,
-}
 
 impl WebConsole {
     /// `GET /policy` (`?current=1` asks every tier now; `?hours=N` the history's span).
