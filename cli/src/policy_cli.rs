@@ -179,17 +179,21 @@ pub fn global_status(args: &GlobalArgs, key: &Option<PathBuf>, json: bool) -> an
     Ok(())
 }
 
-/// One section of the global status: a header, then a row per entry.
+/// One section of the global status: a header, then a row per entry. Compliance is the share
+/// of measured checks that passed; `clean` the agents whose every check passed.
 fn table(out: &mut String, title: &str, rows: &std::collections::BTreeMap<String, PlatformCounts>) {
-    let pct = |c: u64, n: u64| if n == 0 { 0.0 } else { 100.0 * c as f64 / n as f64 };
-    out.push_str(&format!("  {:<24} {:>7} {:>11} {:>8}\n", title, "agents", "compliant", "threats"));
+    out.push_str(&format!(
+        "  {:<24} {:>7} {:>7} {:>11} {:>8}\n",
+        title, "agents", "clean", "compliance", "threats"
+    ));
     for (name, c) in rows {
+        let compliance = match c.checks {
+            0 => "unmeasured".to_owned(),
+            _ => format!("{:.0}% of {}", c.compliance_pct(), c.checks),
+        };
         out.push_str(&format!(
-            "  {:<24} {:>7} {:>10.0}% {:>8}\n",
-            name,
-            c.agents,
-            pct(c.compliant, c.agents),
-            c.threats
+            "  {:<24} {:>7} {:>7} {:>11} {:>8}\n",
+            name, c.agents, c.compliant, compliance, c.threats
         ));
     }
 }

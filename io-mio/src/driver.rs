@@ -166,6 +166,10 @@ impl NodeDriver {
                     front.chunk(request, bytes, last);
                 }
             }
+            Output::Inspect { id, path, read } => {
+                let facts = crate::inspect::inspect(Path::new(&path), read);
+                self.feed(Input::Inspected { id, facts });
+            }
             Output::ReadAudit { read, range } => {
                 let rows = self.read_audit(range).map_err(|e| e.to_string());
                 self.feed(Input::AuditRead { read, rows });

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod driver;
 pub mod entropy;
 pub mod error;
+pub mod inspect;
 pub mod keyfile;
 pub mod node_config;
 pub mod place;

@@ -6,6 +6,7 @@
 pub mod browser;
 pub mod clock;
 pub mod config_change;
+mod exec_invariants;
 pub mod exec_site;
 pub mod member_site;
 pub mod member_view;

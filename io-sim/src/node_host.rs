@@ -3,18 +3,17 @@
 //! turmoil's clock. The loop carries out every output, then waits (biased) for what a socket task
 //! reports or the node's next deadline. It owns the mapping only; every rule is the node's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cohort_core::exec::acl::Acl;
-use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_chain};
 use cohort_core::exec::daemon::ProcessEnd;
-use cohort_core::exec::task::DataKind;
 use cohort_core::member::MemberRecord;
 use cohort_core::node::ChildId;
 use cohort_core::node::{ConnId, Event, Input, Node, NodeSetup, Output, Record};
+use cohort_core::policy::checks::FileFacts;
 use cohort_core::rng::{SeededRng, fork, seeded};
 use cohort_core::trace::Trace;
 use cohort_core::{Machine, NodeKeys};
@@ -27,6 +26,7 @@ use turmoil::net::{TcpListener, TcpStream};
 
 use crate::browser::{SimWeb, WebAnswers, WebCall};
 use crate::clock::now;
+use crate::exec_invariants::{check_audited_before_spawn, check_chain, check_permitted, check_placed};
 use crate::observer::Observer;
 use crate::processes::{Behaviour, behaviour};
 use crate::storage::SimDisk;
@@ -259,6 +259,12 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     drop(records);
                     feed(&ctx, &mut node, Input::AuditRead { read, rows });
                 }
+                Output::Inspect { id, path, read } => {
+                    let files = ctx.files.lock().unwrap_or_else(PoisonError::into_inner);
+                    let facts = files.get(&(ctx.name.clone(), path)).map(|bytes| simulated_file(bytes, read));
+                    drop(files);
+                    feed(&ctx, &mut node, Input::Inspected { id, facts: Ok(facts) });
+                }
                 Output::WriteFile { id, path, contents } => {
                     ctx.files
                         .lock()
@@ -275,9 +281,13 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     feed(&ctx, &mut node, Input::FileWritten { id, outcome: Ok(()) });
                 }
                 Output::Spawn { child, argv, run_as, stdin, .. } => {
-                    spawned += 1;
-                    check_audited_before_spawn(&ctx, spawned);
-                    check_permitted(&ctx, &acls, &argv, run_as.as_deref());
+                    // Only a node that plays managed hosts runs exec sessions; an agent's check
+                    // commands answer to no ACL.
+                    if !acls.is_empty() {
+                        spawned += 1;
+                        check_audited_before_spawn(&ctx, spawned);
+                        check_permitted(&ctx, &acls, &argv, run_as.as_deref());
+                    }
                     feed(&ctx, &mut node, Input::ChildStarted { child });
                     let (pause, paused) = watch::channel(false);
                     let task = tokio::spawn(simulate(child, behaviour(&argv, &stdin), paused, tx.clone()));
@@ -348,106 +358,16 @@ async fn forward_web(mut calls: UnboundedReceiver<WebCall>, tx: UnboundedSender<
     }
 }
 
-/// Invariant: the collector's chain verifies after every append (the entry about to be made
-/// durable, after every one this host made durable before it).
-fn check_chain(ctx: &NodeHostContext, entry: &ChainEntry) {
-    let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
-    let chain: Vec<&ChainEntry> = records
-        .iter()
-        .filter(|(host, _)| *host == ctx.name)
-        .filter_map(|(_, r)| match r {
-            Record::AuditEntry { entry: e, .. } => Some(&**e),
-            _ => None,
-        })
-        .chain([entry])
-        .collect();
-    if let Err(e) = verify_chain(chain) {
-        ctx.observer
-            .report_violation(turmoil::elapsed(), format!("{}: the audit chain broke: {e}", ctx.name));
-    }
-}
-
-/// Invariant: no command runs before its audit record is durable at its host and in the
-/// collector's chain. The `spawned`th command of this node needs that many `Run` records kept
-/// here that the chain holds too (the same host and run, so another host's records cannot
-/// stand in for them).
-fn check_audited_before_spawn(ctx: &NodeHostContext, spawned: usize) {
-    let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
-    let runs = |r: &Record, here: bool| match r {
-        Record::LocalAudit(a) if here && a.decision == AuditDecision::Run => Some((a.host.clone(), a.run_id)),
-        Record::AuditEntry { entry: e, .. } if !here && e.record.decision == AuditDecision::Run => {
-            Some((e.record.host.clone(), e.record.run_id))
-        }
-        _ => None,
-    };
-    let chained: BTreeSet<(String, [u8; 16])> = records.iter().filter_map(|(_, r)| runs(r, false)).collect();
-    let local: Vec<(String, [u8; 16])> =
-        records.iter().filter(|(host, _)| *host == ctx.name).filter_map(|(_, r)| runs(r, true)).collect();
-    let both = local.iter().filter(|run| chained.contains(*run)).count();
-    if both < spawned {
-        let what = format!(
-            "{}: command {spawned} spawned with {} run records kept here, {both} of them in the chain",
-            ctx.name,
-            local.len()
-        );
-        ctx.observer.report_violation(turmoil::elapsed(), what);
-    }
-}
-
-/// Invariant: no file is placed that the ACL denies or the trail does not hold. A placed file has
-/// a `Run` record kept here, and in the chain, whose data names that path with the digest of
-/// exactly these bytes, as that owner, and whose host's ACL lets its principal write there.
-fn check_placed(
-    ctx: &NodeHostContext,
-    acls: &BTreeMap<String, Acl>,
-    path: &str,
-    contents: &[u8],
-    owner: &str,
-) {
-    use sha2::Digest;
-    let sha256: [u8; 32] = sha2::Sha256::digest(contents).into();
-    let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
-    let chained = |run_id: [u8; 16]| {
-        records.iter().any(|(_, r)| {
-            matches!(r, Record::AuditEntry { entry: e, .. } if e.record.run_id == run_id && e.record.decision == AuditDecision::Run)
-        })
-    };
-    let permitted = records.iter().filter(|(host, _)| *host == ctx.name).any(|(_, r)| {
-        matches!(r, Record::LocalAudit(a)
-            if a.decision == AuditDecision::Run
-                && a.run_as == owner
-                && a.data.iter().any(|d| d.sha256 == sha256
-                    && matches!(&d.what, DataKind::File { path: p, .. } if p == path))
-                && acls.get(&a.host).is_some_and(|acl| acl.check_copy(&a.principal, &a.run_as, path).is_ok())
-                && chained(a.run_id))
-    });
-    if !permitted {
-        let what =
-            format!("{}: placed {path} as {owner}, which no permitted, chained run record covers", ctx.name);
-        ctx.observer.report_violation(turmoil::elapsed(), what);
-    }
-}
-
-/// Invariant: nothing runs that the ACL denies. A spawned command has a `Run` record kept here
-/// with the same argv and run-as user, whose host's ACL grants its principal exactly that.
-fn check_permitted(
-    ctx: &NodeHostContext,
-    acls: &BTreeMap<String, Acl>,
-    argv: &[String],
-    run_as: Option<&str>,
-) {
-    let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
-    let permitted = records.iter().filter(|(host, _)| *host == ctx.name).any(|(_, r)| {
-        matches!(r, Record::LocalAudit(a)
-            if a.decision == AuditDecision::Run
-                && a.argv == argv
-                && Some(a.run_as.as_str()) == run_as
-                && acls.get(&a.host).is_some_and(|acl| acl.check(&a.principal, &a.run_as, &a.argv).is_ok()))
-    });
-    if !permitted {
-        let what =
-            format!("{}: spawned {argv:?} as {run_as:?}, which no permitted run record covers", ctx.name);
-        ctx.observer.report_violation(turmoil::elapsed(), what);
+/// A file the simulated host wrote, as a driver would report it: root's, mode 0644.
+fn simulated_file(bytes: &[u8], read: bool) -> FileFacts {
+    FileFacts {
+        is_file: true,
+        mode: 0o644,
+        owner: Some("root".into()),
+        group: Some("root".into()),
+        size: bytes.len() as u64,
+        content: read.then(|| bytes.to_vec()),
+        ..FileFacts::default()
     }
 }
 

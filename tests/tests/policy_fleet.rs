@@ -8,8 +8,9 @@
 use std::time::Duration;
 
 use cohort_core::node::Record;
+use cohort_core::policy::checks::{CheckOutcome, Severity};
 use cohort_core::policy::document::{Platform, Scope};
-use cohort_core::policy::report::AgentReport;
+use cohort_core::policy::report::{AgentReport, CheckResult};
 use cohort_core::policy::server::{PolicyMessage, RejectKind, SyncRequest};
 use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyWire};
 use cohort_core::rng::seeded;
@@ -219,7 +220,8 @@ fn bad_input_is_refused_counted_and_never_stored() {
     let unknown = Signed::sign(report("agent-9999", fleet.wall()), &stranger).expect("signs");
     send_tier(&mut fleet, &local, &agent_0, PolicyMessage::Poll(unknown));
     let mut big = report(&agent_name(0), fleet.wall());
-    big.checks = (0..2000).map(|i| (format!("check-{i}"), true)).collect();
+    let result = CheckResult { outcome: CheckOutcome::Pass, severity: Severity::Low, detail: "x".repeat(40) };
+    big.checks = (0..2000).map(|i| (format!("check-{i}"), result.clone())).collect();
     let big = Signed::sign(big, &agent_0).expect("signs");
     send_tier(&mut fleet, &local, &agent_0, PolicyMessage::Poll(big));
     let view = fleet.server(&local);
@@ -227,7 +229,7 @@ fn bad_input_is_refused_counted_and_never_stored() {
     assert_eq!(view.refused(RejectKind::OversizedReport), 1);
     assert_eq!(view.reports_held, held_reports);
     let refusals = fleet.refusals(&local);
-    assert!(refusals.iter().any(|r| r.contains("over the 16384-byte limit")), "{refusals:#?}");
+    assert!(refusals.iter().any(|r| r.contains("over the 65536-byte limit")), "{refusals:#?}");
 }
 
 #[test]

@@ -547,7 +547,7 @@ pub(super) fn signers(directory: &ExecDirectory, gateway: &NodeKeys) -> BTreeMap
     signers
 }
 
-/// What a child of an exec session did.
+/// What a child process did (an exec session's, or a policy check's).
 #[derive(Debug)]
 pub(super) enum ChildEvent {
     Output { stderr: bool, bytes: Vec<u8> },

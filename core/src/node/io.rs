@@ -9,6 +9,7 @@ pub use crate::exec::audit_view::{AuditRange, AuditRows};
 use crate::exec::daemon::ProcessEnd;
 use crate::identity::NodeId;
 use crate::member::{MemberRecord, Version};
+pub use crate::policy::checks::FileFacts;
 use crate::policy::document::SignedPolicy;
 use crate::policy::report::Aggregate;
 use crate::policy::server::Rejection;
@@ -139,6 +140,11 @@ pub enum Input {
     WebGone {
         request: RequestId,
     },
+    /// The file `Inspect` asked about: `Ok(None)` when nothing is at the path.
+    Inspected {
+        id: FileId,
+        facts: Result<Option<FileFacts>, String>,
+    },
     /// What the read `read` found in the audit trail, or why the store could not read it.
     AuditRead {
         read: AuditReadId,
@@ -165,6 +171,9 @@ pub enum Output {
     /// More of a streamed answer, to be reported with `WebSent` as the connection takes it; the
     /// last one ends the answer.
     WebChunk { request: RequestId, bytes: Vec<u8>, last: bool },
+    /// Look at the file at `path` (following links): its kind, permission bits, owner and group
+    /// (with their names), size, and with `read` its first 1 MiB; then answer `Inspected`.
+    Inspect { id: FileId, path: String, read: bool },
     /// Read `range` of the audit trail this node keeps, then answer `AuditRead`.
     ReadAudit { read: AuditReadId, range: AuditRange },
     /// Open a stream to `addr`; bytes for `conn` may follow at once and wait for the connect.

@@ -46,6 +46,7 @@ mod links;
 mod lookup;
 mod member;
 mod policy;
+mod probes;
 mod trace;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -316,14 +317,18 @@ impl Node {
 
     fn on_child(&mut self, now: Now, child: ChildId, event: ChildEvent) {
         self.with_roles(|roles, fx| {
-            let policy_outcome = match &event {
+            // A policy check's command, a policy hook, or else an exec session's process.
+            if roles.policy.probes(child) {
+                return roles.policy.on_probe(now, child, event, fx);
+            }
+            let hook_failed = match &event {
                 ChildEvent::Failed(reason) => Some(Err(reason.clone())),
                 ChildEvent::Output { .. } | ChildEvent::Exited(_) => None,
             };
             if !roles.exec.on_child(now, child, event, fx)
-                && let Some(outcome) = policy_outcome
+                && let Some(outcome) = hook_failed
             {
-                roles.policy.on_child(now, child, outcome, fx);
+                roles.policy.on_hook(now, child, outcome, fx);
             }
         });
     }
@@ -382,7 +387,7 @@ impl Machine for Node {
                 }
             }),
             Input::ChildStarted { child } => self.with_roles(|roles, fx| {
-                roles.policy.on_child(now, child, Ok(()), fx);
+                roles.policy.on_hook(now, child, Ok(()), fx);
             }),
             Input::ChildFailed { child, reason } => self.on_child(now, child, ChildEvent::Failed(reason)),
             Input::ChildOutput { child, stderr, bytes } => {
@@ -394,6 +399,9 @@ impl Machine for Node {
                 roles.exec.on_web_request(now, request, *web, member, fx)
             }),
             Input::WebSent { request, bytes } => self.roles.exec.on_web_sent(request, bytes),
+            Input::Inspected { id, facts } => {
+                self.with_roles(|roles, fx| roles.policy.on_inspected(now, id, facts, fx))
+            }
             Input::AuditRead { read, rows } => {
                 self.with_roles(|roles, fx| roles.exec.on_audit_read(now, read, rows, fx))
             }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use super::Effects;
 use super::conns::{ConnEvent, ConnLimits, Owner};
+use super::exec::ChildEvent;
 use super::io::{ChildId, ConnId, Event, FileId, ListenerId, Output, Record};
+use super::probes::Probes;
 use crate::channel::TrustSet;
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
@@ -90,6 +92,8 @@ pub(super) struct PolicyHost {
     agents: Vec<Agent>,
     files: BTreeMap<FileId, Applying>,
     hooks: BTreeMap<ChildId, Applying>,
+    /// Agents' probes the driver is carrying out: files being looked at, commands running.
+    probes: Probes,
 }
 
 impl PolicyHost {
@@ -144,7 +148,13 @@ impl PolicyHost {
                 Agent { agent, link, policy_file: role.policy_file, hook: role.hook }
             })
             .collect();
-        let mut host = PolicyHost { server, agents, files: BTreeMap::new(), hooks: BTreeMap::new() };
+        let mut host = PolicyHost {
+            server,
+            agents,
+            files: BTreeMap::new(),
+            hooks: BTreeMap::new(),
+            probes: Probes::default(),
+        };
         host.drain(now, fx);
         host
     }
@@ -248,8 +258,39 @@ impl PolicyHost {
         fx.out.push_back(Output::Spawn { child, argv: hook, run_as: None, env, stdin: Vec::new() });
     }
 
+    /// Whether `child` is one of the agents' check commands.
+    pub fn probes(&self, child: ChildId) -> bool {
+        self.probes.runs(child)
+    }
+
+    /// A check command's output or end.
+    pub fn on_probe(&mut self, now: Now, child: ChildId, event: ChildEvent, fx: &mut Effects<'_>) {
+        if let Some((agent, probe, seen)) = self.probes.on_child(child, event)
+            && let Some(a) = self.agents.get_mut(agent)
+        {
+            a.agent.handle(now, AgentInput::Observed { probe, seen });
+        }
+        self.drain(now, fx);
+    }
+
+    /// What the driver found at a path a probe asked about.
+    pub fn on_inspected(
+        &mut self,
+        now: Now,
+        id: FileId,
+        facts: Result<Option<crate::policy::checks::FileFacts>, String>,
+        fx: &mut Effects<'_>,
+    ) {
+        if let Some((agent, probe, seen)) = self.probes.on_inspected(id, facts, fx)
+            && let Some(a) = self.agents.get_mut(agent)
+        {
+            a.agent.handle(now, AgentInput::Observed { probe, seen });
+        }
+        self.drain(now, fx);
+    }
+
     /// Whether `child` is one of this host's hooks; its start or failure ends the apply.
-    pub fn on_child(
+    pub fn on_hook(
         &mut self,
         now: Now,
         child: ChildId,
@@ -323,6 +364,8 @@ impl PolicyHost {
                         let contents = policy.render(a.agent.name()).into_bytes();
                         fx.out.push_back(Output::WriteFile { id, path: a.policy_file.clone(), contents });
                     }
+                    AgentOutput::Probe { probe, what } => self.probes.start(i, probe, what, fx),
+                    AgentOutput::StopProbe { probe } => self.probes.stop(i, probe, fx),
                 }
             }
         }

@@ -155,6 +155,16 @@ impl Net {
             Output::Spawn { child, .. } => self.inputs.push_back((i, Input::ChildStarted { child })),
             Output::Kill { .. } | Output::PauseChild { .. } | Output::ResumeChild { .. } => {}
             Output::Log(event) => self.logs.push((i, event)),
+            Output::Inspect { id, path, read } => {
+                let facts = self.files.get(&path).map(|bytes| crate::policy::checks::FileFacts {
+                    is_file: true,
+                    mode: 0o644,
+                    size: bytes.len() as u64,
+                    content: read.then(|| bytes.clone()),
+                    ..Default::default()
+                });
+                self.inputs.push_back((i, Input::Inspected { id, facts: Ok(facts) }));
+            }
             Output::ReadAudit { read, range } => {
                 let kept = self.persisted.iter().filter(|(at, _)| *at == i).filter_map(|(_, r)| match r {
                     Record::AuditEntry { entry, checkpoint } => Some((&**entry, checkpoint.as_deref())),

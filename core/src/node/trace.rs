@@ -29,6 +29,11 @@ impl TraceEvent for Input {
             }
             Input::WebSent { request, bytes } => format!("WebSent {request} {bytes}B"),
             Input::WebGone { request } => format!("WebGone {request}"),
+            Input::Inspected { id, facts: Ok(Some(f)) } => {
+                format!("Inspected #{} mode {:04o} uid {} {}B", id.0, f.mode, f.uid, f.size)
+            }
+            Input::Inspected { id, facts: Ok(None) } => format!("Inspected #{} missing", id.0),
+            Input::Inspected { id, facts: Err(e) } => format!("Inspected #{} failed: {e}", id.0),
             Input::AuditRead { read, rows: Ok(rows) } => {
                 format!(
                     "AuditRead #{} {} rows {} checkpoints",
@@ -78,6 +83,9 @@ impl TraceEvent for Output {
                 format!("WebChunk {request} {}{}", short(bytes), if *last { " last" } else { "" })
             }
             Output::ReadAudit { read, range } => format!("ReadAudit #{} {range:?}", read.0),
+            Output::Inspect { id, path, read } => {
+                format!("Inspect #{} {path}{}", id.0, if *read { " (read)" } else { "" })
+            }
             Output::Connect { conn, addr } => format!("Connect {conn} to {addr}"),
             Output::Transmit { conn, bytes } => format!("Transmit {conn} {}", short(bytes)),
             Output::Close { conn } => format!("Close {conn}"),

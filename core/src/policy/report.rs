@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::checks::{CheckOutcome, Severity};
 use super::document::Platform;
 use crate::signed::SignedKind;
 use crate::time::WallClock;
@@ -17,9 +18,9 @@ pub struct AgentReport {
     pub platform: Platform,
     /// Digest of the effective policy the agent applied (all zero before the first).
     pub applied: [u8; 32],
-    /// Compliance checks and whether each passed.
-    pub checks: BTreeMap<String, bool>,
-    /// Threats found by the last scan; `None` until something on the machine measured it.
+    /// Each check of the applied policy as last measured, by name.
+    pub checks: BTreeMap<String, CheckResult>,
+    /// Failed high-severity checks at the last measurement; `None` until one was made.
     pub threats: Option<u32>,
     pub last_scan: Option<WallClock>,
     pub at: WallClock,
@@ -29,15 +30,37 @@ impl SignedKind for AgentReport {
     const DOMAIN: &'static str = "agent-report";
 }
 
+/// One check as the agent measured it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub outcome: CheckOutcome,
+    pub severity: Severity,
+    /// What was seen, in a few words (`mode 0644, wants 0600`).
+    pub detail: String,
+}
+
+impl CheckResult {
+    /// A failed or unevaluated high-severity check: what the status counts as a threat.
+    pub fn is_threat(&self) -> bool {
+        self.severity == Severity::High && self.outcome != CheckOutcome::Pass
+    }
+}
+
 /// The largest encoded report a server accepts.
-pub const MAX_REPORT_BYTES: usize = 16 * 1024;
+pub const MAX_REPORT_BYTES: usize = 64 * 1024;
 pub const MAX_CHECKS: usize = 256;
 
 impl AgentReport {
     /// Every check passed, and there was at least one: an agent that measured nothing is not
     /// counted compliant.
     pub fn compliant(&self) -> bool {
-        !self.checks.is_empty() && self.checks.values().all(|passed| *passed)
+        !self.checks.is_empty() && self.checks.values().all(|c| c.outcome == CheckOutcome::Pass)
+    }
+
+    /// Checks measured, and how many passed.
+    pub fn passed(&self) -> (u64, u64) {
+        let passed = self.checks.values().filter(|c| c.outcome == CheckOutcome::Pass).count();
+        (self.checks.len() as u64, passed as u64)
     }
 }
 
@@ -45,8 +68,28 @@ impl AgentReport {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlatformCounts {
     pub agents: u64,
+    /// Agents whose every check passed.
     pub compliant: u64,
+    /// Failed high-severity checks.
     pub threats: u64,
+    /// Checks measured, and of those passing: compliance is their share.
+    pub checks: u64,
+    pub passed: u64,
+}
+
+impl PlatformCounts {
+    /// The share of measured checks that passed, in percent (0 when nothing was measured).
+    pub fn compliance_pct(&self) -> f64 {
+        if self.checks == 0 { 0.0 } else { 100.0 * self.passed as f64 / self.checks as f64 }
+    }
+
+    fn add(&mut self, other: &PlatformCounts) {
+        self.agents = self.agents.saturating_add(other.agents);
+        self.compliant = self.compliant.saturating_add(other.compliant);
+        self.threats = self.threats.saturating_add(other.threats);
+        self.checks = self.checks.saturating_add(other.checks);
+        self.passed = self.passed.saturating_add(other.passed);
+    }
 }
 
 /// Consolidated statistics: what a local sends its parent.
@@ -65,31 +108,26 @@ pub struct Aggregate {
 impl Aggregate {
     /// Counts one agent's latest report under `local`.
     pub fn add_report(&mut self, local: &str, report: &AgentReport) {
-        let compliant = u64::from(report.compliant());
-        for counts in [
-            self.platforms.entry(report.platform.key()).or_default(),
-            self.locals.entry(local.to_owned()).or_default(),
-        ] {
-            counts.agents += 1;
-            counts.compliant += compliant;
-            counts.threats += u64::from(report.threats.unwrap_or(0));
-        }
+        let (checks, passed) = report.passed();
+        let one = PlatformCounts {
+            agents: 1,
+            compliant: u64::from(report.compliant()),
+            threats: u64::from(report.threats.unwrap_or(0)),
+            checks,
+            passed,
+        };
+        self.platforms.entry(report.platform.key()).or_default().add(&one);
+        self.locals.entry(local.to_owned()).or_default().add(&one);
         *self.policy_versions.entry(hex::encode(&report.applied[..4])).or_default() += 1;
     }
 
     /// Adds another aggregate's counts (a child's) into this one.
     pub fn absorb(&mut self, other: &Aggregate) {
         for (key, c) in &other.platforms {
-            let mine = self.platforms.entry(key.clone()).or_default();
-            mine.agents += c.agents;
-            mine.compliant += c.compliant;
-            mine.threats += c.threats;
+            self.platforms.entry(key.clone()).or_default().add(c);
         }
         for (key, c) in &other.locals {
-            let mine = self.locals.entry(key.clone()).or_default();
-            mine.agents += c.agents;
-            mine.compliant += c.compliant;
-            mine.threats += c.threats;
+            self.locals.entry(key.clone()).or_default().add(c);
         }
         for (digest, n) in &other.policy_versions {
             *self.policy_versions.entry(digest.clone()).or_default() += n;

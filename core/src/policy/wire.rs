@@ -91,6 +91,8 @@ impl HistoryPoint {
             agents: sum.agents.saturating_add(c.agents),
             compliant: sum.compliant.saturating_add(c.compliant),
             threats: sum.threats.saturating_add(c.threats),
+            checks: sum.checks.saturating_add(c.checks),
+            passed: sum.passed.saturating_add(c.passed),
         });
         HistoryPoint { at, local: local.to_owned(), counts, silent: aggregate.silent_agents }
     }
@@ -170,7 +172,14 @@ impl GlobalStatus {
         let counts = |rows: &BTreeMap<String, PlatformCounts>| -> serde_json::Map<String, serde_json::Value> {
             rows.iter()
                 .map(|(k, c)| {
-                    let row = serde_json::json!({"agents": c.agents, "compliant": c.compliant, "threats": c.threats});
+                    let row = serde_json::json!({
+                        "agents": c.agents,
+                        "compliant": c.compliant,
+                        "threats": c.threats,
+                        "checks": c.checks,
+                        "passed": c.passed,
+                        "compliance_pct": c.compliance_pct(),
+                    });
                     (k.clone(), row)
                 })
                 .collect()

@@ -193,10 +193,17 @@ fn totals(points: &[HistoryPoint]) -> Vec<Total> {
     let mut out = Vec::with_capacity(points.len());
     for p in points {
         latest.insert(&p.local, p.counts);
-        let (agents, compliant, threats) = latest
-            .values()
-            .fold((0u64, 0u64, 0u64), |(a, c, t), v| (a + v.agents, c + v.compliant, t + v.threats));
-        let compliant_pct = if agents == 0 { 0.0 } else { 100.0 * compliant as f64 / agents as f64 };
+        let mut sum = PlatformCounts::default();
+        for v in latest.values() {
+            sum = PlatformCounts {
+                agents: sum.agents + v.agents,
+                compliant: sum.compliant + v.compliant,
+                threats: sum.threats + v.threats,
+                checks: sum.checks + v.checks,
+                passed: sum.passed + v.passed,
+            };
+        }
+        let (agents, threats, compliant_pct) = (sum.agents, sum.threats, sum.compliance_pct());
         out.push(Total { at: p.at.0, agents, compliant_pct, threats });
     }
     out
@@ -241,13 +248,18 @@ fn chart(points: &[HistoryPoint], since: WallClock, now: WallClock) -> Markup {
 }
 
 fn counts_table(title: &str, rows: &BTreeMap<String, PlatformCounts>) -> Markup {
-    let pct = |c: u64, n: u64| c.saturating_mul(100).checked_div(n).unwrap_or(0);
     html! {
         table {
-            thead { tr { th { (title) } th { "agents" } th { "compliant" } th { "threats" } } }
+            thead { tr { th { (title) } th { "agents" } th { "all checks pass" } th { "compliance" } th { "threats" } } }
             tbody {
                 @for (name, c) in rows {
-                    tr { td { (name) } td { (c.agents) } td { (pct(c.compliant, c.agents)) "%" } td { (c.threats) } }
+                    tr {
+                        td { (name) }
+                        td { (c.agents) }
+                        td { (c.compliant) }
+                        td { @if c.checks == 0 { "unmeasured" } @else { (format!("{:.0}% of {} checks", c.compliance_pct(), c.checks)) } }
+                        td class=[(c.threats > 0).then_some("threat")] { (c.threats) }
+                    }
                 }
             }
         }
@@ -301,7 +313,7 @@ mod tests {
         HistoryPoint {
             at: WallClock(at),
             local: local.into(),
-            counts: PlatformCounts { agents, compliant, threats },
+            counts: PlatformCounts { agents, compliant, threats, checks: agents, passed: compliant },
             silent: 0,
         }
     }

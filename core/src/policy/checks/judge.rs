@@ -40,7 +40,10 @@ pub enum RunEnd {
 pub enum Observation {
     /// The file, `Ok(None)` when nothing is at the path.
     File(Result<Option<FileFacts>, String>),
-    Ran { end: RunEnd, stdout: Vec<u8> },
+    Ran {
+        end: RunEnd,
+        stdout: Vec<u8>,
+    },
     /// Both TCP socket tables, one after the other.
     Sockets(Result<Vec<u8>, String>),
 }
@@ -109,7 +112,9 @@ fn verdict(kind: &CheckKind, seen: &Observation) -> (CheckOutcome, String) {
                     Want::Absent => (Pass, "the file is missing".into()),
                 };
             };
-            let Ok(re) = regex::Regex::new(pattern) else { return (Error, "the pattern does not compile".into()) };
+            let Ok(re) = regex::Regex::new(pattern) else {
+                return (Error, "the pattern does not compile".into());
+            };
             let text = String::from_utf8_lossy(content);
             let hit = text.lines().enumerate().find(|(_, line)| re.is_match(line)).map(|(n, _)| n + 1);
             let partial = if content.len() >= MAX_READ { " (first MiB read)" } else { "" };
@@ -186,7 +191,8 @@ fn listens(tables: &str, port: u16) -> bool {
     const LISTEN: &str = "0A";
     tables.lines().any(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let local_port = fields.get(1).and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+        let local_port =
+            fields.get(1).and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
         fields.get(3) == Some(&LISTEN) && local_port == Some(port)
     })
 }

@@ -102,7 +102,9 @@ pub enum Probe {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckError {
-    #[error("`{0}` is not a check this agent knows (file, contains, lacks, sysctl, unit, port, package, command)")]
+    #[error(
+        "`{0}` is not a check this agent knows (file, contains, lacks, sysctl, unit, port, package, command)"
+    )]
     UnknownKind(String),
     #[error("the check is empty")]
     Empty,
@@ -155,7 +157,9 @@ impl Check {
                     Some(other) => return Err(bad(format!("`{other}` is not present or absent"))),
                 };
                 if words.is_empty() || words.len() > 2 {
-                    return Err(bad("expected PATH [present|absent] [mode=...] [owner=...] [group=...]".into()));
+                    return Err(bad(
+                        "expected PATH [present|absent] [mode=...] [owner=...] [group=...]".into()
+                    ));
                 }
                 let mode = match option("mode") {
                     None => None,
@@ -166,7 +170,13 @@ impl Check {
                             .ok_or_else(|| bad(format!("mode `{m}` is not octal permission bits")))?,
                     ),
                 };
-                CheckKind::File { path: path(words[0], &bad)?, want, mode, owner: option("owner"), group: option("group") }
+                CheckKind::File {
+                    path: path(words[0], &bad)?,
+                    want,
+                    mode,
+                    owner: option("owner"),
+                    group: option("group"),
+                }
             }
             "contains" | "lacks" => {
                 arity(2, "PATH REGEX")?;
@@ -177,7 +187,10 @@ impl Check {
             "sysctl" => {
                 arity(2, "NAME VALUE")?;
                 let name = words[0];
-                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) || name.contains("..") {
+                if name.is_empty()
+                    || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+                    || name.contains("..")
+                {
                     return Err(bad(format!("`{name}` is not a sysctl name")));
                 }
                 CheckKind::Sysctl { name: name.to_owned(), value: words[1].to_owned() }
@@ -196,7 +209,11 @@ impl Check {
             }
             "port" => {
                 arity(2, "PORT listening|closed")?;
-                let port = words[0].parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| bad(format!("`{}` is not a port", words[0])))?;
+                let port = words[0]
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| bad(format!("`{}` is not a port", words[0])))?;
                 let listening = match words[1] {
                     "listening" => true,
                     "closed" => false,
@@ -213,7 +230,10 @@ impl Check {
             }
             "command" => {
                 if !words.is_empty() {
-                    return Err(bad(format!("`{}` before `--` is not an option (timeout=, user=, severity=)", words[0])));
+                    return Err(bad(format!(
+                        "`{}` before `--` is not an option (timeout=, user=, severity=)",
+                        words[0]
+                    )));
                 }
                 if argv.is_empty() {
                     return Err(bad("name a program after `--`".into()));
@@ -247,8 +267,21 @@ impl Check {
             CheckKind::Port { .. } => Probe::SocketTables,
             CheckKind::Package { name, .. } => {
                 let argv = match tool {
-                    PackageTool::Dpkg => vec!["dpkg-query".into(), "-W".into(), "-f=${Status}\\t${Version}".into(), "--".into(), name.clone()],
-                    PackageTool::Rpm => vec!["rpm".into(), "-q".into(), "--qf".into(), "installed\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}".into(), "--".into(), name.clone()],
+                    PackageTool::Dpkg => vec![
+                        "dpkg-query".into(),
+                        "-W".into(),
+                        "-f=${Status}\\t${Version}".into(),
+                        "--".into(),
+                        name.clone(),
+                    ],
+                    PackageTool::Rpm => vec![
+                        "rpm".into(),
+                        "-q".into(),
+                        "--qf".into(),
+                        "installed\\t%{EPOCHNUM}:%{VERSION}-%{RELEASE}".into(),
+                        "--".into(),
+                        name.clone(),
+                    ],
                 };
                 Probe::Run { argv, user: None, timeout: DEFAULT_COMMAND_TIMEOUT }
             }
@@ -261,7 +294,10 @@ impl Check {
 
 /// Which options each kind takes as `key=value` (anything else is a word).
 fn is_option(kind: &str, key: &str) -> bool {
-    matches!((kind, key), ("file", "mode" | "owner" | "group") | ("package", "min") | ("command", "timeout" | "user"))
+    matches!(
+        (kind, key),
+        ("file", "mode" | "owner" | "group") | ("package", "min") | ("command", "timeout" | "user")
+    )
 }
 
 /// An absolute, plain path: a check names exactly one file.
@@ -292,7 +328,9 @@ pub fn checks_of<'a>(
 ) -> Vec<(String, Result<Check, CheckError>)> {
     params
         .into_iter()
-        .filter_map(|(key, value)| key.strip_prefix(CHECK_PREFIX).map(|name| (name.to_owned(), Check::parse(value))))
+        .filter_map(|(key, value)| {
+            key.strip_prefix(CHECK_PREFIX).map(|name| (name.to_owned(), Check::parse(value)))
+        })
         .collect()
 }
 

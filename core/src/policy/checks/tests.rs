@@ -19,7 +19,8 @@ fn verdict(line: &str, seen: &Observation) -> (CheckOutcome, String) {
 
 #[test]
 fn the_catalog_parses_with_severity_and_refuses_what_it_does_not_know() {
-    let check = Check::parse("file /etc/cohort-test-flag mode=0600 owner=root severity=high").expect("parses");
+    let check =
+        Check::parse("file /etc/cohort-test-flag mode=0600 owner=root severity=high").expect("parses");
     assert_eq!(check.severity, Severity::High);
     assert_eq!(
         check.kind,
@@ -65,7 +66,10 @@ fn the_catalog_parses_with_severity_and_refuses_what_it_does_not_know() {
 fn a_file_check_names_what_is_wrong() {
     let line = "file /etc/cohort-test-flag mode=0600 owner=root";
     assert_eq!(verdict(line, &file(0o644, "root", "")), (CheckOutcome::Fail, "mode 0644, wants 0600".into()));
-    assert_eq!(verdict(line, &file(0o600, "alice", "")), (CheckOutcome::Fail, "owner alice, wants root".into()));
+    assert_eq!(
+        verdict(line, &file(0o600, "alice", "")),
+        (CheckOutcome::Fail, "owner alice, wants root".into())
+    );
     assert_eq!(verdict(line, &file(0o600, "root", "")).0, CheckOutcome::Pass);
     assert_eq!(verdict(line, &Observation::File(Ok(None))), (CheckOutcome::Fail, "missing".into()));
     assert_eq!(verdict("file /x absent", &Observation::File(Ok(None))).0, CheckOutcome::Pass);
@@ -84,7 +88,8 @@ fn content_sysctl_port_package_and_command_checks_judge_what_was_seen() {
     assert_eq!(verdict("port 8080 listening", &sockets).0, CheckOutcome::Pass);
     assert_eq!(verdict("port 22 listening", &sockets).0, CheckOutcome::Fail, "established, not listening");
     assert_eq!(verdict("port 22 closed", &sockets).0, CheckOutcome::Pass);
-    let ran = |code, out: &str| Observation::Ran { end: RunEnd::Exited(code), stdout: out.as_bytes().to_vec() };
+    let ran =
+        |code, out: &str| Observation::Ran { end: RunEnd::Exited(code), stdout: out.as_bytes().to_vec() };
     let dpkg = ran(0, "install ok installed\t1:3.0.2-0ubuntu1");
     assert_eq!(verdict("package openssl min=3.0", &dpkg).0, CheckOutcome::Pass);
     assert_eq!(verdict("package openssl min=1:3.1", &dpkg).0, CheckOutcome::Fail);
@@ -93,7 +98,10 @@ fn content_sysctl_port_package_and_command_checks_judge_what_was_seen() {
     assert_eq!(verdict("unit sshd active", &ran(3, "inactive\n")).1, "inactive, wants active");
     assert_eq!(verdict("command -- /bin/false", &ran(1, "")).1, "exit 1");
     let slow = Observation::Ran { end: RunEnd::TimedOut, stdout: Vec::new() };
-    assert_eq!(verdict("command timeout=2s -- sleep 9", &slow), (CheckOutcome::Fail, "still running after 2 s".into()));
+    assert_eq!(
+        verdict("command timeout=2s -- sleep 9", &slow),
+        (CheckOutcome::Fail, "still running after 2 s".into())
+    );
     let missing = Observation::Ran { end: RunEnd::NotStarted("No such file".into()), stdout: Vec::new() };
     assert_eq!(verdict("command -- /nope", &missing).0, CheckOutcome::Error);
 }

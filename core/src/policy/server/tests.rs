@@ -146,10 +146,14 @@ impl Master {
 /// An aggregate with two platforms: 3 + 2 agents, 2 + 1 compliant, 4 + 0 threats, and `silent`.
 fn figures(silent: u64) -> Aggregate {
     let mut aggregate = Aggregate { silent_agents: silent, ..Aggregate::default() };
-    aggregate.platforms.insert("linux/6/web".into(), PlatformCounts { agents: 3, compliant: 2, threats: 4 });
-    aggregate
-        .platforms
-        .insert("windows/11/desk".into(), PlatformCounts { agents: 2, compliant: 1, threats: 0 });
+    aggregate.platforms.insert(
+        "linux/6/web".into(),
+        PlatformCounts { agents: 3, compliant: 2, threats: 4, ..PlatformCounts::default() },
+    );
+    aggregate.platforms.insert(
+        "windows/11/desk".into(),
+        PlatformCounts { agents: 2, compliant: 1, threats: 0, ..PlatformCounts::default() },
+    );
     aggregate
 }
 
@@ -236,7 +240,7 @@ fn each_child_sync_adds_a_history_point_with_its_totals() {
             HistoryPoint {
                 at: WallClock(WALL.0 - 2_000),
                 local: "local-00".into(),
-                counts: PlatformCounts { agents: 5, compliant: 3, threats: 4 },
+                counts: PlatformCounts { agents: 5, compliant: 3, threats: 4, ..PlatformCounts::default() },
                 silent: 1,
             },
             HistoryPoint {
