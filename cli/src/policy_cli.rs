@@ -213,6 +213,16 @@ pub fn render_global(status: &GlobalStatus) -> String {
     );
     table(&mut out, "platform", &a.platforms);
     table(&mut out, "local server", &a.locals);
+    if a.failing.is_empty() {
+        out.push_str("  failing checks: none\n");
+    } else {
+        let failing: Vec<String> = a
+            .failing
+            .iter()
+            .map(|(check, n)| format!("{check} ({n} agent{})", if *n == 1 { "" } else { "s" }))
+            .collect();
+        out.push_str(&format!("  failing checks: {}\n", failing.join(", ")));
+    }
     let spread: Vec<String> = a.policy_versions.iter().map(|(d, n)| format!("{d}: {n}")).collect();
     out.push_str(&format!("  policy versions applied: {}\n", spread.join(", ")));
     out

@@ -103,6 +103,9 @@ pub struct Aggregate {
     pub locals: BTreeMap<String, PlatformCounts>,
     /// Agents a local knows that have not reported within the window.
     pub silent_agents: u64,
+    /// By check name: agents whose last measurement of it did not pass. Names and counts only,
+    /// so an operator sees which check fails without any agent being named.
+    pub failing: BTreeMap<String, u64>,
 }
 
 impl Aggregate {
@@ -118,6 +121,11 @@ impl Aggregate {
         };
         self.platforms.entry(report.platform.key()).or_default().add(&one);
         self.locals.entry(local.to_owned()).or_default().add(&one);
+        for (name, check) in &report.checks {
+            if check.outcome != CheckOutcome::Pass {
+                *self.failing.entry(name.clone()).or_default() += 1;
+            }
+        }
         *self.policy_versions.entry(hex::encode(&report.applied[..4])).or_default() += 1;
     }
 
@@ -128,6 +136,10 @@ impl Aggregate {
         }
         for (key, c) in &other.locals {
             self.locals.entry(key.clone()).or_default().add(c);
+        }
+        for (name, n) in &other.failing {
+            let mine = self.failing.entry(name.clone()).or_default();
+            *mine = mine.saturating_add(*n);
         }
         for (digest, n) in &other.policy_versions {
             *self.policy_versions.entry(digest.clone()).or_default() += n;

@@ -194,6 +194,7 @@ impl GlobalStatus {
             "platforms": counts(&self.aggregate.platforms),
             "locals": counts(&self.aggregate.locals),
             "policy_versions": self.aggregate.policy_versions,
+            "failing": self.aggregate.failing,
         })
     }
 }

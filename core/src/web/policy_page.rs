@@ -291,6 +291,11 @@ fn page(
             }
             (counts_table("platform", &a.platforms))
             (counts_table("local server", &a.locals))
+            p id="failing" {
+                "Failing checks: "
+                @if a.failing.is_empty() { "none" }
+                @for (check, n) in &a.failing { code { (check) } " (" (n) " agents) " }
+            }
             p { "Policy versions applied: "
                 @for (digest, n) in &a.policy_versions { code { (digest) } " (" (n) ") " }
             }
