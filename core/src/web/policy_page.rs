@@ -131,7 +131,7 @@ impl WebConsole {
                 WebResponse::json(200, &json!({ "points": points }))
             }
             (Ok(PolicyAdminReply::Status(found)), Want::Page { principal, csrf, current, since, .. }) => {
-                let want = Want::Page { principal, csrf, current, since, status: Some(found) };
+                let want = Want::Page { principal, csrf, current, since, status: Some(Box::new(found)) };
                 self.ask_master(
                     PolicyAsk { request, want },
                     PolicyAdmin::History { since: Some(since), until: None },

@@ -35,7 +35,7 @@ pub(super) enum Want {
         csrf: String,
         current: bool,
         since: WallClock,
-        status: Option<GlobalStatus>,
+        status: Option<Box<GlobalStatus>>,
     },
     Status,
     History,
