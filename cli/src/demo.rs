@@ -243,6 +243,7 @@ fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
     let tier =
         crate::policy_cli::TierArgs { tier: Some(args.dir.join("policy").join("tier.toml")), server: None };
     let key = Some(args.dir.join("operator.key"));
+    let demo_flag = args.dir.join("policy").join("demo-flag");
     println!();
     let change_started = Instant::now();
     let policy = Policy {
@@ -254,6 +255,11 @@ fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
         params: [
             ("firewall.default".to_owned(), "deny".to_owned()),
             ("scan.interval_hours".to_owned(), "6".to_owned()),
+            // Checks the agents measure: two that hold on any machine, and one that fails on
+            // purpose (the flag file is never made), so the status shows a real failure.
+            ("check.passwd".to_owned(), "file /etc/passwd present severity=high".to_owned()),
+            ("check.true".to_owned(), "command timeout=5s -- true".to_owned()),
+            ("check.demo-flag".to_owned(), format!("file {} mode=0600 severity=high", demo_flag.display())),
         ]
         .into(),
     };
@@ -264,7 +270,15 @@ fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    step(started, "cohort policy set firewall firewall.default=deny scan.interval_hours=6   (at the master)");
+    step(
+        started,
+        "cohort policy set firewall firewall.default=deny scan.interval_hours=6 check.passwd=… check.true=… \
+         check.demo-flag=…   (at the master)",
+    );
+    println!(
+        "  checks: /etc/passwd present (high), `true` exits 0, and {} with mode 0600 (high; never made, so it fails on purpose)",
+        demo_flag.display()
+    );
     let agents_dir = args.dir.join("policy").join("agents");
     let files: Vec<PathBuf> =
         (0..POLICY_AGENTS).map(|a| agents_dir.join(format!("agent-{a:02}.policy"))).collect();
@@ -287,9 +301,14 @@ fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
     let status_started = Instant::now();
     loop {
         let reply = crate::policy_cli::ask(&tier, &key, PolicyAdmin::Status { current: true, since: None })?;
+        // Every agent on the new policy, with its checks measured (three and the apply each).
+        let measured = |s: &cohort_core::policy::wire::GlobalStatus| {
+            s.aggregate.platforms.values().map(|c| c.checks).sum::<u64>() == 4 * u64::from(POLICY_AGENTS)
+        };
         if let PolicyAdminReply::Status(status) = reply
             && status.aggregate.agents() == u64::from(POLICY_AGENTS)
             && status.aggregate.policy_versions.len() == 1
+            && measured(&status)
         {
             println!();
             step(started, "cohort status --global --current");
@@ -297,7 +316,7 @@ fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
             return Ok(());
         }
         if status_started.elapsed() > Duration::from_secs(20) {
-            bail!("the global status never showed every agent on the new policy");
+            bail!("the global status never showed every agent on the new policy, measured");
         }
         std::thread::sleep(Duration::from_millis(200));
     }
