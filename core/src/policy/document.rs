@@ -110,6 +110,13 @@ impl Policy {
                 )));
             }
         }
+        // A check an agent could not read is refused where it is written, not found on the
+        // machines later.
+        for (name, check) in super::checks::checks_of(&self.params) {
+            if let Err(e) = check {
+                return Err(invalid(format!("check `{}`: {e}", name.chars().take(40).collect::<String>())));
+            }
+        }
         for field in [&self.target.os, &self.target.os_version, &self.target.role].into_iter().flatten() {
             if !text_ok(field) {
                 return Err(invalid("target fields must be 1 to 256 printable characters".into()));

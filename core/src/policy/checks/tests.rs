@@ -120,3 +120,19 @@ fn checks_come_from_the_check_parameters_and_a_bad_one_is_kept_as_its_error() {
     assert!(checks[0].1.is_err());
     assert!(checks[1].1.is_ok());
 }
+
+#[test]
+fn a_policy_with_a_check_no_agent_could_read_is_refused_where_it_is_written() {
+    use crate::policy::document::{Policy, PolicyTarget, Scope};
+    let policy = |check: &str| Policy {
+        id: "baseline".into(),
+        version: 1,
+        author: "master".into(),
+        scope: Scope::Global,
+        target: PolicyTarget::default(),
+        params: [("check.flag".to_owned(), check.to_owned())].into(),
+    };
+    assert!(policy("file /etc/flag mode=0600").validate().is_ok());
+    let e = policy("file /etc/flag mode=rw").validate().expect_err("refused").to_string();
+    assert!(e.contains("check `flag`: file: mode `rw` is not octal"), "{e}");
+}
