@@ -11,11 +11,19 @@ use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_chain};
 use cohort_core::exec::task::DataKind;
 use cohort_core::node::Record;
 
-use crate::node_host::NodeHostContext;
+use crate::observer::Observer;
+
+/// What the invariants read of one simulated host: its name, the records every host kept, and
+/// where a violation is reported.
+pub(crate) struct Watched<'a> {
+    pub name: &'a str,
+    pub records: &'a std::sync::Mutex<Vec<(String, Record)>>,
+    pub observer: &'a Observer,
+}
 
 /// Invariant: the collector's chain verifies after every append (the entry about to be made
 /// durable, after every one this host made durable before it).
-pub(crate) fn check_chain(ctx: &NodeHostContext, entry: &ChainEntry) {
+pub(crate) fn check_chain(ctx: &Watched<'_>, entry: &ChainEntry) {
     let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
     let chain: Vec<&ChainEntry> = records
         .iter()
@@ -36,7 +44,7 @@ pub(crate) fn check_chain(ctx: &NodeHostContext, entry: &ChainEntry) {
 /// collector's chain. The `spawned`th command of this node needs that many `Run` records kept
 /// here that the chain holds too (the same host and run, so another host's records cannot
 /// stand in for them).
-pub(crate) fn check_audited_before_spawn(ctx: &NodeHostContext, spawned: usize) {
+pub(crate) fn check_audited_before_spawn(ctx: &Watched<'_>, spawned: usize) {
     let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
     let runs = |r: &Record, here: bool| match r {
         Record::LocalAudit(a) if here && a.decision == AuditDecision::Run => Some((a.host.clone(), a.run_id)),
@@ -63,7 +71,7 @@ pub(crate) fn check_audited_before_spawn(ctx: &NodeHostContext, spawned: usize) 
 /// a `Run` record kept here, and in the chain, whose data names that path with the digest of
 /// exactly these bytes, as that owner, and whose host's ACL lets its principal write there.
 pub(crate) fn check_placed(
-    ctx: &NodeHostContext,
+    ctx: &Watched<'_>,
     acls: &BTreeMap<String, Acl>,
     path: &str,
     contents: &[u8],
@@ -96,7 +104,7 @@ pub(crate) fn check_placed(
 /// Invariant: nothing runs that the ACL denies. A spawned command has a `Run` record kept here
 /// with the same argv and run-as user, whose host's ACL grants its principal exactly that.
 pub(crate) fn check_permitted(
-    ctx: &NodeHostContext,
+    ctx: &Watched<'_>,
     acls: &BTreeMap<String, Acl>,
     argv: &[String],
     run_as: Option<&str>,

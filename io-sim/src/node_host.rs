@@ -26,7 +26,9 @@ use turmoil::net::{TcpListener, TcpStream};
 
 use crate::browser::{SimWeb, WebAnswers, WebCall};
 use crate::clock::now;
-use crate::exec_invariants::{check_audited_before_spawn, check_chain, check_permitted, check_placed};
+use crate::exec_invariants::{
+    Watched, check_audited_before_spawn, check_chain, check_permitted, check_placed,
+};
 use crate::observer::Observer;
 use crate::processes::{Behaviour, behaviour};
 use crate::storage::SimDisk;
@@ -105,6 +107,10 @@ impl NodeHostContext {
             capture: None,
             web: None,
         }
+    }
+
+    fn watched(&self) -> Watched<'_> {
+        Watched { name: &self.name, records: &self.records, observer: &self.observer }
     }
 
     fn input(&self, input: &Input) {
@@ -237,7 +243,7 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                 Output::Close { conn } => drop(writers.remove(&conn)),
                 Output::Persist { id, record } => {
                     if let Record::AuditEntry { entry, .. } = &record {
-                        check_chain(&ctx, entry);
+                        check_chain(&ctx.watched(), entry);
                     }
                     match record {
                         Record::Member(record) => {
@@ -273,7 +279,7 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     feed(&ctx, &mut node, Input::FileWritten { id, outcome: Ok(()) });
                 }
                 Output::PlaceFile { id, path, contents, owner, .. } => {
-                    check_placed(&ctx, &acls, &path, &contents, &owner);
+                    check_placed(&ctx.watched(), &acls, &path, &contents, &owner);
                     ctx.files
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -285,8 +291,8 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     // commands answer to no ACL.
                     if !acls.is_empty() {
                         spawned += 1;
-                        check_audited_before_spawn(&ctx, spawned);
-                        check_permitted(&ctx, &acls, &argv, run_as.as_deref());
+                        check_audited_before_spawn(&ctx.watched(), spawned);
+                        check_permitted(&ctx.watched(), &acls, &argv, run_as.as_deref());
                     }
                     feed(&ctx, &mut node, Input::ChildStarted { child });
                     let (pause, paused) = watch::channel(false);
