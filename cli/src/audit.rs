@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use cohort_core::exec::audit::{AuditDecision, ChainEntry};
-use cohort_core::exec::audit_view::{entry_json, utc_text, verify_stored};
+use cohort_core::exec::audit_view::{audit_signers, entry_json, utc_text, verify_stored};
 use cohort_core::exec::directory::ExecDirectory;
-use cohort_core::exec::gateway::GATEWAY_AUDIT_NAME;
 use cohort_core::exec::task::DataKind;
 use cohort_io_mio::node_config::NodeConfig;
 use cohort_io_mio::store::{Store, StoredEntry};
@@ -86,10 +85,7 @@ impl Source {
             .load_member()?
             .with_context(|| format!("{} holds no configuration", config.database().display()))?;
         let (directory, _) = ExecDirectory::from_settings(&record.active.config.settings);
-        let mut signers: std::collections::BTreeMap<String, cohort_core::PublicIdentity> =
-            directory.hosts.into_iter().map(|(n, h)| (n, h.identity)).collect();
-        signers.insert(GATEWAY_AUDIT_NAME.to_owned(), collector);
-        Ok((signers, collector))
+        Ok((audit_signers(&directory, collector), collector))
     }
 }
 

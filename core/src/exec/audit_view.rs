@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::audit::{AuditDecision, ChainEntry, ChainError, Checkpoint, verify_trail};
+use super::directory::ExecDirectory;
+use super::gateway::GATEWAY_AUDIT_NAME;
 use super::task::{DataDigest, DataKind};
 use crate::identity::PublicIdentity;
 use crate::signed::Signed;
@@ -100,6 +102,16 @@ pub fn verify_stored(
         }
     }
     Ok(verify_trail(&entries, signers, collector, checkpoints)?)
+}
+
+/// Whose signatures a trail carries: each managed host's key by its name, and the gateway's own
+/// (for its refusals) under [`GATEWAY_AUDIT_NAME`]. The collector takes records only from these,
+/// and a verify checks every entry against them.
+pub fn audit_signers(directory: &ExecDirectory, gateway: PublicIdentity) -> BTreeMap<String, PublicIdentity> {
+    let mut signers: BTreeMap<String, PublicIdentity> =
+        directory.hosts.iter().map(|(name, host)| (name.clone(), host.identity)).collect();
+    signers.insert(GATEWAY_AUDIT_NAME.to_owned(), gateway);
+    signers
 }
 
 /// Which entries a reader wants: all of one principal's, one host's, or both at once.

@@ -16,9 +16,10 @@ use super::{AfterPersist, Effects};
 use crate::channel::TrustSet;
 use crate::exec::acl::Acl;
 use crate::exec::audit::{AuditCollector, ChainEntry, CollectorInput};
+use crate::exec::audit_view::audit_signers;
 use crate::exec::daemon::{DaemonInput, DaemonOutput, DaemonSettings, ExecDaemon, HostEvent, ProcessEnd};
 use crate::exec::directory::ExecDirectory;
-use crate::exec::gateway::{GATEWAY_AUDIT_NAME, Gateway, GatewayInput};
+use crate::exec::gateway::{Gateway, GatewayInput};
 use crate::exec::kdc::Kdc;
 use crate::exec::wire::{GatewayReply, GatewayWire, HostWire, KdcReply};
 use crate::identity::{NodeKeys, PublicIdentity};
@@ -227,7 +228,7 @@ impl ExecHost {
             h.daemon.handle(now, DaemonInput::Directory { acl: directory.acl.clone(), listed });
         }
         if let Some(g) = &mut self.gateway {
-            g.collector.handle(now, CollectorInput::Signers(signers(&directory, &g.keys)));
+            g.collector.handle(now, CollectorInput::Signers(audit_signers(&directory, g.keys.public())));
             g.gateway.handle(now, GatewayInput::Directory(Box::new(directory)));
         }
         self.drain(now, fx);
@@ -536,15 +537,6 @@ impl ExecHost {
         }
         moved
     }
-}
-
-/// Whose audit records the collector accepts: every managed host by its name, and the gateway
-/// itself.
-pub(super) fn signers(directory: &ExecDirectory, gateway: &NodeKeys) -> BTreeMap<String, PublicIdentity> {
-    let mut signers: BTreeMap<String, PublicIdentity> =
-        directory.hosts.iter().map(|(n, h)| (n.clone(), h.identity)).collect();
-    signers.insert(GATEWAY_AUDIT_NAME.to_owned(), gateway.public());
-    signers
 }
 
 /// What a child process did (an exec session's, or a policy check's).

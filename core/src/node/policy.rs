@@ -17,6 +17,7 @@ use crate::channel::TrustSet;
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::policy::agent::{AgentInput, AgentOutput, PolicyAgent};
+use crate::policy::checks::Observation;
 use crate::policy::document::{Platform, SignedPolicy};
 use crate::policy::report::Aggregate;
 use crate::policy::server::{PolicyServer, ServerInput, ServerOutput, ServerSetup};
@@ -265,12 +266,8 @@ impl PolicyHost {
 
     /// A check command's output or end.
     pub fn on_probe(&mut self, now: Now, child: ChildId, event: ChildEvent, fx: &mut Effects<'_>) {
-        if let Some((agent, probe, seen)) = self.probes.on_child(child, event)
-            && let Some(a) = self.agents.get_mut(agent)
-        {
-            a.agent.handle(now, AgentInput::Observed { probe, seen });
-        }
-        self.drain(now, fx);
+        let observed = self.probes.on_child(child, event);
+        self.observed(now, observed, fx);
     }
 
     /// What the driver found at a path a probe asked about.
@@ -281,7 +278,13 @@ impl PolicyHost {
         facts: Result<Option<crate::policy::checks::FileFacts>, String>,
         fx: &mut Effects<'_>,
     ) {
-        if let Some((agent, probe, seen)) = self.probes.on_inspected(id, facts, fx)
+        let observed = self.probes.on_inspected(id, facts, fx);
+        self.observed(now, observed, fx);
+    }
+
+    /// A probe's observation, once complete, to the agent that asked.
+    fn observed(&mut self, now: Now, observed: Option<(usize, u64, Observation)>, fx: &mut Effects<'_>) {
+        if let Some((agent, probe, seen)) = observed
             && let Some(a) = self.agents.get_mut(agent)
         {
             a.agent.handle(now, AgentInput::Observed { probe, seen });

@@ -327,7 +327,7 @@ mod tests {
     use super::*;
     use crate::rng::seeded;
 
-    fn agent() -> PolicyAgent {
+    pub(super) fn agent() -> PolicyAgent {
         let keys = NodeKeys::generate(&mut seeded(1));
         let platform = Platform::new("linux", "6", "web");
         let second = Duration::from_secs(1);
@@ -418,25 +418,9 @@ mod tests {
 
 #[cfg(test)]
 mod measuring {
+    use super::tests::agent;
     use super::*;
     use crate::policy::checks::FileFacts;
-    use crate::rng::seeded;
-
-    fn agent() -> PolicyAgent {
-        let keys = NodeKeys::generate(&mut seeded(1));
-        let second = Duration::from_secs(1);
-        let platform = Platform::new("debian", "12", "web");
-        PolicyAgent::new(
-            Instant::ZERO,
-            "a0".into(),
-            keys,
-            platform,
-            "local".into(),
-            second,
-            second,
-            seeded(2),
-        )
-    }
 
     fn with_checks(checks: &[(&str, &str)]) -> EffectivePolicy {
         let params: BTreeMap<String, String> =

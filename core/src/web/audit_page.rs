@@ -4,8 +4,6 @@
 //! pages through the store. The chain's rules are the collector's and `verify_trail`'s; this never
 //! holds more than one listing's rows, and never more than one verify's trail at a time.
 
-use std::collections::BTreeMap;
-
 use maud::{Markup, html};
 use serde_json::json;
 
@@ -14,10 +12,10 @@ use super::http::{RequestId, WebRequest, WebResponse, field};
 use super::pages::{self, Viewer};
 use super::waiting::AuditAsk;
 use crate::exec::audit_view::{
-    AuditFilter, AuditRange, AuditRows, StoredEntry, decision_parts, row_json, utc_text, verify_stored,
+    AuditFilter, AuditRange, AuditRows, StoredEntry, audit_signers, decision_parts, row_json, utc_text,
+    verify_stored,
 };
-use crate::exec::gateway::{GATEWAY_AUDIT_NAME, Gateway};
-use crate::identity::PublicIdentity;
+use crate::exec::gateway::Gateway;
 use crate::time::Now;
 
 /// Entries a listing shows unless asked for another number, and at most.
@@ -150,9 +148,7 @@ impl WebConsole {
     /// Checks every row, link, host signature and checkpoint against the keys the installed
     /// configuration gives.
     fn verdict(&self, rows: &AuditRows, gateway: &Gateway) -> Verdict {
-        let mut signers: BTreeMap<String, PublicIdentity> =
-            gateway.directory().hosts.iter().map(|(name, host)| (name.clone(), host.identity)).collect();
-        signers.insert(GATEWAY_AUDIT_NAME.to_owned(), self.collector);
+        let signers = audit_signers(gateway.directory(), self.collector);
         let checkpoints = rows.checkpoints.len();
         match verify_stored(&rows.rows, &signers, &self.collector, &rows.checkpoints) {
             Ok(entries) => Verdict { entries, checkpoints, error: None },

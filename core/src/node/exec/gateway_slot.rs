@@ -8,9 +8,10 @@ use super::super::conns::{ConnLimits, Owner};
 use super::super::io::{ConnId, Event, ListenerId, Record};
 use super::super::{AfterPersist, Effects};
 use super::web_slot::WebSlot;
-use super::{GatewayRole, encode, send, signers};
+use super::{GatewayRole, encode, send};
 use crate::channel::TrustSet;
 use crate::exec::audit::{AuditCollector, CollectorInput, CollectorOutput};
+use crate::exec::audit_view::audit_signers;
 use crate::exec::directory::ExecDirectory;
 use crate::exec::gateway::{Gateway, GatewayInput, GatewayOutput};
 use crate::exec::wire::{GatewayReply, HostWire};
@@ -65,7 +66,7 @@ impl GatewaySlot {
             asks: BTreeMap::new(),
             collector: AuditCollector::new(
                 role.chain_tail.as_ref(),
-                signers(directory, &role.keys),
+                audit_signers(directory, role.keys.public()),
                 role.keys.clone(),
             ),
             listener,

@@ -111,16 +111,23 @@ impl WebSlot {
             return self.console.handle_policy_reply(now, ask, Err("no policy master is set up".into()));
         };
         let limits = ConnLimits { idle: Some(MASTER_SILENCE), ..ConnLimits::default() };
-        let signed = Signed::sign(PolicyAdminRequest { at: now.wall, request }, &self.keys);
-        let dialled =
-            fx.conns.connect(now, master.addr.clone(), &self.keys, master.identity, Owner::Dial(ask), limits);
-        match (signed, dialled) {
-            (Ok(signed), Ok(conn)) => {
+        let signed = match Signed::sign(PolicyAdminRequest { at: now.wall, request }, &self.keys) {
+            Ok(signed) => signed,
+            Err(e) => return self.console.handle_policy_reply(now, ask, Err(format!("could not sign: {e}"))),
+        };
+        match fx.conns.connect(
+            now,
+            master.addr.clone(),
+            &self.keys,
+            master.identity,
+            Owner::Dial(ask),
+            limits,
+        ) {
+            Ok(conn) => {
                 self.asks.insert(ask, conn);
                 send(fx, conn, &PolicyWire::Admin(signed));
             }
-            (Err(e), _) => self.console.handle_policy_reply(now, ask, Err(format!("could not sign: {e}"))),
-            (_, Err(e)) => self.console.handle_policy_reply(now, ask, Err(e)),
+            Err(e) => self.console.handle_policy_reply(now, ask, Err(e)),
         }
     }
 

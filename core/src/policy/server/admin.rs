@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use super::{PolicyServer, RejectKind, ServerOutput};
 use crate::policy::document::Policy;
-use crate::policy::wire::{
-    ADMIN_FRESHNESS_MS, HistoryPoint, MAX_HISTORY_REPLY, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest,
-};
+use crate::policy::wire::{ADMIN_FRESHNESS_MS, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest};
 use crate::signed::Signed;
 use crate::time::{Instant, WallClock};
 
@@ -81,19 +79,5 @@ impl PolicyServer {
                 reply(self, PolicyAdminReply::History(points));
             }
         }
-    }
-
-    /// The held points taken between `since` and `until` (inclusive), in time order, the newest
-    /// [`MAX_HISTORY_REPLY`] when more match. Sorted by time, not arrival: the wall clock may
-    /// have stepped back between two syncs (the sort is stable, so ties keep arrival order).
-    fn history_between(&self, since: Option<WallClock>, until: Option<WallClock>) -> Vec<HistoryPoint> {
-        let mut points: Vec<&HistoryPoint> = self
-            .history
-            .iter()
-            .filter(|p| since.is_none_or(|s| p.at >= s) && until.is_none_or(|u| p.at <= u))
-            .collect();
-        points.sort_by_key(|p| p.at);
-        let skip = points.len().saturating_sub(MAX_HISTORY_REPLY);
-        points.into_iter().skip(skip).cloned().collect()
     }
 }

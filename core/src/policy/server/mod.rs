@@ -15,8 +15,10 @@ use super::document::{Policy, PolicyError, SignedPolicy};
 use super::merge::effective;
 use super::report::{AgentReport, Aggregate, MAX_CHECKS, MAX_REPORT_BYTES};
 use super::wire::{HistoryPoint, PolicyAdminReply, PolicyAdminRequest};
+pub use history::MAX_HISTORY_POINTS;
 pub use rejection::{RejectKind, Rejection};
 mod admin;
+mod history;
 mod rejection;
 #[cfg(test)]
 mod tests;
@@ -27,10 +29,6 @@ use crate::machine::Machine;
 use crate::rng::{SeededRng, uniform_duration};
 use crate::signed::Signed;
 use crate::time::{Instant, Now, WallClock};
-
-/// The most history points the master holds in memory; the oldest go first. At one sync a
-/// minute from each of 14 locals, about a day; the driver's store keeps everything.
-pub const MAX_HISTORY_POINTS: usize = 20_000;
 
 /// Who a server is and whom it trusts.
 #[derive(Debug, Clone)]
@@ -197,31 +195,6 @@ impl PolicyServer {
                 self.child_aggregates.insert(child, (aggregate, at));
             }
         }
-    }
-
-    /// Takes back the history the driver kept (oldest first), as points appended in that order;
-    /// the newest [`MAX_HISTORY_POINTS`] are kept. Every point is kept, a child since removed from
-    /// the tier included: it is what the master received then. Only the master keeps history.
-    pub fn restore_history(&mut self, history: impl IntoIterator<Item = (String, WallClock, Aggregate)>) {
-        if self.setup.parent.is_some() {
-            return;
-        }
-        for (child, at, aggregate) in history {
-            self.record_history(HistoryPoint::of(&child, at, &aggregate));
-        }
-    }
-
-    /// The history held now, oldest first.
-    pub fn history(&self) -> impl Iterator<Item = &HistoryPoint> {
-        self.history.iter()
-    }
-
-    /// Appends one point, dropping the oldest past the bound.
-    fn record_history(&mut self, point: HistoryPoint) {
-        if self.history.len() >= MAX_HISTORY_POINTS {
-            self.history.pop_front();
-        }
-        self.history.push_back(point);
     }
 
     fn reject(&mut self, kind: RejectKind, detail: String) {
