@@ -80,6 +80,8 @@ pub struct HistoryPoint {
     pub counts: PlatformCounts,
     /// Agents the child knows that did not report since its previous sync.
     pub silent: u64,
+    /// The same sync's counts by platform (`os/version/role`).
+    pub platforms: BTreeMap<String, PlatformCounts>,
 }
 
 impl HistoryPoint {
@@ -94,7 +96,13 @@ impl HistoryPoint {
             checks: sum.checks.saturating_add(c.checks),
             passed: sum.passed.saturating_add(c.passed),
         });
-        HistoryPoint { at, local: local.to_owned(), counts, silent: aggregate.silent_agents }
+        HistoryPoint {
+            at,
+            local: local.to_owned(),
+            counts,
+            silent: aggregate.silent_agents,
+            platforms: aggregate.platforms.clone(),
+        }
     }
 }
 

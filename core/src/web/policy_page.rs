@@ -320,6 +320,7 @@ mod tests {
             local: local.into(),
             counts: PlatformCounts { agents, compliant, threats, checks: agents, passed: compliant },
             silent: 0,
+            platforms: BTreeMap::new(),
         }
     }
 

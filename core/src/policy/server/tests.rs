@@ -242,12 +242,14 @@ fn each_child_sync_adds_a_history_point_with_its_totals() {
                 local: "local-00".into(),
                 counts: PlatformCounts { agents: 5, compliant: 3, threats: 4, ..PlatformCounts::default() },
                 silent: 1,
+                platforms: figures(1).platforms,
             },
             HistoryPoint {
                 at: WallClock(WALL.0 - 1_000),
                 local: "local-00".into(),
                 counts: PlatformCounts::default(),
                 silent: 0,
+                platforms: BTreeMap::new(),
             },
         ]
     );
