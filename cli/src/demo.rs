@@ -262,6 +262,7 @@ fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
             ("check.demo-flag".to_owned(), format!("file {} mode=0600 severity=high", demo_flag.display())),
         ]
         .into(),
+        retired: false,
     };
     let wait_started = Instant::now();
     while let Err(e) = crate::policy_cli::ask(&tier, &key, PolicyAdmin::Create(policy.clone())) {

@@ -97,8 +97,17 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
     },
-    /// Show one policy.
+    /// Show one policy, with the versions of it that lost a conflict.
     Show {
+        id: String,
+        #[command(flatten)]
+        tier: TierArgs,
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Retire a policy from every tier: a new version that applies to no one replaces it
+    /// everywhere, and no older version can come back.
+    Retire {
         id: String,
         #[command(flatten)]
         tier: TierArgs,
@@ -122,6 +131,7 @@ pub fn run(command: &PolicyCommand) -> anyhow::Result<()> {
                 scope: local.clone().map_or(Scope::Global, Scope::Local),
                 target: PolicyTarget { os: os.clone(), os_version: os_version.clone(), role: role.clone() },
                 params: map,
+                retired: false,
             };
             ask(tier, key, PolicyAdmin::Create(policy))?;
             println!("policy `{id}` stored; it reaches the tier at the next syncs");
@@ -131,29 +141,57 @@ pub fn run(command: &PolicyCommand) -> anyhow::Result<()> {
             ask(tier, key, PolicyAdmin::SyncNow)?;
             println!("{name} is syncing with its parent now");
         }
-        PolicyCommand::List { tier, key } | PolicyCommand::Show { tier, key, .. } => {
+        PolicyCommand::List { tier, key } => {
             let PolicyAdminReply::Policies(policies) = ask(tier, key, PolicyAdmin::List)? else {
                 bail!("unexpected answer to a list");
             };
-            let wanted = match command {
-                PolicyCommand::Show { id, .. } => Some(id.as_str()),
-                _ => None,
+            if policies.is_empty() {
+                println!("no policies held");
+            }
+            for p in &policies {
+                println!("{}", headline(p));
+            }
+        }
+        PolicyCommand::Show { id, tier, key } => {
+            let PolicyAdminReply::Policy { held, superseded } =
+                ask(tier, key, PolicyAdmin::Show(id.clone()))?
+            else {
+                bail!("unexpected answer to a show");
             };
-            for p in policies.iter().filter(|p| wanted.is_none_or(|w| w == p.id)) {
-                let scope = match &p.scope {
-                    Scope::Global => "global".to_owned(),
-                    Scope::Local(l) => format!("local {l}"),
-                };
-                println!("{} v{} by {} ({scope})", p.id, p.version, p.author);
-                if wanted.is_some() {
-                    for (k, v) in &p.params {
-                        println!("  {k} = {v}");
-                    }
+            println!("{}", headline(&held));
+            for (k, v) in &held.params {
+                println!("  {k} = {v}");
+            }
+            for lost in &superseded {
+                println!(
+                    "  superseded: {} lost to {} (edited at the same version between syncs)",
+                    lost.policy.rank().label(),
+                    lost.by.label()
+                );
+                for (k, v) in &lost.policy.params {
+                    println!("    {k} = {v}");
                 }
             }
         }
+        PolicyCommand::Retire { id, tier, key } => {
+            let PolicyAdminReply::Retired { version } = ask(tier, key, PolicyAdmin::Retire(id.clone()))?
+            else {
+                bail!("unexpected answer to a retirement");
+            };
+            println!("policy `{id}` retired as v{version}; every tier drops it at its next sync");
+        }
     }
     Ok(())
+}
+
+/// `fw v3 by master (global)`, and `retired` when it is.
+fn headline(p: &Policy) -> String {
+    let scope = match &p.scope {
+        Scope::Global => "global".to_owned(),
+        Scope::Local(l) => format!("local {l}"),
+    };
+    let retired = if p.retired { ", retired" } else { "" };
+    format!("{} {} ({scope}{retired})", p.id, p.rank().label())
 }
 
 #[derive(Debug, clap::Args)]

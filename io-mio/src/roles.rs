@@ -217,6 +217,7 @@ fn policy_roles(
             },
             parent_addr: parent.map(|(_, _, addr)| addr.to_string()),
             stored: store.load_policies()?,
+            superseded: store.load_superseded()?,
             latest: store.latest_policy_history()?,
             history: store.policy_history(MAX_HISTORY_POINTS)?,
             limits: ConnLimits::default(),

@@ -240,6 +240,7 @@ fn firewall(value: &str) -> Policy {
         scope: Scope::Global,
         target: PolicyTarget::default(),
         params: [("firewall.default".to_owned(), value.to_owned())].into(),
+        retired: false,
     }
 }
 

@@ -42,6 +42,9 @@ pub type SetupFn = Arc<dyn Fn(Option<MemberRecord>) -> NodeSetup + Send + Sync>;
 pub type SharedTrace = Arc<Mutex<Trace>>;
 /// Files the hosts wrote, by host name and path.
 pub type SharedFiles = Arc<Mutex<BTreeMap<(String, String), Vec<u8>>>>;
+/// Every file write the hosts made, in order, as (host, path, contents): what a scenario checks
+/// a claim of having written something against.
+pub type SharedFileLog = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
 /// Records the hosts kept besides the member's (policies, history, audit), by host name.
 pub type SharedRecords = Arc<Mutex<Vec<(String, Record)>>>;
 /// Looks at the node after every input it handled, for what a scenario reads back from its
@@ -80,6 +83,8 @@ pub struct NodeHostContext {
     pub boots: Arc<Mutex<u64>>,
     pub trace: Option<SharedTrace>,
     pub files: SharedFiles,
+    /// When set, every file write is appended here too.
+    pub file_log: Option<SharedFileLog>,
     pub records: SharedRecords,
     pub probe: Option<Probe>,
     pub traffic: Option<SharedTraffic>,
@@ -101,6 +106,7 @@ impl NodeHostContext {
             boots: Arc::new(Mutex::new(0)),
             trace: None,
             files: SharedFiles::default(),
+            file_log: None,
             records: SharedRecords::default(),
             probe: None,
             traffic: None,
@@ -272,6 +278,10 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                     feed(&ctx, &mut node, Input::Inspected { id, facts: Ok(facts) });
                 }
                 Output::WriteFile { id, path, contents } => {
+                    if let Some(log) = &ctx.file_log {
+                        let entry = (ctx.name.clone(), path.clone(), contents.clone());
+                        log.lock().unwrap_or_else(PoisonError::into_inner).push(entry);
+                    }
                     ctx.files
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)

@@ -85,6 +85,7 @@ fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool, Vec<String>) {
             },
             parent_addr: parent.map(|p| format!("{p}:{PORT}")),
             stored: Vec::new(),
+            superseded: Vec::new(),
             latest: Vec::new(),
             history: Vec::new(),
             limits: ConnLimits::default(),
@@ -180,6 +181,7 @@ fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool, Vec<String>) {
             scope: Scope::Global,
             target: PolicyTarget::default(),
             params: [("firewall.default".to_owned(), "deny".to_owned())].into(),
+            retired: false,
         };
         let body = PolicyAdminRequest { at: now().wall, request: PolicyAdmin::Create(policy) };
         let request = PolicyWire::Admin(Signed::sign(body, &operator).map_err(|e| e.to_string())?);

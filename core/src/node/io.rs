@@ -10,7 +10,7 @@ use crate::exec::daemon::ProcessEnd;
 use crate::identity::NodeId;
 use crate::member::{MemberRecord, Version};
 pub use crate::policy::checks::FileFacts;
-use crate::policy::document::SignedPolicy;
+use crate::policy::document::{SignedPolicy, Superseded};
 use crate::policy::report::Aggregate;
 use crate::policy::server::Rejection;
 use crate::signed::Signed;
@@ -226,6 +226,8 @@ pub enum Record {
     LocalAudit(AuditRecord),
     /// A verified policy version this server now holds (served again after a restart).
     Policy(SignedPolicy),
+    /// A policy version that lost a conflict, kept as history.
+    PolicySuperseded(Superseded),
     /// One sync's aggregate from a child, at the master: the historical status.
     PolicyHistory { from: String, at: WallClock, aggregate: Aggregate },
     /// A KDC principal's new Argon2id hash, or its removal (`None`).
@@ -321,6 +323,12 @@ pub enum Event {
         id: String,
         version: u64,
     },
+    /// Two servers edited one policy between syncs; `lost` gave way to `by`.
+    PolicySuperseded {
+        id: String,
+        lost: String,
+        by: String,
+    },
     PolicyRejected(Rejection),
     PolicyApplied {
         agent: String,
@@ -348,6 +356,7 @@ impl Event {
             | Event::AuditRefused { .. }
             | Event::BadSetting { .. }
             | Event::PolicyApplyFailed { .. }
+            | Event::PolicySuperseded { .. }
             | Event::WebNotReading { .. }
             | Event::OutsideRoster { .. } => Level::Warn,
             Event::LinkDown { .. }
@@ -405,6 +414,10 @@ impl fmt::Display for Event {
             Event::AuditRefused { reason } => write!(f, "audit record refused: {reason}"),
             Event::BadSetting { error } => write!(f, "configuration setting left out: {error}"),
             Event::PolicyStored { id, version } => write!(f, "policy {id} v{version} stored"),
+            Event::PolicySuperseded { id, lost, by } => write!(
+                f,
+                "policy {id}: {lost} was edited at the same version as {by} and lost to it; kept as superseded"
+            ),
             Event::PolicyRejected(rejection) => {
                 write!(f, "policy input refused ({}): {rejection}", rejection.kind.as_str())
             }

@@ -18,7 +18,7 @@ use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::policy::agent::{AgentInput, AgentOutput, PolicyAgent};
 use crate::policy::checks::Observation;
-use crate::policy::document::{Platform, SignedPolicy};
+use crate::policy::document::{Platform, SignedPolicy, Superseded};
 use crate::policy::report::Aggregate;
 use crate::policy::server::{PolicyServer, ServerInput, ServerOutput, ServerSetup};
 use crate::policy::wire::PolicyWire;
@@ -39,6 +39,8 @@ pub struct PolicyServerRole {
     pub parent_addr: Option<String>,
     /// What the driver kept from before a restart: verified again before use.
     pub stored: Vec<SignedPolicy>,
+    /// Versions that lost conflicts, as kept.
+    pub superseded: Vec<Superseded>,
     pub latest: Vec<(String, WallClock, Aggregate)>,
     /// The master's history as kept (oldest first, the newest few thousand), so a history
     /// request after a restart still sees what came before it.
@@ -118,7 +120,7 @@ impl PolicyHost {
                 ..role.limits
             };
             let mut server = PolicyServer::new(now.mono, role.setup, fork(rng));
-            server.restore(role.stored, role.latest);
+            server.restore(role.stored, role.superseded, role.latest);
             server.restore_history(role.history);
             // The tier's servers and agents, its operators and its viewers: no one else gets a
             // channel.
@@ -339,6 +341,15 @@ impl PolicyHost {
                         let (id, version) = (policy.body.id.clone(), policy.body.version);
                         fx.persist_then(Record::Policy(policy), super::AfterPersist::Nothing);
                         fx.out.push_back(Output::Log(Event::PolicyStored { id, version }));
+                    }
+                    ServerOutput::Superseded(lost) => {
+                        let event = Event::PolicySuperseded {
+                            id: lost.policy.id.clone(),
+                            lost: lost.policy.rank().label(),
+                            by: lost.by.label(),
+                        };
+                        fx.persist_then(Record::PolicySuperseded(lost), super::AfterPersist::Nothing);
+                        fx.out.push_back(Output::Log(event));
                     }
                     ServerOutput::History { from, at, aggregate } => fx.persist_then(
                         Record::PolicyHistory { from, at, aggregate },

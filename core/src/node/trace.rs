@@ -62,6 +62,9 @@ fn describe_record(record: &Record) -> String {
         }
         Record::LocalAudit(r) => format!("local audit {} {:?}", r.host, r.decision),
         Record::Policy(p) => format!("policy {} v{}", p.body.id, p.body.version),
+        Record::PolicySuperseded(s) => {
+            format!("policy {} {} superseded", s.policy.id, s.policy.rank().label())
+        }
         Record::PolicyHistory { from, .. } => format!("policy history from {from}"),
         // Never the hash in a trace.
         Record::Principal { name, hash } => {

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::signed::{Signed, SignedKind};
 
@@ -68,6 +69,30 @@ pub struct Policy {
     /// `antimalware.enabled`, `firewall.default`, `update.channel`, `scan.interval_hours`, or any
     /// other key.
     pub params: BTreeMap<String, String>,
+    /// A retired policy is a tombstone: a version like any other, so it replicates and wins by
+    /// the same order, that applies to no one and holds no parameters. It stays held so an
+    /// older version can never come back.
+    pub retired: bool,
+}
+
+/// Where one version of a policy stands in the one order every tier applies to the versions of
+/// a policy id: the higher `version` wins; at equal versions (two servers edited the policy
+/// between syncs, each numbering from what it held) the `author` whose name sorts last wins;
+/// at equal authors (a server numbers its own edits, so only a forged history gets here) the
+/// higher `digest` of the body. Any two servers holding the same versions pick the same winner,
+/// whatever order the versions reached them in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PolicyRank {
+    pub version: u64,
+    pub author: String,
+    pub digest: [u8; 32],
+}
+
+impl PolicyRank {
+    /// `v3 by local-00`, as listings and logs show a version.
+    pub fn label(&self) -> String {
+        format!("v{} by {}", self.version, self.author)
+    }
 }
 
 impl SignedKind for Policy {
@@ -75,6 +100,14 @@ impl SignedKind for Policy {
 }
 
 pub type SignedPolicy = Signed<Policy>;
+
+/// A version that lost a conflict (one version number edited at two servers between syncs), and
+/// the rank of the version it lost to: kept as history, applied nowhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Superseded {
+    pub policy: Policy,
+    pub by: PolicyRank,
+}
 
 pub const MAX_PARAMS: usize = 512;
 pub const MAX_TEXT: usize = 256;
@@ -87,17 +120,24 @@ pub enum PolicyError {
     UnknownSigner(String),
     #[error("policy `{0}` has a bad signature")]
     BadSignature(String),
-    #[error("policy `{id}` version {version} is not newer than the stored version {stored}")]
-    NotNewer { id: String, version: u64, stored: u64 },
 }
 
 impl Policy {
+    /// This version's place in the order of [`PolicyRank`].
+    pub fn rank(&self) -> PolicyRank {
+        let digest = Sha256::digest(postcard::to_allocvec(self).unwrap_or_default()).into();
+        PolicyRank { version: self.version, author: self.author.clone(), digest }
+    }
+
     /// Checks bounds on every field.
     pub fn validate(&self) -> Result<(), PolicyError> {
         let invalid = |what: String| PolicyError::Invalid { id: self.id.chars().take(64).collect(), what };
         let text_ok = |t: &str| !t.is_empty() && t.len() <= MAX_TEXT && !t.chars().any(char::is_control);
         if !text_ok(&self.id) || !text_ok(&self.author) {
             return Err(invalid("id and author must be 1 to 256 printable characters".into()));
+        }
+        if self.retired && !self.params.is_empty() {
+            return Err(invalid("a retired policy holds no parameters".into()));
         }
         if self.params.len() > MAX_PARAMS {
             return Err(invalid(format!("more than {MAX_PARAMS} parameters")));

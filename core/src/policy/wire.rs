@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::document::{Policy, SignedPolicy};
+use super::document::{Policy, PolicyRank, SignedPolicy, Superseded};
 use super::merge::EffectivePolicy;
 use super::report::{AgentReport, Aggregate, PlatformCounts};
 use crate::signed::{Signed, SignedKind};
@@ -29,6 +29,10 @@ pub enum PolicyAdmin {
         since: Option<WallClock>,
         until: Option<WallClock>,
     },
+    /// One policy as held here, with the versions of it that lost conflicts.
+    Show(String),
+    /// Retire a policy: a new version that applies to no one replicates through the tier.
+    Retire(String),
 }
 
 impl PolicyAdmin {
@@ -62,6 +66,16 @@ pub enum PolicyAdminReply {
     /// History points in time order, at most [`MAX_HISTORY_REPLY`] (the newest when more match).
     /// Last, so every earlier reply keeps its encoding.
     History(Vec<HistoryPoint>),
+    /// The answer to `Show`: the held version, and those that lost a conflict to an earlier or
+    /// the current one, oldest first.
+    Policy {
+        held: Policy,
+        superseded: Vec<Superseded>,
+    },
+    /// The policy is retired from this version on.
+    Retired {
+        version: u64,
+    },
 }
 
 /// The most history points one reply carries: a reply stays well under a channel's message
@@ -117,8 +131,8 @@ pub enum PolicyWire {
 pub struct SyncRequest {
     pub from: String,
     pub cycle: u64,
-    /// The version of every policy the child holds.
-    pub versions: BTreeMap<String, u64>,
+    /// The rank of every policy version the child holds, by id.
+    pub versions: BTreeMap<String, PolicyRank>,
     /// Statistics consolidated since the child's last sync.
     pub aggregate: Aggregate,
 }

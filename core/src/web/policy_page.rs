@@ -164,6 +164,8 @@ fn reply_kind(reply: &PolicyAdminReply) -> &'static str {
         PolicyAdminReply::Status(_) => "a status where history was asked",
         PolicyAdminReply::History(_) => "history where a status was asked",
         PolicyAdminReply::Error(_) => "an error",
+        PolicyAdminReply::Policy { .. } => "one policy",
+        PolicyAdminReply::Retired { .. } => "a retirement",
     }
 }
 

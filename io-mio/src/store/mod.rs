@@ -60,6 +60,14 @@ const MIGRATIONS: &[&str] = &[
          hash TEXT NOT NULL
      );
      ALTER TABLE audit_chain ADD COLUMN signer BLOB NOT NULL DEFAULT x'';",
+    // 6 → 7: policy versions that lost a conflict, kept as history (one row per version).
+    "CREATE TABLE policy_superseded (
+         id TEXT NOT NULL,
+         version INTEGER NOT NULL,
+         author TEXT NOT NULL,
+         lost BLOB NOT NULL,
+         PRIMARY KEY (id, version, author)
+     );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +141,7 @@ impl Store {
             Record::LocalAudit(record) => self.append_local_audit(record),
             Record::Principal { name, hash } => self.set_principal(name, hash.as_deref()),
             Record::Policy(policy) => self.save_policy(policy),
+            Record::PolicySuperseded(lost) => self.save_superseded(lost),
             Record::PolicyHistory { from, at, aggregate } => self.append_policy_history(from, *at, aggregate),
         }
     }

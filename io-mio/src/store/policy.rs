@@ -1,17 +1,18 @@
-//! What a policy server keeps: every policy it holds (the newest version of each, signed) and, at
-//! the master, each sync's aggregate. Reading back never trusts the rows: core verifies each
+//! What a policy server keeps: every policy it holds (the winning version of each, signed), the
+//! versions that lost conflicts, and, at the master, each sync's aggregate. Reading back never trusts the rows: core verifies each
 //! policy again before serving it.
 
 use cohort_core::WallClock;
-use cohort_core::policy::document::SignedPolicy;
+use cohort_core::policy::document::{SignedPolicy, Superseded};
 use cohort_core::policy::report::Aggregate;
 use rusqlite::params;
 
 use super::{Store, StoreError};
 
 impl Store {
-    /// Keeps `policy`, replacing an older version of the same id (never a newer one); durable when
-    /// this returns.
+    /// Keeps `policy`, replacing the held version of the same id (core sends only winners; a lower
+    /// version number never replaces a higher one here either, whatever a fault reorders);
+    /// durable when this returns.
     pub fn save_policy(&mut self, policy: &SignedPolicy) -> Result<(), StoreError> {
         let bytes = cohort_core::wire::encode(policy).map_err(|e| StoreError::Encode(e.to_string()))?;
         let version = i64::try_from(policy.body.version).map_err(|_| {
@@ -24,7 +25,7 @@ impl Store {
             .execute(
                 "INSERT INTO policy_store (id, version, signed) VALUES (?1, ?2, ?3)
                  ON CONFLICT (id) DO UPDATE SET version = excluded.version, signed = excluded.signed
-                 WHERE excluded.version > policy_store.version",
+                 WHERE excluded.version >= policy_store.version",
                 params![policy.body.id, version, bytes],
             )
             .map_err(|e| self.err(e))?;
@@ -49,6 +50,40 @@ impl Store {
                     reason: e.to_string(),
                 })?;
             out.push(policy);
+        }
+        Ok(out)
+    }
+
+    /// Keeps a version that lost a conflict (once).
+    pub fn save_superseded(&mut self, lost: &Superseded) -> Result<(), StoreError> {
+        let bytes = cohort_core::wire::encode(lost).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let version = i64::try_from(lost.policy.version).unwrap_or(i64::MAX);
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO policy_superseded (id, version, author, lost) VALUES (?1, ?2, ?3, ?4)",
+                params![lost.policy.id, version, lost.policy.author, bytes],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Every kept lost version, by id then version.
+    pub fn load_superseded(&self) -> Result<Vec<Superseded>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, lost FROM policy_superseded ORDER BY id, version, author")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, bytes) = row.map_err(|e| self.err(e))?;
+            out.push(cohort_core::wire::decode(&bytes).map_err(|e| StoreError::CorruptRow {
+                path: self.path.clone(),
+                what: format!("superseded version of policy `{id}`"),
+                reason: e.to_string(),
+            })?);
         }
         Ok(out)
     }
@@ -162,6 +197,7 @@ mod tests {
             scope: Scope::Global,
             target: PolicyTarget::default(),
             params: [("firewall.default".to_owned(), value.to_owned())].into(),
+            retired: false,
         };
         Signed::sign(body, keys).expect("signs")
     }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError};
 
 use cohort_core::node::{ConnLimits, NodeSetup, PolicyAgentRole, PolicyServerRole, Record};
-use cohort_core::policy::document::{Platform, SignedPolicy};
+use cohort_core::policy::document::{Platform, SignedPolicy, Superseded};
 use cohort_core::policy::report::Aggregate;
 use cohort_core::policy::server::ServerSetup;
 use cohort_core::rng::SeededRng;
@@ -130,6 +130,7 @@ impl Tier {
             },
             parent_addr,
             stored: Vec::new(),
+            superseded: Vec::new(),
             latest: Vec::new(),
             history: Vec::new(),
             limits: ConnLimits::default(),
@@ -170,8 +171,8 @@ pub(super) fn server_setup(
     records: SharedRecords,
 ) -> SetupFn {
     Arc::new(move |_| {
-        let (stored, latest) = kept(&records, &host);
-        let role = PolicyServerRole { stored, latest, ..role.clone() };
+        let Kept { stored, superseded, latest } = kept(&records, &host);
+        let role = PolicyServerRole { stored, superseded, latest, ..role.clone() };
         NodeSetup { policy_server: Some(role), ..NodeSetup::new(keys.clone()) }
     })
 }
@@ -181,20 +182,30 @@ pub(super) fn agents_setup(keys: NodeKeys, agents: Vec<PolicyAgentRole>) -> Setu
     Arc::new(move |_| NodeSetup { policy_agents: agents.clone(), ..NodeSetup::new(keys.clone()) })
 }
 
+/// What a server host persisted before a restart.
+struct Kept {
+    stored: Vec<SignedPolicy>,
+    superseded: Vec<Superseded>,
+    latest: Vec<(String, WallClock, Aggregate)>,
+}
+
 /// What `host` persisted: every policy version in the order stored, and the latest aggregate
 /// from each child (what io-mio reads back from SQLite at a restart).
-fn kept(records: &SharedRecords, host: &str) -> (Vec<SignedPolicy>, Vec<(String, WallClock, Aggregate)>) {
+fn kept(records: &SharedRecords, host: &str) -> Kept {
     let records = records.lock().unwrap_or_else(PoisonError::into_inner);
     let mut stored = Vec::new();
+    let mut superseded = Vec::new();
     let mut latest: BTreeMap<String, (WallClock, Aggregate)> = BTreeMap::new();
     for (_, record) in records.iter().filter(|(h, _)| h == host) {
         match record {
             Record::Policy(policy) => stored.push(policy.clone()),
+            Record::PolicySuperseded(lost) => superseded.push(lost.clone()),
             Record::PolicyHistory { from, at, aggregate } => {
                 latest.insert(from.clone(), (*at, aggregate.clone()));
             }
             _ => {}
         }
     }
-    (stored, latest.into_iter().map(|(from, (at, aggregate))| (from, at, aggregate)).collect())
+    let latest = latest.into_iter().map(|(from, (at, aggregate))| (from, at, aggregate)).collect();
+    Kept { stored, superseded, latest }
 }

@@ -31,7 +31,9 @@ pub use report::{FleetReport, run_fleet};
 pub use views::ServerView;
 
 use crate::clock::EPOCH_UNIX_MS;
-use crate::node_host::{self, NodeHostContext, SharedFiles, SharedRecords, SharedTrace, SharedTraffic};
+use crate::node_host::{
+    self, NodeHostContext, SharedFileLog, SharedFiles, SharedRecords, SharedTrace, SharedTraffic,
+};
 use crate::storage::SimDisk;
 use clients::{Ask, Exchanges};
 use hosts::{PORT, Tier};
@@ -57,6 +59,9 @@ pub struct FleetScenario {
     /// Keep a trace of every server's inputs and outputs (refusals with their details); off for
     /// large runs, where it would cost more than the run.
     pub trace_servers: bool,
+    /// Keep every applied digest agents report and every file the agents' hosts write, for
+    /// checking that no agent reports a policy it did not apply; off for large runs.
+    pub watch_reports: bool,
 }
 
 impl FleetScenario {
@@ -70,6 +75,7 @@ impl FleetScenario {
             poll_interval: Duration::from_secs(30),
             stats_deadline: Duration::from_secs(5),
             trace_servers: false,
+            watch_reports: false,
         }
     }
 }
@@ -93,6 +99,7 @@ pub struct Fleet {
     sim: turmoil::Sim<'static>,
     tier: Tier,
     files: SharedFiles,
+    file_log: Option<SharedFileLog>,
     records: SharedRecords,
     views: BTreeMap<String, SharedView>,
     /// Stream bytes the master moved, and those the agents' hosts moved.
@@ -130,6 +137,7 @@ impl Fleet {
             sim,
             tier,
             files: SharedFiles::default(),
+            file_log: scenario.watch_reports.then(SharedFileLog::default),
             records: SharedRecords::default(),
             views: BTreeMap::new(),
             master_traffic: SharedTraffic::default(),
@@ -162,7 +170,7 @@ impl Fleet {
         let ctx = NodeHostContext {
             files: self.files.clone(),
             records: self.records.clone(),
-            probe: Some(views::server_probe(view)),
+            probe: Some(views::server_probe(view, self.scenario.watch_reports)),
             traffic: local.is_none().then(|| self.master_traffic.clone()),
             trace: self.trace.clone(),
             ..NodeHostContext::new(&name, keys, setup, SimDisk::default(), seed)
@@ -180,6 +188,7 @@ impl Fleet {
         let host = agents_host(local);
         let ctx = NodeHostContext {
             files: self.files.clone(),
+            file_log: self.file_log.clone(),
             traffic: Some(self.agent_traffic.clone()),
             ..NodeHostContext::new(
                 &host,
@@ -366,6 +375,38 @@ impl Fleet {
             .is_some_and(|f| views::count_setting(&self.files, std::slice::from_ref(f), key, value) == 1)
     }
 
+    /// Agents whose written policy file sets `key` to any value.
+    pub fn agents_setting(&self, key: &str) -> usize {
+        views::count_key(&self.files, &self.agent_files, key)
+    }
+
+    /// With reports watched: for each agent, the digests its host wrote in its policy file
+    /// (each file's `# digest` line), in any order.
+    pub fn written_digests(&self) -> BTreeMap<String, BTreeSet<[u8; 32]>> {
+        let Some(log) = &self.file_log else { return BTreeMap::new() };
+        let log = log.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out: BTreeMap<String, BTreeSet<[u8; 32]>> = BTreeMap::new();
+        for (a, file) in self.agent_files.iter().enumerate() {
+            let digests = log
+                .iter()
+                .filter(|(host, path, _)| (host, path) == (&file.0, &file.1))
+                .filter_map(|(_, _, contents)| views::digest_line(contents));
+            out.entry(agent_name(a)).or_default().extend(digests);
+        }
+        out
+    }
+
+    /// With reports watched: for each agent, every applied digest any server heard it report.
+    pub fn reported_digests(&self) -> BTreeMap<String, BTreeSet<[u8; 32]>> {
+        let mut out: BTreeMap<String, BTreeSet<[u8; 32]>> = BTreeMap::new();
+        for view in self.views.values() {
+            for (agent, digests) in &views::read(view).reported {
+                out.entry(agent.clone()).or_default().extend(digests);
+            }
+        }
+        out
+    }
+
     /// Runs until every agent's file sets `key` to `value` (or `limit` passes); returns the time
     /// taken, to within [`LOOK_EVERY`].
     pub fn time_until_all(&mut self, key: &str, value: &str, limit: Duration) -> Option<Duration> {
@@ -402,6 +443,7 @@ impl Fleet {
             scope,
             target: PolicyTarget::default(),
             params: [(key.to_owned(), value.to_owned())].into(),
+            retired: false,
         }
     }
 }

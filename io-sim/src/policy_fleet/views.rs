@@ -3,13 +3,13 @@
 //! policy files their host wrote), and the stream bytes that reached the master or left the
 //! agents in a span of simulated time. Measuring only: it judges nothing a role decides.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use cohort_core::node::Node;
-use cohort_core::policy::document::Policy;
+use cohort_core::policy::document::{Policy, Superseded};
 use cohort_core::policy::server::RejectKind;
 
 use crate::node_host::{Probe, SharedFiles, SharedTraffic};
@@ -24,6 +24,10 @@ pub struct ServerView {
     pub syncs_received: u64,
     /// When each policy version was first held here (simulated time), across restarts.
     pub held_since: BTreeMap<(String, u64), Duration>,
+    /// With reports watched: every applied digest each agent reported here, and the versions
+    /// this server kept as superseded.
+    pub reported: BTreeMap<String, BTreeSet<[u8; 32]>>,
+    pub superseded: Vec<Superseded>,
 }
 
 impl ServerView {
@@ -40,22 +44,26 @@ impl ServerView {
 
 pub(super) type SharedView = Arc<Mutex<ServerView>>;
 
-/// A probe that copies a server's counters and policies into `view` after every input.
-pub(super) fn server_probe(view: SharedView) -> Probe {
+/// A probe that copies a server's counters and policies into `view` after every input (and,
+/// with `watch_reports`, what agents reported and what lost conflicts).
+pub(super) fn server_probe(view: SharedView, watch_reports: bool) -> Probe {
     Arc::new(move |node: &Node| {
         let Some(server) = node.policy_server() else { return };
         let mut view = view.lock().unwrap_or_else(PoisonError::into_inner);
+        if watch_reports {
+            for (agent, report) in server.reports() {
+                view.reported.entry(agent.to_owned()).or_default().insert(report.applied);
+            }
+            let ids: Vec<String> = server.policies().map(|p| p.id.clone()).collect();
+            view.superseded = ids.iter().flat_map(|id| server.superseded(id)).cloned().collect();
+        }
         if view.rejected != *server.rejected() {
             view.rejected = server.rejected().clone();
         }
         view.reports_held = server.reports_held();
         view.syncs_received = server.syncs_received();
         let changed = view.policies.len() != server.policies().count()
-            || view
-                .policies
-                .iter()
-                .zip(server.policies())
-                .any(|(a, b)| a.id != b.id || a.version != b.version);
+            || view.policies.iter().zip(server.policies()).any(|(a, b)| a != b);
         if changed {
             view.policies = server.policies().cloned().collect();
             let at = turmoil::sim_elapsed().unwrap_or_default();
@@ -91,6 +99,24 @@ pub(super) fn count_setting(
         .filter_map(|k| files.get(k))
         .filter(|c| String::from_utf8_lossy(c).lines().any(|l| l == wanted || l.starts_with(&spaced)))
         .count()
+}
+
+/// How many of `files` set `key` to anything.
+pub(super) fn count_key(files: &SharedFiles, which: &[(String, String)], key: &str) -> usize {
+    let files = files.lock().unwrap_or_else(PoisonError::into_inner);
+    let prefix = format!("{key} = ");
+    which
+        .iter()
+        .filter_map(|k| files.get(k))
+        .filter(|c| String::from_utf8_lossy(c).lines().any(|l| l.starts_with(&prefix)))
+        .count()
+}
+
+/// The digest an agent's policy file names in its `# digest` header line.
+pub(super) fn digest_line(contents: &[u8]) -> Option<[u8; 32]> {
+    let text = String::from_utf8_lossy(contents);
+    let hex_digest = text.lines().find_map(|l| l.strip_prefix("# digest "))?;
+    hex::decode(hex_digest.trim()).ok()?.try_into().ok()
 }
 
 /// Stream bytes one way (`inbound` or not) within `span` of simulated time.

@@ -41,6 +41,7 @@ fn policy(value: &str, version: u64) -> Policy {
         scope: Scope::Global,
         target: PolicyTarget::default(),
         params: [("firewall.default".to_owned(), value.to_owned())].into(),
+        retired: false,
     }
 }
 
@@ -86,6 +87,7 @@ impl Tier {
                     ),
                     parent_addr: None,
                     stored: vec![stored],
+                    superseded: Vec::new(),
                     latest: Vec::new(),
                     history: Vec::new(),
                     limits: ConnLimits::default(),
@@ -107,6 +109,7 @@ impl Tier {
                     ),
                     parent_addr: Some(MASTER_ADDR.into()),
                     stored: Vec::new(),
+                    superseded: Vec::new(),
                     latest: Vec::new(),
                     history: Vec::new(),
                     limits: ConnLimits::default(),

@@ -131,6 +131,7 @@ fn a_policy_with_a_check_no_agent_could_read_is_refused_where_it_is_written() {
         scope: Scope::Global,
         target: PolicyTarget::default(),
         params: [("check.flag".to_owned(), check.to_owned())].into(),
+        retired: false,
     };
     assert!(policy("file /etc/flag mode=0600").validate().is_ok());
     let e = policy("file /etc/flag mode=rw").validate().expect_err("refused").to_string();

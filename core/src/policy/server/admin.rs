@@ -55,6 +55,35 @@ impl PolicyServer {
                 self.create(policy);
                 reply(self, PolicyAdminReply::Created);
             }
+            PolicyAdmin::Show(id) => match self.held.get(&id) {
+                Some(held) => {
+                    let superseded = self.held.superseded(&id).cloned().collect();
+                    reply(self, PolicyAdminReply::Policy { held: held.body.clone(), superseded });
+                }
+                None => refuse(self, RejectKind::AdminInvalid, &no_such(&id)),
+            },
+            PolicyAdmin::Retire(id) => {
+                let Some(held) = self.held.get(&id).map(|p| p.body.clone()) else {
+                    return refuse(self, RejectKind::AdminInvalid, &no_such(&id));
+                };
+                if held.retired {
+                    return refuse(
+                        self,
+                        RejectKind::AdminInvalid,
+                        &format!("policy `{id}` is retired already"),
+                    );
+                }
+                let version = held.version.saturating_add(1);
+                let tombstone = Policy {
+                    version,
+                    author: self.setup.name.clone(),
+                    params: Default::default(),
+                    retired: true,
+                    ..held
+                };
+                self.create(tombstone);
+                reply(self, PolicyAdminReply::Retired { version });
+            }
             PolicyAdmin::List => {
                 let policies = self.policies().cloned().collect();
                 reply(self, PolicyAdminReply::Policies(policies));
@@ -80,4 +109,12 @@ impl PolicyServer {
             }
         }
     }
+}
+
+/// The refusal for an id this server does not hold.
+fn no_such(id: &str) -> String {
+    format!(
+        "no policy `{}` is held here; `cohort policy list` shows those that are",
+        id.chars().take(64).collect::<String>()
+    )
 }

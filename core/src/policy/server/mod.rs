@@ -11,13 +11,15 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use super::document::{Policy, PolicyError, SignedPolicy};
+use super::document::{Policy, PolicyError, SignedPolicy, Superseded};
 use super::merge::effective;
 use super::report::{AgentReport, Aggregate, MAX_CHECKS, MAX_REPORT_BYTES};
 use super::wire::{HistoryPoint, PolicyAdminReply, PolicyAdminRequest};
+pub use held::MAX_SUPERSEDED_PER_POLICY;
 pub use history::MAX_HISTORY_POINTS;
 pub use rejection::{RejectKind, Rejection};
 mod admin;
+mod held;
 mod history;
 mod rejection;
 #[cfg(test)]
@@ -81,6 +83,8 @@ pub enum ServerOutput {
     /// A verified policy version is now held here; the driver keeps it durably so a restart
     /// serves it again (and versions never go backwards).
     Stored(SignedPolicy),
+    /// A version lost a conflict to the one held (logged; the driver keeps it as history).
+    Superseded(Superseded),
     /// The master keeps each sync's aggregate for history.
     History {
         from: String,
@@ -109,7 +113,7 @@ struct PendingStatus {
 pub struct PolicyServer {
     setup: ServerSetup,
     rng: SeededRng,
-    policies: BTreeMap<String, SignedPolicy>,
+    held: held::HeldPolicies,
     /// Latest report per agent, and whether it came since the last sync.
     reports: BTreeMap<String, (AgentReport, bool)>,
     /// Latest aggregate per child and when it came: at the master, this is what historical
@@ -133,7 +137,7 @@ impl PolicyServer {
         PolicyServer {
             setup,
             rng,
-            policies: BTreeMap::new(),
+            held: held::HeldPolicies::default(),
             reports: BTreeMap::new(),
             child_aggregates: BTreeMap::new(),
             history: VecDeque::new(),
@@ -150,12 +154,18 @@ impl PolicyServer {
         &self.setup.name
     }
 
+    /// The version of every policy held here (retired ones included), by id.
     pub fn policies(&self) -> impl Iterator<Item = &Policy> {
-        self.policies.values().map(|s| &s.body)
+        self.held.iter().map(|s| &s.body)
     }
 
     pub fn signed_policies(&self) -> impl Iterator<Item = &SignedPolicy> {
-        self.policies.values()
+        self.held.iter()
+    }
+
+    /// The versions of `id` that lost a conflict here, oldest first.
+    pub fn superseded(&self, id: &str) -> impl Iterator<Item = &Superseded> {
+        self.held.superseded(id)
     }
 
     /// Refusals, by kind.
@@ -167,28 +177,37 @@ impl PolicyServer {
         self.reports.len()
     }
 
+    /// The latest report held from each agent, by agent name.
+    pub fn reports(&self) -> impl Iterator<Item = (&str, &AgentReport)> {
+        self.reports.iter().map(|(agent, (report, _))| (agent.as_str(), report))
+    }
+
     pub fn syncs_received(&self) -> u64 {
         self.syncs_received
     }
 
     /// Takes back what the driver kept from before a restart: the policies (each verified again,
-    /// as if it had just arrived; one that fails is refused and counted, never served) and each
-    /// child's latest aggregate. Emits no `Stored`: these are already durable.
+    /// as if it had just arrived; one that fails is refused and counted, never served), the
+    /// versions that lost conflicts, and each child's latest aggregate. Emits no `Stored`: these
+    /// are already durable.
     pub fn restore(
         &mut self,
         policies: impl IntoIterator<Item = SignedPolicy>,
+        superseded: impl IntoIterator<Item = Superseded>,
         latest: impl IntoIterator<Item = (String, WallClock, Aggregate)>,
     ) {
         for signed in policies {
             match self.verify_policy(&signed) {
                 Ok(()) => {
-                    self.policies.insert(signed.body.id.clone(), signed);
+                    self.held.place(signed);
                 }
-                Err(PolicyError::NotNewer { .. }) => {}
                 Err(e) => {
                     self.reject(RejectKind::StoredPolicyInvalid, format!("a stored policy was refused: {e}"))
                 }
             }
+        }
+        for lost in superseded {
+            self.held.keep(lost);
         }
         for (child, at, aggregate) in latest {
             if self.setup.children.contains_key(&child) {
@@ -223,7 +242,7 @@ impl PolicyServer {
         self.setup.parent.as_ref().map(|(_, id)| id)
     }
 
-    /// Checks a policy is valid, signed by a server of the tier, and newer than the one held.
+    /// Checks a policy is valid and signed by the server of the tier it names as its author.
     fn verify_policy(&self, signed: &SignedPolicy) -> Result<(), PolicyError> {
         let id = &signed.body.id;
         signed.body.validate()?;
@@ -233,27 +252,36 @@ impl PolicyServer {
             .get(&signed.body.author)
             .ok_or_else(|| PolicyError::UnknownSigner(id.clone()))?;
         signed.verify(signer).map_err(|_| PolicyError::BadSignature(id.clone()))?;
-        if let Some(held) = self.policies.get(id)
-            && held.body.version >= signed.body.version
-        {
-            return Err(PolicyError::NotNewer {
-                id: id.clone(),
-                version: signed.body.version,
-                stored: held.body.version,
-            });
-        }
         Ok(())
     }
 
-    /// Verifies and stores a policy; returns whether it was new here.
+    /// Verifies a policy and offers it to what is held; returns whether it is now the held
+    /// version (so it travels on). A version that lost a conflict is kept as superseded.
     fn accept_policy(&mut self, signed: SignedPolicy) -> bool {
+        // Held already, or an older version number: nothing it could change, so nothing to verify.
+        let held = self.held.get(&signed.body.id);
+        if held.is_some_and(|h| *h == signed || h.body.version > signed.body.version) {
+            return false;
+        }
         match self.verify_policy(&signed) {
-            Ok(()) => {
-                self.policies.insert(signed.body.id.clone(), signed.clone());
-                self.outputs.push_back(ServerOutput::Stored(signed));
-                true
-            }
-            Err(PolicyError::NotNewer { .. }) => false,
+            Ok(()) => match self.held.place(signed.clone()) {
+                held::Placed::New => {
+                    self.outputs.push_back(ServerOutput::Stored(signed));
+                    true
+                }
+                held::Placed::Replaced { lost } => {
+                    self.outputs.push_back(ServerOutput::Stored(signed));
+                    if let Some(lost) = lost {
+                        self.outputs.push_back(ServerOutput::Superseded(lost));
+                    }
+                    true
+                }
+                held::Placed::Known => false,
+                held::Placed::Lost(lost) => {
+                    self.outputs.push_back(ServerOutput::Superseded(lost));
+                    false
+                }
+            },
             Err(e) => {
                 let kind = match e {
                     PolicyError::UnknownSigner(_) => RejectKind::PolicyUnknownSigner,
@@ -285,8 +313,8 @@ impl PolicyServer {
     }
 
     fn create(&mut self, mut policy: Policy) {
-        if let Some(held) = self.policies.get(&policy.id) {
-            policy.version = policy.version.max(held.body.version + 1);
+        if let Some(held) = self.held.get(&policy.id) {
+            policy.version = policy.version.max(held.body.version.saturating_add(1));
         }
         let Ok(signed) = Signed::sign(policy, &self.setup.keys) else { return };
         if self.accept_policy(signed.clone())
@@ -324,7 +352,7 @@ impl PolicyServer {
         let request = SyncRequest {
             from: self.setup.name.clone(),
             cycle: self.cycle,
-            versions: self.policies.iter().map(|(id, p)| (id.clone(), p.body.version)).collect(),
+            versions: self.held.ranks(),
             aggregate: self.aggregate(true),
         };
         for (_, fresh) in self.reports.values_mut() {
@@ -388,15 +416,17 @@ impl PolicyServer {
                     });
                 }
                 self.child_aggregates.insert(from.clone(), (aggregate, wall));
+                // By the one order: what the child holds lower goes down, what it holds higher
+                // (a policy made below whose climb was lost, or a conflict it wins) comes up.
                 let changed: Vec<SignedPolicy> = self
-                    .policies
-                    .values()
-                    .filter(|p| versions.get(&p.body.id).is_none_or(|v| *v < p.body.version))
+                    .held
+                    .iter()
+                    .filter(|p| versions.get(&p.body.id).is_none_or(|r| *r < p.body.rank()))
                     .cloned()
                     .collect();
                 let wanted = versions
                     .iter()
-                    .filter(|(id, v)| self.policies.get(*id).is_none_or(|held| held.body.version < **v))
+                    .filter(|(id, r)| self.held.rank_of(id).is_none_or(|held| held < *r))
                     .map(|(id, _)| id.clone())
                     .collect();
                 self.send(&from, PolicyMessage::SyncReply { policies: changed, wanted });
@@ -408,7 +438,7 @@ impl PolicyServer {
                 let Some((parent, _)) = self.setup.parent.clone() else { return };
                 // Bounded by what this server holds, however long the list.
                 let again: Vec<SignedPolicy> =
-                    wanted.iter().filter_map(|id| self.policies.get(id)).cloned().collect();
+                    wanted.iter().filter_map(|id| self.held.get(id)).cloned().collect();
                 for policy in again {
                     self.send(&parent, PolicyMessage::NewPolicy(policy));
                 }
@@ -492,7 +522,7 @@ impl PolicyServer {
         let _ = wall;
         let platform = signed.body.platform.clone();
         self.reports.insert(agent.clone(), (signed.body, true));
-        let policy = effective(self.policies.values().map(|p| &p.body), &platform, &self.setup.name);
+        let policy = effective(self.policies(), &platform, &self.setup.name);
         self.send(&agent, PolicyMessage::PollReply { effective: policy });
     }
 

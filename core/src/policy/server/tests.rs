@@ -40,6 +40,7 @@ fn a_stored_policy_altered_on_disk_is_refused_at_restore_and_never_served() {
         scope: Scope::Global,
         target: PolicyTarget::default(),
         params: [("antimalware.enabled".to_owned(), "true".to_owned())].into(),
+        retired: false,
     };
     let stored = Signed::sign(base, &keys).expect("signs");
     // A row altered on disk: a newer version that opens the firewall, under the old signature.
@@ -48,7 +49,7 @@ fn a_stored_policy_altered_on_disk_is_refused_at_restore_and_never_served() {
     tampered.body.version += 1;
 
     let mut server = master(&keys);
-    server.restore([stored, tampered], []);
+    server.restore([stored, tampered], [], []);
     assert_eq!(server.rejected().get(&RejectKind::StoredPolicyInvalid), Some(&1));
     let held: Vec<&Policy> = server.policies().collect();
     assert_eq!(held.len(), 1);
@@ -165,6 +166,7 @@ fn policy(id: &str) -> Policy {
         scope: Scope::Global,
         target: PolicyTarget::default(),
         params: [("firewall.default".to_owned(), "deny".to_owned())].into(),
+        retired: false,
     }
 }
 
