@@ -26,7 +26,7 @@ pub struct TierArgs {
     pub server: Option<String>,
 }
 
-fn wall() -> WallClock {
+pub(crate) fn wall() -> WallClock {
     WallClock(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -105,6 +105,24 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "FILE")]
         key: Option<PathBuf>,
     },
+    /// List the agents the tier's servers hold reports from, asked of every tier now (through
+    /// the master): each with its policy, checks, threats and when it was last heard.
+    Agents {
+        /// Only the agents of this local server.
+        #[arg(long, value_name = "LOCAL")]
+        server: Option<String>,
+        /// Only agents with a check not passing (each such check is shown).
+        #[arg(long)]
+        failing: bool,
+        #[command(flatten)]
+        args: crate::policy_agents::AgentsArgs,
+    },
+    /// One agent's every check, asked of the server that holds it (through the tier).
+    Agent {
+        name: String,
+        #[command(flatten)]
+        args: crate::policy_agents::AgentsArgs,
+    },
     /// Retire a policy from every tier: a new version that applies to no one replaces it
     /// everywhere, and no older version can come back.
     Retire {
@@ -173,6 +191,10 @@ pub fn run(command: &PolicyCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        PolicyCommand::Agents { server, failing, args } => {
+            crate::policy_agents::list(args, server, *failing)?
+        }
+        PolicyCommand::Agent { name, args } => crate::policy_agents::one(args, name)?,
         PolicyCommand::Retire { id, tier, key } => {
             let PolicyAdminReply::Retired { version } = ask(tier, key, PolicyAdmin::Retire(id.clone()))?
             else {
@@ -202,17 +224,63 @@ pub struct GlobalArgs {
     /// Only syncs at or after this time (Unix milliseconds).
     #[arg(long, value_name = "UNIX_MS")]
     pub since: Option<u64>,
+    /// Only syncs at or before this time (Unix milliseconds; with --history).
+    #[arg(long, value_name = "UNIX_MS", requires = "history")]
+    pub until: Option<u64>,
+    /// Every sync the master stored, as a time series per local server and per platform.
+    #[arg(long, conflicts_with = "current")]
+    pub history: bool,
+    /// With --history: also draw compliance and threats over time into this SVG file.
+    #[arg(long, value_name = "FILE.svg", requires = "history")]
+    pub plot: Option<PathBuf>,
     #[command(flatten)]
     pub tier: TierArgs,
 }
 
 pub fn global_status(args: &GlobalArgs, key: &Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    if args.history {
+        return history(args, key, json);
+    }
     let request = PolicyAdmin::Status { current: args.current, since: args.since.map(WallClock) };
     let PolicyAdminReply::Status(status) = ask(&args.tier, key, request)? else { bail!("unexpected answer") };
     if json {
         println!("{}", serde_json::to_string(&status.to_json())?);
     } else {
         print!("{}", render_global(&status));
+    }
+    Ok(())
+}
+
+/// `status --global --history [--plot FILE.svg]`.
+fn history(args: &GlobalArgs, key: &Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let request = PolicyAdmin::History { since: args.since.map(WallClock), until: args.until.map(WallClock) };
+    let PolicyAdminReply::History(points) = ask(&args.tier, key, request)? else {
+        bail!("unexpected answer")
+    };
+    if json {
+        let rows: Vec<serde_json::Value> = points
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "at_unix_ms": p.at.0,
+                    "local": p.local,
+                    "agents": p.counts.agents,
+                    "compliant": p.counts.compliant,
+                    "threats": p.counts.threats,
+                    "checks": p.counts.checks,
+                    "passed": p.counts.passed,
+                    "compliance_pct": p.counts.compliance_pct(),
+                    "silent": p.silent,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string(&rows)?);
+    } else {
+        print!("{}", crate::history_view::render_history(&points));
+    }
+    if let Some(path) = &args.plot {
+        crate::history_view::plot_history(&points, path)?;
+        eprintln!("wrote {} ({} syncs)", path.display(), points.len());
     }
     Ok(())
 }

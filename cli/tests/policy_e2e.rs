@@ -19,6 +19,10 @@ struct PolicyTier {
 
 impl PolicyTier {
     fn start() -> PolicyTier {
+        PolicyTier::start_syncing_every("3600")
+    }
+
+    fn start_syncing_every(seconds: &str) -> PolicyTier {
         let policy_port = free_base_port(4).to_string();
         let mut cluster = TestCluster::init_with(
             &[
@@ -31,7 +35,7 @@ impl PolicyTier {
                 "--policy-port",
                 &policy_port,
                 "--policy-sync-s",
-                "3600",
+                seconds,
                 "--policy-poll-s",
                 "1",
             ],
@@ -65,6 +69,11 @@ impl PolicyTier {
                     .is_ok_and(|t| t.contains(line))
             })
             .count()
+    }
+
+    fn json(&self, args: &[&str]) -> Option<serde_json::Value> {
+        let out = self.run(args);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
     }
 
     fn historical(&self) -> serde_json::Value {
@@ -117,4 +126,70 @@ fn a_policy_set_at_a_nested_local_reaches_every_agent_and_the_master_keeps_it_ac
     tier.cluster.wait_for("the master holds fw v2", PATIENCE, |_| {
         tier.list("master").is_some_and(|l| l.contains("fw v2 by master"))
     });
+}
+
+#[test]
+fn an_agent_behind_a_nested_local_is_shown_through_the_tier_and_the_history_plots_every_local() {
+    let tier = PolicyTier::start_syncing_every("1");
+    let set = |tier: &PolicyTier| {
+        tier.run(&[
+            "policy",
+            "set",
+            "base",
+            "antimalware.enabled=true",
+            "check.true=command timeout=5s -- true",
+        ])
+    };
+    tier.cluster.wait_for("the master takes the policy", PATIENCE, |_| set(&tier).status.success());
+    // Every agent has measured the policy's check, as the tier answers now.
+    let mut listing = serde_json::Value::Null;
+    tier.cluster.wait_for("six agents measured", PATIENCE, |_| {
+        listing = tier.json(&["policy", "agents", "--json"]).unwrap_or_default();
+        listing["agents"]
+            .as_array()
+            .is_some_and(|a| a.len() == 6 && a.iter().all(|agent| agent["checks_total"].as_u64() == Some(2)))
+    });
+    let agents = listing["agents"].as_array().expect("agents");
+    let nested: Vec<&str> =
+        agents.iter().filter(|a| a["server"] == "local-02").filter_map(|a| a["agent"].as_str()).collect();
+    assert!(!nested.is_empty(), "local-02 (behind local-00) serves agents: {listing}");
+
+    // One agent two tiers down, asked through the master: every check, within the deadline.
+    let out = tier.run(&["policy", "agent", nested[0]]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "policy agent: {}", String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(text.starts_with(&format!("{} at local-02", nested[0])), "{text}");
+    assert!(text.contains("pass  true"), "the command check is shown: {text}");
+    assert!(text.contains("pass  policy.applied"), "the apply is shown: {text}");
+    // Only local-02's agents, and none failing.
+    let only = tier.json(&["policy", "agents", "--server", "local-02", "--json"]).expect("listing");
+    let servers: Vec<&str> =
+        only["agents"].as_array().expect("agents").iter().filter_map(|a| a["server"].as_str()).collect();
+    assert_eq!(servers, vec!["local-02"; nested.len()]);
+    let out = tier.run(&["policy", "agents", "--failing"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "no agents with a failing check\n");
+    let out = tier.run(&["policy", "agent", "no-such-agent"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no server of the tier has a report"), "{out:?}");
+
+    // At least five syncs at the master, then the history as tables and as a chart.
+    tier.cluster.wait_for("five syncs stored at the master", PATIENCE, |_| {
+        tier.json(&["status", "--global", "--history", "--json"])
+            .and_then(|h| h.as_array().map(Vec::len))
+            .is_some_and(|n| n >= 5)
+    });
+    let svg = tier.cluster.root().join("history.svg");
+    let out = tier.run(&["status", "--global", "--history", "--plot", path_str(&svg)]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "history: {}", String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(text.contains("by local server") && text.contains("by platform"), "{text}");
+    let chart = std::fs::read_to_string(&svg).expect("the chart was written");
+    let doc = roxmltree::Document::parse(&chart).expect("the chart parses as XML");
+    assert_eq!(doc.root_element().tag_name().name(), "svg");
+    let texts: Vec<&str> = doc.descendants().filter_map(|n| n.text()).map(str::trim).collect();
+    for local in ["local-00", "local-01", "local-02"] {
+        assert!(texts.contains(&local), "the chart names {local}: {texts:?}");
+    }
 }

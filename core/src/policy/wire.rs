@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
-use super::document::{Policy, PolicyRank, SignedPolicy, Superseded};
+use super::document::{Platform, Policy, PolicyRank, SignedPolicy, Superseded};
 use super::merge::EffectivePolicy;
-use super::report::{AgentReport, Aggregate, PlatformCounts};
+use super::report::{AgentReport, Aggregate, CheckResult, PlatformCounts};
 use crate::signed::{Signed, SignedKind};
 use crate::time::WallClock;
 
@@ -33,12 +33,26 @@ pub enum PolicyAdmin {
     Show(String),
     /// Retire a policy: a new version that applies to no one replicates through the tier.
     Retire(String),
+    /// The agents of every server below this one (or only of the one named), asked now; with
+    /// `failing`, only those with a check not passing.
+    Agents {
+        server: Option<String>,
+        failing: bool,
+    },
+    /// One agent's every check, asked of the tier now.
+    Agent(String),
 }
 
 impl PolicyAdmin {
     /// Whether the request only reads: the only kind a viewer (not an operator) may make.
     pub fn read_only(&self) -> bool {
-        matches!(self, PolicyAdmin::Status { .. } | PolicyAdmin::History { .. })
+        matches!(
+            self,
+            PolicyAdmin::Status { .. }
+                | PolicyAdmin::History { .. }
+                | PolicyAdmin::Agents { .. }
+                | PolicyAdmin::Agent(_)
+        )
     }
 }
 
@@ -76,6 +90,77 @@ pub enum PolicyAdminReply {
     Retired {
         version: u64,
     },
+    /// The answer to `Agents` or `Agent`.
+    Agents(AgentListing),
+}
+
+/// Agents as the servers that own them reported them now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentListing {
+    pub agents: Vec<AgentDetail>,
+    /// Servers that did not answer within the deadline: their agents are not listed.
+    pub missing: Vec<String>,
+    /// More agents matched than [`MAX_AGENT_DETAILS`]; the first by name are listed.
+    pub truncated: bool,
+}
+
+/// The most agents one answer lists.
+pub const MAX_AGENT_DETAILS: usize = 2_000;
+
+/// One agent as its server holds it: its latest report, reduced for a listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentDetail {
+    pub agent: String,
+    /// The local server the agent reports to.
+    pub server: String,
+    pub platform: Platform,
+    /// Digest of the effective policy the agent applied (all zero before the first).
+    pub applied: [u8; 32],
+    /// When the server received the report.
+    pub heard: WallClock,
+    /// When the agent last completed a round of checks.
+    pub measured: Option<WallClock>,
+    pub threats: Option<u32>,
+    /// Checks measured and of those passing.
+    pub checks_total: u64,
+    pub checks_passed: u64,
+    /// Every check (asked for one agent), or only those not passing (a listing).
+    pub checks: BTreeMap<String, CheckResult>,
+}
+
+/// What a server asks the tier below it now; every server on the way down answers for itself
+/// and for those below it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TierQuery {
+    /// Statistics consolidated now.
+    Stats,
+    /// See [`PolicyAdmin::Agents`].
+    Agents { server: Option<String>, failing: bool },
+    /// See [`PolicyAdmin::Agent`].
+    Agent(String),
+}
+
+/// What a server found for a query, itself and below.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Found {
+    Stats(Aggregate),
+    Agents { agents: Vec<AgentDetail>, truncated: bool },
+}
+
+/// A server's answer to its parent's query, signed by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierAnswer {
+    pub from: String,
+    pub request: u64,
+    pub found: Found,
+    /// Servers below that did not answer in time.
+    pub missing: Vec<String>,
+    /// When each server's part was taken.
+    pub as_of: BTreeMap<String, WallClock>,
+}
+
+impl SignedKind for TierAnswer {
+    const DOMAIN: &'static str = "policy-answer";
 }
 
 /// The most history points one reply carries: a reply stays well under a channel's message
@@ -96,6 +181,44 @@ pub struct HistoryPoint {
     pub silent: u64,
     /// The same sync's counts by platform (`os/version/role`).
     pub platforms: BTreeMap<String, PlatformCounts>,
+    /// The same sync's counts by the local server the agents report to: the child itself and
+    /// every local nested below it.
+    pub locals: BTreeMap<String, PlatformCounts>,
+}
+
+impl HistoryPoint {
+    /// This sync split by the local server its agents report to (one point per nested local,
+    /// the child's own silent count and platforms on the child's point); a sync that named no
+    /// local stays whole.
+    pub fn by_reporting_local(&self) -> Vec<HistoryPoint> {
+        if self.locals.is_empty() {
+            return vec![self.clone()];
+        }
+        let mut out: Vec<HistoryPoint> = self
+            .locals
+            .iter()
+            .map(|(local, counts)| HistoryPoint {
+                at: self.at,
+                local: local.clone(),
+                counts: *counts,
+                silent: 0,
+                platforms: BTreeMap::new(),
+                locals: BTreeMap::new(),
+            })
+            .collect();
+        match out.iter_mut().find(|p| p.local == self.local) {
+            Some(own) => {
+                own.silent = self.silent;
+                own.platforms = self.platforms.clone();
+            }
+            None => out.push(HistoryPoint {
+                counts: PlatformCounts::default(),
+                locals: BTreeMap::new(),
+                ..self.clone()
+            }),
+        }
+        out
+    }
 }
 
 impl HistoryPoint {
@@ -116,6 +239,7 @@ impl HistoryPoint {
             counts,
             silent: aggregate.silent_agents,
             platforms: aggregate.platforms.clone(),
+            locals: aggregate.locals.clone(),
         }
     }
 }
@@ -142,17 +266,6 @@ impl SignedKind for SyncRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatsReply {
-    pub from: String,
-    pub request: u64,
-    pub aggregate: Aggregate,
-}
-
-impl SignedKind for StatsReply {
-    const DOMAIN: &'static str = "policy-stats";
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PolicyMessage {
     Sync(Signed<SyncRequest>),
     /// Only the policies the child lacks or holds older versions of, and the ids of those the
@@ -164,10 +277,13 @@ pub enum PolicyMessage {
     },
     /// A policy created below, on its way to the master.
     NewPolicy(SignedPolicy),
-    StatsRequest {
+    /// A parent's query, to be answered within `budget_ms` of its arrival.
+    Query {
         request: u64,
+        query: TierQuery,
+        budget_ms: u64,
     },
-    StatsReply(Signed<StatsReply>),
+    Answer(Signed<TierAnswer>),
     Poll(Signed<AgentReport>),
     PollReply {
         effective: EffectivePolicy,

@@ -166,6 +166,7 @@ fn reply_kind(reply: &PolicyAdminReply) -> &'static str {
         PolicyAdminReply::Error(_) => "an error",
         PolicyAdminReply::Policy { .. } => "one policy",
         PolicyAdminReply::Retired { .. } => "a retirement",
+        PolicyAdminReply::Agents(_) => "a list of agents",
     }
 }
 
@@ -323,6 +324,7 @@ mod tests {
             counts: PlatformCounts { agents, compliant, threats, checks: agents, passed: compliant },
             silent: 0,
             platforms: BTreeMap::new(),
+            locals: BTreeMap::new(),
         }
     }
 

@@ -6,7 +6,8 @@
 
 use std::time::Duration;
 
-use super::{PolicyServer, RejectKind, ServerOutput};
+use super::query::ReplyTo;
+use super::{PolicyServer, RejectKind, ServerOutput, TierQuery};
 use crate::policy::document::Policy;
 use crate::policy::wire::{ADMIN_FRESHNESS_MS, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest};
 use crate::signed::Signed;
@@ -99,7 +100,28 @@ impl PolicyServer {
             PolicyAdmin::Status { .. } if self.setup.parent.is_some() => {
                 refuse(self, RejectKind::AdminInvalid, "global status comes from the master");
             }
-            PolicyAdmin::Status { current, since } => self.status(now, wall, request, current, since),
+            PolicyAdmin::Status { current: true, .. } => {
+                let budget = self.setup.stats_deadline;
+                self.ask_tier(now, wall, ReplyTo::Admin(request), TierQuery::Stats, budget);
+            }
+            PolicyAdmin::Status { current: false, since } => {
+                let status = self.stored_status(since);
+                reply(self, PolicyAdminReply::Status(status));
+            }
+            PolicyAdmin::Agents { server, failing } => {
+                let budget = self.setup.stats_deadline;
+                self.ask_tier(
+                    now,
+                    wall,
+                    ReplyTo::Admin(request),
+                    TierQuery::Agents { server, failing },
+                    budget,
+                );
+            }
+            PolicyAdmin::Agent(agent) => {
+                let budget = self.setup.stats_deadline;
+                self.ask_tier(now, wall, ReplyTo::Admin(request), TierQuery::Agent(agent), budget);
+            }
             PolicyAdmin::History { .. } if self.setup.parent.is_some() => {
                 refuse(self, RejectKind::AdminInvalid, "history comes from the master");
             }

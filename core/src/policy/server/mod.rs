@@ -21,11 +21,16 @@ pub use rejection::{RejectKind, Rejection};
 mod admin;
 mod held;
 mod history;
+mod query;
 mod rejection;
 #[cfg(test)]
 mod tests;
 
-pub use super::wire::{GlobalStatus, PolicyMessage, StatsReply, SyncRequest};
+pub use super::wire::{GlobalStatus, PolicyMessage, SyncRequest, TierAnswer, TierQuery};
+use query::{HeldReport, PendingQuery, ReplyTo};
+
+/// The longest a server waits on the tier below for one question, whatever its parent allows.
+const MAX_QUERY_BUDGET_MS: u64 = 60_000;
 use crate::identity::{NodeId, NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::{SeededRng, uniform_duration};
@@ -99,15 +104,6 @@ pub enum ServerOutput {
     Rejected(Rejection),
 }
 
-#[derive(Debug)]
-struct PendingStatus {
-    request: u64,
-    waiting: BTreeSet<String>,
-    deadline: Instant,
-    aggregate: Aggregate,
-    as_of: BTreeMap<String, WallClock>,
-}
-
 /// One policy server. See the module docs.
 #[derive(Debug)]
 pub struct PolicyServer {
@@ -115,7 +111,7 @@ pub struct PolicyServer {
     rng: SeededRng,
     held: held::HeldPolicies,
     /// Latest report per agent, and whether it came since the last sync.
-    reports: BTreeMap<String, (AgentReport, bool)>,
+    reports: BTreeMap<String, HeldReport>,
     /// Latest aggregate per child and when it came: at the master, this is what historical
     /// status reads (the full history is the driver's, in its store).
     child_aggregates: BTreeMap<String, (Aggregate, WallClock)>,
@@ -126,7 +122,9 @@ pub struct PolicyServer {
     syncs_received: u64,
     next_sync: Option<Instant>,
     cycle: u64,
-    pending: Vec<PendingStatus>,
+    /// Questions to the tier below waiting on answers, and the number the next one takes.
+    pending: Vec<PendingQuery>,
+    next_query: u64,
     outputs: VecDeque<ServerOutput>,
     rejected: BTreeMap<RejectKind, u64>,
 }
@@ -145,6 +143,7 @@ impl PolicyServer {
             next_sync,
             cycle: 0,
             pending: Vec::new(),
+            next_query: 1,
             outputs: VecDeque::new(),
             rejected: BTreeMap::new(),
         }
@@ -179,7 +178,7 @@ impl PolicyServer {
 
     /// The latest report held from each agent, by agent name.
     pub fn reports(&self) -> impl Iterator<Item = (&str, &AgentReport)> {
-        self.reports.iter().map(|(agent, (report, _))| (agent.as_str(), report))
+        self.reports.iter().map(|(agent, held)| (agent.as_str(), &held.report))
     }
 
     pub fn syncs_received(&self) -> u64 {
@@ -324,22 +323,29 @@ impl PolicyServer {
         }
     }
 
-    /// This server's consolidated statistics: its agents' reports since the last sync (agents
-    /// silent since then counted as such) and its children's latest aggregates.
-    fn aggregate(&self, since_last_sync_only: bool) -> Aggregate {
+    /// What this server's own agents reported (only since the last sync, with `since_last_sync_only`;
+    /// agents not reporting in that span counted as silent).
+    fn own_aggregate(&self, since_last_sync_only: bool) -> Aggregate {
         let mut aggregate = Aggregate::default();
-        for (report, fresh) in self.reports.values() {
-            if *fresh || !since_last_sync_only {
-                aggregate.add_report(&self.setup.name, report);
+        for held in self.reports.values() {
+            if held.fresh || !since_last_sync_only {
+                aggregate.add_report(&self.setup.name, &held.report);
             }
         }
         let reporting: BTreeSet<&String> = self
             .reports
             .iter()
-            .filter(|(_, (_, fresh))| *fresh || !since_last_sync_only)
+            .filter(|(_, held)| held.fresh || !since_last_sync_only)
             .map(|(a, _)| a)
             .collect();
         aggregate.silent_agents = self.setup.agents.keys().filter(|a| !reporting.contains(a)).count() as u64;
+        aggregate
+    }
+
+    /// What a sync carries up: this server's agents since the last sync, and its children's
+    /// latest syncs.
+    fn sync_aggregate(&self) -> Aggregate {
+        let mut aggregate = self.own_aggregate(true);
         for (child, _) in self.child_aggregates.values() {
             aggregate.absorb(child);
         }
@@ -353,10 +359,10 @@ impl PolicyServer {
             from: self.setup.name.clone(),
             cycle: self.cycle,
             versions: self.held.ranks(),
-            aggregate: self.aggregate(true),
+            aggregate: self.sync_aggregate(),
         };
-        for (_, fresh) in self.reports.values_mut() {
-            *fresh = false;
+        for held in self.reports.values_mut() {
+            held.fresh = false;
         }
         if let Ok(signed) = Signed::sign(request, &self.setup.keys) {
             self.send(&parent, PolicyMessage::Sync(signed));
@@ -378,13 +384,13 @@ impl PolicyServer {
             PolicyMessage::Sync(s) if Self::wrong_peer(&self.setup.children, &s.body.from, &peer) => {
                 return self.reject(RejectKind::WrongPeer, wrong_peer("a sync"));
             }
-            PolicyMessage::StatsReply(s) if Self::wrong_peer(&self.setup.children, &s.body.from, &peer) => {
-                return self.reject(RejectKind::WrongPeer, wrong_peer("statistics"));
+            PolicyMessage::Answer(s) if Self::wrong_peer(&self.setup.children, &s.body.from, &peer) => {
+                return self.reject(RejectKind::WrongPeer, wrong_peer("an answer"));
             }
             PolicyMessage::Poll(s) if Self::wrong_peer(&self.setup.agents, &s.body.agent, &peer) => {
                 return self.reject(RejectKind::WrongPeer, wrong_peer("a report"));
             }
-            PolicyMessage::SyncReply { .. } | PolicyMessage::StatsRequest { .. } if !from_parent => {
+            PolicyMessage::SyncReply { .. } | PolicyMessage::Query { .. } if !from_parent => {
                 return self.reject(RejectKind::WrongPeer, wrong_peer("a parent's message"));
             }
             PolicyMessage::NewPolicy(_) if !from_child => {
@@ -451,40 +457,12 @@ impl PolicyServer {
                     self.send(&parent, PolicyMessage::NewPolicy(signed));
                 }
             }
-            PolicyMessage::StatsRequest { request } => {
-                let Some((parent, _)) = self.setup.parent.clone() else { return };
-                let reply =
-                    StatsReply { from: self.setup.name.clone(), request, aggregate: self.aggregate(false) };
-                if let Ok(signed) = Signed::sign(reply, &self.setup.keys) {
-                    self.send(&parent, PolicyMessage::StatsReply(signed));
-                }
+            PolicyMessage::Query { request, query, budget_ms } => {
+                // However long the parent allows, a question never outlives a minute here.
+                let budget = Duration::from_millis(budget_ms.min(MAX_QUERY_BUDGET_MS));
+                self.ask_tier(now, wall, ReplyTo::Parent(request), query, budget);
             }
-            PolicyMessage::StatsReply(signed) => {
-                let from = signed.body.from.clone();
-                let Some(identity) = self.setup.children.get(&from).copied() else {
-                    return self.reject(
-                        RejectKind::UnknownLocal,
-                        format!(
-                            "statistics from unknown local `{}`",
-                            from.chars().take(64).collect::<String>()
-                        ),
-                    );
-                };
-                if signed.verify(&identity).is_err() {
-                    return self.reject(
-                        RejectKind::BadSignature,
-                        format!("statistics from `{from}` have a bad signature"),
-                    );
-                }
-                let StatsReply { request, aggregate, .. } = signed.body;
-                if let Some(pending) = self.pending.iter_mut().find(|p| p.request == request)
-                    && pending.waiting.remove(&from)
-                {
-                    pending.aggregate.absorb(&aggregate);
-                    pending.as_of.insert(from, wall);
-                }
-                self.finish_statuses(now, false);
-            }
+            PolicyMessage::Answer(signed) => self.handle_answer(now, signed),
             PolicyMessage::Poll(signed) => self.handle_poll(wall, signed, size),
             PolicyMessage::PollReply { .. } => {
                 self.reject(RejectKind::Unexpected, "a poll reply sent to a server".into())
@@ -519,76 +497,10 @@ impl PolicyServer {
                 format!("report from `{agent}` has {} checks", signed.body.checks.len()),
             );
         }
-        let _ = wall;
         let platform = signed.body.platform.clone();
-        self.reports.insert(agent.clone(), (signed.body, true));
+        self.reports.insert(agent.clone(), HeldReport { report: signed.body, fresh: true, heard: wall });
         let policy = effective(self.policies(), &platform, &self.setup.name);
         self.send(&agent, PolicyMessage::PollReply { effective: policy });
-    }
-
-    fn status(
-        &mut self,
-        now: Instant,
-        wall: WallClock,
-        request: u64,
-        current: bool,
-        since: Option<WallClock>,
-    ) {
-        if !current {
-            let mut aggregate = Aggregate::default();
-            let mut as_of = BTreeMap::new();
-            for (child, (agg, at)) in &self.child_aggregates {
-                if since.is_none_or(|s| *at >= s) {
-                    aggregate.absorb(agg);
-                    as_of.insert(child.clone(), *at);
-                }
-            }
-            let missing = self.setup.children.keys().filter(|c| !as_of.contains_key(*c)).cloned().collect();
-            let status = GlobalStatus { current: false, missing, aggregate, as_of };
-            self.outputs
-                .push_back(ServerOutput::AdminReply { request, reply: PolicyAdminReply::Status(status) });
-            return;
-        }
-        let children: Vec<String> = self.setup.children.keys().cloned().collect();
-        for child in &children {
-            self.send(child, PolicyMessage::StatsRequest { request });
-        }
-        let mut aggregate = Aggregate::default();
-        // The master's own agents, if it serves any, count as of now.
-        for (report, _) in self.reports.values() {
-            aggregate.add_report(&self.setup.name, report);
-        }
-        let mut as_of = BTreeMap::new();
-        as_of.insert(self.setup.name.clone(), wall);
-        self.pending.push(PendingStatus {
-            request,
-            waiting: children.into_iter().collect(),
-            deadline: now + self.setup.stats_deadline,
-            aggregate,
-            as_of,
-        });
-        self.finish_statuses(now, false);
-    }
-
-    /// Answers every pending status whose children all answered, or (on timeout) whose deadline
-    /// passed, marking the missing ones.
-    fn finish_statuses(&mut self, now: Instant, timeout: bool) {
-        let (done, waiting): (Vec<PendingStatus>, Vec<PendingStatus>) = std::mem::take(&mut self.pending)
-            .into_iter()
-            .partition(|p| p.waiting.is_empty() || (timeout && now >= p.deadline));
-        self.pending = waiting;
-        for p in done {
-            let status = GlobalStatus {
-                current: true,
-                missing: p.waiting.into_iter().collect(),
-                aggregate: p.aggregate,
-                as_of: p.as_of,
-            };
-            self.outputs.push_back(ServerOutput::AdminReply {
-                request: p.request,
-                reply: PolicyAdminReply::Status(status),
-            });
-        }
     }
 }
 
@@ -608,7 +520,7 @@ impl Machine for PolicyServer {
                     self.sync();
                     self.next_sync = Some(now + jittered(&self.setup, &mut self.rng));
                 }
-                self.finish_statuses(now, true);
+                self.finish_queries(now, true);
             }
         }
     }
@@ -618,7 +530,7 @@ impl Machine for PolicyServer {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let pending = self.pending.iter().map(|p| p.deadline).min();
+        let pending = self.pending.iter().map(|p| p.deadline()).min();
         [self.next_sync, pending].into_iter().flatten().min()
     }
 }

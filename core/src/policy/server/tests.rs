@@ -245,6 +245,7 @@ fn each_child_sync_adds_a_history_point_with_its_totals() {
                 counts: PlatformCounts { agents: 5, compliant: 3, threats: 4, ..PlatformCounts::default() },
                 silent: 1,
                 platforms: figures(1).platforms,
+                locals: BTreeMap::new(),
             },
             HistoryPoint {
                 at: WallClock(WALL.0 - 1_000),
@@ -252,6 +253,7 @@ fn each_child_sync_adds_a_history_point_with_its_totals() {
                 counts: PlatformCounts::default(),
                 silent: 0,
                 platforms: BTreeMap::new(),
+                locals: BTreeMap::new(),
             },
         ]
     );
