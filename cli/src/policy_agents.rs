@@ -1,11 +1,12 @@
-//! `cohort policy agents` and `cohort policy agent NAME`: the per-client detail the master asks
-//! of the tier now, shown as a table (or JSON). Renders only; which agents match and who
-//! answered is the tier's answer.
+//! `cohort policy agents`, `cohort policy agent NAME` and `cohort policy alerts`: the per-client
+//! detail the master asks of the tier now, and the alerts it raised, shown as tables (or JSON).
+//! Renders only; which agents match, who answered and what is alerted is the tier's answer.
 
 use std::path::PathBuf;
 
 use anyhow::bail;
 use cohort_core::WallClock;
+use cohort_core::policy::alerts::Condition;
 use cohort_core::policy::checks::CheckOutcome;
 use cohort_core::policy::wire::{AgentDetail, AgentListing, PolicyAdmin, PolicyAdminReply};
 
@@ -67,6 +68,39 @@ pub fn one(args: &AgentsArgs, name: &str) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&listing_json(&listing))?);
     } else {
         print!("{}", render_agent(agent, wall()));
+    }
+    Ok(())
+}
+
+/// `cohort policy alerts`.
+pub fn alerts(args: &AgentsArgs) -> anyhow::Result<()> {
+    let PolicyAdminReply::Alerts(alerts) = ask(&args.master(), &args.key, PolicyAdmin::Alerts)? else {
+        bail!("unexpected answer to a listing of alerts");
+    };
+    if args.json {
+        let rows: Vec<serde_json::Value> = alerts.iter().map(|a| a.to_json()).collect();
+        println!("{}", serde_json::to_string(&rows)?);
+        return Ok(());
+    }
+    if alerts.is_empty() {
+        println!("no alerts raised");
+    }
+    for a in &alerts {
+        let about = match &a.condition {
+            Condition::LocalCompliance { local } => format!("local {local}"),
+            Condition::PlatformCompliance { platform } => format!("platform {platform}"),
+            Condition::SilentAgent { agent, local } => format!("agent {agent} at {local}"),
+            Condition::HighSeverity { agent, local, check } => {
+                format!("agent {agent} at {local}, check {check}")
+            }
+        };
+        println!(
+            "#{:<5} {} UTC  {:<19} {about}: {}",
+            a.id,
+            cohort_core::exec::audit_view::utc_text(a.at.0),
+            a.condition.kind(),
+            a.detail
+        );
     }
     Ok(())
 }

@@ -123,6 +123,11 @@ pub enum PolicyCommand {
         #[command(flatten)]
         args: crate::policy_agents::AgentsArgs,
     },
+    /// The alerts the master raised (each once, when its condition began), oldest first.
+    Alerts {
+        #[command(flatten)]
+        args: crate::policy_agents::AgentsArgs,
+    },
     /// Retire a policy from every tier: a new version that applies to no one replaces it
     /// everywhere, and no older version can come back.
     Retire {
@@ -195,6 +200,7 @@ pub fn run(command: &PolicyCommand) -> anyhow::Result<()> {
             crate::policy_agents::list(args, server, *failing)?
         }
         PolicyCommand::Agent { name, args } => crate::policy_agents::one(args, name)?,
+        PolicyCommand::Alerts { args } => crate::policy_agents::alerts(args)?,
         PolicyCommand::Retire { id, tier, key } => {
             let PolicyAdminReply::Retired { version } = ask(tier, key, PolicyAdmin::Retire(id.clone()))?
             else {

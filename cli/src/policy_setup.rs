@@ -11,7 +11,8 @@ use cohort_core::rng::SeededRng;
 use cohort_core::{NodeKeys, PublicIdentity};
 use cohort_io_mio::keyfile;
 use cohort_io_mio::node_config::{
-    AgentsFile, KeyRef, NodeConfig, PolicyAgentConfig, PolicyServerConfig, TierFile, TierOperator, TierServer,
+    AgentsFile, AlertsConfig, KeyRef, NodeConfig, PolicyAgentConfig, PolicyServerConfig, TierFile,
+    TierOperator, TierServer,
 };
 
 use crate::init_args::Args;
@@ -102,6 +103,14 @@ pub fn create(
                 .map(|v| KeyRef { ed25519: hex::encode(v.signing), x25519: hex::encode(v.agreement) })
                 .into_iter()
                 .collect(),
+            // The master alerts on what an operator would want paged for; edit the thresholds
+            // or add `hook = ["/path/to/notify"]` (the alert arrives as JSON on its stdin).
+            alerts: parent(i).is_none().then(|| AlertsConfig {
+                compliance_below_pct: Some(80),
+                silent_polls: Some(3),
+                high_severity: true,
+                hook: Vec::new(),
+            }),
         });
         std::fs::write(node_dir.join("node.toml"), config.to_toml())?;
     }

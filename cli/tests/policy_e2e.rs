@@ -23,6 +23,11 @@ impl PolicyTier {
     }
 
     fn start_syncing_every(seconds: &str) -> PolicyTier {
+        PolicyTier::start_with(seconds, |_| {})
+    }
+
+    /// Writes the tier, lets `edit` change its files, then starts every process.
+    fn start_with(seconds: &str, edit: impl FnOnce(&std::path::Path)) -> PolicyTier {
         let policy_port = free_base_port(4).to_string();
         let mut cluster = TestCluster::init_with(
             &[
@@ -42,6 +47,7 @@ impl PolicyTier {
             1,
             PROCESSES.iter().map(|p| (*p).to_owned()).collect(),
         );
+        edit(&cluster.root());
         cluster.start_all();
         PolicyTier { cluster }
     }
@@ -192,4 +198,81 @@ fn an_agent_behind_a_nested_local_is_shown_through_the_tier_and_the_history_plot
     for local in ["local-00", "local-01", "local-02"] {
         assert!(texts.contains(&local), "the chart names {local}: {texts:?}");
     }
+}
+
+/// Adds `hook` to the master's `[policy_server.alerts]` (which `cohort init` writes).
+fn set_alert_hook(root: &std::path::Path, hook: &[String]) {
+    let path = root.join("policy/master/node.toml");
+    let mut config: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&path).expect("node.toml")).expect("toml");
+    let alerts =
+        config["policy_server"]["alerts"].as_table().cloned().expect("init writes the master's alerts");
+    let mut alerts = alerts;
+    alerts.insert(
+        "hook".into(),
+        toml::Value::Array(hook.iter().map(|a| toml::Value::String(a.clone())).collect()),
+    );
+    config
+        .get_mut("policy_server")
+        .and_then(toml::Value::as_table_mut)
+        .expect("policy_server")
+        .insert("alerts".into(), toml::Value::Table(alerts));
+    std::fs::write(&path, toml::to_string(&config).expect("toml")).expect("write node.toml");
+}
+
+#[test]
+fn alerts_fire_once_for_a_high_severity_failure_and_for_silent_agents_and_reach_the_hook() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let received = dir.path().join("alerts.jsonl");
+    let hook = vec!["/bin/sh".to_owned(), "-c".to_owned(), format!("cat >> {}", received.display())];
+    let mut tier = PolicyTier::start_with("1", |root| set_alert_hook(root, &hook));
+    let set = |tier: &PolicyTier| {
+        tier.run(&[
+            "policy",
+            "set",
+            "base",
+            "check.flag=file /nonexistent/cohort-alert-flag present severity=high",
+        ])
+    };
+    tier.cluster.wait_for("the master takes the policy", PATIENCE, |_| set(&tier).status.success());
+    let hooked = |kind: &str| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&received)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("the hook got valid JSON"))
+            .filter(|a| a["kind"] == kind)
+            .collect()
+    };
+    tier.cluster.wait_for("a high-severity alert per agent at the hook", PATIENCE, |_| {
+        hooked("high-severity").len() == 6
+    });
+    let first = &hooked("high-severity")[0];
+    assert_eq!(first["about"]["check"], "flag", "{first}");
+    assert!(first["about"]["agent"].as_str().is_some_and(|a| a.starts_with("agent-")), "{first}");
+
+    // The agents go away: after three of their polls without a word, each is alerted on once.
+    tier.cluster.kill(4);
+    tier.cluster.wait_for("a silent-agent alert per agent at the hook", PATIENCE, |_| {
+        hooked("silent-agent").len() == 6
+    });
+    // Several more syncs: nothing is alerted twice.
+    std::thread::sleep(Duration::from_secs(5));
+    let out = tier.run(&["policy", "alerts", "--json"]);
+    assert!(out.status.success(), "alerts: {}", String::from_utf8_lossy(&out.stderr));
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let mut seen = std::collections::BTreeSet::new();
+    for alert in &listed {
+        let key = (alert["kind"].to_string(), alert["about"].to_string());
+        assert!(seen.insert(key), "listed twice: {alert} in {listed:?}");
+    }
+    let count = |kind: &str| listed.iter().filter(|a| a["kind"] == kind).count();
+    assert_eq!((count("high-severity"), count("silent-agent")), (6, 6), "{listed:?}");
+    assert_eq!(
+        hooked("high-severity").len() + hooked("silent-agent").len(),
+        12,
+        "the hook ran once per alert"
+    );
+    let text = tier.run(&["policy", "alerts"]);
+    println!("{}", String::from_utf8_lossy(&text.stdout));
 }

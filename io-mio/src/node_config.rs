@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cohort_core::PublicIdentity;
+use cohort_core::policy::alerts::AlertRules;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +151,37 @@ pub struct PolicyServerConfig {
     /// global status and history: the web console on the exec gateway, say. The master's only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub viewers: Vec<KeyRef>,
+    /// The master's alert thresholds and hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertsConfig>,
+}
+
+/// `[policy_server.alerts]`: each threshold is off unless set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Alert when a local server's or a platform's compliance falls below this percentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compliance_below_pct: Option<u8>,
+    /// Alert when an agent is silent for longer than this many of its poll intervals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silent_polls: Option<u32>,
+    /// Alert on any failed high-severity check.
+    #[serde(default)]
+    pub high_severity: bool,
+    /// Run for each alert (argv), the alert as one JSON object on stdin.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hook: Vec<String>,
+}
+
+impl AlertsConfig {
+    pub fn rules(&self) -> AlertRules {
+        AlertRules {
+            compliance_below_pct: self.compliance_below_pct,
+            silent_polls: self.silent_polls,
+            high_severity: self.high_severity,
+        }
+    }
 }
 
 impl PolicyServerConfig {

@@ -13,6 +13,7 @@ use cohort_core::node::{
     AuditLinkRole, ConnLimits, ExecHostRole, GatewayRole, KdcRole, MemberRole, Node, NodeSetup,
     PolicyAgentRole, PolicyMaster, PolicyServerRole, WebRole,
 };
+use cohort_core::policy::alerts::MAX_ALERTS;
 use cohort_core::policy::document::Platform;
 use cohort_core::policy::server::{MAX_HISTORY_POINTS, ServerSetup};
 use cohort_core::rng::fork;
@@ -24,7 +25,9 @@ use crate::driver::NodeDriver;
 use crate::entropy::os_seeded_rng;
 use crate::error::NodeError;
 use crate::keyfile;
-use crate::node_config::{AgentsFile, NodeConfig, NodeConfigError, TierFile, load_toml, parse_key};
+use crate::node_config::{
+    AgentsFile, AlertsConfig, NodeConfig, NodeConfigError, TierFile, load_toml, parse_key,
+};
 use crate::reactor::Slot;
 use crate::store::Store;
 
@@ -214,12 +217,15 @@ fn policy_roles(
                 sync_window: Duration::from_secs(sc.sync_window_s.max(1)),
                 sync_jitter: Duration::from_secs(sc.sync_jitter_s),
                 stats_deadline: Duration::from_secs(5),
+                alerts: sc.alerts.as_ref().map(AlertsConfig::rules).unwrap_or_default(),
             },
             parent_addr: parent.map(|(_, _, addr)| addr.to_string()),
             stored: store.load_policies()?,
             superseded: store.load_superseded()?,
             latest: store.latest_policy_history()?,
             history: store.policy_history(MAX_HISTORY_POINTS)?,
+            alerts: store.load_alerts(MAX_ALERTS)?,
+            alert_hook: sc.alerts.as_ref().map(|a| a.hook.clone()).unwrap_or_default(),
             limits: ConnLimits::default(),
         });
     }

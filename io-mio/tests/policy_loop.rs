@@ -130,6 +130,7 @@ impl Tier {
                 } else {
                     Vec::new()
                 },
+                alerts: None,
             });
             configs.push(config);
         }

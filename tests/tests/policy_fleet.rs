@@ -68,6 +68,7 @@ fn report(agent: &str, wall: WallClock) -> AgentReport {
         checks: Default::default(),
         threats: None,
         last_scan: None,
+        poll_every_ms: 1_000,
         at: wall,
     }
 }

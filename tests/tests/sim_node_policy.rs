@@ -82,12 +82,15 @@ fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool, Vec<String>) {
                 sync_window: Duration::from_secs(3),
                 sync_jitter: Duration::ZERO,
                 stats_deadline: Duration::from_secs(5),
+                alerts: cohort_core::policy::alerts::AlertRules::default(),
             },
             parent_addr: parent.map(|p| format!("{p}:{PORT}")),
             stored: Vec::new(),
             superseded: Vec::new(),
             latest: Vec::new(),
             history: Vec::new(),
+            alerts: Vec::new(),
+            alert_hook: Vec::new(),
             limits: ConnLimits::default(),
         };
         let node_keys = keys[name].clone();

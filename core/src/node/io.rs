@@ -9,6 +9,7 @@ pub use crate::exec::audit_view::{AuditRange, AuditRows};
 use crate::exec::daemon::ProcessEnd;
 use crate::identity::NodeId;
 use crate::member::{MemberRecord, Version};
+use crate::policy::alerts::Alert;
 pub use crate::policy::checks::FileFacts;
 use crate::policy::document::{SignedPolicy, Superseded};
 use crate::policy::report::Aggregate;
@@ -228,6 +229,8 @@ pub enum Record {
     Policy(SignedPolicy),
     /// A policy version that lost a conflict, kept as history.
     PolicySuperseded(Superseded),
+    /// An alert the master raised.
+    PolicyAlert(Alert),
     /// One sync's aggregate from a child, at the master: the historical status.
     PolicyHistory { from: String, at: WallClock, aggregate: Aggregate },
     /// A KDC principal's new Argon2id hash, or its removal (`None`).
@@ -323,6 +326,17 @@ pub enum Event {
         id: String,
         version: u64,
     },
+    /// The master raised an alert.
+    PolicyAlert {
+        id: u64,
+        kind: &'static str,
+        detail: String,
+    },
+    /// An alert's hook did not start or did not end well.
+    AlertHookFailed {
+        alert: u64,
+        reason: String,
+    },
     /// Two servers edited one policy between syncs; `lost` gave way to `by`.
     PolicySuperseded {
         id: String,
@@ -357,6 +371,8 @@ impl Event {
             | Event::BadSetting { .. }
             | Event::PolicyApplyFailed { .. }
             | Event::PolicySuperseded { .. }
+            | Event::PolicyAlert { .. }
+            | Event::AlertHookFailed { .. }
             | Event::WebNotReading { .. }
             | Event::OutsideRoster { .. } => Level::Warn,
             Event::LinkDown { .. }
@@ -414,6 +430,10 @@ impl fmt::Display for Event {
             Event::AuditRefused { reason } => write!(f, "audit record refused: {reason}"),
             Event::BadSetting { error } => write!(f, "configuration setting left out: {error}"),
             Event::PolicyStored { id, version } => write!(f, "policy {id} v{version} stored"),
+            Event::PolicyAlert { id, kind, detail } => write!(f, "policy alert {id} ({kind}): {detail}"),
+            Event::AlertHookFailed { alert, reason } => {
+                write!(f, "the hook for policy alert {alert} failed: {reason}")
+            }
             Event::PolicySuperseded { id, lost, by } => write!(
                 f,
                 "policy {id}: {lost} was edited at the same version as {by} and lost to it; kept as superseded"

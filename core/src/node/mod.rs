@@ -321,6 +321,9 @@ impl Node {
             if roles.policy.probes(child) {
                 return roles.policy.on_probe(now, child, event, fx);
             }
+            if roles.policy.on_alert_hook(child, &event, fx) {
+                return;
+            }
             let hook_failed = match &event {
                 ChildEvent::Failed(reason) => Some(Err(reason.clone())),
                 ChildEvent::Output { .. } | ChildEvent::Exited(_) => None,

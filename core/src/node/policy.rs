@@ -14,14 +14,16 @@ use super::exec::ChildEvent;
 use super::io::{ChildId, ConnId, Event, FileId, ListenerId, Output, Record};
 use super::probes::Probes;
 use crate::channel::TrustSet;
+use crate::exec::daemon::ProcessEnd;
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::policy::agent::{AgentInput, AgentOutput, PolicyAgent};
+use crate::policy::alerts::Alert;
 use crate::policy::checks::Observation;
 use crate::policy::document::{Platform, SignedPolicy, Superseded};
 use crate::policy::report::Aggregate;
 use crate::policy::server::{PolicyServer, ServerInput, ServerOutput, ServerSetup};
-use crate::policy::wire::PolicyWire;
+use crate::policy::wire::{PolicyMessage, PolicyWire};
 use crate::rng::{SeededRng, fork};
 use crate::time::{Now, WallClock};
 use crate::wire;
@@ -45,6 +47,11 @@ pub struct PolicyServerRole {
     /// The master's history as kept (oldest first, the newest few thousand), so a history
     /// request after a restart still sees what came before it.
     pub history: Vec<(String, WallClock, Aggregate)>,
+    /// The alerts the master raised before a restart, as kept.
+    pub alerts: Vec<Alert>,
+    /// Run for each alert the master raises (argv), the alert as JSON on its stdin; empty for
+    /// none.
+    pub alert_hook: Vec<String>,
     pub limits: ConnLimits,
 }
 
@@ -72,6 +79,9 @@ struct Server {
     /// Admin requests waiting for the server's answer, and the connection each came on.
     admin: BTreeMap<u64, ConnId>,
     next_request: u64,
+    alert_hook: Vec<String>,
+    /// Alert hooks running, and the alert each was given.
+    alert_hooks: BTreeMap<ChildId, u64>,
 }
 
 #[derive(Debug)]
@@ -122,6 +132,7 @@ impl PolicyHost {
             let mut server = PolicyServer::new(now.mono, role.setup, fork(rng));
             server.restore(role.stored, role.superseded, role.latest);
             server.restore_history(role.history);
+            server.restore_alerts(role.alerts, now.wall);
             // The tier's servers and agents, its operators and its viewers: no one else gets a
             // channel.
             let trust: TrustSet =
@@ -130,7 +141,15 @@ impl PolicyHost {
             let parent_link = parent
                 .zip(role.parent_addr)
                 .map(|((_, identity), addr)| fx.links.add(addr, keys.clone(), identity, link_limits));
-            Server { server, listener, parent_link, admin: BTreeMap::new(), next_request: 1 }
+            Server {
+                server,
+                listener,
+                parent_link,
+                admin: BTreeMap::new(),
+                next_request: 1,
+                alert_hook: role.alert_hook,
+                alert_hooks: BTreeMap::new(),
+            }
         });
         let agents = agents
             .into_iter()
@@ -261,6 +280,26 @@ impl PolicyHost {
         fx.out.push_back(Output::Spawn { child, argv: hook, run_as: None, env, stdin: Vec::new() });
     }
 
+    /// Whether `child` is an alert hook; its failure to start, or an exit other than 0, is logged.
+    pub fn on_alert_hook(&mut self, child: ChildId, event: &ChildEvent, fx: &mut Effects<'_>) -> bool {
+        let Some(server) = &mut self.server else { return false };
+        let Some(&alert) = server.alert_hooks.get(&child) else { return false };
+        let failed = match event {
+            ChildEvent::Output { .. } => return true,
+            ChildEvent::Failed(reason) => Some(reason.clone()),
+            ChildEvent::Exited(ProcessEnd::Exited(0)) => None,
+            ChildEvent::Exited(ProcessEnd::Exited(code)) => Some(format!("it exited with status {code}")),
+            ChildEvent::Exited(ProcessEnd::Signalled(signal)) => {
+                Some(format!("it was killed by signal {signal}"))
+            }
+        };
+        server.alert_hooks.remove(&child);
+        if let Some(reason) = failed {
+            fx.out.push_back(Output::Log(Event::AlertHookFailed { alert, reason }));
+        }
+        true
+    }
+
     /// Whether `child` is one of the agents' check commands.
     pub fn probes(&self, child: ChildId) -> bool {
         self.probes.runs(child)
@@ -351,6 +390,25 @@ impl PolicyHost {
                         fx.persist_then(Record::PolicySuperseded(lost), super::AfterPersist::Nothing);
                         fx.out.push_back(Output::Log(event));
                     }
+                    ServerOutput::Alert(alert) => {
+                        // One line, so a hook may read it with `read` or append it to a log.
+                        let stdin = format!("{}\n", alert.to_json()).into_bytes();
+                        let (id, kind, detail) = (alert.id, alert.condition.kind(), alert.detail.clone());
+                        fx.persist_then(Record::PolicyAlert(alert), super::AfterPersist::Nothing);
+                        fx.out.push_back(Output::Log(Event::PolicyAlert { id, kind, detail }));
+                        if !s.alert_hook.is_empty() {
+                            let child = fx.ids.child();
+                            s.alert_hooks.insert(child, id);
+                            let argv = s.alert_hook.clone();
+                            fx.out.push_back(Output::Spawn {
+                                child,
+                                argv,
+                                run_as: None,
+                                env: Vec::new(),
+                                stdin,
+                            });
+                        }
+                    }
                     ServerOutput::History { from, at, aggregate } => fx.persist_then(
                         Record::PolicyHistory { from, at, aggregate },
                         super::AfterPersist::Nothing,
@@ -369,8 +427,9 @@ impl PolicyHost {
         for (i, a) in self.agents.iter_mut().enumerate() {
             while let Some(out) = a.agent.poll_output() {
                 match out {
-                    AgentOutput::Send { message, .. } => {
-                        fx.links.send(now, a.link, encode(&PolicyWire::Tier(message)), fx.conns)
+                    AgentOutput::Report { report, .. } => {
+                        let message = PolicyWire::Tier(PolicyMessage::Poll(*report));
+                        fx.links.send(now, a.link, encode(&message), fx.conns)
                     }
                     AgentOutput::Apply(policy) => {
                         let id = fx.ids.file();

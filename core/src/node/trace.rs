@@ -65,6 +65,7 @@ fn describe_record(record: &Record) -> String {
         Record::PolicySuperseded(s) => {
             format!("policy {} {} superseded", s.policy.id, s.policy.rank().label())
         }
+        Record::PolicyAlert(a) => format!("policy alert {} {}", a.id, a.condition.kind()),
         Record::PolicyHistory { from, .. } => format!("policy history from {from}"),
         // Never the hash in a trace.
         Record::Principal { name, hash } => {

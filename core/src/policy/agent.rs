@@ -47,21 +47,14 @@ pub enum AgentInput {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentOutput {
-    Send {
-        to: String,
-        message: PolicyMessage,
-    },
+    /// Send this signed report to the server `to` (a poll).
+    Report { to: String, report: Box<Signed<AgentReport>> },
     /// Apply this policy (write it, run the hook).
     Apply(EffectivePolicy),
     /// Observe `what` for a check and answer `Observed` with the same `probe`.
-    Probe {
-        probe: u64,
-        what: Probe,
-    },
+    Probe { probe: u64, what: Probe },
     /// The probe's command ran past its time: kill it (its observation is no longer wanted).
-    StopProbe {
-        probe: u64,
-    },
+    StopProbe { probe: u64 },
 }
 
 /// One measuring round: every check of the applied policy, each waiting on its probe.
@@ -243,10 +236,11 @@ impl PolicyAgent {
             threats,
             last_scan: self.measured,
             at: wall,
+            poll_every_ms: u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX),
         };
         if let Ok(signed) = Signed::sign(report, &self.keys) {
             let to = self.server.clone();
-            self.outputs.push_back(AgentOutput::Send { to, message: PolicyMessage::Poll(signed) });
+            self.outputs.push_back(AgentOutput::Report { to, report: Box::new(signed) });
         }
     }
 }
@@ -357,7 +351,7 @@ mod tests {
         agent.handle(due, AgentInput::Timeout);
         loop {
             match agent.poll_output() {
-                Some(AgentOutput::Send { message: PolicyMessage::Poll(signed), .. }) => return signed.body,
+                Some(AgentOutput::Report { report, .. }) => return report.body,
                 Some(_) => {}
                 None => panic!("no report"),
             }
@@ -465,7 +459,7 @@ mod measuring {
         let mut rest = Vec::new();
         while let Some(o) = agent.poll_output() {
             match o {
-                AgentOutput::Send { message: PolicyMessage::Poll(signed), .. } => report = Some(signed.body),
+                AgentOutput::Report { report: signed, .. } => report = Some(signed.body),
                 other => rest.push(other),
             }
         }

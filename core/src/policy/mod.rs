@@ -4,6 +4,7 @@
 //! status, historical or current.
 
 pub mod agent;
+pub mod alerts;
 pub mod checks;
 pub mod document;
 pub mod merge;

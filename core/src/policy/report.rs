@@ -1,6 +1,7 @@
 //! What agents report and what servers consolidate. Owns the agent's status report and its bounds,
-//! and the aggregate counters locals send upward instead of raw reports. An aggregate never holds
-//! an agent's identity or its individual results: only counts.
+//! and the aggregate counters locals send upward instead of raw reports. An aggregate holds
+//! counts, and names only the agents alerts are about (silent ones, and those failing a
+//! high-severity check), never an agent's individual results.
 
 use std::collections::BTreeMap;
 
@@ -24,6 +25,8 @@ pub struct AgentReport {
     pub threats: Option<u32>,
     pub last_scan: Option<WallClock>,
     pub at: WallClock,
+    /// How often the agent polls (milliseconds): how long its silence is measured in.
+    pub poll_every_ms: u64,
 }
 
 impl SignedKind for AgentReport {
@@ -106,6 +109,32 @@ pub struct Aggregate {
     /// By check name: agents whose last measurement of it did not pass. Names and counts only,
     /// so an operator sees which check fails without any agent being named.
     pub failing: BTreeMap<String, u64>,
+    /// Agents that did not report within the window, by name (at most [`MAX_NAMED_AGENTS`]):
+    /// what the master's silence alert reads.
+    pub quiet: BTreeMap<String, Quiet>,
+    /// Agents whose last report failed a high-severity check, by name (at most
+    /// [`MAX_NAMED_AGENTS`]), with the local and the checks: what the master's threat alert reads.
+    pub threatened: BTreeMap<String, Threatened>,
+}
+
+/// The most agents one aggregate names in `quiet` and in `threatened` each.
+pub const MAX_NAMED_AGENTS: usize = 1_000;
+
+/// An agent not heard within a sync window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quiet {
+    pub local: String,
+    /// When it was last heard (or, never heard, when its local started listening for it).
+    pub since: WallClock,
+    /// Its poll interval, as it last reported it (or the local's sync window, never heard).
+    pub every_ms: u64,
+}
+
+/// An agent failing high-severity checks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Threatened {
+    pub local: String,
+    pub checks: Vec<String>,
 }
 
 impl Aggregate {
@@ -129,6 +158,16 @@ impl Aggregate {
         *self.policy_versions.entry(hex::encode(&report.applied[..4])).or_default() += 1;
     }
 
+    /// Names `report`'s agent under `threatened` if its report fails a high-severity check.
+    pub fn name_threats(&mut self, local: &str, report: &AgentReport) {
+        let threats: Vec<String> =
+            report.checks.iter().filter(|(_, c)| c.is_threat()).map(|(name, _)| name.clone()).collect();
+        if !threats.is_empty() && self.threatened.len() < MAX_NAMED_AGENTS {
+            let named = Threatened { local: local.to_owned(), checks: threats };
+            self.threatened.insert(report.agent.clone(), named);
+        }
+    }
+
     /// Adds another aggregate's counts (a child's) into this one.
     pub fn absorb(&mut self, other: &Aggregate) {
         for (key, c) in &other.platforms {
@@ -145,6 +184,18 @@ impl Aggregate {
             *self.policy_versions.entry(digest.clone()).or_default() += n;
         }
         self.silent_agents += other.silent_agents;
+        for (agent, quiet) in &other.quiet {
+            if self.quiet.len() >= MAX_NAMED_AGENTS {
+                break;
+            }
+            self.quiet.insert(agent.clone(), quiet.clone());
+        }
+        for (agent, threatened) in &other.threatened {
+            if self.threatened.len() >= MAX_NAMED_AGENTS {
+                break;
+            }
+            self.threatened.insert(agent.clone(), threatened.clone());
+        }
     }
 
     pub fn agents(&self) -> u64 {

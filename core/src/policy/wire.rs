@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+use super::alerts::Alert;
 use super::document::{Platform, Policy, PolicyRank, SignedPolicy, Superseded};
 use super::merge::EffectivePolicy;
 use super::report::{AgentReport, Aggregate, CheckResult, PlatformCounts};
@@ -41,6 +42,8 @@ pub enum PolicyAdmin {
     },
     /// One agent's every check, asked of the tier now.
     Agent(String),
+    /// The alerts the master raised, oldest first.
+    Alerts,
 }
 
 impl PolicyAdmin {
@@ -52,6 +55,7 @@ impl PolicyAdmin {
                 | PolicyAdmin::History { .. }
                 | PolicyAdmin::Agents { .. }
                 | PolicyAdmin::Agent(_)
+                | PolicyAdmin::Alerts
         )
     }
 }
@@ -92,6 +96,8 @@ pub enum PolicyAdminReply {
     },
     /// The answer to `Agents` or `Agent`.
     Agents(AgentListing),
+    /// The answer to `Alerts`: the newest [`MAX_HISTORY_REPLY`] at most, oldest first.
+    Alerts(Vec<Alert>),
 }
 
 /// Agents as the servers that own them reported them now.
@@ -283,7 +289,7 @@ pub enum PolicyMessage {
         query: TierQuery,
         budget_ms: u64,
     },
-    Answer(Signed<TierAnswer>),
+    Answer(Box<Signed<TierAnswer>>),
     Poll(Signed<AgentReport>),
     PollReply {
         effective: EffectivePolicy,

@@ -167,6 +167,7 @@ fn reply_kind(reply: &PolicyAdminReply) -> &'static str {
         PolicyAdminReply::Policy { .. } => "one policy",
         PolicyAdminReply::Retired { .. } => "a retirement",
         PolicyAdminReply::Agents(_) => "a list of agents",
+        PolicyAdminReply::Alerts(_) => "a list of alerts",
     }
 }
 

@@ -68,6 +68,11 @@ const MIGRATIONS: &[&str] = &[
          lost BLOB NOT NULL,
          PRIMARY KEY (id, version, author)
      );",
+    // 7 → 8: the alerts the policy master raised.
+    "CREATE TABLE policy_alerts (
+         id INTEGER PRIMARY KEY,
+         alert BLOB NOT NULL
+     );",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +147,7 @@ impl Store {
             Record::Principal { name, hash } => self.set_principal(name, hash.as_deref()),
             Record::Policy(policy) => self.save_policy(policy),
             Record::PolicySuperseded(lost) => self.save_superseded(lost),
+            Record::PolicyAlert(alert) => self.save_alert(alert),
             Record::PolicyHistory { from, at, aggregate } => self.append_policy_history(from, *at, aggregate),
         }
     }

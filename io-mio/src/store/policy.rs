@@ -3,6 +3,7 @@
 //! policy again before serving it.
 
 use cohort_core::WallClock;
+use cohort_core::policy::alerts::Alert;
 use cohort_core::policy::document::{SignedPolicy, Superseded};
 use cohort_core::policy::report::Aggregate;
 use rusqlite::params;
@@ -82,6 +83,38 @@ impl Store {
             out.push(cohort_core::wire::decode(&bytes).map_err(|e| StoreError::CorruptRow {
                 path: self.path.clone(),
                 what: format!("superseded version of policy `{id}`"),
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Keeps an alert the master raised (once per id).
+    pub fn save_alert(&mut self, alert: &Alert) -> Result<(), StoreError> {
+        let bytes = cohort_core::wire::encode(alert).map_err(|e| StoreError::Encode(e.to_string()))?;
+        let id = i64::try_from(alert.id).unwrap_or(i64::MAX);
+        self.conn
+            .execute("INSERT OR IGNORE INTO policy_alerts (id, alert) VALUES (?1, ?2)", params![id, bytes])
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The newest `limit` alerts kept, oldest first.
+    pub fn load_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, alert FROM (SELECT id, alert FROM policy_alerts ORDER BY id DESC LIMIT ?1) ORDER BY id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([limit], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, bytes) = row.map_err(|e| self.err(e))?;
+            out.push(cohort_core::wire::decode(&bytes).map_err(|e| StoreError::CorruptRow {
+                path: self.path.clone(),
+                what: format!("alert {id}"),
                 reason: e.to_string(),
             })?);
         }

@@ -127,12 +127,15 @@ impl Tier {
                 sync_window: scenario.sync_window,
                 sync_jitter: scenario.sync_jitter,
                 stats_deadline: scenario.stats_deadline,
+                alerts: cohort_core::policy::alerts::AlertRules::default(),
             },
             parent_addr,
             stored: Vec::new(),
             superseded: Vec::new(),
             latest: Vec::new(),
             history: Vec::new(),
+            alerts: Vec::new(),
+            alert_hook: Vec::new(),
             limits: ConnLimits::default(),
         }
     }

@@ -68,6 +68,7 @@ impl Tier {
             sync_window: Duration::from_secs(10),
             sync_jitter: Duration::ZERO,
             stats_deadline: Duration::from_secs(5),
+            alerts: crate::policy::alerts::AlertRules::default(),
         };
         let stored = Signed::sign(policy("deny", 1), &master_keys).expect("signs");
         let mut net = Net::new();
@@ -90,6 +91,8 @@ impl Tier {
                     superseded: Vec::new(),
                     latest: Vec::new(),
                     history: Vec::new(),
+                    alerts: Vec::new(),
+                    alert_hook: Vec::new(),
                     limits: ConnLimits::default(),
                 }),
                 ..NodeSetup::new(master_keys.clone())
@@ -112,6 +115,8 @@ impl Tier {
                     superseded: Vec::new(),
                     latest: Vec::new(),
                     history: Vec::new(),
+                    alerts: Vec::new(),
+                    alert_hook: Vec::new(),
                     limits: ConnLimits::default(),
                 }),
                 ..NodeSetup::new(local_keys.clone())

@@ -9,7 +9,9 @@ use std::time::Duration;
 use super::query::ReplyTo;
 use super::{PolicyServer, RejectKind, ServerOutput, TierQuery};
 use crate::policy::document::Policy;
-use crate::policy::wire::{ADMIN_FRESHNESS_MS, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest};
+use crate::policy::wire::{
+    ADMIN_FRESHNESS_MS, MAX_HISTORY_REPLY, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest,
+};
 use crate::signed::Signed;
 use crate::time::{Instant, WallClock};
 
@@ -124,6 +126,14 @@ impl PolicyServer {
             }
             PolicyAdmin::History { .. } if self.setup.parent.is_some() => {
                 refuse(self, RejectKind::AdminInvalid, "history comes from the master");
+            }
+            PolicyAdmin::Alerts if self.setup.parent.is_some() => {
+                refuse(self, RejectKind::AdminInvalid, "alerts are raised at the master");
+            }
+            PolicyAdmin::Alerts => {
+                let held: Vec<_> = self.alerts().cloned().collect();
+                let skip = held.len().saturating_sub(MAX_HISTORY_REPLY);
+                reply(self, PolicyAdminReply::Alerts(held.into_iter().skip(skip).collect()));
             }
             PolicyAdmin::History { since, until } => {
                 let points = self.history_between(since, until);

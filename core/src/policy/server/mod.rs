@@ -11,9 +11,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
+use super::alerts::{Alert, AlertBook, AlertRules};
 use super::document::{Policy, PolicyError, SignedPolicy, Superseded};
 use super::merge::effective;
-use super::report::{AgentReport, Aggregate, MAX_CHECKS, MAX_REPORT_BYTES};
+use super::report::{AgentReport, Aggregate, MAX_CHECKS, MAX_NAMED_AGENTS, MAX_REPORT_BYTES, Quiet};
 use super::wire::{HistoryPoint, PolicyAdminReply, PolicyAdminRequest};
 pub use held::MAX_SUPERSEDED_PER_POLICY;
 pub use history::MAX_HISTORY_POINTS;
@@ -58,6 +59,8 @@ pub struct ServerSetup {
     pub sync_window: Duration,
     pub sync_jitter: Duration,
     pub stats_deadline: Duration,
+    /// The master's alert thresholds (a local ignores them).
+    pub alerts: AlertRules,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +93,8 @@ pub enum ServerOutput {
     Stored(SignedPolicy),
     /// A version lost a conflict to the one held (logged; the driver keeps it as history).
     Superseded(Superseded),
+    /// An alert the master raised: the driver logs it, keeps it and passes it to the hook.
+    Alert(Alert),
     /// The master keeps each sync's aggregate for history.
     History {
         from: String,
@@ -120,6 +125,10 @@ pub struct PolicyServer {
     history: VecDeque<HistoryPoint>,
     /// Verified syncs received from children.
     syncs_received: u64,
+    /// At the master, the alert thresholds, the conditions they hold and the alerts raised.
+    alerts: AlertBook,
+    /// When this server first saw the time: an agent never heard is quiet since then.
+    started: Option<WallClock>,
     next_sync: Option<Instant>,
     cycle: u64,
     /// Questions to the tier below waiting on answers, and the number the next one takes.
@@ -132,6 +141,7 @@ pub struct PolicyServer {
 impl PolicyServer {
     pub fn new(now: Instant, setup: ServerSetup, mut rng: SeededRng) -> PolicyServer {
         let next_sync = setup.parent.as_ref().map(|_| now + jittered(&setup, &mut rng));
+        let alerts = AlertBook::new(setup.alerts);
         PolicyServer {
             setup,
             rng,
@@ -140,6 +150,8 @@ impl PolicyServer {
             child_aggregates: BTreeMap::new(),
             history: VecDeque::new(),
             syncs_received: 0,
+            alerts,
+            started: None,
             next_sync,
             cycle: 0,
             pending: Vec::new(),
@@ -213,6 +225,18 @@ impl PolicyServer {
                 self.child_aggregates.insert(child, (aggregate, at));
             }
         }
+    }
+
+    /// Takes back the alerts the master raised before a restart; what the restored syncs show
+    /// now raises nothing again.
+    pub fn restore_alerts(&mut self, kept: impl IntoIterator<Item = Alert>, wall: WallClock) {
+        let children: Vec<&Aggregate> = self.child_aggregates.values().map(|(a, _)| a).collect();
+        self.alerts.restore(kept, &children, wall);
+    }
+
+    /// The alerts the master raised, oldest first.
+    pub fn alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.alerts.alerts()
     }
 
     fn reject(&mut self, kind: RejectKind, detail: String) {
@@ -331,6 +355,9 @@ impl PolicyServer {
             if held.fresh || !since_last_sync_only {
                 aggregate.add_report(&self.setup.name, &held.report);
             }
+            // An agent's threats are as its latest report left them, fresh or not: a window it
+            // happened not to report in does not clear them.
+            aggregate.name_threats(&self.setup.name, &held.report);
         }
         let reporting: BTreeSet<&String> = self
             .reports
@@ -339,6 +366,17 @@ impl PolicyServer {
             .map(|(a, _)| a)
             .collect();
         aggregate.silent_agents = self.setup.agents.keys().filter(|a| !reporting.contains(a)).count() as u64;
+        let window_ms = u64::try_from(self.setup.sync_window.as_millis()).unwrap_or(u64::MAX);
+        let started = self.started.unwrap_or_default();
+        for agent in self.setup.agents.keys().filter(|a| !reporting.contains(a)).take(MAX_NAMED_AGENTS) {
+            let held = self.reports.get(agent);
+            let quiet = Quiet {
+                local: self.setup.name.clone(),
+                since: held.map_or(started, |h| h.heard),
+                every_ms: held.map_or(window_ms, |h| h.report.poll_every_ms),
+            };
+            aggregate.quiet.insert(agent.clone(), quiet);
+        }
         aggregate
     }
 
@@ -422,6 +460,12 @@ impl PolicyServer {
                     });
                 }
                 self.child_aggregates.insert(from.clone(), (aggregate, wall));
+                if self.setup.parent.is_none() {
+                    let children: Vec<&Aggregate> = self.child_aggregates.values().map(|(a, _)| a).collect();
+                    for alert in self.alerts.evaluate(&children, wall) {
+                        self.outputs.push_back(ServerOutput::Alert(alert));
+                    }
+                }
                 // By the one order: what the child holds lower goes down, what it holds higher
                 // (a policy made below whose climb was lost, or a conflict it wins) comes up.
                 let changed: Vec<SignedPolicy> = self
@@ -510,6 +554,7 @@ impl Machine for PolicyServer {
 
     fn handle(&mut self, now: Now, input: ServerInput) {
         let Now { mono: now, wall } = now;
+        self.started.get_or_insert(wall);
         match input {
             ServerInput::Received { from, message, size } => {
                 self.handle_message(now, wall, from, message, size)

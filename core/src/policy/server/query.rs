@@ -160,7 +160,7 @@ impl PolicyServer {
     }
 
     /// A child's signed answer to one of this server's questions.
-    pub(super) fn handle_answer(&mut self, now: Instant, signed: Signed<TierAnswer>) {
+    pub(super) fn handle_answer(&mut self, now: Instant, signed: Box<Signed<TierAnswer>>) {
         let from = signed.body.from.clone();
         let Some(identity) = self.setup.children.get(&from).copied() else {
             let from = from.chars().take(64).collect::<String>();
@@ -232,7 +232,7 @@ impl PolicyServer {
                 let Some((parent, _)) = self.setup.parent.clone() else { return };
                 let answer = TierAnswer { from: self.setup.name.clone(), request, found, missing, as_of };
                 if let Ok(signed) = Signed::sign(answer, &self.setup.keys) {
-                    self.send(&parent, PolicyMessage::Answer(signed));
+                    self.send(&parent, PolicyMessage::Answer(Box::new(signed)));
                 }
             }
         }

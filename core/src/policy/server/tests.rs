@@ -26,6 +26,7 @@ fn master(keys: &NodeKeys) -> PolicyServer {
         sync_window: Duration::from_secs(60),
         sync_jitter: Duration::ZERO,
         stats_deadline: Duration::from_secs(5),
+        alerts: crate::policy::alerts::AlertRules::default(),
     };
     PolicyServer::new(Instant::ZERO, setup, seeded(2))
 }
@@ -95,6 +96,7 @@ impl Master {
             sync_window: Duration::from_secs(60),
             sync_jitter: Duration::ZERO,
             stats_deadline: Duration::from_secs(5),
+            alerts: crate::policy::alerts::AlertRules::default(),
         };
         let server = PolicyServer::new(Instant::ZERO, setup, seeded(8));
         Master { server, operator, viewer, local, next_request: 1 }
@@ -332,6 +334,7 @@ fn restored_history_is_answered_after_a_restart_and_a_local_keeps_none() {
         sync_window: Duration::from_secs(60),
         sync_jitter: Duration::ZERO,
         stats_deadline: Duration::from_secs(5),
+        alerts: crate::policy::alerts::AlertRules::default(),
     };
     let mut local = PolicyServer::new(Instant::ZERO, setup, seeded(10));
     local.restore_history(kept);
