@@ -118,19 +118,21 @@ pub fn create(
         let agents_dir = root.join("agents");
         std::fs::create_dir_all(&agents_dir)?;
         keyfile::write_key_file(&agents_dir.join("node.key"), &NodeKeys::generate(rng), false)?;
-        let platforms = [("linux", "6", "web"), ("linux", "6", "db"), ("windows", "11", "desk")];
+        // Each agent reads its distribution and version from this machine's /etc/os-release;
+        // the roles spread the agents over three platforms.
+        let roles = ["web", "db", "desk"];
         let mut config = node(args);
         for (a, k) in agent_keys.iter().enumerate() {
             let name = format!("agent-{a:02}");
             keyfile::write_key_file(&agents_dir.join(format!("{name}.key")), k, false)?;
-            let (os, os_version, role) = platforms[a % platforms.len()];
+            let role = roles[a % roles.len()];
             config.policy_agents.push(PolicyAgentConfig {
                 name: name.clone(),
                 key_file: format!("{name}.key").into(),
                 server: agent_local(a),
                 tier_file: "../tier.toml".into(),
-                os: os.into(),
-                os_version: os_version.into(),
+                os: None,
+                os_version: None,
                 role: role.into(),
                 policy_file: format!("{name}.policy").into(),
                 hook: Vec::new(),

@@ -218,8 +218,12 @@ pub struct PolicyAgentConfig {
     /// The local server it polls, by name in `tier_file`.
     pub server: String,
     pub tier_file: PathBuf,
-    pub os: String,
-    pub os_version: String,
+    /// The distribution (`ID` in os-release) and its version, when declared; left out, the
+    /// agent reads them from `/etc/os-release` (the usual case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_version: Option<String>,
     pub role: String,
     /// Where the effective policy is written (atomically).
     pub policy_file: PathBuf,

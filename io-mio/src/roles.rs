@@ -15,6 +15,7 @@ use cohort_core::node::{
 };
 use cohort_core::policy::alerts::MAX_ALERTS;
 use cohort_core::policy::document::Platform;
+use cohort_core::policy::platform::UNKNOWN;
 use cohort_core::policy::server::{MAX_HISTORY_POINTS, ServerSetup};
 use cohort_core::rng::fork;
 use cohort_core::web::WebLimits;
@@ -236,10 +237,26 @@ fn policy_roles(
                 path: ac.tier_file.clone(),
                 message: format!("agent `{}` names unknown server `{}`", ac.name, ac.server),
             })?;
+        // The distribution and version are read from the machine unless both are declared.
+        let declared = match (&ac.os, &ac.os_version) {
+            (Some(os), Some(version)) => Some(Platform::new(os, version, &ac.role)),
+            (None, None) => None,
+            _ => {
+                return Err(NodeConfigError::Parse {
+                    path: config.data_dir.join("node.toml"),
+                    message: format!(
+                        "agent `{}` declares only one of os and os_version: declare both, or neither to have them read from /etc/os-release",
+                        ac.name
+                    ),
+                }
+                .into());
+            }
+        };
         setup.policy_agents.push(PolicyAgentRole {
             name: ac.name.clone(),
             keys: keyfile::read_key_file(&ac.key_file)?,
-            platform: Platform::new(&ac.os, &ac.os_version, &ac.role),
+            detect_platform: declared.is_none(),
+            platform: declared.unwrap_or_else(|| Platform::new(UNKNOWN, UNKNOWN, &ac.role)),
             server: ac.server.clone(),
             server_addr: server.address.to_string(),
             server_identity: identity(&ac.tier_file, &server.ed25519, &server.x25519)?,

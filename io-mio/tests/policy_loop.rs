@@ -146,8 +146,8 @@ impl Tier {
                 key_file,
                 server: (*server).into(),
                 tier_file: tier_file.clone(),
-                os: "linux".into(),
-                os_version: "6".into(),
+                os: None,
+                os_version: None,
                 role: "web".into(),
                 policy_file: agent_dir.join(format!("a{a}.policy")),
                 hook: vec![

@@ -69,6 +69,7 @@ fn report(agent: &str, wall: WallClock) -> AgentReport {
         threats: None,
         last_scan: None,
         poll_every_ms: 1_000,
+        kernel: None,
         at: wall,
     }
 }

@@ -117,6 +117,7 @@ fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool, Vec<String>) {
             poll_interval: Duration::from_secs(1),
             policy_file: file(name),
             hook: Vec::new(),
+            detect_platform: false,
         })
         .collect();
     let agents_keys = NodeKeys::generate(&mut rng);

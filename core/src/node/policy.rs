@@ -69,6 +69,9 @@ pub struct PolicyAgentRole {
     pub policy_file: String,
     /// Run after each apply (argv), with `COHORT_POLICY_FILE` set; empty for none.
     pub hook: Vec<String>,
+    /// Read the distribution and version from the machine (the role is `platform.role`);
+    /// otherwise `platform` is taken as declared.
+    pub detect_platform: bool,
 }
 
 #[derive(Debug)]
@@ -166,6 +169,7 @@ impl PolicyHost {
                     role.poll_interval,
                     role.poll_interval / 5,
                     fork(rng),
+                    role.detect_platform,
                 );
                 Agent { agent, link, policy_file: role.policy_file, hook: role.hook }
             })

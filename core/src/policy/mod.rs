@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod checks;
 pub mod document;
 pub mod merge;
+pub mod platform;
 pub mod report;
 pub mod server;
 pub mod wire;

@@ -27,6 +27,8 @@ pub struct AgentReport {
     pub at: WallClock,
     /// How often the agent polls (milliseconds): how long its silence is measured in.
     pub poll_every_ms: u64,
+    /// The kernel release the agent runs on, where it could read it.
+    pub kernel: Option<String>,
 }
 
 impl SignedKind for AgentReport {

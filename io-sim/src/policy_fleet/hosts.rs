@@ -156,6 +156,7 @@ impl Tier {
                 poll_interval: scenario.poll_interval,
                 policy_file: policy_file(a),
                 hook: Vec::new(),
+                detect_platform: false,
             })
             .collect()
     }

@@ -135,6 +135,7 @@ impl Tier {
                     poll_interval: Duration::from_secs(2),
                     policy_file: POLICY_FILE.into(),
                     hook: vec!["/usr/sbin/reload-firewall".into()],
+                    detect_platform: false,
                 }],
                 ..NodeSetup::new(NodeKeys::generate(&mut seeded(6)))
             },

@@ -16,6 +16,7 @@ use super::checks::{
 };
 use super::document::Platform;
 use super::merge::EffectivePolicy;
+use super::platform::{Detected, Detection, UNKNOWN};
 use super::report::{AgentReport, CheckResult, MAX_CHECKS};
 use super::server::PolicyMessage;
 use crate::identity::NodeKeys;
@@ -27,6 +28,19 @@ use crate::time::{Instant, Now, WallClock};
 /// The check an agent reports for its own apply: passed once the effective policy is written,
 /// failed when writing it failed.
 pub const APPLIED_CHECK: &str = "policy.applied";
+/// The check an agent reports when it could not read its platform (an error, saying why).
+pub const PLATFORM_CHECK: &str = "platform.detected";
+
+/// How the agent knows its distribution and version.
+#[derive(Debug)]
+enum Detect {
+    /// Given in its configuration.
+    Declared,
+    /// To be read from the machine before the first poll.
+    NotStarted,
+    Running(Detection),
+    Done,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentInput {
@@ -88,6 +102,10 @@ pub struct PolicyAgent {
     apply_error: Option<String>,
     next_poll: Instant,
     outputs: VecDeque<AgentOutput>,
+    detect: Detect,
+    kernel: Option<String>,
+    /// Why the platform could not be read, when it could not.
+    platform_error: Option<String>,
 }
 
 impl PolicyAgent {
@@ -101,6 +119,7 @@ impl PolicyAgent {
         interval: Duration,
         jitter: Duration,
         mut rng: SeededRng,
+        detect: bool,
     ) -> PolicyAgent {
         // Agents start spread over one interval, not all at once.
         let first = uniform_duration(&mut rng, interval);
@@ -121,6 +140,9 @@ impl PolicyAgent {
             apply_error: None,
             next_poll: now + first,
             outputs: VecDeque::new(),
+            detect: if detect { Detect::NotStarted } else { Detect::Declared },
+            kernel: None,
+            platform_error: None,
         }
     }
 
@@ -186,6 +208,51 @@ impl PolicyAgent {
         self.finish_round(wall);
     }
 
+    /// The platform the agent reports (detected, or as declared).
+    pub fn platform(&self) -> &Platform {
+        &self.platform
+    }
+
+    /// Reads the machine's os-release and kernel release: the first poll waits for them.
+    fn start_detecting(&mut self) {
+        let (detection, probes) = Detection::start(&mut self.next_probe);
+        for (probe, what) in probes {
+            self.outputs.push_back(AgentOutput::Probe { probe, what });
+        }
+        self.detect = Detect::Running(detection);
+    }
+
+    /// Takes what detection found; the role stays the configured one.
+    fn detected(&mut self, found: Detected) {
+        self.platform.os = found.os;
+        self.platform.os_version = found.os_version;
+        self.kernel = found.kernel;
+        self.platform_error = found.error;
+        self.detect = Detect::Done;
+    }
+
+    /// A detection probe's observation; once detection is done, the agent polls at once.
+    fn observed_platform(&mut self, now: Instant, probe: u64, seen: &Observation, wall: WallClock) -> bool {
+        let Detect::Running(detection) = &mut self.detect else { return false };
+        if !detection.waits_on(probe) {
+            return false;
+        }
+        if let Some((probe, what)) = detection.observed(probe, seen, &mut self.next_probe) {
+            self.outputs.push_back(AgentOutput::Probe { probe, what });
+        }
+        if let Some(found) = detection.finished() {
+            self.detected(found);
+            self.poll_now(now, wall);
+        }
+        true
+    }
+
+    fn poll_now(&mut self, now: Instant, wall: WallClock) {
+        self.poll(wall);
+        self.start_round(now, wall);
+        self.next_poll = now + self.interval + uniform_duration(&mut self.rng, self.jitter);
+    }
+
     /// One probe's observation: its check is judged.
     fn observed(&mut self, probe: u64, seen: &Observation, wall: WallClock) {
         let Some(round) = &mut self.round else { return };
@@ -228,15 +295,22 @@ impl PolicyAgent {
 
     fn poll(&mut self, wall: WallClock) {
         let threats = self.measured.map(|_| self.checks.values().filter(|c| c.is_threat()).count() as u32);
+        let mut checks = self.checks.clone();
+        if let Some(error) = &self.platform_error {
+            let detail = error.chars().take(super::checks::MAX_DETAIL).collect();
+            let result = CheckResult { outcome: CheckOutcome::Error, severity: Severity::Medium, detail };
+            checks.insert(PLATFORM_CHECK.to_owned(), result);
+        }
         let report = AgentReport {
             agent: self.name.clone(),
             platform: self.platform.clone(),
             applied: self.applied.as_ref().map_or([0; 32], |p| p.digest),
-            checks: self.checks.clone(),
+            checks,
             threats,
             last_scan: self.measured,
             at: wall,
             poll_every_ms: u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX),
+            kernel: self.kernel.clone(),
         };
         if let Ok(signed) = Signed::sign(report, &self.keys) {
             let to = self.server.clone();
@@ -288,13 +362,33 @@ impl Machine for PolicyAgent {
                 self.checks.insert(APPLIED_CHECK.to_owned(), result);
                 self.start_round(now, wall);
             }
-            AgentInput::Observed { probe, seen } => self.observed(probe, &seen, wall),
+            AgentInput::Observed { probe, seen } => {
+                if !self.observed_platform(now, probe, &seen, wall) {
+                    self.observed(probe, &seen, wall);
+                }
+            }
             AgentInput::Timeout => {
                 self.expire_probes(now, wall);
                 if now >= self.next_poll {
-                    self.poll(wall);
-                    self.start_round(now, wall);
-                    self.next_poll = now + self.interval + uniform_duration(&mut self.rng, self.jitter);
+                    match &self.detect {
+                        Detect::NotStarted => {
+                            // Polls once the platform is read; an interval at the most.
+                            self.start_detecting();
+                            self.next_poll = now + self.interval;
+                        }
+                        Detect::Running(_) => {
+                            let error = "reading the platform took longer than a poll interval".to_owned();
+                            let unknown = Detected {
+                                os: UNKNOWN.to_owned(),
+                                os_version: UNKNOWN.to_owned(),
+                                kernel: None,
+                                error: Some(error),
+                            };
+                            self.detected(unknown);
+                            self.poll_now(now, wall);
+                        }
+                        Detect::Declared | Detect::Done => self.poll_now(now, wall),
+                    }
                 }
             }
         }
@@ -317,235 +411,4 @@ fn unreadable(e: &CheckError) -> CheckResult {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rng::seeded;
-
-    pub(super) fn agent() -> PolicyAgent {
-        let keys = NodeKeys::generate(&mut seeded(1));
-        let platform = Platform::new("linux", "6", "web");
-        let second = Duration::from_secs(1);
-        PolicyAgent::new(
-            Instant::ZERO,
-            "a0".into(),
-            keys,
-            platform,
-            "local".into(),
-            second,
-            second,
-            seeded(2),
-        )
-    }
-
-    fn policy(value: &str) -> EffectivePolicy {
-        let params: BTreeMap<String, String> = [("fw".to_owned(), value.to_owned())].into();
-        let sources = [("fw".to_owned(), ("fw".to_owned(), 1))].into();
-        let mut digest = [0u8; 32];
-        digest[..value.len().min(32)].copy_from_slice(&value.as_bytes()[..value.len().min(32)]);
-        EffectivePolicy { params, sources, digest }
-    }
-
-    /// The report the agent sends at its next poll.
-    fn report(agent: &mut PolicyAgent, now: Now) -> AgentReport {
-        let due = Now { mono: agent.poll_timeout().unwrap_or(now.mono), ..now };
-        agent.handle(due, AgentInput::Timeout);
-        loop {
-            match agent.poll_output() {
-                Some(AgentOutput::Report { report, .. }) => return report.body,
-                Some(_) => {}
-                None => panic!("no report"),
-            }
-        }
-    }
-
-    fn offer(agent: &mut PolicyAgent, effective: EffectivePolicy) -> Option<EffectivePolicy> {
-        let reply = PolicyMessage::PollReply { effective };
-        agent.handle(Now::ZERO, AgentInput::FromServer(Box::new(reply)));
-        std::iter::from_fn(|| agent.poll_output()).find_map(|o| match o {
-            AgentOutput::Apply(p) => Some(p),
-            _ => None,
-        })
-    }
-
-    #[test]
-    fn before_any_apply_nothing_is_reported_and_nothing_counts_as_compliant() {
-        let mut agent = agent();
-        let report = report(&mut agent, Now::ZERO);
-        assert!(report.checks.is_empty());
-        assert_eq!((report.threats, report.last_scan, report.applied), (None, None, [0; 32]));
-        assert!(!report.compliant(), "an agent that measured nothing is not compliant");
-    }
-
-    #[test]
-    fn a_failed_apply_is_reported_failed_and_tried_again_at_the_next_answer() {
-        let mut agent = agent();
-        let deny = policy("deny");
-        assert_eq!(offer(&mut agent, deny.clone()), Some(deny.clone()));
-        // Offered again while the write is still under way: not handed out twice.
-        assert_eq!(offer(&mut agent, deny.clone()), None);
-        let failed = AgentInput::Applied { digest: deny.digest, outcome: Err("disk full".into()) };
-        agent.handle(Now::ZERO, failed);
-        assert_eq!(agent.apply_error(), Some("disk full"));
-        assert!(agent.applied().is_none());
-        let sent = report(&mut agent, Now::ZERO);
-        assert_eq!(sent.checks.get(APPLIED_CHECK).map(|c| c.outcome), Some(CheckOutcome::Fail));
-        assert_eq!(sent.applied, [0; 32], "the digest of a policy never written is not reported");
-        assert!(!sent.compliant());
-
-        assert_eq!(offer(&mut agent, deny.clone()), Some(deny.clone()), "tried again");
-        agent.handle(Now::ZERO, AgentInput::Applied { digest: deny.digest, outcome: Ok(()) });
-        let sent = report(&mut agent, Now::ZERO);
-        assert_eq!(sent.checks.get(APPLIED_CHECK).map(|c| c.outcome), Some(CheckOutcome::Pass));
-        assert_eq!(sent.applied, deny.digest);
-        assert!(sent.compliant());
-        assert_eq!(offer(&mut agent, deny), None, "a written policy is not written again");
-    }
-
-    #[test]
-    fn an_outcome_for_a_policy_not_being_applied_changes_nothing() {
-        let mut agent = agent();
-        agent.handle(Now::ZERO, AgentInput::Applied { digest: [9; 32], outcome: Ok(()) });
-        assert!(agent.applied().is_none());
-        assert!(report(&mut agent, Now::ZERO).checks.is_empty());
-    }
-}
-
-#[cfg(test)]
-mod measuring {
-    use super::tests::agent;
-    use super::*;
-    use crate::policy::checks::FileFacts;
-
-    fn with_checks(checks: &[(&str, &str)]) -> EffectivePolicy {
-        let params: BTreeMap<String, String> =
-            checks.iter().map(|(k, v)| (format!("check.{k}"), (*v).to_owned())).collect();
-        EffectivePolicy { params, sources: BTreeMap::new(), digest: [7; 32] }
-    }
-
-    fn at(secs: u64) -> Now {
-        Now { mono: Instant::ZERO + Duration::from_secs(secs), wall: WallClock(1_000_000 + secs * 1000) }
-    }
-
-    /// Applies `policy`; the probes the agent asks for, by probe.
-    fn apply(agent: &mut PolicyAgent, policy: EffectivePolicy) -> Vec<(u64, Probe)> {
-        let digest = policy.digest;
-        agent.handle(at(0), AgentInput::FromServer(Box::new(PolicyMessage::PollReply { effective: policy })));
-        agent.handle(at(0), AgentInput::Applied { digest, outcome: Ok(()) });
-        probes(agent)
-    }
-
-    fn probes(agent: &mut PolicyAgent) -> Vec<(u64, Probe)> {
-        std::iter::from_fn(|| agent.poll_output())
-            .filter_map(|o| match o {
-                AgentOutput::Probe { probe, what } => Some((probe, what)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn file(mode: u32) -> Observation {
-        Observation::File(Ok(Some(FileFacts {
-            is_file: true,
-            mode,
-            owner: Some("root".into()),
-            ..FileFacts::default()
-        })))
-    }
-
-    /// The report sent at the next poll after `now`.
-    fn report_at(agent: &mut PolicyAgent, now: Now) -> AgentReport {
-        agent.handle(now, AgentInput::Timeout);
-        let mut report = None;
-        let mut rest = Vec::new();
-        while let Some(o) = agent.poll_output() {
-            match o {
-                AgentOutput::Report { report: signed, .. } => report = Some(signed.body),
-                other => rest.push(other),
-            }
-        }
-        for o in rest {
-            agent.outputs.push_back(o);
-        }
-        report.expect("a report")
-    }
-
-    #[test]
-    fn checks_are_measured_each_round_and_a_fixed_file_passes_at_the_next() {
-        let mut agent = agent();
-        let policy = with_checks(&[
-            ("flag", "file /etc/cohort-test-flag mode=0600 severity=high"),
-            ("ok", "command -- /bin/true"),
-        ]);
-        let asked = apply(&mut agent, policy);
-        assert_eq!(asked.len(), 2);
-        let file_probe = asked.iter().find(|(_, p)| matches!(p, Probe::Inspect { .. })).expect("a look").0;
-        let run_probe = asked.iter().find(|(_, p)| matches!(p, Probe::Run { .. })).expect("a run").0;
-        agent.handle(at(0), AgentInput::Observed { probe: file_probe, seen: file(0o644) });
-        let exited = Observation::Ran { end: RunEnd::Exited(0), stdout: Vec::new() };
-        agent.handle(at(0), AgentInput::Observed { probe: run_probe, seen: exited.clone() });
-        let first = report_at(&mut agent, at(5));
-        assert_eq!(first.checks["flag"].outcome, CheckOutcome::Fail);
-        assert_eq!(first.checks["flag"].detail, "mode 0644, wants 0600");
-        assert_eq!(first.checks["ok"].outcome, CheckOutcome::Pass);
-        assert_eq!(first.threats, Some(1), "one failed high-severity check");
-        assert!(first.last_scan.is_some());
-        assert!(!first.compliant());
-        assert_eq!(first.passed(), (3, 2), "the two checks and the apply");
-
-        // The poll started the next round: the file was fixed since.
-        let asked = probes(&mut agent);
-        for (probe, what) in asked {
-            let seen = match what {
-                Probe::Inspect { .. } => file(0o600),
-                _ => exited.clone(),
-            };
-            agent.handle(at(5), AgentInput::Observed { probe, seen });
-        }
-        let second = report_at(&mut agent, at(10));
-        assert_eq!(second.checks["flag"].outcome, CheckOutcome::Pass);
-        assert_eq!(second.threats, Some(0));
-        assert!(second.compliant());
-    }
-
-    #[test]
-    fn a_command_past_its_time_is_killed_and_fails_and_a_bad_line_is_an_error() {
-        let mut agent = agent();
-        let policy = with_checks(&[("slow", "command timeout=2s -- sleep 60"), ("typo", "fiel /etc/x")]);
-        let asked = apply(&mut agent, policy);
-        assert_eq!(asked.len(), 1, "the line that does not parse asks for nothing");
-        assert!(
-            agent.poll_timeout() <= Some(Instant::ZERO + Duration::from_secs(2)),
-            "woken for the deadline"
-        );
-        agent.handle(at(2), AgentInput::Timeout);
-        let stopped = std::iter::from_fn(|| agent.poll_output())
-            .any(|o| matches!(o, AgentOutput::StopProbe { probe } if probe == asked[0].0));
-        assert!(stopped, "the command is killed");
-        // Its exit after the kill changes nothing.
-        let late = Observation::Ran { end: RunEnd::Signalled(9), stdout: Vec::new() };
-        agent.handle(at(2), AgentInput::Observed { probe: asked[0].0, seen: late });
-        let report = report_at(&mut agent, at(5));
-        assert_eq!(report.checks["slow"].detail, "still running after 2 s");
-        assert_eq!(report.checks["typo"].outcome, CheckOutcome::Error);
-        assert!(
-            report.checks["typo"].detail.contains("`fiel` is not a check"),
-            "{}",
-            report.checks["typo"].detail
-        );
-    }
-
-    #[test]
-    fn a_newly_applied_policy_reports_nothing_measured_under_the_old_one() {
-        let mut agent = agent();
-        let asked = apply(&mut agent, with_checks(&[("flag", "file /etc/flag")]));
-        agent.handle(at(0), AgentInput::Observed { probe: asked[0].0, seen: file(0o600) });
-        let mut next = with_checks(&[("other", "file /etc/other")]);
-        next.digest = [8; 32];
-        let asked_next = apply(&mut agent, next);
-        let report = report_at(&mut agent, at(5));
-        assert!(!report.checks.contains_key("flag"), "{:?}", report.checks);
-        assert_eq!(report.applied, [8; 32]);
-        assert_eq!(report.threats, None, "the new policy's round has not completed");
-        assert_eq!(asked_next.len(), 1);
-    }
-}
+mod tests;
