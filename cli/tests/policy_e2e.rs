@@ -132,6 +132,18 @@ fn a_policy_set_at_a_nested_local_reaches_every_agent_and_the_master_keeps_it_ac
     tier.cluster.wait_for("the master holds fw v2", PATIENCE, |_| {
         tier.list("master").is_some_and(|l| l.contains("fw v2 by master"))
     });
+
+    // Retired: a new version that applies to no one; `show` says so, and an unknown id is an error.
+    let out = tier.run(&["policy", "retire", "fw"]);
+    assert!(out.status.success(), "retire: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("retired as v3"), "{out:?}");
+    let out = tier.run(&["policy", "show", "fw"]);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("fw v3 by master (global, retired)"), "{out:?}");
+    let out = tier.run(&["policy", "show", "nosuch"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no policy `nosuch` is held here"), "{out:?}");
+    let out = tier.run(&["policy", "retire", "fw"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retired already"), "{out:?}");
 }
 
 #[test]
