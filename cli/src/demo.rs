@@ -241,7 +241,7 @@ fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
     use cohort_core::policy::document::{Policy, PolicyTarget, Scope};
     use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply};
     let tier =
-        crate::policy_cli::TierArgs { tier: Some(args.dir.join("policy").join("tier.toml")), server: None };
+        crate::policy_ask::TierArgs { tier: Some(args.dir.join("policy").join("tier.toml")), server: None };
     let key = Some(args.dir.join("operator.key"));
     let demo_flag = args.dir.join("policy").join("demo-flag");
     println!();
@@ -265,7 +265,7 @@ fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
         retired: false,
     };
     let wait_started = Instant::now();
-    while let Err(e) = crate::policy_cli::ask(&tier, &key, PolicyAdmin::Create(policy.clone())) {
+    while let Err(e) = crate::policy_ask::ask(&tier, &key, PolicyAdmin::Create(policy.clone())) {
         if wait_started.elapsed() > Duration::from_secs(20) {
             return Err(e.context("the policy master did not answer"));
         }
@@ -301,7 +301,7 @@ fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
     );
     let status_started = Instant::now();
     loop {
-        let reply = crate::policy_cli::ask(&tier, &key, PolicyAdmin::Status { current: true, since: None })?;
+        let reply = crate::policy_ask::ask(&tier, &key, PolicyAdmin::Status { current: true, since: None })?;
         // Every agent on the new policy, with its checks measured (three and the apply each).
         let measured = |s: &cohort_core::policy::wire::GlobalStatus| {
             s.aggregate.platforms.values().map(|c| c.checks).sum::<u64>() == 4 * u64::from(POLICY_AGENTS)

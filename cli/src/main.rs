@@ -18,6 +18,7 @@ mod keygen;
 mod local_get;
 mod node;
 mod policy_agents;
+mod policy_ask;
 mod policy_cli;
 mod policy_setup;
 mod principal_cli;

@@ -10,7 +10,7 @@ use cohort_core::policy::alerts::Condition;
 use cohort_core::policy::checks::CheckOutcome;
 use cohort_core::policy::wire::{AgentDetail, AgentListing, PolicyAdmin, PolicyAdminReply};
 
-use crate::policy_cli::{TierArgs, ask, wall};
+use crate::policy_ask::{TierArgs, ask, wall};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct AgentsArgs {
