@@ -140,16 +140,16 @@ impl Task {
     }
 
     /// The task as `host` runs it: `%h` in the command's arguments and in the copy's paths
-    /// stands for the host's name (as in ClusterShell).
+    /// stands for the host's name (as in ClusterShell), and `%%` for one `%`.
     pub fn for_host(&self, host: &str) -> Task {
         match self {
             Task::Run { argv, stdin } => {
-                Task::Run { argv: argv.iter().map(|a| a.replace("%h", host)).collect(), stdin: stdin.clone() }
+                Task::Run { argv: argv.iter().map(|a| substitute(a, host)).collect(), stdin: stdin.clone() }
             }
             Task::Copy { files } => Task::Copy {
                 files: files
                     .iter()
-                    .map(|f| CopyFile { path: f.path.replace("%h", host), ..f.clone() })
+                    .map(|f| CopyFile { path: substitute(&f.path, host), ..f.clone() })
                     .collect(),
             },
         }
@@ -211,6 +211,27 @@ impl Task {
     }
 }
 
+/// `text` with `%h` replaced by `host` and `%%` by `%`, in one pass left to right (so `%%h` is
+/// a literal `%h`); any other `%` stays as it is (`date +%d` keeps its `%d`).
+fn substitute(text: &str, host: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek()) {
+            ('%', Some('h')) => {
+                chars.next();
+                out.push_str(host);
+            }
+            ('%', Some('%')) => {
+                chars.next();
+                out.push('%');
+            }
+            (c, _) => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +274,15 @@ mod tests {
             panic!("a copy")
         };
         assert_eq!(files[0].path, "/tmp/h07/f");
+    }
+
+    #[test]
+    fn percent_percent_is_one_percent_and_other_escapes_stay() {
+        assert_eq!(substitute("date +%h-%d", "h01"), "date +h01-%d");
+        assert_eq!(substitute("date +%%h-%d", "h01"), "date +%h-%d");
+        assert_eq!(substitute("100%%", "h01"), "100%");
+        assert_eq!(substitute("%%%h", "h01"), "%h01");
+        assert_eq!(substitute("a%", "h01"), "a%");
     }
 
     #[test]
