@@ -217,8 +217,10 @@ pub struct ExecArgs {
     /// to 1 MiB, and every host's command reads it).
     #[arg(long)]
     pub no_stdin: bool,
-    /// The command and its arguments (run directly, no shell; `%h` is each host's name).
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments (run directly, no shell; `%h` is each host's name, `%%` a
+    /// literal `%`). Everything from the first word that is not an option of cohort's is the
+    /// command's, its own options included; `--` before it is accepted and never needed.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 

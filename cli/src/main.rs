@@ -150,4 +150,21 @@ mod tests {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
     }
+
+    /// As with pdsh and clush, the command needs no `--`, and its own options stay its own.
+    #[test]
+    fn a_command_is_taken_with_or_without_a_double_dash() {
+        use clap::Parser;
+        let command = |args: &[&str]| match super::Cli::try_parse_from(args).expect("parses").command {
+            super::Command::Exec(exec) => exec.command,
+            _ => panic!("an exec"),
+        };
+        assert_eq!(command(&["cohort", "exec", "-w", "h01", "true"]), ["true"]);
+        assert_eq!(command(&["cohort", "exec", "-w", "h01", "ls", "-l", "-w", "x"]), ["ls", "-l", "-w", "x"]);
+        assert_eq!(command(&["cohort", "exec", "-w", "h01", "--", "ls", "-l"]), ["ls", "-l"]);
+        assert!(
+            super::Cli::try_parse_from(["cohort", "exec", "-w", "h01"]).is_err(),
+            "a command is required"
+        );
+    }
 }

@@ -206,6 +206,13 @@ pub fn global_status(args: &GlobalArgs, key: &Option<PathBuf>, json: bool) -> an
     } else {
         print!("{}", render_global(&status));
     }
+    // A current status that left servers out is printed, then failed, so a script notices.
+    if status.current && status.partial() {
+        bail!(
+            "the status is PARTIAL: {} did not answer within the deadline; their agents are not counted",
+            status.missing.join(", ")
+        );
+    }
     Ok(())
 }
 
