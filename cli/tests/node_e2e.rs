@@ -93,3 +93,18 @@ fn a_member_killed_while_staged_recovers_from_sqlite_and_the_cluster_installs() 
     let settings: BTreeMap<usize, String> = (0..3).map(|i| (i, settings_of(&cluster, i))).collect();
     assert!(settings.values().all(|s| s == "ntp=pool.example\n"), "{settings:?}");
 }
+
+/// logrotate and `systemctl reload` send SIGHUP: the node logs it and goes on serving.
+#[test]
+fn a_node_outlives_sighup_and_says_so() {
+    let mut cluster = TestCluster::init(1, 200);
+    cluster.start_all();
+    cluster.wait_for("the member answers", Duration::from_secs(30), |c| c.status(0).is_some());
+    cluster.signal(0, nix::sys::signal::Signal::SIGHUP);
+    cluster.wait_for("the SIGHUP is logged", Duration::from_secs(10), |c| {
+        c.log_text(0).contains("SIGHUP received")
+    });
+    let child = cluster.members[0].as_mut().expect("the member runs");
+    assert!(child.try_wait().expect("waits").is_none(), "SIGHUP stopped the node");
+    assert!(cluster.status(0).is_some(), "the node still answers after SIGHUP");
+}

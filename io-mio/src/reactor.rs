@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::info;
 
@@ -115,10 +115,12 @@ impl Reactor {
         Ok(Reactor { poll, handle, signals: None, roles: Vec::new() })
     }
 
-    /// Also stop on SIGINT and SIGTERM (a process's loop; tests that host roles in a thread leave
-    /// signals alone).
+    /// Also stop on SIGINT and SIGTERM, and outlive SIGHUP (a process's loop; tests that host
+    /// roles in a thread leave signals alone). A node keeps no file open to reopen and reads its
+    /// configuration only at start, so `logrotate` or `systemctl reload` sending SIGHUP must not
+    /// take it down; it says so in the log instead.
     pub fn stop_on_signals(&mut self) -> std::io::Result<()> {
-        let mut signals = Signals::new([SIGINT, SIGTERM])?;
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
         self.signals = Some(signals);
         Ok(())
@@ -167,6 +169,12 @@ impl Reactor {
                     }
                     SIGNALS => {
                         for signal in self.signals.iter_mut().flat_map(|s| s.pending()) {
+                            if signal == SIGHUP {
+                                info!(
+                                    "SIGHUP received: still running (a node reads its configuration only at start; restart it to apply a change)"
+                                );
+                                continue;
+                            }
                             info!(signal, "shutting down on signal");
                             stopping = true;
                         }

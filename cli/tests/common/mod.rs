@@ -155,7 +155,7 @@ impl TestCluster {
         self.signal(i, nix::sys::signal::Signal::SIGCONT);
     }
 
-    fn signal(&self, i: usize, signal: nix::sys::signal::Signal) {
+    pub fn signal(&self, i: usize, signal: nix::sys::signal::Signal) {
         let child = self.members[i].as_ref().expect("the member runs");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
         nix::sys::signal::kill(pid, signal).expect("signal delivered");
