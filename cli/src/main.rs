@@ -136,10 +136,28 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes as one line, each cause once: a library error that already names its
+/// cause in its own message (`could not bind …: Address already in use`) is not followed by that
+/// cause again.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 #[cfg(test)]
@@ -149,6 +167,19 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_printed_again() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use (os error 98)");
+        let e = anyhow::Error::new(io)
+            .context("could not listen on 127.0.0.1:7000: Address already in use (os error 98)");
+        assert_eq!(
+            super::error_text(&e),
+            "could not listen on 127.0.0.1:7000: Address already in use (os error 98)"
+        );
+        let e = anyhow::anyhow!("disk full").context("could not write node.db");
+        assert_eq!(super::error_text(&e), "could not write node.db: disk full");
     }
 
     /// As with pdsh and clush, the command needs no `--`, and its own options stay its own.
