@@ -24,8 +24,8 @@ pub struct CopyArgs {
     pub paths: Vec<PathBuf>,
 }
 
-/// `cohort copy`: true if every host placed every file.
-pub fn copy(args: &CopyArgs) -> anyhow::Result<bool> {
+/// `cohort copy`: the status to exit with (0 when every host placed every file; see `run`).
+pub fn copy(args: &CopyArgs) -> anyhow::Result<u8> {
     let files = files(&args.paths)?;
     let count = files.len();
     let task = Task::Copy { files };

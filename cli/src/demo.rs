@@ -346,6 +346,7 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
             exclude: Vec::new(),
             rerun: None,
             lines: false,
+            largest_status: false,
             connect_timeout: 10.0,
             fanout: 4,
             t1: 16.0,
@@ -373,8 +374,8 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
     let probe = format!("{}/%h", flags.display());
     println!();
     step(started, &format!("cohort exec -w 'h[01-06]' -- test -e {probe}   (%h is each host's name)"));
-    let all_ok = crate::exec_client::exec(&exec(&["test", "-e", &probe]))?;
-    if all_ok {
+    let status = crate::exec_client::exec(&exec(&["test", "-e", &probe]))?;
+    if status == 0 {
         bail!("the probe was meant to fail on h02, h04 and h06");
     }
     // alice's ACL permits copies under /tmp, wherever the demo's own directory is.
@@ -388,7 +389,7 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
         &format!("cohort copy motd {dest} -w 'h[01-06]'   (whole file on each host, its hash audited)"),
     );
     let copy = crate::copy_cli::CopyArgs { run: exec(&[]).run, paths: vec![source, PathBuf::from(&dest)] };
-    if !crate::copy_cli::copy(&copy)? {
+    if crate::copy_cli::copy(&copy)? != 0 {
         bail!("the copy was meant to reach every host");
     }
     let placed = std::fs::read_dir(copied.path())?.count();

@@ -22,7 +22,7 @@ use cohort_io_mio::{entropy, keyfile};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster_file::ClusterFile;
-use crate::results::{host_json, print_lines, render_grouped, summary};
+use crate::results::{exit_status, host_json, print_lines, render_grouped, summary};
 
 /// What `cohort login` keeps: where the gateway is, its pinned key, and the credential.
 #[derive(Debug, Serialize, Deserialize)]
@@ -201,6 +201,11 @@ pub struct RunArgs {
     /// `host: [outcome]` line there.
     #[arg(short = 'L', long)]
     pub lines: bool,
+    /// Exit with the largest exit status of any host (pdsh's and clush's -S): a signal counts as
+    /// 128 plus its number, an alarm kill as 124, a refusal as 126, an unreachable host as 255.
+    /// Without it: 0 when every host exited 0, else 1.
+    #[arg(short = 'S', long = "largest-status")]
+    pub largest_status: bool,
     /// Seconds a host may take to accept the gateway's channel before it is reported
     /// unreachable (pdsh's -t); the gateway holds it between 0.1 and 60.
     #[arg(short = 't', long, default_value_t = 10.0, value_name = "SECONDS")]
@@ -333,14 +338,14 @@ fn seconds_ms(value: f64, name: &str) -> anyhow::Result<u64> {
 }
 
 /// `cohort exec`: the command, with standard input forwarded; true if every host exited 0.
-pub fn exec(args: &ExecArgs) -> anyhow::Result<bool> {
+pub fn exec(args: &ExecArgs) -> anyhow::Result<u8> {
     let stdin = forwarded_stdin(args)?;
     run(&args.run, Task::Run { argv: args.command.clone(), stdin })
 }
 
-/// Runs `task` on the hosts `args` name and shows the results; true if every host ended with
-/// exit 0.
-pub fn run(args: &RunArgs, task: Task) -> anyhow::Result<bool> {
+/// Runs `task` on the hosts `args` name and shows the results; returns the status to exit with:
+/// with `-S` the largest of the hosts', else 0 if every host ended with exit 0 and 1 if not.
+pub fn run(args: &RunArgs, task: Task) -> anyhow::Result<u8> {
     let dir = args.state.dir()?;
     let hosts = target_hosts(args, &dir)?;
     let exclude = args.exclude.iter().map(|x| node_set_arg(x)).collect::<anyhow::Result<Vec<_>>>()?;
@@ -424,5 +429,8 @@ pub fn run(args: &RunArgs, task: Task) -> anyhow::Result<bool> {
         print!("{}", render_grouped(&results));
         println!("{}", summary(&results));
     }
-    Ok(results.iter().all(|r| r.outcome == HostOutcome::Exited(0)))
+    if args.largest_status {
+        return Ok(results.iter().map(|r| exit_status(&r.outcome)).max().unwrap_or(0));
+    }
+    Ok(u8::from(!results.iter().all(|r| r.outcome == HostOutcome::Exited(0))))
 }

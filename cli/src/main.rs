@@ -123,13 +123,13 @@ fn main() -> ExitCode {
         Command::Host(command) => directory_cli::host(&command),
         Command::Principal(command) => principal_cli::run(&command),
         Command::Acl(command) => directory_cli::acl(&command),
-        // Non-zero when any host failed, like pdsh and clush.
+        // Non-zero when any host failed (with -S, the largest status), like pdsh and clush.
         Command::Exec(args) => match exec_client::exec(&args) {
-            Ok(all_ok) => return if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) },
+            Ok(status) => return ExitCode::from(status),
             Err(e) => Err(e),
         },
         Command::Copy(args) => match copy_cli::copy(&args) {
-            Ok(all_ok) => return if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) },
+            Ok(status) => return ExitCode::from(status),
             Err(e) => Err(e),
         },
     };

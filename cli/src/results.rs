@@ -4,7 +4,7 @@
 
 use cohort_core::exec::gateway::{HostOutcome, HostResult};
 use cohort_core::exec::report::{self, ResultGroup, outcome_text};
-pub use cohort_core::exec::report::{host_json, summary};
+pub use cohort_core::exec::report::{exit_status, host_json, summary};
 
 /// One host's result as `host: line` lines.
 pub fn print_lines(r: &HostResult) {

@@ -99,4 +99,12 @@ fn rerun_failed_runs_on_exactly_the_hosts_that_failed_and_exclusions_and_host_fi
     lines.sort();
     assert_eq!(lines, ["h01: up h01", "h02: up h02", "h03: up h03"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 hosts: 3 ok"));
+
+    // -S: the largest exit status of any host (h01 exits 1, h02 2, h03 3), with or without `--`.
+    let exits = ["/usr/bin/python3", "-c", "import sys; sys.exit(int(sys.argv[1][1:]))", "%h"];
+    let largest = exec(&state, &[&["-S", "-w", "h[01-03]"][..], &exits[..]].concat());
+    assert_eq!(largest.status.code(), Some(3), "{}", stdout(&largest));
+    let plain = exec(&state, &[&["-w", "h[01-03]", "--"][..], &exits[..]].concat());
+    assert_eq!(plain.status.code(), Some(1), "without -S any failure is 1");
+    assert_eq!(exec(&state, &["-S", "-w", "h[01-03]", "true"]).status.code(), Some(0));
 }

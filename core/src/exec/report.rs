@@ -95,6 +95,20 @@ pub fn output_digest(r: &HostResult) -> [u8; 32] {
     hash.finalize().into()
 }
 
+/// The exit status a host's outcome stands for when the client reports the largest (pdsh's and
+/// clush's `-S`): the command's own status, 128 plus the signal that ended it (as a shell
+/// says), 124 for one the alarm rules killed (as `timeout` says), 126 for one the host refused
+/// to run, 255 for a host not reached or a run that failed there (as `ssh` says).
+pub fn exit_status(outcome: &HostOutcome) -> u8 {
+    match outcome {
+        HostOutcome::Exited(code) => u8::try_from(*code).unwrap_or(255),
+        HostOutcome::Signalled(signal) => u8::try_from(128 + signal.clamp(&0, &127)).unwrap_or(255),
+        HostOutcome::KilledByAlarm(_) => 124,
+        HostOutcome::Denied(_) => 126,
+        HostOutcome::Unreachable(_) | HostOutcome::Failed(_) => 255,
+    }
+}
+
 /// One line: how many hosts ended which way (`20 hosts: 18 ok, 2 exit 1 (h[03,07])`).
 pub fn summary(results: &[HostResult]) -> String {
     summary_of(results.iter().map(|r| (r.host.as_str(), &r.outcome)))
@@ -122,6 +136,16 @@ pub fn summary_of<'a>(ends: impl IntoIterator<Item = (&'a str, &'a HostOutcome)>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_largest_exit_status_speaks_for_every_kind_of_end() {
+        assert_eq!(exit_status(&HostOutcome::Exited(3)), 3);
+        assert_eq!(exit_status(&HostOutcome::Exited(-1)), 255);
+        assert_eq!(exit_status(&HostOutcome::Signalled(9)), 137);
+        assert_eq!(exit_status(&HostOutcome::KilledByAlarm("t1".into())), 124);
+        assert_eq!(exit_status(&HostOutcome::Denied("acl".into())), 126);
+        assert_eq!(exit_status(&HostOutcome::Unreachable("refused".into())), 255);
+    }
 
     fn result(host: &str, outcome: HostOutcome, stdout: &str) -> HostResult {
         HostResult {
