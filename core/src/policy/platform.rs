@@ -161,22 +161,22 @@ impl Detection {
     }
 }
 
+/// What the driver reports for a readable file holding `text` (for tests).
+#[cfg(test)]
+pub(crate) fn readable(text: &str) -> Observation {
+    Observation::File(Ok(Some(FileFacts {
+        is_file: true,
+        mode: 0o644,
+        size: text.len() as u64,
+        content: Some(text.as_bytes().to_vec()),
+        ..FileFacts::default()
+    })))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::readable as file;
     use super::*;
-
-    fn file(text: &str) -> Observation {
-        Observation::File(Ok(Some(FileFacts {
-            is_file: true,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            owner: None,
-            group: None,
-            size: 0,
-            content: Some(text.as_bytes().to_vec()),
-        })))
-    }
 
     #[test]
     fn os_release_as_distributions_write_it() {

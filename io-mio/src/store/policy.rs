@@ -36,23 +36,7 @@ impl Store {
     /// Every kept policy, by id. A row that no longer decodes is an error naming it: serving
     /// without it would silently lose a policy the tier had agreed on.
     pub fn load_policies(&self) -> Result<Vec<SignedPolicy>, StoreError> {
-        let mut stmt =
-            self.conn.prepare("SELECT id, signed FROM policy_store ORDER BY id").map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, bytes) = row.map_err(|e| self.err(e))?;
-            let policy: SignedPolicy =
-                cohort_core::wire::decode(&bytes).map_err(|e| StoreError::CorruptRow {
-                    path: self.path.clone(),
-                    what: format!("policy `{id}`"),
-                    reason: e.to_string(),
-                })?;
-            out.push(policy);
-        }
-        Ok(out)
+        self.decode_rows("SELECT id, signed FROM policy_store ORDER BY id", [], |id| format!("policy `{id}`"))
     }
 
     /// Keeps a version that lost a conflict (once).
@@ -70,23 +54,9 @@ impl Store {
 
     /// Every kept lost version, by id then version.
     pub fn load_superseded(&self) -> Result<Vec<Superseded>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, lost FROM policy_superseded ORDER BY id, version, author")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, bytes) = row.map_err(|e| self.err(e))?;
-            out.push(cohort_core::wire::decode(&bytes).map_err(|e| StoreError::CorruptRow {
-                path: self.path.clone(),
-                what: format!("superseded version of policy `{id}`"),
-                reason: e.to_string(),
-            })?);
-        }
-        Ok(out)
+        self.decode_rows("SELECT id, lost FROM policy_superseded ORDER BY id, version, author", [], |id| {
+            format!("superseded version of policy `{id}`")
+        })
     }
 
     /// Keeps an alert the master raised (once per id).
@@ -102,19 +72,34 @@ impl Store {
     /// The newest `limit` alerts kept, oldest first.
     pub fn load_alerts(&self, limit: usize) -> Result<Vec<Alert>, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, alert FROM (SELECT id, alert FROM policy_alerts ORDER BY id DESC LIMIT ?1) ORDER BY id")
-            .map_err(|e| self.err(e))?;
+        self.decode_rows(
+            "SELECT CAST(id AS TEXT), alert FROM
+               (SELECT id, alert FROM policy_alerts ORDER BY id DESC LIMIT ?1)
+             ORDER BY id",
+            [limit],
+            |id| format!("alert {id}"),
+        )
+    }
+
+    /// Decodes the value in each row `sql` selects as (name, encoded value), in order. A row
+    /// that no longer decodes is an error naming it (`what(name)`), never skipped: going on
+    /// without it would silently lose what the node had kept.
+    fn decode_rows<T: serde::de::DeserializeOwned>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        what: impl Fn(&str) -> String,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([limit], |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)))
+            .query_map(params, |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)))
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, bytes) = row.map_err(|e| self.err(e))?;
+            let (name, bytes) = row.map_err(|e| self.err(e))?;
             out.push(cohort_core::wire::decode(&bytes).map_err(|e| StoreError::CorruptRow {
                 path: self.path.clone(),
-                what: format!("alert {id}"),
+                what: what(&name),
                 reason: e.to_string(),
             })?);
         }
@@ -283,6 +268,37 @@ mod tests {
         store.conn.execute("UPDATE policy_store SET signed = x'ff00'", []).expect("altered");
         let err = store.load_policies().expect_err("refused").to_string();
         assert!(err.contains("policy `fw`") && err.contains("does not decode"), "{err}");
+    }
+
+    #[test]
+    fn lost_versions_and_alerts_are_kept_once_and_read_back_in_order() {
+        use cohort_core::policy::alerts::Condition;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("node.db");
+        let keys = NodeKeys::generate(&mut seeded(4));
+        let lost =
+            Superseded { policy: policy(&keys, 2, "allow").body, by: policy(&keys, 2, "deny").body.rank() };
+        let alert = |id: u64| Alert {
+            id,
+            at: WallClock(id * 1_000),
+            condition: Condition::LocalCompliance { local: format!("local-{id:02}") },
+            detail: "compliance 50%".into(),
+        };
+        {
+            let mut store = Store::open(&path).expect("opens");
+            store.save_superseded(&lost).expect("kept");
+            store.save_superseded(&lost).expect("a second time changes nothing");
+            for id in [1, 2, 10] {
+                store.save_alert(&alert(id)).expect("kept");
+            }
+        }
+        let store = Store::open(&path).expect("reopens");
+        assert_eq!(store.load_superseded().expect("reads"), [lost]);
+        assert_eq!(
+            store.load_alerts(2).expect("reads"),
+            [alert(2), alert(10)],
+            "the newest two, oldest first"
+        );
     }
 
     #[test]

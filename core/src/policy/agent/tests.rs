@@ -232,22 +232,7 @@ mod measuring {
 
 mod detecting {
     use super::*;
-    use crate::policy::checks::FileFacts;
-    use crate::policy::platform::{KERNEL_RELEASE, OS_RELEASE};
-
-    fn file(text: &str) -> Observation {
-        let facts = FileFacts {
-            is_file: true,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            owner: None,
-            group: None,
-            size: text.len() as u64,
-            content: Some(text.as_bytes().to_vec()),
-        };
-        Observation::File(Ok(Some(facts)))
-    }
+    use crate::policy::platform::{KERNEL_RELEASE, OS_RELEASE, readable as file};
 
     fn detecting_agent() -> PolicyAgent {
         let keys = NodeKeys::generate(&mut seeded(1));
