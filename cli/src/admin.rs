@@ -2,15 +2,17 @@
 //! channel. Changes are signed here with the operator's key; the node checks that signature
 //! against its configuration, so the channel alone grants no power to change anything.
 
-use std::time::Duration;
+use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply, NodeStatus};
+use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply, NodeStatus, PeerStatus};
 use cohort_core::member::section::seal_value;
-use cohort_core::member::{Change, Version};
+use cohort_core::member::{Change, OperatorInfo, Version};
+use cohort_io_mio::keyfile;
 
 use crate::change::parse_changes;
-use crate::target::{Target, TargetArgs, wait_installed};
+use crate::plural::plural;
+use crate::target::{Target, TargetArgs, report_accepted};
 
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
@@ -28,7 +30,7 @@ pub struct StatusArgs {
 
 pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     if args.global {
-        return crate::policy_cli::global_status(&args.policy, &args.target.key, args.json);
+        return crate::policy_cli::global_status(&args.policy, &args.target.key_file()?, args.json);
     }
     let status = args.target.resolve()?.status()?;
     if args.json {
@@ -91,7 +93,7 @@ pub fn render_status(status: &NodeStatus) -> String {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AdminCommand {
-    /// Set settings: KEY=VALUE …, shared by every member, or one member's own with --member.
+    /// Set settings: KEY=VALUE …, shared by every member, or one member's own (sealed to its key) with --sealed-for.
     Set {
         #[arg(value_name = "KEY=VALUE", required_unless_present = "files")]
         pairs: Vec<String>,
@@ -100,7 +102,7 @@ pub enum AdminCommand {
         files: Vec<String>,
         /// Set these in member NAME's own section: sealed here to that member's key, so no other
         /// member (nor the member that authors the change) can read them.
-        #[arg(long = "member", value_name = "NAME")]
+        #[arg(long = "sealed-for", value_name = "NAME")]
         for_member: Option<String>,
         #[command(flatten)]
         target: TargetArgs,
@@ -108,6 +110,22 @@ pub enum AdminCommand {
         #[arg(long)]
         wait: bool,
     },
+    /// Remove settings: KEY …, shared ones, or one member's own (sealed to its key) with --sealed-for.
+    Unset {
+        #[arg(value_name = "KEY", required = true)]
+        keys: Vec<String>,
+        /// Remove these from member NAME's own section.
+        #[arg(long = "sealed-for", value_name = "NAME")]
+        for_member: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Wait until every member in --cluster has installed the change.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Add, remove or list the operators who may sign changes.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Add a member: NAME,ADDRESS,ED25519_PUBLIC_HEX,X25519_PUBLIC_HEX
     AddMember {
         #[arg(value_name = "SPEC")]
@@ -126,8 +144,56 @@ pub enum AdminCommand {
     JoinFile(crate::join::JoinFileArgs),
 }
 
+#[derive(Debug, clap::Subcommand)]
+pub enum OperatorCommand {
+    /// Add an operator by its public keys (from its key file, or as `cohort key show` prints them).
+    Add {
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The new operator's key file (only the public halves are read).
+        #[arg(long, value_name = "FILE", required_unless_present_all = ["ed25519", "x25519"])]
+        key_file: Option<PathBuf>,
+        /// Its Ed25519 public key (64 hex digits).
+        #[arg(long, value_name = "HEX", conflicts_with = "key_file", requires = "x25519")]
+        ed25519: Option<String>,
+        /// Its X25519 public key (64 hex digits).
+        #[arg(long, value_name = "HEX", conflicts_with = "key_file", requires = "ed25519")]
+        x25519: Option<String>,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Remove an operator, by name or node id (the last one cannot be removed).
+    Remove {
+        #[arg(value_name = "NAME_OR_ID")]
+        operator: String,
+        #[command(flatten)]
+        target: TargetArgs,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List the operators of a member's active configuration.
+    List {
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
 pub fn admin(command: &AdminCommand) -> anyhow::Result<()> {
     let (changes, target, wait) = match command {
+        AdminCommand::Unset { keys, for_member, target, wait } => {
+            let node = target.resolve()?;
+            let changes = match for_member {
+                None => keys.iter().map(|key| Change::Unset { key: key.clone() }).collect(),
+                Some(name) => {
+                    let member = roster_member(&node.status()?, &node.name, name)?.node_id;
+                    keys.iter().map(|key| Change::UnsetFor { member, key: key.clone() }).collect()
+                }
+            };
+            return send_change(&node, target, changes, *wait);
+        }
+        AdminCommand::Operator(command) => return operator(command),
         AdminCommand::Set { pairs, files, for_member, target, wait } => {
             let settings = crate::change::settings_from(pairs, files)?;
             let node = target.resolve()?;
@@ -148,6 +214,50 @@ pub fn admin(command: &AdminCommand) -> anyhow::Result<()> {
     send_change(&target.resolve()?, target, changes, wait)
 }
 
+fn operator(command: &OperatorCommand) -> anyhow::Result<()> {
+    match command {
+        OperatorCommand::Add { name, key_file, ed25519, x25519, target, wait } => {
+            let identity = match key_file {
+                Some(path) => keyfile::read_key_file(path)
+                    .context("could not read the new operator's key file")?
+                    .public(),
+                None => crate::cluster_file::identity_from_hex(
+                    "operator",
+                    ed25519.as_deref().unwrap_or_default(),
+                    x25519.as_deref().unwrap_or_default(),
+                )?,
+            };
+            let change = Change::AddOperator(OperatorInfo { name: name.clone(), identity });
+            send_change(&target.resolve()?, target, vec![change], *wait)
+        }
+        OperatorCommand::Remove { operator, target, wait } => {
+            let node = target.resolve()?;
+            let status = node.status()?;
+            let found =
+                status.operators.iter().find(|o| o.name == *operator || o.node_id.to_hex() == *operator);
+            let Some(found) = found else {
+                let names: Vec<&str> = status.operators.iter().map(|o| o.name.as_str()).collect();
+                bail!("`{operator}` is not an operator at {} (operators: {})", node.name, names.join(", "));
+            };
+            send_change(&node, target, vec![Change::RemoveOperator(found.node_id)], *wait)
+        }
+        OperatorCommand::List { target } => {
+            let node = target.resolve()?;
+            let status = node.status()?;
+            println!(
+                "{} of {} ({}):",
+                plural(status.operators.len(), "operator"),
+                status.cluster_id,
+                status.active
+            );
+            for o in &status.operators {
+                println!("  {:<16} {}", o.name, o.node_id.to_hex());
+            }
+            Ok(())
+        }
+    }
+}
+
 pub fn send_change(
     node: &Target,
     target: &TargetArgs,
@@ -155,12 +265,7 @@ pub fn send_change(
     wait: bool,
 ) -> anyhow::Result<()> {
     let version = node.change(changes)?;
-    println!("{} accepted the change as {}", node.name, version.to_full_string());
-    if wait {
-        let took = wait_installed(&target.all_members()?, version, Duration::from_secs(60))?;
-        println!("installed on every member {:.2}s later", took.as_secs_f64());
-    }
-    Ok(())
+    report_accepted(node, target, version, wait)
 }
 
 /// `settings` as changes to member `name`'s own section, each value sealed to the key the
@@ -171,10 +276,7 @@ fn member_section_changes(
     settings: Vec<(String, String)>,
 ) -> anyhow::Result<Vec<Change>> {
     let status = node.status()?;
-    let Some(member) = status.members.iter().find(|m| m.name == name || m.node_id.to_hex() == name) else {
-        let names: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
-        bail!("`{name}` is not a member in {}'s roster (members: {})", node.name, names.join(", "));
-    };
+    let member = roster_member(&status, &node.name, name)?;
     let mut rng = cohort_io_mio::entropy::os_seeded_rng();
     settings
         .into_iter()
@@ -184,6 +286,14 @@ fn member_section_changes(
             Ok(Change::SetFor { member: member.node_id, key, value: sealed })
         })
         .collect()
+}
+
+/// Member `name` (or node id) in the roster `node` reports.
+fn roster_member<'a>(status: &'a NodeStatus, node: &str, name: &str) -> anyhow::Result<&'a PeerStatus> {
+    status.members.iter().find(|m| m.name == name || m.node_id.to_hex() == name).with_context(|| {
+        let names: Vec<&str> = status.members.iter().map(|m| m.name.as_str()).collect();
+        format!("`{name}` is not a member in {node}'s roster (members: {})", names.join(", "))
+    })
 }
 
 #[derive(Debug, clap::Args)]

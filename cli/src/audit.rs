@@ -20,6 +20,10 @@ pub enum AuditCommand {
         source: Source,
         #[arg(short = 'n', default_value_t = 20)]
         count: usize,
+        /// Only records from this time on: an age (10m, 2h, 1d), a date or time in UTC
+        /// (2026-11-24, 2026-11-24T08:00:00Z), or Unix ms.
+        #[arg(long, value_name = "TIME", value_parser = crate::time_arg::time_arg)]
+        since: Option<u64>,
     },
     /// Every entry as one JSON object per line, oldest first, for a log pipeline.
     Export {
@@ -106,24 +110,34 @@ fn line(entry: &ChainEntry) -> String {
             DataKind::File { path, mode } => {
                 format!(" [{path} {mode:04o} {} B {}]", d.size, hex::encode(&d.sha256[..6]))
             }
+            DataKind::Env { name } => format!(" [env {name} {} B {}]", d.size, hex::encode(&d.sha256[..6])),
         })
         .collect();
+    // The command last and whole, quoted as a shell reads it: a newline or an escape in an
+    // argument shows as `$'…\n…'`, so one record is always one line.
     format!(
-        "#{:<6} {} {:<8} {:<10} as {:<8} {:<30} {}{data}",
+        "#{:<6} {} {:<8} {:<10} as {:<8} {}{data}: {}",
         entry.index,
         utc_text(r.at.0),
         r.host,
         r.principal,
         if r.run_as.is_empty() { "-" } else { &r.run_as },
-        r.subject().chars().take(30).collect::<String>(),
-        decision
+        decision,
+        r.subject(),
     )
 }
 
 pub fn run(command: &AuditCommand) -> anyhow::Result<()> {
     match command {
-        AuditCommand::Tail { source, count } => {
-            let chain = source.open()?.load_chain()?;
+        AuditCommand::Tail { source, count, since } => {
+            let mut chain = source.open()?.load_chain()?;
+            // A record that does not decode has no time: it stays, so damage is never hidden.
+            if let Some(since) = since {
+                chain.retain(|stored| match stored {
+                    StoredEntry::Entry(entry) => entry.record.at.0 >= *since,
+                    StoredEntry::Undecodable { .. } => true,
+                });
+            }
             for stored in chain.iter().skip(chain.len().saturating_sub(*count)) {
                 match stored {
                     StoredEntry::Entry(entry) => println!("{}", line(entry)),

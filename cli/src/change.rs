@@ -1,37 +1,54 @@
-//! `cohort operator keygen` and `cohort change sign|show`: an operator's key and the signed
-//! change requests it makes. The request file is the wire form a member accepts.
+//! `cohort change sign|show|submit`: the signed change requests an operator makes, offline if
+//! need be. The request file is the wire form a member accepts; submitting only carries it, the
+//! member decides.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use cohort_core::admin::{AdminRequest, AdminResponse};
 use cohort_core::member::config::MAX_ENCODED_CONFIG;
-use cohort_core::member::{Change, ChangeRequest, MemberInfo, Version};
+use cohort_core::member::{Change, ChangeRequest, MemberInfo, VersionRef};
 use cohort_core::signed::Signed;
 use cohort_core::{NodeId, PublicIdentity, wire};
 use cohort_io_mio::keyfile;
 
+use crate::client_config::client_config;
+use crate::cluster_file::ClusterFile;
+use crate::plural::plural;
+use crate::target::{TargetArgs, report_accepted, with_defaults};
+
 #[derive(Debug, clap::Subcommand)]
 pub enum ChangeCommand {
-    /// Sign a change request with an operator key and write it to a file.
+    /// Sign a change request with an operator key and write it to a file (offline: no node is
+    /// asked; carry the file to a machine that reaches a member and `change submit` it).
     Sign(SignArgs),
-    /// Print a change request file and check its signature.
+    /// Print a change request file in words and check its signature.
     Show {
         #[arg(value_name = "FILE")]
         file: PathBuf,
     },
+    /// Send a signed change request file to a member, which checks it against its configuration.
+    Submit(SubmitArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct SignArgs {
-    /// The operator's key file (from `cohort keygen`).
+    /// The operator's key file (from `cohort keygen`). [default: $COHORT_KEY, else `key` in the
+    /// client config]
     #[arg(long, value_name = "FILE")]
-    key: PathBuf,
-    /// The cluster id the change is for.
-    #[arg(long)]
-    cluster: String,
-    /// The active version the change is based on, as COUNTER@AUTHOR (from `cohort status`).
+    key: Option<PathBuf>,
+    /// The cluster id the change is for (default: the one --cluster-file names).
+    #[arg(long, value_name = "ID")]
+    cluster: Option<String>,
+    /// The cluster file: gives the cluster id, and the members a short --base resolves against
+    /// (with the signing key, which authored version 1).
+    /// [default: $COHORT_CLUSTER, else `cluster` in the client config]
+    #[arg(long, value_name = "FILE")]
+    cluster_file: Option<PathBuf>,
+    /// The active version the change is based on, as `cohort status` prints it (`v6@33d39f34`,
+    /// resolved against --cluster-file's members) or in full (`6@` and 32 hex digits).
     #[arg(long, value_name = "VERSION")]
-    base: Version,
+    base: VersionRef,
     /// Set a setting.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -49,10 +66,25 @@ pub struct SignArgs {
     out: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct SubmitArgs {
+    /// The signed request (from `cohort change sign`).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+    /// Which member to send it to (--member NAME), and the key that opens the channel.
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Wait until every member in the cluster file has installed the change (at most
+    /// --timeout-secs).
+    #[arg(long)]
+    wait: bool,
+}
+
 pub fn run(command: &ChangeCommand) -> anyhow::Result<()> {
     match command {
         ChangeCommand::Sign(args) => sign(args),
         ChangeCommand::Show { file } => show(file),
+        ChangeCommand::Submit(args) => submit(args),
     }
 }
 
@@ -130,41 +162,92 @@ pub fn parse_member(spec: &str) -> anyhow::Result<MemberInfo> {
 }
 
 fn sign(args: &SignArgs) -> anyhow::Result<()> {
-    let keys = keyfile::read_key_file(&args.key).context("could not read the operator key")?;
+    let config = client_config()?;
+    let key = with_defaults(&args.key, "COHORT_KEY", config.key.as_ref()).context(
+        "say which operator key signs: --key FILE (or $COHORT_KEY, or `key` in the client config)",
+    )?;
+    let keys = keyfile::read_key_file(&key).context("could not read the operator key")?;
     let changes = parse_changes(&args.set, &args.unset, &args.add_member, &args.remove_member)?;
-    let request = ChangeRequest {
-        cluster_id: args.cluster.clone(),
-        base: args.base,
-        changes,
-        operator: keys.public().signing,
+    let file = with_defaults(&args.cluster_file, "COHORT_CLUSTER", config.cluster.as_ref())
+        .map(|path| ClusterFile::load(&path))
+        .transpose()?;
+    let cluster_id = match (&args.cluster, &file) {
+        (Some(id), _) => id.clone(),
+        (None, Some(file)) => file.cluster_id.clone(),
+        (None, None) => bail!("say which cluster: --cluster-file cluster.toml, or --cluster ID"),
     };
+    let base = match (args.base.full(), &file) {
+        (Some(version), _) => version,
+        (None, Some(file)) => {
+            // Members author every version but the first, which the operator who ran `init` signed.
+            let members = file.members.iter().map(|m| m.identity()).collect::<anyhow::Result<Vec<_>>>()?;
+            let authors = members.iter().map(PublicIdentity::node_id).chain([keys.node_id()]);
+            args.base.resolve(authors)?
+        }
+        (None, None) => bail!(
+            "--base `v{}@…` names its author by a prefix: give --cluster-file to resolve it, or the full form \
+             `cohort status --json` prints",
+            args.base.counter
+        ),
+    };
+    let request = ChangeRequest { cluster_id, base, changes, operator: keys.public().signing };
     let signed = Signed::sign(request, &keys).context("could not sign the request")?;
     let bytes = wire::encode(&signed).context("could not encode the request")?;
     std::fs::write(&args.out, bytes).with_context(|| format!("could not write {}", args.out.display()))?;
     println!(
-        "wrote {} ({} changes, operator {})",
+        "wrote {} ({}, based on {}, operator {})",
         args.out.display(),
-        signed.body.changes.len(),
+        plural(signed.body.changes.len(), "change"),
+        base,
         keys.node_id()
     );
     Ok(())
 }
 
-fn show(file: &PathBuf) -> anyhow::Result<()> {
+/// Reads and decodes a request file, and checks its signature against the key it names.
+fn read_request(file: &Path) -> anyhow::Result<(Signed<ChangeRequest>, bool)> {
+    let len = std::fs::metadata(file).with_context(|| format!("could not read {}", file.display()))?.len();
+    if len > 2 * MAX_ENCODED_CONFIG as u64 {
+        bail!("{} is {len} bytes: larger than any change request", file.display());
+    }
     let bytes = std::fs::read(file).with_context(|| format!("could not read {}", file.display()))?;
     let signed: Signed<ChangeRequest> =
         wire::decode(&bytes).with_context(|| format!("{} is not a change request", file.display()))?;
+    let verified = signed.verify_with_signing_key(&signed.body.operator).is_ok();
+    Ok((signed, verified))
+}
+
+fn show(file: &Path) -> anyhow::Result<()> {
+    let (signed, verified) = read_request(file)?;
     let request = &signed.body;
-    let verified = signed.verify_with_signing_key(&request.operator).is_ok();
-    println!("cluster   {}", request.cluster_id);
-    println!("base      {}", request.base.to_full_string());
-    println!("operator  {}", NodeId::of_signing_key(&request.operator));
-    println!("signature {}", if verified { "valid" } else { "INVALID" });
+    println!("cluster    {:?}", request.cluster_id);
+    println!("based on   {} ({})", request.base, request.base.to_full_string());
+    println!("operator   {}", NodeId::of_signing_key(&request.operator));
+    println!("signature  {}", if verified { "valid" } else { "INVALID" });
+    println!("{}:", plural(request.changes.len(), "change"));
     for change in &request.changes {
-        println!("change    {change:?}");
+        println!("  {change}");
     }
     if !verified {
         bail!("the request's signature does not verify against its operator key");
     }
     Ok(())
+}
+
+fn submit(args: &SubmitArgs) -> anyhow::Result<()> {
+    let (signed, verified) = read_request(&args.file)?;
+    if !verified {
+        bail!("{}: the signature does not verify; it was altered after signing", args.file.display());
+    }
+    let node = args.target.resolve()?;
+    let base = signed.body.base;
+    let version = match node.ask(&AdminRequest::Change(signed))? {
+        AdminResponse::ChangeAccepted { version } => version,
+        AdminResponse::ChangeRejected { reason } => {
+            bail!("{} rejected the change (based on {base}): {reason}", node.name)
+        }
+        AdminResponse::Error(e) => bail!("{} refused the change: {e}", node.name),
+        other => bail!("{} answered a change with {other:?}", node.name),
+    };
+    report_accepted(&node, &args.target, version, args.wait)
 }

@@ -50,7 +50,7 @@ pub struct MemberEntry {
 }
 
 /// A public identity from its two keys in hex, naming `whose` keys they are in any error.
-fn identity_from_hex(whose: &str, ed25519: &str, x25519: &str) -> anyhow::Result<PublicIdentity> {
+pub fn identity_from_hex(whose: &str, ed25519: &str, x25519: &str) -> anyhow::Result<PublicIdentity> {
     let key = |text: &str, what: &str| -> anyhow::Result<[u8; 32]> {
         let mut out = [0u8; 32];
         hex::decode_to_slice(text, &mut out)

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply};
 use cohort_core::member::Change;
+use cohort_core::policy::policy_file::PolicyFile;
 
 use crate::admin::render_status;
 use crate::init;
@@ -283,10 +284,11 @@ fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
     let agents_dir = args.dir.join("policy").join("agents");
     let files: Vec<PathBuf> =
         (0..POLICY_AGENTS).map(|a| agents_dir.join(format!("agent-{a:02}.policy"))).collect();
-    while !files
-        .iter()
-        .all(|f| std::fs::read_to_string(f).is_ok_and(|t| t.contains("firewall.default = \"deny\"")))
-    {
+    let denies = |f: &PathBuf| {
+        let written = std::fs::read_to_string(f).ok().and_then(|t| PolicyFile::parse(&t).ok());
+        written.is_some_and(|w| w.params.get("firewall.default").is_some_and(|v| v == "deny"))
+    };
+    while !files.iter().all(denies) {
         if change_started.elapsed() > Duration::from_secs(30) {
             bail!("the policy did not reach every agent within 30 s");
         }
@@ -327,8 +329,9 @@ fn policy_tier(started: Instant, args: &init::Args) -> anyhow::Result<()> {
 fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow::Result<()> {
     let state = crate::exec_client::StateArgs { state_dir: Some(dir.join("client")) };
     let login = crate::exec_client::LoginArgs {
-        cluster: args.dir.join("cluster.toml"),
-        user: "alice".into(),
+        cluster: Some(args.dir.join("cluster.toml")),
+        user: Some("alice".into()),
+        gateway: None,
         password_file: Some(args.dir.join("alice.password")),
         state: state.clone(),
     };
@@ -346,6 +349,7 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
             exclude: Vec::new(),
             rerun: None,
             lines: false,
+            gather: false,
             largest_status: false,
             connect_timeout: 10.0,
             fanout: 4,
@@ -358,6 +362,7 @@ fn parallel_commands(started: Instant, dir: &Path, args: &init::Args) -> anyhow:
             state: state.clone(),
         },
         no_stdin: true,
+        env: Vec::new(),
         command: argv.iter().map(|a| (*a).to_owned()).collect(),
     };
     println!();

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use cohort_core::PublicIdentity;
 use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply};
-use cohort_core::exec::acl::{AclEntry, Limits};
+use cohort_core::exec::acl::{ANY_COMMAND, AclEntry, Limits};
 use cohort_core::exec::directory::{
     ACL_PREFIX, HOST_PREFIX, ManagedHost, acl_setting, check_setting, parse_acl_setting, parse_duration_ms,
     parse_host_setting,
@@ -68,12 +68,20 @@ pub enum AclCommand {
         /// Local users it may run as (comma-separated).
         #[arg(long, value_name = "USERS", value_delimiter = ',', required = true)]
         run_as: Vec<String>,
-        /// Programs it may run (argv[0]; `*` for any that is not a shell), comma-separated.
+        /// Programs it may run, comma-separated: absolute paths or patterns on them (`*` and `?`
+        /// within one path segment: `/usr/bin/uptime,/opt/app/bin/*`), which argv[0] must match
+        /// as written; or `*` for any command, through which a shell can be reached.
         #[arg(long, value_name = "PROGRAMS", value_delimiter = ',')]
         commands: Vec<String>,
-        /// It may run shells (and programs that run commands for it).
+        /// argv[0] may be a shell or `env`, `sudo`, `su`, `busybox` (if --commands permits it).
+        /// Without it a listed program that runs commands itself (nice, timeout, xargs, an
+        /// interpreter) still reaches a shell: list only what may do so.
         #[arg(long)]
         shell: bool,
+        /// Variables a client may pass with `cohort exec --env`, by exact name, comma-separated
+        /// (no wildcard; PATH or LD_PRELOAD only if named).
+        #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+        env: Vec<String>,
         /// Directories under which `cohort copy` may write, comma-separated.
         #[arg(long, value_name = "DIRS", value_delimiter = ',')]
         copy: Vec<String>,
@@ -171,6 +179,7 @@ pub fn acl(command: &AclCommand) -> anyhow::Result<()> {
             run_as,
             commands,
             shell,
+            env,
             copy,
             audit,
             max_fanout,
@@ -196,11 +205,15 @@ pub fn acl(command: &AclCommand) -> anyhow::Result<()> {
                 run_as: set(run_as),
                 commands: set(commands),
                 shell: *shell,
+                env: set(env),
                 copy: set(copy),
                 audit: *audit,
                 limits,
             };
             let change = setting(format!("{ACL_PREFIX}{principal}"), acl_setting(&entry))?;
+            if entry.commands.contains(ANY_COMMAND) {
+                eprintln!("note: commands {}", commands_text(&entry));
+            }
             send_change(&target.resolve()?, target, vec![change], *wait)
         }
         AclCommand::Remove { principal, target, wait } => {
@@ -230,7 +243,7 @@ pub fn acl(command: &AclCommand) -> anyhow::Result<()> {
 }
 
 /// The shared settings of the member's active configuration, through its lookup service.
-fn active_settings(target: &TargetArgs) -> anyhow::Result<(Version, Vec<(String, String)>)> {
+pub(crate) fn active_settings(target: &TargetArgs) -> anyhow::Result<(Version, Vec<(String, String)>)> {
     let node = target.resolve()?;
     match node.ask(&AdminRequest::Lookup { key: None })? {
         AdminResponse::Lookup(LookupReply::Settings { version, settings }) => Ok((version, settings)),
@@ -241,15 +254,36 @@ fn active_settings(target: &TargetArgs) -> anyhow::Result<(Version, Vec<(String,
     }
 }
 
+fn list(set: &BTreeSet<String>) -> String {
+    if set.is_empty() { "-".to_owned() } else { set.iter().cloned().collect::<Vec<_>>().join(", ") }
+}
+
+/// What the commands of `e` permit, said plainly.
+fn commands_text(e: &AclEntry) -> String {
+    if e.commands.contains(ANY_COMMAND) {
+        format!("{ANY_COMMAND} (any command: a shell can be reached through it)")
+    } else if e.commands.is_empty() {
+        "- (none)".to_owned()
+    } else {
+        format!("{} (argv[0] as an absolute path matching one of these)", list(&e.commands))
+    }
+}
+
+fn shell_text(e: &AclEntry) -> &'static str {
+    if e.shell {
+        "yes (argv[0] may be a shell, if the commands permit it)"
+    } else {
+        "no (argv[0] may not be a shell; a permitted program may still start one)"
+    }
+}
+
 fn render_entry(name: &str, e: &AclEntry) -> String {
-    let list = |set: &BTreeSet<String>| {
-        if set.is_empty() { "-".to_owned() } else { set.iter().cloned().collect::<Vec<_>>().join(", ") }
-    };
     format!(
-        "{name}\n  run as      {}\n  commands    {}\n  shell       {}\n  copy under  {}\n  ceilings    fan-out {}, T1+T2 {} s, {} runs at once\n",
+        "{name}\n  run as      {}\n  commands    {}\n  shell       {}\n  env         {}\n  copy under  {}\n  ceilings    fan-out {}, T1+T2 {} s, {} runs at once\n",
         list(&e.run_as),
-        list(&e.commands),
-        if e.shell { "yes" } else { "no" },
+        commands_text(e),
+        shell_text(e),
+        list(&e.env),
         list(&e.copy),
         e.limits.max_fanout,
         e.limits.max_time_ms / 1000,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use cohort_core::child_env::is_var_name;
 use cohort_core::exec::gateway::{ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult};
 use cohort_core::exec::nodeset;
 use cohort_core::exec::task::{MAX_STDIN, Task};
@@ -21,8 +22,11 @@ use cohort_io_mio::child::current_user;
 use cohort_io_mio::{entropy, keyfile};
 use serde::{Deserialize, Serialize};
 
+use crate::client_config::client_config;
 use crate::cluster_file::ClusterFile;
+use crate::hosts_file;
 use crate::results::{exit_status, host_json, print_lines, render_grouped, summary};
+use crate::target::with_defaults;
 
 /// What `cohort login` keeps: where the gateway is, its pinned key, and the credential.
 #[derive(Debug, Serialize, Deserialize)]
@@ -34,18 +38,17 @@ struct Session {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct StateArgs {
-    /// Where the client key and credential live (default: $COHORT_HOME, else ~/.cohort).
+    /// Where the client key and credential live (default: $COHORT_HOME, else `state_dir` in the
+    /// client config, else ~/.cohort).
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 }
 
 impl StateArgs {
     fn dir(&self) -> anyhow::Result<PathBuf> {
-        if let Some(dir) = &self.state_dir {
-            return Ok(dir.clone());
-        }
-        if let Some(home) = std::env::var_os("COHORT_HOME") {
-            return Ok(PathBuf::from(home));
+        if let Some(dir) = with_defaults(&self.state_dir, "COHORT_HOME", client_config()?.state_dir.as_ref())
+        {
+            return Ok(dir);
         }
         let home = std::env::var_os("HOME").context("set HOME, COHORT_HOME or --state-dir")?;
         Ok(PathBuf::from(home).join(".cohort"))
@@ -65,12 +68,17 @@ fn client_keys(dir: &Path) -> anyhow::Result<NodeKeys> {
 
 #[derive(Debug, clap::Args)]
 pub struct LoginArgs {
-    /// The cluster file naming the gateway (from `cohort init`).
+    /// The cluster file naming the gateway and pinning its key (from `cohort init`).
+    /// [default: $COHORT_CLUSTER, else `cluster` in the client config]
     #[arg(long, value_name = "FILE")]
-    pub cluster: PathBuf,
-    /// The principal to log in as.
+    pub cluster: Option<PathBuf>,
+    /// The principal to log in as. [default: $COHORT_USER, else `user` in the client config]
     #[arg(long, short = 'u')]
-    pub user: String,
+    pub user: Option<String>,
+    /// Reach the gateway at this address instead of the cluster file's (its key stays the one
+    /// the cluster file pins). [default: $COHORT_GATEWAY, else `gateway` in the client config]
+    #[arg(long, value_name = "IP:PORT")]
+    pub gateway: Option<SocketAddr>,
     /// Read the password from this file instead of asking.
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
@@ -79,16 +87,32 @@ pub struct LoginArgs {
 }
 
 pub fn login(args: &LoginArgs) -> anyhow::Result<()> {
-    let file = ClusterFile::load(&args.cluster)?;
-    let gateway =
+    let config = client_config()?;
+    let cluster = with_defaults(&args.cluster, "COHORT_CLUSTER", config.cluster.as_ref()).context(
+        "say which cluster: --cluster cluster.toml (or $COHORT_CLUSTER, or `cluster` in the client config)",
+    )?;
+    let user = with_defaults(&args.user, "COHORT_USER", config.user.as_ref())
+        .context("say who logs in: -u NAME (or $COHORT_USER, or `user` in the client config)")?;
+    let file = ClusterFile::load(&cluster)?;
+    let mut gateway =
         file.gateway.context("the cluster file names no gateway; run `cohort init --exec-hosts N`")?;
+    let address = match &args.gateway {
+        Some(addr) => Some(*addr),
+        None => match std::env::var("COHORT_GATEWAY").ok().filter(|v| !v.is_empty()) {
+            Some(text) => {
+                Some(text.parse().with_context(|| format!("COHORT_GATEWAY `{text}` is not IP:PORT"))?)
+            }
+            None => config.gateway,
+        },
+    };
+    gateway.address = address.unwrap_or(gateway.address);
     let identity = gateway.identity()?;
     let dir = args.state.dir()?;
     let keys = client_keys(&dir)?;
-    let password = read_password(args.password_file.as_deref(), &args.user)?;
+    let password = read_password(args.password_file.as_deref(), &user)?;
     let timeout = Duration::from_secs(15);
     let mut client = ChannelClient::connect(gateway.address, identity, &keys, timeout)?;
-    client.send(&GatewayWire::Client(ClientRequest::Login { principal: args.user.clone(), password }))?;
+    client.send(&GatewayWire::Client(ClientRequest::Login { principal: user.clone(), password }))?;
     match client.recv::<GatewayReply>(timeout)? {
         GatewayReply::Client(ClientEvent::LoggedIn { credential }) => {
             let expires = credential.body.expires;
@@ -97,7 +121,7 @@ pub fn login(args: &LoginArgs) -> anyhow::Result<()> {
             let bytes = wire::encode(&session)?;
             write_private(&path, &bytes)?;
             let hours = expires.0.saturating_sub(wall_ms()) as f64 / 3_600_000.0;
-            println!("logged in as {}; credential in {} expires in {hours:.1} h", args.user, path.display());
+            println!("logged in as {user}; credential in {} expires in {hours:.1} h", path.display());
             Ok(())
         }
         GatewayReply::Client(ClientEvent::Refused { reason }) => bail!("{reason}"),
@@ -163,9 +187,10 @@ fn load_session(dir: &Path) -> anyhow::Result<Session> {
 /// as whom, and how the results show.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Target hosts as a node set: `web[01-20,33],db[1-3]`, `@group` from the cluster
-    /// configuration, or `^FILE` for the node sets in FILE (one per line, `#` comments).
-    #[arg(short = 'w', long = "hosts", value_name = "NODESET", required_unless_present = "rerun")]
+    /// Target hosts as a node set: `web[01-20,33],db[1-3]`, `h[1-10/2]!h5`, `@group` from the
+    /// cluster configuration, or `^FILE` for the node sets in FILE (one per line, `#` comments).
+    /// Without -w: the hosts file named by $COHORT_HOSTS_FILE, else by $WCOLL.
+    #[arg(short = 'w', long = "hosts", value_name = "NODESET")]
     pub hosts: Option<String>,
     /// Hosts to leave out, in the same forms as -w.
     #[arg(short = 'x', long = "exclude", value_name = "NODESET")]
@@ -196,6 +221,10 @@ pub struct RunArgs {
     /// One JSON object per host instead of grouped output.
     #[arg(long, conflicts_with = "lines")]
     pub json: bool,
+    /// Grouped output: hosts with identical output and outcome under one folded node set (the
+    /// default; clush's and dshbak's -b, accepted so their habits work). Not with -L or --json.
+    #[arg(short = 'b', long = "gather", conflicts_with_all = ["lines", "json"])]
+    pub gather: bool,
     /// `host: line` for every line, printed as each host's result arrives (pdsh's way) instead
     /// of grouped output; stderr lines go to stderr, and a host that did not exit 0 gets a
     /// `host: [outcome]` line there.
@@ -222,10 +251,16 @@ pub struct ExecArgs {
     /// to 1 MiB, and every host's command reads it).
     #[arg(long)]
     pub no_stdin: bool,
+    /// Pass NAME=VALUE to the command's environment (repeatable). The command otherwise starts
+    /// in the run-as user's reset environment (PATH, HOME, USER, LOGNAME, SHELL); each host
+    /// refuses a NAME its ACL's env does not list, and so does the gateway, up front.
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = env_var)]
+    pub env: Vec<(String, String)>,
     /// The command and its arguments (run directly, no shell; `%h` is each host's name, `%%` a
     /// literal `%`). Everything from the first word that is not an option of cohort's is the
-    /// command's, its own options included; `--` before it is accepted and never needed.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true, value_name = "CMD")]
+    /// command's, its own options included; `--` is needed only before a command whose first
+    /// word starts with `-` (a mistyped option of cohort's is an error, never a command).
+    #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
 }
 
@@ -246,22 +281,6 @@ struct LastRun {
 
 const LAST_RUN: &str = "last-run.json";
 
-/// A node set as given: `^FILE` reads the node sets in FILE, one per line.
-fn node_set_arg(text: &str) -> anyhow::Result<String> {
-    let Some(path) = text.strip_prefix('^') else { return Ok(text.to_owned()) };
-    let content =
-        std::fs::read_to_string(path).with_context(|| format!("could not read the host file `{path}`"))?;
-    let sets: Vec<&str> = content
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or_default().trim())
-        .filter(|l| !l.is_empty())
-        .collect();
-    if sets.is_empty() {
-        bail!("the host file `{path}` names no hosts");
-    }
-    Ok(sets.join(","))
-}
-
 /// Checks a node set's syntax here, so a typo fails before anything is sent; groups resolve at
 /// the gateway.
 fn check_node_set(set: &str, what: &str) -> anyhow::Result<()> {
@@ -269,13 +288,18 @@ fn check_node_set(set: &str, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The hosts to run on: -w (or ^FILE), narrowed to the last run's failed or ok hosts with --rerun.
+/// The hosts to run on: -w (or ^FILE, or the hosts file of $COHORT_HOSTS_FILE or $WCOLL),
+/// narrowed to the last run's failed or ok hosts with --rerun.
 fn target_hosts(args: &RunArgs, dir: &Path) -> anyhow::Result<Vec<String>> {
-    let named = args.hosts.as_deref().map(node_set_arg).transpose()?;
-    if let Some(set) = &named {
+    let named = match (&args.hosts, args.rerun) {
+        (Some(hosts), _) => Some(hosts_file::node_sets_arg(hosts)?),
+        (None, None) => Some(hosts_file::default_targets()?),
+        (None, Some(_)) => None,
+    };
+    for set in named.iter().flatten() {
         check_node_set(set, "host list")?;
     }
-    let Some(which) = args.rerun else { return Ok(named.into_iter().collect()) };
+    let Some(which) = args.rerun else { return Ok(named.unwrap_or_default()) };
     let path = dir.join(LAST_RUN);
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!("no last run to rerun ({} is missing); run `cohort exec -w ...` first", path.display())
@@ -286,8 +310,12 @@ fn target_hosts(args: &RunArgs, dir: &Path) -> anyhow::Result<Vec<String>> {
         Rerun::Failed => last.failed,
         Rerun::Ok => last.ok,
     };
-    if let Some(set) = &named {
-        let allowed = nodeset::expand(set, &|_| None).context("with --rerun, -w takes plain host names")?;
+    if let Some(sets) = &named {
+        let mut allowed = Vec::new();
+        for set in sets {
+            allowed
+                .extend(nodeset::expand(set, &|_| None).context("with --rerun, -w takes plain host names")?);
+        }
         hosts.retain(|h| allowed.contains(h));
     }
     if hosts.is_empty() {
@@ -337,10 +365,22 @@ fn seconds_ms(value: f64, name: &str) -> anyhow::Result<u64> {
     Ok((value * 1000.0) as u64)
 }
 
+/// `--env NAME=VALUE`: split at the first `=`, the name checked with core's rule (the hosts
+/// check it again, with the count and size of all of them).
+fn env_var(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once('=').ok_or_else(|| format!("`{text}` is not NAME=VALUE"))?;
+    if !is_var_name(name) {
+        return Err(format!(
+            "`{name}` is not a variable name (letters, digits and `_`, not starting with a digit)"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
 /// `cohort exec`: the command, with standard input forwarded; true if every host exited 0.
 pub fn exec(args: &ExecArgs) -> anyhow::Result<u8> {
     let stdin = forwarded_stdin(args)?;
-    run(&args.run, Task::Run { argv: args.command.clone(), stdin })
+    run(&args.run, Task::Run { argv: args.command.clone(), stdin, env: args.env.clone() })
 }
 
 /// Runs `task` on the hosts `args` name and shows the results; returns the status to exit with:
@@ -348,7 +388,10 @@ pub fn exec(args: &ExecArgs) -> anyhow::Result<u8> {
 pub fn run(args: &RunArgs, task: Task) -> anyhow::Result<u8> {
     let dir = args.state.dir()?;
     let hosts = target_hosts(args, &dir)?;
-    let exclude = args.exclude.iter().map(|x| node_set_arg(x)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut exclude = Vec::new();
+    for x in &args.exclude {
+        exclude.extend(hosts_file::node_sets_arg(x)?);
+    }
     for set in &exclude {
         check_node_set(set, "exclusion list")?;
     }

@@ -4,7 +4,7 @@
 //! password hash, and makes the `exec` member host N managed hosts, each with its own key and
 //! loopback address. The hosts and the principal's ACL entry go into the genesis configuration.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
@@ -132,8 +132,11 @@ impl ExecPlan {
             .collect();
         let entry = AclEntry {
             run_as: [run_as].into(),
+            // Any command (a demo site's operator may do anything its user may); `acl set` narrows
+            // it to absolute paths.
             commands: ["*".to_owned()].into(),
             shell: false,
+            env: BTreeSet::new(),
             copy: ["/tmp".to_owned()].into(),
             // The site's one principal is its operator: it reads the whole trail.
             audit: true,

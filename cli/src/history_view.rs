@@ -25,7 +25,7 @@ pub fn render_history(points: &[HistoryPoint]) -> String {
         return format!("{NOTHING}\n");
     };
     let mut out = format!(
-        "{} sync{} from {} to {} UTC\n",
+        "{} sync{} from {} to {}\n",
         points.len(),
         if points.len() == 1 { "" } else { "s" },
         utc_text(first.at.0),
@@ -150,7 +150,7 @@ pub fn plot_history(points: &[HistoryPoint], path: &Path) -> anyhow::Result<()> 
 
     let x_max = (span_ms as f64 / unit_ms).max(1.0);
     let threat_max = threats.iter().flat_map(|s| s.points.iter().map(|&(_, y)| y)).fold(0.0, f64::max);
-    let x_desc = format!("{unit} since {} UTC", utc_text(start));
+    let x_desc = format!("{unit} since {}", utc_text(start));
     draw(path, &x_desc, x_max, &compliance, &threats, (threat_max * 1.1).max(1.0))
         .with_context(|| format!("drawing the history plot {}", path.display()))
 }
@@ -426,18 +426,18 @@ mod tests {
     fn tables_by_local_and_by_platform() {
         let text = render_history(&points());
         print!("{text}");
-        assert!(text.starts_with("6 syncs from 2026-01-01 00:00:00 to 2026-01-01 00:05:00 UTC\n"));
+        assert!(text.starts_with("6 syncs from 2026-01-01T00:00:00Z to 2026-01-01T00:05:00Z\n"));
 
         let by_local = squeezed(section(&text, "by local server"));
         assert_eq!(by_local[1], "time local agents clean compliance threats silent");
         assert_eq!(by_local.len(), 2 + 6);
         for row in [
-            "2026-01-01 00:00:00 local-00 15 13 93% of 120 1 2",
-            "2026-01-01 00:01:00 local-01 10 7 85% of 100 2 0",
-            "2026-01-01 00:02:00 local-00 15 13 97% of 120 0 1",
-            "2026-01-01 00:03:00 local-01 10 0 unmeasured 0 3",
-            "2026-01-01 00:04:00 local-00 16 15 92% of 130 1 0",
-            "2026-01-01 00:05:00 local-01 10 10 100% of 100 0 0",
+            "2026-01-01T00:00:00Z local-00 15 13 93% of 120 1 2",
+            "2026-01-01T00:01:00Z local-01 10 7 85% of 100 2 0",
+            "2026-01-01T00:02:00Z local-00 15 13 97% of 120 0 1",
+            "2026-01-01T00:03:00Z local-01 10 0 unmeasured 0 3",
+            "2026-01-01T00:04:00Z local-00 16 15 92% of 130 1 0",
+            "2026-01-01T00:05:00Z local-01 10 10 100% of 100 0 0",
         ] {
             assert!(by_local.iter().any(|l| l == row), "missing {row:?} in {by_local:#?}");
         }
@@ -448,15 +448,15 @@ mod tests {
         assert_eq!(by_platform.len(), 2 + 12);
         for row in [
             // only local-00 has synced
-            "2026-01-01 00:00:00 linux/12/web 10 8 92% of 100 1",
-            "2026-01-01 00:00:00 linux/12/db 5 5 100% of 20 0",
+            "2026-01-01T00:00:00Z linux/12/web 10 8 92% of 100 1",
+            "2026-01-01T00:00:00Z linux/12/db 5 5 100% of 20 0",
             // local-00's first sync plus local-01's
-            "2026-01-01 00:01:00 linux/12/db 11 8 81% of 80 2",
+            "2026-01-01T00:01:00Z linux/12/db 11 8 81% of 80 2",
             // local-01 measured nothing: only local-00's checks count, all agents do
-            "2026-01-01 00:03:00 linux/12/web 14 9 97% of 100 0",
+            "2026-01-01T00:03:00Z linux/12/web 14 9 97% of 100 0",
             // both locals' last syncs
-            "2026-01-01 00:05:00 linux/12/web 15 14 93% of 150 1",
-            "2026-01-01 00:05:00 linux/12/db 11 11 100% of 80 0",
+            "2026-01-01T00:05:00Z linux/12/web 15 14 93% of 150 1",
+            "2026-01-01T00:05:00Z linux/12/db 11 11 100% of 80 0",
         ] {
             assert!(by_platform.iter().any(|l| l == row), "missing {row:?} in {by_platform:#?}");
         }
@@ -488,9 +488,9 @@ mod tests {
         let text = render_history(&[a, b]);
         let by_platform = squeezed(section(&text, "by platform"));
         let max = u64::MAX;
-        let row = format!("2026-01-01 00:01:00 linux/12/web {max} {max} 100% of {max} 2");
+        let row = format!("2026-01-01T00:01:00Z linux/12/web {max} {max} 100% of {max} 2");
         assert!(by_platform.contains(&row), "{by_platform:#?}");
-        assert!(by_platform.contains(&"2026-01-01 00:01:00 linux/12/db 0 0 unmeasured 0".to_owned()));
+        assert!(by_platform.contains(&"2026-01-01T00:01:00Z linux/12/db 0 0 unmeasured 0".to_owned()));
     }
 
     #[test]
@@ -508,7 +508,7 @@ mod tests {
             "all locals",
             "compliance %",
             "threats",
-            "minutes since 2026-01-01 00:00:00 UTC",
+            "minutes since 2026-01-01T00:00:00Z",
         ] {
             assert!(texts.contains(&label), "no text {label:?} in {texts:?}");
         }

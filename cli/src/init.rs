@@ -36,8 +36,8 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     if args.policy_locals > 0 {
         let policy = args.dir.join("policy");
         println!(
-            "  policy tier   master and {} locals: cohort node run --config {}/NAME/node.toml",
-            args.policy_locals,
+            "  policy tier   master and {}: cohort node run --config {}/NAME/node.toml",
+            crate::plural::plural(u64::from(args.policy_locals), "local"),
             policy.display()
         );
         if args.policy_agents > 0 {

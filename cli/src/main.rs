@@ -4,6 +4,7 @@
 mod admin;
 mod audit;
 mod change;
+mod client_config;
 mod cluster_file;
 mod copy_cli;
 mod demo;
@@ -11,20 +12,28 @@ mod directory_cli;
 mod exec_client;
 mod exec_setup;
 mod history_view;
+mod hosts_file;
 mod init;
 mod init_args;
 mod join;
 mod keygen;
 mod local_get;
 mod node;
+mod node_log;
+mod nodeset_cli;
+mod plural;
 mod policy_agents;
 mod policy_ask;
 mod policy_cli;
 mod policy_setup;
 mod principal_cli;
+#[cfg(test)]
+mod readme_commands;
 mod results;
+mod shell_docs;
 mod sim;
 mod target;
+mod time_arg;
 
 use std::process::ExitCode;
 
@@ -71,6 +80,8 @@ enum Command {
     Login(exec_client::LoginArgs),
     /// Run a command on many hosts at once.
     Exec(exec_client::ExecArgs),
+    /// Expand, fold or count node sets, or list the cluster's groups (ClusterShell's `nodeset`).
+    Nodeset(nodeset_cli::NodesetArgs),
     /// Send files to many hosts (atomic on each host, mode kept, each file's hash audited).
     Copy(copy_cli::CopyArgs),
     /// Add, remove or list managed hosts (a signed configuration change).
@@ -91,13 +102,10 @@ enum Command {
     /// Run a protocol scenario on simulated hosts (turmoil) and report what happened.
     #[command(subcommand)]
     Sim(sim::SimCommand),
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(shell_docs::CompletionsArgs),
+    /// Write man pages for cohort and each of its commands.
+    InstallMan(shell_docs::InstallManArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,13 +115,12 @@ fn main() -> ExitCode {
         Command::Key(command) => keygen::run_key(&command),
         Command::Change(command) => change::run(&command),
         Command::Sim(command) => sim::run(&command),
+        Command::Completions(args) => shell_docs::completions(&args),
+        Command::InstallMan(args) => shell_docs::install_man(&args),
         Command::Demo { stay } => demo::run(stay),
         Command::Init(args) => init::run(&args),
         Command::Join(args) => join::join(&args),
-        Command::Node(command) => {
-            init_logging();
-            node::run(&command)
-        }
+        Command::Node(command) => node::run(&command),
         Command::Status(args) => admin::status(&args),
         Command::Get(args) => admin::get(&args),
         Command::Admin(command) => admin::admin(&command),
@@ -123,6 +130,7 @@ fn main() -> ExitCode {
         Command::Host(command) => directory_cli::host(&command),
         Command::Principal(command) => principal_cli::run(&command),
         Command::Acl(command) => directory_cli::acl(&command),
+        Command::Nodeset(args) => nodeset_cli::run(&args),
         // Non-zero when any host failed (with -S, the largest status), like pdsh and clush.
         Command::Exec(args) => match exec_client::exec(&args) {
             Ok(status) => return ExitCode::from(status),
@@ -193,6 +201,10 @@ mod tests {
         assert_eq!(command(&["cohort", "exec", "-w", "h01", "true"]), ["true"]);
         assert_eq!(command(&["cohort", "exec", "-w", "h01", "ls", "-l", "-w", "x"]), ["ls", "-l", "-w", "x"]);
         assert_eq!(command(&["cohort", "exec", "-w", "h01", "--", "ls", "-l"]), ["ls", "-l"]);
+        assert_eq!(command(&["cohort", "exec", "-w", "h01", "--", "-weird"]), ["-weird"]);
+        // A mistyped option is not taken for the command.
+        let typo = super::Cli::try_parse_from(["cohort", "exec", "-w", "h01", "--jsn", "true"]);
+        assert!(typo.is_err_and(|e| e.to_string().contains("--jsn")), "a typo ran as a command");
         assert!(
             super::Cli::try_parse_from(["cohort", "exec", "-w", "h01"]).is_err(),
             "a command is required"

@@ -95,7 +95,7 @@ pub fn alerts(args: &AgentsArgs) -> anyhow::Result<()> {
             }
         };
         println!(
-            "#{:<5} {} UTC  {:<19} {about}: {}",
+            "#{:<5} {}  {:<20} {about}: {}",
             a.id,
             cohort_core::exec::audit_view::utc_text(a.at.0),
             a.condition.kind(),

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use cohort_core::WallClock;
+use cohort_core::exec::audit_view::utc_text;
 use cohort_core::policy::document::{Policy, PolicyTarget, Scope};
 use cohort_core::policy::report::PlatformCounts;
 use cohort_core::policy::server::GlobalStatus;
 use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply};
 
+use crate::plural::plural;
 use crate::policy_ask::TierArgs;
 use crate::policy_ask::ask;
 
@@ -179,11 +181,12 @@ pub struct GlobalArgs {
     /// Ask every local now (with a deadline) instead of reading stored syncs.
     #[arg(long)]
     pub current: bool,
-    /// Only syncs at or after this time (Unix milliseconds).
-    #[arg(long, value_name = "UNIX_MS")]
+    /// Only syncs at or after this time: an age (10m, 2h, 1d), a date or time in UTC
+    /// (2026-11-24, 2026-11-24T08:00:00Z), or Unix ms.
+    #[arg(long, value_name = "TIME", value_parser = crate::time_arg::time_arg)]
     pub since: Option<u64>,
-    /// Only syncs at or before this time (Unix milliseconds; with --history).
-    #[arg(long, value_name = "UNIX_MS", requires = "history")]
+    /// Only syncs at or before this time, in the same forms (with --history).
+    #[arg(long, value_name = "TIME", requires = "history", value_parser = crate::time_arg::time_arg)]
     pub until: Option<u64>,
     /// Every sync the master stored, as a time series per local server and per platform.
     #[arg(long, conflicts_with = "current")]
@@ -206,11 +209,14 @@ pub fn global_status(args: &GlobalArgs, key: &Option<PathBuf>, json: bool) -> an
     } else {
         print!("{}", render_global(&status));
     }
-    // A current status that left servers out is printed, then failed, so a script notices.
-    if status.current && status.partial() {
+    // A status that left servers out is printed, then failed, so a script notices.
+    if status.partial() {
+        let missing = status.missing.join(", ");
+        let why =
+            if status.current { "did not answer within the deadline" } else { "sent no sync in the span" };
         bail!(
-            "the status is PARTIAL: {} did not answer within the deadline; their agents are not counted",
-            status.missing.join(", ")
+            "the status is PARTIAL: {missing} {why}; the {} below, as their last syncs counted them, are counted as not reporting",
+            plural(status.unanswered_agents(), "agent")
         );
     }
     Ok(())
@@ -245,7 +251,7 @@ fn history(args: &GlobalArgs, key: &Option<PathBuf>, json: bool) -> anyhow::Resu
     }
     if let Some(path) = &args.plot {
         crate::history_view::plot_history(&points, path)?;
-        eprintln!("wrote {} ({} syncs)", path.display(), points.len());
+        eprintln!("wrote {} ({})", path.display(), plural(points.len(), "sync"));
     }
     Ok(())
 }
@@ -271,30 +277,143 @@ fn table(out: &mut String, title: &str, rows: &std::collections::BTreeMap<String
 
 pub fn render_global(status: &GlobalStatus) -> String {
     let a = &status.aggregate;
+    let partial = match (status.partial(), status.current) {
+        (false, _) => String::new(),
+        (true, true) => format!(", PARTIAL: no answer from {}", status.missing.join(", ")),
+        (true, false) => format!(", PARTIAL: no sync in the span from {}", status.missing.join(", ")),
+    };
     let mut out = format!(
-        "global status ({}){}: {} agents reporting, {} not reporting\n",
+        "global status ({}){partial}: {} reporting, {} not reporting\n",
         if status.current { "current" } else { "historical" },
-        if status.partial() {
-            format!(", PARTIAL: no answer from {}", status.missing.join(", "))
-        } else {
-            String::new()
-        },
-        a.agents(),
-        a.silent_agents
+        plural(a.agents(), "agent"),
+        plural(status.not_reporting(), "agent"),
     );
+    for (server, u) in &status.unanswered {
+        let why = if status.current { "did not answer" } else { "sent no sync in the span" };
+        let Some(at) = u.last_sync else {
+            out.push_str(&format!("  {server} {why} and never synced: the agents below it are unknown\n"));
+            continue;
+        };
+        let platforms: Vec<String> = u.platforms.iter().map(|(p, n)| format!("{p} {n}")).collect();
+        let platforms =
+            if platforms.is_empty() { String::new() } else { format!(" ({})", platforms.join(", ")) };
+        out.push_str(&format!(
+            "  {server} {why}: {} not reporting, as its last sync at {} counted them{platforms}\n",
+            plural(u.agents, "agent"),
+            utc_text(at.0),
+        ));
+    }
+    if !status.current && !status.as_of.is_empty() {
+        let syncs: Vec<String> =
+            status.as_of.iter().map(|(local, at)| format!("{local} {}", utc_text(at.0))).collect();
+        out.push_str(&format!("  figures as of each local's last sync: {}\n", syncs.join(", ")));
+    }
     table(&mut out, "platform", &a.platforms);
     table(&mut out, "local server", &a.locals);
     if a.failing.is_empty() {
         out.push_str("  failing checks: none\n");
     } else {
-        let failing: Vec<String> = a
-            .failing
-            .iter()
-            .map(|(check, n)| format!("{check} ({n} agent{})", if *n == 1 { "" } else { "s" }))
-            .collect();
+        let failing: Vec<String> =
+            a.failing.iter().map(|(check, n)| format!("{check} ({})", plural(*n, "agent"))).collect();
         out.push_str(&format!("  failing checks: {}\n", failing.join(", ")));
     }
-    let spread: Vec<String> = a.policy_versions.iter().map(|(d, n)| format!("{d}: {n}")).collect();
+    // A version nobody applies is no row; agents yet to apply any policy are said so.
+    let mut spread: Vec<String> = a
+        .policy_versions
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(d, n)| format!("{d}: {}", plural(*n, "agent")))
+        .collect();
+    let none_yet = a.without_policy();
+    if none_yet > 0 {
+        spread.push(format!("none yet: {}", plural(none_yet, "agent")));
+    }
+    if spread.is_empty() {
+        spread.push("none".to_owned());
+    }
     out.push_str(&format!("  policy versions applied: {}\n", spread.join(", ")));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_core::policy::report::Aggregate;
+    use cohort_core::policy::wire::Unanswered;
+
+    /// 2026-01-01 00:00:00 UTC.
+    const T0: u64 = 1_767_225_600_000;
+
+    /// One agent reporting at local-00 on version 1a2b3c4d, and whatever `unanswered` says.
+    fn status(current: bool, unanswered: &[(&str, Unanswered)]) -> GlobalStatus {
+        let one = PlatformCounts { agents: 1, compliant: 1, threats: 0, checks: 2, passed: 2 };
+        let aggregate = Aggregate {
+            platforms: [("linux/12/web".to_owned(), one)].into(),
+            locals: [("local-00".to_owned(), one)].into(),
+            policy_versions: [("1a2b3c4d".to_owned(), 1), ("ffffffff".to_owned(), 0)].into(),
+            ..Aggregate::default()
+        };
+        GlobalStatus {
+            current,
+            missing: unanswered.iter().map(|(s, _)| (*s).to_owned()).collect(),
+            aggregate,
+            as_of: [("local-00".to_owned(), WallClock(T0))].into(),
+            unanswered: unanswered.iter().map(|(s, u)| ((*s).to_owned(), u.clone())).collect(),
+        }
+    }
+
+    fn gone(agents: u64) -> Unanswered {
+        Unanswered {
+            last_sync: Some(WallClock(T0 - 60_000)),
+            agents,
+            platforms: [("linux/12/db".to_owned(), agents)].into(),
+        }
+    }
+
+    #[test]
+    fn a_local_that_did_not_answer_is_named_and_its_agents_counted_as_not_reporting() {
+        let text = render_global(&status(true, &[("local-01", gone(3))]));
+        print!("{text}");
+        assert!(
+            text.starts_with(
+                "global status (current), PARTIAL: no answer from local-01: 1 agent reporting, 3 agents not reporting\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "  local-01 did not answer: 3 agents not reporting, as its last sync at 2025-12-31T23:59:00Z counted them (linux/12/db 3)\n"
+            ),
+            "{text}"
+        );
+        let never = Unanswered::default();
+        let text = render_global(&status(true, &[("local-02", never)]));
+        assert!(
+            text.contains("local-02 did not answer and never synced: the agents below it are unknown"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_stored_status_says_what_each_figure_is_as_of_and_who_sent_nothing_in_the_span() {
+        let text = render_global(&status(false, &[("local-01", gone(1))]));
+        print!("{text}");
+        assert!(text.starts_with("global status (historical), PARTIAL: no sync in the span from local-01: 1 agent reporting, 1 agent not reporting\n"), "{text}");
+        assert!(text.contains("  local-01 sent no sync in the span: 1 agent not reporting"), "{text}");
+        assert!(
+            text.contains("figures as of each local's last sync: local-00 2026-01-01T00:00:00Z"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_version_nobody_applies_has_no_row_and_agents_without_a_policy_are_said() {
+        let text = render_global(&status(true, &[]));
+        assert!(text.contains("  policy versions applied: 1a2b3c4d: 1 agent\n"), "{text}");
+        assert!(!text.contains("ffffffff") && !text.contains("00000000"), "{text}");
+        let mut waiting = status(true, &[]);
+        waiting.aggregate.policy_versions.clear();
+        let text = render_global(&waiting);
+        assert!(text.contains("  policy versions applied: none yet: 1 agent\n"), "{text}");
+    }
 }

@@ -7,6 +7,8 @@ use anyhow::{Context, bail};
 use cohort_io_sim::config_change::Membership;
 use cohort_io_sim::{ConfigChangeScenario, run_config_change};
 
+use crate::plural::plural;
+
 #[derive(Debug, clap::Subcommand)]
 pub enum SimCommand {
     /// One operator change at a random member of N simulated members, under optional loss,
@@ -125,8 +127,10 @@ fn policy(args: &PolicyArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report).context("could not encode the report")?);
     } else {
         println!(
-            "policy fleet: master, {} locals, {} agents, seed {}",
-            report.locals, report.agents, report.seed
+            "policy fleet: master, {}, {}, seed {}",
+            plural(report.locals as u64, "local"),
+            plural(report.agents as u64, "agent"),
+            report.seed
         );
         println!("  bytes reaching the master per {} s sync cycle:", report.sync_window_s);
         println!("    through the tier   {:>12.0}", report.master_bytes_per_cycle);
@@ -136,13 +140,19 @@ fn policy(args: &PolicyArgs) -> anyhow::Result<()> {
         );
         match report.policy_change_to_every_agent_ms {
             Some(ms) => println!(
-                "  policy change at the master reached all {} agents in {:.1} s",
-                report.agents,
+                "  policy change at the master reached {} in {:.1} s",
+                if report.agents == 1 {
+                    "its one agent".to_owned()
+                } else {
+                    format!("all {} agents", report.agents)
+                },
                 ms as f64 / 1000.0
             ),
-            None => {
-                println!("  policy change reached only {} of {} agents", report.agents_applied, report.agents)
-            }
+            None => println!(
+                "  policy change reached only {} of {}",
+                report.agents_applied,
+                plural(report.agents as u64, "agent")
+            ),
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ use cohort_io_mio::admin_client;
 use cohort_io_mio::keyfile;
 use cohort_io_mio::node_config::NodeConfig;
 
+use crate::client_config::client_config;
 use crate::cluster_file::ClusterFile;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -23,17 +24,27 @@ pub struct TargetArgs {
     #[arg(long, value_name = "FILE", conflicts_with = "cluster")]
     pub config: Option<PathBuf>,
     /// The operator's cluster.toml (from `cohort init`); pick a member with --node.
+    /// [default: $COHORT_CLUSTER, else `cluster` in the client config]
     #[arg(long, value_name = "FILE")]
     pub cluster: Option<PathBuf>,
-    /// Which member of --cluster to talk to (default: the first).
-    #[arg(long, value_name = "NAME")]
+    /// Which member of --cluster to talk to (default: $COHORT_NODE, else `node` in the client
+    /// config, else the first).
+    #[arg(long, visible_alias = "member", value_name = "NAME")]
     pub node: Option<String>,
     /// The operator key file: opens the channel, and signs changes.
+    /// [default: $COHORT_KEY, else `key` in the client config]
     #[arg(long, value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// Give up after this many seconds.
+    /// Give up after this many seconds (also bounds --wait).
     #[arg(long, default_value_t = 10)]
     pub timeout_secs: u64,
+}
+
+/// A flag's value, else its `COHORT_*` variable, else the client config's.
+pub fn with_defaults<T: Clone + From<String>>(flag: &Option<T>, var: &str, config: Option<&T>) -> Option<T> {
+    flag.clone()
+        .or_else(|| std::env::var(var).ok().filter(|v| !v.is_empty()).map(T::from))
+        .or_else(|| config.cloned())
 }
 
 /// A node to talk to, and the key to talk with.
@@ -47,10 +58,25 @@ pub struct Target {
 }
 
 impl TargetArgs {
+    /// The cluster file: --cluster, $COHORT_CLUSTER or the client config's.
+    pub fn cluster_file(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(with_defaults(&self.cluster, "COHORT_CLUSTER", client_config()?.cluster.as_ref()))
+    }
+
+    /// The operator key file: --key, $COHORT_KEY or the client config's.
+    pub fn key_file(&self) -> anyhow::Result<Option<PathBuf>> {
+        Ok(with_defaults(&self.key, "COHORT_KEY", client_config()?.key.as_ref()))
+    }
+
+    /// How long to wait for an answer, or for --wait.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs.max(1))
+    }
+
     pub fn resolve(&self) -> anyhow::Result<Target> {
-        let timeout = Duration::from_secs(self.timeout_secs.max(1));
+        let timeout = self.timeout();
         let operator = self
-            .key
+            .key_file()?
             .as_ref()
             .map(|path| keyfile::read_key_file(path).context("could not read the key given with --key"))
             .transpose()?;
@@ -66,21 +92,25 @@ impl TargetArgs {
                 timeout,
             });
         }
-        let Some(path) = &self.cluster else {
+        let Some(path) = self.cluster_file()? else {
             bail!(
-                "say which node: --config NODE.toml, or --cluster cluster.toml [--node NAME] --key operator.key"
+                "say which node: --config NODE.toml, or --cluster cluster.toml [--node NAME] --key operator.key \
+                 (or set `cluster` and `key` in the client config)"
             );
         };
-        let file = ClusterFile::load(path)?;
-        let entry = file.member(self.node.as_deref())?;
+        let file = ClusterFile::load(&path)?;
+        let node = with_defaults(&self.node, "COHORT_NODE", client_config()?.node.as_ref());
+        let entry = file.member(node.as_deref())?;
         let keys = operator.context("--cluster needs --key with the operator's key file")?;
         Ok(Target { name: entry.name.clone(), addr: entry.admin, identity: entry.identity()?, keys, timeout })
     }
 
     /// Every member of --cluster, each as a target (for waiting on a cluster-wide install).
     pub fn all_members(&self) -> anyhow::Result<Vec<Target>> {
-        let Some(path) = &self.cluster else { return Ok(vec![self.resolve()?]) };
-        let file = ClusterFile::load(path)?;
+        let Some(path) = self.config.is_none().then(|| self.cluster_file()).transpose()?.flatten() else {
+            return Ok(vec![self.resolve()?]);
+        };
+        let file = ClusterFile::load(&path)?;
         file.members
             .iter()
             .map(|entry| {
@@ -140,4 +170,20 @@ pub fn wait_installed(targets: &[Target], version: Version, limit: Duration) -> 
         }
     }
     Ok(started.elapsed())
+}
+
+/// Says which version `node` accepted a change as and, with `wait`, waits (at most
+/// --timeout-secs) until every member has installed it.
+pub fn report_accepted(
+    node: &Target,
+    target: &TargetArgs,
+    version: Version,
+    wait: bool,
+) -> anyhow::Result<()> {
+    println!("{} accepted the change as {} ({})", node.name, version, version.to_full_string());
+    if wait {
+        let took = wait_installed(&target.all_members()?, version, target.timeout())?;
+        println!("installed on every member {:.2}s later", took.as_secs_f64());
+    }
+    Ok(())
 }

@@ -49,7 +49,7 @@ fn hosts_and_acls_change_through_the_configuration_and_the_gateway_holds_runs_to
     let shown = text(&out);
     assert!(!out.status.success(), "{shown}");
     assert!(shown.contains("4 ok") && shown.contains("h05"), "{shown}");
-    assert!(shown.contains("`h05` is not a managed host"), "{shown}");
+    assert!(shown.contains("h05 (1) failed: not a managed host"), "{shown}");
 
     // Added back, with the key from its key file: it runs again, and nothing was restarted.
     let key_file = root.join("exec/hosts/h05.key");
@@ -65,8 +65,9 @@ fn hosts_and_acls_change_through_the_configuration_and_the_gateway_holds_runs_to
     let out = exec(&state, &["-w", "h[01-05]", "--", "true"]);
     assert!(out.status.success(), "{}", text(&out));
 
-    // The ACL narrowed at m2: `cat` is no longer permitted, `echo` and `sleep` are; ceilings of
-    // fan-out 4, T1+T2 60 s and 5 runs at once.
+    // The ACL narrowed at m2 to an allowlist: `/bin/cat` is no longer permitted, `/bin/echo` and
+    // `/bin/sleep` are, each named by its path; ceilings of fan-out 4, T1+T2 60 s and 5 runs at
+    // once.
     let user = whoami();
     change_at_m2(
         &cluster,
@@ -77,7 +78,7 @@ fn hosts_and_acls_change_through_the_configuration_and_the_gateway_holds_runs_to
             "--run-as",
             &user,
             "--commands",
-            "echo,sleep,true",
+            "/bin/echo,/bin/sleep,/bin/true",
             "--max-fanout",
             "4",
             "--max-time",
@@ -86,9 +87,13 @@ fn hosts_and_acls_change_through_the_configuration_and_the_gateway_holds_runs_to
             "5",
         ],
     );
-    let out = exec(&state, &["-w", "h01", "--", "cat", "/dev/null"]);
+    let out = exec(&state, &["-w", "h01", "--", "/bin/cat", "/dev/null"]);
     let shown = text(&out);
-    assert!(!out.status.success() && shown.contains("may not run `cat`"), "{shown}");
+    assert!(!out.status.success() && shown.contains("may not run `/bin/cat`"), "{shown}");
+    // A bare name is not looked up on a PATH: it is refused, saying why.
+    let out = exec(&state, &["-w", "h01", "--", "echo", "bare"]);
+    let shown = text(&out);
+    assert!(!out.status.success() && shown.contains("only programs named by absolute path"), "{shown}");
     let shown_acl = run(&[
         "acl".into(),
         "show".into(),
@@ -97,9 +102,10 @@ fn hosts_and_acls_change_through_the_configuration_and_the_gateway_holds_runs_to
         path_str(&cluster.config(1)).into(),
     ]);
     assert!(shown_acl.contains("fan-out 4, T1+T2 60 s, 5 runs at once"), "{shown_acl}");
+    assert!(!shown_acl.contains("/bin/cat") && shown_acl.contains("/bin/echo, /bin/sleep"), "{shown_acl}");
 
     // Asking for far more than the ceilings: the run goes ahead within them, and says so.
-    let out = exec(&state, &["-w", "h[01-05]", "-f", "1000", "--t2", "100000", "--", "echo", "ok"]);
+    let out = exec(&state, &["-w", "h[01-05]", "-f", "1000", "--t2", "100000", "--", "/bin/echo", "ok"]);
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     assert!(shown.contains("fan-out 1000 lowered to 4"), "{shown}");
@@ -111,7 +117,7 @@ fn hosts_and_acls_change_through_the_configuration_and_the_gateway_holds_runs_to
     let runs: Vec<std::process::Child> = (0..5)
         .map(|_| {
             Command::new(env!("CARGO_BIN_EXE_cohort"))
-                .args(["exec", "--state-dir", path_str(&state), "-w", "h01", "--", "sleep", "4"])
+                .args(["exec", "--state-dir", path_str(&state), "-w", "h01", "--", "/bin/sleep", "4"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -129,13 +135,13 @@ fn hosts_and_acls_change_through_the_configuration_and_the_gateway_holds_runs_to
             "--config".into(),
             path_str(&cluster.config(0)).into(),
         ]);
-        if trail.lines().filter(|l| l.contains("sleep 4") && l.ends_with(" run")).count() >= 5 {
+        if trail.lines().filter(|l| l.contains(" run: ") && l.ends_with("/bin/sleep 4")).count() >= 5 {
             break;
         }
         assert!(started.elapsed() < Duration::from_secs(10), "the five runs did not start:\n{trail}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = exec(&state, &["-w", "h02", "--", "echo", "sixth"]);
+    let out = exec(&state, &["-w", "h02", "--", "/bin/echo", "sixth"]);
     let shown = text(&out);
     assert!(!out.status.success(), "{shown}");
     assert!(shown.contains("already has 5 runs in progress, its limit of 5"), "{shown}");
@@ -144,7 +150,7 @@ fn hosts_and_acls_change_through_the_configuration_and_the_gateway_holds_runs_to
         assert!(out.status.success(), "{}", text(&out));
     }
     // With the five done, alice runs again.
-    let out = exec(&state, &["-w", "h02", "--", "echo", "seventh"]);
+    let out = exec(&state, &["-w", "h02", "--", "/bin/echo", "seventh"]);
     assert!(out.status.success(), "{}", text(&out));
 }
 
@@ -191,11 +197,11 @@ fn principals_are_managed_at_the_kdc_by_operators_only_and_take_effect_at_once()
     assert!(out.contains("principal `bob` added"), "{out}");
     let listed = run(&kdc_args(&["list"]));
     assert_eq!(listed.lines().collect::<Vec<_>>(), ["alice", "bob"]);
-    change_or_wait(&cluster, &["acl", "set", "bob", "--run-as", &whoami(), "--commands", "echo"]);
+    change_or_wait(&cluster, &["acl", "set", "bob", "--run-as", &whoami(), "--commands", "/bin/echo"]);
     let state = cluster.dir.path().join("bob");
     let out = login_as(&cluster, "bob", &first, &state);
     assert!(out.status.success(), "{}", text(&out));
-    let out = exec(&state, &["-w", "h[01-02]", "--", "echo", "bob"]);
+    let out = exec(&state, &["-w", "h[01-02]", "--", "/bin/echo", "bob"]);
     assert!(out.status.success(), "{}", text(&out));
 
     // A new password: the old one no longer logs in, the new one does.

@@ -93,12 +93,31 @@ fn rerun_failed_runs_on_exactly_the_hosts_that_failed_and_exclusions_and_host_fi
     let text = stdout(&out);
     assert!(text.contains("h[01,09] (2) ok") && text.contains("2 hosts: 2 ok"), "{text}");
 
+    // Hosts the directory does not know fold into one group, like any hosts with one outcome.
+    let out = exec(&state, &["-w", "h01,zz[1-3]", "--", "true"]);
+    let text = stdout(&out);
+    assert!(text.contains("zz[1-3] (3) failed: not a managed host"), "{text}");
+    assert_eq!(text.matches("not a managed host").count(), 1, "{text}");
+
     // -L: a `host: line` per line, nothing else on stdout.
     let out = exec(&state, &["-L", "-w", "h[01-03]", "--", "echo", "up", "%h"]);
     let mut lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
     lines.sort();
     assert_eq!(lines, ["h01: up h01", "h02: up h02", "h03: up h03"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("3 hosts: 3 ok"));
+
+    // -b is the grouped default said out loud (clush's habit); it and -L exclude each other.
+    let out = exec(&state, &["-b", "-w", "h[01-03]", "--", "echo", "same"]);
+    assert!(stdout(&out).contains("h[01-03] (3) ok"), "{}", stdout(&out));
+    let both = exec(&state, &["-b", "-L", "-w", "h01", "--", "true"]);
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"), "{both:?}");
+
+    // `%%` is one `%`: `date +%%h` keeps its `%h` for date, and `%%%h` is `%` then the host.
+    let out = exec(&state, &["-L", "-w", "h[01-02]", "--", "echo", "100%%", "+%%h-%d", "%%%h"]);
+    let mut lines: Vec<String> = stdout(&out).lines().map(str::to_owned).collect();
+    lines.sort();
+    assert_eq!(lines, ["h01: 100% +%h-%d %h01", "h02: 100% +%h-%d %h02"]);
 
     // -S: the largest exit status of any host (h01 exits 1, h02 2, h03 3), with or without `--`.
     let exits = ["/usr/bin/python3", "-c", "import sys; sys.exit(int(sys.argv[1][1:]))", "%h"];

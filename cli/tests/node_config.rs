@@ -73,7 +73,7 @@ fn a_members_own_section_is_answered_by_that_member_only() {
     shared.extend(cluster.operator_args("m0"));
     run(&shared);
     // Set through m0: m0 authors the change without being able to read the value.
-    let mut own = vec!["admin".to_owned(), "set".into(), "--member".into(), "m2".into()];
+    let mut own = vec!["admin".to_owned(), "set".into(), "--sealed-for".into(), "m2".into()];
     own.extend(["db.password=s3cr3t-m2".into(), "dns=10.2.0.53".into(), "--wait".into()]);
     own.extend(cluster.operator_args("m0"));
     run(&own);

@@ -91,6 +91,11 @@ fn an_agent_measures_a_file_a_port_and_a_command_and_the_global_status_follows_e
     let failing = table(&cluster);
     assert!(failing.contains("25% of 4"), "the platform's compliance:\n{failing}");
     assert!(failing.contains("failing checks: flag (1 agent), port (1 agent), ready (1 agent)"), "{failing}");
+    // One agent is one agent, not "1 agents".
+    assert!(
+        failing.starts_with("global status (current): 1 agent reporting, 0 agents not reporting\n"),
+        "{failing}"
+    );
     eprintln!("{failing}");
 
     // Fixed one at a time: each shows passing at the next measurement.

@@ -244,7 +244,7 @@ fn the_console_in_headless_chromium() {
         let first = text(&client, "#audit tbody tr td.command").await;
         assert_eq!(first.trim(), "echo after the restart", "newest first");
         let commands = text(&client, "#audit").await;
-        assert!(commands.contains("echo <script>alert(1)</script>"), "shown as text");
+        assert!(commands.contains("echo '<script>alert(1)</script>'"), "shown as text");
         assert!(client.get_alert_text().await.is_err(), "no alert was raised");
         client.find(Locator::Css("#verify-trail")).await.expect("Verify").click().await.expect("clicked");
         wait_text(&client, "#verify", "Intact", Duration::from_secs(10)).await;

@@ -71,7 +71,15 @@ pub struct NodeStatus {
     pub in_roster: bool,
     pub settings: u64,
     pub members: Vec<PeerStatus>,
+    /// The operators the active configuration lists: who may sign changes.
+    pub operators: Vec<OperatorStatus>,
     pub dropped: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorStatus {
+    pub name: String,
+    pub node_id: NodeId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +133,11 @@ impl NodeStatus {
             "state": self.state(),
             "settings": self.settings,
             "members": members,
+            "operators": self
+                .operators
+                .iter()
+                .map(|o| serde_json::json!({ "name": o.name, "node_id": o.node_id.to_hex() }))
+                .collect::<Vec<_>>(),
             "dropped": self.dropped.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
         })
     }
@@ -167,6 +180,11 @@ pub fn node_status(member: &Member, now: Instant) -> NodeStatus {
         in_roster: member.in_roster(),
         settings: active.settings.len() as u64,
         members,
+        operators: active
+            .operators
+            .values()
+            .map(|o| OperatorStatus { name: o.name.clone(), node_id: o.id() })
+            .collect(),
         dropped: member.drops().iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod channel;
+pub mod child_env;
 pub mod exec;
 pub mod identity;
 pub mod machine;

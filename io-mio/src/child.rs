@@ -1,11 +1,16 @@
 //! Child processes for the event loop: argv run directly (no shell), in a process group of its
-//! own, with stdout and stderr as non-blocking pipes registered with mio. Owns spawning, reading
-//! without blocking, killing the whole group and reaping. It never runs a shell on its own and
-//! never leaves a killed command's descendants running.
+//! own, in the environment core decided, with stdout and stderr as non-blocking pipes registered
+//! with mio. Owns spawning (with the run-as user's account looked up: its passwd entry and
+//! whether its home is a directory, the facts core fills the environment in with), reading
+//! without blocking, killing the whole group and reaping. It never runs a shell on its own, never
+//! decides what a command's environment holds, and never leaves a killed command's descendants
+//! running.
 
 use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
+
+use cohort_core::child_env::{Account, ChildEnvironment};
 
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Registry, Token};
@@ -60,6 +65,20 @@ pub(crate) fn resolve_run_as(user: &str) -> Result<Option<(u32, u32)>, ChildErro
     Ok(Some((target.uid.as_raw(), target.gid.as_raw())))
 }
 
+/// What `user`'s passwd entry says (name, home, shell), and whether its home is a directory now.
+pub(crate) fn account_of(user: &str) -> Result<Account, ChildError> {
+    let fail = |reason: String| ChildError::RunAs { user: user.to_owned(), reason };
+    let entry = nix::unistd::User::from_name(user)
+        .map_err(|e| fail(e.to_string()))?
+        .ok_or_else(|| fail("no such user on this host".into()))?;
+    Ok(Account {
+        home_is_dir: entry.dir.is_dir(),
+        home: entry.dir.to_string_lossy().into_owned(),
+        shell: entry.shell.to_string_lossy().into_owned(),
+        name: entry.name,
+    })
+}
+
 /// Which output stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
@@ -78,12 +97,14 @@ pub struct RunningChild {
 }
 
 impl RunningChild {
-    /// Starts `argv` with no shell, as `run_as`, with `env` added to its environment and `stdin`
-    /// on its standard input, in a new process group, and registers its output pipes.
+    /// Starts `argv` with no shell, as `run_as`, in the environment and working directory `env`
+    /// resolves to for `run_as`'s account, with `stdin` on its standard input, in a new process
+    /// group, and registers its output pipes. A bare program name is looked up on the `PATH`
+    /// that environment sets.
     pub fn spawn(
         argv: &[String],
         run_as: &str,
-        env: &[(String, String)],
+        env: &ChildEnvironment,
         stdin: &[u8],
         registry: &Registry,
         stdout_token: Token,
@@ -91,13 +112,20 @@ impl RunningChild {
     ) -> Result<RunningChild, ChildError> {
         let (program, args) = argv.split_first().ok_or(ChildError::EmptyCommand)?;
         let ids = resolve_run_as(run_as)?;
+        let resolved = env.resolve(&account_of(run_as)?);
         let mut command = Command::new(program);
         if let Some((uid, gid)) = ids {
             command.gid(gid).uid(uid);
         }
+        if resolved.clear {
+            command.env_clear();
+        }
+        if let Some(dir) = &resolved.dir {
+            command.current_dir(dir);
+        }
         let mut child = command
             .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(resolved.vars.iter().map(|(k, v)| (k, v)))
             .stdin(
                 stdin_source(stdin)
                     .map_err(|source| ChildError::Stdin { program: program.clone(), source })?,
@@ -211,7 +239,7 @@ mod tests {
         let result = RunningChild::spawn(
             &argv(&["true"]),
             "no-such-user-here",
-            &[],
+            &inherit(),
             &[],
             poll.registry(),
             Token(1),
@@ -222,6 +250,10 @@ mod tests {
 
     fn argv(words: &[&str]) -> Vec<String> {
         words.iter().map(|w| (*w).to_owned()).collect()
+    }
+
+    fn inherit() -> ChildEnvironment {
+        ChildEnvironment::Inherit { vars: Vec::new() }
     }
 
     /// Runs the poll loop until both pipes close; returns (stdout, stderr).
@@ -246,7 +278,7 @@ mod tests {
         let mut child = RunningChild::spawn(
             &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
             &me(),
-            &[],
+            &inherit(),
             &[],
             poll.registry(),
             Token(1),
@@ -272,9 +304,16 @@ mod tests {
         let mut poll = Poll::new().expect("poll");
         // Larger than a pipe's buffer: a blocking write to a command not yet reading would hang.
         let input: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
-        let mut child =
-            RunningChild::spawn(&argv(&["cat"]), &me(), &[], &input, poll.registry(), Token(1), Token(2))
-                .expect("spawns");
+        let mut child = RunningChild::spawn(
+            &argv(&["cat"]),
+            &me(),
+            &inherit(),
+            &input,
+            poll.registry(),
+            Token(1),
+            Token(2),
+        )
+        .expect("spawns");
         let (out, _) = collect(&mut child, &mut poll);
         assert_eq!(out.len(), input.len());
         assert!(out == input, "cat gave back what it read");
@@ -286,7 +325,7 @@ mod tests {
         let mut child = RunningChild::spawn(
             &argv(&["echo", "$HOME;", "`id`"]),
             &me(),
-            &[],
+            &inherit(),
             &[],
             poll.registry(),
             Token(1),
@@ -304,7 +343,7 @@ mod tests {
         let mut child = RunningChild::spawn(
             &argv(&["sh", "-c", "sleep 300 & echo $!; wait"]),
             &me(),
-            &[],
+            &inherit(),
             &[],
             poll.registry(),
             Token(1),
@@ -334,10 +373,34 @@ mod tests {
     }
 
     #[test]
+    fn a_reset_environment_holds_the_account_and_the_passed_variables_only() {
+        let mut poll = Poll::new().expect("poll");
+        let account = account_of(&me()).expect("my own account");
+        let env = ChildEnvironment::Reset { vars: vec![("LANG".into(), "C.UTF-8".into())] };
+        // A bare name: found on the reset PATH, not on the test's own.
+        let mut child =
+            RunningChild::spawn(&argv(&["env"]), &me(), &env, &[], poll.registry(), Token(1), Token(2))
+                .expect("spawns");
+        let (out, _) = collect(&mut child, &mut poll);
+        let mut shown: Vec<String> = String::from_utf8_lossy(&out).lines().map(str::to_owned).collect();
+        shown.sort();
+        let mut expected: Vec<String> =
+            env.resolve(&account).vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        expected.sort();
+        assert_eq!(shown, expected);
+        let mut child =
+            RunningChild::spawn(&argv(&["pwd"]), &me(), &env, &[], poll.registry(), Token(3), Token(4))
+                .expect("spawns");
+        let (out, _) = collect(&mut child, &mut poll);
+        let dir = if account.home_is_dir { account.home.clone() } else { "/".to_owned() };
+        assert_eq!(String::from_utf8_lossy(&out).trim_end(), dir);
+    }
+
+    #[test]
     fn an_empty_command_is_refused() {
         let poll = Poll::new().expect("poll");
         assert!(matches!(
-            RunningChild::spawn(&[], &me(), &[], &[], poll.registry(), Token(1), Token(2)),
+            RunningChild::spawn(&[], &me(), &inherit(), &[], poll.registry(), Token(1), Token(2)),
             Err(ChildError::EmptyCommand)
         ));
     }

@@ -74,6 +74,8 @@ pub struct NodeDriver {
     /// The certificate the web front serves, if the configuration gives one.
     web_tls: Option<Arc<rustls::ServerConfig>>,
     web: Option<WebFront>,
+    /// When the figures last went to the metrics recorder.
+    metrics_published: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for NodeDriver {
@@ -110,6 +112,7 @@ impl NodeDriver {
             next_inbound: 1,
             web_tls,
             web: None,
+            metrics_published: None,
         };
         driver.settle()?;
         Ok(driver)
@@ -205,6 +208,8 @@ impl NodeDriver {
                 let outcome = place_file(&path, &contents, mode, &owner).map_err(|e| e.to_string());
                 self.feed(Input::FileWritten { id, outcome });
             }
+            // What the command's environment holds is core's (`env`); the account it is
+            // filled in with is looked up by `RunningChild::spawn`.
             Output::Spawn { child, argv, run_as, env, stdin } => {
                 let run_as = run_as.or_else(current_user).unwrap_or_default();
                 let (out, err) = (
@@ -424,6 +429,7 @@ impl NodeDriver {
                 .filter_map(|(c, s)| std::mem::take(&mut s.more_to_read).then_some(*c))
                 .collect();
             if again.is_empty() {
+                self.publish_metrics();
                 return Ok(());
             }
             for conn in again {
@@ -431,7 +437,21 @@ impl NodeDriver {
             }
         }
     }
+
+    /// Copies the node's figures to the metrics recorder, at most every [`METRICS_EVERY`]: a
+    /// scrape every few seconds needs no fresher figures, and a busy loop turns thousands of
+    /// times a second.
+    fn publish_metrics(&mut self) {
+        let now = std::time::Instant::now();
+        if self.metrics_published.is_some_and(|at| now.duration_since(at) < METRICS_EVERY) {
+            return;
+        }
+        self.metrics_published = Some(now);
+        crate::metrics::publish(&self.node.metrics(self.clock.now().wall));
+    }
 }
+
+const METRICS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 fn process_end(status: std::process::ExitStatus) -> ProcessEnd {
     use std::os::unix::process::ExitStatusExt;
@@ -517,6 +537,14 @@ impl Role for NodeDriver {
             self.feed(Input::Timeout);
         }
         Ok(())
+    }
+
+    fn drain(&mut self) {
+        self.feed(Input::Drain);
+    }
+
+    fn drained(&self) -> bool {
+        self.node.is_drained()
     }
 
     fn stop(&mut self) {

@@ -11,6 +11,7 @@ pub mod entropy;
 pub mod error;
 pub mod inspect;
 pub mod keyfile;
+pub mod metrics;
 pub mod node_config;
 pub mod place;
 pub mod reactor;

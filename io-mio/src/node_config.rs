@@ -61,6 +61,61 @@ pub struct NodeConfig {
     /// ask. The node's own group when not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookup_group: Option<String>,
+    /// Where and how the node logs; SIGHUP re-reads the filter and the file path.
+    #[serde(default, skip_serializing_if = "LogConfig::is_default")]
+    pub log: LogConfig,
+    /// A Prometheus scrape endpoint; off unless this section is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
+    /// On SIGTERM, how long running exec sessions may take to finish before they are stopped.
+    #[serde(default = "default_drain_timeout_secs")]
+    pub drain_timeout_secs: u64,
+}
+
+/// `[log]` in node.toml.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `warn,cohort_io_mio=debug`); `RUST_LOG` wins when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// `text` (the default) or `json` (one object per line); `--log-format` wins when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<LogFormat>,
+    /// Append to this file instead of standard error, reopened on SIGHUP (for logrotate).
+    /// Relative paths are relative to the config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+}
+
+impl LogConfig {
+    fn is_default(&self) -> bool {
+        *self == LogConfig::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `[metrics]` in node.toml: serve Prometheus' text format on `listen` (any path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Loopback unless said otherwise: the figures describe the cluster to whoever can read them.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+fn default_drain_timeout_secs() -> u64 {
+    30
 }
 
 fn default_handshake_timeout_ms() -> u64 {
@@ -340,6 +395,9 @@ impl NodeConfig {
             policy_agents: Vec::new(),
             lookup_socket: None,
             lookup_group: None,
+            log: LogConfig::default(),
+            metrics: None,
+            drain_timeout_secs: default_drain_timeout_secs(),
         }
     }
 
@@ -394,6 +452,15 @@ impl NodeConfig {
         config.data_dir = base.join(&config.data_dir);
         config.key_file = base.join(&config.key_file);
         config.lookup_socket = config.lookup_socket.as_ref().map(|p| base.join(p));
+        config.log.file = config.log.file.as_ref().map(|p| base.join(p));
+        if let Some(filter) = &config.log.filter
+            && let Err(e) = tracing_subscriber::EnvFilter::try_new(filter)
+        {
+            return Err(invalid(&format!("[log] filter `{filter}` is not a tracing filter: {e}")));
+        }
+        if config.drain_timeout_secs > 3600 {
+            return Err(invalid("drain_timeout_secs must be at most 3600"));
+        }
         if let Some(kdc) = &mut config.kdc {
             kdc.key_file = base.join(&kdc.key_file);
         }

@@ -1,5 +1,6 @@
 //! The one mio event loop of a node process. Owns the `Poll`, the waker other threads use to ask
-//! for a stop, SIGINT/SIGTERM, and the order of each turn: settle every role, sleep until the
+//! for a stop, the signals (SIGTERM and SIGINT drain then stop, SIGHUP reloads), and the order of
+//! each turn: settle every role, sleep until the
 //! earliest deadline or event, hand each event to the role that owns its token, fire due timers.
 //! Roles (member, exec, policy) own their sockets and state; this module never looks inside them.
 
@@ -10,7 +11,7 @@ use mio::event::Event;
 use mio::{Events, Interest, Poll, Registry, Token, Waker};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::error::NodeError;
 
@@ -33,9 +34,34 @@ pub trait Role {
     /// One readiness event on a token of this role's slot.
     fn handle_event(&mut self, event: &Event) -> Result<(), NodeError>;
     fn fire_timeouts(&mut self) -> Result<(), NodeError>;
+    /// The process was asked to stop: refuse new work, let what runs finish.
+    fn drain(&mut self) {}
+    /// Whether nothing the role started is still running (after [`Role::drain`]).
+    fn drained(&self) -> bool {
+        true
+    }
     /// The loop is stopping: close connections, stop children.
     fn stop(&mut self);
 }
+
+/// What the process around the loop is told of the loop's life (a service manager's
+/// notifications, the log's reload). Each has a default that does nothing.
+pub trait Lifecycle {
+    /// Every role has bound its sockets and settled once: the node serves.
+    fn ready(&mut self) {}
+    /// SIGHUP: reload what can be reloaded; returns what was done, for the log.
+    fn reload(&mut self) -> String {
+        "nothing to reload".to_owned()
+    }
+    /// The loop began to drain, then to stop.
+    fn stopping(&mut self) {}
+}
+
+/// A process with nothing to tell.
+#[derive(Debug, Default)]
+pub struct Quiet;
+
+impl Lifecycle for Quiet {}
 
 /// What a role registers its sources with: the loop's registry and the role's own token range.
 #[derive(Debug)]
@@ -96,6 +122,18 @@ pub struct Reactor {
     handle: NodeHandle,
     signals: Option<Signals>,
     roles: Vec<Box<dyn Role + Send>>,
+    lifecycle: Box<dyn Lifecycle + Send>,
+    /// How long a SIGTERM drain may last before what still runs is stopped.
+    drain_limit: std::time::Duration,
+}
+
+/// Where the loop is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Since the signal, until the deadline.
+    Draining(std::time::Instant),
+    Stopping,
 }
 
 impl std::fmt::Debug for Reactor {
@@ -112,13 +150,29 @@ impl Reactor {
             waker: Arc::new(Waker::new(poll.registry(), WAKER)?),
             stop: Arc::new(AtomicBool::new(false)),
         };
-        Ok(Reactor { poll, handle, signals: None, roles: Vec::new() })
+        Ok(Reactor {
+            poll,
+            handle,
+            signals: None,
+            roles: Vec::new(),
+            lifecycle: Box::new(Quiet),
+            drain_limit: std::time::Duration::ZERO,
+        })
     }
 
-    /// Also stop on SIGINT and SIGTERM, and outlive SIGHUP (a process's loop; tests that host
-    /// roles in a thread leave signals alone). A node keeps no file open to reopen and reads its
-    /// configuration only at start, so `logrotate` or `systemctl reload` sending SIGHUP must not
-    /// take it down; it says so in the log instead.
+    /// Tells `lifecycle` of readiness, reloads and the stop.
+    pub fn set_lifecycle(&mut self, lifecycle: Box<dyn Lifecycle + Send>) {
+        self.lifecycle = lifecycle;
+    }
+
+    /// On SIGTERM or SIGINT, drain for up to `limit` before stopping (zero: stop at once).
+    pub fn set_drain_limit(&mut self, limit: std::time::Duration) {
+        self.drain_limit = limit;
+    }
+
+    /// Also drain and stop on SIGTERM and SIGINT, and reload on SIGHUP (a process's loop; tests
+    /// that host roles in a thread leave signals alone). `logrotate` or `systemctl reload`
+    /// sending SIGHUP must never take a node down.
     pub fn stop_on_signals(&mut self) -> std::io::Result<()> {
         let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP])?;
         self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -143,16 +197,29 @@ impl Reactor {
         Ok(())
     }
 
-    /// Runs until a stop is asked for (handle or signal). Returns an error, naming the role, only
-    /// for what the node cannot go on after (storage failing, the event loop failing).
+    /// Runs until a stop is asked for (handle or signal) and the drain is over. Returns an error,
+    /// naming the role, only for what the node cannot go on after (storage failing, the event
+    /// loop failing).
     pub fn run(&mut self) -> Result<(), NodeError> {
         let mut events = Events::with_capacity(1024);
-        let mut stopping = false;
-        while !stopping {
+        let mut phase = Phase::Running;
+        let mut announced = false;
+        loop {
             for role in &mut self.roles {
                 role.settle().map_err(|e| e.in_role(role.name()))?;
             }
-            let wake = self.roles.iter().filter_map(|r| r.next_wake()).min();
+            if !announced {
+                announced = true;
+                self.lifecycle.ready();
+            }
+            phase = self.next_phase(phase);
+            if phase == Phase::Stopping {
+                break;
+            }
+            let mut wake = self.roles.iter().filter_map(|r| r.next_wake()).min();
+            if let Phase::Draining(deadline) = phase {
+                wake = Some(wake.map_or(deadline, |w| w.min(deadline)));
+            }
             let timeout = wake.map(|t| t.saturating_duration_since(std::time::Instant::now()));
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
@@ -162,21 +229,15 @@ impl Reactor {
             for event in &events {
                 match event.token() {
                     WAKER => {
-                        if self.handle.stop_requested() {
+                        if self.handle.stop_requested() && phase == Phase::Running {
                             info!("shutting down on request");
-                            stopping = true;
+                            phase = Phase::Stopping;
                         }
                     }
                     SIGNALS => {
-                        for signal in self.signals.iter_mut().flat_map(|s| s.pending()) {
-                            if signal == SIGHUP {
-                                info!(
-                                    "SIGHUP received: still running (a node reads its configuration only at start; restart it to apply a change)"
-                                );
-                                continue;
-                            }
-                            info!(signal, "shutting down on signal");
-                            stopping = true;
+                        let pending: Vec<i32> = self.signals.iter_mut().flat_map(|s| s.pending()).collect();
+                        for signal in pending {
+                            phase = self.on_signal(signal, phase);
                         }
                     }
                     Token(t) => {
@@ -196,5 +257,59 @@ impl Reactor {
             role.stop();
         }
         Ok(())
+    }
+
+    fn on_signal(&mut self, signal: i32, phase: Phase) -> Phase {
+        let name = signal_name(signal);
+        match (signal, phase) {
+            (SIGHUP, _) => {
+                let done = self.lifecycle.reload();
+                info!("{name} received: reloaded: {done} (other settings apply at restart)");
+                phase
+            }
+            (_, Phase::Running) if !self.drain_limit.is_zero() => {
+                info!(
+                    "{name} received: draining: new work is refused; what runs may finish for up to {} s (send it again to stop at once)",
+                    self.drain_limit.as_secs()
+                );
+                self.lifecycle.stopping();
+                for role in &mut self.roles {
+                    role.drain();
+                }
+                Phase::Draining(std::time::Instant::now() + self.drain_limit)
+            }
+            (_, Phase::Draining(_)) => {
+                info!("{name} received again: stopping now");
+                Phase::Stopping
+            }
+            _ => {
+                info!("{name} received: stopping");
+                self.lifecycle.stopping();
+                Phase::Stopping
+            }
+        }
+    }
+
+    /// A drain ends when every role is drained or its deadline passed.
+    fn next_phase(&self, phase: Phase) -> Phase {
+        let Phase::Draining(deadline) = phase else { return phase };
+        if self.roles.iter().all(|r| r.drained()) {
+            info!("drained: nothing runs any more; stopping");
+            return Phase::Stopping;
+        }
+        if std::time::Instant::now() >= deadline {
+            warn!("drain deadline passed with work still running: stopping it");
+            return Phase::Stopping;
+        }
+        phase
+    }
+}
+
+fn signal_name(signal: i32) -> &'static str {
+    match signal {
+        SIGHUP => "SIGHUP",
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        _ => "a signal",
     }
 }

@@ -209,8 +209,12 @@ impl Tier {
         self.root.join("agents").join(format!("a{a}.policy"))
     }
 
-    fn agent_has(&self, a: usize, line: &str) -> bool {
-        std::fs::read_to_string(self.agent_file(a)).is_ok_and(|t| t.contains(line))
+    /// Whether agent `a`'s policy file, read as the TOML it is, sets `key` to `value`.
+    fn agent_has(&self, a: usize, key: &str, value: &str) -> bool {
+        std::fs::read_to_string(self.agent_file(a)).is_ok_and(|text| {
+            cohort_core::policy::policy_file::PolicyFile::parse(&text)
+                .is_ok_and(|file| file.params.get(key).is_some_and(|v| v == value))
+        })
     }
 
     /// Stops everything; the data stays until the returned directory drops.
@@ -261,7 +265,7 @@ fn a_policy_from_the_operator_reaches_every_agents_file_and_status_counts_them()
     assert!(refused.is_err(), "a stranger was answered: {refused:?}");
 
     wait_until("the policy reaches every agent's file", || {
-        (0..3).all(|a| tier.agent_has(a, "firewall.default = \"deny\""))
+        (0..3).all(|a| tier.agent_has(a, "firewall.default", "deny"))
     });
     let hooked = |a: usize| tier.root.join("agents").join(format!("a{a}.hooked")).exists();
     wait_until("each agent's hook ran", || (0..3).all(hooked));
@@ -287,14 +291,12 @@ fn a_policy_made_at_a_nested_local_reaches_every_branch_and_survives_a_master_re
     assert_eq!(tier.admin(2, PolicyAdmin::Create(firewall("deny"))), PolicyAdminReply::Created);
     wait_until("the master holds the policy made at local-01", || tier.held_at(0, "fw") == Some(1));
     wait_until("the agents on its own branch apply it", || {
-        tier.agent_has(0, "firewall.default = \"deny\"") && tier.agent_has(1, "firewall.default = \"deny\"")
+        tier.agent_has(0, "firewall.default", "deny") && tier.agent_has(1, "firewall.default", "deny")
     });
     // local-02 is on another branch: only a sync brings it there.
     assert_eq!(tier.held_at(3, "fw"), None, "local-02 has not synced yet");
     assert_eq!(tier.admin(3, PolicyAdmin::SyncNow), PolicyAdminReply::SyncStarted);
-    wait_until("a2 on local-02 applies it after the sync", || {
-        tier.agent_has(2, "firewall.default = \"deny\"")
-    });
+    wait_until("a2 on local-02 applies it after the sync", || tier.agent_has(2, "firewall.default", "deny"));
     // The master refuses a sync request: it has no parent.
     assert!(matches!(tier.admin(0, PolicyAdmin::SyncNow), PolicyAdminReply::Error(_)));
 
@@ -328,7 +330,7 @@ fn a_policy_made_at_a_nested_local_reaches_every_branch_and_survives_a_master_re
     assert_eq!(tier.admin(0, PolicyAdmin::Create(firewall("allow"))), PolicyAdminReply::Created);
     assert_eq!(tier.held_at(0, "fw"), Some(2));
     assert_eq!(tier.admin(3, PolicyAdmin::SyncNow), PolicyAdminReply::SyncStarted);
-    wait_until("a2 applies version 2", || tier.agent_has(2, "firewall.default = \"allow\""));
+    wait_until("a2 applies version 2", || tier.agent_has(2, "firewall.default", "allow"));
     tier.stop();
 }
 

@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::PoisonError;
 
+use cohort_core::child_env::ChildEnvironment;
 use cohort_core::exec::acl::Acl;
 use cohort_core::exec::audit::{AuditDecision, ChainEntry, verify_chain};
 use cohort_core::exec::task::DataKind;
@@ -101,22 +102,39 @@ pub(crate) fn check_placed(
     }
 }
 
-/// Invariant: nothing runs that the ACL denies. A spawned command has a `Run` record kept here
-/// with the same argv and run-as user, whose host's ACL grants its principal exactly that.
+/// Invariant: nothing runs that the ACL denies, nor with what it does not pass. A spawned command
+/// has a reset environment and a `Run` record kept here with the same argv, run-as user and
+/// passed variables, whose host's ACL grants its principal exactly that.
 pub(crate) fn check_permitted(
     ctx: &Watched<'_>,
     acls: &BTreeMap<String, Acl>,
     argv: &[String],
     run_as: Option<&str>,
+    env: &ChildEnvironment,
 ) {
     let records = ctx.records.lock().unwrap_or_else(PoisonError::into_inner);
-    let permitted = records.iter().filter(|(host, _)| *host == ctx.name).any(|(_, r)| {
-        matches!(r, Record::LocalAudit(a)
-            if a.decision == AuditDecision::Run
+    let passed: Vec<&str> = env.vars().iter().map(|(name, _)| name.as_str()).collect();
+    let reset = matches!(env, ChildEnvironment::Reset { .. });
+    let permitted = reset
+        && records.iter().filter(|(host, _)| *host == ctx.name).any(|(_, r)| {
+            let Record::LocalAudit(a) = r else { return false };
+            let recorded: Vec<&str> = a
+                .data
+                .iter()
+                .filter_map(|d| match &d.what {
+                    DataKind::Env { name } => Some(name.as_str()),
+                    _ => None,
+                })
+                .collect();
+            a.decision == AuditDecision::Run
                 && a.argv == argv
                 && Some(a.run_as.as_str()) == run_as
-                && acls.get(&a.host).is_some_and(|acl| acl.check(&a.principal, &a.run_as, &a.argv).is_ok()))
-    });
+                && recorded == passed
+                && acls.get(&a.host).is_some_and(|acl| {
+                    acl.check(&a.principal, &a.run_as, &a.argv).is_ok()
+                        && acl.check_env(&a.principal, env.vars()).is_ok()
+                })
+        });
     if !permitted {
         let what =
             format!("{}: spawned {argv:?} as {run_as:?}, which no permitted run record covers", ctx.name);

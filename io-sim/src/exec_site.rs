@@ -40,6 +40,8 @@ pub const GATEWAY_PORT: u16 = 7300;
 pub const KDC_PORT: u16 = 7400;
 /// The web console's port on the gateway's machine.
 pub const WEB_PORT: u16 = 8443;
+/// Where the simulated commands are, as an ACL names them: `/usr/bin/echo`.
+pub const SIM_BIN: &str = "/usr/bin";
 const MEMBER_PORT: u16 = 7290;
 const ADMIN_PORT: u16 = 7291;
 /// A host that exists and listens on nothing: connecting to it is refused.
@@ -92,8 +94,9 @@ pub struct SiteSpec {
 }
 
 impl SiteSpec {
-    /// `hosts` hosts; alice may run the simulated commands (see [`crate::processes`]) as alice; bob is
-    /// a principal with no ACL entry.
+    /// `hosts` hosts; alice may run the simulated commands (see [`crate::processes`]) as alice,
+    /// each named by its absolute path under [`SIM_BIN`] (`/usr/bin/echo`); bob is a principal
+    /// with no ACL entry.
     pub fn new(hosts: usize, seed: u64) -> SiteSpec {
         let mut acl = Acl::default();
         let commands = ["echo", "uname", "false", "sleep", "hang", "say", "tick", "spew", "when", "mixed"];
@@ -101,7 +104,7 @@ impl SiteSpec {
             "alice".into(),
             AclEntry {
                 run_as: ["alice".to_owned()].into(),
-                commands: commands.iter().map(|c| (*c).to_owned()).collect(),
+                commands: commands.iter().map(|c| format!("{SIM_BIN}/{c}")).collect(),
                 shell: false,
                 ..AclEntry::default()
             },

@@ -296,13 +296,13 @@ pub async fn run(ctx: NodeHostContext) -> turmoil::Result {
                         .insert((ctx.name.clone(), path), contents);
                     feed(&ctx, &mut node, Input::FileWritten { id, outcome: Ok(()) });
                 }
-                Output::Spawn { child, argv, run_as, stdin, .. } => {
+                Output::Spawn { child, argv, run_as, env, stdin } => {
                     // Only a node that plays managed hosts runs exec sessions; an agent's check
                     // commands answer to no ACL.
                     if !acls.is_empty() {
                         spawned += 1;
                         check_audited_before_spawn(&ctx.watched(), spawned);
-                        check_permitted(&ctx.watched(), &acls, &argv, run_as.as_deref());
+                        check_permitted(&ctx.watched(), &acls, &argv, run_as.as_deref(), &env);
                     }
                     feed(&ctx, &mut node, Input::ChildStarted { child });
                     let (pause, paused) = watch::channel(false);

@@ -1,6 +1,7 @@
 //! Simulated commands for simulated hosts: what a command prints, when, and how it ends, decided
-//! by its argv so a scenario can ask for exit codes, output, silence and hangs by name. Owns only
-//! the behaviour table; the node decides what runs.
+//! by its argv so a scenario can ask for exit codes, output, silence and hangs by name (the file
+//! name of argv[0]: `/usr/bin/echo` and `echo` behave alike, as they would on a real host whose
+//! PATH finds `echo` there). Owns only the behaviour table; the node decides what runs.
 
 use std::time::Duration;
 
@@ -45,7 +46,7 @@ pub fn behaviour(argv: &[String], stdin: &[u8]) -> Behaviour {
         end: Some((AT_ONCE, ProcessEnd::Exited(code))),
     };
     let Some((cmd, args)) = argv.split_first() else { return now(b"", 127) };
-    match cmd.as_str() {
+    match cmd.rsplit('/').next().unwrap_or(cmd) {
         "echo" => now(format!("{}\n", args.join(" ")).as_bytes(), 0),
         "true" => now(b"", 0),
         "cat" => now(stdin, 0),

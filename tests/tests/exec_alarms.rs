@@ -62,23 +62,23 @@ fn killed_at(result: &HostResult, why: AlarmKill, at_s: u64) {
 #[test]
 fn a_session_still_running_at_t1_plus_t2_is_killed_then() {
     // Output every second: the "no output" rule never fires, the T1+T2 rule does.
-    killed_at(&one(&["tick", "1000", "1000000"]), AlarmKill::RanTooLong, 48);
+    killed_at(&one(&["/usr/bin/tick", "1000", "1000000"]), AlarmKill::RanTooLong, 48);
 }
 
 #[test]
 fn a_session_silent_since_the_last_alarm_after_t1_is_killed_at_that_alarm() {
     // No output at all: killed at the first alarm, T1.
-    killed_at(&one(&["sleep", "1000"]), AlarmKill::Silent, 16);
+    killed_at(&one(&["/usr/bin/sleep", "1000"]), AlarmKill::Silent, 16);
     // Output only at the start: it counts at T1 (output since the run began), so the next alarm
     // comes T3 later, where nothing new has come: killed then.
-    let quiet = one(&["hang"]);
+    let quiet = one(&["/usr/bin/hang"]);
     killed_at(&quiet, AlarmKill::Silent, 18);
     assert_eq!(quiet.stdout, b"started\n");
 }
 
 #[test]
 fn steady_output_keeps_a_session_alive_past_t1() {
-    let steady = one(&["tick", "1000", "25000"]);
+    let steady = one(&["/usr/bin/tick", "1000", "25000"]);
     assert_eq!(steady.outcome, HostOutcome::Exited(0), "{steady:?}");
     assert!((25_000..25_000 + SLACK_MS).contains(&steady.ended_ms), "ended at {}", steady.ended_ms);
 }
@@ -91,7 +91,7 @@ fn a_session_younger_than_t1_sets_the_next_alarm_at_its_start_plus_t1() {
     let (results, _) = run_with(
         SiteSpec::new(2, 2),
         "h[01-02]",
-        &["when", "%h=h01", "say", "done", "10", "0", "else", "hang"],
+        &["/usr/bin/when", "%h=h01", "say", "done", "10", "0", "else", "hang"],
         |c| c.fanout = 1,
     );
     assert_eq!(results[0].outcome, HostOutcome::Exited(0));
@@ -102,15 +102,17 @@ fn a_session_younger_than_t1_sets_the_next_alarm_at_its_start_plus_t1() {
 
 #[test]
 fn configured_timers_are_used() {
-    let (results, _) = run_with(SiteSpec::new(1, 3), "h01", &["tick", "200", "60000", "hang"], |c| {
-        (c.t1_ms, c.t2_ms, c.t3_ms) = (2_000, 3_000, 500);
-    });
+    let (results, _) =
+        run_with(SiteSpec::new(1, 3), "h01", &["/usr/bin/tick", "200", "60000", "hang"], |c| {
+            (c.t1_ms, c.t2_ms, c.t3_ms) = (2_000, 3_000, 500);
+        });
     killed_at(&results[0], AlarmKill::RanTooLong, 5);
 }
 
 #[test]
 fn fanout_is_never_exceeded_and_outputs_come_back_grouped_per_host() {
-    let (results, run) = run_with(SiteSpec::new(50, 4), "h[01-50]", &["mixed", "%h"], |c| c.fanout = 7);
+    let (results, run) =
+        run_with(SiteSpec::new(50, 4), "h[01-50]", &["/usr/bin/mixed", "%h"], |c| c.fanout = 7);
     assert_eq!(results.len(), 50);
     // Commands running at once on the exec node, from what it spawned and saw exit.
     let mut running = 0usize;
@@ -136,7 +138,7 @@ fn fanout_is_never_exceeded_and_outputs_come_back_grouped_per_host() {
 #[test]
 fn an_unreachable_host_is_reported_while_the_others_complete() {
     let spec = SiteSpec { down: [1].into(), ..SiteSpec::new(3, 5) };
-    let (results, _) = run_with(spec, "h[01-03]", &["say", "hi", "1", "0"], |c| c.fanout = 2);
+    let (results, _) = run_with(spec, "h[01-03]", &["/usr/bin/say", "hi", "1", "0"], |c| c.fanout = 2);
     assert!(matches!(&results[1].outcome, HostOutcome::Unreachable(_)), "{:?}", results[1]);
     assert_eq!(results.iter().filter(|r| r.outcome == HostOutcome::Exited(0)).count(), 2);
 }
@@ -147,7 +149,8 @@ fn an_unreachable_host_is_reported_while_the_others_complete() {
 #[test]
 fn a_host_that_accepts_and_never_answers_is_unreachable_after_the_connect_timeout() {
     let spec = SiteSpec { mute: [1].into(), ..SiteSpec::new(3, 6) };
-    let (results, _) = run_with(spec, "h[01-03]", &["say", "hi", "1", "0"], |c| c.connect_timeout_ms = 1_500);
+    let (results, _) =
+        run_with(spec, "h[01-03]", &["/usr/bin/say", "hi", "1", "0"], |c| c.connect_timeout_ms = 1_500);
     let HostOutcome::Unreachable(reason) = &results[1].outcome else { panic!("{:?}", results[1]) };
     assert!(reason.contains("connect timeout"), "{reason}");
     // Given up at the connect timeout (1.5 s after it was sent), not at T1 (16 s).

@@ -16,7 +16,7 @@ fn a_daemon_whose_configuration_no_longer_lists_its_host_refuses_and_audits_it()
     spec.unlisted = [1].into();
     let run = Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
-        let events = client.exec(&login, &["h[01-03]"], &["echo", "hi"]).await?;
+        let events = client.exec(&login, &["h[01-03]"], &["/usr/bin/echo", "hi"]).await?;
         let results = host_results(&events);
         for r in &results {
             match (r.host.as_str(), &r.outcome) {
@@ -41,7 +41,7 @@ fn the_gateway_lowers_a_run_to_the_principals_ceilings_and_refuses_one_run_too_m
     entry.limits = Limits { max_fanout: 2, max_time_ms: 10_000, max_runs: 1 };
     let run = Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
-        let mut command = client.command(&login.credential, &["h[01-04]"], &["echo", "hi"]);
+        let mut command = client.command(&login.credential, &["h[01-04]"], &["/usr/bin/echo", "hi"]);
         command.fanout = 1000;
         command.t2_ms = 100_000_000;
         let events = client.run(&login.keys, command).await?;
@@ -60,10 +60,10 @@ fn the_gateway_lowers_a_run_to_the_principals_ceilings_and_refuses_one_run_too_m
             return Err(format!("the lowered run did not run everywhere: {events:?}"));
         }
         // One run at a time: a second while the first sleeps is refused, and says why.
-        let first = client.exec(&login, &["h01"], &["sleep", "2"]);
+        let first = client.exec(&login, &["h01"], &["/usr/bin/sleep", "2"]);
         let second = async {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            client.exec(&login, &["h02"], &["echo", "second"]).await
+            client.exec(&login, &["h02"], &["/usr/bin/echo", "second"]).await
         };
         let (first, second) = tokio::join!(first, second);
         match second?.last() {

@@ -21,7 +21,7 @@ fn login_and_exec_go_through_a_kdc_on_another_machine_and_the_gateway_keeps_noth
     let spec = SiteSpec::new(4, 61);
     let run = Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
-        all_ok(&client.exec(&login, &["h[01-04]"], &["echo", "hi"]).await?, 4)
+        all_ok(&client.exec(&login, &["h[01-04]"], &["/usr/bin/echo", "hi"]).await?, 4)
     });
     // The gateway dialled the KDC's machine, once for the login and once for the run's tickets;
     // it listens for clients only.
@@ -48,7 +48,7 @@ fn a_credential_still_works_after_the_gateway_crashed_between_login_and_exec() {
         let login = client.login("alice", PASSWORD).await?;
         // The gateway goes down at 2 s and is back at 3 s, with nothing of this login kept.
         tokio::time::sleep(Duration::from_secs(4)).await;
-        all_ok(&client.exec(&login, &["h[01-03]"], &["echo", "after"]).await?, 3)
+        all_ok(&client.exec(&login, &["h[01-03]"], &["/usr/bin/echo", "after"]).await?, 3)
     });
     // The gateway really started twice: it opened its client listener at boot and again at 3 s.
     let listens = run
@@ -86,7 +86,7 @@ fn a_run_larger_than_a_ticket_batch_asks_the_kdc_batch_by_batch_and_runs_everywh
     let spec = SiteSpec::new(40, 64);
     let run = Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
-        let mut command = client.command(&login.credential, &["h[01-40]"], &["echo", "hi"]);
+        let mut command = client.command(&login.credential, &["h[01-40]"], &["/usr/bin/echo", "hi"]);
         command.fanout = 2;
         all_ok(&client.run(&login.keys, command).await?, 40)
     });

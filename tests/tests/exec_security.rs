@@ -62,7 +62,8 @@ fn a_run_on_ten_hosts_returns_every_result_audits_in_order_and_leaves_the_gatewa
     let out = events.clone();
     let run = Site::run_checked(&SiteSpec::new(10, 1), |client| async move {
         let login = client.login("alice", PASSWORD).await?;
-        *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-10]"], &["echo", "hi"]).await?;
+        *out.lock().expect("not poisoned") =
+            client.exec(&login, &["h[01-10]"], &["/usr/bin/echo", "hi"]).await?;
         Ok(())
     });
     let events = events.lock().expect("not poisoned").clone();
@@ -88,7 +89,7 @@ fn an_expired_ticket_is_refused_and_audited() {
         ..SiteSpec::new(2, 2)
     };
     let run = Site::run_checked(&spec, |client| async move {
-        let request = client.request("h01", "h01", now().wall, &["echo", "x"])?;
+        let request = client.request("h01", "h01", now().wall, &["/usr/bin/echo", "x"])?;
         tokio::time::sleep(Duration::from_secs(40)).await;
         talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
         Ok(())
@@ -101,7 +102,7 @@ fn an_expired_ticket_is_refused_and_audited() {
 #[test]
 fn a_ticket_for_another_host_is_refused_and_audited() {
     let run = Site::run_checked(&SiteSpec::new(2, 3), |client| async move {
-        let request = client.request("h02", "h01", now().wall, &["echo", "x"])?;
+        let request = client.request("h02", "h01", now().wall, &["/usr/bin/echo", "x"])?;
         let heard = talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
         match heard.first() {
             Some(HostEvent::Denied { reason }) if reason.contains("ticket refused") => Ok(()),
@@ -111,6 +112,46 @@ fn a_ticket_for_another_host_is_refused_and_audited() {
     assert!(run.spawned.is_empty());
     assert!(run.denial("h01").expect("audited").contains("ticket refused"));
     assert!(run.denied_in_chain("ticket refused"));
+}
+
+/// Each host checks the variables a request passes against its own ACL, and that the
+/// authenticator covers them: a gateway that skipped its early check, or added a variable after
+/// the client's run was signed for, runs nothing.
+#[test]
+fn a_variable_the_acl_does_not_list_or_the_authenticator_does_not_cover_is_refused_by_the_host() {
+    let mut spec = SiteSpec::new(1, 15);
+    if let Some(alice) = spec.acl.principals.get_mut("alice") {
+        alice.env = ["LANG".to_owned()].into();
+    }
+    let heard = seen::<Vec<Vec<HostEvent>>>();
+    let out = heard.clone();
+    let run = Site::run_checked(&spec, |client| async move {
+        let var = |name: &str| vec![(name.to_owned(), "x".to_owned())];
+        let argv = vec!["/usr/bin/echo".to_owned(), "hi".to_owned()];
+        let listed = Task::Run { argv: argv.clone(), stdin: Vec::new(), env: var("LANG") };
+        let unlisted = Task::Run { argv: argv.clone(), stdin: Vec::new(), env: var("LD_PRELOAD") };
+        // Each request at its own millisecond: the test client's nonce is its timestamp, and a
+        // repeated one would be refused as a replay before anything else is checked.
+        let at = |ms: u64| WallClock(now().wall.0 + ms);
+        let mut added = client.request_task("h01", "h01", at(1), listed.clone())?;
+        added.task = Task::Run { argv, stdin: Vec::new(), env: [var("LANG"), var("TZ")].concat() };
+        for request in [
+            client.request_task("h01", "h01", at(0), unlisted)?,
+            added,
+            client.request_task("h01", "h01", at(2), listed)?,
+        ] {
+            let events = talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
+            out.lock().expect("not poisoned").push(events);
+        }
+        Ok(())
+    });
+    let heard = heard.lock().expect("not poisoned").clone();
+    let denied = |events: &[HostEvent], says: &str| matches!(events.first(), Some(HostEvent::Denied { reason }) if reason.contains(says));
+    assert!(denied(&heard[0], "may not pass the variable `LD_PRELOAD`"), "{:?}", heard[0]);
+    assert!(denied(&heard[1], "does not cover"), "{:?}", heard[1]);
+    assert!(matches!(heard[2].first(), Some(HostEvent::Started)), "{:?}", heard[2]);
+    assert_eq!(run.spawned.len(), 1, "only the listed variable ran: {:?}", run.spawned);
+    assert!(run.denied_in_chain("may not pass the variable `LD_PRELOAD`"));
 }
 
 /// A ticket is sealed to its host's public key, which anyone may know: what makes it a ticket is
@@ -131,7 +172,11 @@ fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
         let host = client.host_identity(0).ok_or("no h01")?;
         let ticket =
             ServiceTicket::seal(&body, &host, &forger, &mut client.rng()).map_err(|e| e.to_string())?;
-        let task = Task::Run { argv: vec!["echo".to_owned(), "pwned".to_owned()], stdin: Vec::new() };
+        let task = Task::Run {
+            argv: vec!["/usr/bin/echo".to_owned(), "pwned".to_owned()],
+            stdin: Vec::new(),
+            env: Vec::new(),
+        };
         let auth = Authenticator {
             principal: "alice".into(),
             timestamp: wall,
@@ -151,7 +196,7 @@ fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
 #[test]
 fn a_replayed_authenticator_is_refused_and_audited() {
     let run = Site::run_checked(&SiteSpec::new(1, 4), |client| async move {
-        let request = client.request("h01", "h01", now().wall, &["echo", "once"])?;
+        let request = client.request("h01", "h01", now().wall, &["/usr/bin/echo", "once"])?;
         talk_to_host(&client, vec![HostWire::Start(Box::new(request.clone()))]).await?;
         // The same bytes again, on a new connection: what a captured request replayed is.
         talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
@@ -166,7 +211,7 @@ fn a_replayed_authenticator_is_refused_and_audited() {
 fn clock_skew_beyond_the_limit_is_refused_and_audited() {
     let run = Site::run_checked(&SiteSpec::new(1, 5), |client| async move {
         let future = WallClock(now().wall.0 + 5 * 60 * 1000);
-        let request = client.request("h01", "h01", future, &["echo", "x"])?;
+        let request = client.request("h01", "h01", future, &["/usr/bin/echo", "x"])?;
         talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
         Ok(())
     });
@@ -201,10 +246,10 @@ fn an_acl_denial_runs_nothing_and_is_audited_on_every_host() {
     let out = runs.clone();
     let run = Site::run_checked(&SiteSpec::new(3, 7), |client| async move {
         let bob = client.login("bob", PASSWORD).await?;
-        let first = client.exec(&bob, &["h[01-03]"], &["echo", "hi"]).await?;
+        let first = client.exec(&bob, &["h[01-03]"], &["/usr/bin/echo", "hi"]).await?;
         // Alice may not run what her ACL does not list either.
         let alice = client.login("alice", PASSWORD).await?;
-        let second = client.exec(&alice, &["h01"], &["rm", "-rf", "/"]).await?;
+        let second = client.exec(&alice, &["h01"], &["/usr/bin/rm", "-rf", "/"]).await?;
         *out.lock().expect("not poisoned") = vec![first, second];
         Ok(())
     });
@@ -221,7 +266,7 @@ fn an_acl_denial_runs_nothing_and_is_audited_on_every_host() {
         run.chain.iter().filter(|e| matches!(e.record.decision, AuditDecision::Denied { .. })).count();
     assert_eq!(denied, 4, "three for bob, one for alice's rm");
     assert!(
-        matches!(&host_results(&runs[1])[0].outcome, HostOutcome::Denied(r) if r.contains("may not run `rm`"))
+        matches!(&host_results(&runs[1])[0].outcome, HostOutcome::Denied(r) if r.contains("may not run `/usr/bin/rm`"))
     );
     assert!(run.spawned.is_empty(), "{:?}", run.spawned);
 }
@@ -235,12 +280,14 @@ fn the_gateway_refuses_to_act_without_a_valid_credential() {
         // Forged: the same content signed by someone other than the KDC.
         let forger = NodeKeys::generate(&mut seeded(66));
         let forged = Signed::sign(login.credential.body.clone(), &forger).map_err(|e| e.to_string())?;
-        let events = client.run(&login.keys, client.command(&forged, &["h[01-02]"], &["echo", "x"])).await?;
+        let events =
+            client.run(&login.keys, client.command(&forged, &["h[01-02]"], &["/usr/bin/echo", "x"])).await?;
         out.lock().expect("not poisoned").push(refused(&events));
         // Stolen: alice's real credential presented over another client's channel.
         let thief = client.new_keys();
-        let events =
-            client.run(&thief, client.command(&login.credential, &["h[01-02]"], &["echo", "x"])).await?;
+        let events = client
+            .run(&thief, client.command(&login.credential, &["h[01-02]"], &["/usr/bin/echo", "x"]))
+            .await?;
         out.lock().expect("not poisoned").push(refused(&events));
         Ok(())
     });
@@ -263,7 +310,8 @@ fn the_alarm_kill_reaches_the_host_and_is_audited() {
     let out = events.clone();
     let run = Site::run_checked(&SiteSpec::new(2, 9), |client| async move {
         let login = client.login("alice", PASSWORD).await?;
-        *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-02]"], &["sleep", "1000"]).await?;
+        *out.lock().expect("not poisoned") =
+            client.exec(&login, &["h[01-02]"], &["/usr/bin/sleep", "1000"]).await?;
         Ok(())
     });
     let got = host_results(&events.lock().expect("not poisoned"));
@@ -291,7 +339,7 @@ fn the_alarm_kill_reaches_the_host_and_is_audited() {
 fn a_client_that_goes_away_has_its_commands_killed() {
     let run = Site::run_checked(&SiteSpec::new(2, 10), |client| async move {
         let login = client.login("alice", PASSWORD).await?;
-        let command = client.command(&login.credential, &["h[01-02]"], &["sleep", "1000"]);
+        let command = client.command(&login.credential, &["h[01-02]"], &["/usr/bin/sleep", "1000"]);
         let mut gateway = client.to_gateway(&login.keys).await?;
         gateway.send(&GatewayWire::Client(ClientRequest::Exec(Box::new(command))))?;
         while !matches!(
@@ -321,7 +369,7 @@ fn an_unreachable_host_is_reported_while_the_others_complete() {
     let spec = SiteSpec { down: [1].into(), ..SiteSpec::new(3, 11) };
     Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
-        *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-03]"], &["uname"]).await?;
+        *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-03]"], &["/usr/bin/uname"]).await?;
         Ok(())
     });
     let got = host_results(&events.lock().expect("not poisoned"));
@@ -337,7 +385,7 @@ fn without_the_collectors_acknowledgement_nothing_runs() {
     let spec = SiteSpec { collector_reachable: false, ..SiteSpec::new(1, 12) };
     let run = Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
-        *out.lock().expect("not poisoned") = client.exec(&login, &["h01"], &["echo", "x"]).await?;
+        *out.lock().expect("not poisoned") = client.exec(&login, &["h01"], &["/usr/bin/echo", "x"]).await?;
         Ok(())
     });
     assert!(run.spawned.is_empty());
@@ -354,7 +402,8 @@ fn percent_h_becomes_each_hosts_name() {
     let out = events.clone();
     Site::run_checked(&SiteSpec::new(3, 13), |client| async move {
         let login = client.login("alice", PASSWORD).await?;
-        *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-03]"], &["echo", "I am %h"]).await?;
+        *out.lock().expect("not poisoned") =
+            client.exec(&login, &["h[01-03]"], &["/usr/bin/echo", "I am %h"]).await?;
         Ok(())
     });
     let got = host_results(&events.lock().expect("not poisoned"));
@@ -374,7 +423,7 @@ fn the_gateway_expands_node_sets_and_groups_from_its_installed_configuration() {
     let run = Site::run_checked(&spec, |client| async move {
         let login = client.login("alice", PASSWORD).await?;
         for hosts in [&["@web", "h06"][..], &["h[03-"], &["@db"]] {
-            let events = client.exec(&login, hosts, &["echo", "hi"]).await?;
+            let events = client.exec(&login, hosts, &["/usr/bin/echo", "hi"]).await?;
             out.lock().expect("not poisoned").push(events);
         }
         Ok(())
@@ -395,7 +444,7 @@ fn the_gateway_expands_node_sets_and_groups_from_its_installed_configuration() {
 #[test]
 fn a_second_start_on_one_host_connection_stops_the_run_instead_of_starting_another() {
     let run = Site::run_checked(&SiteSpec::new(1, 32), |client| async move {
-        let first = client.request("h01", "h01", now().wall, &["sleep", "60"])?;
+        let first = client.request("h01", "h01", now().wall, &["/usr/bin/sleep", "60"])?;
         let cancel = HostWire::Cancel { reason: "early".into() };
         let start = HostWire::Start(Box::new(first));
         // The order rule comes before any check of what the second Start carries.
@@ -453,7 +502,8 @@ fn output_beyond_the_cap_is_cut_at_the_host_and_counted() {
     let out = events.clone();
     Site::run_checked(&SiteSpec::new(2, 34), |client| async move {
         let login = client.login("alice", PASSWORD).await?;
-        *out.lock().expect("not poisoned") = client.exec(&login, &["h[01-02]"], &["spew", "3"]).await?;
+        *out.lock().expect("not poisoned") =
+            client.exec(&login, &["h[01-02]"], &["/usr/bin/spew", "3"]).await?;
         Ok(())
     });
     let got = host_results(&events.lock().expect("not poisoned"));

@@ -1,7 +1,8 @@
 //! The security-policy tier on a simulated fleet of core nodes on the turmoil host driver: 1
 //! master, 3 locals (local-02 behind local-00), 300 agents. Changes at the master and at a local
 //! reach every agent's file; a partitioned local keeps serving and catches up; current status with
-//! a local down is partial and on time; bad input sent over real channels, with stolen or
+//! a local down (or a nested one cut off) is partial and on time, and counts the agents below it
+//! as not reporting; bad input sent over real channels, with stolen or
 //! stranger keys, is refused, counted, and stored nowhere; and the tier cuts the master's traffic
 //! at least 20-fold.
 
@@ -58,6 +59,11 @@ fn stored_anywhere(fleet: &Fleet, id: &str) -> bool {
     let records = fleet.records();
     let records = records.lock().expect("records");
     records.iter().any(|(_, r)| matches!(r, Record::Policy(p) if p.body.id == id))
+}
+
+/// How many agents local `i` serves.
+fn agents_of(fleet: &Fleet, i: usize) -> u64 {
+    fleet.agent_local().iter().filter(|l| **l == i).count() as u64
 }
 
 fn report(agent: &str, wall: WallClock) -> AgentReport {
@@ -131,6 +137,7 @@ fn a_policy_made_at_a_partitioned_local_climbs_after_the_heal() {
 fn current_status_with_a_local_down_returns_by_its_deadline_marked_partial() {
     let mut fleet = fleet();
     fleet.take_down(1);
+    let down_at = fleet.wall();
     let asked = fleet.status(true, None);
     let took = asked.took().expect("answered");
     assert!(took <= Duration::from_secs(5) + Duration::from_millis(100), "answered after {took:?}");
@@ -139,10 +146,26 @@ fn current_status_with_a_local_down_returns_by_its_deadline_marked_partial() {
     assert_eq!(status.missing, vec![local_name(1)]);
     // local-00 answered for itself and for local-02 behind it.
     assert_eq!(status.aggregate.agents(), 200, "local-00 and local-02 carry 200 of the 300 agents");
+    // local-01's agents are not dropped: its last sync at the master counted them, and they are
+    // counted as not reporting, by platform too.
+    let below = agents_of(&fleet, 1);
+    let unanswered = &status.unanswered[&local_name(1)];
+    assert_eq!(unanswered.agents, below, "{status:?}");
+    assert!(unanswered.last_sync.is_some());
+    assert_eq!(status.not_reporting(), below);
+    assert_eq!(status.aggregate.agents() + status.not_reporting(), 300, "every agent is counted");
+    assert_eq!(status.unanswered_platforms().values().sum::<u64>(), below, "{status:?}");
     // Historical status comes from stored syncs, including the down local's last one.
     let history = fleet.status(false, None);
     let history = history.status().expect("a status");
     assert!(!history.partial(), "every direct child has synced before: {history:?}");
+    // Asked for the syncs since it went down, it has none: missing, its agents not reporting.
+    fleet.run_for(MINUTE * 2);
+    let recent = fleet.status(false, Some(down_at));
+    let recent = recent.status().expect("a status");
+    assert_eq!(recent.missing, vec![local_name(1)], "{recent:?}");
+    assert_eq!(recent.unanswered[&local_name(1)].agents, below);
+    assert!(recent.not_reporting() >= below);
 
     // Back up from what it had stored: it serves the base policy again and, once it has synced,
     // answers for its agents.
@@ -156,6 +179,23 @@ fn current_status_with_a_local_down_returns_by_its_deadline_marked_partial() {
     let status = asked.status().expect("a status");
     assert!(!status.partial(), "{status:?}");
     assert_eq!(status.aggregate.agents(), 300);
+}
+
+/// A nested local cut off from its parent: its parent answers the master for it, naming it
+/// missing and counting the agents of its last sync there as not reporting.
+#[test]
+fn a_nested_local_cut_off_has_its_agents_counted_as_not_reporting_by_its_parent() {
+    let mut fleet = fleet();
+    assert_eq!(fleet.local_parent()[2], Some(0), "local-02 sits behind local-00");
+    fleet.partition_local(2);
+    let asked = fleet.status(true, None);
+    let status = asked.status().expect("a status");
+    let below = agents_of(&fleet, 2);
+    assert_eq!(status.missing, vec![local_name(2)], "{status:?}");
+    let unanswered = &status.unanswered[&local_name(2)];
+    assert_eq!(unanswered.agents, below, "{status:?}");
+    assert_eq!(status.aggregate.agents() + status.not_reporting(), 300, "every agent is counted");
+    assert!(!status.aggregate.locals.contains_key(&local_name(2)), "nothing of local-02 was heard now");
 }
 
 #[test]

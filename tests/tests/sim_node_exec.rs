@@ -83,7 +83,7 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
         "alice".into(),
         AclEntry {
             run_as: ["alice".to_owned()].into(),
-            commands: ["echo", "sleep"].iter().map(|c| (*c).to_owned()).collect(),
+            commands: ["/usr/bin/echo", "/usr/bin/sleep"].iter().map(|c| (*c).to_owned()).collect(),
             ..AclEntry::default()
         },
     );
@@ -179,15 +179,22 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
         };
         // Three runs: every host echoes; a silent command past the alarm's T1; a command the
         // ACL does not grant.
-        let runs: [(&[&str], u64); 3] =
-            [(&["echo", "hi"], 16_000), (&["sleep", "100"], 1_000), (&["rm", "-rf", "/"], 16_000)];
+        let runs: [(&[&str], u64); 3] = [
+            (&["/usr/bin/echo", "hi"], 16_000),
+            (&["/usr/bin/sleep", "100"], 1_000),
+            (&["/usr/bin/rm", "-rf", "/"], 16_000),
+        ];
         for (n, (argv, t1_ms)) in runs.into_iter().enumerate() {
             let command = ExecCommand {
                 credential: credential.clone(),
                 hosts: vec!["h[1-3]".into()],
                 exclude: Vec::new(),
                 run_as: "alice".into(),
-                task: Task::Run { argv: argv.iter().map(|a| (*a).to_owned()).collect(), stdin: Vec::new() },
+                task: Task::Run {
+                    argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+                    stdin: Vec::new(),
+                    env: Vec::new(),
+                },
                 fanout: 3,
                 t1_ms,
                 t2_ms: 2 * t1_ms,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use cohort_core::node::{ConnLimits, NodeSetup, PolicyAgentRole, PolicyServerRole};
 use cohort_core::policy::document::{Platform, Policy, PolicyTarget, Scope};
+use cohort_core::policy::policy_file::PolicyFile;
 use cohort_core::policy::server::{PolicyMessage, ServerSetup, SyncRequest};
 use cohort_core::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest, PolicyWire};
 use cohort_core::rng::seeded;
@@ -42,7 +43,7 @@ fn cut_for(seed: u64) -> Cut {
     (a, b, from, span)
 }
 
-/// Runs the tier until both agents hold `firewall.default = "deny"` (or 60 simulated seconds),
+/// Runs the tier until both agents' files set `firewall.default` to `deny` (or 60 simulated seconds),
 /// with `cut` applied on the way. Returns the trace, the files written, and whether both agents
 /// got the policy.
 fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool, Vec<String>) {
@@ -208,7 +209,8 @@ fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool, Vec<String>) {
             .lock()
             .expect("files")
             .get(&("agents".to_owned(), file(agent)))
-            .is_some_and(|f| String::from_utf8_lossy(f).contains("firewall.default = \"deny\""))
+            .and_then(|f| PolicyFile::parse(&String::from_utf8_lossy(f)).ok())
+            .is_some_and(|f| f.params.get("firewall.default").is_some_and(|v| v == "deny"))
     };
     let mut reached = false;
     while sim.elapsed() < Duration::from_secs(60) {

@@ -52,7 +52,7 @@ fn a_browser_logs_in_and_sees_identical_output_in_one_group_and_different_output
     let run = Site::run_checked(&spec(6, 301), |client| async move {
         let browser = client.browser("192.0.2.10")?;
         let csrf = log_in(&browser, "alice").await?;
-        let same = exec(&browser, &csrf, "h[01-06]", "uname -r").await?;
+        let same = exec(&browser, &csrf, "h[01-06]", "/usr/bin/uname -r").await?;
         let end = finished(&same)?;
         let groups = end["groups"].as_array().ok_or("groups")?;
         if groups.len() != 1 || groups[0]["hosts"] != "h[01-06]" {
@@ -62,7 +62,7 @@ fn a_browser_logs_in_and_sees_identical_output_in_one_group_and_different_output
         if hosts != 6 {
             return Err(format!("each host's result streams in: {hosts} of 6"));
         }
-        let mixed = exec(&browser, &csrf, "h[01-06]", "when %h=h02 say two else say other").await?;
+        let mixed = exec(&browser, &csrf, "h[01-06]", "/usr/bin/when %h=h02 say two else say other").await?;
         let end = finished(&mixed)?;
         let groups = end["groups"].as_array().ok_or("groups")?;
         let folded: Vec<&Value> = groups.iter().map(|g| &g["hosts"]).collect();
@@ -87,7 +87,7 @@ fn a_request_without_its_csrf_token_or_from_a_stale_form_runs_nothing() {
         }
         let csrf = log_in(&browser, "alice").await?;
         for token in ["", "0123", &csrf[..csrf.len() - 1]] {
-            let refused = exec(&browser, token, "h[01-03]", "echo hi").await?;
+            let refused = exec(&browser, token, "h[01-03]", "/usr/bin/echo hi").await?;
             if refused.status != 403 {
                 return Err(format!("token `{token}` answered {}", refused.status));
             }
@@ -106,7 +106,7 @@ fn an_expired_session_goes_back_to_the_login_form_and_runs_nothing() {
         let csrf = log_in(&browser, "alice").await?;
         tokio::time::sleep(Duration::from_secs(25)).await;
         let sealed = browser.cookie("cohort_session").ok_or("a session cookie")?;
-        let refused = exec(&browser, &csrf, "h[01-03]", "echo hi").await?;
+        let refused = exec(&browser, &csrf, "h[01-03]", "/usr/bin/echo hi").await?;
         if refused.status != 401 || !refused.text().contains("expired") {
             return Err(format!("an expired API session is refused: {} {}", refused.status, refused.text()));
         }
@@ -146,7 +146,7 @@ fn an_altered_cookie_goes_back_to_the_login_form_and_runs_nothing() {
         if browser.cookie("cohort_session").is_some() {
             return Err("the altered cookie is cleared".into());
         }
-        let refused = exec(&browser, &csrf, "h[01-03]", "echo hi").await?;
+        let refused = exec(&browser, &csrf, "h[01-03]", "/usr/bin/echo hi").await?;
         if refused.status != 401 {
             return Err(format!("no session, no run: {}", refused.status));
         }
@@ -164,7 +164,7 @@ fn a_session_outlives_a_gateway_restart_between_login_and_command() {
         let csrf = log_in(&browser, "alice").await?;
         // The gateway crashes at 5 s and is back at 8 s: it kept nothing of the session.
         tokio::time::sleep(Duration::from_secs(10)).await;
-        let page = exec(&browser, &csrf, "h[01-03]", "echo after the restart").await?;
+        let page = exec(&browser, &csrf, "h[01-03]", "/usr/bin/echo after the restart").await?;
         let end = finished(&page)?;
         if end["groups"][0]["hosts"] != "h[01-03]" || end["summary"] != "3 hosts: 3 ok" {
             return Err(format!("the command ran everywhere after the restart: {end}"));
@@ -179,7 +179,7 @@ fn a_principal_the_acl_does_not_name_runs_nothing_and_the_refusal_is_audited() {
     let run = Site::run_checked(&spec(3, 306), |client| async move {
         let browser = client.browser("192.0.2.15")?;
         let csrf = log_in(&browser, "bob").await?;
-        let page = exec(&browser, &csrf, "h[01-03]", "echo hi").await?;
+        let page = exec(&browser, &csrf, "h[01-03]", "/usr/bin/echo hi").await?;
         let refused = page.status == 403 || page.json_lines().iter().any(|l| l["event"] == "refused");
         let denied = page.json_lines().iter().filter(|l| l["event"] == "host").count();
         if !refused && denied == 0 {
@@ -195,7 +195,8 @@ fn a_browser_that_leaves_mid_run_cancels_it_on_the_hosts() {
     let run = Site::run_checked(&spec(3, 307), |client| async move {
         let browser = client.browser("192.0.2.16")?;
         let csrf = log_in(&browser, "alice").await?;
-        let body = json!({ "nodes": "h[01-03]", "command": "sleep 60", "run_as": "alice" }).to_string();
+        let body =
+            json!({ "nodes": "h[01-03]", "command": "/usr/bin/sleep 60", "run_as": "alice" }).to_string();
         let headers = [("content-type", "application/json"), ("x-cohort-csrf", csrf.as_str())];
         let mut answers = browser.open(Method::Post, "/api/exec", &headers, body.into_bytes())?;
         // The run is accepted, the commands start, then the browser goes away.
@@ -214,7 +215,8 @@ fn a_cancelled_run_kills_the_commands_on_the_hosts_and_ends_its_stream() {
     let run = Site::run_checked(&spec(3, 308), |client| async move {
         let browser = client.browser("192.0.2.17")?;
         let csrf = log_in(&browser, "alice").await?;
-        let body = json!({ "nodes": "h[01-03]", "command": "sleep 60", "run_as": "alice" }).to_string();
+        let body =
+            json!({ "nodes": "h[01-03]", "command": "/usr/bin/sleep 60", "run_as": "alice" }).to_string();
         let headers = [("content-type", "application/json"), ("x-cohort-csrf", csrf.as_str())];
         let mut answers = browser.open(Method::Post, "/api/exec", &headers, body.into_bytes())?;
         let (watcher, seen) = (browser.clone(), std::sync::Arc::new(std::sync::Mutex::new(Vec::new())));
@@ -253,10 +255,10 @@ fn the_audit_trail_through_the_console_shows_ones_own_records_newest_first_and_v
     Site::run_checked(&spec(3, 309), |client| async move {
         let bob = client.browser("192.0.2.18")?;
         let bob_csrf = log_in(&bob, "bob").await?;
-        exec(&bob, &bob_csrf, "h[01-03]", "echo bob").await?;
+        exec(&bob, &bob_csrf, "h[01-03]", "/usr/bin/echo bob").await?;
         let alice = client.browser("192.0.2.19")?;
         let csrf = log_in(&alice, "alice").await?;
-        finished(&exec(&alice, &csrf, "h[01-03]", "echo hi").await?)?;
+        finished(&exec(&alice, &csrf, "h[01-03]", "/usr/bin/echo hi").await?)?;
         let listing = alice.get("/api/audit").await?;
         let value: Value = serde_json::from_slice(&listing.body).map_err(|e| e.to_string())?;
         let entries = value["entries"].as_array().ok_or_else(|| format!("entries: {value}"))?;

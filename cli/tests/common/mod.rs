@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod scrape;
+
 use std::net::{TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -117,11 +119,17 @@ impl TestCluster {
     }
 
     pub fn start(&mut self, i: usize) {
+        self.start_with_env(i, &[]);
+    }
+
+    /// Starts member `i` with `env` added to its own environment.
+    pub fn start_with_env(&mut self, i: usize, env: &[(&str, &str)]) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log(i)).expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_cohort"))
             .args(["node", "run", "--config"])
             .arg(self.config(i))
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -256,11 +264,16 @@ pub fn run(args: &[String]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The version `cohort admin set` printed as accepted (`COUNTER@AUTHOR`).
+/// The version `cohort admin set` printed as accepted, in full (`COUNTER@AUTHOR`), from its
+/// `accepted the change as v2@1a2b3c4d (2@1a2b…)` line.
 pub fn accepted_version(stdout: &str) -> String {
     stdout
         .lines()
-        .find_map(|l| l.split_once("accepted the change as ").map(|(_, v)| v.trim().to_owned()))
+        .find_map(|l| {
+            let (_, rest) = l.split_once("accepted the change as ")?;
+            let full = rest.split_once('(')?.1.trim_end().strip_suffix(')')?;
+            Some(full.to_owned())
+        })
         .unwrap_or_else(|| panic!("no accepted version in {stdout:?}"))
 }
 

@@ -130,7 +130,11 @@ pub enum CloseReason {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChannelError {
-    #[error("peer's static key (digest {0}) is not trusted; add its public identity to the trust set")]
+    #[error(
+        "the peer proved a key (digest {0}) that is not trusted here (not the one expected): this may be the wrong address, \
+         a re-keyed node, or someone else answering; check the address and the key you were given \
+         (never trust a key because a connection presented it)"
+    )]
     UntrustedPeer(String),
     #[error("bad frame: {0}")]
     Frame(#[from] FrameError),

@@ -1,27 +1,55 @@
-//! Access control: which principal may run which commands as which local users, whether a shell
-//! is allowed, where it may write files, and the ceilings of its runs. Owns the rules and their
-//! check (the daemon checks commands and files, the gateway applies the limits). It never runs
-//! anything and grants nothing by default: a principal without an entry may do nothing.
+//! Access control: which principal may run which programs as which local users, which variables
+//! it may pass, where it may write files, and the ceilings of its runs. Owns the rules and their
+//! check (the daemon checks commands, variables and files; the gateway checks variables early and
+//! applies the limits). It never runs anything and grants nothing by default: a principal without
+//! an entry may do nothing.
+//!
+//! What a command entry enforces, exactly:
+//! - `commands = *`: any program, named as the client likes (a bare name is found on the reset
+//!   `PATH`, see [`crate::child_env::SAFE_PATH`]). A shell is reachable through it: `nice sh -c`,
+//!   `python3 -c`, and so on.
+//! - otherwise an allowlist of absolute paths and patterns on them (`/usr/bin/uptime`,
+//!   `/opt/app/bin/*`, see [`super::command_pattern`]): argv\[0\] must itself be a plain absolute
+//!   path (no `.`, `..` or `//`) that one of them matches, as written; a bare name is refused
+//!   (nothing is looked up on a `PATH`). Only the program argv\[0\] names is checked: a listed
+//!   program that runs commands itself (`nice`, `timeout`, `xargs`, `find`, an interpreter, an
+//!   editor) reaches whatever it runs, a shell included, so such a program belongs on an
+//!   allowlist only if that is meant.
+//! - `shell`: without it, argv\[0\] may not be a program of [`SHELLS`] (by its file name), even
+//!   when `*` or a pattern matches it; with it, such a program runs if the commands permit it.
+//!   That is all it does: it does not stop a permitted program from starting a shell.
+//! - `env`: the exact names of the variables a client may pass (no wildcard; `PATH`,
+//!   `LD_PRELOAD` and the like pass only if named). Everything else of the command's
+//!   environment is reset (see [`crate::child_env`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::command_pattern;
 use super::task::Task;
 
-/// Programs that interpret their arguments as commands: running one needs `shell = true`.
-const SHELLS: &[&str] =
+/// Shells, and programs whose purpose is to run their arguments as a command under another
+/// environment or user: argv\[0\] may be one of these only with `shell = true`. Not every
+/// program that can start a shell is here (nor could be): see the module's documentation.
+pub const SHELLS: &[&str] =
     &["sh", "bash", "dash", "zsh", "ksh", "csh", "tcsh", "fish", "busybox", "env", "sudo", "su"];
+
+/// The `commands` entry that permits any program.
+pub const ANY_COMMAND: &str = "*";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AclEntry {
     /// Local users this principal may run as.
     pub run_as: BTreeSet<String>,
-    /// Programs it may run (argv[0], exact), or `*` for any that is not a shell.
+    /// Programs it may run: `*` for any, or absolute paths and patterns argv\[0\] must match.
     pub commands: BTreeSet<String>,
-    /// Whether it may run a shell (or anything that runs commands for it).
+    /// Whether argv\[0\] may be one of [`SHELLS`] (still only if `commands` permits it).
     #[serde(default)]
     pub shell: bool,
+    /// Variables a client may pass to its commands, by exact name.
+    #[serde(default)]
+    pub env: BTreeSet<String>,
     /// Directories under which `cohort copy` may write files (absolute, no `..`).
     #[serde(default)]
     pub copy: BTreeSet<String>,
@@ -68,6 +96,12 @@ pub enum AclDenied {
     Command { principal: String, program: String },
     #[error("principal `{principal}` may not run a shell (`{program}`)")]
     Shell { principal: String, program: String },
+    #[error(
+        "principal `{principal}` may run only programs named by absolute path, as its ACL lists them (`{program}` is not one)"
+    )]
+    NotAbsolute { principal: String, program: String },
+    #[error("principal `{principal}` may not pass the variable `{name}` (its ACL's env does not list it)")]
+    Env { principal: String, name: String },
     #[error("empty command")]
     Empty,
     #[error("principal `{principal}` may not write `{path}`: not under a directory its ACL permits for copy")]
@@ -91,8 +125,19 @@ fn is_under(path: &str, prefix: &str) -> bool {
     prefix == "/" || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/'))
 }
 
+/// The file name of a program: what [`SHELLS`] lists.
 fn program_name(program: &str) -> &str {
     program.rsplit('/').next().unwrap_or(program)
+}
+
+/// Whether `program`'s file name is one of [`SHELLS`].
+pub fn is_shell(program: &str) -> bool {
+    SHELLS.contains(&program_name(program))
+}
+
+/// Whether `entry` (a `commands` item) may stand in an ACL: `*`, or an absolute path or pattern.
+pub fn is_command_entry(entry: &str) -> bool {
+    entry == ANY_COMMAND || command_pattern::is_command_pattern(entry)
 }
 
 impl Acl {
@@ -103,15 +148,30 @@ impl Acl {
             return Err(AclDenied::RunAs { principal: principal.to_owned(), run_as: run_as.to_owned() });
         }
         let program = argv.first().ok_or(AclDenied::Empty)?;
-        let is_shell = SHELLS.contains(&program_name(program));
-        if is_shell && !entry.shell {
-            return Err(AclDenied::Shell { principal: principal.to_owned(), program: program.clone() });
+        let (who, what) = (principal.to_owned(), program.clone());
+        if is_shell(program) && !entry.shell {
+            return Err(AclDenied::Shell { principal: who, program: what });
         }
-        let listed = entry.commands.contains(program) || entry.commands.contains(program_name(program));
-        if listed || entry.commands.contains("*") || (is_shell && entry.shell) {
+        if entry.commands.contains(ANY_COMMAND) {
+            return Ok(());
+        }
+        if !is_plain_absolute(program) {
+            return Err(AclDenied::NotAbsolute { principal: who, program: what });
+        }
+        if entry.commands.iter().any(|pattern| command_pattern::matches(pattern, program)) {
             Ok(())
         } else {
-            Err(AclDenied::Command { principal: principal.to_owned(), program: program.clone() })
+            Err(AclDenied::Command { principal: who, program: what })
+        }
+    }
+
+    /// May `principal` pass each of `vars` to its command? (Passing none needs no entry: that
+    /// is for [`Acl::check`] to judge.)
+    pub fn check_env(&self, principal: &str, vars: &[(String, String)]) -> Result<(), AclDenied> {
+        let listed = |name: &String| self.principals.get(principal).is_some_and(|e| e.env.contains(name));
+        match vars.iter().find(|(name, _)| !listed(name)) {
+            Some((name, _)) => Err(AclDenied::Env { principal: principal.to_owned(), name: name.clone() }),
+            None => Ok(()),
         }
     }
 
@@ -131,10 +191,14 @@ impl Acl {
         }
     }
 
-    /// May `principal` do `task` as `run_as`: run its command, or write every one of its files?
+    /// May `principal` do `task` as `run_as`: run its command with the variables it passes, or
+    /// write every one of its files?
     pub fn check_task(&self, principal: &str, run_as: &str, task: &Task) -> Result<(), AclDenied> {
         match task {
-            Task::Run { argv, .. } => self.check(principal, run_as, argv),
+            Task::Run { argv, env, .. } => {
+                self.check(principal, run_as, argv)?;
+                self.check_env(principal, env)
+            }
             Task::Copy { files } => {
                 files.iter().try_for_each(|file| self.check_copy(principal, run_as, &file.path))
             }
@@ -158,8 +222,14 @@ mod tests {
             "alice".into(),
             AclEntry {
                 run_as: ["alice".to_owned(), "deploy".to_owned()].into(),
-                commands: ["uptime".to_owned(), "/usr/bin/systemctl".to_owned()].into(),
+                commands: [
+                    "/usr/bin/uptime".to_owned(),
+                    "/usr/bin/systemctl".to_owned(),
+                    "/opt/app/bin/*".to_owned(),
+                ]
+                .into(),
                 shell: false,
+                env: ["LANG".to_owned(), "TZ".to_owned()].into(),
                 copy: ["/srv/www".to_owned()].into(),
                 ..AclEntry::default()
             },
@@ -180,29 +250,100 @@ mod tests {
         words.iter().map(|w| (*w).to_owned()).collect()
     }
 
-    #[test]
-    fn listed_commands_as_listed_users_only() {
-        let acl = acl();
-        assert_eq!(acl.check("alice", "deploy", &argv(&["uptime"])), Ok(()));
-        assert_eq!(acl.check("alice", "alice", &argv(&["/usr/bin/systemctl", "status"])), Ok(()));
-        assert!(matches!(acl.check("alice", "root", &argv(&["uptime"])), Err(AclDenied::RunAs { .. })));
-        assert!(matches!(
-            acl.check("alice", "alice", &argv(&["rm", "-rf", "/"])),
-            Err(AclDenied::Command { .. })
-        ));
-        assert!(matches!(acl.check("mallory", "alice", &argv(&["uptime"])), Err(AclDenied::NoEntry(_))));
+    fn vars(names: &[&str]) -> Vec<(String, String)> {
+        names.iter().map(|n| ((*n).to_owned(), "x".to_owned())).collect()
     }
 
     #[test]
-    fn shells_need_the_shell_grant_even_with_a_wildcard() {
+    fn listed_paths_and_patterns_as_listed_users_only() {
+        let acl = acl();
+        assert_eq!(acl.check("alice", "deploy", &argv(&["/usr/bin/uptime"])), Ok(()));
+        assert_eq!(acl.check("alice", "alice", &argv(&["/usr/bin/systemctl", "status"])), Ok(()));
+        assert_eq!(acl.check("alice", "alice", &argv(&["/opt/app/bin/deploy", "now"])), Ok(()));
+        assert!(matches!(
+            acl.check("alice", "root", &argv(&["/usr/bin/uptime"])),
+            Err(AclDenied::RunAs { .. })
+        ));
+        for other in ["/bin/rm", "/opt/app/bin/sub/deploy", "/usr/local/bin/uptime", "/usr/bin/uptimes"] {
+            assert!(
+                matches!(
+                    acl.check("alice", "alice", &argv(&[other, "-rf", "/"])),
+                    Err(AclDenied::Command { .. })
+                ),
+                "{other}"
+            );
+        }
+        assert!(matches!(
+            acl.check("mallory", "alice", &argv(&["/usr/bin/uptime"])),
+            Err(AclDenied::NoEntry(_))
+        ));
+        assert_eq!(acl.check("alice", "alice", &[]), Err(AclDenied::Empty));
+    }
+
+    #[test]
+    fn an_allowlist_takes_absolute_plain_paths_only() {
+        let acl = acl();
+        // A bare name is not looked up anywhere: it is refused, naming the rule.
+        let denied = acl.check("alice", "alice", &argv(&["uptime"])).expect_err("a bare name");
+        assert!(matches!(denied, AclDenied::NotAbsolute { .. }));
+        assert!(denied.to_string().contains("absolute path"), "{denied}");
+        // Nor can a crooked path climb out of a pattern's directory.
+        for crooked in ["/opt/app/bin/../../../bin/sh-x", "/opt/app/bin/./x", "/opt//app/bin/x", "./uptime"] {
+            assert!(
+                matches!(acl.check("alice", "alice", &argv(&[crooked])), Err(AclDenied::NotAbsolute { .. })),
+                "{crooked}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_shell_flag_guards_argv0_only_and_a_wildcard_reaches_anything() {
         let mut acl = acl();
         assert!(matches!(
             acl.check("alice", "alice", &argv(&["/bin/sh", "-c", "id"])),
             Err(AclDenied::Shell { .. })
         ));
+        // A shell behind a program that runs commands is not argv[0]: an allowlist without that
+        // program refuses it; `*` lets it through, as documented.
+        let nice = argv(&["/usr/bin/nice", "sh", "-c", "id"]);
+        assert!(matches!(acl.check("alice", "alice", &nice), Err(AclDenied::Command { .. })));
         acl.principals.get_mut("alice").expect("alice").commands.insert("*".into());
+        assert_eq!(acl.check("alice", "alice", &nice), Ok(()));
+        assert_eq!(acl.check("alice", "alice", &argv(&["nice", "sh", "-c", "id"])), Ok(()));
         assert!(matches!(acl.check("alice", "alice", &argv(&["bash"])), Err(AclDenied::Shell { .. })));
         assert_eq!(acl.check("root-ops", "root", &argv(&["sh", "-c", "id"])), Ok(()));
+        // A pattern that happens to match a shell does not grant one without the flag.
+        let mut acl = Acl::default();
+        let entry = AclEntry {
+            run_as: ["alice".to_owned()].into(),
+            commands: ["/usr/bin/*".to_owned()].into(),
+            ..AclEntry::default()
+        };
+        acl.principals.insert("alice".into(), entry);
+        assert!(matches!(
+            acl.check("alice", "alice", &argv(&["/usr/bin/bash"])),
+            Err(AclDenied::Shell { .. })
+        ));
+        acl.principals.get_mut("alice").expect("alice").shell = true;
+        assert_eq!(acl.check("alice", "alice", &argv(&["/usr/bin/bash"])), Ok(()));
+        // The flag grants nothing the commands do not: a shell elsewhere stays refused.
+        assert!(matches!(acl.check("alice", "alice", &argv(&["/bin/sh"])), Err(AclDenied::Command { .. })));
+    }
+
+    #[test]
+    fn only_variables_the_entry_names_pass() {
+        let acl = acl();
+        assert_eq!(acl.check_env("alice", &vars(&["LANG", "TZ"])), Ok(()));
+        assert_eq!(acl.check_env("alice", &[]), Ok(()));
+        assert_eq!(acl.check_env("mallory", &[]), Ok(()));
+        assert!(matches!(acl.check_env("mallory", &vars(&["LANG"])), Err(AclDenied::Env { .. })));
+        let denied = acl.check_env("alice", &vars(&["LANG", "LD_PRELOAD"])).expect_err("not listed");
+        assert_eq!(denied, AclDenied::Env { principal: "alice".into(), name: "LD_PRELOAD".into() });
+        assert!(denied.to_string().contains("`LD_PRELOAD`"), "{denied}");
+        // `*` in commands says nothing about variables.
+        assert!(matches!(acl.check_env("root-ops", &vars(&["LANG"])), Err(AclDenied::Env { .. })));
+        let task = Task::Run { argv: argv(&["/usr/bin/uptime"]), stdin: Vec::new(), env: vars(&["PATH"]) };
+        assert!(matches!(acl.check_task("alice", "alice", &task), Err(AclDenied::Env { .. })));
     }
 
     #[test]

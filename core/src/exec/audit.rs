@@ -40,27 +40,60 @@ pub struct AuditRecord {
     pub decision: AuditDecision,
     /// Ties the records of one run together.
     pub run_id: [u8; 16],
-    /// The size and SHA-256 of the data the run carried: its standard input, or each file a
-    /// copy placed (argv is then empty). Never the bytes.
+    /// The size and SHA-256 of the data the run carried: its standard input and the value of
+    /// each variable passed (by name), or each file a copy placed (argv is then empty). Never
+    /// the bytes.
     pub data: Vec<DataDigest>,
 }
 
 impl AuditRecord {
-    /// What the record is about, in one line: the command, or the files a copy placed.
+    /// What the record is about, in one line: the command, or the files a copy placed, each
+    /// word quoted as a shell would need it (see [`quote_words`]).
     pub fn subject(&self) -> String {
         if self.argv.is_empty() && !self.data.is_empty() {
-            let paths: Vec<String> = self
+            let paths: Vec<&str> = self
                 .data
                 .iter()
                 .filter_map(|d| match &d.what {
-                    DataKind::File { path, .. } => Some(path.clone()),
-                    DataKind::Stdin => None,
+                    DataKind::File { path, .. } => Some(path.as_str()),
+                    DataKind::Stdin | DataKind::Env { .. } => None,
                 })
                 .collect();
-            return format!("copy {}", paths.join(" "));
+            return format!("copy {}", quote_words(&paths));
         }
-        self.argv.join(" ")
+        quote_words(&self.argv)
     }
+}
+
+/// Words as one line a shell reads back as the same words: plain words as they are, others in
+/// single quotes, and a word with a control character (a newline, an escape) in bash's `$'…'`
+/// with the character escaped, so a recorded argument can never forge a second line or move
+/// the terminal's cursor.
+pub fn quote_words<S: AsRef<str>>(words: &[S]) -> String {
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| {
+            let w = w.as_ref();
+            if !w.chars().any(char::is_control) {
+                return shell_words::quote(w).into_owned();
+            }
+            let mut out = String::from("$'");
+            for c in w.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\'' => out.push_str("\\'"),
+                    '\n' => out.push_str("\\n"),
+                    '\t' => out.push_str("\\t"),
+                    '\r' => out.push_str("\\r"),
+                    c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+                    c => out.push(c),
+                }
+            }
+            out.push('\'');
+            out
+        })
+        .collect();
+    quoted.join(" ")
 }
 
 /// One link of the collector's chain.
@@ -358,6 +391,17 @@ mod tests {
 
     fn key(n: u8) -> NodeKeys {
         NodeKeys::generate(&mut seeded(u64::from(n)))
+    }
+
+    #[test]
+    fn a_recorded_command_is_quoted_as_a_shell_reads_it_and_never_spans_lines() {
+        let argv = ["sh", "-c", "echo 'hi' && rm x", "two\nlines", "esc\u{1b}[2J", "plain-word"];
+        let line = quote_words(&argv);
+        assert_eq!(line, "sh -c 'echo '\\''hi'\\'' && rm x' $'two\\nlines' $'esc\\u001b[2J' plain-word");
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        let without_controls = &argv[..3];
+        let words = shell_words::split(&quote_words(without_controls)).expect("splits");
+        assert_eq!(words, without_controls);
     }
 
     fn signers(n: u8) -> BTreeMap<String, PublicIdentity> {

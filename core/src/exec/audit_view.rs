@@ -135,20 +135,15 @@ impl AuditFilter {
     }
 }
 
-/// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS` UTC (days-from-civil, inverted).
+/// Milliseconds since the epoch as an RFC 3339 time in UTC to the second
+/// (`2026-11-23T10:08:59Z`): unambiguous in every time zone, and what log pipelines parse.
 pub fn utc_text(millis: u64) -> String {
-    let secs = millis / 1000;
-    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}", rest / 3600, rest % 3600 / 60, rest % 60)
+    let secs = i64::try_from(millis / 1000).unwrap_or(i64::MAX);
+    match jiff::Timestamp::from_second(secs) {
+        Ok(t) => t.to_string(),
+        // Beyond year 9999: no RFC 3339 form; say what it is rather than invent a date.
+        Err(_) => format!("{millis} ms after the Unix epoch"),
+    }
 }
 
 /// A decision's one word, and its detail where it has one.
@@ -196,11 +191,14 @@ pub fn row_json(row: &StoredEntry) -> serde_json::Value {
 
 /// One piece of data a run carried, by size and digest.
 fn data_json(d: &DataDigest) -> serde_json::Value {
-    let (kind, path, mode) = match &d.what {
-        DataKind::Stdin => ("stdin", None, None),
-        DataKind::File { path, mode } => ("file", Some(path.as_str()), Some(format!("{mode:04o}"))),
+    let (kind, path, mode, name) = match &d.what {
+        DataKind::Stdin => ("stdin", None, None, None),
+        DataKind::File { path, mode } => ("file", Some(path.as_str()), Some(format!("{mode:04o}")), None),
+        DataKind::Env { name } => ("env", None, None, Some(name.as_str())),
     };
-    serde_json::json!({ "kind": kind, "path": path, "mode": mode, "size": d.size, "sha256": hex::encode(d.sha256) })
+    serde_json::json!({
+        "kind": kind, "path": path, "mode": mode, "name": name, "size": d.size, "sha256": hex::encode(d.sha256)
+    })
 }
 
 #[cfg(test)]
@@ -209,9 +207,10 @@ mod tests {
 
     #[test]
     fn utc_formats_known_instants() {
-        assert_eq!(utc_text(0), "1970-01-01 00:00:00");
-        assert_eq!(utc_text(951_782_400_000), "2000-02-29 00:00:00");
-        assert_eq!(utc_text(1_795_428_539_207), "2026-11-23 10:08:59");
+        assert_eq!(utc_text(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_text(951_782_400_000), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_text(1_795_428_539_207), "2026-11-23T10:08:59Z");
+        assert_eq!(utc_text(u64::MAX), "18446744073709551615 ms after the Unix epoch");
     }
 
     #[test]

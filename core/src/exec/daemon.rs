@@ -1,8 +1,10 @@
 //! The exec daemon of one managed host: checks a request's ticket, authenticator, clock skew,
 //! replay cache and ACL; writes the audit record durably and has the collector acknowledge it
-//! before anything runs; then runs argv (the driver spawns it, no shell) and streams output back,
-//! or has the driver place a copy's files. It never spawns or writes without an acknowledged audit
-//! record, never acts on a refused request, and audits every refusal and every end.
+//! before anything runs; then runs argv (the driver spawns it, no shell, in the run-as user's
+//! reset environment with the variables the ACL let through) and streams output back, or has the
+//! driver place a copy's files. It never spawns or writes without an acknowledged audit record,
+//! never acts on a refused request, never lets the node's own environment reach a command, and
+//! audits every refusal and every end.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -11,6 +13,7 @@ use super::acl::Acl;
 use super::audit::{AuditDecision, AuditRecord};
 use super::task::{CopyFile, DataDigest, Task};
 pub use super::wire::{ExecRequest, HostEvent, HostWire};
+use crate::child_env::ChildEnvironment;
 
 mod checks;
 mod output_cap;
@@ -94,6 +97,9 @@ pub enum DaemonOutput {
         session: u64,
         run_as: String,
         argv: Vec<String>,
+        /// Always reset: the run-as user's, with the variables the client passed (each one its
+        /// ACL allows: a request passing another is refused before this).
+        env: ChildEnvironment,
         /// What the command reads on its standard input; then end of file.
         stdin: Vec<u8>,
     },
@@ -332,9 +338,10 @@ impl ExecDaemon {
         if *allowed {
             let run_as = session.run_as.clone();
             match session.task.take() {
-                Some(Task::Run { argv, stdin }) => {
+                Some(Task::Run { argv, stdin, env }) => {
                     session.phase = Phase::Running { cancelled: None };
-                    self.outputs.push_back(DaemonOutput::Spawn { session: id, run_as, argv, stdin });
+                    let env = ChildEnvironment::Reset { vars: env };
+                    self.outputs.push_back(DaemonOutput::Spawn { session: id, run_as, argv, env, stdin });
                 }
                 Some(Task::Copy { files }) => {
                     session.phase = Phase::Placing {

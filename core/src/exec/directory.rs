@@ -8,7 +8,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::acl::{Acl, AclEntry, Limits, is_plain_absolute};
+use super::acl::{ANY_COMMAND, Acl, AclEntry, Limits, is_command_entry, is_plain_absolute, is_shell};
+use crate::child_env::is_var_name;
 use crate::identity::PublicIdentity;
 
 pub const HOST_PREFIX: &str = "exec.host.";
@@ -261,22 +262,41 @@ fn plain_word(word: &str) -> bool {
     !word.chars().any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '=')
 }
 
+/// `commands=`: `*`, or absolute paths and patterns; a bare name is refused with the fix, and
+/// a shell named outright needs `shell=yes` (a pattern may match one: the daemon refuses it then).
+fn parse_commands(text: &str, shell: bool) -> Result<BTreeSet<String>, String> {
+    let commands = list(text, "commands", plain_word)?;
+    if let Some(bare) = commands.iter().find(|c| !is_command_entry(c)) {
+        return Err(format!(
+            "commands: `{bare}` is not an absolute path or a pattern on one (write e.g. `/usr/bin/{bare}`, or `{ANY_COMMAND}` for any command)"
+        ));
+    }
+    match commands.iter().find(|c| !shell && *c != ANY_COMMAND && !c.contains(['*', '?']) && is_shell(c)) {
+        Some(named) => {
+            Err(format!("commands: `{named}` is a shell or runs commands for it: it needs shell=yes"))
+        }
+        None => Ok(commands),
+    }
+}
+
 fn parse_acl(value: &str) -> Result<AclEntry, String> {
     let f = fields(value)?;
     reject_unknown(
         &f,
-        &["run_as", "commands", "shell", "copy", "audit", "max_fanout", "max_time", "max_runs"],
+        &["run_as", "commands", "shell", "env", "copy", "audit", "max_fanout", "max_time", "max_runs"],
     )?;
     let run_as = list(f.get("run_as").copied().unwrap_or(""), "run_as", plain_word)?;
     if run_as.is_empty() {
         return Err("`run_as=` names no user: the principal could run nothing".into());
     }
-    let commands = list(f.get("commands").copied().unwrap_or(""), "commands", plain_word)?;
     let shell = match f.get("shell").copied().unwrap_or("no") {
         "yes" | "true" => true,
         "no" | "false" => false,
         other => return Err(format!("shell=`{other}` is not yes or no")),
     };
+    let commands = parse_commands(f.get("commands").copied().unwrap_or(""), shell)?;
+    // Exact names only: `*` is not a name, so no wildcard can pass every variable.
+    let env = list(f.get("env").copied().unwrap_or(""), "env", is_var_name)?;
     let audit = match f.get("audit").copied().unwrap_or("no") {
         "yes" | "true" => true,
         "no" | "false" => false,
@@ -305,7 +325,7 @@ fn parse_acl(value: &str) -> Result<AclEntry, String> {
         None => defaults.max_runs,
     };
     let limits = Limits { max_fanout, max_time_ms, max_runs };
-    Ok(AclEntry { run_as, commands, shell, copy, audit, limits })
+    Ok(AclEntry { run_as, commands, shell, env, copy, audit, limits })
 }
 
 /// The setting's text for an ACL entry, as `parse_acl` reads it.
@@ -316,6 +336,9 @@ pub fn acl_setting(entry: &AclEntry) -> String {
         text.push_str(&format!(" commands={}", join(&entry.commands)));
     }
     text.push_str(if entry.shell { " shell=yes" } else { " shell=no" });
+    if !entry.env.is_empty() {
+        text.push_str(&format!(" env={}", join(&entry.env)));
+    }
     if !entry.copy.is_empty() {
         text.push_str(&format!(" copy={}", join(&entry.copy)));
     }
@@ -361,11 +384,24 @@ mod tests {
             run_as: ["alice".to_owned(), "deploy".to_owned()].into(),
             commands: ["*".to_owned()].into(),
             shell: false,
+            env: BTreeSet::new(),
             copy: ["/tmp".to_owned()].into(),
             audit: true,
             limits: Limits { max_fanout: 10, max_time_ms: 1500, max_runs: 5 },
         };
         assert_eq!(parse_acl(&acl_setting(&entry)), Ok(entry.clone()));
+        let allowlist = AclEntry {
+            commands: ["/usr/bin/uptime".to_owned(), "/opt/app/bin/*".to_owned(), "/bin/bash".to_owned()]
+                .into(),
+            shell: true,
+            env: ["LANG".to_owned(), "TZ".to_owned()].into(),
+            audit: false,
+            ..entry.clone()
+        };
+        let text = acl_setting(&allowlist);
+        assert!(text.contains("commands=/bin/bash,/opt/app/bin/*,/usr/bin/uptime"), "{text}");
+        assert!(text.contains("shell=yes env=LANG,TZ"), "{text}");
+        assert_eq!(parse_acl(&text), Ok(allowlist));
         let settings: BTreeMap<String, String> = [
             ("exec.host.h01".to_owned(), host.to_setting()),
             ("exec.acl.alice".to_owned(), acl_setting(&entry)),
@@ -399,6 +435,14 @@ mod tests {
             ("exec.acl.bob", "run_as=bob max_fanout=0".to_owned(), "from 1"),
             ("exec.acl.bob", "run_as=bob max_time=5 ".to_owned(), "duration"),
             ("exec.acl.bob", "run_as=bob run_as=root".to_owned(), "twice"),
+            ("exec.acl.bob", "run_as=bob commands=echo".to_owned(), "`echo` is not an absolute path"),
+            ("exec.acl.bob", "run_as=bob commands=/bin/echo,true".to_owned(), "/usr/bin/true"),
+            ("exec.acl.bob", "run_as=bob commands=bin/*".to_owned(), "absolute"),
+            ("exec.acl.bob", "run_as=bob commands=/usr/bin/[ab]".to_owned(), "absolute"),
+            ("exec.acl.bob", "run_as=bob commands=/bin/bash".to_owned(), "shell=yes"),
+            ("exec.acl.bob", "run_as=bob env=*".to_owned(), "env: `*`"),
+            ("exec.acl.bob", "run_as=bob env=LANG,1X".to_owned(), "env: `1X`"),
+            ("exec.acl.bob", "run_as=bob env=A-B".to_owned(), "env"),
             ("exec.max_runs", "lots".to_owned(), "whole number"),
         ];
         for (key, value, says) in cases {
@@ -406,6 +450,9 @@ mod tests {
             assert!(error.contains(key) && error.contains(says), "{key}={value}: {error}");
         }
         assert_eq!(check_setting("exec.acl.bob", "run_as=bob"), Ok(()));
+        assert_eq!(check_setting("exec.acl.bob", "run_as=bob commands=/usr/bin/*,/bin/echo"), Ok(()));
+        assert_eq!(check_setting("exec.acl.bob", "run_as=bob commands=/bin/bash shell=yes"), Ok(()));
+        assert_eq!(check_setting("exec.acl.bob", "run_as=bob env=PATH,LD_PRELOAD"), Ok(()));
         assert_eq!(check_setting("unrelated", "anything at all"), Ok(()));
     }
 

@@ -211,6 +211,8 @@ pub struct Gateway {
     connecting: BTreeMap<u64, Instant>,
     next_session: u64,
     outputs: VecDeque<GatewayOutput>,
+    /// Sessions the alarm handler ended (T1+T2, or silent past T1), since start.
+    alarm_kills: u64,
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -232,7 +234,13 @@ impl Gateway {
             connecting: BTreeMap::new(),
             next_session: 1,
             outputs: VecDeque::new(),
+            alarm_kills: 0,
         }
+    }
+
+    /// Sessions the alarm handler ended since start.
+    pub fn alarm_kills(&self) -> u64 {
+        self.alarm_kills
     }
 
     pub fn held_state(&self) -> HeldState {
@@ -362,7 +370,7 @@ impl Gateway {
             return self.refuse(client, "no run-as user".into());
         }
         let principal = command.credential.body.principal.clone();
-        if let Err(reason) = self.check_runs(&principal) {
+        if let Err(reason) = self.admit(&principal, &command.task) {
             return self.refuse_audited(wall, client, &principal, Subject::of(&command.task), reason);
         }
         let limits = self.directory.acl.limits(&principal);
@@ -434,6 +442,7 @@ impl Gateway {
             match output {
                 ParallelOutput::Start { index, host } => self.start_session(now, wall, client, index, host),
                 ParallelOutput::Kill { index, reason } => {
+                    self.alarm_kills += 1;
                     if let Some(session) = self.runs.get(&client).and_then(|r| r.sessions.get(&index)) {
                         let reason = reason.to_string();
                         self.outputs.push_back(GatewayOutput::HostCancel { session: *session, reason });

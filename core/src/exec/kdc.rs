@@ -51,6 +51,15 @@ impl KdcError {
             other => other.to_string(),
         }
     }
+
+    /// The reason one host's ticket was refused, without the host's name: the client shows it
+    /// under the hosts it concerns, so every unknown host of a run folds into one group.
+    pub fn host_reason(&self) -> String {
+        match self {
+            KdcError::UnknownHost(_) => "not a managed host in the KDC's installed configuration".to_owned(),
+            other => other.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +234,7 @@ impl Kdc {
                                 session_key: *issued.session_key,
                                 expires: issued.expires,
                             })
-                            .map_err(|e| e.to_string());
+                            .map_err(|e| e.host_reason());
                         TicketGrant { host, ticket }
                     })
                     .collect();

@@ -5,6 +5,7 @@
 pub mod acl;
 pub mod audit;
 pub mod audit_view;
+pub mod command_pattern;
 pub mod daemon;
 pub mod directory;
 pub mod gateway;

@@ -168,11 +168,12 @@ impl Authenticator {
     }
 }
 
-/// The digest an authenticator commits to: what the host does (the command and what it reads
-/// on its standard input, or each file with its path and mode), as whom, and where.
+/// The digest an authenticator commits to: what the host does (the command, what it reads on its
+/// standard input and the variables passed to it, or each file with its path and mode), as whom,
+/// and where. A gateway can therefore add, drop or change no variable.
 pub fn request_digest(host: &str, run_as: &str, task: &Task) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"cohort-request-v2");
+    h.update(b"cohort-request-v3");
     for part in [host, run_as] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part.as_bytes());
@@ -190,6 +191,7 @@ mod tests {
         let run = |argv: &[&str], stdin: &[u8]| Task::Run {
             argv: argv.iter().map(|a| (*a).to_owned()).collect(),
             stdin: stdin.to_vec(),
+            env: Vec::new(),
         };
         let plain = request_digest("h01", "alice", &run(&["cat"], b""));
         assert_ne!(plain, request_digest("h01", "alice", &run(&["cat"], b"hello")));
@@ -203,5 +205,19 @@ mod tests {
             request_digest("h01", "alice", &run(&["cat"], b"")),
             request_digest("h01a", "lice", &run(&["cat"], b""))
         );
+    }
+
+    #[test]
+    fn the_request_digest_covers_every_passed_variable() {
+        let run = |env: &[(&str, &str)]| Task::Run {
+            argv: vec!["/usr/bin/env".to_owned()],
+            stdin: Vec::new(),
+            env: env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        };
+        let lang = request_digest("h01", "alice", &run(&[("LANG", "C")]));
+        assert_ne!(lang, request_digest("h01", "alice", &run(&[])));
+        assert_ne!(lang, request_digest("h01", "alice", &run(&[("LANG", "C"), ("LD_PRELOAD", "/x.so")])));
+        assert_ne!(lang, request_digest("h01", "alice", &run(&[("LANG", "POSIX")])));
+        assert_ne!(lang, request_digest("h01", "alice", &run(&[("LAN", "GC")])));
     }
 }

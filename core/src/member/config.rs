@@ -122,6 +122,38 @@ pub enum Change {
     },
 }
 
+/// A change in words, as `cohort change show` prints it: values quoted with escapes (so a
+/// newline or a control character cannot forge another line), sealed values never shown.
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::Set { key, value } => write!(f, "set {key:?} to {value:?}"),
+            Change::Unset { key } => write!(f, "unset {key:?}"),
+            Change::AddMember(m) => {
+                write!(
+                    f,
+                    "add member {:?} at {:?} (node id {})",
+                    m.name,
+                    m.address,
+                    m.identity.node_id().to_hex()
+                )
+            }
+            Change::RemoveMember(id) => write!(f, "remove member {}", id.to_hex()),
+            Change::AddOperator(o) => write!(f, "add operator {:?} (node id {})", o.name, o.id().to_hex()),
+            Change::RemoveOperator(id) => write!(f, "remove operator {}", id.to_hex()),
+            Change::SetFor { member, key, value } => write!(
+                f,
+                "set {key:?} in member {}'s own section (sealed to it: {} bytes)",
+                member.to_hex(),
+                value.ciphertext.len()
+            ),
+            Change::UnsetFor { member, key } => {
+                write!(f, "unset {key:?} in member {}'s own section", member.to_hex())
+            }
+        }
+    }
+}
+
 pub const MAX_CLUSTER_ID_LEN: usize = 64;
 pub const MAX_MEMBERS: usize = 256;
 pub const MAX_OPERATORS: usize = 64;
@@ -376,6 +408,15 @@ mod tests {
         assert!("7".parse::<Version>().is_err());
         assert!("x@abab".parse::<Version>().is_err());
         assert!("7@abab".parse::<Version>().is_err());
+    }
+
+    #[test]
+    fn changes_read_as_words_with_quoted_values() {
+        let set = Change::Set { key: "motd".into(), value: "hi \"there\"\n".into() };
+        assert_eq!(set.to_string(), r#"set "motd" to "hi \"there\"\n""#);
+        assert_eq!(Change::Unset { key: "dns".into() }.to_string(), r#"unset "dns""#);
+        let gone = Change::RemoveMember(NodeId([0xab; 16]));
+        assert_eq!(gone.to_string(), format!("remove member {}", "ab".repeat(16)));
     }
 
     #[test]

@@ -187,6 +187,20 @@ pub enum DropReason {
 
 impl DropReason {
     /// A stable name for counting.
+    /// Every kind [`DropReason::kind`] names, so a count can be shown as zero before the
+    /// first drop of its kind.
+    pub const KINDS: [&'static str; 9] = [
+        "undecodable",
+        "wrong-cluster",
+        "unknown-sender",
+        "bad-signature",
+        "stale-sequence",
+        "not-a-recipient",
+        "bad-block",
+        "stale-reply",
+        "wrong-peer",
+    ];
+
     pub fn kind(&self) -> &'static str {
         match self {
             DropReason::Undecodable(_) => "undecodable",

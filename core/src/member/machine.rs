@@ -60,6 +60,8 @@ pub struct Member {
     next_heartbeat: Option<Instant>,
     outputs: VecDeque<MemberOutput>,
     drops: BTreeMap<&'static str, u64>,
+    /// Status messages (heartbeats) accepted.
+    heard: u64,
 }
 
 impl std::fmt::Debug for Member {
@@ -106,6 +108,7 @@ impl Member {
             next_heartbeat: None,
             outputs: VecDeque::new(),
             drops: BTreeMap::new(),
+            heard: 0,
         };
         member.intended.boot_epoch = member.intended.boot_epoch.saturating_add(1);
         member.persist(now, Effect::Boot);
@@ -157,6 +160,11 @@ impl Member {
     /// Refused messages, by kind.
     pub fn drops(&self) -> &BTreeMap<&'static str, u64> {
         &self.drops
+    }
+
+    /// Heartbeats (Status messages) accepted since start.
+    pub fn heartbeats_heard(&self) -> u64 {
+        self.heard
     }
 
     /// The record as storage last confirmed it.
@@ -268,6 +276,7 @@ impl Member {
             return self.drop_message(DropReason::NotARecipient(sender));
         }
         self.last_seq.insert(sender, status.seq);
+        self.heard += 1;
         self.peers.insert(sender, PeerView { last_heard: now, active: status.active, staged: status.staged });
         self.outputs.push_back(MemberOutput::Heard {
             from: sender,

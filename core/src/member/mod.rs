@@ -16,6 +16,7 @@ pub mod machine;
 pub mod messages;
 pub mod section;
 pub mod trace;
+pub mod version_ref;
 
 pub use block::{Author, ConfigBlock};
 pub use config::{Change, ClusterConfig, MemberInfo, OperatorInfo, Version};
@@ -26,6 +27,7 @@ pub use io::{
 pub use join::{JoinAnchor, JoinError};
 pub use machine::Member;
 pub use messages::{ChangeRequest, FetchRequest, MemberMessage, Status};
+pub use version_ref::{VersionRef, VersionRefError};
 
 #[cfg(test)]
 mod tests;

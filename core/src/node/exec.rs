@@ -11,7 +11,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::conns::{ConnEvent, ConnLimits, Owner};
-use super::io::{ChildId, ConnId, Event, FileId, ListenerId, Output, Record};
+use super::io::{ChildId, ConnId, Event, FileId, ListenerId, Output, Record, RunningWork};
+use super::links::Links;
 use super::{AfterPersist, Effects};
 use crate::channel::TrustSet;
 use crate::exec::acl::Acl;
@@ -196,6 +197,29 @@ impl ExecHost {
             Owner::Link(i) => self.audit_link == Some(i),
             Owner::Dial(_) => self.gateway.is_some(),
         }
+    }
+
+    /// What still runs: gateway runs, host sessions and their processes, placements, and
+    /// audit records on their way to the collector.
+    pub fn running_work(&self) -> RunningWork {
+        let held = self.gateway.as_ref().map(|g| g.gateway.held_state()).unwrap_or_default();
+        RunningWork {
+            runs: held.runs,
+            sessions: self.hosts.iter().map(|h| h.daemon.sessions()).sum(),
+            processes: self.children.len(),
+            placements: self.placing.len(),
+            audit_in_flight: self.in_flight.len(),
+        }
+    }
+
+    /// Audit records waiting for the collector link to open.
+    pub fn audit_queued(&self, links: &Links) -> usize {
+        self.audit_link.map_or(0, |l| links.queued(l))
+    }
+
+    /// Whether nothing runs and no audit record waits to reach the collector.
+    pub fn is_idle(&self, links: &Links) -> bool {
+        self.running_work() == RunningWork::default() && self.audit_queued(links) == 0
     }
 
     pub fn gateway(&self) -> Option<&Gateway> {
@@ -491,16 +515,10 @@ impl ExecHost {
                         let bytes = encode(&GatewayWire::AuditSubmit { ack, record });
                         fx.links.send(now, link, bytes, fx.conns);
                     }
-                    DaemonOutput::Spawn { session, run_as, argv, stdin } => {
+                    DaemonOutput::Spawn { session, run_as, argv, env, stdin } => {
                         let child = fx.ids.child();
                         self.children.insert(child, (i, session));
-                        fx.out.push_back(Output::Spawn {
-                            child,
-                            argv,
-                            run_as: Some(run_as),
-                            env: Vec::new(),
-                            stdin,
-                        });
+                        fx.out.push_back(Output::Spawn { child, argv, run_as: Some(run_as), env, stdin });
                     }
                     DaemonOutput::PlaceFile { session, owner, file } => {
                         let id = fx.ids.file();

@@ -4,6 +4,7 @@
 
 use std::fmt;
 
+pub use crate::child_env::ChildEnvironment;
 use crate::exec::audit::{AuditRecord, ChainEntry, Checkpoint};
 pub use crate::exec::audit_view::{AuditRange, AuditRows};
 use crate::exec::daemon::ProcessEnd;
@@ -151,6 +152,10 @@ pub enum Input {
         read: AuditReadId,
         rows: Result<AuditRows, String>,
     },
+    /// The process was asked to stop (SIGTERM): refuse new exec work (new connections to the
+    /// gateway, the KDC and the hosts are closed at once) and let what runs finish; the driver
+    /// stops when [`Node::is_drained`](super::Node::is_drained) says so, or at its deadline.
+    Drain,
     /// The deadline from `poll_timeout` passed.
     Timeout,
 }
@@ -195,15 +200,10 @@ pub enum Output {
     /// target untouched). Answer `FileWritten`.
     PlaceFile { id: FileId, path: String, contents: Vec<u8>, mode: u32, owner: String },
     /// Start `argv` (no shell) as `run_as` (this process's user when `None`), in its own process
-    /// group, with `env` added to its environment and `stdin` (then end of file) on its standard
-    /// input; answer `ChildStarted` or `ChildFailed`.
-    Spawn {
-        child: ChildId,
-        argv: Vec<String>,
-        run_as: Option<String>,
-        env: Vec<(String, String)>,
-        stdin: Vec<u8>,
-    },
+    /// group, in the environment and working directory `env` resolves to with the facts of
+    /// `run_as`'s account (see [`ChildEnvironment::resolve`]), with `stdin` (then end of file) on
+    /// its standard input; answer `ChildStarted` or `ChildFailed`.
+    Spawn { child: ChildId, argv: Vec<String>, run_as: Option<String>, env: ChildEnvironment, stdin: Vec<u8> },
     /// Kill the child's whole process group.
     Kill { child: ChildId },
     /// Stop reading the child's output for now: it blocks once its pipe fills, which is how a
@@ -352,11 +352,40 @@ pub enum Event {
         agent: String,
         error: String,
     },
+    /// An agent's policy server left its last `unanswered` polls unanswered (said when that
+    /// begins, then again every so many polls while it lasts).
+    PolicyServerUnreachable {
+        agent: String,
+        server: String,
+        unanswered: u32,
+        /// When the server last answered; `None`: never, since the agent started.
+        last_heard: Option<WallClock>,
+    },
+    /// The server answered again after `unanswered` polls without an answer.
+    PolicyServerReachable {
+        agent: String,
+        server: String,
+        unanswered: u32,
+    },
     /// A browser left more than its share of a streamed answer unread: its run was ended.
     WebNotReading {
         request: RequestId,
         unread: usize,
     },
+    /// The node began to drain, with this much still running.
+    Draining {
+        work: RunningWork,
+    },
+}
+
+/// Exec work in progress on a node, as a drain waits for it and a scrape reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunningWork {
+    pub runs: usize,
+    pub sessions: usize,
+    pub processes: usize,
+    pub placements: usize,
+    pub audit_in_flight: usize,
 }
 
 impl Event {
@@ -370,6 +399,7 @@ impl Event {
             | Event::AuditRefused { .. }
             | Event::BadSetting { .. }
             | Event::PolicyApplyFailed { .. }
+            | Event::PolicyServerUnreachable { .. }
             | Event::PolicySuperseded { .. }
             | Event::PolicyAlert { .. }
             | Event::AlertHookFailed { .. }
@@ -381,7 +411,9 @@ impl Event {
             | Event::ChangeAccepted { .. }
             | Event::ChangeRejected { .. }
             | Event::PolicyStored { .. }
-            | Event::PolicyApplied { .. } => Level::Info,
+            | Event::PolicyServerReachable { .. }
+            | Event::PolicyApplied { .. }
+            | Event::Draining { .. } => Level::Info,
             Event::ConnFailed { .. }
             | Event::Silent { .. }
             | Event::Undeliverable { .. }
@@ -408,6 +440,11 @@ impl fmt::Display for Event {
             }
             Event::BadMessage { conn, error } => write!(f, "connection {conn} closed: {error}"),
             Event::LinkDown { peer, retry_ms } => write!(f, "link to {peer} down; retrying in {retry_ms} ms"),
+            Event::Draining { work } => write!(
+                f,
+                "draining: new exec connections are closed; waiting for {} runs, {} host sessions, {} processes, {} file placements and {} audit records in flight",
+                work.runs, work.sessions, work.processes, work.placements, work.audit_in_flight
+            ),
             Event::Undeliverable { to } => write!(f, "no channel to {to}; message dropped"),
             Event::Staged { version, from: None } => {
                 write!(f, "configuration {version} staged (authored here)")
@@ -443,6 +480,26 @@ impl fmt::Display for Event {
             }
             Event::PolicyApplied { agent, digest } => write!(f, "{agent}: policy {digest} applied"),
             Event::PolicyApplyFailed { agent, error } => write!(f, "{agent}: policy not applied: {error}"),
+            Event::PolicyServerUnreachable { agent, server, unanswered, last_heard } => {
+                let polls = if *unanswered == 1 { "poll" } else { "polls" };
+                let last = match last_heard {
+                    Some(at) => {
+                        format!("it last answered at {} UTC", crate::exec::audit_view::utc_text(at.0))
+                    }
+                    None => "it has not answered since the agent started".to_owned(),
+                };
+                write!(
+                    f,
+                    "{agent}: cannot reach its policy server {server}: no answer to its last {unanswered} {polls} ({last}); keeping the policy applied and trying again at each poll"
+                )
+            }
+            Event::PolicyServerReachable { agent, server, unanswered } => {
+                let polls = if *unanswered == 1 { "poll" } else { "polls" };
+                write!(
+                    f,
+                    "{agent}: its policy server {server} answers again, after {unanswered} unanswered {polls}"
+                )
+            }
             Event::WebNotReading { request, unread } => {
                 write!(f, "{request}: run ended: the browser left {unread} bytes of results unread")
             }

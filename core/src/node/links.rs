@@ -1,5 +1,6 @@
 //! Outbound links: a channel this node keeps to one pinned peer (a local to its parent, an agent
-//! to its server), opened when there is something to send and reopened after a failure with
+//! to its server), opened when there is something to send (or, for a link kept open, at once, so
+//! the peer can reach this node between messages of its own) and reopened after a failure with
 //! jittered exponential backoff. Owns the messages waiting for a link to open (bounded); it never
 //! dials a peer in a busy loop and never talks to a key other than the pinned one.
 
@@ -27,6 +28,15 @@ struct Link {
     max_queued: usize,
     retry_at: Option<Instant>,
     backoff: Backoff,
+    /// Dialled whether or not there is something to send: the peer may have something to ask.
+    kept_open: bool,
+}
+
+impl Link {
+    /// Whether the link wants a connection it does not have.
+    fn wants_conn(&self) -> bool {
+        self.conn.is_none() && (self.kept_open || !self.queue.is_empty())
+    }
 }
 
 /// The node's outbound links, by index.
@@ -78,8 +88,25 @@ impl Links {
             max_queued,
             retry_at: None,
             backoff,
+            kept_open: false,
         });
         self.links.len() - 1
+    }
+
+    /// A link dialled at once and again after every failure, with or without anything to send:
+    /// a local keeps one to its parent, which asks it questions over it between syncs.
+    pub fn add_kept_open(
+        &mut self,
+        addr: String,
+        keys: NodeKeys,
+        peer: PublicIdentity,
+        limits: ConnLimits,
+    ) -> usize {
+        let link = self.add(addr, keys, peer, limits);
+        if let Some(l) = self.links.get_mut(link) {
+            l.kept_open = true;
+        }
+        link
     }
 
     /// Drops the link's connection (its peer went silent: the connection is likely dead); the
@@ -91,6 +118,11 @@ impl Links {
             conns.close(conn);
             l.retry_at = None;
         }
+    }
+
+    /// Messages waiting for the link to open.
+    pub fn queued(&self, link: usize) -> usize {
+        self.links.get(link).map_or(0, |l| l.queue.len())
     }
 
     pub fn peer(&self, link: usize) -> Option<&PublicIdentity> {
@@ -112,10 +144,11 @@ impl Links {
         }
     }
 
-    /// Opens every link that has something to send and whose backoff has passed.
+    /// Opens every link that has something to send (or is kept open) and whose backoff has
+    /// passed.
     pub fn dial_due(&mut self, now: Now, conns: &mut Connections) {
         for (i, l) in self.links.iter_mut().enumerate() {
-            if l.conn.is_some() || l.queue.is_empty() || l.retry_at.is_some_and(|t| t > now.mono) {
+            if !l.wants_conn() || l.retry_at.is_some_and(|t| t > now.mono) {
                 continue;
             }
             match conns.connect(now, l.addr.clone(), &l.keys, l.peer, Owner::Link(i), l.limits) {
@@ -154,6 +187,6 @@ impl Links {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.links.iter().filter(|l| l.conn.is_none() && !l.queue.is_empty()).filter_map(|l| l.retry_at).min()
+        self.links.iter().filter(|l| l.wants_conn()).filter_map(|l| l.retry_at).min()
     }
 }

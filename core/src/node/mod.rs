@@ -45,6 +45,7 @@ mod io;
 mod links;
 mod lookup;
 mod member;
+mod metrics;
 mod policy;
 mod probes;
 mod trace;
@@ -56,9 +57,10 @@ pub use conns::ConnLimits;
 pub use exec::{AuditLinkRole, ExecHostRole, GatewayRole, KdcRole, PolicyMaster, WebRole};
 pub use io::{
     AuditRange, AuditReadId, AuditRows, ChildId, ConnId, Event, FileId, Input, Level, ListenerId, Output,
-    PersistId, Record,
+    PersistId, Record, RunningWork,
 };
 pub use member::MemberRole;
+pub use metrics::{ExecMetrics, MemberMetrics, NodeMetrics, PolicyMetrics};
 pub use policy::{PolicyAgentRole, PolicyServerRole};
 
 use crate::exec::audit::AuditCollector;
@@ -72,7 +74,7 @@ use crate::policy::agent::PolicyAgent;
 use crate::policy::server::PolicyServer;
 use crate::rng::{SeededRng, fork};
 use crate::time::{Instant, Now};
-use conns::{ConnEvent, Connections};
+use conns::{ConnEvent, Connections, Owner};
 use exec::{ChildEvent, ExecHost, ExecRoles};
 use links::Links;
 use member::MemberHost;
@@ -192,6 +194,8 @@ pub struct Node {
     outputs: VecDeque<Output>,
     /// Persists handed out and not yet answered: only further records leave until they are.
     unanswered: BTreeSet<PersistId>,
+    /// Since [`Input::Drain`]: no new exec work is taken.
+    draining: bool,
 }
 
 impl Node {
@@ -221,7 +225,8 @@ impl Node {
         let exec = ExecHost::new(now, roles, &setup.keys, &mut rng, &mut fx);
         let policy = PolicyHost::new(now, setup.policy_server, setup.policy_agents, &mut rng, &mut fx);
         let roles = Roles { member, exec, policy };
-        let mut node = Node { conns, links, roles, ids, after, outputs, unanswered: BTreeSet::new() };
+        let mut node =
+            Node { conns, links, roles, ids, after, outputs, unanswered: BTreeSet::new(), draining: false };
         node.settle(now);
         node
     }
@@ -253,6 +258,13 @@ impl Node {
 
     pub fn policy_agents(&self) -> impl Iterator<Item = &PolicyAgent> {
         self.roles.policy.agents()
+    }
+
+    /// Whether a drain asked for by [`Input::Drain`] is over: no exec run, session, process or
+    /// file placement is left, every audit record has reached the collector, and every record
+    /// handed out is durable. False before a drain.
+    pub fn is_drained(&self) -> bool {
+        self.draining && self.unanswered.is_empty() && self.roles.exec.is_idle(&self.links)
     }
 
     /// Connections open now.
@@ -361,6 +373,11 @@ impl Machine for Node {
                     m.on_local_closed(conn);
                 }
             }
+            Input::Accepted { listener, conn }
+                if self.draining && self.roles.exec.owns(Owner::Listener(listener)) =>
+            {
+                self.outputs.push_back(Output::Close { conn })
+            }
             Input::Accepted { listener, conn } => self.conns.accepted(now, listener, conn),
             Input::Received { conn, bytes } => self.conns.received(now, conn, bytes),
             Input::Written { conn, bytes } => self.conns.written(conn, bytes),
@@ -410,6 +427,13 @@ impl Machine for Node {
             }
             Input::WebGone { request } => {
                 self.with_roles(|roles, fx| roles.exec.on_web_gone(now, request, fx))
+            }
+            Input::Drain => {
+                if !self.draining {
+                    self.draining = true;
+                    self.outputs
+                        .push_back(Output::Log(Event::Draining { work: self.roles.exec.running_work() }));
+                }
             }
             Input::Timeout => {
                 self.conns.handle_timeout(now);

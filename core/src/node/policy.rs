@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::Effects;
 use super::conns::{ConnEvent, ConnLimits, Owner};
 use super::exec::ChildEvent;
-use super::io::{ChildId, ConnId, Event, FileId, ListenerId, Output, Record};
+use super::io::{ChildEnvironment, ChildId, ConnId, Event, FileId, ListenerId, Output, Record};
 use super::probes::Probes;
 use crate::channel::TrustSet;
 use crate::exec::daemon::ProcessEnd;
@@ -21,6 +21,7 @@ use crate::policy::agent::{AgentInput, AgentOutput, PolicyAgent};
 use crate::policy::alerts::Alert;
 use crate::policy::checks::Observation;
 use crate::policy::document::{Platform, SignedPolicy, Superseded};
+use crate::policy::policy_file::PolicyFile;
 use crate::policy::report::Aggregate;
 use crate::policy::server::{PolicyServer, ServerInput, ServerOutput, ServerSetup};
 use crate::policy::wire::{PolicyMessage, PolicyWire};
@@ -135,15 +136,17 @@ impl PolicyHost {
             let mut server = PolicyServer::new(now.mono, role.setup, fork(rng));
             server.restore(role.stored, role.superseded, role.latest);
             server.restore_history(role.history);
-            server.restore_alerts(role.alerts, now.wall);
+            server.restore_alerts(role.alerts);
             // The tier's servers and agents, its operators and its viewers: no one else gets a
             // channel.
             let trust: TrustSet =
                 server.peers().chain(server.operators()).chain(server.viewers()).copied().collect();
             let listener = fx.conns.listen("policy", role.listen, keys.clone(), trust, listen_limits);
-            let parent_link = parent
-                .zip(role.parent_addr)
-                .map(|((_, identity), addr)| fx.links.add(addr, keys.clone(), identity, link_limits));
+            // Kept open, not only dialled at each sync: the parent asks for a current status
+            // over it at any time, and a child it cannot reach is missing from the answer.
+            let parent_link = parent.zip(role.parent_addr).map(|((_, identity), addr)| {
+                fx.links.add_kept_open(addr, keys.clone(), identity, link_limits)
+            });
             Server {
                 server,
                 listener,
@@ -226,10 +229,15 @@ impl PolicyHost {
     /// A connection event on a listener or link this host owns.
     pub fn on_conn(&mut self, now: Now, event: ConnEvent, fx: &mut Effects<'_>) {
         let ConnEvent::Message { conn, owner, peer, bytes } = event else {
-            if let ConnEvent::Gone { conn, .. } = event
-                && let Some(s) = &mut self.server
-            {
-                s.admin.retain(|_, c| *c != conn);
+            match (event, &mut self.server) {
+                (ConnEvent::Gone { conn, .. }, Some(s)) => s.admin.retain(|_, c| *c != conn),
+                (ConnEvent::Established { owner: Owner::Link(link), .. }, Some(s))
+                    if s.parent_link == Some(link) =>
+                {
+                    s.server.handle(now, ServerInput::ParentConnected);
+                    self.drain(now, fx);
+                }
+                _ => {}
             }
             return;
         };
@@ -279,7 +287,11 @@ impl PolicyHost {
             (Ok(()), Some(_)) => a.hook.clone(),
         };
         let child = fx.ids.child();
-        let env = vec![("COHORT_POLICY_FILE".to_owned(), a.policy_file.clone())];
+        // The operator's own hook, run as the node's user in the node's environment, told which
+        // file it is about; no client's variable is ever here.
+        let env = ChildEnvironment::Inherit {
+            vars: vec![("COHORT_POLICY_FILE".to_owned(), a.policy_file.clone())],
+        };
         self.hooks.insert(child, applying);
         fx.out.push_back(Output::Spawn { child, argv: hook, run_as: None, env, stdin: Vec::new() });
     }
@@ -404,13 +416,9 @@ impl PolicyHost {
                             let child = fx.ids.child();
                             s.alert_hooks.insert(child, id);
                             let argv = s.alert_hook.clone();
-                            fx.out.push_back(Output::Spawn {
-                                child,
-                                argv,
-                                run_as: None,
-                                env: Vec::new(),
-                                stdin,
-                            });
+                            // The operator's alert hook, as the node's user in its environment.
+                            let env = ChildEnvironment::Inherit { vars: Vec::new() };
+                            fx.out.push_back(Output::Spawn { child, argv, run_as: None, env, stdin });
                         }
                     }
                     ServerOutput::History { from, at, aggregate } => fx.persist_then(
@@ -428,6 +436,8 @@ impl PolicyHost {
                 }
             }
         }
+        // Applies whose file could not even be made: reported failed once the agents are drained.
+        let mut unwritable = Vec::new();
         for (i, a) in self.agents.iter_mut().enumerate() {
             while let Some(out) = a.agent.poll_output() {
                 match out {
@@ -436,15 +446,37 @@ impl PolicyHost {
                         fx.links.send(now, a.link, encode(&message), fx.conns)
                     }
                     AgentOutput::Apply(policy) => {
-                        let id = fx.ids.file();
-                        self.files.insert(id, Applying { agent: i, digest: policy.digest });
-                        let contents = policy.render(a.agent.name()).into_bytes();
-                        fx.out.push_back(Output::WriteFile { id, path: a.policy_file.clone(), contents });
+                        let applying = Applying { agent: i, digest: policy.digest };
+                        match PolicyFile::of(&policy, a.agent.name()).render() {
+                            Ok(text) => {
+                                let id = fx.ids.file();
+                                self.files.insert(id, applying);
+                                let (path, contents) = (a.policy_file.clone(), text.into_bytes());
+                                fx.out.push_back(Output::WriteFile { id, path, contents });
+                            }
+                            Err(e) => unwritable.push((applying, e.to_string())),
+                        }
                     }
                     AgentOutput::Probe { probe, what } => self.probes.start(i, probe, what, fx),
                     AgentOutput::StopProbe { probe } => self.probes.stop(i, probe, fx),
+                    AgentOutput::ServerUnreachable { server, unanswered, last_heard } => {
+                        let agent = a.agent.name().to_owned();
+                        let event = Event::PolicyServerUnreachable { agent, server, unanswered, last_heard };
+                        fx.out.push_back(Output::Log(event));
+                    }
+                    AgentOutput::ServerReachable { server, unanswered } => {
+                        let agent = a.agent.name().to_owned();
+                        fx.out.push_back(Output::Log(Event::PolicyServerReachable {
+                            agent,
+                            server,
+                            unanswered,
+                        }));
+                    }
                 }
             }
+        }
+        for (applying, error) in unwritable {
+            self.applied(now, applying, Err(error), fx);
         }
     }
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::Effects;
 use super::exec::ChildEvent;
-use super::io::{ChildId, FileId, Output};
+use super::io::{ChildEnvironment, ChildId, FileId, Output};
 use crate::exec::daemon::ProcessEnd;
 use crate::policy::checks::{FileFacts, Observation, Probe, RunEnd};
 
@@ -54,14 +54,16 @@ impl Probes {
             Probe::Run { argv, user, .. } => {
                 let child = fx.ids.child();
                 self.running.insert(child, (agent, probe, Vec::new()));
-                // A check runs with nothing on its standard input and no added environment.
-                fx.out.push_back(Output::Spawn {
-                    child,
-                    argv,
-                    run_as: user,
-                    env: Vec::new(),
-                    stdin: Vec::new(),
-                });
+                // A check runs with nothing on its standard input. One the policy runs as another
+                // user gets that user's reset environment, as `sudo -u` would give it (never the
+                // node's HOME or variables); one run as the node's own user keeps the node's
+                // environment, as it always has. A policy is an operator's, never a client's:
+                // nothing a client passed reaches either.
+                let env = match user {
+                    Some(_) => ChildEnvironment::reset(),
+                    None => ChildEnvironment::Inherit { vars: Vec::new() },
+                };
+                fx.out.push_back(Output::Spawn { child, argv, run_as: user, env, stdin: Vec::new() });
             }
         }
     }

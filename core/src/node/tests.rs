@@ -113,6 +113,19 @@ impl Net {
         }
     }
 
+    /// Breaks every connection end `i` has, as a reset would: both sides see it closed.
+    fn break_connections(&mut self, i: usize) {
+        let theirs: Vec<((usize, ConnId), (usize, ConnId))> =
+            self.pairs.iter().filter(|((from, _), _)| *from == i).map(|(a, b)| (*a, *b)).collect();
+        for ((from, conn), (to, peer)) in theirs {
+            self.pairs.remove(&(from, conn));
+            self.pairs.remove(&(to, peer));
+            self.deliver_close(from, conn, Some("connection reset".into()));
+            self.deliver_close(to, peer, Some("connection reset".into()));
+        }
+        self.settle();
+    }
+
     fn deliver_close(&mut self, to: usize, conn: ConnId, error: Option<String>) {
         self.inputs.push_back((to, Input::Closed { conn, error }));
     }

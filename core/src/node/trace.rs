@@ -2,7 +2,7 @@
 //! records by what they hold. It never prints a message's contents: channels carry ciphertext,
 //! and records are shown by kind and version.
 
-use super::io::{Input, Output, Record};
+use super::io::{ChildEnvironment, Input, Output, Record};
 use crate::trace::{TraceEvent, short};
 
 impl TraceEvent for Input {
@@ -43,6 +43,7 @@ impl TraceEvent for Input {
                 )
             }
             Input::AuditRead { read, rows: Err(e) } => format!("AuditRead #{} failed: {e}", read.0),
+            Input::Drain => "Drain".to_owned(),
             Input::Timeout => "Timeout".to_owned(),
         }
     }
@@ -100,9 +101,16 @@ impl TraceEvent for Output {
             Output::PlaceFile { id, path, contents, mode, owner } => {
                 format!("PlaceFile #{} {path} mode {mode:o} owner {owner} {}", id.0, short(contents))
             }
-            Output::Spawn { child, argv, run_as, .. } => {
+            Output::Spawn { child, argv, run_as, env, .. } => {
                 let user = run_as.as_deref().unwrap_or("(self)");
-                format!("Spawn #{} as {user}: {}", child.0, argv.join(" "))
+                // The variables a command gets on top of its base, by name (values stay out).
+                let added: String = env.vars().iter().map(|(name, _)| format!(" +{name}")).collect();
+                let env = match env {
+                    ChildEnvironment::Reset { .. } => format!(" [env reset{added}]"),
+                    ChildEnvironment::Inherit { vars } if vars.is_empty() => String::new(),
+                    ChildEnvironment::Inherit { .. } => format!(" [env{added}]"),
+                };
+                format!("Spawn #{} as {user}{env}: {}", child.0, argv.join(" "))
             }
             Output::Kill { child } => format!("Kill #{}", child.0),
             Output::PauseChild { child } => format!("PauseChild #{}", child.0),

@@ -104,17 +104,12 @@ impl AlertBook {
 
     /// Takes back the alerts kept before a restart, and the conditions the children's restored
     /// syncs show now: those were alerted on already (or held then), so they raise nothing again.
-    pub fn restore(
-        &mut self,
-        kept: impl IntoIterator<Item = Alert>,
-        children: &[&Aggregate],
-        wall: WallClock,
-    ) {
+    pub fn restore(&mut self, kept: impl IntoIterator<Item = Alert>, children: &[&Aggregate]) {
         for alert in kept {
             self.next_id = self.next_id.max(alert.id.saturating_add(1));
             self.keep(alert);
         }
-        self.holding = self.conditions(children, wall).into_keys().map(|c| (c, 0)).collect();
+        self.holding = self.conditions(children).into_keys().map(|c| (c, 0)).collect();
     }
 
     /// The alerts raised, oldest first.
@@ -122,10 +117,10 @@ impl AlertBook {
         self.raised.iter()
     }
 
-    /// Evaluates the rules over every child's latest sync at `wall`; returns the alerts for the
-    /// conditions that hold now and did not at the last evaluation.
+    /// Evaluates the rules over every child's latest sync (`wall` stamps what it raises); returns
+    /// the alerts for the conditions that hold now and did not at the last evaluation.
     pub fn evaluate(&mut self, children: &[&Aggregate], wall: WallClock) -> Vec<Alert> {
-        let now = self.conditions(children, wall);
+        let now = self.conditions(children);
         let mut raised = Vec::new();
         for (condition, detail) in &now {
             if !self.holding.contains_key(condition) {
@@ -158,7 +153,7 @@ impl AlertBook {
     }
 
     /// Every condition the rules find, with what was seen.
-    fn conditions(&self, children: &[&Aggregate], wall: WallClock) -> BTreeMap<Condition, String> {
+    fn conditions(&self, children: &[&Aggregate]) -> BTreeMap<Condition, String> {
         let mut found = BTreeMap::new();
         let mut fleet = Aggregate::default();
         for child in children {
@@ -183,7 +178,7 @@ impl AlertBook {
         }
         if let Some(polls) = self.rules.silent_polls {
             for (agent, quiet) in &fleet.quiet {
-                let silent_ms = wall.0.saturating_sub(quiet.since.0);
+                let silent_ms = quiet.silent_ms();
                 if silent_ms > quiet.every_ms.saturating_mul(u64::from(polls)) {
                     let detail = format!(
                         "not heard for {} s (polls every {} s; the limit is {polls} polls)",
@@ -218,16 +213,20 @@ mod tests {
     use super::*;
     use crate::policy::report::{PlatformCounts, Quiet, Threatened};
 
-    fn child(quiet_since: Option<u64>, threatened: bool, passed: u64) -> Aggregate {
+    /// A child whose local found `agent-1` quiet from `quiet.0` until `quiet.1` (ms).
+    fn child(quiet: Option<(u64, u64)>, threatened: bool, passed: u64) -> Aggregate {
         let mut a = Aggregate::default();
         let counts = PlatformCounts { agents: 2, compliant: 1, threats: 0, checks: 10, passed };
         a.locals.insert("local-00".into(), counts);
         a.platforms.insert("debian/12/web".into(), counts);
-        if let Some(since) = quiet_since {
-            a.quiet.insert(
-                "agent-1".into(),
-                Quiet { local: "local-00".into(), since: WallClock(since), every_ms: 1_000 },
-            );
+        if let Some((since, as_of)) = quiet {
+            let quiet = Quiet {
+                local: "local-00".into(),
+                since: WallClock(since),
+                every_ms: 1_000,
+                as_of: WallClock(as_of),
+            };
+            a.quiet.insert("agent-1".into(), quiet);
         }
         if threatened {
             let t = Threatened { local: "local-00".into(), checks: vec!["flag".into()] };
@@ -243,31 +242,46 @@ mod tests {
     #[test]
     fn each_condition_is_alerted_once_while_it_holds_and_again_after_it_cleared() {
         let mut book = AlertBook::new(rules());
-        let quiet = child(Some(10_000), true, 10);
+        // agent-1 quiet since 10 s, as its local saw it at `ms`.
+        let quiet = |ms: u64| child(Some((10_000, ms)), true, 10);
         // Two seconds quiet: not yet three polls; the threat is new.
-        let first = book.evaluate(&[&quiet], WallClock(12_000));
+        let first = book.evaluate(&[&quiet(12_000)], WallClock(12_000));
         assert_eq!(first.iter().map(|a| a.condition.kind()).collect::<Vec<_>>(), ["high-severity"]);
         // Four seconds: silent now; the threat still holds and is not raised again.
-        let second = book.evaluate(&[&quiet], WallClock(14_000));
+        let second = book.evaluate(&[&quiet(14_000)], WallClock(14_000));
         assert_eq!(second.len(), 1);
         assert_eq!(
             second[0].condition,
             Condition::SilentAgent { agent: "agent-1".into(), local: "local-00".into() }
         );
         for at in 15..30 {
-            assert!(book.evaluate(&[&quiet], WallClock(at * 1_000)).is_empty(), "nothing new at every sync");
+            let figure = quiet(at * 1_000);
+            assert!(book.evaluate(&[&figure], WallClock(at * 1_000)).is_empty(), "nothing new at every sync");
         }
         // Absent from one evaluation: still held, nothing raised when it shows again.
         assert!(book.evaluate(&[&child(None, false, 10)], WallClock(30_000)).is_empty());
-        assert!(book.evaluate(&[&quiet], WallClock(30_500)).is_empty());
+        assert!(book.evaluate(&[&quiet(30_500)], WallClock(30_500)).is_empty());
         // Cleared (absent from three in a row), then back: a new alert.
         for at in 0..CLEAR_AFTER {
             assert!(book.evaluate(&[&child(None, false, 10)], WallClock(31_000 + u64::from(at))).is_empty());
         }
-        let back = book.evaluate(&[&quiet], WallClock(32_000));
+        let back = book.evaluate(&[&quiet(32_000)], WallClock(32_000));
         assert_eq!(back.len(), 2);
         assert_eq!(book.alerts().count(), 4);
         assert_eq!(book.alerts().map(|a| a.id).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn silence_is_judged_as_the_local_saw_it_not_when_a_late_figure_arrives() {
+        let mut book = AlertBook::new(rules());
+        // The local found agent-1 quiet for two seconds; the figure reached the master two hops
+        // and six seconds later. The local may have heard the agent since: no alert on a guess.
+        let late = child(Some((10_000, 12_000)), false, 10);
+        assert!(book.evaluate(&[&late], WallClock(18_000)).is_empty());
+        // The next figure shows it still quiet past three polls: now it is silent.
+        let raised = book.evaluate(&[&child(Some((10_000, 14_000)), false, 10)], WallClock(19_000));
+        assert_eq!(raised.len(), 1);
+        assert!(raised[0].detail.contains("not heard for 4 s"), "{}", raised[0].detail);
     }
 
     #[test]
@@ -285,11 +299,11 @@ mod tests {
     #[test]
     fn a_restart_raises_nothing_for_what_held_before_it() {
         let mut book = AlertBook::new(rules());
-        let quiet = child(Some(0), true, 10);
+        let quiet = child(Some((0, 10_000)), true, 10);
         let raised = book.evaluate(&[&quiet], WallClock(10_000));
         assert_eq!(raised.len(), 2);
         let mut again = AlertBook::new(rules());
-        again.restore(raised, &[&quiet], WallClock(11_000));
+        again.restore(raised, &[&quiet]);
         assert!(again.evaluate(&[&quiet], WallClock(12_000)).is_empty());
         for at in 0..CLEAR_AFTER {
             assert!(again.evaluate(&[&child(None, false, 10)], WallClock(13_000 + u64::from(at))).is_empty());
@@ -300,6 +314,6 @@ mod tests {
     #[test]
     fn no_rules_no_alerts() {
         let mut book = AlertBook::new(AlertRules::default());
-        assert!(book.evaluate(&[&child(Some(0), true, 0)], WallClock(100_000)).is_empty());
+        assert!(book.evaluate(&[&child(Some((0, 100_000)), true, 0)], WallClock(100_000)).is_empty());
     }
 }

@@ -29,20 +29,6 @@ impl EffectivePolicy {
     pub fn short(&self) -> String {
         hex::encode(&self.digest[..4])
     }
-
-    /// The file an agent writes for `agent`: one `key = "value"` line per parameter, each with
-    /// the policy and version it came from, under a header naming the digest.
-    pub fn render(&self, agent: &str) -> String {
-        let mut text =
-            format!("# cohort effective policy for {agent}\n# digest {}\n", hex::encode(self.digest));
-        for (key, value) in &self.params {
-            match self.sources.get(key) {
-                Some((id, version)) => text.push_str(&format!("{key} = {value:?}  # {id} v{version}\n")),
-                None => text.push_str(&format!("{key} = {value:?}\n")),
-            }
-        }
-        text
-    }
 }
 
 /// The effective policy for `platform` under local server `local`.

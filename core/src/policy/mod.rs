@@ -9,6 +9,7 @@ pub mod checks;
 pub mod document;
 pub mod merge;
 pub mod platform;
+pub mod policy_file;
 pub mod report;
 pub mod server;
 pub mod wire;

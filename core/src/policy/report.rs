@@ -102,7 +102,9 @@ impl PlatformCounts {
 pub struct Aggregate {
     /// By platform key (`os/version/role`).
     pub platforms: BTreeMap<String, PlatformCounts>,
-    /// Agents per applied policy digest (first 4 bytes, hex): the version spread.
+    /// Agents per applied policy digest (first 4 bytes, hex): the version spread. An agent that
+    /// has applied no policy yet (its digest all zero) is under no version, and no version has
+    /// a row without an agent on it.
     pub policy_versions: BTreeMap<String, u64>,
     /// Per local server (including nested ones): agents reporting and compliant.
     pub locals: BTreeMap<String, PlatformCounts>,
@@ -119,6 +121,9 @@ pub struct Aggregate {
     pub threatened: BTreeMap<String, Threatened>,
 }
 
+/// The digest an agent reports before it has applied any policy.
+pub const NO_POLICY: [u8; 32] = [0; 32];
+
 /// The most agents one aggregate names in `quiet` and in `threatened` each.
 pub const MAX_NAMED_AGENTS: usize = 1_000;
 
@@ -130,6 +135,17 @@ pub struct Quiet {
     pub since: WallClock,
     /// Its poll interval, as it last reported it (or the local's sync window, never heard).
     pub every_ms: u64,
+    /// When its local last found it quiet. Silence is judged up to here and never guessed past
+    /// it: a figure that took two hops to reach the master must not call an agent silent that
+    /// its local has heard since.
+    pub as_of: WallClock,
+}
+
+impl Quiet {
+    /// How long the agent was known to be silent.
+    pub fn silent_ms(&self) -> u64 {
+        self.as_of.0.saturating_sub(self.since.0)
+    }
 }
 
 /// An agent failing high-severity checks.
@@ -157,7 +173,10 @@ impl Aggregate {
                 *self.failing.entry(name.clone()).or_default() += 1;
             }
         }
-        *self.policy_versions.entry(hex::encode(&report.applied[..4])).or_default() += 1;
+        if report.applied != NO_POLICY {
+            let applied = self.policy_versions.entry(hex::encode(&report.applied[..4])).or_default();
+            *applied = applied.saturating_add(1);
+        }
     }
 
     /// Names `report`'s agent under `threatened` if its report fails a high-severity check.
@@ -182,10 +201,12 @@ impl Aggregate {
             let mine = self.failing.entry(name.clone()).or_default();
             *mine = mine.saturating_add(*n);
         }
-        for (digest, n) in &other.policy_versions {
-            *self.policy_versions.entry(digest.clone()).or_default() += n;
+        // A row nobody applies is no version.
+        for (digest, n) in other.policy_versions.iter().filter(|(_, n)| **n > 0) {
+            let mine = self.policy_versions.entry(digest.clone()).or_default();
+            *mine = mine.saturating_add(*n);
         }
-        self.silent_agents += other.silent_agents;
+        self.silent_agents = self.silent_agents.saturating_add(other.silent_agents);
         for (agent, quiet) in &other.quiet {
             if self.quiet.len() >= MAX_NAMED_AGENTS {
                 break;
@@ -201,6 +222,52 @@ impl Aggregate {
     }
 
     pub fn agents(&self) -> u64 {
-        self.platforms.values().map(|c| c.agents).sum()
+        self.platforms.values().fold(0u64, |sum, c| sum.saturating_add(c.agents))
+    }
+
+    /// Agents reporting that have applied no policy yet: those under no version.
+    pub fn without_policy(&self) -> u64 {
+        let on_a_version = self.policy_versions.values().fold(0u64, |sum, n| sum.saturating_add(*n));
+        self.agents().saturating_sub(on_a_version)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(agent: &str, applied: [u8; 32]) -> AgentReport {
+        AgentReport {
+            agent: agent.into(),
+            platform: Platform::new("linux", "12", "web"),
+            applied,
+            checks: BTreeMap::new(),
+            threats: None,
+            last_scan: None,
+            at: WallClock(0),
+            poll_every_ms: 1_000,
+            kernel: None,
+        }
+    }
+
+    #[test]
+    fn an_agent_with_no_policy_yet_is_under_no_version_and_no_version_row_is_empty() {
+        let mut local = Aggregate::default();
+        local.add_report("local-00", &report("a", NO_POLICY));
+        local.add_report("local-00", &report("b", [7; 32]));
+        local.add_report("local-00", &report("c", [7; 32]));
+        assert_eq!(local.policy_versions, [("07070707".to_owned(), 2)].into());
+        assert_eq!((local.agents(), local.without_policy()), (3, 1));
+
+        // A child's row with nobody on it adds no row; counts saturate.
+        let mut child = Aggregate { silent_agents: u64::MAX, ..Aggregate::default() };
+        child.policy_versions.insert("00000000".into(), 0);
+        child.policy_versions.insert("07070707".into(), u64::MAX);
+        let mut master = Aggregate::default();
+        master.absorb(&local);
+        master.absorb(&child);
+        assert_eq!(master.policy_versions, [("07070707".to_owned(), u64::MAX)].into());
+        assert_eq!(master.silent_agents, u64::MAX);
+        assert_eq!(master.without_policy(), 0);
     }
 }

@@ -163,6 +163,39 @@ pub struct TierAnswer {
     pub missing: Vec<String>,
     /// When each server's part was taken.
     pub as_of: BTreeMap<String, WallClock>,
+    /// For each server in `missing`, its agents as its parent last heard of them.
+    pub unanswered: BTreeMap<String, Unanswered>,
+}
+
+/// A server that did not answer (a current status: in time; a historical one: with a sync in
+/// the span), and the agents below it as the last sync its parent holds counted them: every one
+/// of them is counted as not reporting, never left out of the totals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unanswered {
+    /// When that sync reached the parent; `None` when it never synced, so its agents are unknown.
+    pub last_sync: Option<WallClock>,
+    /// Agents that sync counted, reporting or silent then.
+    pub agents: u64,
+    /// Those of them whose platform it named (those reporting then), by platform.
+    pub platforms: BTreeMap<String, u64>,
+}
+
+impl Unanswered {
+    /// What `aggregate`, a sync taken at `at`, says of the agents below the server that sent it.
+    pub fn of(at: WallClock, aggregate: &Aggregate) -> Unanswered {
+        let platforms: BTreeMap<String, u64> = aggregate
+            .platforms
+            .iter()
+            .filter(|(_, c)| c.agents > 0)
+            .map(|(platform, c)| (platform.clone(), c.agents))
+            .collect();
+        let reporting = platforms.values().fold(0u64, |sum, n| sum.saturating_add(*n));
+        Unanswered {
+            last_sync: Some(at),
+            agents: reporting.saturating_add(aggregate.silent_agents),
+            platforms,
+        }
+    }
 }
 
 impl SignedKind for TierAnswer {
@@ -296,19 +329,54 @@ pub enum PolicyMessage {
     },
 }
 
+/// The master's answer for the whole tier.
+///
+/// Current: every server was asked now; one that did not answer within the deadline is named in
+/// `missing`, and the agents below it are counted as not reporting, as many as the last sync
+/// its parent holds counted (by platform where that sync named them), never dropped.
+///
+/// Historical: each child's latest sync (at or after `since`, when given), as of the time in
+/// `as_of`; a child with no sync in that span is named in `missing`, and its agents as its last
+/// sync counted them are not reporting, as for a current answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GlobalStatus {
     pub current: bool,
-    /// Direct children that did not answer in time (current status only).
+    /// Servers that did not answer in time (current) or sent no sync in the span (historical),
+    /// nested ones included.
     pub missing: Vec<String>,
     pub aggregate: Aggregate,
     /// When each child's figures were taken.
     pub as_of: BTreeMap<String, WallClock>,
+    /// For each server in `missing`, the agents below it, counted as not reporting.
+    pub unanswered: BTreeMap<String, Unanswered>,
 }
 
 impl GlobalStatus {
     pub fn partial(&self) -> bool {
         !self.missing.is_empty()
+    }
+
+    /// Agents below servers that did not answer, as their last syncs counted them.
+    pub fn unanswered_agents(&self) -> u64 {
+        self.unanswered.values().fold(0u64, |sum, u| sum.saturating_add(u.agents))
+    }
+
+    /// Every agent not reporting: those the answering servers know but did not hear from, and
+    /// every agent below a server that did not answer.
+    pub fn not_reporting(&self) -> u64 {
+        self.aggregate.silent_agents.saturating_add(self.unanswered_agents())
+    }
+
+    /// Agents below servers that did not answer, by platform, where their last syncs named it.
+    pub fn unanswered_platforms(&self) -> BTreeMap<String, u64> {
+        let mut sums: BTreeMap<String, u64> = BTreeMap::new();
+        for u in self.unanswered.values() {
+            for (platform, n) in &u.platforms {
+                let sum = sums.entry(platform.clone()).or_default();
+                *sum = sum.saturating_add(*n);
+            }
+        }
+        sums
     }
 
     /// The status as `cohort status --global --json` and the console's `/api/policy` give it.
@@ -328,6 +396,18 @@ impl GlobalStatus {
                 })
                 .collect()
         };
+        let unanswered: serde_json::Map<String, serde_json::Value> = self
+            .unanswered
+            .iter()
+            .map(|(server, u)| {
+                let row = serde_json::json!({
+                    "last_sync_unix_ms": u.last_sync.map(|at| at.0),
+                    "agents": u.agents,
+                    "platforms": u.platforms,
+                });
+                (server.clone(), row)
+            })
+            .collect();
         serde_json::json!({
             "current": self.current,
             "partial": self.partial(),
@@ -335,6 +415,9 @@ impl GlobalStatus {
             "as_of": self.as_of.iter().map(|(k, at)| (k.clone(), serde_json::json!(at.0))).collect::<serde_json::Map<_, _>>(),
             "agents": self.aggregate.agents(),
             "silent_agents": self.aggregate.silent_agents,
+            "not_reporting": self.not_reporting(),
+            "not_reporting_platforms": self.unanswered_platforms(),
+            "unanswered": unanswered,
             "platforms": counts(&self.aggregate.platforms),
             "locals": counts(&self.aggregate.locals),
             "policy_versions": self.aggregate.policy_versions,

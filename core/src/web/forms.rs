@@ -65,7 +65,8 @@ pub(super) fn exec_command(
                 .ok_or_else(|| format!("{name} `{text}` is not a number of seconds from 0 to 86400")),
         }
     };
-    let task = Task::Run { argv, stdin: Vec::new() };
+    // The console passes no variable: its command runs in the run-as user's reset environment.
+    let task = Task::Run { argv, stdin: Vec::new(), env: Vec::new() };
     task.check().map_err(|e| e.to_string())?;
     Ok(ExecCommand {
         credential,

@@ -270,6 +270,11 @@ fn counts_table(title: &str, rows: &BTreeMap<String, PlatformCounts>) -> Markup 
     }
 }
 
+/// `1 agent`, `3 agents`.
+fn agents(n: u64) -> String {
+    format!("{n} agent{}", if n == 1 { "" } else { "s" })
+}
+
 fn page(
     viewer: &Viewer<'_>,
     status: &GlobalStatus,
@@ -286,19 +291,23 @@ fn page(
             h1 { "Security policy: global status" }
             p id="policy-summary" {
                 (if status.current { "Current (every tier asked now)" } else { "Historical (each local's last sync)" })
-                ": " strong { (a.agents()) } " agents reporting, " (a.silent_agents) " not reporting. "
+                ": " strong { (agents(a.agents())) } " reporting, " (agents(status.not_reporting())) " not reporting. "
                 @if status.current { a href="/policy" { "Show the last syncs instead" } }
                 @else { a href="/policy?current=1" { "Ask every tier now" } }
             }
             @if status.partial() {
-                p.error role="alert" { "PARTIAL: no answer from " (status.missing.join(", ")) }
+                p.error role="alert" {
+                    (if status.current { "PARTIAL: no answer from " } else { "PARTIAL: no sync in the span from " })
+                    (status.missing.join(", "))
+                    "; the " (agents(status.unanswered_agents())) " their last syncs counted are not reporting."
+                }
             }
             (counts_table("platform", &a.platforms))
             (counts_table("local server", &a.locals))
             p id="failing" {
                 "Failing checks: "
                 @if a.failing.is_empty() { "none" }
-                @for (check, n) in &a.failing { code { (check) } " (" (n) " agents) " }
+                @for (check, n) in &a.failing { code { (check) } " (" (agents(*n)) ") " }
             }
             p { "Policy versions applied: "
                 @for (digest, n) in &a.policy_versions { code { (digest) } " (" (n) ") " }

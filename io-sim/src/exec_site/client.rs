@@ -89,7 +89,11 @@ impl SiteClient {
             hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
             exclude: Vec::new(),
             run_as: "alice".into(),
-            task: Task::Run { argv: argv.iter().map(|a| (*a).to_owned()).collect(), stdin: Vec::new() },
+            task: Task::Run {
+                argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+                stdin: Vec::new(),
+                env: Vec::new(),
+            },
             fanout: 8,
             t1_ms: 16_000,
             t2_ms: 32_000,
@@ -154,12 +158,27 @@ impl SiteClient {
         stamp: WallClock,
         argv: &[&str],
     ) -> Result<ExecRequest, String> {
+        let task = Task::Run {
+            argv: argv.iter().map(|a| (*a).to_owned()).collect(),
+            stdin: Vec::new(),
+            env: Vec::new(),
+        };
+        self.request_task(ticket_host, host, stamp, task)
+    }
+
+    /// [`SiteClient::request`] for any task (variables passed, a copy).
+    pub fn request_task(
+        &self,
+        ticket_host: &str,
+        host: &str,
+        stamp: WallClock,
+        task: Task,
+    ) -> Result<ExecRequest, String> {
         let client = self.new_keys().public().agreement;
         let mut kdc = self.kdc.lock().unwrap_or_else(PoisonError::into_inner);
         let now = crate::clock::now().wall;
         let credential = kdc.login(now, "alice", PASSWORD, client).map_err(|e| e.to_string())?;
         let issued = kdc.issue_ticket(now, &credential, &client, ticket_host).map_err(|e| e.to_string())?;
-        let task = Task::Run { argv: argv.iter().map(|a| (*a).to_owned()).collect(), stdin: Vec::new() };
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&stamp.0.to_le_bytes());
         let auth = Authenticator {

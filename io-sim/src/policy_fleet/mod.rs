@@ -381,7 +381,7 @@ impl Fleet {
     }
 
     /// With reports watched: for each agent, the digests its host wrote in its policy file
-    /// (each file's `# digest` line), in any order.
+    /// (each file's `digest`), in any order.
     pub fn written_digests(&self) -> BTreeMap<String, BTreeSet<[u8; 32]>> {
         let Some(log) = &self.file_log else { return BTreeMap::new() };
         let log = log.lock().unwrap_or_else(PoisonError::into_inner);
@@ -390,7 +390,7 @@ impl Fleet {
             let digests = log
                 .iter()
                 .filter(|(host, path, _)| (host, path) == (&file.0, &file.1))
-                .filter_map(|(_, _, contents)| views::digest_line(contents));
+                .filter_map(|(_, _, contents)| views::digest_of(contents));
             out.entry(agent_name(a)).or_default().extend(digests);
         }
         out

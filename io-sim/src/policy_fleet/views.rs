@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use cohort_core::node::Node;
 use cohort_core::policy::document::{Policy, Superseded};
+use cohort_core::policy::policy_file::PolicyFile;
 use cohort_core::policy::server::RejectKind;
 
 use crate::node_host::{Probe, SharedFiles, SharedTraffic};
@@ -78,10 +79,19 @@ pub(super) fn read(view: &SharedView) -> ServerView {
     view.lock().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
-/// The line an agent's written policy file holds when `key` is set to `value` (the file's own
-/// format: `key = "value"`, then the source as a comment).
-fn line_for(key: &str, value: &str) -> String {
-    format!("{key} = {value:?}")
+/// An agent's written policy file, read as the TOML it is; `None` for one that does not parse
+/// (which no agent should ever have written).
+fn parsed(contents: &[u8]) -> Option<PolicyFile> {
+    PolicyFile::parse(std::str::from_utf8(contents).ok()?).ok()
+}
+
+/// Whether `contents` may hold `texts`: TOML writes a string of only these characters
+/// verbatim, so a file lacking one of them cannot hold it; anything else needs the parse. (Looked
+/// at every tenth of a second over every agent's file, so most files skip the parse.)
+fn may_hold(contents: &[u8], texts: &[&str]) -> bool {
+    let verbatim = |t: &str| t.chars().all(|c| c.is_ascii_alphanumeric() || "._- ".contains(c));
+    let found = |t: &str| t.is_empty() || contents.windows(t.len()).any(|w| w == t.as_bytes());
+    texts.iter().all(|t| !verbatim(t) || found(t))
 }
 
 /// How many of `files` (host, path) set `key` to `value`, reading the shared map once.
@@ -92,31 +102,30 @@ pub(super) fn count_setting(
     value: &str,
 ) -> usize {
     let files = files.lock().unwrap_or_else(PoisonError::into_inner);
-    let wanted = line_for(key, value);
-    let spaced = format!("{wanted} ");
     which
         .iter()
         .filter_map(|k| files.get(k))
-        .filter(|c| String::from_utf8_lossy(c).lines().any(|l| l == wanted || l.starts_with(&spaced)))
+        .filter(|c| may_hold(c, &[key, value]))
+        .filter_map(|c| parsed(c))
+        .filter(|f| f.params.get(key).is_some_and(|v| v == value))
         .count()
 }
 
 /// How many of `files` set `key` to anything.
 pub(super) fn count_key(files: &SharedFiles, which: &[(String, String)], key: &str) -> usize {
     let files = files.lock().unwrap_or_else(PoisonError::into_inner);
-    let prefix = format!("{key} = ");
     which
         .iter()
         .filter_map(|k| files.get(k))
-        .filter(|c| String::from_utf8_lossy(c).lines().any(|l| l.starts_with(&prefix)))
+        .filter(|c| may_hold(c, &[key]))
+        .filter_map(|c| parsed(c))
+        .filter(|f| f.params.contains_key(key))
         .count()
 }
 
-/// The digest an agent's policy file names in its `# digest` header line.
-pub(super) fn digest_line(contents: &[u8]) -> Option<[u8; 32]> {
-    let text = String::from_utf8_lossy(contents);
-    let hex_digest = text.lines().find_map(|l| l.strip_prefix("# digest "))?;
-    hex::decode(hex_digest.trim()).ok()?.try_into().ok()
+/// The digest an agent's policy file names in its `digest` field.
+pub(super) fn digest_of(contents: &[u8]) -> Option<[u8; 32]> {
+    parsed(contents)?.digest_bytes()
 }
 
 /// Stream bytes one way (`inbound` or not) within `span` of simulated time.

@@ -1,14 +1,21 @@
 //! The ceilings a run is held to: the principal's fan-out and T1+T2 (a client asking for more
-//! gets the ceiling, and is told), and the runs at once, per principal and gateway-wide. Owns
-//! the arithmetic and the refusal text; it never starts or refuses a run itself (the gateway
-//! does, with what this answers).
+//! gets the ceiling, and is told), and the runs at once, per principal and gateway-wide; and,
+//! before any of it, the variables the run passes, against the principal's ACL (each daemon
+//! checks them again: this only makes the refusal early and whole). Owns the arithmetic and the
+//! refusal text; it never starts or refuses a run itself (the gateway does, with what this
+//! answers).
 
 use super::super::acl::Limits;
+use super::super::task::Task;
 use super::{Ceiling, ExecCommand, Gateway, MAX_FANOUT};
 
 impl Gateway {
-    /// Whether `principal` may start another run: its own ceiling and the gateway's.
-    pub(super) fn check_runs(&self, principal: &str) -> Result<(), String> {
+    /// Whether `principal` may start a run of `task`: every variable it passes is one its ACL
+    /// names, and another run fits its own ceiling and the gateway's.
+    pub(super) fn admit(&self, principal: &str, task: &Task) -> Result<(), String> {
+        if let Err(denied) = self.directory.acl.check_env(principal, task.env()) {
+            return Err(format!("ACL: {denied}"));
+        }
         let limit = self.directory.acl.limits(principal).max_runs;
         let own = self.credentials.values().filter(|g| g.credential.body.principal == principal).count();
         if own >= usize::try_from(limit).unwrap_or(usize::MAX) {

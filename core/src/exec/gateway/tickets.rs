@@ -151,12 +151,12 @@ impl Gateway {
     /// is used once: a host that runs again gets a new one.
     fn dispatch(&mut self, now: Instant, wall: WallClock, client: u64, session: u64, host: &str) {
         let Some(target) = self.directory.hosts.get(host).cloned() else {
-            let reason = format!("`{host}` is not a managed host in the installed configuration");
+            let reason = "not a managed host in the installed configuration".to_owned();
             return self.session_ended(now, wall, session, SessionEnd::Unreachable { reason });
         };
         let Some(grant) = self.credentials.get_mut(&client) else { return };
         let Some(held) = grant.tickets.remove(host) else {
-            let reason = format!("the KDC granted no ticket for `{host}`");
+            let reason = "the KDC granted no ticket for this host".to_owned();
             return self.session_ended(now, wall, session, SessionEnd::Failed { reason });
         };
         if grant.tickets.len() < grant.ticket_batch / 2 {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::*;
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::policy::document::{Platform, Policy, PolicyTarget, Scope};
+use crate::policy::policy_file::PolicyFile;
 use crate::policy::server::{RejectKind, ServerSetup};
 use crate::policy::wire::{PolicyAdmin, PolicyAdminReply, PolicyAdminRequest, PolicyWire};
 use crate::rng::seeded;
@@ -47,6 +48,11 @@ fn policy(value: &str, version: u64) -> Policy {
 
 impl Tier {
     fn start(unwritable: bool) -> Tier {
+        Tier::start_with(unwritable, Duration::from_secs(10))
+    }
+
+    /// The tier, its servers syncing every `sync_window`.
+    fn start_with(unwritable: bool, sync_window: Duration) -> Tier {
         let mut rng = seeded(5);
         let operator = NodeKeys::generate(&mut rng);
         let master_keys = NodeKeys::generate(&mut rng);
@@ -65,7 +71,7 @@ impl Tier {
             signers: signers.clone(),
             operators: vec![operator.public()],
             viewers: vec![viewer.public()],
-            sync_window: Duration::from_secs(10),
+            sync_window,
             sync_jitter: Duration::ZERO,
             stats_deadline: Duration::from_secs(5),
             alerts: crate::policy::alerts::AlertRules::default(),
@@ -169,7 +175,8 @@ fn a_policy_at_the_master_reaches_the_agents_file_through_a_local() {
     tier.net.run_for(Duration::from_secs(30));
     let file =
         String::from_utf8(tier.net.files.get(POLICY_FILE).cloned().unwrap_or_default()).expect("utf-8");
-    assert!(file.contains("firewall.default = \"deny\""), "{file:?}");
+    let written = PolicyFile::parse(&file).expect("the file is the TOML an agent writes");
+    assert_eq!(written.params["firewall.default"], "deny", "{file:?}");
     let agent = tier.net.node(tier.agents).policy_agents().next().expect("an agent");
     assert!(agent.applied().is_some_and(|p| p.params["firewall.default"] == "deny"));
     assert!(tier.net.logs.iter().any(|(i, e)| *i == tier.agents && matches!(e, Event::PolicyApplied { .. })));
@@ -187,7 +194,8 @@ fn a_policy_at_the_master_reaches_the_agents_file_through_a_local() {
     assert_eq!(created, Some(PolicyAdminReply::Created));
     tier.net.run_for(Duration::from_secs(30));
     let file = String::from_utf8(tier.net.files[POLICY_FILE].clone()).expect("utf-8");
-    assert!(file.contains("firewall.default = \"allow\""), "{file:?}");
+    let written = PolicyFile::parse(&file).expect("the file is the TOML an agent writes");
+    assert_eq!(written.params["firewall.default"], "allow", "{file:?}");
 }
 
 #[test]
@@ -276,4 +284,90 @@ fn the_same_seed_gives_the_same_run() {
         (tier.net.files.clone(), tier.net.persisted.len(), format!("{:?}", tier.net.logs))
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn a_current_status_in_the_first_sync_window_counts_the_locals_agents_asked_now() {
+    // Hour-long windows: the local's periodic sync is far off, yet it keeps its channel to the
+    // master open from the start (with a sync as its first message), so the master asks it now.
+    let mut tier = Tier::start_with(false, Duration::from_secs(3600));
+    tier.net.run_for(Duration::from_secs(5));
+    let master = tier.net.node(tier.master).policy_server().expect("the master");
+    assert_eq!(master.syncs_received(), 1, "the local synced once, when its channel opened");
+    let operator = tier.operator.clone();
+    let Some(PolicyAdminReply::Status(now)) =
+        tier.admin(&operator, PolicyAdmin::Status { current: true, since: None })
+    else {
+        panic!("no current status")
+    };
+    assert!(!now.partial(), "the local answered at once: {now:?}");
+    assert_eq!((now.aggregate.agents(), now.not_reporting()), (1, 0), "{now:?}");
+    // The stored status holds only that first sync, taken before the agent reported.
+    let Some(PolicyAdminReply::Status(stored)) =
+        tier.admin(&operator, PolicyAdmin::Status { current: false, since: None })
+    else {
+        panic!("no stored status")
+    };
+    assert_eq!(stored.aggregate.agents(), 0, "{stored:?}");
+
+    // The channel breaks: the local dials again after its backoff and syncs on the new channel,
+    // without waiting for its next window.
+    tier.net.break_connections(tier.master);
+    tier.net.run_for(Duration::from_secs(60));
+    let master = tier.net.node(tier.master).policy_server().expect("the master");
+    assert_eq!(master.syncs_received(), 2, "a sync on the new channel");
+    let Some(PolicyAdminReply::Status(now)) =
+        tier.admin(&operator, PolicyAdmin::Status { current: true, since: None })
+    else {
+        panic!("no current status")
+    };
+    assert!(!now.partial() && now.aggregate.agents() == 1, "{now:?}");
+}
+
+#[test]
+fn an_agent_whose_server_stops_answering_warns_and_says_when_it_answers_again() {
+    let mut tier = Tier::start(false);
+    tier.net.run_for(Duration::from_secs(10));
+    let said = |tier: &Tier| -> Vec<Event> {
+        let unreachable = |e: &Event| {
+            matches!(e, Event::PolicyServerUnreachable { .. } | Event::PolicyServerReachable { .. })
+        };
+        tier.net
+            .logs
+            .iter()
+            .filter(|(i, e)| *i == tier.agents && unreachable(e))
+            .map(|(_, e)| e.clone())
+            .collect()
+    };
+    assert!(said(&tier).is_empty(), "the local answers: {:?}", said(&tier));
+
+    // The local goes away: nothing listens at its address any more.
+    let listener = tier.net.listening.remove(LOCAL_ADDR).expect("the local listens");
+    tier.net.break_connections(tier.local);
+    tier.net.run_for(Duration::from_secs(30));
+    let warned = said(&tier);
+    let [first, ..] = warned.as_slice() else { panic!("no warning: {:?}", tier.net.logs) };
+    let Event::PolicyServerUnreachable { agent, server, unanswered, last_heard } = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!((agent.as_str(), server.as_str(), *unanswered), ("a0", "local", 2));
+    assert!(last_heard.is_some(), "it answered before");
+    // A warning, at the level a node logs by default, in words (no debug-printed options).
+    assert_eq!(first.level(), Level::Warn);
+    let text = first.to_string();
+    assert!(
+        text.starts_with("a0: cannot reach its policy server local: no answer to its last 2 polls"),
+        "{text}"
+    );
+    assert!(text.contains("it last answered at") && !text.contains("Some("), "{text}");
+    // Not at every poll: 15 polls went by, said at the 2nd and the 12th unanswered.
+    assert_eq!(warned.len(), 2, "{warned:?}");
+
+    tier.net.listening.insert(LOCAL_ADDR.into(), listener);
+    tier.net.run_for(Duration::from_secs(30));
+    let back = said(&tier);
+    let Some(last) = back.last() else { panic!("nothing said") };
+    assert!(matches!(last, Event::PolicyServerReachable { .. }), "{back:?}");
+    assert_eq!(last.level(), Level::Info);
+    assert!(last.to_string().starts_with("a0: its policy server local answers again, after "), "{last}");
 }

@@ -6,7 +6,9 @@
 //! it reports. It never applies a policy from anyone but its server, and never reports what was
 //! not measured: a policy counts as applied only once the driver reports it written, a failed
 //! write is reported as failed, a check that could not be evaluated says so, and threats stay
-//! unknown until a round of checks completes.
+//! unknown until a round of checks completes. It also says when its server stops answering: once
+//! when [`UNREACHABLE_AFTER`] polls in a row went unanswered, again every
+//! [`UNREACHABLE_AGAIN_EVERY`] polls while that lasts, and once when an answer comes again.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -17,7 +19,7 @@ use super::checks::{
 use super::document::Platform;
 use super::merge::EffectivePolicy;
 use super::platform::{Detected, Detection, UNKNOWN};
-use super::report::{AgentReport, CheckResult, MAX_CHECKS};
+use super::report::{AgentReport, CheckResult, MAX_CHECKS, NO_POLICY};
 use super::server::PolicyMessage;
 use crate::identity::NodeKeys;
 use crate::machine::Machine;
@@ -30,6 +32,11 @@ use crate::time::{Instant, Now, WallClock};
 pub const APPLIED_CHECK: &str = "policy.applied";
 /// The check an agent reports when it could not read its platform (an error, saying why).
 pub const PLATFORM_CHECK: &str = "platform.detected";
+
+/// Polls in a row without an answer after which the agent says its server is unreachable.
+pub const UNREACHABLE_AFTER: u32 = 2;
+/// While the server stays unreachable, it is said again every this many unanswered polls.
+pub const UNREACHABLE_AGAIN_EVERY: u32 = 10;
 
 /// How the agent knows its distribution and version.
 #[derive(Debug)]
@@ -69,6 +76,12 @@ pub enum AgentOutput {
     Probe { probe: u64, what: Probe },
     /// The probe's command ran past its time: kill it (its observation is no longer wanted).
     StopProbe { probe: u64 },
+    /// The server `server` left the last `unanswered` polls unanswered: said once when that
+    /// reaches [`UNREACHABLE_AFTER`], then every [`UNREACHABLE_AGAIN_EVERY`] more. The agent
+    /// keeps its applied policy and goes on polling.
+    ServerUnreachable { server: String, unanswered: u32, last_heard: Option<WallClock> },
+    /// The server answered again after it was said unreachable, `unanswered` polls later.
+    ServerReachable { server: String, unanswered: u32 },
 }
 
 /// One measuring round: every check of the applied policy, each waiting on its probe.
@@ -106,6 +119,12 @@ pub struct PolicyAgent {
     kernel: Option<String>,
     /// Why the platform could not be read, when it could not.
     platform_error: Option<String>,
+    /// A poll went out that has had no answer yet.
+    awaiting: bool,
+    /// Polls in a row that went unanswered.
+    unanswered: u32,
+    /// When the server last answered.
+    last_heard: Option<WallClock>,
 }
 
 impl PolicyAgent {
@@ -143,7 +162,15 @@ impl PolicyAgent {
             detect: if detect { Detect::NotStarted } else { Detect::Declared },
             kernel: None,
             platform_error: None,
+            awaiting: false,
+            unanswered: 0,
+            last_heard: None,
         }
+    }
+
+    /// Polls in a row that went unanswered (0 once the server answers).
+    pub fn unanswered(&self) -> u32 {
+        self.unanswered
     }
 
     pub fn applied(&self) -> Option<&EffectivePolicy> {
@@ -304,7 +331,7 @@ impl PolicyAgent {
         let report = AgentReport {
             agent: self.name.clone(),
             platform: self.platform.clone(),
-            applied: self.applied.as_ref().map_or([0; 32], |p| p.digest),
+            applied: self.applied.as_ref().map_or(NO_POLICY, |p| p.digest),
             checks,
             threats,
             last_scan: self.measured,
@@ -313,8 +340,37 @@ impl PolicyAgent {
             kernel: self.kernel.clone(),
         };
         if let Ok(signed) = Signed::sign(report, &self.keys) {
+            self.count_unanswered();
             let to = self.server.clone();
             self.outputs.push_back(AgentOutput::Report { to, report: Box::new(signed) });
+            self.awaiting = true;
+        }
+    }
+
+    /// Before a poll goes out: the one before it, if still unanswered, counts as unanswered,
+    /// and the count is said when it reaches the threshold and every so often after.
+    fn count_unanswered(&mut self) {
+        if !std::mem::take(&mut self.awaiting) {
+            return;
+        }
+        self.unanswered = self.unanswered.saturating_add(1);
+        let past = self.unanswered.checked_sub(UNREACHABLE_AFTER);
+        if past.is_some_and(|past| past % UNREACHABLE_AGAIN_EVERY == 0) {
+            self.outputs.push_back(AgentOutput::ServerUnreachable {
+                server: self.server.clone(),
+                unanswered: self.unanswered,
+                last_heard: self.last_heard,
+            });
+        }
+    }
+
+    /// The server answered: what was said unreachable is said reachable again.
+    fn heard(&mut self, wall: WallClock) {
+        self.awaiting = false;
+        self.last_heard = Some(wall);
+        let unanswered = std::mem::take(&mut self.unanswered);
+        if unanswered >= UNREACHABLE_AFTER {
+            self.outputs.push_back(AgentOutput::ServerReachable { server: self.server.clone(), unanswered });
         }
     }
 }
@@ -327,10 +383,11 @@ impl Machine for PolicyAgent {
         let Now { mono: now, wall } = now;
         match input {
             AgentInput::FromServer(message) => {
+                let PolicyMessage::PollReply { effective } = *message else { return };
+                self.heard(wall);
                 // A policy already written is not written again; one whose write failed is
                 // tried again at the next answer.
-                if let PolicyMessage::PollReply { effective } = *message
-                    && self.applied.as_ref().is_none_or(|p| p.digest != effective.digest)
+                if self.applied.as_ref().is_none_or(|p| p.digest != effective.digest)
                     && self.applying.as_ref().is_none_or(|p| p.digest != effective.digest)
                 {
                     self.applying = Some(effective.clone());

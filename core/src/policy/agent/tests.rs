@@ -302,3 +302,74 @@ mod detecting {
         assert!(check.detail.contains("permission denied"), "{}", check.detail);
     }
 }
+
+/// Runs the agent to its next poll at `wall` and returns what it said of its server.
+fn poll_and_listen(agent: &mut PolicyAgent, wall: WallClock) -> Vec<AgentOutput> {
+    let due = Now { mono: agent.poll_timeout().unwrap_or(Instant::ZERO), wall };
+    agent.handle(due, AgentInput::Timeout);
+    std::iter::from_fn(|| agent.poll_output())
+        .filter(|o| matches!(o, AgentOutput::ServerUnreachable { .. } | AgentOutput::ServerReachable { .. }))
+        .collect()
+}
+
+#[test]
+fn a_server_that_stops_answering_is_said_unreachable_once_then_rarely_and_reachable_when_it_answers() {
+    let mut agent = agent();
+    // The server answers the first poll, then nothing for 24 more.
+    assert!(poll_and_listen(&mut agent, WallClock(1_000)).is_empty());
+    let answered = WallClock(1_100);
+    let reply = PolicyMessage::PollReply { effective: policy("deny") };
+    agent
+        .handle(Now { mono: Instant::ZERO, wall: answered }, AgentInput::FromServer(Box::new(reply.clone())));
+    let mut said = Vec::new();
+    for poll in 2..=25u64 {
+        for out in poll_and_listen(&mut agent, WallClock(poll * 1_000)) {
+            match out {
+                AgentOutput::ServerUnreachable { server, unanswered, last_heard } => {
+                    assert_eq!((server.as_str(), last_heard), ("local", Some(answered)));
+                    said.push(unanswered);
+                }
+                other => panic!("said reachable while unanswered: {other:?}"),
+            }
+        }
+    }
+    // Polls 2 and 3 went unanswered by the 4th: said then, and again every 10 unanswered polls.
+    assert_eq!(said, vec![UNREACHABLE_AFTER, UNREACHABLE_AFTER + 10, UNREACHABLE_AFTER + 20]);
+    assert_eq!(agent.unanswered(), 23);
+
+    // An answer: said once that the server is back, and nothing more while it answers.
+    agent.handle(
+        Now { mono: Instant::ZERO, wall: WallClock(26_000) },
+        AgentInput::FromServer(Box::new(reply.clone())),
+    );
+    let back: Vec<AgentOutput> = std::iter::from_fn(|| agent.poll_output())
+        .filter(|o| matches!(o, AgentOutput::ServerReachable { .. }))
+        .collect();
+    assert_eq!(back, vec![AgentOutput::ServerReachable { server: "local".into(), unanswered: 23 }]);
+    for poll in 27..=30u64 {
+        assert!(poll_and_listen(&mut agent, WallClock(poll * 1_000)).is_empty());
+        agent.handle(
+            Now { mono: Instant::ZERO, wall: WallClock(poll * 1_000) },
+            AgentInput::FromServer(Box::new(reply.clone())),
+        );
+    }
+    assert_eq!(agent.unanswered(), 0);
+}
+
+#[test]
+fn one_late_answer_is_not_an_unreachable_server() {
+    let mut agent = agent();
+    let reply = PolicyMessage::PollReply { effective: policy("deny") };
+    for poll in 1..=6u64 {
+        // Every other poll is answered: never two in a row without an answer.
+        assert!(poll_and_listen(&mut agent, WallClock(poll * 1_000)).is_empty(), "poll {poll}");
+        if poll % 2 == 0 {
+            let now = Now { mono: Instant::ZERO, wall: WallClock(poll * 1_000) };
+            agent.handle(now, AgentInput::FromServer(Box::new(reply.clone())));
+            let said: Vec<AgentOutput> = std::iter::from_fn(|| agent.poll_output())
+                .filter(|o| matches!(o, AgentOutput::ServerReachable { .. }))
+                .collect();
+            assert!(said.is_empty(), "{said:?}");
+        }
+    }
+}

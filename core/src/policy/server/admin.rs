@@ -96,7 +96,7 @@ impl PolicyServer {
                 refuse(self, RejectKind::AdminInvalid, text);
             }
             PolicyAdmin::SyncNow => {
-                self.sync();
+                self.sync(wall);
                 reply(self, PolicyAdminReply::SyncStarted);
             }
             PolicyAdmin::Status { .. } if self.setup.parent.is_some() => {

@@ -72,6 +72,10 @@ pub enum ServerInput {
         size: usize,
     },
     Timeout,
+    /// The channel to the parent opened (at start, and again after it broke): a sync goes up
+    /// at once, so the parent has this server's figures, and the channel it asks questions on
+    /// carries a message from the start.
+    ParentConnected,
     /// An operator's or viewer's signed request; the answer leaves as [`ServerOutput::AdminReply`] with the
     /// same `request`.
     Admin {
@@ -193,6 +197,25 @@ impl PolicyServer {
         self.reports.iter().map(|(agent, held)| (agent.as_str(), &held.report))
     }
 
+    /// Each child and when its last verified sync came (`None`: not since this server started).
+    pub fn child_syncs(&self) -> impl Iterator<Item = (&str, Option<WallClock>)> {
+        self.setup
+            .children
+            .keys()
+            .map(|name| (name.as_str(), self.child_aggregates.get(name).map(|(_, at)| *at)))
+    }
+
+    /// Agents not heard within a sync window before `wall`: this server's own, and those its
+    /// children said were silent in their last syncs.
+    pub fn silent_agents(&self, wall: WallClock) -> u64 {
+        let window_ms = u64::try_from(self.setup.sync_window.as_millis()).unwrap_or(u64::MAX);
+        let heard_lately = |agent: &String| {
+            self.reports.get(agent).is_some_and(|held| wall.0.saturating_sub(held.heard.0) <= window_ms)
+        };
+        let own = self.setup.agents.keys().filter(|a| !heard_lately(a)).count() as u64;
+        own + self.child_aggregates.values().map(|(a, _)| a.silent_agents).sum::<u64>()
+    }
+
     pub fn syncs_received(&self) -> u64 {
         self.syncs_received
     }
@@ -229,9 +252,9 @@ impl PolicyServer {
 
     /// Takes back the alerts the master raised before a restart; what the restored syncs show
     /// now raises nothing again.
-    pub fn restore_alerts(&mut self, kept: impl IntoIterator<Item = Alert>, wall: WallClock) {
+    pub fn restore_alerts(&mut self, kept: impl IntoIterator<Item = Alert>) {
         let children: Vec<&Aggregate> = self.child_aggregates.values().map(|(a, _)| a).collect();
-        self.alerts.restore(kept, &children, wall);
+        self.alerts.restore(kept, &children);
     }
 
     /// The alerts the master raised, oldest first.
@@ -349,7 +372,7 @@ impl PolicyServer {
 
     /// What this server's own agents reported (only since the last sync, with `since_last_sync_only`;
     /// agents not reporting in that span counted as silent).
-    fn own_aggregate(&self, since_last_sync_only: bool) -> Aggregate {
+    fn own_aggregate(&self, since_last_sync_only: bool, wall: WallClock) -> Aggregate {
         let mut aggregate = Aggregate::default();
         for held in self.reports.values() {
             if held.fresh || !since_last_sync_only {
@@ -374,6 +397,7 @@ impl PolicyServer {
                 local: self.setup.name.clone(),
                 since: held.map_or(started, |h| h.heard),
                 every_ms: held.map_or(window_ms, |h| h.report.poll_every_ms),
+                as_of: wall,
             };
             aggregate.quiet.insert(agent.clone(), quiet);
         }
@@ -382,22 +406,22 @@ impl PolicyServer {
 
     /// What a sync carries up: this server's agents since the last sync, and its children's
     /// latest syncs.
-    fn sync_aggregate(&self) -> Aggregate {
-        let mut aggregate = self.own_aggregate(true);
+    fn sync_aggregate(&self, wall: WallClock) -> Aggregate {
+        let mut aggregate = self.own_aggregate(true, wall);
         for (child, _) in self.child_aggregates.values() {
             aggregate.absorb(child);
         }
         aggregate
     }
 
-    fn sync(&mut self) {
+    fn sync(&mut self, wall: WallClock) {
         let Some((parent, _)) = self.setup.parent.clone() else { return };
         self.cycle += 1;
         let request = SyncRequest {
             from: self.setup.name.clone(),
             cycle: self.cycle,
             versions: self.held.ranks(),
-            aggregate: self.sync_aggregate(),
+            aggregate: self.sync_aggregate(wall),
         };
         for held in self.reports.values_mut() {
             held.fresh = false;
@@ -562,10 +586,16 @@ impl Machine for PolicyServer {
             ServerInput::Admin { request, signed } => self.admin(now, wall, request, signed),
             ServerInput::Timeout => {
                 if self.next_sync.is_some_and(|t| now >= t) {
-                    self.sync();
+                    self.sync(wall);
                     self.next_sync = Some(now + jittered(&self.setup, &mut self.rng));
                 }
                 self.finish_queries(now, true);
+            }
+            ServerInput::ParentConnected => {
+                if self.setup.parent.is_some() {
+                    self.sync(wall);
+                    self.next_sync = Some(now + jittered(&self.setup, &mut self.rng));
+                }
             }
         }
     }

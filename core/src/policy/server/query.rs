@@ -2,7 +2,8 @@
 //! checks. A server answers for its own agents at once and asks each child, which does the same
 //! for its subtree within a smaller share of the time left, so a nested tier answers within the
 //! asker's deadline; a child that does not answer in time is named as missing (and its subtree
-//! with it), never filled in from older figures. Owns the pending questions, their deadlines and
+//! with it), never filled in from older figures: the agents its last sync counted are answered
+//! as not reporting, by the server that holds that sync. Owns the pending questions, their deadlines and
 //! how answers combine. It never forwards a raw report upward except as the per-agent detail an
 //! operator asked for, and never takes an answer from a peer that is not the child it names.
 
@@ -15,7 +16,7 @@ use crate::policy::report::{AgentReport, Aggregate};
 use crate::policy::server::PolicyMessage;
 use crate::policy::wire::{
     AgentDetail, AgentListing, Found, GlobalStatus, MAX_AGENT_DETAILS, PolicyAdminReply, TierAnswer,
-    TierQuery,
+    TierQuery, Unanswered,
 };
 use crate::signed::Signed;
 use crate::time::{Instant, WallClock};
@@ -46,6 +47,8 @@ pub(super) struct PendingQuery {
     found: Found,
     missing: Vec<String>,
     as_of: BTreeMap<String, WallClock>,
+    /// What the servers below said of those below them that did not answer.
+    unanswered: BTreeMap<String, Unanswered>,
 }
 
 impl PendingQuery {
@@ -104,7 +107,7 @@ impl PolicyServer {
         query: TierQuery,
         budget: Duration,
     ) {
-        let (found, done_here) = self.own_part(&query);
+        let (found, done_here) = self.own_part(&query, wall);
         let mut as_of = BTreeMap::new();
         as_of.insert(self.setup.name.clone(), wall);
         let child_budget = budget * CHILD_SHARE.0 / CHILD_SHARE.1;
@@ -127,17 +130,18 @@ impl PolicyServer {
             found,
             missing: Vec::new(),
             as_of,
+            unanswered: BTreeMap::new(),
         });
         self.finish_queries(now, false);
     }
 
     /// What this server itself holds for `query`, and whether that settles it (the one agent
     /// asked for is here, or the server named is this one).
-    fn own_part(&self, query: &TierQuery) -> (Found, bool) {
+    fn own_part(&self, query: &TierQuery, wall: WallClock) -> (Found, bool) {
         let name = &self.setup.name;
         match query {
             // Only its own agents: the children answer for theirs now.
-            TierQuery::Stats => (Found::Stats(self.own_aggregate(false)), false),
+            TierQuery::Stats => (Found::Stats(self.own_aggregate(false, wall)), false),
             TierQuery::Agent(agent) => match self.reports.get(agent) {
                 Some(held) => {
                     (Found::Agents { agents: vec![held.detail(name, true)], truncated: false }, true)
@@ -170,7 +174,7 @@ impl PolicyServer {
             return self
                 .reject(RejectKind::BadSignature, format!("an answer from `{from}` has a bad signature"));
         }
-        let TierAnswer { request, found, missing, as_of, .. } = signed.body;
+        let TierAnswer { request, found, missing, as_of, unanswered, .. } = signed.body;
         let Some(pending) = self.pending.iter_mut().find(|p| p.id == request) else { return };
         if !pending.waiting.remove(&from) {
             return;
@@ -189,6 +193,7 @@ impl PolicyServer {
         // Bounded by the tier: a child names at most the servers below it, once each.
         pending.missing.extend(missing.into_iter().take(self.setup.signers.len()));
         pending.as_of.extend(as_of.into_iter().take(self.setup.signers.len()));
+        pending.unanswered.extend(unanswered.into_iter().take(self.setup.signers.len()));
         self.finish_queries(now, false);
     }
 
@@ -205,7 +210,16 @@ impl PolicyServer {
     }
 
     fn answer(&mut self, p: PendingQuery) {
-        let PendingQuery { reply_to, waiting, mut found, mut missing, as_of, .. } = p;
+        let PendingQuery { reply_to, waiting, mut found, mut missing, as_of, mut unanswered, .. } = p;
+        // A child that did not answer: its agents, as its last sync here counted them, are not
+        // reporting (a count matters only to statistics).
+        if matches!(found, Found::Stats(_)) {
+            for child in &waiting {
+                unanswered.insert(child.clone(), self.last_heard_below(child));
+            }
+        } else {
+            unanswered.clear();
+        }
         missing.extend(waiting);
         missing.sort();
         missing.dedup();
@@ -219,9 +233,13 @@ impl PolicyServer {
         match reply_to {
             ReplyTo::Admin(request) => {
                 let reply = match found {
-                    Found::Stats(aggregate) => {
-                        PolicyAdminReply::Status(GlobalStatus { current: true, missing, aggregate, as_of })
-                    }
+                    Found::Stats(aggregate) => PolicyAdminReply::Status(GlobalStatus {
+                        current: true,
+                        missing,
+                        aggregate,
+                        as_of,
+                        unanswered,
+                    }),
                     Found::Agents { agents, truncated } => {
                         PolicyAdminReply::Agents(AgentListing { agents, missing, truncated })
                     }
@@ -230,7 +248,8 @@ impl PolicyServer {
             }
             ReplyTo::Parent(request) => {
                 let Some((parent, _)) = self.setup.parent.clone() else { return };
-                let answer = TierAnswer { from: self.setup.name.clone(), request, found, missing, as_of };
+                let from = self.setup.name.clone();
+                let answer = TierAnswer { from, request, found, missing, as_of, unanswered };
                 if let Ok(signed) = Signed::sign(answer, &self.setup.keys) {
                     self.send(&parent, PolicyMessage::Answer(Box::new(signed)));
                 }
@@ -238,7 +257,14 @@ impl PolicyServer {
         }
     }
 
-    /// The master's historical status: each child's latest sync (at or after `since`).
+    /// What this server last heard of the agents below child `child`: its latest sync, if any.
+    fn last_heard_below(&self, child: &str) -> Unanswered {
+        self.child_aggregates.get(child).map(|(agg, at)| Unanswered::of(*at, agg)).unwrap_or_default()
+    }
+
+    /// The master's historical status: each child's latest sync (at or after `since`). A child
+    /// with none in that span is missing, and the agents its latest sync counted (if it ever
+    /// synced) are not reporting.
     pub(super) fn stored_status(&self, since: Option<WallClock>) -> GlobalStatus {
         let mut aggregate = Aggregate::default();
         let mut as_of = BTreeMap::new();
@@ -248,7 +274,9 @@ impl PolicyServer {
                 as_of.insert(child.clone(), *at);
             }
         }
-        let missing = self.setup.children.keys().filter(|c| !as_of.contains_key(*c)).cloned().collect();
-        GlobalStatus { current: false, missing, aggregate, as_of }
+        let missing: Vec<String> =
+            self.setup.children.keys().filter(|c| !as_of.contains_key(*c)).cloned().collect();
+        let unanswered = missing.iter().map(|c| (c.clone(), self.last_heard_below(c))).collect();
+        GlobalStatus { current: false, missing, aggregate, as_of, unanswered }
     }
 }

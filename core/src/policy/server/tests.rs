@@ -353,3 +353,82 @@ fn restored_history_is_answered_after_a_restart_and_a_local_keeps_none() {
     );
     assert_eq!(local.rejected().get(&RejectKind::AdminInvalid), Some(&1));
 }
+
+#[test]
+fn a_child_that_does_not_answer_now_has_the_agents_of_its_last_sync_counted_as_not_reporting() {
+    let mut master = Master::start();
+    let synced = WallClock(WALL.0 - 30_000);
+    // 5 agents reporting on two platforms and 1 silent, as local-00 last synced.
+    master.sync(synced, figures(1));
+    master.drain();
+    let operator = master.operator.clone();
+    let request =
+        PolicyAdminRequest { at: WALL, request: PolicyAdmin::Status { current: true, since: None } };
+    let signed = Signed::sign(request, &operator).expect("signs");
+    master.server.handle(Now { mono: Instant::ZERO, wall: WALL }, ServerInput::Admin { request: 9, signed });
+    let asked = master.drain();
+    assert!(
+        asked.iter().any(|o| matches!(o, ServerOutput::Send { name, message: PolicyMessage::Query { .. }, .. } if name == "local-00")),
+        "local-00 is asked now, not read from its sync: {asked:?}"
+    );
+    // local-00 never answers: at the deadline the answer goes out without it.
+    let deadline = master.server.poll_timeout().expect("a deadline");
+    assert_eq!(deadline, Instant::ZERO + Duration::from_secs(5));
+    master.server.handle(Now { mono: deadline, wall: WALL }, ServerInput::Timeout);
+    let status = master
+        .drain()
+        .into_iter()
+        .find_map(|o| match o {
+            ServerOutput::AdminReply { request: 9, reply: PolicyAdminReply::Status(s) } => Some(s),
+            _ => None,
+        })
+        .expect("answered at the deadline");
+    assert!(status.current && status.partial());
+    assert_eq!(status.missing, ["local-00"]);
+    let expected = crate::policy::wire::Unanswered {
+        last_sync: Some(synced),
+        agents: 6,
+        platforms: [("linux/6/web".to_owned(), 3), ("windows/11/desk".to_owned(), 2)].into(),
+    };
+    assert_eq!(status.unanswered, [("local-00".to_owned(), expected.clone())].into());
+    assert_eq!((status.aggregate.agents(), status.not_reporting()), (0, 6));
+    assert_eq!(status.unanswered_platforms(), expected.platforms);
+    let json = status.to_json();
+    assert_eq!(json["not_reporting"], 6);
+    assert_eq!(json["unanswered"]["local-00"]["agents"], 6);
+    assert_eq!(json["unanswered"]["local-00"]["last_sync_unix_ms"], synced.0);
+
+    // The stored status, asked for syncs since local-00's last: the same agents, not dropped.
+    let viewer = master.viewer.clone();
+    let since = Some(WallClock(synced.0 + 1));
+    let PolicyAdminReply::Status(stored) =
+        master.admin(&viewer, PolicyAdmin::Status { current: false, since })
+    else {
+        panic!("not a status")
+    };
+    assert!(!stored.current && stored.partial());
+    assert_eq!(stored.unanswered, [("local-00".to_owned(), expected)].into());
+    assert_eq!(stored.not_reporting(), 6);
+    // Without a span, its last sync is the figure, as of when it came.
+    let PolicyAdminReply::Status(stored) =
+        master.admin(&viewer, PolicyAdmin::Status { current: false, since: None })
+    else {
+        panic!("not a status")
+    };
+    assert!(!stored.partial() && stored.unanswered.is_empty());
+    assert_eq!((stored.aggregate.agents(), stored.not_reporting(), stored.as_of["local-00"]), (5, 1, synced));
+}
+
+#[test]
+fn a_child_that_never_synced_and_does_not_answer_is_named_with_its_agents_unknown() {
+    let mut master = Master::start();
+    let viewer = master.viewer.clone();
+    let PolicyAdminReply::Status(stored) =
+        master.admin(&viewer, PolicyAdmin::Status { current: false, since: None })
+    else {
+        panic!("not a status")
+    };
+    assert_eq!(stored.missing, ["local-00"]);
+    assert_eq!(stored.unanswered["local-00"], crate::policy::wire::Unanswered::default());
+    assert_eq!(stored.not_reporting(), 0);
+}

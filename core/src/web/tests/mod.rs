@@ -230,7 +230,8 @@ fn a_run_streams_accepted_hosts_and_groups_folded_and_output_stays_data() {
         command.task,
         crate::exec::task::Task::Run {
             argv: vec!["echo".into(), "<script>alert(1)</script>".into()],
-            stdin: Vec::new()
+            stdin: Vec::new(),
+            env: Vec::new()
         }
     );
     let client = *client;
