@@ -91,6 +91,8 @@ pub fn hash_password(password: &str, rng: &mut SeededRng) -> Result<String, KdcE
 #[derive(Debug)]
 pub struct Kdc {
     keys: NodeKeys,
+    /// `keys`' public half, derived once: every request checks a credential against it.
+    public: PublicIdentity,
     principals: BTreeMap<String, String>,
     hosts: BTreeMap<String, PublicIdentity>,
     settings: KdcSettings,
@@ -113,12 +115,13 @@ impl Kdc {
         settings: KdcSettings,
         rng: SeededRng,
     ) -> Kdc {
-        Kdc { keys, principals, hosts, settings, rng }
+        let public = keys.public();
+        Kdc { keys, public, principals, hosts, settings, rng }
     }
 
     /// The key that signs credentials: gateways check credentials against it.
     pub fn public(&self) -> PublicIdentity {
-        self.keys.public()
+        self.public
     }
 
     /// The KDC's own keys: its channel's static key and its signing key.
@@ -220,7 +223,7 @@ impl Kdc {
                         reason: format!("more than {MAX_HOSTS} hosts in one request"),
                     };
                 }
-                if let Err(e) = Self::check_credential(&self.keys.public(), now, &credential, &client_key) {
+                if let Err(e) = Self::check_credential(&self.public, now, &credential, &client_key) {
                     return KdcReply::Refused { reason: format!("credential refused: {e}") };
                 }
                 // The credential was checked once above, for the whole batch.
@@ -251,7 +254,7 @@ impl Kdc {
         client_key: &[u8; 32],
         host: &str,
     ) -> Result<IssuedTicket, KdcError> {
-        Self::check_credential(&self.keys.public(), now, credential, client_key)?;
+        Self::check_credential(&self.public, now, credential, client_key)?;
         self.seal_ticket(now, credential, host)
     }
 

@@ -323,8 +323,10 @@ impl Store {
     pub fn append_local_audit(&mut self, record: &AuditRecord) -> Result<(), StoreError> {
         let bytes = cohort_core::wire::encode(record).map_err(|e| StoreError::Encode(e.to_string()))?;
         let path = self.path.clone();
+        // Prepared once per connection: a batch of records is one statement run many times.
         self.conn
-            .execute("INSERT INTO audit_local (host, record) VALUES (?1, ?2)", params![record.host, bytes])
+            .prepare_cached("INSERT INTO audit_local (host, record) VALUES (?1, ?2)")
+            .and_then(|mut insert| insert.execute(params![record.host, bytes]))
             .map_err(|source| StoreError::Sqlite { path, source })?;
         Ok(())
     }
