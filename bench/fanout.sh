@@ -25,6 +25,8 @@ sizes="50 200 1000"
 runs=3
 fanout=64
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 out="$repo/bench/results"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -80,14 +82,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % 20000))
-    ss -Htln "sport = :$port" | grep -q . || { echo "$port"; return; }
-  done
-}
-
 # Host i (from 1) at 127.0.x.y, as `cohort init --exec-hosts` places its hosts.
 address() { echo "127.0.$((1 + $1 / 250)).$((1 + $1 % 250))"; }
 
@@ -133,8 +127,6 @@ exec_port=$(free_port)
 "$repo/bench/exec-site.sh" start "$cohort" "$work/cohort" "$max" "$base" "$exec_port" >/dev/null
 node_pids=$(tr '\n' ' ' <"$work/cohort/pids")
 read -r member_pid exec_pid <<<"$node_pids"
-# Resident memory in MiB: `VmRSS` now, or `VmHWM`, the most since the last reset.
-mib() { awk -v f="$2:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 # Writing 5 to clear_refs restarts a process's high-water mark.
 reset_peak() { for pid in "$@"; do echo 5 >"/proc/$pid/clear_refs"; done; }
 width=${#max}; [ "$width" -lt 2 ] && width=2

@@ -24,6 +24,8 @@ done
 [ "$hosts" -ge 1 ] && [ "$hosts" -le 2000 ] || { echo "sessions.sh: --hosts goes from 1 to 2000" >&2; exit 2; }
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=bench/lib.sh
+. "$repo/bench/lib.sh"
 echo "== building cohort (release)" >&2
 cargo build --release -q -p cohort --manifest-path "$repo/Cargo.toml"
 cohort="$repo/target/release/cohort"
@@ -34,21 +36,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  local port
-  while :; do
-    port=$((20000 + RANDOM % 20000))
-    ss -Htln "sport = :$port" | grep -q . || { echo "$port"; return; }
-  done
-}
-
 echo "== a site of $hosts hosts" >&2
 "$repo/bench/exec-site.sh" start "$cohort" "$work" "$hosts" "$(free_port)" "$(free_port)" >/dev/null
 read -r member exec_node <<<"$(tr '\n' ' ' <"$work/pids")"
 "$cohort" acl set alice --run-as root --commands '*' --max-fanout "$hosts" \
   --cluster "$work/site/cluster.toml" --key "$work/site/operator.key" --wait >/dev/null
 
-mib() { awk -v f="$2:" '$1 == f { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 fds() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 | wc -l; }
 running() { pgrep -c -P "$exec_node" -x sleep || true; }
 
