@@ -2,16 +2,14 @@
 //! channel. Changes are signed here with the operator's key; the node checks that signature
 //! against its configuration, so the channel alone grants no power to change anything.
 
-use std::path::PathBuf;
-
 use anyhow::{Context, bail};
 use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply, NodeStatus, PeerStatus};
 use cohort_core::member::section::seal_value;
 use cohort_core::member::{Change, OperatorInfo, Version};
-use cohort_io_mio::keyfile;
 
 use crate::change::parse_changes;
 use crate::plural::plural;
+use crate::public_key_args::PublicKeyArgs;
 use crate::target::{Target, TargetArgs, report_accepted};
 
 #[derive(Debug, clap::Args)]
@@ -150,15 +148,8 @@ pub enum OperatorCommand {
     Add {
         #[arg(value_name = "NAME")]
         name: String,
-        /// The new operator's key file (only the public halves are read).
-        #[arg(long, value_name = "FILE", required_unless_present_all = ["ed25519", "x25519"])]
-        key_file: Option<PathBuf>,
-        /// Its Ed25519 public key (64 hex digits).
-        #[arg(long, value_name = "HEX", conflicts_with = "key_file", requires = "x25519")]
-        ed25519: Option<String>,
-        /// Its X25519 public key (64 hex digits).
-        #[arg(long, value_name = "HEX", conflicts_with = "key_file", requires = "ed25519")]
-        x25519: Option<String>,
+        #[command(flatten)]
+        keys: PublicKeyArgs,
         #[command(flatten)]
         target: TargetArgs,
         #[arg(long)]
@@ -216,17 +207,8 @@ pub fn admin(command: &AdminCommand) -> anyhow::Result<()> {
 
 fn operator(command: &OperatorCommand) -> anyhow::Result<()> {
     match command {
-        OperatorCommand::Add { name, key_file, ed25519, x25519, target, wait } => {
-            let identity = match key_file {
-                Some(path) => keyfile::read_key_file(path)
-                    .context("could not read the new operator's key file")?
-                    .public(),
-                None => crate::cluster_file::identity_from_hex(
-                    "operator",
-                    ed25519.as_deref().unwrap_or_default(),
-                    x25519.as_deref().unwrap_or_default(),
-                )?,
-            };
+        OperatorCommand::Add { name, keys, target, wait } => {
+            let identity = keys.identity("the new operator")?;
             let change = Change::AddOperator(OperatorInfo { name: name.clone(), identity });
             send_change(&target.resolve()?, target, vec![change], *wait)
         }

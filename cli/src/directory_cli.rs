@@ -4,10 +4,8 @@
 //! active configuration. The text of each entry is core's; this module builds and shows it.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 
-use anyhow::{Context, bail};
-use cohort_core::PublicIdentity;
+use anyhow::bail;
 use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply};
 use cohort_core::exec::acl::{ANY_COMMAND, AclEntry, Limits};
 use cohort_core::exec::directory::{
@@ -17,6 +15,7 @@ use cohort_core::exec::directory::{
 use cohort_core::member::{Change, Version};
 
 use crate::admin::send_change;
+use crate::public_key_args::PublicKeyArgs;
 use crate::target::TargetArgs;
 
 #[derive(Debug, clap::Subcommand)]
@@ -28,15 +27,8 @@ pub enum HostCommand {
         /// Where the host's exec daemon listens (HOST:PORT).
         #[arg(long, value_name = "HOST:PORT")]
         address: String,
-        /// The host's keys, from its key file (only the public halves are used).
-        #[arg(long, value_name = "FILE", required_unless_present_all = ["ed25519", "x25519"])]
-        key_file: Option<PathBuf>,
-        /// The host's Ed25519 public key (64 hex digits), as `cohort key show` prints it.
-        #[arg(long, value_name = "HEX", conflicts_with = "key_file", requires = "x25519")]
-        ed25519: Option<String>,
-        /// The host's X25519 public key (64 hex digits).
-        #[arg(long, value_name = "HEX", conflicts_with = "key_file", requires = "ed25519")]
-        x25519: Option<String>,
+        #[command(flatten)]
+        keys: PublicKeyArgs,
         #[command(flatten)]
         target: TargetArgs,
         /// Wait until every member in --cluster has installed the change.
@@ -121,12 +113,6 @@ pub enum AclCommand {
     },
 }
 
-fn hex_key(text: &str, what: &str) -> anyhow::Result<[u8; 32]> {
-    let mut out = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut out).with_context(|| format!("--{what} is not 64 hex digits"))?;
-    Ok(out)
-}
-
 /// One entry as a setting, checked here with core's rules so a mistake is named before it is
 /// signed (the member checks again).
 fn setting(key: String, value: String) -> anyhow::Result<Change> {
@@ -136,16 +122,8 @@ fn setting(key: String, value: String) -> anyhow::Result<Change> {
 
 pub fn host(command: &HostCommand) -> anyhow::Result<()> {
     match command {
-        HostCommand::Add { name, address, key_file, ed25519, x25519, target, wait } => {
-            let identity = match (key_file, ed25519, x25519) {
-                (Some(path), _, _) => cohort_io_mio::keyfile::read_key_file(path)
-                    .with_context(|| format!("could not read the host's key file {}", path.display()))?
-                    .public(),
-                (None, Some(ed), Some(x)) => {
-                    PublicIdentity { signing: hex_key(ed, "ed25519")?, agreement: hex_key(x, "x25519")? }
-                }
-                _ => bail!("give the host's keys: --key-file FILE, or --ed25519 HEX --x25519 HEX"),
-            };
+        HostCommand::Add { name, address, keys, target, wait } => {
+            let identity = keys.identity("the host")?;
             let host = ManagedHost { address: address.clone(), identity };
             let change = setting(format!("{HOST_PREFIX}{name}"), host.to_setting())?;
             send_change(&target.resolve()?, target, vec![change], *wait)

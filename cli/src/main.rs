@@ -27,6 +27,7 @@ mod policy_ask;
 mod policy_cli;
 mod policy_setup;
 mod principal_cli;
+mod public_key_args;
 #[cfg(test)]
 mod readme_commands;
 mod results;
