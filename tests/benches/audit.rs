@@ -10,6 +10,8 @@
 //! `BEGIN IMMEDIATE`, one cached-statement INSERT of a blob as long as the encoded record (or 64
 //! of them), `COMMIT`.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -87,11 +89,9 @@ fn audit(c: &mut Criterion) {
     assert!(kept > 0, "the store kept the records");
 }
 
+/// Fewer, longer samples than the others: each is bound by a disk sync.
 fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(4))
-        .sample_size(20)
+    common::quick().measurement_time(Duration::from_secs(4)).sample_size(20)
 }
 
 criterion_group! { name = benches; config = config(); targets = audit }

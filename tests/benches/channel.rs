@@ -9,8 +9,9 @@
 //! same 64 KiB in place. A 64 KiB message takes two Noise messages on the channel (one chunk
 //! carries at most 65,518 bytes), so the channel pays two AEAD setups to the floor's one.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
@@ -88,12 +89,5 @@ fn channel(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
-}
-
-criterion_group! { name = benches; config = config(); targets = channel }
+criterion_group! { name = benches; config = common::quick(); targets = channel }
 criterion_main!(benches);

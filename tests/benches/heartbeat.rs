@@ -7,8 +7,9 @@
 //! signature over a message as long as the Status's signing bytes. Everything above the floor is
 //! the decode and the re-encoding of the signed bytes.
 
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use cohort_core::member::{MemberMessage, Status, Version};
 use cohort_core::rng::seeded;
@@ -75,12 +76,5 @@ fn heartbeat(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
-}
-
-criterion_group! { name = benches; config = config(); targets = heartbeat }
+criterion_group! { name = benches; config = common::quick(); targets = heartbeat }
 criterion_main!(benches);

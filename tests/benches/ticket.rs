@@ -10,8 +10,9 @@
 //! ticket body's signing bytes and one HPKE `single_shot_seal` of the signed body.
 
 use std::collections::BTreeMap;
+mod common;
+
 use std::hint::black_box;
-use std::time::Duration;
 
 use cohort_core::exec::kdc::{Kdc, KdcSettings, hash_password};
 use cohort_core::exec::ticket::{Credential, TicketBody};
@@ -170,12 +171,5 @@ fn ticket(c: &mut Criterion) {
     group.finish();
 }
 
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3))
-        .sample_size(50)
-}
-
-criterion_group! { name = benches; config = config(); targets = ticket }
+criterion_group! { name = benches; config = common::quick(); targets = ticket }
 criterion_main!(benches);
