@@ -13,19 +13,18 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use rand_core::RngCore;
-
 use super::audit::{AuditDecision, AuditRecord};
 use super::directory::{ExecDirectory, ManagedHost};
 use super::kdc::Kdc;
 use super::nodeset;
 use super::parallel::{AlarmSchedule, ParallelInput, ParallelOutput, ParallelRun, SessionEnd, SessionResult};
-use super::task::{DataDigest, Task};
+use super::task::Task;
 use super::ticket::Credential;
 use super::wire::{CONNECT_TIMEOUT_MS, ExecRequest, HostEvent, KdcReply, KdcRequest};
 pub use super::wire::{Ceiling, ClientEvent, ClientRequest, ExecCommand, HostOutcome, HostResult, Lowered};
 
 mod limits;
+mod refusals;
 mod tickets;
 
 use crate::identity::{NodeKeys, PublicIdentity};
@@ -34,6 +33,7 @@ use crate::rng::SeededRng;
 use crate::signed::Signed;
 use crate::time::{Instant, Now, WallClock};
 use limits::{grant_within, lowered_text};
+use refusals::Subject;
 use tickets::HeldTicket;
 
 /// The largest fanout a client may ask for.
@@ -155,24 +155,6 @@ struct RunGrant {
     ticket_batch: usize,
 }
 
-/// What one of the gateway's own audit records is about: the command (or `(login)`) and the
-/// digests of the data the run carried.
-#[derive(Debug)]
-struct Subject {
-    argv: Vec<String>,
-    data: Vec<DataDigest>,
-}
-
-impl Subject {
-    fn of(task: &Task) -> Subject {
-        Subject { argv: task.argv().to_vec(), data: task.digests() }
-    }
-
-    fn login() -> Subject {
-        Subject { argv: vec!["(login)".into()], data: Vec::new() }
-    }
-}
-
 /// What the gateway holds right now: all zero between requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HeldState {
@@ -258,56 +240,6 @@ impl Gateway {
         self.next_session += 1;
         self.asks.insert(id, ask);
         self.outputs.push_back(GatewayOutput::AskKdc { ask: id, request });
-    }
-
-    /// Refuses a client and audits the refusal under the principal it claimed.
-    fn refuse_audited(
-        &mut self,
-        wall: WallClock,
-        client: u64,
-        principal: &str,
-        subject: Subject,
-        reason: String,
-    ) {
-        self.audit_refusal(wall, principal, subject, reason.clone());
-        self.refuse(client, reason);
-    }
-
-    fn audit_refusal(&mut self, wall: WallClock, principal: &str, subject: Subject, reason: String) {
-        self.audit_own(wall, principal, String::new(), subject, AuditDecision::Denied { reason });
-    }
-
-    /// A record the gateway makes itself, signed with its key.
-    fn audit_own(
-        &mut self,
-        wall: WallClock,
-        principal: &str,
-        run_as: String,
-        subject: Subject,
-        decision: AuditDecision,
-    ) {
-        let mut run_id = [0u8; 16];
-        self.rng.fill_bytes(&mut run_id);
-        let record = AuditRecord {
-            host: GATEWAY_AUDIT_NAME.into(),
-            principal: principal.chars().take(128).collect(),
-            run_as,
-            argv: subject.argv,
-            at: wall,
-            decision,
-            run_id,
-            data: subject.data,
-        };
-        // An encoding failure here would be a bug in the record type, not an input; the refusal
-        // itself still reaches the client.
-        if let Ok(signed) = Signed::sign(record, &self.keys) {
-            self.outputs.push_back(GatewayOutput::Audit(signed));
-        }
-    }
-
-    fn refuse(&mut self, client: u64, reason: String) {
-        self.outputs.push_back(GatewayOutput::ToClient { client, event: ClientEvent::Refused { reason } });
-        self.outputs.push_back(GatewayOutput::CloseClient { client });
     }
 
     fn handle_client(
