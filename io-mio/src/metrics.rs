@@ -39,6 +39,7 @@ struct Figures {
     audit_queue: Gauge,
     alarm_kills: Counter,
     denials: Counter,
+    host_channels: Family<Labels, Gauge>,
     silent_agents: Gauge,
     sync_lag: Family<Labels, Seconds>,
 }
@@ -81,6 +82,12 @@ impl Figures {
             counter(&mut registry, "cohort_exec_alarm_kills", "Sessions the alarm ended since start");
         let denials =
             counter(&mut registry, "cohort_exec_denials", "Requests the exec hosts refused since start");
+        let host_channels = Family::<Labels, Gauge>::default();
+        registry.register(
+            "cohort_gateway_host_channels",
+            "The gateway's channels to exec hosts, carrying a session (busy) or kept open (idle)",
+            host_channels.clone(),
+        );
         let silent_agents =
             gauge(&mut registry, "cohort_policy_silent_agents", "Agents not heard within a window");
         let sync_lag = Family::<Labels, Seconds>::default();
@@ -103,6 +110,7 @@ impl Figures {
             audit_queue,
             alarm_kills,
             denials,
+            host_channels,
             silent_agents,
             sync_lag,
         }
@@ -189,6 +197,8 @@ pub fn publish(m: &NodeMetrics) {
     f.audit_queue.set(as_i64(exec.work.audit_in_flight + exec.audit_queued));
     set_counter(&f.alarm_kills, exec.alarm_kills);
     set_counter(&f.denials, exec.denials);
+    f.host_channels.get_or_create(&vec![("state", "busy".to_owned())]).set(as_i64(exec.host_channels_busy));
+    f.host_channels.get_or_create(&vec![("state", "idle".to_owned())]).set(as_i64(exec.host_channels_idle));
     if let Some(policy) = &m.policy {
         f.silent_agents.set(as_i64(policy.silent_agents));
         for (child, lag) in &policy.child_sync_lag_ms {

@@ -38,6 +38,10 @@ pub fn simulation_ticked<'a>(
         .min_message_latency(Duration::from_millis(1))
         .max_message_latency(max_latency)
         .rng_seed(seed)
+        // Turmoil has no back-pressure: a socket whose buffer fills panics. A real kernel buffer
+        // holds far more than its default 64 segments, and a burst (a thousand audit records
+        // after a mass kill) must not end a simulation that a real network would carry.
+        .tcp_capacity(4096)
         .epoch(UNIX_EPOCH + Duration::from_millis(EPOCH_UNIX_MS))
         .build()
 }

@@ -10,12 +10,12 @@
 use std::time::Duration;
 
 use cohort_core::exec::audit::{AuditDecision, AuditRecord, verify_chain};
-use cohort_core::exec::daemon::{ExecRequest, HostWire};
+use cohort_core::exec::daemon::{DaemonSettings, ExecRequest, HostWire};
 use cohort_core::exec::gateway::{ClientEvent, ClientRequest, HeldState, HostOutcome};
 use cohort_core::exec::kdc::KdcSettings;
 use cohort_core::exec::task::Task;
 use cohort_core::exec::ticket::{Authenticator, ServiceTicket, TicketBody, request_digest};
-use cohort_core::exec::wire::{GatewayReply, GatewayWire, HostEvent};
+use cohort_core::exec::wire::{GatewayReply, GatewayWire, HostEvent, HostFrame};
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
 use cohort_core::{NodeKeys, WallClock};
@@ -38,22 +38,34 @@ fn seen<T: Default>() -> Seen<T> {
 }
 
 /// Sends `messages` to host 0 on one connection presenting a fresh key, each after the host has
-/// answered the one before (or stayed quiet for a second), and returns everything it answered.
+/// answered the one before (or stayed quiet for a second), and returns everything it answered
+/// apart from the `Received` each Start is answered with first (checked to come, under the
+/// session the Start named, before any other event of that session).
 async fn talk_to_host(client: &SiteClient, messages: Vec<HostWire>) -> Result<Vec<HostEvent>, String> {
     let keys = client.new_keys();
     let mut host: Conversation = client.to_host(0, &keys).await?;
     let mut heard = Vec::new();
+    let mut received = std::collections::BTreeSet::new();
     for message in messages {
         host.send(&message)?;
-        while let Ok(answer) = tokio::time::timeout(Duration::from_secs(1), host.receive::<HostEvent>()).await
+        while let Ok(answer) = tokio::time::timeout(Duration::from_secs(1), host.receive::<HostFrame>()).await
         {
-            match answer? {
-                Some(event) => heard.push(event),
-                None => return Ok(heard),
+            let Some(HostFrame { session, event }) = answer? else { return Ok(heard) };
+            if event == HostEvent::Received {
+                received.insert(session);
+            } else if received.contains(&session) {
+                heard.push(event);
+            } else {
+                return Err(format!("session {session} answered {event:?} before Received"));
             }
         }
     }
     Ok(heard)
+}
+
+/// A Start as session 1 of its channel.
+fn start(request: ExecRequest) -> HostWire {
+    HostWire::Start { session: 1, request: Box::new(request) }
 }
 
 #[test]
@@ -91,7 +103,7 @@ fn an_expired_ticket_is_refused_and_audited() {
     let run = Site::run_checked(&spec, |client| async move {
         let request = client.request("h01", "h01", now().wall, &["/usr/bin/echo", "x"])?;
         tokio::time::sleep(Duration::from_secs(40)).await;
-        talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
+        talk_to_host(&client, vec![start(request)]).await?;
         Ok(())
     });
     assert!(run.spawned.is_empty());
@@ -103,7 +115,7 @@ fn an_expired_ticket_is_refused_and_audited() {
 fn a_ticket_for_another_host_is_refused_and_audited() {
     let run = Site::run_checked(&SiteSpec::new(2, 3), |client| async move {
         let request = client.request("h02", "h01", now().wall, &["/usr/bin/echo", "x"])?;
-        let heard = talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
+        let heard = talk_to_host(&client, vec![start(request)]).await?;
         match heard.first() {
             Some(HostEvent::Denied { reason }) if reason.contains("ticket refused") => Ok(()),
             other => Err(format!("expected a denial, heard {other:?}")),
@@ -140,7 +152,7 @@ fn a_variable_the_acl_does_not_list_or_the_authenticator_does_not_cover_is_refus
             added,
             client.request_task("h01", "h01", at(2), listed)?,
         ] {
-            let events = talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
+            let events = talk_to_host(&client, vec![start(request)]).await?;
             out.lock().expect("not poisoned").push(events);
         }
         Ok(())
@@ -185,7 +197,7 @@ fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
         };
         let authenticator = auth.seal(&session_key, "h01", &mut client.rng()).map_err(|e| e.to_string())?;
         let request = ExecRequest { ticket, authenticator, run_as: "alice".into(), task, max_output: 1024 };
-        talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
+        talk_to_host(&client, vec![start(request)]).await?;
         Ok(())
     });
     assert!(run.spawned.is_empty(), "{:?}", run.spawned);
@@ -197,9 +209,9 @@ fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
 fn a_replayed_authenticator_is_refused_and_audited() {
     let run = Site::run_checked(&SiteSpec::new(1, 4), |client| async move {
         let request = client.request("h01", "h01", now().wall, &["/usr/bin/echo", "once"])?;
-        talk_to_host(&client, vec![HostWire::Start(Box::new(request.clone()))]).await?;
+        talk_to_host(&client, vec![start(request.clone())]).await?;
         // The same bytes again, on a new connection: what a captured request replayed is.
-        talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
+        talk_to_host(&client, vec![start(request)]).await?;
         Ok(())
     });
     assert_eq!(run.spawned.len(), 1, "the replay ran nothing: {:?}", run.spawned);
@@ -212,7 +224,7 @@ fn clock_skew_beyond_the_limit_is_refused_and_audited() {
     let run = Site::run_checked(&SiteSpec::new(1, 5), |client| async move {
         let future = WallClock(now().wall.0 + 5 * 60 * 1000);
         let request = client.request("h01", "h01", future, &["/usr/bin/echo", "x"])?;
-        talk_to_host(&client, vec![HostWire::Start(Box::new(request))]).await?;
+        talk_to_host(&client, vec![start(request)]).await?;
         Ok(())
     });
     assert!(run.spawned.is_empty());
@@ -438,15 +450,16 @@ fn the_gateway_expands_node_sets_and_groups_from_its_installed_configuration() {
     assert_eq!(run.spawned.len(), 4);
 }
 
-/// A connection to a host carries one session: a second Start on it is a gateway out of protocol,
-/// so what runs is stopped (and audited) rather than a second command started; a Cancel with no
-/// session behind it changes nothing.
+/// A channel to a host carries each session under its own number: a second Start under a number
+/// the channel already carries is a gateway out of protocol, so what runs under it is stopped
+/// (and audited) rather than a second command started; a Cancel naming no session changes
+/// nothing.
 #[test]
-fn a_second_start_on_one_host_connection_stops_the_run_instead_of_starting_another() {
+fn a_second_start_under_one_session_number_stops_the_run_instead_of_starting_another() {
     let run = Site::run_checked(&SiteSpec::new(1, 32), |client| async move {
         let first = client.request("h01", "h01", now().wall, &["/usr/bin/sleep", "60"])?;
-        let cancel = HostWire::Cancel { reason: "early".into() };
-        let start = HostWire::Start(Box::new(first));
+        let cancel = HostWire::Cancel { session: 1, reason: "early".into() };
+        let start = start(first);
         // The order rule comes before any check of what the second Start carries.
         talk_to_host(&client, vec![cancel, start.clone(), start]).await?;
         Ok(())
@@ -455,7 +468,7 @@ fn a_second_start_on_one_host_connection_stops_the_run_instead_of_starting_anoth
     assert_eq!(run.state.host_protocol_errors, 1, "only the second Start was out of protocol");
     assert_eq!(run.state.host_sessions, 0, "the running session was stopped");
     let ended = run.local_audit.iter().any(
-        |r| matches!(&r.decision, AuditDecision::Ended { outcome } if outcome.contains("already carries a session")),
+        |r| matches!(&r.decision, AuditDecision::Ended { outcome } if outcome.contains("its channel already carries")),
     );
     assert!(ended, "the stop was audited: {:?}", run.local_audit);
 }
@@ -513,4 +526,107 @@ fn output_beyond_the_cap_is_cut_at_the_host_and_counted() {
         assert_eq!(r.stdout.len(), 1024 * 1024, "the cap's worth came back");
         assert_eq!(r.cut_bytes, 2 * 1024 * 1024, "the rest was counted");
     }
+}
+
+/// Reads frames from `host` until every session in `sessions` said its final word (or the host
+/// stayed quiet for five seconds), and returns them in the order they came.
+async fn frames_until_final(host: &mut Conversation, sessions: &[u64]) -> Result<Vec<HostFrame>, String> {
+    let mut frames: Vec<HostFrame> = Vec::new();
+    let open = |frames: &[HostFrame]| {
+        sessions.iter().any(|s| !frames.iter().any(|f| f.session == *s && f.event.is_final()))
+    };
+    while open(&frames) {
+        match tokio::time::timeout(Duration::from_secs(5), host.receive::<HostFrame>()).await {
+            Ok(answer) => match answer? {
+                Some(frame) => frames.push(frame),
+                None => break,
+            },
+            Err(_) => break,
+        }
+    }
+    Ok(frames)
+}
+
+/// One channel carries many sessions, each under the gateway's number for it: two commands sent
+/// on one channel both run, every event comes back under the number that asked, and each is
+/// received before it is answered.
+#[test]
+fn two_sessions_on_one_channel_each_run_and_answer_under_their_own_number() {
+    let frames = seen::<Vec<HostFrame>>();
+    let out = frames.clone();
+    let run = Site::run_checked(&SiteSpec::new(1, 34), |client| async move {
+        let at = |ms: u64| WallClock(now().wall.0 + ms);
+        let one = client.request("h01", "h01", at(0), &["/usr/bin/echo", "one"])?;
+        let two = client.request("h01", "h01", at(1), &["/usr/bin/echo", "two"])?;
+        let keys = client.new_keys();
+        let mut host = client.to_host(0, &keys).await?;
+        host.send(&HostWire::Start { session: 7, request: Box::new(one) })?;
+        host.send(&HostWire::Start { session: 9, request: Box::new(two) })?;
+        *out.lock().expect("not poisoned") = frames_until_final(&mut host, &[7, 9]).await?;
+        Ok(())
+    });
+    let frames = frames.lock().expect("not poisoned").clone();
+    for (session, said) in [(7, b"one\n"), (9, b"two\n")] {
+        let events: Vec<&HostEvent> =
+            frames.iter().filter(|f| f.session == session).map(|f| &f.event).collect();
+        assert_eq!(events.first(), Some(&&HostEvent::Received), "{session}: {events:?}");
+        let output = HostEvent::Output { stderr: false, bytes: said.to_vec() };
+        assert!(events.contains(&&output), "{session}: {events:?}");
+        assert_eq!(events.last(), Some(&&HostEvent::Exited { code: 0 }), "{session}: {events:?}");
+    }
+    assert!(frames.iter().all(|f| [7, 9].contains(&f.session)), "{frames:?}");
+    assert_eq!(run.spawned.len(), 2, "{:?}", run.spawned);
+    assert_eq!(run.state.host_sessions, 0);
+}
+
+/// A channel takes at most as many sessions at once as the host allows on one: the Start past
+/// that is refused under its own number, runs nothing, and leaves the sessions already running
+/// alone; when the channel goes, every session on it stops.
+#[test]
+fn a_channel_past_its_session_limit_is_refused_and_its_close_stops_every_session_on_it() {
+    let limit = DaemonSettings::default().max_sessions_per_channel as u64;
+    let frames = seen::<Vec<HostFrame>>();
+    let out = frames.clone();
+    let run = Site::run_checked(&SiteSpec::new(1, 35), |client| async move {
+        let keys = client.new_keys();
+        let mut host = client.to_host(0, &keys).await?;
+        let mut heard = Vec::new();
+        // One at a time, each once the host started or refused the one before.
+        for n in 0..=limit {
+            let request =
+                client.request("h01", "h01", WallClock(now().wall.0 + n), &["/usr/bin/sleep", "60"])?;
+            host.send(&HostWire::Start { session: n, request: Box::new(request) })?;
+            let settled = |f: &HostFrame| {
+                f.session == n && matches!(f.event, HostEvent::Started | HostEvent::Denied { .. })
+            };
+            while !heard.iter().any(settled) {
+                match tokio::time::timeout(Duration::from_secs(5), host.receive::<HostFrame>()).await {
+                    Ok(Ok(Some(frame))) => heard.push(frame),
+                    other => return Err(format!("session {n}: no answer ({other:?})")),
+                }
+            }
+        }
+        *out.lock().expect("not poisoned") = heard;
+        // Dropping the channel is the gateway going away.
+        drop(host);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(())
+    });
+    let frames = frames.lock().expect("not poisoned").clone();
+    let refused: Vec<&HostFrame> =
+        frames.iter().filter(|f| matches!(&f.event, HostEvent::Denied { .. })).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].session, limit, "the one past the limit");
+    assert!(
+        matches!(&refused[0].event, HostEvent::Denied { reason } if reason.contains("the most this host takes on one")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        run.spawned.len(),
+        limit as usize,
+        "every session under the limit ran, the one past it did not"
+    );
+    assert_eq!(run.state.host_sessions, 0, "the channel's close stopped every session on it");
+    let kills = run.trace.lines().iter().filter(|l| l.contains("exec       -> Kill")).count();
+    assert_eq!(kills, limit as usize, "each running command was killed");
 }

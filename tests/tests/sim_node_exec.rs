@@ -58,7 +58,19 @@ fn cut_for(seed: u64) -> Cut {
     (from, Duration::from_millis(u64::from(rng.next_u32() % 8_000)))
 }
 
+/// What happens to the network and the nodes during a run.
+#[derive(Clone, Copy, Default)]
+struct Trouble {
+    cut: Option<Cut>,
+    /// The exec node crashes after the first run and comes back before the second.
+    restart_exec_after_first_run: bool,
+}
+
 fn run(seed: u64, cut: Option<Cut>) -> Run {
+    run_with(seed, Trouble { cut, ..Trouble::default() })
+}
+
+fn run_with(seed: u64, trouble: Trouble) -> Run {
     let mut rng = seeded(seed);
     let gw_keys = NodeKeys::generate(&mut rng);
     let exec_keys = NodeKeys::generate(&mut rng);
@@ -224,6 +236,8 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
                 .collect();
             hosts.sort_by(|a, b| a.0.cmp(&b.0));
             seen.lock().expect("results").push(hosts);
+            // A pause between runs, in which the gateway's channels to the hosts sit idle.
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         // A key that is no host's writes a record in h1's name: the collector must refuse it.
         let forger = NodeKeys::generate(&mut seeded(404));
@@ -247,8 +261,24 @@ fn run(seed: u64, cut: Option<Cut>) -> Run {
         Ok(())
     });
     // Until the client is done.
+    let mut exec_down = false;
+    let mut exec_restarted = false;
     loop {
-        if let Some((from, span)) = cut {
+        if trouble.restart_exec_after_first_run && !exec_restarted {
+            let first_run_done = !results.lock().expect("results").is_empty();
+            // Cut off while it goes down and comes back, the gateway hears nothing of it: as after
+            // a power loss, its channels look open until it sends on them.
+            if exec_down {
+                sim.bounce("exec");
+                sim.repair("gw", "exec");
+                exec_restarted = true;
+            } else if first_run_done {
+                sim.partition("gw", "exec");
+                sim.crash("exec");
+                exec_down = true;
+            }
+        }
+        if let Some((from, span)) = trouble.cut {
             let t = sim.elapsed();
             if t >= from && t < from + span {
                 sim.partition("gw", "exec");
@@ -309,11 +339,38 @@ fn a_run_an_alarm_kill_and_an_acl_denial_through_the_node_with_invariants_and_a_
     let refused =
         "gw         -> Log audit record refused: the record for `h1` is not signed by that host's key";
     assert!(first.trace.lines().iter().any(|l| l.ends_with(refused)));
+    // Three runs on three hosts open one channel to each host: the later runs reuse them.
+    assert_eq!(channels_to_hosts(&first.trace), 3, "{:#?}", first.trace.lines());
     let again = run(5, None);
     assert_eq!(first.trace, again.trace, "one seed must replay byte for byte");
     insta::with_settings!({ snapshot_path => "../../snapshots", prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("node_exec_run_kill_denial", first.trace.render());
     });
+}
+
+/// How many connections the gateway opened to the exec node's hosts.
+fn channels_to_hosts(trace: &Trace) -> usize {
+    trace.lines().iter().filter(|l| l.contains("gw         -> Connect") && l.contains(" to exec:")).count()
+}
+
+/// The exec node restarts between two runs while the gateway's channels to its hosts sit open:
+/// the second run's requests go out on channels that died with the old process, are sent once
+/// more on fresh ones, and run on every host; nothing runs twice.
+#[test]
+fn a_host_restarted_between_runs_still_runs_the_next_command_on_a_fresh_channel() {
+    let r = run_with(9, Trouble { restart_exec_after_first_run: true, ..Trouble::default() });
+    assert_eq!(r.violation, None);
+    assert_eq!(r.runs.len(), 3, "every run came back");
+    for results in &r.runs[..1] {
+        for (host, outcome, stdout) in results {
+            assert_eq!((outcome, stdout.as_str()), (&HostOutcome::Exited(0), "hi\n"), "{host}");
+        }
+    }
+    for (host, outcome, _) in &r.runs[1] {
+        assert!(matches!(outcome, HostOutcome::KilledByAlarm(_)), "{host}: {outcome:?}");
+    }
+    assert_eq!(r.spawned.len(), 6, "each command once on each host: {:?}", r.spawned);
+    assert_eq!(channels_to_hosts(&r.trace), 6, "one channel per host before the restart, one after");
 }
 
 /// Every seed cuts the gateway off the exec node for a while during the runs. Whatever the cut

@@ -259,8 +259,17 @@ fn the_audit_trail_through_the_console_shows_ones_own_records_newest_first_and_v
         let alice = client.browser("192.0.2.19")?;
         let csrf = log_in(&alice, "alice").await?;
         finished(&exec(&alice, &csrf, "h[01-03]", "/usr/bin/echo hi").await?)?;
-        let listing = alice.get("/api/audit").await?;
-        let value: Value = serde_json::from_slice(&listing.body).map_err(|e| e.to_string())?;
+        // A host reports its command's end as it writes the `ended` record: the record reaches
+        // the collector a moment after the result reaches the browser.
+        let mut value = Value::Null;
+        for _ in 0..20 {
+            let listing = alice.get("/api/audit").await?;
+            value = serde_json::from_slice(&listing.body).map_err(|e| e.to_string())?;
+            if value["entries"].as_array().is_some_and(|e| e.len() >= 6) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let entries = value["entries"].as_array().ok_or_else(|| format!("entries: {value}"))?;
         // Each host's `run` and `ended` records, and none of bob's: alice has no `audit` grant.
         if entries.len() != 6 || entries.iter().any(|e| e["principal"] != "alice") {

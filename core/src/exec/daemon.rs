@@ -2,9 +2,10 @@
 //! replay cache and ACL; writes the audit record durably and has the collector acknowledge it
 //! before anything runs; then runs argv (the driver spawns it, no shell, in the run-as user's
 //! reset environment with the variables the ACL let through) and streams output back, or has the
-//! driver place a copy's files. It never spawns or writes without an acknowledged audit record,
-//! never acts on a refused request, never lets the node's own environment reach a command, and
-//! audits every refusal and every end.
+//! driver place a copy's files. A gateway's channel carries many sessions, each under the
+//! gateway's number for it; the daemon numbers them itself for everything else. It never spawns
+//! or writes without an acknowledged audit record, never acts on a refused request, never lets
+//! the node's own environment reach a command, and audits every refusal and every end.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -33,8 +34,8 @@ pub enum ProcessEnd {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaemonInput {
-    /// A gateway's message on connection `conn`. A connection carries one session, named by
-    /// the connection: a `Start` opens it and only a `Cancel` may follow.
+    /// A gateway's message on connection `conn`. A `Start` opens a session under a number the
+    /// channel does not carry yet; a `Cancel` names one it does.
     Wire {
         conn: u64,
         message: HostWire,
@@ -83,16 +84,10 @@ pub enum DaemonInput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DaemonOutput {
     /// Write the record to local storage; answer `AuditPersisted`.
-    PersistAudit {
-        token: u64,
-        record: AuditRecord,
-    },
+    PersistAudit { token: u64, record: AuditRecord },
     /// Send the record, signed with this host's key, to the collector; answer `AuditAcked`
     /// when it acknowledges.
-    SubmitAudit {
-        token: u64,
-        record: Signed<AuditRecord>,
-    },
+    SubmitAudit { token: u64, record: Signed<AuditRecord> },
     Spawn {
         session: u64,
         run_as: String,
@@ -105,23 +100,19 @@ pub enum DaemonOutput {
     },
     /// Write `file` whole at its path, owned by `owner`, replacing what is there atomically
     /// and following no symbolic link; answer `Placed`.
-    PlaceFile {
-        session: u64,
-        owner: String,
-        file: CopyFile,
-    },
+    PlaceFile { session: u64, owner: String, file: CopyFile },
     /// Kill the session's whole process group.
-    Kill {
-        session: u64,
-    },
-    Reply {
-        session: u64,
-        event: HostEvent,
-    },
-    /// The session is over; the driver may close its connection.
-    Done {
-        session: u64,
-    },
+    Kill { session: u64 },
+    /// Send `event` on the gateway's channel `to`.
+    Reply { session: u64, to: Stream, event: HostEvent },
+}
+
+/// Where a session's events go: the gateway's channel, and the gateway's number for the session
+/// on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Stream {
+    pub conn: u64,
+    pub session: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +121,9 @@ pub struct DaemonSettings {
     /// How long to wait for the collector's acknowledgement before refusing to run.
     pub audit_timeout: Duration,
     pub max_replay_entries: usize,
+    /// Sessions one gateway channel may carry at once; a Start beyond them is refused
+    /// unaudited, as a connection past a listener's limit is.
+    pub max_sessions_per_channel: usize,
 }
 
 impl Default for DaemonSettings {
@@ -138,6 +132,7 @@ impl Default for DaemonSettings {
             max_skew: Duration::from_secs(120),
             audit_timeout: Duration::from_secs(5),
             max_replay_entries: 100_000,
+            max_sessions_per_channel: 256,
         }
     }
 }
@@ -167,6 +162,7 @@ enum Phase {
 
 #[derive(Debug)]
 struct Session {
+    to: Stream,
     principal: String,
     run_as: String,
     /// What the audit records name: the command and the digests of the data it carried.
@@ -195,12 +191,13 @@ pub struct ExecDaemon {
     /// (principal, nonce) → when it may be forgotten.
     replay: BTreeMap<(String, [u8; 16]), WallClock>,
     sessions: BTreeMap<u64, Session>,
+    next_session: u64,
     /// Audit records written locally but not yet handed to the collector, by token.
     unsent: BTreeMap<u64, AuditRecord>,
     next_token: u64,
     outputs: VecDeque<DaemonOutput>,
     denials: u64,
-    /// Gateway messages out of order (a Cancel before any Start, a second Start).
+    /// Gateway messages out of protocol (a Start under a number its channel already carries).
     protocol_errors: u64,
 }
 
@@ -224,6 +221,7 @@ impl ExecDaemon {
             started,
             replay: BTreeMap::new(),
             sessions: BTreeMap::new(),
+            next_session: 0,
             unsent: BTreeMap::new(),
             next_token: 0,
             outputs: VecDeque::new(),
@@ -274,15 +272,51 @@ impl ExecDaemon {
         token
     }
 
-    fn handle_request(&mut self, now: Instant, session_id: u64, request: ExecRequest, wall: WallClock) {
-        if self.sessions.contains_key(&session_id) {
-            return;
+    /// The session the gateway's channel `conn` carries under its number `session`.
+    fn session_on(&self, to: Stream) -> Option<u64> {
+        self.sessions.iter().find(|(_, s)| s.to == to).map(|(id, _)| *id)
+    }
+
+    fn reply(&mut self, session: u64, to: Stream, event: HostEvent) {
+        self.outputs.push_back(DaemonOutput::Reply { session, to, event });
+    }
+
+    /// A gateway's Start: acknowledged at once, then checked and audited.
+    fn start(&mut self, now: Instant, wall: WallClock, to: Stream, request: ExecRequest) {
+        if let Some(id) = self.session_on(to) {
+            // A number the channel already carries: a gateway out of protocol. What runs under
+            // it is stopped rather than a second command started.
+            self.protocol_errors += 1;
+            return self.cancel(id, wall, Refusal::OutOfOrder.to_string());
         }
+        let carried = self.sessions.values().filter(|s| s.to.conn == to.conn).count();
+        if carried >= self.settings.max_sessions_per_channel {
+            self.denials += 1;
+            let reason = format!(
+                "the channel already carries {carried} sessions, the most this host takes on one; retry"
+            );
+            return self.reply(u64::MAX, to, HostEvent::Denied { reason });
+        }
+        let id = self.next_session;
+        self.next_session += 1;
+        self.reply(id, to, HostEvent::Received);
+        self.handle_request(now, id, to, request, wall);
+    }
+
+    fn handle_request(
+        &mut self,
+        now: Instant,
+        session_id: u64,
+        to: Stream,
+        request: ExecRequest,
+        wall: WallClock,
+    ) {
         let (principal, verdict) = self.verify(&request, wall);
         let mut run_id = [0u8; 16];
         run_id[..8].copy_from_slice(&session_id.to_be_bytes());
         run_id[8..].copy_from_slice(&wall.0.to_be_bytes());
         let session = Session {
+            to,
             principal,
             run_as: request.run_as,
             argv: request.task.argv().to_vec(),
@@ -331,6 +365,7 @@ impl ExecDaemon {
 
     fn audit_acked(&mut self, token: u64) {
         let Some((id, session)) = self.find_auditing(token) else { return };
+        let to = session.to;
         let Phase::Auditing { allowed, reason, persisted, .. } = &session.phase else { return };
         if !persisted {
             return;
@@ -357,19 +392,18 @@ impl ExecDaemon {
                 }
                 None => return,
             }
-            self.outputs.push_back(DaemonOutput::Reply { session: id, event: HostEvent::Started });
+            self.reply(id, to, HostEvent::Started);
         } else {
             let reason = reason.as_ref().map(Refusal::to_string).unwrap_or_default();
             self.sessions.remove(&id);
-            self.outputs.push_back(DaemonOutput::Reply { session: id, event: HostEvent::Denied { reason } });
-            self.outputs.push_back(DaemonOutput::Done { session: id });
+            self.reply(id, to, HostEvent::Denied { reason });
         }
     }
 
     fn ended(&mut self, id: u64, wall: WallClock, end: ProcessEnd) {
         let Some(mut session) = self.sessions.remove(&id) else { return };
         if let Some(event) = session.output.report(true) {
-            self.outputs.push_back(DaemonOutput::Reply { session: id, event });
+            self.reply(id, session.to, event);
         }
         let Phase::Running { cancelled } = &session.phase else {
             self.sessions.insert(id, session);
@@ -389,8 +423,7 @@ impl ExecDaemon {
     fn finish(&mut self, id: u64, session: &Session, wall: WallClock, event: HostEvent, outcome: String) {
         let record = self.record(session, wall, AuditDecision::Ended { outcome });
         self.audit(record);
-        self.outputs.push_back(DaemonOutput::Reply { session: id, event });
-        self.outputs.push_back(DaemonOutput::Done { session: id });
+        self.reply(id, session.to, event);
     }
 
     /// One file of a copy is placed or not; when the last is, the copy ends: exit 0 if every
@@ -420,10 +453,7 @@ impl ExecDaemon {
                 let text: String = failed.iter().map(|f| format!("cohort copy: {f}\n")).collect();
                 let outcome = format!("copy failed: {} ({placed} files placed)", failed.join("; "));
                 let bytes = session.output.admit(true, text.into_bytes());
-                self.outputs.push_back(DaemonOutput::Reply {
-                    session: id,
-                    event: HostEvent::Output { stderr: true, bytes },
-                });
+                self.reply(id, session.to, HostEvent::Output { stderr: true, bytes });
                 (HostEvent::Exited { code: 1 }, outcome)
             }
         };
@@ -444,14 +474,14 @@ impl ExecDaemon {
                 cancelled.get_or_insert(reason);
             }
             Phase::Auditing { .. } => {
-                // Nothing has run; record why it never will.
+                // Nothing has run; record why it never will, and say so.
                 let session = self.sessions.remove(&id);
                 if let Some(session) = session {
                     let outcome = format!("not run: cancelled ({reason})");
                     let record = self.record(&session, wall, AuditDecision::Ended { outcome });
                     self.audit(record);
+                    self.reply(id, session.to, HostEvent::Killed { reason });
                 }
-                self.outputs.push_back(DaemonOutput::Done { session: id });
             }
         }
     }
@@ -464,31 +494,36 @@ impl Machine for ExecDaemon {
     fn handle(&mut self, now: Now, input: DaemonInput) {
         let Now { mono: now, wall } = now;
         match input {
-            DaemonInput::Wire { conn, message } => match (message, self.sessions.contains_key(&conn)) {
-                (HostWire::Start(request), false) => self.handle_request(now, conn, *request, wall),
-                (HostWire::Cancel { reason }, true) => self.cancel(conn, wall, reason),
-                // A Cancel that crossed the run's end on the wire: nothing is left to stop.
-                (HostWire::Cancel { .. }, false) => {}
-                // A second Start on one connection: a gateway out of protocol. What runs is
-                // stopped and the connection ends.
-                (HostWire::Start(_), true) => {
-                    self.protocol_errors += 1;
-                    self.cancel(conn, wall, Refusal::OutOfOrder.to_string());
+            DaemonInput::Wire { conn, message } => match message {
+                HostWire::Start { session, request } => {
+                    self.start(now, wall, Stream { conn, session }, *request)
+                }
+                // A Cancel that crossed the session's end on the wire finds nothing to stop.
+                HostWire::Cancel { session, reason } => {
+                    if let Some(id) = self.session_on(Stream { conn, session }) {
+                        self.cancel(id, wall, reason);
+                    }
                 }
             },
-            DaemonInput::Gone { conn } => self.cancel(conn, wall, "the gateway went away".to_owned()),
+            DaemonInput::Gone { conn } => {
+                let carried: Vec<u64> =
+                    self.sessions.iter().filter(|(_, s)| s.to.conn == conn).map(|(id, _)| *id).collect();
+                for id in carried {
+                    self.cancel(id, wall, "the gateway went away".to_owned());
+                }
+            }
             DaemonInput::AuditPersisted { token } => self.audit_persisted(token),
             DaemonInput::AuditAcked { token } => self.audit_acked(token),
             DaemonInput::Output { session: id, stderr, bytes } => {
                 if let Some(session) = self.sessions.get_mut(&id) {
                     let bytes = session.output.admit(stderr, bytes);
                     let report = session.output.report(false);
+                    let to = session.to;
                     if !bytes.is_empty() {
-                        let event = HostEvent::Output { stderr, bytes };
-                        self.outputs.push_back(DaemonOutput::Reply { session: id, event });
+                        self.reply(id, to, HostEvent::Output { stderr, bytes });
                     }
                     if let Some(event) = report {
-                        self.outputs.push_back(DaemonOutput::Reply { session: id, event });
+                        self.reply(id, to, event);
                     }
                 }
             }
@@ -518,9 +553,7 @@ impl Machine for ExecDaemon {
                     let record =
                         self.record(&session, wall, AuditDecision::Denied { reason: reason.clone() });
                     self.audit(record);
-                    self.outputs
-                        .push_back(DaemonOutput::Reply { session: id, event: HostEvent::Denied { reason } });
-                    self.outputs.push_back(DaemonOutput::Done { session: id });
+                    self.reply(id, session.to, HostEvent::Denied { reason });
                 }
             }
         }

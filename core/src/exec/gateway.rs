@@ -65,10 +65,6 @@ pub enum GatewayInput {
         session: u64,
         event: HostEvent,
     },
-    /// The channel to the host for `session` is up.
-    HostConnected {
-        session: u64,
-    },
     /// The host for `session` could not be reached or dropped the connection.
     HostLost {
         session: u64,
@@ -93,8 +89,8 @@ pub enum GatewayOutput {
         client: u64,
         event: ClientEvent,
     },
-    /// Connect to `host` (at its address, pinning its key) and send it `request` as session
-    /// `session`.
+    /// Send `host` (at its address, pinning its key) `request` as session `session`, on a
+    /// channel to it that is open or opened for it.
     HostStart {
         session: u64,
         host: ManagedHost,
@@ -104,8 +100,8 @@ pub enum GatewayOutput {
         session: u64,
         reason: String,
     },
-    /// The session's result is final: its connection to the host may go, whether or not the
-    /// host said its last word (a kill it never confirmed).
+    /// The session's result is final, whether or not the host said its last word (a kill it
+    /// never confirmed, a request it never took): nothing more of it is wanted.
     HostDone {
         session: u64,
     },
@@ -189,7 +185,7 @@ pub struct Gateway {
     /// The credential of each running exec, dropped when the run ends.
     credentials: BTreeMap<u64, RunGrant>,
     asks: BTreeMap<u64, Ask>,
-    /// Sessions sent to a host whose channel is not up yet, with when to give up on it.
+    /// Sessions sent to a host that has not said it has them yet, with when to give up.
     connecting: BTreeMap<u64, Instant>,
     next_session: u64,
     outputs: VecDeque<GatewayOutput>,
@@ -414,7 +410,8 @@ impl Gateway {
         self.connecting.remove(&session);
         let Some(&(client, index)) = self.session_index.get(&session) else { return };
         let end = match event {
-            HostEvent::Started => return,
+            // The host has it (the connect timeout ended above), or it runs.
+            HostEvent::Received | HostEvent::Started => return,
             HostEvent::Dropped { stdout, stderr } => {
                 if let Some(run) = self.runs.get_mut(&client) {
                     let bytes = stdout.saturating_add(stderr);
@@ -479,16 +476,13 @@ impl Machine for Gateway {
             }
             GatewayInput::KdcReplied { ask, reply } => self.handle_kdc_reply(now, wall, ask, Ok(reply)),
             GatewayInput::KdcLost { ask, reason } => self.handle_kdc_reply(now, wall, ask, Err(reason)),
-            GatewayInput::HostConnected { session } => {
-                self.connecting.remove(&session);
-            }
             GatewayInput::Timeout => {
                 let silent: Vec<u64> =
                     self.connecting.iter().filter(|(_, at)| **at <= now).map(|(s, _)| *s).collect();
                 for session in silent {
-                    // Its channel never came up: give up on it apart from the command's own time.
+                    // The host never took it: give up on it apart from the command's own time.
                     self.outputs.push_back(GatewayOutput::HostDone { session });
-                    let reason = "the host did not accept a channel within the connect timeout".to_owned();
+                    let reason = "the host did not take the request within the connect timeout".to_owned();
                     self.session_ended(now, wall, session, SessionEnd::Unreachable { reason });
                 }
                 let due: Vec<u64> = self

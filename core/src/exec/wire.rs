@@ -1,8 +1,9 @@
 //! What crosses the exec channels: client ↔ gateway (requests, streamed events), gateway ↔ KDC
 //! (one login or one batch of tickets per connection), exec host → collector (signed audit
 //! records and their acknowledgements, on the gateway's listener), and gateway ↔ exec host
-//! (start, cancel, host events). It never carries a secret in the clear: the channel is Noise,
-//! and tickets are sealed to their host.
+//! (start, cancel, host events, each naming its session: one channel carries many sessions and
+//! stays open across runs). It never carries a secret in the clear: the channel is Noise, and
+//! tickets are sealed to their host.
 
 use serde::{Deserialize, Serialize};
 
@@ -114,11 +115,19 @@ impl std::fmt::Debug for GrantedTicket {
     }
 }
 
-/// From a gateway to an exec host.
+/// From a gateway to an exec host. `session` is the gateway's number for the session, unique
+/// on the channel while the session lasts: the host answers under it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostWire {
-    Start(Box<ExecRequest>),
-    Cancel { reason: String },
+    Start { session: u64, request: Box<ExecRequest> },
+    Cancel { session: u64, reason: String },
+}
+
+/// From an exec host to a gateway: one event of session `session`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFrame {
+    pub session: u64,
+    pub event: HostEvent,
 }
 
 /// What a gateway sends a host to run one command.
@@ -136,6 +145,9 @@ pub struct ExecRequest {
 /// What a host tells the gateway about a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HostEvent {
+    /// The host has the request (sent before any check): the gateway's connect timeout ends
+    /// here, so a host that died while its channel sat open is found as soon as a fresh one.
+    Received,
     Started,
     Output {
         stderr: bool,
@@ -167,7 +179,10 @@ pub enum HostEvent {
 impl HostEvent {
     /// Whether this event ends the session (nothing follows it).
     pub fn is_final(&self) -> bool {
-        !matches!(self, HostEvent::Started | HostEvent::Output { .. } | HostEvent::Dropped { .. })
+        !matches!(
+            self,
+            HostEvent::Received | HostEvent::Started | HostEvent::Output { .. } | HostEvent::Dropped { .. }
+        )
     }
 }
 

@@ -72,9 +72,12 @@ pub enum Owner {
     Listener(ListenerId),
     /// An outbound link, by the index its host gave it.
     Link(usize),
-    /// A one-off outbound connection a role opened, by the role's own number for it (the
-    /// gateway's session to a host).
+    /// A one-off outbound connection a role opened, by the role's own number for it (a
+    /// gateway's question to the KDC).
     Dial(u64),
+    /// A gateway's channel to an exec host, by the gateway's number for it: it carries many
+    /// sessions and outlives each.
+    HostChannel(u64),
 }
 
 /// What a connection produced, for its owner.

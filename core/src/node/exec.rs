@@ -2,13 +2,13 @@
 //! listener, the KDC on its own listener with its own key, each managed host's exec daemon on its
 //! own listener with its own key, and the link an exec node keeps to the collector. Owns the
 //! mapping between those roles and the node: a client is its connection (its key, the
-//! channel's); each host session, and each question the gateway puts to the KDC, is one
-//! connection the gateway opens, pinned to the peer's key; the KDC answers one request per
-//! connection from the gateways it lists; a daemon's session is the connection it came on; audit
-//! records go to the collector and acknowledgements come back to the daemon that asked; a
-//! session's process is a child of the node. The rules are the roles'.
+//! channel's); the gateway's sessions to a host go on channels it keeps to that host, pinned to
+//! the host's key; each question the gateway puts to the KDC is one connection it opens; the KDC
+//! answers one request per connection from the gateways it lists; a daemon answers each session
+//! on the channel it came on; audit records go to the collector and acknowledgements come back to
+//! the daemon that asked; a session's process is a child of the node. The rules are the roles'.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::conns::{ConnEvent, ConnLimits, Owner};
 use super::io::{ChildId, ConnId, Event, FileId, ListenerId, Output, Record, RunningWork};
@@ -18,11 +18,11 @@ use crate::channel::TrustSet;
 use crate::exec::acl::Acl;
 use crate::exec::audit::{AuditCollector, ChainEntry, CollectorInput};
 use crate::exec::audit_view::audit_signers;
-use crate::exec::daemon::{DaemonInput, DaemonOutput, DaemonSettings, ExecDaemon, HostEvent, ProcessEnd};
+use crate::exec::daemon::{DaemonInput, DaemonOutput, DaemonSettings, ExecDaemon, ProcessEnd};
 use crate::exec::directory::ExecDirectory;
 use crate::exec::gateway::{Gateway, GatewayInput};
 use crate::exec::kdc::Kdc;
-use crate::exec::wire::{GatewayReply, GatewayWire, HostWire, KdcReply};
+use crate::exec::wire::{GatewayReply, GatewayWire, HostFrame, HostWire, KdcReply};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::SeededRng;
@@ -30,6 +30,7 @@ use crate::time::{Instant, Now};
 use crate::wire;
 
 mod gateway_slot;
+mod host_channels;
 mod kdc_slot;
 mod web_slot;
 
@@ -104,8 +105,8 @@ pub(super) struct ExecHost {
     next_link_ack: u64,
     /// Each running session's child: child → (host, session).
     children: BTreeMap<ChildId, (usize, u64)>,
-    /// Children whose output waits for their session's connection to drain.
-    paused: BTreeSet<ChildId>,
+    /// Children whose output waits for their session's channel to drain: child → channel.
+    paused: BTreeMap<ChildId, ConnId>,
     /// Each file a copy is placing: file → (host, session, path).
     placing: BTreeMap<FileId, (usize, u64, String)>,
     /// Which host each host listener belongs to (a node may play a thousand hosts).
@@ -166,7 +167,7 @@ impl ExecHost {
             in_flight: BTreeMap::new(),
             next_link_ack: 1,
             children: BTreeMap::new(),
-            paused: BTreeSet::new(),
+            paused: BTreeMap::new(),
             placing: BTreeMap::new(),
             by_listener,
         };
@@ -183,7 +184,7 @@ impl ExecHost {
     fn host_of(&self, owner: Owner) -> Option<usize> {
         match owner {
             Owner::Listener(l) => self.by_listener.get(&l).copied(),
-            Owner::Link(_) | Owner::Dial(_) => None,
+            Owner::Link(_) | Owner::Dial(_) | Owner::HostChannel(_) => None,
         }
     }
 
@@ -195,7 +196,7 @@ impl ExecHost {
                     || self.by_listener.contains_key(&l)
             }
             Owner::Link(i) => self.audit_link == Some(i),
-            Owner::Dial(_) => self.gateway.is_some(),
+            Owner::Dial(_) | Owner::HostChannel(_) => self.gateway.is_some(),
         }
     }
 
@@ -210,6 +211,11 @@ impl ExecHost {
             placements: self.placing.len(),
             audit_in_flight: self.in_flight.len(),
         }
+    }
+
+    /// The gateway's channels to hosts: carrying a session, and open with none.
+    pub fn host_channels(&self) -> (usize, usize) {
+        self.gateway.as_ref().map_or((0, 0), |g| g.hosts.counts())
     }
 
     /// Audit records waiting for the collector link to open.
@@ -260,7 +266,9 @@ impl ExecHost {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let gateway = self.gateway.as_ref().and_then(|g| g.gateway.poll_timeout());
-        gateway.into_iter().chain(self.hosts.iter().filter_map(|h| h.daemon.poll_timeout())).min()
+        let channels = self.gateway.as_ref().and_then(|g| g.hosts.poll_timeout());
+        let daemons = self.hosts.iter().filter_map(|h| h.daemon.poll_timeout());
+        gateway.into_iter().chain(channels).chain(daemons).min()
     }
 
     pub fn handle_timeout(&mut self, now: Now, fx: &mut Effects<'_>) {
@@ -268,6 +276,11 @@ impl ExecHost {
             && g.gateway.poll_timeout().is_some_and(|t| t <= now.mono)
         {
             g.gateway.handle(now, GatewayInput::Timeout);
+        }
+        if let Some(g) = &mut self.gateway
+            && g.hosts.poll_timeout().is_some_and(|t| t <= now.mono)
+        {
+            g.hosts.handle_timeout(now, fx);
         }
         for h in &mut self.hosts {
             if h.daemon.poll_timeout().is_some_and(|t| t <= now.mono) {
@@ -279,16 +292,16 @@ impl ExecHost {
 
     pub fn on_conn(&mut self, now: Now, event: ConnEvent, fx: &mut Effects<'_>) {
         match event {
-            ConnEvent::Established { owner: Owner::Dial(session), .. } => {
-                if let Some(g) = self.gateway.as_mut().filter(|g| g.sessions.contains_key(&session)) {
-                    g.gateway.handle(now, GatewayInput::HostConnected { session });
+            ConnEvent::Established { owner: owner @ Owner::HostChannel(_), .. } => {
+                if let Some(g) = &mut self.gateway {
+                    g.hosts.on_established(owner);
                 }
             }
             ConnEvent::Established { .. } => {}
             ConnEvent::Message { conn, owner, peer, bytes } => {
                 self.on_message(now, conn, owner, peer, &bytes, fx)
             }
-            ConnEvent::Gone { conn, owner, error } => self.on_gone(now, conn, owner, error),
+            ConnEvent::Gone { conn, owner, error } => self.on_gone(now, conn, owner, error, fx),
             ConnEvent::Drained { conn, owner } => self.on_drained(conn, owner, fx),
         }
         self.drain(now, fx);
@@ -343,16 +356,11 @@ impl ExecHost {
                     fx.conns.close(conn);
                 }
             },
-            (Owner::Dial(session), _, Some(g)) => match wire::decode::<HostEvent>(bytes) {
-                Ok(event) => {
-                    if event.is_final() {
-                        g.sessions.remove(&session);
-                        fx.conns.close(conn);
-                    }
-                    g.gateway.handle(now, GatewayInput::Host { session, event });
+            (Owner::HostChannel(_), _, Some(g)) => {
+                if let Some(input) = g.hosts.on_message(now, owner, conn, bytes, fx) {
+                    g.gateway.handle(now, input);
                 }
-                Err(e) => bad_message(fx, conn, format!("a host sent an undecodable event: {e}")),
-            },
+            }
             (Owner::Link(_), _, _) => match wire::decode::<GatewayReply>(bytes) {
                 Ok(GatewayReply::AuditAck { ack }) => {
                     if let Some((host, token)) = self.in_flight.remove(&ack)
@@ -378,9 +386,11 @@ impl ExecHost {
     fn on_drained(&mut self, conn: ConnId, owner: Owner, fx: &mut Effects<'_>) {
         let host = self.host_of(owner);
         match (host, &mut self.gateway) {
-            (Some(i), _) => {
-                let child = self.children.iter().find(|(_, s)| **s == (i, conn.0)).map(|(c, _)| *c);
-                if let Some(child) = child.filter(|c| self.paused.remove(c)) {
+            (Some(_), _) => {
+                let waiting: Vec<ChildId> =
+                    self.paused.iter().filter(|(_, c)| **c == conn).map(|(child, _)| *child).collect();
+                for child in waiting {
+                    self.paused.remove(&child);
                     fx.out.push_back(Output::ResumeChild { child });
                 }
             }
@@ -389,7 +399,7 @@ impl ExecHost {
         }
     }
 
-    fn on_gone(&mut self, now: Now, conn: ConnId, owner: Owner, error: Option<String>) {
+    fn on_gone(&mut self, now: Now, conn: ConnId, owner: Owner, error: Option<String>, fx: &mut Effects<'_>) {
         if let Some(web) = self.web_asking(owner) {
             return web.master_gone(now, owner, error);
         }
@@ -409,11 +419,10 @@ impl ExecHost {
                 let reason = error.unwrap_or_else(|| "the KDC closed the channel without answering".into());
                 g.gateway.handle(now, GatewayInput::KdcLost { ask, reason });
             }
-            // A session that ended with its final event is forgotten already.
-            (Owner::Dial(session), _, Some(g)) if g.sessions.contains_key(&session) => {
-                g.sessions.remove(&session);
-                let reason = error.unwrap_or_else(|| "the host closed the connection".into());
-                g.gateway.handle(now, GatewayInput::HostLost { session, reason });
+            (Owner::HostChannel(_), _, Some(g)) => {
+                for lost in g.hosts.on_gone(now, owner, error, fx) {
+                    g.gateway.handle(now, lost);
+                }
             }
             // Records in flight are refused by the daemons' audit timeout; the link redials.
             (Owner::Link(_), _, _) => self.in_flight.clear(),
@@ -537,19 +546,19 @@ impl ExecHost {
                             fx.out.push_back(Output::Kill { child });
                         }
                     }
-                    DaemonOutput::Reply { session, event } => {
-                        let conn = ConnId(session);
-                        send(fx, conn, &event);
+                    DaemonOutput::Reply { session, to, event } => {
+                        let conn = ConnId(to.conn);
+                        send(fx, conn, &HostFrame { session: to.session, event });
                         // The gateway is not keeping up: the command waits instead of memory filling.
                         if fx.conns.congested(conn) {
                             let child =
                                 self.children.iter().find(|(_, s)| **s == (i, session)).map(|(c, _)| *c);
-                            if let Some(child) = child.filter(|c| self.paused.insert(*c)) {
+                            if let Some(child) = child.filter(|c| !self.paused.contains_key(c)) {
+                                self.paused.insert(child, conn);
                                 fx.out.push_back(Output::PauseChild { child });
                             }
                         }
                     }
-                    DaemonOutput::Done { session } => fx.conns.close(ConnId(session)),
                 }
             }
         }

@@ -117,7 +117,7 @@ impl MemberHost {
         match owner {
             Owner::Listener(l) => l == self.admin || l == self.peers,
             Owner::Link(i) => self.links.values().any(|l| *l == i),
-            Owner::Dial(_) => false,
+            Owner::Dial(_) | Owner::HostChannel(_) => false,
         }
     }
 

@@ -40,6 +40,9 @@ pub struct ExecMetrics {
     pub alarm_kills: u64,
     /// Requests the node's exec daemons refused since start.
     pub denials: u64,
+    /// The gateway's channels to hosts carrying a session, and those open and idle.
+    pub host_channels_busy: usize,
+    pub host_channels_idle: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -61,7 +64,10 @@ impl Node {
             heartbeats_heard: m.heartbeats_heard(),
             dropped: DropReason::KINDS.iter().map(|k| (*k, m.drops().get(k).copied().unwrap_or(0))).collect(),
         });
+        let (host_channels_busy, host_channels_idle) = self.roles.exec.host_channels();
         let exec = ExecMetrics {
+            host_channels_busy,
+            host_channels_idle,
             work: self.roles.exec.running_work(),
             audit_queued: self.roles.exec.audit_queued(&self.links),
             alarm_kills: self.gateway().map_or(0, |g| g.alarm_kills()),

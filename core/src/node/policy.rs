@@ -195,7 +195,7 @@ impl PolicyHost {
             Owner::Link(i) => {
                 server.is_some_and(|s| s.parent_link == Some(i)) || self.agents.iter().any(|a| a.link == i)
             }
-            Owner::Dial(_) => false,
+            Owner::Dial(_) | Owner::HostChannel(_) => false,
         }
     }
 

@@ -42,7 +42,7 @@ pub enum Refusal {
     Acl(AclDenied),
     #[error("the audit collector did not acknowledge the record; refusing to run")]
     AuditUnacknowledged,
-    #[error("a request arrived on a connection that already carries a session")]
+    #[error("a request named a session number its channel already carries")]
     OutOfOrder,
     #[error(
         "host `{0}` is not a managed host in the installed configuration (removed, or listed under another key)"

@@ -1,12 +1,13 @@
-//! The gateway on a node: its client listener, the collector beside it, the channels it opens to
-//! hosts and to the KDC, and the results waiting for a slow client. Owns carrying out what the
-//! gateway and the collector ask for; the rules are theirs.
+//! The gateway on a node: its client listener, the collector beside it, its channels to hosts
+//! and to the KDC, and the results waiting for a slow client. Owns carrying out what the gateway
+//! and the collector ask for; the rules are theirs.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::super::conns::{ConnLimits, Owner};
 use super::super::io::{ConnId, Event, ListenerId, Record};
 use super::super::{AfterPersist, Effects};
+use super::host_channels::HostChannels;
 use super::web_slot::WebSlot;
 use super::{GatewayRole, encode, send};
 use crate::channel::TrustSet;
@@ -14,7 +15,7 @@ use crate::exec::audit::{AuditCollector, CollectorInput, CollectorOutput};
 use crate::exec::audit_view::audit_signers;
 use crate::exec::directory::ExecDirectory;
 use crate::exec::gateway::{Gateway, GatewayInput, GatewayOutput};
-use crate::exec::wire::{GatewayReply, HostWire};
+use crate::exec::wire::GatewayReply;
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::{SeededRng, fork};
@@ -32,8 +33,8 @@ pub(super) struct GatewaySlot {
     pub(super) listener: ListenerId,
     pub(super) keys: NodeKeys,
     pub(super) limits: ConnLimits,
-    /// Each host session's connection, both ways.
-    pub(super) sessions: BTreeMap<u64, ConnId>,
+    /// The channels to hosts, and which session is on which.
+    pub(super) hosts: HostChannels,
     /// Collector ack → (the submitter's connection, its own ack); the gateway's own records
     /// have no entry.
     pub(super) acks: BTreeMap<u64, (ConnId, u64)>,
@@ -70,9 +71,9 @@ impl GatewaySlot {
                 role.keys.clone(),
             ),
             listener,
+            hosts: HostChannels::new(role.keys.clone(), role.limits),
             keys: role.keys,
             limits: role.limits,
-            sessions: BTreeMap::new(),
             acks: BTreeMap::new(),
             next_ack: 1,
             outbox: BTreeMap::new(),
@@ -172,32 +173,12 @@ impl GatewaySlot {
                     }
                 }
                 GatewayOutput::HostStart { session, host, request } => {
-                    let dialled = fx.conns.connect(
-                        now,
-                        host.address,
-                        &self.keys,
-                        host.identity,
-                        Owner::Dial(session),
-                        self.limits,
-                    );
-                    match dialled {
-                        Ok(conn) => {
-                            self.sessions.insert(session, conn);
-                            send(fx, conn, &HostWire::Start(Box::new(request)));
-                        }
-                        Err(reason) => self.gateway.handle(now, GatewayInput::HostLost { session, reason }),
+                    if let Some(lost) = self.hosts.start(now, session, host, Box::new(request), fx) {
+                        self.gateway.handle(now, lost);
                     }
                 }
-                GatewayOutput::HostDone { session } => {
-                    if let Some(conn) = self.sessions.remove(&session) {
-                        fx.conns.close(conn);
-                    }
-                }
-                GatewayOutput::HostCancel { session, reason } => {
-                    if let Some(conn) = self.sessions.get(&session).copied() {
-                        send(fx, conn, &HostWire::Cancel { reason });
-                    }
-                }
+                GatewayOutput::HostDone { session } => self.hosts.done(now, session, fx),
+                GatewayOutput::HostCancel { session, reason } => self.hosts.cancel(session, reason, fx),
                 GatewayOutput::Audit(record) => {
                     let ack = self.next_ack;
                     self.next_ack += 1;
