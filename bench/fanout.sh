@@ -17,6 +17,9 @@
 #   floor   `touch MARKS/HOST`, N processes by `xargs -P FANOUT`
 #   ssh     `set -- $SSH_CONNECTION; exec touch MARKS/$3` (the address the connection reached)
 #   cohort  `/usr/bin/touch MARKS/%h`
+# cohort is timed twice in each run: `cohort-new` right after the exec node restarted, so the
+# gateway opens every channel to the hosts in the run (a first contact), and `cohort` just
+# after, on the channels the gateway keeps open between runs.
 # CPU is counted on each side: the client's (user + system, children included) and the
 # server's (sshd's listener, or cohort's two nodes, with every child they reaped).
 set -euo pipefail
@@ -34,7 +37,7 @@ while [ $# -gt 0 ]; do
   --runs) runs=${2:?--runs needs a number}; shift 2 ;;
   --fanout) fanout=${2:?--fanout needs a number}; shift 2 ;;
   --out) out=${2:?--out needs a directory}; shift 2 ;;
-  -h | --help) sed -n '2,21p' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
   *) echo "fanout.sh: unknown argument \`$1\` (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -127,6 +130,22 @@ exec_port=$(free_port)
 "$repo/bench/exec-site.sh" start "$cohort" "$work/cohort" "$max" "$base" "$exec_port" >/dev/null
 node_pids=$(tr '\n' ' ' <"$work/cohort/pids")
 read -r member_pid exec_pid <<<"$node_pids"
+# Stops the exec node and starts it again on the same state: the gateway sees every channel to
+# its hosts close, so the next run opens each anew. Waits until every host listens again.
+restart_exec() {
+  kill "$exec_pid"
+  while kill -0 "$exec_pid" 2>/dev/null; do sleep 0.05; done
+  "$cohort" node run --config "$work/cohort/site/exec/node.toml" 2>>"$work/cohort/exec.log" &
+  exec_pid=$!
+  node_pids="$member_pid $exec_pid"
+  printf '%s\n%s\n' "$member_pid" "$exec_pid" >"$work/cohort/pids" # for the clean-up
+  for _ in $(seq 1 600); do
+    [ "$(ss -Htln "sport = :$exec_port" | wc -l)" -ge "$max" ] && return 0
+    sleep 0.05
+  done
+  echo "fanout.sh: the exec node did not listen for its $max hosts again; see $work/cohort/exec.log" >&2
+  exit 1
+}
 # Writing 5 to clear_refs restarts a process's high-water mark.
 reset_peak() { for pid in "$@"; do echo 5 >"/proc/$pid/clear_refs"; done; }
 width=${#max}; [ "$width" -lt 2 ] && width=2
@@ -162,7 +181,7 @@ run_one() { # TOOL N -> prints wall client_cpu server_cpu counted exit
     set -- clush -f "$fanout" -l "$user" -o "$ssh_opts" --hostfile "$work/hosts" \
       "set -- \$SSH_CONNECTION; exec touch $marks/\$3"
     ;;
-  cohort)
+  cohort | cohort-new)
     server_pids=$node_pids
     local last first
     last=$(printf "%0${width}d" "$n"); first=$(printf "%0${width}d" 1)
@@ -191,9 +210,9 @@ idle="$(mib "$member_pid" VmRSS) $(mib "$exec_pid" VmRSS)"
 peaks=""
 csv="$out/fanout.csv"
 echo "hosts,tool,run,wall_s,client_cpu_s,server_cpu_s,hosts_counted,exit" >"$csv"
-tools="floor pdsh clush cohort"
+tools="floor pdsh clush cohort-new cohort"
 total=0
-for n in $sizes; do total=$((total + runs * 4)); done
+for n in $sizes; do total=$((total + runs * 5)); done
 done_runs=0
 for n in $sizes; do
   for run in $(seq 1 "$runs"); do
@@ -201,6 +220,10 @@ for n in $sizes; do
     for tool in $tools; do
       done_runs=$((done_runs + 1))
       printf '\r[%3d/%3d] %5d hosts, run %d: %-6s ' "$done_runs" "$total" "$n" "$run" "$tool" >&2
+      [ "$tool" = cohort-new ] && restart_exec
+      # Every tool starts on a quiet machine: nothing left of the run before (cohort's nodes
+      # finish writing that run's audit records after its last result) or of a restart.
+      sleep 1
       [ "$tool" = cohort ] && [ "$n" -eq "$max" ] && reset_peak "$member_pid" "$exec_pid"
       read -r wall cpu server counted status < <(run_one "$tool" "$n")
       if [ "$tool" = cohort ] && [ "$n" -eq "$max" ]; then
@@ -222,7 +245,10 @@ cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
   echo "Fan-out on $(date -u +%Y-%m-%dT%H:%MZ): $(nproc) cores ($cpu_model), $(uname -sr)," \
     "fan-out $fanout, $runs runs each; time is the wall-clock median (min-max)."
   echo
-  echo "| hosts | tool | time (s) | hosts that ran (least) | client CPU (s) | server CPU (s) | vs floor | cohort faster by |"
+  echo "cohort-new: the first run after the exec node restarted (every channel opened in the run);" \
+    "cohort: the run just after, on the channels the gateway keeps open."
+  echo
+  echo "| hosts | tool | time (s) | hosts that ran (least) | client CPU (s) | server CPU (s) | vs floor | cohort (open / new channels) faster by |"
   echo "|---:|---|---:|---:|---:|---:|---:|---:|"
   tail -n +2 "$csv" | sort -t, -k1,1n -k2,2 | awk -F, '
     function isort(a, k,    i, j, v) {
@@ -243,11 +269,11 @@ cpu_model=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)
     }
     END {
       flush()
-      rank["floor"] = 1; rank["cohort"] = 2; rank["pdsh"] = 3; rank["clush"] = 4
+      rank["floor"] = 1; rank["cohort"] = 2; rank["cohort-new"] = 3; rank["pdsh"] = 4; rank["clush"] = 5
       for (i = 1; i <= keys; i++) {
-        k = order[i]; h = H[k]; floor = med[h ",floor"]; coh = med[h ",cohort"]
+        k = order[i]; h = H[k]; floor = med[h ",floor"]; coh = med[h ",cohort"]; cnew = med[h ",cohort-new"]
         vs = (floor > 0) ? sprintf("%.2fx", med[k] / floor) : "-"
-        by = ((T[k] == "pdsh" || T[k] == "clush") && coh > 0) ? sprintf("%.1fx", med[k] / coh) : ""
+        by = ((T[k] == "pdsh" || T[k] == "clush") && coh > 0 && cnew > 0) ? sprintf("%.1fx / %.1fx", med[k] / coh, med[k] / cnew) : ""
         printf "%d %d | %d | %s | %.3f (%.3f-%.3f) | %d of %d | %.2f | %.2f | %s | %s |\n",
           h, rank[T[k]], h, T[k], med[k], lo[k], hi[k], least[k], h, cmed[k], smed[k], vs, by
       }
