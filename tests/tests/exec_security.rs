@@ -630,3 +630,38 @@ fn a_channel_past_its_session_limit_is_refused_and_its_close_stops_every_session
     let kills = run.trace.lines().iter().filter(|l| l.contains("exec       -> Kill")).count();
     assert_eq!(kills, limit as usize, "each running command was killed");
 }
+
+/// The gateway keeps its channel to each host open after a run, for the next run to use, and
+/// closes one that carried no session for five minutes.
+#[test]
+fn the_gateway_closes_a_channel_to_a_host_after_five_idle_minutes() {
+    let spec = SiteSpec { limit: Duration::from_secs(420), ..SiteSpec::new(2, 36) };
+    let site = Site::new(&spec).expect("the site builds");
+    let run = site.run(Duration::from_secs(330), |client| async move {
+        let login = client.login("alice", PASSWORD).await?;
+        client.exec(&login, &["h[01-02]"], &["/usr/bin/echo", "hi"]).await?;
+        Ok(())
+    });
+    assert_eq!(run.violation, None);
+    assert_eq!(run.script, Ok(()));
+    let at = |line: &str| line.split_whitespace().next().and_then(|t| t.parse::<f64>().ok());
+    let lines = run.trace.lines();
+    let opened: Vec<(String, f64)> = lines
+        .iter()
+        .filter(|l| l.contains("gw         -> Connect") && l.contains(" to exec:"))
+        .filter_map(|l| Some((l.split_whitespace().nth(4)?.to_owned(), at(l)?)))
+        .collect();
+    assert_eq!(opened.len(), 2, "one channel per host: {opened:?}");
+    let ended =
+        lines.iter().filter(|l| l.contains("-> Persist") && l.contains("Ended")).filter_map(|l| at(l));
+    let last_session = ended.fold(0.0, f64::max);
+    for (conn, _) in &opened {
+        let closed = lines
+            .iter()
+            .find(|l| l.contains(&format!("gw         -> Close {conn}")))
+            .and_then(|l| at(l))
+            .unwrap_or_else(|| panic!("{conn} was never closed"));
+        let idle = closed - last_session;
+        assert!((299.0..302.0).contains(&idle), "{conn} closed {idle:.3} s after its last session ended");
+    }
+}
