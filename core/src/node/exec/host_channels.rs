@@ -31,6 +31,10 @@ pub const SESSIONS_PER_CHANNEL: usize = 64;
 /// A host as a channel pins it: where it listens and the key it must prove.
 type HostKey = (String, PublicIdentity);
 
+fn host_key(host: &ManagedHost) -> HostKey {
+    (host.address.clone(), host.identity)
+}
+
 #[derive(Debug)]
 struct Channel {
     conn: ConnId,
@@ -132,7 +136,7 @@ impl HostChannels {
     }
 
     fn current_channel(&self, host: &ManagedHost) -> Option<u64> {
-        let id = *self.current.get(&(host.address.clone(), host.identity))?;
+        let id = *self.current.get(&host_key(host))?;
         let channel = self.channels.get(&id)?;
         (!channel.retired && channel.sessions.len() < SESSIONS_PER_CHANNEL).then_some(id)
     }
@@ -143,7 +147,7 @@ impl HostChannels {
         let conn =
             fx.conns.connect(now, host.address.clone(), &self.keys, host.identity, owner, self.limits)?;
         self.next_channel += 1;
-        self.current.insert((host.address.clone(), host.identity), id);
+        self.current.insert(host_key(&host), id);
         let channel = Channel {
             conn,
             host,
@@ -191,12 +195,19 @@ impl HostChannels {
 
     /// Closes channel `id` from this side; its `Gone` then finds nothing.
     fn close(&mut self, id: u64, fx: &mut Effects<'_>) {
-        let Some(channel) = self.channels.remove(&id) else { return };
-        let key = (channel.host.address.clone(), channel.host.identity);
+        if let Some(channel) = self.remove(id) {
+            fx.conns.close(channel.conn);
+        }
+    }
+
+    /// Forgets channel `id`, and that new sessions to its host go on it.
+    fn remove(&mut self, id: u64) -> Option<Channel> {
+        let channel = self.channels.remove(&id)?;
+        let key = host_key(&channel.host);
         if self.current.get(&key) == Some(&id) {
             self.current.remove(&key);
         }
-        fx.conns.close(channel.conn);
+        Some(channel)
     }
 
     pub(super) fn on_established(&mut self, owner: Owner) {
@@ -255,11 +266,7 @@ impl HostChannels {
         fx: &mut Effects<'_>,
     ) -> Vec<GatewayInput> {
         let Owner::HostChannel(id) = owner else { return Vec::new() };
-        let Some(channel) = self.channels.remove(&id) else { return Vec::new() };
-        let key = (channel.host.address.clone(), channel.host.identity);
-        if self.current.get(&key) == Some(&id) {
-            self.current.remove(&key);
-        }
+        let Some(channel) = self.remove(id) else { return Vec::new() };
         let reason = error.unwrap_or_else(|| "the host closed the connection".into());
         let mut lost = Vec::new();
         for session in channel.sessions {
