@@ -1,7 +1,7 @@
-//! Node identity. Owns the node's key pair (Ed25519 for signatures, X25519 for Noise and HPKE),
-//! the [`NodeId`] and [`KeyDigest`] derived from them, and the versioned text encoding of a key
-//! file. It never reads or writes the file itself (the driver does, and enforces its permissions)
-//! and never prints a secret.
+//! Node identity. Owns the node's key pair (Ed25519 for signatures; X25519 for Noise, HPKE and
+//! the key the KDC shares with each host), the [`NodeId`] and [`KeyDigest`] derived from them,
+//! and the versioned text encoding of a key file. It never reads or writes the file itself (the
+//! driver does, and enforces its permissions) and never prints a secret.
 
 use core::fmt;
 
@@ -134,6 +134,14 @@ impl NodeKeys {
     /// The X25519 secret, for Noise and HPKE. Wrapped so the copy is wiped when dropped.
     pub fn agreement_secret(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.agreement.to_bytes())
+    }
+
+    /// X25519 between this node's agreement secret and `peer`'s public key, for a key two nodes
+    /// share without a message (the KDC and a host, for tickets). `None` when `peer` is a
+    /// low-order point, which would make the result known to anyone.
+    pub fn agree(&self, peer: &PublicIdentity) -> Option<Zeroizing<[u8; 32]>> {
+        let shared = self.agreement.diffie_hellman(&X25519Public::from(peer.agreement));
+        shared.was_contributory().then(|| Zeroizing::new(shared.to_bytes()))
     }
 
     /// The key file's text. Holds secrets: the caller writes it with mode 0600.

@@ -1,6 +1,6 @@
 //! Per-recipient encryption: HPKE (RFC 9180) base mode, X25519-HKDF-SHA256 with
 //! ChaCha20-Poly1305, to a node's X25519 key. Owns the suite choice and the [`SealedBox`] wire
-//! form. The caller supplies `info` binding the context (cluster id and version, ticket purpose),
+//! form. The caller supplies `info` binding the context (cluster id and version, purpose),
 //! so a box sealed for one context never opens in another. Randomness comes from the seeded rng.
 
 use hpke::aead::ChaCha20Poly1305;

@@ -14,7 +14,7 @@ use cohort_core::exec::daemon::{DaemonSettings, ExecRequest, HostWire};
 use cohort_core::exec::gateway::{ClientEvent, ClientRequest, HeldState, HostOutcome};
 use cohort_core::exec::kdc::KdcSettings;
 use cohort_core::exec::task::Task;
-use cohort_core::exec::ticket::{Authenticator, ServiceTicket, TicketBody, request_digest};
+use cohort_core::exec::ticket::{Authenticator, ServiceTicket, TicketBody, TicketKey, request_digest};
 use cohort_core::exec::wire::{GatewayReply, GatewayWire, HostEvent, HostFrame};
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
@@ -166,10 +166,10 @@ fn a_variable_the_acl_does_not_list_or_the_authenticator_does_not_cover_is_refus
     assert!(run.denied_in_chain("may not pass the variable `LD_PRELOAD`"));
 }
 
-/// A ticket is sealed to its host's public key, which anyone may know: what makes it a ticket is
-/// the KDC's signature inside. One made and signed by anyone else runs nothing.
+/// A ticket is sealed under the key the KDC and its host share, which anyone may try to make from
+/// the host's public key and a key of their own: one sealed by anyone but the KDC runs nothing.
 #[test]
-fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
+fn a_ticket_not_sealed_by_the_kdc_is_refused_and_audited() {
     let run = Site::run_checked(&SiteSpec::new(1, 14), |client| async move {
         let forger = NodeKeys::generate(&mut seeded(67));
         let session_key = [7u8; 32];
@@ -182,8 +182,8 @@ fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
             session_key,
         };
         let host = client.host_identity(0).ok_or("no h01")?;
-        let ticket =
-            ServiceTicket::seal(&body, &host, &forger, &mut client.rng()).map_err(|e| e.to_string())?;
+        let key = TicketKey::for_kdc(&forger, &host).map_err(|e| e.to_string())?;
+        let ticket = ServiceTicket::seal(&body, &key, &mut client.rng()).map_err(|e| e.to_string())?;
         let task = Task::Run {
             argv: vec!["/usr/bin/echo".to_owned(), "pwned".to_owned()],
             stdin: Vec::new(),
@@ -201,8 +201,9 @@ fn a_ticket_not_signed_by_the_kdc_is_refused_and_audited() {
         Ok(())
     });
     assert!(run.spawned.is_empty(), "{:?}", run.spawned);
-    assert!(run.denial("h01").expect("audited").contains("not signed by the KDC"), "{:?}", run.denial("h01"));
-    assert!(run.denied_in_chain("not signed by the KDC"));
+    let refused = "does not open with the key this host shares with its KDC";
+    assert!(run.denial("h01").expect("audited").contains(refused), "{:?}", run.denial("h01"));
+    assert!(run.denied_in_chain(refused));
 }
 
 #[test]

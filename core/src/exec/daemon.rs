@@ -13,6 +13,7 @@ use std::time::Duration;
 use super::acl::Acl;
 use super::audit::{AuditDecision, AuditRecord};
 use super::task::{CopyFile, DataDigest, Task};
+use super::ticket::{TicketError, TicketKey};
 pub use super::wire::{ExecRequest, HostEvent, HostWire};
 use crate::child_env::ChildEnvironment;
 
@@ -181,6 +182,8 @@ pub struct ExecDaemon {
     host: String,
     keys: NodeKeys,
     kdc: PublicIdentity,
+    /// The key this host shares with `kdc`, derived at the first ticket it is shown.
+    ticket_key: Option<Result<TicketKey, TicketError>>,
     acl: Acl,
     /// Whether the installed configuration lists this host (under this daemon's key).
     listed: bool,
@@ -202,7 +205,7 @@ pub struct ExecDaemon {
 }
 
 impl ExecDaemon {
-    /// The daemon of `host`, taking tickets signed by `kdc` only.
+    /// The daemon of `host`, taking tickets sealed by `kdc` only.
     pub fn new(
         host: String,
         keys: NodeKeys,
@@ -215,6 +218,7 @@ impl ExecDaemon {
             host,
             keys,
             kdc,
+            ticket_key: None,
             acl,
             listed: true,
             settings,

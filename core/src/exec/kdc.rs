@@ -2,8 +2,9 @@
 //! tickets for, and the two exchanges (login → credential, credential → service tickets), which
 //! gateways ask for over a channel ([`Kdc::answer`]). It runs as its own role with its own key,
 //! so a gateway holds neither a hash nor the signing key. Owns password checks, credential
-//! signing and ticket sealing. It never stores a password, never issues a ticket to an expired
-//! or foreign credential, and never for a host it does not know.
+//! signing and ticket sealing, with the key it shares with each host. It never stores a
+//! password, never issues a ticket to an expired or foreign credential, and never for a host it
+//! does not know.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use rand_core::RngCore;
 use zeroize::Zeroizing;
 
 use super::nodeset::MAX_HOSTS;
-use super::ticket::{Credential, ServiceTicket, TicketBody, TicketError};
+use super::ticket::{Credential, ServiceTicket, TicketBody, TicketError, TicketKey};
 use super::wire::{GrantedTicket, KdcReply, KdcRequest, TicketGrant};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::rng::SeededRng;
@@ -95,6 +96,9 @@ pub struct Kdc {
     public: PublicIdentity,
     principals: BTreeMap<String, String>,
     hosts: BTreeMap<String, PublicIdentity>,
+    /// The key shared with each host tickets were sealed to, with the identity it was made
+    /// with: derived at a host's first ticket, dropped when the host leaves or changes key.
+    ticket_keys: BTreeMap<String, (PublicIdentity, TicketKey)>,
     settings: KdcSettings,
     rng: SeededRng,
 }
@@ -116,7 +120,7 @@ impl Kdc {
         rng: SeededRng,
     ) -> Kdc {
         let public = keys.public();
-        Kdc { keys, public, principals, hosts, settings, rng }
+        Kdc { keys, public, principals, hosts, ticket_keys: BTreeMap::new(), settings, rng }
     }
 
     /// The key that signs credentials: gateways check credentials against it.
@@ -156,6 +160,7 @@ impl Kdc {
     /// The managed hosts tickets may be sealed to, from the installed configuration: a host it
     /// no longer lists gets no ticket.
     pub fn set_hosts(&mut self, hosts: BTreeMap<String, PublicIdentity>) {
+        self.ticket_keys.retain(|name, (identity, _)| hosts.get(name) == Some(identity));
         self.hosts = hosts;
     }
 
@@ -278,8 +283,52 @@ impl Kdc {
             expires,
             session_key: *session_key,
         };
-        let ticket = ServiceTicket::seal(&body, &identity, &self.keys, &mut self.rng)
+        if self.ticket_keys.get(host).is_none_or(|(known, _)| *known != identity) {
+            let key =
+                TicketKey::for_kdc(&self.keys, &identity).map_err(|e| KdcError::Issue(e.to_string()))?;
+            self.ticket_keys.insert(host.to_owned(), (identity, key));
+        }
+        let (_, key) = self.ticket_keys.get(host).ok_or_else(|| KdcError::UnknownHost(host.to_owned()))?;
+        let ticket = ServiceTicket::seal(&body, key, &mut self.rng)
             .map_err(|e: TicketError| KdcError::Issue(e.to_string()))?;
         Ok(IssuedTicket { ticket, session_key, expires })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::ticket::TicketKey;
+    use crate::rng::{fork, seeded};
+
+    const NOW: WallClock = WallClock(1_750_000_000_000);
+
+    /// A host that changes its key in the configuration gets tickets under the new key at once:
+    /// the key kept for its old identity is dropped, and what the old key could open it cannot.
+    #[test]
+    fn a_host_listed_under_a_new_key_gets_tickets_only_it_can_open() {
+        let mut rng = seeded(5);
+        let kdc_keys = NodeKeys::generate(&mut rng);
+        let (old, new) = (NodeKeys::generate(&mut rng), NodeKeys::generate(&mut rng));
+        let principals =
+            BTreeMap::from([("alice".to_owned(), hash_password("pw", &mut rng).expect("hashes"))]);
+        let hosts = BTreeMap::from([("h01".to_owned(), old.public())]);
+        let mut kdc = Kdc::new(kdc_keys, principals, hosts, KdcSettings::default(), fork(&mut rng));
+        let client_key = [3; 32];
+        let credential = kdc.login(NOW, "alice", "pw", client_key).expect("logs in");
+        let at = |keys: &NodeKeys| TicketKey::for_host(keys, &kdc.public()).expect("a key");
+        let (old_key, new_key) = (at(&old), at(&new));
+
+        let first = kdc.issue_ticket(NOW, &credential, &client_key, "h01").expect("issued");
+        assert!(first.ticket.open(&old_key, "h01").is_ok());
+
+        kdc.set_hosts(BTreeMap::from([("h01".to_owned(), new.public())]));
+        let second = kdc.issue_ticket(NOW, &credential, &client_key, "h01").expect("issued");
+        assert!(second.ticket.open(&new_key, "h01").is_ok());
+        assert_eq!(second.ticket.open(&old_key, "h01").err(), Some(TicketError::NotForThisHost));
+
+        kdc.set_hosts(BTreeMap::new());
+        let gone = kdc.issue_ticket(NOW, &credential, &client_key, "h01").err();
+        assert_eq!(gone, Some(KdcError::UnknownHost("h01".to_owned())));
     }
 }

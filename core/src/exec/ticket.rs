@@ -1,20 +1,26 @@
-//! Credentials, service tickets and authenticators. Owns their contents, the HPKE sealing of a
-//! KDC-signed ticket to its host's key, and the AEAD sealing of an authenticator under the ticket's session
-//! key. It never judges freshness or permission: the KDC and the exec daemon do, with the wall
-//! clock the driver passes in.
+//! Credentials, service tickets and authenticators. Owns their contents, the [`TicketKey`] the KDC
+//! and each host share, the AEAD sealing of a ticket under it, and the AEAD sealing of an
+//! authenticator under the ticket's session key. It never judges freshness or permission: the KDC
+//! and the exec daemon do, with the wall clock the driver passes in.
+//!
+//! A ticket is sealed as Kerberos seals it (RFC 4120 §5.3): under a long-term key only the KDC
+//! and the host know, so that opening it proves both that it is for this host and that the KDC
+//! made it. The key is X25519 between the KDC's agreement key and the host's, through HKDF bound
+//! to both public keys, derived once per pair and kept. Sealing a ticket is then one
+//! XChaCha20-Poly1305 pass rather than a signature and an HPKE seal (two X25519 at the KDC, one
+//! and a signature check at the host) for every host of every run.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
+use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, XChaCha20Poly1305, XNonce};
 use rand_core::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::task::Task;
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::rng::SeededRng;
-use crate::seal::{self, SealError, SealedBox};
-use crate::signed::{Signed, SignedKind};
+use crate::signed::SignedKind;
 use crate::time::WallClock;
 
 /// The ticket-granting credential the KDC issues at login and the client keeps. It is bound to
@@ -53,37 +59,81 @@ impl std::fmt::Debug for TicketBody {
     }
 }
 
-impl SignedKind for TicketBody {
-    const DOMAIN: &'static str = "exec-ticket";
-}
-
 impl Drop for TicketBody {
     fn drop(&mut self) {
         self.session_key.zeroize();
     }
 }
 
-/// A service ticket as it travels: the host it names and the sealed body.
+/// The key the KDC and one host share, as a Kerberos service key is shared: only the two of them
+/// can derive it. Wiped when dropped; its Debug output never shows it.
+pub struct TicketKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for TicketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketKey(..)")
+    }
+}
+
+impl TicketKey {
+    /// The KDC's side: its keys and the host's public identity.
+    pub fn for_kdc(kdc: &NodeKeys, host: &PublicIdentity) -> Result<TicketKey, TicketError> {
+        Self::derive(kdc, host, &kdc.public(), host)
+    }
+
+    /// The host's side: its keys and the public identity of the KDC it trusts.
+    pub fn for_host(host: &NodeKeys, kdc: &PublicIdentity) -> Result<TicketKey, TicketError> {
+        Self::derive(host, kdc, kdc, &host.public())
+    }
+
+    fn derive(
+        own: &NodeKeys,
+        peer: &PublicIdentity,
+        kdc: &PublicIdentity,
+        host: &PublicIdentity,
+    ) -> Result<TicketKey, TicketError> {
+        let shared = own.agree(peer).ok_or(TicketError::UnusableKey)?;
+        // Both public keys, in one fixed order, so the key is this pair's and no other's.
+        let mut info = b"cohort ticket key v1\0".to_vec();
+        info.extend_from_slice(&kdc.agreement);
+        info.extend_from_slice(&host.agreement);
+        let mut key = Zeroizing::new([0u8; 32]);
+        hkdf::Hkdf::<Sha256>::new(None, &shared[..])
+            .expand(&info, &mut key[..])
+            .map_err(|_| TicketError::UnusableKey)?;
+        Ok(TicketKey(key))
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(Key::from_slice(&self.0[..]))
+    }
+}
+
+/// A service ticket as it travels: the host it names and the body, sealed under the key the
+/// KDC and that host share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceTicket {
     pub host: String,
-    pub sealed: SealedBox,
+    pub nonce: [u8; 24],
+    pub ciphertext: Vec<u8>,
 }
 
-fn ticket_info(host: &str) -> Vec<u8> {
-    let mut info = b"cohort service ticket v1\0".to_vec();
-    info.extend_from_slice(host.as_bytes());
-    info
+/// What a ticket's seal is bound to besides its key: its purpose and the host it names.
+fn ticket_aad(host: &str) -> Vec<u8> {
+    let mut aad = b"cohort service ticket v2\0".to_vec();
+    aad.extend_from_slice(host.as_bytes());
+    aad
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TicketError {
-    #[error("ticket could not be sealed: {0}")]
-    Seal(SealError),
-    #[error("ticket does not open with this host's key (for another host, or altered)")]
+    #[error("the KDC's or the host's X25519 key is a low-order point; no ticket key can be made with it")]
+    UnusableKey,
+    #[error(
+        "ticket does not open with the key this host shares with its KDC (forged, for another host, \
+         from another site, or altered)"
+    )]
     NotForThisHost,
-    #[error("ticket is not signed by the KDC this host trusts (forged, or from another site)")]
-    NotFromKdc,
     #[error("ticket does not decode")]
     Malformed,
     #[error("authenticator does not open with the ticket's session key")]
@@ -91,31 +141,29 @@ pub enum TicketError {
 }
 
 impl ServiceTicket {
-    /// Seals `body`, signed by the KDC, to `host`: only that host can read it, and it can tell
-    /// that the KDC (and not whoever knows the host's public key) made it.
-    pub fn seal(
-        body: &TicketBody,
-        host: &PublicIdentity,
-        kdc: &NodeKeys,
-        rng: &mut SeededRng,
-    ) -> Result<Self, TicketError> {
-        let signed = Signed::sign(body.clone(), kdc).map_err(|_| TicketError::Malformed)?;
-        let mut plain = postcard::to_allocvec(&signed).map_err(|_| TicketError::Malformed)?;
-        let sealed = seal::seal(host, &ticket_info(&body.host), b"", &plain, rng).map_err(TicketError::Seal);
-        plain.zeroize();
-        Ok(ServiceTicket { host: body.host.clone(), sealed: sealed? })
+    /// Seals `body` under `key`, the key the KDC shares with `body.host`.
+    pub fn seal(body: &TicketBody, key: &TicketKey, rng: &mut SeededRng) -> Result<Self, TicketError> {
+        let plain = Zeroizing::new(postcard::to_allocvec(body).map_err(|_| TicketError::Malformed)?);
+        let mut nonce = [0u8; 24];
+        rng.fill_bytes(&mut nonce);
+        let aad = ticket_aad(&body.host);
+        let ciphertext = key
+            .cipher()
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: &plain, aad: &aad })
+            .map_err(|_| TicketError::Malformed)?;
+        Ok(ServiceTicket { host: body.host.clone(), nonce, ciphertext })
     }
 
-    /// Opens the ticket with the host's keys and checks the KDC's signature; `host` is this
-    /// host's own name.
-    pub fn open(&self, keys: &NodeKeys, host: &str, kdc: &PublicIdentity) -> Result<TicketBody, TicketError> {
-        let mut plain = seal::open(keys, &ticket_info(host), b"", &self.sealed)
-            .map_err(|_| TicketError::NotForThisHost)?;
-        let signed: Result<Signed<TicketBody>, _> = postcard::from_bytes(&plain);
-        plain.zeroize();
-        let signed = signed.map_err(|_| TicketError::Malformed)?;
-        signed.verify(kdc).map_err(|_| TicketError::NotFromKdc)?;
-        Ok(signed.body)
+    /// Opens the ticket with the key this host shares with its KDC; `host` is this host's own
+    /// name. It opens only if the KDC sealed it, for this host, unaltered.
+    pub fn open(&self, key: &TicketKey, host: &str) -> Result<TicketBody, TicketError> {
+        let aad = ticket_aad(host);
+        let plain = Zeroizing::new(
+            key.cipher()
+                .decrypt(XNonce::from_slice(&self.nonce), Payload { msg: &self.ciphertext, aad: &aad })
+                .map_err(|_| TicketError::NotForThisHost)?,
+        );
+        postcard::from_bytes(&plain).map_err(|_| TicketError::Malformed)
     }
 }
 
@@ -185,6 +233,62 @@ pub fn request_digest(host: &str, run_as: &str, task: &Task) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::seeded;
+
+    fn body(host: &str) -> TicketBody {
+        TicketBody {
+            principal: "alice".into(),
+            host: host.into(),
+            issued: WallClock(1_000),
+            expires: WallClock(301_000),
+            session_key: [9; 32],
+        }
+    }
+
+    #[test]
+    fn a_ticket_opens_only_at_its_host_and_only_if_its_kdc_sealed_it_unaltered() {
+        let mut rng = seeded(3);
+        let (kdc, h01, h02, other_kdc) = (
+            NodeKeys::generate(&mut rng),
+            NodeKeys::generate(&mut rng),
+            NodeKeys::generate(&mut rng),
+            NodeKeys::generate(&mut rng),
+        );
+        let at_kdc = TicketKey::for_kdc(&kdc, &h01.public()).expect("a key");
+        let ticket = ServiceTicket::seal(&body("h01"), &at_kdc, &mut rng).expect("sealed");
+
+        let at_h01 = TicketKey::for_host(&h01, &kdc.public()).expect("a key");
+        let opened = ticket.open(&at_h01, "h01").expect("h01 opens its own ticket");
+        assert_eq!((opened.principal.as_str(), opened.session_key), ("alice", [9; 32]));
+        // Another host, even under its own name or h01's, cannot.
+        let at_h02 = TicketKey::for_host(&h02, &kdc.public()).expect("a key");
+        assert_eq!(ticket.open(&at_h02, "h02"), Err(TicketError::NotForThisHost));
+        assert_eq!(ticket.open(&at_h02, "h01"), Err(TicketError::NotForThisHost));
+        // Nor does h01 open it as if it were another host's name.
+        assert_eq!(ticket.open(&at_h01, "h02"), Err(TicketError::NotForThisHost));
+        // A ticket sealed by another KDC for h01 does not open at h01.
+        let forged_key = TicketKey::for_kdc(&other_kdc, &h01.public()).expect("a key");
+        let forged = ServiceTicket::seal(&body("h01"), &forged_key, &mut rng).expect("sealed");
+        assert_eq!(forged.open(&at_h01, "h01"), Err(TicketError::NotForThisHost));
+        // One flipped bit anywhere in the sealed body and it does not open.
+        for i in 0..ticket.ciphertext.len() {
+            let mut altered = ticket.clone();
+            altered.ciphertext[i] ^= 1;
+            assert_eq!(altered.open(&at_h01, "h01"), Err(TicketError::NotForThisHost), "byte {i}");
+        }
+        let mut renonced = ticket.clone();
+        renonced.nonce[0] ^= 1;
+        assert_eq!(renonced.open(&at_h01, "h01"), Err(TicketError::NotForThisHost));
+    }
+
+    #[test]
+    fn no_ticket_key_is_made_with_a_low_order_public_key() {
+        let kdc = NodeKeys::generate(&mut seeded(4));
+        // The identity point: X25519 with it is all zeros whatever the secret.
+        let weak = PublicIdentity { signing: kdc.public().signing, agreement: [0; 32] };
+        assert!(matches!(TicketKey::for_kdc(&kdc, &weak), Err(TicketError::UnusableKey)));
+        assert!(matches!(TicketKey::for_host(&kdc, &weak), Err(TicketError::UnusableKey)));
+    }
 
     #[test]
     fn the_request_digest_covers_standard_input_and_keeps_it_apart_from_argv() {

@@ -1,12 +1,12 @@
-//! What a request must pass before anything is recorded as allowed: the ticket (sealed to this
-//! host, signed by the KDC, unexpired), the authenticator (same principal, fresh within the skew,
-//! made after this daemon started, covering exactly this task), the task's bounds, the replay
-//! cache, and the ACL. It decides and remembers the nonce; it never audits or acts (the daemon
+//! What a request must pass before anything is recorded as allowed: the ticket (sealed by the KDC
+//! under the key it shares with this host, unexpired), the authenticator (same principal, fresh
+//! within the skew, made after this daemon started, covering exactly this task), the task's
+//! bounds, the replay cache, and the ACL. It decides and remembers the nonce; it never audits or acts (the daemon
 //! does, with what this answers).
 
 use super::super::acl::AclDenied;
 use super::super::task::TaskError;
-use super::super::ticket::{Authenticator, TicketError, request_digest};
+use super::super::ticket::{Authenticator, TicketError, TicketKey, request_digest};
 use super::{ExecDaemon, ExecRequest};
 use crate::time::WallClock;
 
@@ -54,7 +54,9 @@ impl ExecDaemon {
     /// Checks everything a request must pass. Returns the principal (or the name claimed) and
     /// the refusal, if any.
     pub(super) fn verify(&mut self, request: &ExecRequest, wall: WallClock) -> (String, Result<(), Refusal>) {
-        let body = match request.ticket.open(&self.keys, &self.host, &self.kdc) {
+        let key = self.ticket_key.get_or_insert_with(|| TicketKey::for_host(&self.keys, &self.kdc));
+        let opened = key.as_ref().map_err(Clone::clone).and_then(|key| request.ticket.open(key, &self.host));
+        let body = match opened {
             Ok(body) => body,
             Err(e) => return ("(unverified)".into(), Err(Refusal::Ticket(e))),
         };
