@@ -8,7 +8,7 @@
 
 use std::io::{self, Read};
 use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 
 use cohort_core::child_env::{Account, ChildEnvironment};
 
@@ -16,6 +16,8 @@ use mio::unix::pipe::Receiver;
 use mio::{Interest, Registry, Token};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+
+use crate::spawner::{Spawned, Spawner};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChildError {
@@ -27,21 +29,6 @@ pub enum ChildError {
     Register { program: String, source: io::Error },
     #[error("cannot run as `{user}`: {reason}")]
     RunAs { user: String, reason: String },
-    #[error("could not prepare the standard input of `{program}`: {source}")]
-    Stdin { program: String, source: io::Error },
-}
-
-/// A command's standard input: nothing, or the bytes from an unlinked file, so the loop never
-/// blocks writing to a command that does not read.
-fn stdin_source(bytes: &[u8]) -> io::Result<Stdio> {
-    use std::io::{Seek, Write};
-    if bytes.is_empty() {
-        return Ok(Stdio::null());
-    }
-    let mut file = tempfile::tempfile()?;
-    file.write_all(bytes)?;
-    file.rewind()?;
-    Ok(Stdio::from(file))
 }
 
 /// This process's user name, if its uid has a passwd entry.
@@ -86,6 +73,15 @@ pub enum Stream {
     Stderr,
 }
 
+/// What to start: argv (no shell), as whom, in what environment, with what on standard input.
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnRequest<'a> {
+    pub argv: &'a [String],
+    pub run_as: &'a str,
+    pub env: &'a ChildEnvironment,
+    pub stdin: &'a [u8],
+}
+
 /// A running command whose output the event loop reads as it arrives.
 #[derive(Debug)]
 pub struct RunningChild {
@@ -99,17 +95,16 @@ pub struct RunningChild {
 impl RunningChild {
     /// Starts `argv` with no shell, as `run_as`, in the environment and working directory `env`
     /// resolves to for `run_as`'s account, with `stdin` on its standard input, in a new process
-    /// group, and registers its output pipes. A bare program name is looked up on the `PATH`
-    /// that environment sets.
+    /// group, from `spawner`'s thread, and registers its output pipes. A bare program name is
+    /// looked up on the `PATH` that environment sets.
     pub fn spawn(
-        argv: &[String],
-        run_as: &str,
-        env: &ChildEnvironment,
-        stdin: &[u8],
+        spawner: &Spawner,
+        request: &SpawnRequest<'_>,
         registry: &Registry,
         stdout_token: Token,
         stderr_token: Token,
     ) -> Result<RunningChild, ChildError> {
+        let SpawnRequest { argv, run_as, env, stdin } = *request;
         let (program, args) = argv.split_first().ok_or(ChildError::EmptyCommand)?;
         let ids = resolve_run_as(run_as)?;
         let resolved = env.resolve(&account_of(run_as)?);
@@ -123,25 +118,20 @@ impl RunningChild {
         if let Some(dir) = &resolved.dir {
             command.current_dir(dir);
         }
-        let mut child = command
+        command
             .args(args)
             .envs(resolved.vars.iter().map(|(k, v)| (k, v)))
-            .stdin(
-                stdin_source(stdin)
-                    .map_err(|source| ChildError::Stdin { program: program.clone(), source })?,
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             // Its own group, so a kill reaches everything it started.
-            .process_group(0)
-            .spawn()
+            .process_group(0);
+        let Spawned { mut child, stdout, stderr } = spawner
+            .spawn(command, stdin.to_vec())
             .map_err(|source| ChildError::Spawn { program: program.clone(), source })?;
         let register = |receiver: &mut Receiver, token| -> io::Result<()> {
             receiver.set_nonblocking(true)?;
             registry.register(receiver, token, Interest::READABLE)
         };
-        let mut stdout = child.stdout.take().map(Receiver::from);
-        let mut stderr = child.stderr.take().map(Receiver::from);
+        let mut stdout = Some(Receiver::from(stdout));
+        let mut stderr = Some(Receiver::from(stderr));
         for (pipe, token) in [(&mut stdout, stdout_token), (&mut stderr, stderr_token)] {
             if let Some(pipe) = pipe
                 && let Err(source) = register(pipe, token)
@@ -237,15 +227,28 @@ mod tests {
     fn another_user_needs_root_or_is_refused() {
         let poll = Poll::new().expect("poll");
         let result = RunningChild::spawn(
-            &argv(&["true"]),
-            "no-such-user-here",
-            &inherit(),
-            &[],
+            &Spawner::here(),
+            &SpawnRequest {
+                argv: &argv(&["true"]),
+                run_as: "no-such-user-here",
+                env: &inherit(),
+                stdin: &[],
+            },
             poll.registry(),
             Token(1),
             Token(2),
         );
         assert!(matches!(result, Err(ChildError::RunAs { .. })));
+    }
+
+    /// A request to run `argv` as this test's own user, with nothing on standard input.
+    fn request<'a>(argv: &'a [String], env: &'a ChildEnvironment) -> SpawnRequest<'a> {
+        SpawnRequest { argv, run_as: me_static(), env, stdin: &[] }
+    }
+
+    fn me_static() -> &'static str {
+        static ME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        ME.get_or_init(me)
     }
 
     fn argv(words: &[&str]) -> Vec<String> {
@@ -276,10 +279,13 @@ mod tests {
     fn output_and_exit_status_come_back_without_blocking() {
         let mut poll = Poll::new().expect("poll");
         let mut child = RunningChild::spawn(
-            &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
-            &me(),
-            &inherit(),
-            &[],
+            &Spawner::here(),
+            &SpawnRequest {
+                argv: &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+                run_as: &me(),
+                env: &inherit(),
+                stdin: &[],
+            },
             poll.registry(),
             Token(1),
             Token(2),
@@ -305,10 +311,8 @@ mod tests {
         // Larger than a pipe's buffer: a blocking write to a command not yet reading would hang.
         let input: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
         let mut child = RunningChild::spawn(
-            &argv(&["cat"]),
-            &me(),
-            &inherit(),
-            &input,
+            &Spawner::here(),
+            &SpawnRequest { argv: &argv(&["cat"]), run_as: &me(), env: &inherit(), stdin: &input },
             poll.registry(),
             Token(1),
             Token(2),
@@ -323,10 +327,13 @@ mod tests {
     fn argv_is_not_interpreted_by_a_shell() {
         let mut poll = Poll::new().expect("poll");
         let mut child = RunningChild::spawn(
-            &argv(&["echo", "$HOME;", "`id`"]),
-            &me(),
-            &inherit(),
-            &[],
+            &Spawner::here(),
+            &SpawnRequest {
+                argv: &argv(&["echo", "$HOME;", "`id`"]),
+                run_as: &me(),
+                env: &inherit(),
+                stdin: &[],
+            },
             poll.registry(),
             Token(1),
             Token(2),
@@ -341,10 +348,13 @@ mod tests {
         let mut poll = Poll::new().expect("poll");
         // The shell starts a grandchild and waits: killing only the shell would leave it running.
         let mut child = RunningChild::spawn(
-            &argv(&["sh", "-c", "sleep 300 & echo $!; wait"]),
-            &me(),
-            &inherit(),
-            &[],
+            &Spawner::here(),
+            &SpawnRequest {
+                argv: &argv(&["sh", "-c", "sleep 300 & echo $!; wait"]),
+                run_as: &me(),
+                env: &inherit(),
+                stdin: &[],
+            },
             poll.registry(),
             Token(1),
             Token(2),
@@ -378,9 +388,14 @@ mod tests {
         let account = account_of(&me()).expect("my own account");
         let env = ChildEnvironment::Reset { vars: vec![("LANG".into(), "C.UTF-8".into())] };
         // A bare name: found on the reset PATH, not on the test's own.
-        let mut child =
-            RunningChild::spawn(&argv(&["env"]), &me(), &env, &[], poll.registry(), Token(1), Token(2))
-                .expect("spawns");
+        let mut child = RunningChild::spawn(
+            &Spawner::here(),
+            &request(&argv(&["env"]), &env),
+            poll.registry(),
+            Token(1),
+            Token(2),
+        )
+        .expect("spawns");
         let (out, _) = collect(&mut child, &mut poll);
         let mut shown: Vec<String> = String::from_utf8_lossy(&out).lines().map(str::to_owned).collect();
         shown.sort();
@@ -388,9 +403,14 @@ mod tests {
             env.resolve(&account).vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         expected.sort();
         assert_eq!(shown, expected);
-        let mut child =
-            RunningChild::spawn(&argv(&["pwd"]), &me(), &env, &[], poll.registry(), Token(3), Token(4))
-                .expect("spawns");
+        let mut child = RunningChild::spawn(
+            &Spawner::here(),
+            &request(&argv(&["pwd"]), &env),
+            poll.registry(),
+            Token(3),
+            Token(4),
+        )
+        .expect("spawns");
         let (out, _) = collect(&mut child, &mut poll);
         let dir = if account.home_is_dir { account.home.clone() } else { "/".to_owned() };
         assert_eq!(String::from_utf8_lossy(&out).trim_end(), dir);
@@ -400,7 +420,13 @@ mod tests {
     fn an_empty_command_is_refused() {
         let poll = Poll::new().expect("poll");
         assert!(matches!(
-            RunningChild::spawn(&[], &me(), &inherit(), &[], poll.registry(), Token(1), Token(2)),
+            RunningChild::spawn(
+                &Spawner::here(),
+                &request(&[], &inherit()),
+                poll.registry(),
+                Token(1),
+                Token(2)
+            ),
             Err(ChildError::EmptyCommand)
         ));
     }

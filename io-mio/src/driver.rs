@@ -19,11 +19,12 @@ use crate::sockets::{ListenSocket, StreamSocket, bind_local};
 use mio::{Interest, Token};
 use tracing::{debug, info, warn};
 
-use crate::child::{RunningChild, Stream, current_user};
+use crate::child::{RunningChild, SpawnRequest, Stream, current_user};
 use crate::clock::Clock;
 use crate::error::NodeError;
 use crate::place::place_file;
 use crate::reactor::{Role, Slot};
+use crate::spawner::Spawner;
 use crate::store::Store;
 use crate::web_front::WebFront;
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub struct NodeDriver {
     /// Records the node handed out, kept together once it yields nothing more (group commit).
     ready: Vec<(PersistId, Record)>,
     children: BTreeMap<ChildId, RunningChild>,
+    /// Started before any socket, so the commands it starts copy a small descriptor table.
+    spawner: Spawner,
     sources: BTreeMap<Token, Source>,
     next_token: usize,
     next_inbound: u64,
@@ -107,6 +110,7 @@ impl NodeDriver {
             unflushed: BTreeSet::new(),
             ready: Vec::new(),
             children: BTreeMap::new(),
+            spawner: Spawner::start(),
             sources: BTreeMap::new(),
             next_token: 1,
             next_inbound: 1,
@@ -216,7 +220,8 @@ impl NodeDriver {
                     self.token(Source::Pipe(child, Stream::Stdout)),
                     self.token(Source::Pipe(child, Stream::Stderr)),
                 );
-                match RunningChild::spawn(&argv, &run_as, &env, &stdin, self.slot.registry(), out, err) {
+                let request = SpawnRequest { argv: &argv, run_as: &run_as, env: &env, stdin: &stdin };
+                match RunningChild::spawn(&self.spawner, &request, self.slot.registry(), out, err) {
                     Ok(running) => {
                         self.children.insert(child, running);
                         self.feed(Input::ChildStarted { child });

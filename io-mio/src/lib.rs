@@ -17,5 +17,6 @@ pub mod place;
 pub mod reactor;
 pub mod roles;
 pub mod sockets;
+pub mod spawner;
 pub mod store;
 pub mod web_front;
