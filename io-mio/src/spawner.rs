@@ -4,7 +4,8 @@
 //! sockets, and paying for each of them on every command cost more than the rest of the spawn.
 //! The spawner thread unshares its table when it starts, before the node opens its sockets, so
 //! the commands it starts copy a handful. The pipes a command's output comes back on are made
-//! there and handed to the event loop over a Unix socket (SCM_RIGHTS).
+//! there and handed to the event loop over a Unix socket (SCM_RIGHTS). What the thread copied
+//! from the loop's table when it unshared, it closes at once, in its own table only.
 //!
 //! Owns that thread and the hand-over. It never decides what runs or as whom: it starts the
 //! `Command` it is given, with the standard input it is given. Where the kernel refuses to
@@ -12,7 +13,7 @@
 
 use std::io::{self, IoSlice, IoSliceMut, Write};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -77,7 +78,9 @@ impl Spawner {
         // `theirs` stays open in this thread's table too (unshare copies, it cannot move), one
         // descriptor the loop never uses; the thread's copy closes when the node stops.
         std::thread::Builder::new().name("spawner".into()).spawn(move || {
-            let outcome = nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES).map_err(io::Error::from);
+            let outcome = nix::sched::unshare(nix::sched::CloneFlags::CLONE_FILES)
+                .map_err(io::Error::from)
+                .and_then(|()| close_copies(theirs.as_raw_fd()));
             let go = outcome.is_ok();
             if ready.send(outcome).is_err() || !go {
                 return;
@@ -123,6 +126,21 @@ fn serve(take: &mpsc::Receiver<Job>, report: &mpsc::Sender<io::Result<Child>>, p
             return;
         }
     }
+}
+
+/// Closes, in the spawner's table only, every descriptor it copied from the loop's but `keep`
+/// (and standard input, output and error). Kept, they would hold open for the spawner's life
+/// what the loop closes: a listening socket (in a test, another node's in the same process)
+/// whose port a restarted node must bind again, or a file it replaced.
+fn close_copies(keep: RawFd) -> io::Result<()> {
+    let copied: Vec<RawFd> = std::fs::read_dir("/proc/thread-self/fd")?
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    // The listing's own descriptor is among them, already closed: EBADF, ignored.
+    for fd in copied.into_iter().filter(|fd| *fd > 2 && *fd != keep) {
+        let _ = nix::unistd::close(fd);
+    }
+    Ok(())
 }
 
 /// Starts `command` on this thread.
@@ -229,6 +247,19 @@ mod tests {
         command.args(["-c", "cat; echo err >&2; exit 7"]);
         let (out, err, code) = output(spawner.spawn(command, b"from stdin\n".to_vec()).expect("spawns"));
         assert_eq!((out.as_slice(), err.as_slice(), code), (&b"from stdin\n"[..], &b"err\n"[..], Some(7)));
+    }
+
+    /// What the loop had open when the spawner started, and closes later, is closed for good: a
+    /// port it listened on can be bound again while the spawner lives.
+    #[test]
+    fn a_socket_the_loop_closes_is_not_held_open_by_the_spawner() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+        let addr = listener.local_addr().expect("an address");
+        let spawner = Spawner::start();
+        assert!(spawner.has_own_table());
+        drop(listener);
+        std::net::TcpListener::bind(addr).expect("the port is free again");
+        drop(spawner);
     }
 
     #[test]
