@@ -18,7 +18,7 @@ use cohort_core::exec::wire::{GatewayReply, GatewayWire};
 use cohort_core::signed::Signed;
 use cohort_core::{NodeKeys, PublicIdentity, wire};
 use cohort_io_mio::channel_client::ChannelClient;
-use cohort_io_mio::child::current_user;
+use cohort_io_mio::launch::current_user;
 use cohort_io_mio::{entropy, keyfile};
 use serde::{Deserialize, Serialize};
 

@@ -14,8 +14,8 @@ use cohort_core::exec::acl::{AclEntry, Limits};
 use cohort_core::exec::directory::{ACL_PREFIX, HOST_PREFIX, ManagedHost, acl_setting};
 use cohort_core::exec::kdc::hash_password;
 use cohort_core::rng::SeededRng;
-use cohort_io_mio::child::current_user;
 use cohort_io_mio::keyfile;
+use cohort_io_mio::launch::current_user;
 use cohort_io_mio::node_config::{
     ExecHostConfig, GatewayConfig, KdcConfig, KeyRef, NodeConfig, PeerRef, WebConfig,
 };

@@ -1,85 +1,25 @@
-//! Child processes for the event loop: argv run directly (no shell), in a process group of its
-//! own, in the environment core decided, with stdout and stderr as non-blocking pipes registered
-//! with mio. Owns spawning (with the run-as user's account looked up: its passwd entry and
-//! whether its home is a directory, the facts core fills the environment in with), reading
-//! without blocking, killing the whole group and reaping. It never runs a shell on its own, never
-//! decides what a command's environment holds, and never leaves a killed command's descendants
-//! running.
+//! Running commands, for the event loop: what the spawner started (argv run directly, no shell,
+//! in a process group of its own), with stdout and stderr as non-blocking pipes registered with
+//! mio. Owns reading without blocking, pausing and resuming the reads, killing the whole group
+//! and reaping. It never starts a command (the spawner does) and never leaves a killed command's
+//! descendants running.
 
 use std::io::{self, Read};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, ExitStatus};
-
-use cohort_core::child_env::{Account, ChildEnvironment};
+use std::process::{Child, ExitStatus};
 
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Registry, Token};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::spawner::{Spawned, Spawner};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ChildError {
-    #[error("an empty command cannot run")]
-    EmptyCommand,
-    #[error("could not start `{program}`: {source}")]
-    Spawn { program: String, source: io::Error },
-    #[error("could not watch the output of `{program}`: {source}")]
-    Register { program: String, source: io::Error },
-    #[error("cannot run as `{user}`: {reason}")]
-    RunAs { user: String, reason: String },
-}
-
-/// This process's user name, if its uid has a passwd entry.
-pub fn current_user() -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name)
-}
-
-/// The uid and gid to run as: switching users needs root; otherwise only the daemon's own user.
-pub(crate) fn resolve_run_as(user: &str) -> Result<Option<(u32, u32)>, ChildError> {
-    let fail = |reason: String| ChildError::RunAs { user: user.to_owned(), reason };
-    let me = current_user().ok_or_else(|| fail("the daemon's own user has no passwd entry".into()))?;
-    if me == user {
-        return Ok(None);
-    }
-    if !nix::unistd::geteuid().is_root() {
-        return Err(fail(format!("the exec daemon runs as `{me}`, not root")));
-    }
-    let target = nix::unistd::User::from_name(user)
-        .map_err(|e| fail(e.to_string()))?
-        .ok_or_else(|| fail("no such user on this host".into()))?;
-    Ok(Some((target.uid.as_raw(), target.gid.as_raw())))
-}
-
-/// What `user`'s passwd entry says (name, home, shell), and whether its home is a directory now.
-pub(crate) fn account_of(user: &str) -> Result<Account, ChildError> {
-    let fail = |reason: String| ChildError::RunAs { user: user.to_owned(), reason };
-    let entry = nix::unistd::User::from_name(user)
-        .map_err(|e| fail(e.to_string()))?
-        .ok_or_else(|| fail("no such user on this host".into()))?;
-    Ok(Account {
-        home_is_dir: entry.dir.is_dir(),
-        home: entry.dir.to_string_lossy().into_owned(),
-        shell: entry.shell.to_string_lossy().into_owned(),
-        name: entry.name,
-    })
-}
+use crate::launch::ChildError;
+use crate::spawner::Spawned;
 
 /// Which output stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
     Stdout,
     Stderr,
-}
-
-/// What to start: argv (no shell), as whom, in what environment, with what on standard input.
-#[derive(Debug, Clone, Copy)]
-pub struct SpawnRequest<'a> {
-    pub argv: &'a [String],
-    pub run_as: &'a str,
-    pub env: &'a ChildEnvironment,
-    pub stdin: &'a [u8],
 }
 
 /// A running command whose output the event loop reads as it arrives.
@@ -93,55 +33,34 @@ pub struct RunningChild {
 }
 
 impl RunningChild {
-    /// Starts `argv` with no shell, as `run_as`, in the environment and working directory `env`
-    /// resolves to for `run_as`'s account, with `stdin` on its standard input, in a new process
-    /// group, from `spawner`'s thread, and registers its output pipes. A bare program name is
-    /// looked up on the `PATH` that environment sets.
-    pub fn spawn(
-        spawner: &Spawner,
-        request: &SpawnRequest<'_>,
+    /// Takes `program`, which the spawner started, and registers its output pipes under the two
+    /// tokens, unless `paused` (then [`RunningChild::resume`] registers them). If they cannot
+    /// be watched, the command is killed.
+    pub fn adopt(
+        program: &str,
+        spawned: Spawned,
         registry: &Registry,
-        stdout_token: Token,
-        stderr_token: Token,
+        (stdout_token, stderr_token): (Token, Token),
+        paused: bool,
     ) -> Result<RunningChild, ChildError> {
-        let SpawnRequest { argv, run_as, env, stdin } = *request;
-        let (program, args) = argv.split_first().ok_or(ChildError::EmptyCommand)?;
-        let ids = resolve_run_as(run_as)?;
-        let resolved = env.resolve(&account_of(run_as)?);
-        let mut command = Command::new(program);
-        if let Some((uid, gid)) = ids {
-            command.gid(gid).uid(uid);
-        }
-        if resolved.clear {
-            command.env_clear();
-        }
-        if let Some(dir) = &resolved.dir {
-            command.current_dir(dir);
-        }
-        command
-            .args(args)
-            .envs(resolved.vars.iter().map(|(k, v)| (k, v)))
-            // Its own group, so a kill reaches everything it started.
-            .process_group(0);
-        let Spawned { mut child, stdout, stderr } = spawner
-            .spawn(command, stdin.to_vec())
-            .map_err(|source| ChildError::Spawn { program: program.clone(), source })?;
-        let register = |receiver: &mut Receiver, token| -> io::Result<()> {
-            receiver.set_nonblocking(true)?;
-            registry.register(receiver, token, Interest::READABLE)
+        let Spawned { child, stdout, stderr } = spawned;
+        let mut running = RunningChild {
+            child,
+            stdout: Some(Receiver::from(stdout)),
+            stderr: Some(Receiver::from(stderr)),
+            stdout_token,
+            stderr_token,
         };
-        let mut stdout = Some(Receiver::from(stdout));
-        let mut stderr = Some(Receiver::from(stderr));
-        for (pipe, token) in [(&mut stdout, stdout_token), (&mut stderr, stderr_token)] {
-            if let Some(pipe) = pipe
-                && let Err(source) = register(pipe, token)
-            {
-                let _ = killpg(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
-                let _ = child.wait();
-                return Err(ChildError::Register { program: program.clone(), source });
-            }
+        let nonblocking = [&running.stdout, &running.stderr]
+            .into_iter()
+            .flatten()
+            .try_for_each(|receiver| receiver.set_nonblocking(true));
+        let watched = nonblocking.and_then(|()| if paused { Ok(()) } else { running.resume(registry) });
+        if let Err(source) = watched {
+            let _ = running.kill_group();
+            return Err(ChildError::Register { program: program.to_owned(), source });
         }
-        Ok(RunningChild { child, stdout, stderr, stdout_token, stderr_token })
+        Ok(running)
     }
 
     pub fn pid(&self) -> u32 {
@@ -217,46 +136,53 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
+    use cohort_core::child_env::ChildEnvironment;
+    use cohort_core::node::ChildId;
     use mio::{Events, Poll};
+
+    use crate::launch::{SpawnRequest, account_of, current_user};
+    use crate::spawner::{Finished, Spawner};
 
     fn me() -> String {
         current_user().expect("a passwd entry")
     }
 
-    #[test]
-    fn another_user_needs_root_or_is_refused() {
-        let poll = Poll::new().expect("poll");
-        let result = RunningChild::spawn(
-            &Spawner::here(),
-            &SpawnRequest {
-                argv: &argv(&["true"]),
-                run_as: "no-such-user-here",
-                env: &inherit(),
-                stdin: &[],
-            },
-            poll.registry(),
-            Token(1),
-            Token(2),
-        );
-        assert!(matches!(result, Err(ChildError::RunAs { .. })));
-    }
-
-    /// A request to run `argv` as this test's own user, with nothing on standard input.
-    fn request<'a>(argv: &'a [String], env: &'a ChildEnvironment) -> SpawnRequest<'a> {
-        SpawnRequest { argv, run_as: me_static(), env, stdin: &[] }
-    }
-
-    fn me_static() -> &'static str {
-        static ME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        ME.get_or_init(me)
-    }
-
-    fn argv(words: &[&str]) -> Vec<String> {
-        words.iter().map(|w| (*w).to_owned()).collect()
-    }
-
     fn inherit() -> ChildEnvironment {
         ChildEnvironment::Inherit { vars: Vec::new() }
+    }
+
+    /// Starts `argv` as this test's user through a spawner and watches its output on `poll`
+    /// under `tokens`.
+    fn started(
+        poll: &Poll,
+        tokens: (Token, Token),
+        argv: &[&str],
+        env: ChildEnvironment,
+        stdin: &[u8],
+    ) -> RunningChild {
+        let mut spawner = Spawner::start().expect("the thread starts");
+        let argv: Vec<String> = argv.iter().map(|w| (*w).to_owned()).collect();
+        let program = argv[0].clone();
+        let request = SpawnRequest { argv, run_as: me(), env, stdin: stdin.to_vec() };
+        spawner.submit(ChildId(1), request).expect("handed over");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let spawned = loop {
+            if let Some(Finished { outcome, .. }) = spawner.next_finished().expect("reads") {
+                break outcome.expect("spawns");
+            }
+            assert!(Instant::now() < deadline, "the spawner announced nothing");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        RunningChild::adopt(&program, spawned, poll.registry(), tokens, false).expect("watched")
+    }
+
+    /// Waits for events up to `timeout`. Other tests in this process raise signals: an
+    /// interrupted wait is a wait with no events.
+    fn wait(poll: &mut Poll, events: &mut Events, timeout: Duration) {
+        match poll.poll(events, Some(timeout)) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
+            outcome => outcome.expect("poll"),
+        }
     }
 
     /// Runs the poll loop until both pipes close; returns (stdout, stderr).
@@ -265,7 +191,7 @@ mod tests {
         let mut events = Events::with_capacity(8);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !child.output_closed() && Instant::now() < deadline {
-            poll.poll(&mut events, Some(Duration::from_millis(100))).expect("poll");
+            wait(poll, &mut events, Duration::from_millis(100));
             for (stream, sink) in [(Stream::Stdout, &mut out), (Stream::Stderr, &mut err)] {
                 if let Some(bytes) = child.read(stream, 1 << 20).expect("read") {
                     sink.extend(bytes);
@@ -275,22 +201,13 @@ mod tests {
         (out, err)
     }
 
+    const TOKENS: (Token, Token) = (Token(1), Token(2));
+
     #[test]
     fn output_and_exit_status_come_back_without_blocking() {
         let mut poll = Poll::new().expect("poll");
-        let mut child = RunningChild::spawn(
-            &Spawner::here(),
-            &SpawnRequest {
-                argv: &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
-                run_as: &me(),
-                env: &inherit(),
-                stdin: &[],
-            },
-            poll.registry(),
-            Token(1),
-            Token(2),
-        )
-        .expect("spawns");
+        let argv = ["sh", "-c", "echo out; echo err >&2; exit 3"];
+        let mut child = started(&poll, TOKENS, &argv, inherit(), &[]);
         let (out, err) = collect(&mut child, &mut poll);
         assert_eq!(out, b"out\n");
         assert_eq!(err, b"err\n");
@@ -310,14 +227,7 @@ mod tests {
         let mut poll = Poll::new().expect("poll");
         // Larger than a pipe's buffer: a blocking write to a command not yet reading would hang.
         let input: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
-        let mut child = RunningChild::spawn(
-            &Spawner::here(),
-            &SpawnRequest { argv: &argv(&["cat"]), run_as: &me(), env: &inherit(), stdin: &input },
-            poll.registry(),
-            Token(1),
-            Token(2),
-        )
-        .expect("spawns");
+        let mut child = started(&poll, TOKENS, &["cat"], inherit(), &input);
         let (out, _) = collect(&mut child, &mut poll);
         assert_eq!(out.len(), input.len());
         assert!(out == input, "cat gave back what it read");
@@ -326,44 +236,53 @@ mod tests {
     #[test]
     fn argv_is_not_interpreted_by_a_shell() {
         let mut poll = Poll::new().expect("poll");
-        let mut child = RunningChild::spawn(
-            &Spawner::here(),
-            &SpawnRequest {
-                argv: &argv(&["echo", "$HOME;", "`id`"]),
-                run_as: &me(),
-                env: &inherit(),
-                stdin: &[],
-            },
-            poll.registry(),
-            Token(1),
-            Token(2),
-        )
-        .expect("spawns");
+        let mut child = started(&poll, TOKENS, &["echo", "$HOME;", "`id`"], inherit(), &[]);
         let (out, _) = collect(&mut child, &mut poll);
         assert_eq!(out, b"$HOME; `id`\n");
+    }
+
+    /// A command adopted paused is not read until resumed; what it wrote meanwhile waits.
+    #[test]
+    fn a_command_adopted_paused_is_read_only_once_resumed() {
+        let mut poll = Poll::new().expect("poll");
+        let mut spawner = Spawner::start().expect("the thread starts");
+        let request = SpawnRequest {
+            argv: vec!["echo".into(), "held".into()],
+            run_as: me(),
+            env: inherit(),
+            stdin: vec![],
+        };
+        spawner.submit(ChildId(7), request).expect("handed over");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let spawned = loop {
+            if let Some(Finished { outcome, .. }) = spawner.next_finished().expect("reads") {
+                break outcome.expect("spawns");
+            }
+            assert!(Instant::now() < deadline, "the spawner announced nothing");
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let mut child = RunningChild::adopt("echo", spawned, poll.registry(), TOKENS, true).expect("adopted");
+        let mut events = Events::with_capacity(8);
+        let quiet_until = Instant::now() + Duration::from_millis(200);
+        while Instant::now() < quiet_until {
+            wait(&mut poll, &mut events, quiet_until - Instant::now());
+            assert!(events.is_empty(), "a paused command's pipes are not watched");
+        }
+        child.resume(poll.registry()).expect("resumed");
+        let (out, _) = collect(&mut child, &mut poll);
+        assert_eq!(out, b"held\n");
     }
 
     #[test]
     fn a_kill_reaches_the_whole_process_group() {
         let mut poll = Poll::new().expect("poll");
         // The shell starts a grandchild and waits: killing only the shell would leave it running.
-        let mut child = RunningChild::spawn(
-            &Spawner::here(),
-            &SpawnRequest {
-                argv: &argv(&["sh", "-c", "sleep 300 & echo $!; wait"]),
-                run_as: &me(),
-                env: &inherit(),
-                stdin: &[],
-            },
-            poll.registry(),
-            Token(1),
-            Token(2),
-        )
-        .expect("spawns");
+        let argv = ["sh", "-c", "sleep 300 & echo $!; wait"];
+        let mut child = started(&poll, TOKENS, &argv, inherit(), &[]);
         let mut events = Events::with_capacity(8);
         let mut line = Vec::new();
         while !line.ends_with(b"\n") {
-            poll.poll(&mut events, Some(Duration::from_millis(100))).expect("poll");
+            wait(&mut poll, &mut events, Duration::from_millis(100));
             if let Some(bytes) = child.read(Stream::Stdout, 64).expect("read") {
                 line.extend(bytes);
             }
@@ -388,14 +307,7 @@ mod tests {
         let account = account_of(&me()).expect("my own account");
         let env = ChildEnvironment::Reset { vars: vec![("LANG".into(), "C.UTF-8".into())] };
         // A bare name: found on the reset PATH, not on the test's own.
-        let mut child = RunningChild::spawn(
-            &Spawner::here(),
-            &request(&argv(&["env"]), &env),
-            poll.registry(),
-            Token(1),
-            Token(2),
-        )
-        .expect("spawns");
+        let mut child = started(&poll, TOKENS, &["env"], env.clone(), &[]);
         let (out, _) = collect(&mut child, &mut poll);
         let mut shown: Vec<String> = String::from_utf8_lossy(&out).lines().map(str::to_owned).collect();
         shown.sort();
@@ -403,31 +315,9 @@ mod tests {
             env.resolve(&account).vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
         expected.sort();
         assert_eq!(shown, expected);
-        let mut child = RunningChild::spawn(
-            &Spawner::here(),
-            &request(&argv(&["pwd"]), &env),
-            poll.registry(),
-            Token(3),
-            Token(4),
-        )
-        .expect("spawns");
+        let mut child = started(&poll, (Token(3), Token(4)), &["pwd"], env, &[]);
         let (out, _) = collect(&mut child, &mut poll);
         let dir = if account.home_is_dir { account.home.clone() } else { "/".to_owned() };
         assert_eq!(String::from_utf8_lossy(&out).trim_end(), dir);
-    }
-
-    #[test]
-    fn an_empty_command_is_refused() {
-        let poll = Poll::new().expect("poll");
-        assert!(matches!(
-            RunningChild::spawn(
-                &Spawner::here(),
-                &request(&[], &inherit()),
-                poll.registry(),
-                Token(1),
-                Token(2)
-            ),
-            Err(ChildError::EmptyCommand)
-        ));
     }
 }

@@ -19,12 +19,13 @@ use crate::sockets::{ListenSocket, StreamSocket, bind_local};
 use mio::{Interest, Token};
 use tracing::{debug, info, warn};
 
-use crate::child::{RunningChild, SpawnRequest, Stream, current_user};
+use crate::child::{RunningChild, Stream};
 use crate::clock::Clock;
 use crate::error::NodeError;
+use crate::launch::{SpawnRequest, current_user};
 use crate::place::place_file;
 use crate::reactor::{Role, Slot};
-use crate::spawner::Spawner;
+use crate::spawner::{Finished, Spawner};
 use crate::store::Store;
 use crate::web_front::WebFront;
 use std::sync::Arc;
@@ -39,6 +40,19 @@ enum Source {
     Listener(ListenerId),
     Conn(ConnId),
     Pipe(ChildId, Stream),
+    /// The spawner announced commands it started (or could not).
+    Spawner,
+}
+
+/// A command handed to the spawner and not yet announced: what the node asked of it meanwhile.
+#[derive(Debug)]
+struct Starting {
+    program: String,
+    tokens: (Token, Token),
+    /// The node killed it before it started: kill it as soon as it does.
+    killed: bool,
+    /// The node paused its output: adopt it unwatched.
+    paused: bool,
 }
 
 #[derive(Debug)]
@@ -69,6 +83,7 @@ pub struct NodeDriver {
     /// Records the node handed out, kept together once it yields nothing more (group commit).
     ready: Vec<(PersistId, Record)>,
     children: BTreeMap<ChildId, RunningChild>,
+    starting: BTreeMap<ChildId, Starting>,
     /// Started before any socket, so the commands it starts copy a small descriptor table.
     spawner: Spawner,
     sources: BTreeMap<Token, Source>,
@@ -110,7 +125,8 @@ impl NodeDriver {
             unflushed: BTreeSet::new(),
             ready: Vec::new(),
             children: BTreeMap::new(),
-            spawner: Spawner::start(),
+            starting: BTreeMap::new(),
+            spawner: Spawner::start()?,
             sources: BTreeMap::new(),
             next_token: 1,
             next_inbound: 1,
@@ -118,6 +134,10 @@ impl NodeDriver {
             web: None,
             metrics_published: None,
         };
+        let token = driver.token(Source::Spawner);
+        if let Some(news) = driver.spawner.news() {
+            driver.slot.registry().register(news, token, Interest::READABLE)?;
+        }
         driver.settle()?;
         Ok(driver)
     }
@@ -213,28 +233,31 @@ impl NodeDriver {
                 self.feed(Input::FileWritten { id, outcome });
             }
             // What the command's environment holds is core's (`env`); the account it is
-            // filled in with is looked up by `RunningChild::spawn`.
+            // filled in with is looked up by the spawner. The node hears `ChildStarted` when
+            // the spawner announces it: the loop goes on meanwhile.
             Output::Spawn { child, argv, run_as, env, stdin } => {
                 let run_as = run_as.or_else(current_user).unwrap_or_default();
-                let (out, err) = (
+                let tokens = (
                     self.token(Source::Pipe(child, Stream::Stdout)),
                     self.token(Source::Pipe(child, Stream::Stderr)),
                 );
-                let request = SpawnRequest { argv: &argv, run_as: &run_as, env: &env, stdin: &stdin };
-                match RunningChild::spawn(&self.spawner, &request, self.slot.registry(), out, err) {
-                    Ok(running) => {
-                        self.children.insert(child, running);
-                        self.feed(Input::ChildStarted { child });
+                let program = argv.first().cloned().unwrap_or_default();
+                let starting = Starting { program, tokens, killed: false, paused: false };
+                match self.spawner.submit(child, SpawnRequest { argv, run_as, env, stdin }) {
+                    Ok(()) => {
+                        self.starting.insert(child, starting);
                     }
                     Err(e) => {
-                        self.sources.retain(|_, s| !matches!(s, Source::Pipe(c, _) if *c == child));
+                        self.forget_tokens(tokens);
                         self.feed(Input::ChildFailed { child, reason: e.to_string() });
                     }
                 }
             }
             Output::Kill { child } => {
-                if let Some(mut running) = self.children.remove(&child) {
-                    self.sources.retain(|_, s| !matches!(s, Source::Pipe(c, _) if *c == child));
+                if let Some(starting) = self.starting.get_mut(&child) {
+                    starting.killed = true;
+                } else if let Some(mut running) = self.children.remove(&child) {
+                    self.forget_tokens((running.stdout_token, running.stderr_token));
                     match running.kill_group() {
                         Ok(status) => self.feed(Input::ChildExited { child, end: process_end(status) }),
                         Err(e) => warn!(error = %e, "kill failed"),
@@ -242,14 +265,18 @@ impl NodeDriver {
                 }
             }
             Output::PauseChild { child } => {
-                if let Some(running) = self.children.get_mut(&child)
+                if let Some(starting) = self.starting.get_mut(&child) {
+                    starting.paused = true;
+                } else if let Some(running) = self.children.get_mut(&child)
                     && let Err(e) = running.pause(self.slot.registry())
                 {
                     warn!(error = %e, "could not pause a command's output");
                 }
             }
             Output::ResumeChild { child } => {
-                if let Some(running) = self.children.get_mut(&child)
+                if let Some(starting) = self.starting.get_mut(&child) {
+                    starting.paused = false;
+                } else if let Some(running) = self.children.get_mut(&child)
                     && let Err(e) = running.resume(self.slot.registry())
                 {
                     warn!(error = %e, "could not resume a command's output");
@@ -381,10 +408,52 @@ impl NodeDriver {
             .filter_map(|(id, c)| c.try_wait().ok().flatten().map(|status| (*id, process_end(status))))
             .collect();
         for (child, end) in done {
-            self.children.remove(&child);
-            self.sources.retain(|_, s| !matches!(s, Source::Pipe(c, _) if *c == child));
+            if let Some(running) = self.children.remove(&child) {
+                self.forget_tokens((running.stdout_token, running.stderr_token));
+            }
             self.feed(Input::ChildExited { child, end });
         }
+    }
+
+    fn forget_tokens(&mut self, (stdout, stderr): (Token, Token)) {
+        self.sources.remove(&stdout);
+        self.sources.remove(&stderr);
+    }
+
+    /// Takes in every command the spawner announced: watched and reported started, killed at
+    /// once if the node killed it meanwhile, or reported failed.
+    fn take_started(&mut self) -> Result<(), NodeError> {
+        while let Some(Finished { id: child, outcome }) = self.spawner.next_finished()? {
+            let Some(starting) = self.starting.remove(&child) else { continue };
+            let adopted = outcome.and_then(|spawned| {
+                RunningChild::adopt(
+                    &starting.program,
+                    spawned,
+                    self.slot.registry(),
+                    starting.tokens,
+                    starting.paused,
+                )
+            });
+            match adopted {
+                Ok(mut running) => {
+                    self.feed(Input::ChildStarted { child });
+                    if starting.killed {
+                        self.forget_tokens(starting.tokens);
+                        match running.kill_group() {
+                            Ok(status) => self.feed(Input::ChildExited { child, end: process_end(status) }),
+                            Err(e) => warn!(error = %e, "kill failed"),
+                        }
+                    } else {
+                        self.children.insert(child, running);
+                    }
+                }
+                Err(e) => {
+                    self.forget_tokens(starting.tokens);
+                    self.feed(Input::ChildFailed { child, reason: e.to_string() });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Makes every record the node handed out durable in one commit, then tells the node, in
@@ -525,6 +594,7 @@ impl Role for NodeDriver {
                 }
             }
             Some(Source::Pipe(child, stream)) => self.read_pipe(child, stream),
+            Some(Source::Spawner) => self.take_started()?,
             Some(Source::Web) => {
                 let inputs = self.web.as_mut().map(WebFront::take_inputs).unwrap_or_default();
                 for input in inputs {

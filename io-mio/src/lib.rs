@@ -11,6 +11,7 @@ pub mod entropy;
 pub mod error;
 pub mod inspect;
 pub mod keyfile;
+pub mod launch;
 pub mod metrics;
 pub mod node_config;
 pub mod place;

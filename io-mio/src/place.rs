@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::{CWD, Mode, OFlags};
 
-use crate::child::resolve_run_as;
+use crate::launch::resolve_run_as;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
@@ -105,7 +105,7 @@ mod tests {
     use super::*;
 
     fn me() -> String {
-        crate::child::current_user().expect("a passwd entry")
+        crate::launch::current_user().expect("a passwd entry")
     }
 
     #[test]
