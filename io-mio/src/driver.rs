@@ -8,10 +8,10 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::path::Path;
 
+use cohort_core::Machine;
 use cohort_core::node::{
     AuditRange, AuditRows, ChildId, ConnId, Input, Level, ListenerId, Node, Output, PersistId, Record,
 };
-use cohort_core::{Machine, exec::daemon::ProcessEnd};
 use mio::event::Event;
 use mio::net::{TcpListener, TcpStream};
 
@@ -19,13 +19,13 @@ use crate::sockets::{ListenSocket, StreamSocket, bind_local};
 use mio::{Interest, Token};
 use tracing::{debug, info, warn};
 
-use crate::child::{RunningChild, Stream};
+use crate::child::Stream;
 use crate::clock::Clock;
+use crate::commands::Commands;
 use crate::error::NodeError;
 use crate::launch::{SpawnRequest, current_user};
 use crate::place::place_file;
 use crate::reactor::{Role, Slot};
-use crate::spawner::{Finished, Spawner};
 use crate::store::Store;
 use crate::web_front::WebFront;
 use std::sync::Arc;
@@ -39,20 +39,8 @@ enum Source {
     Web,
     Listener(ListenerId),
     Conn(ConnId),
-    Pipe(ChildId, Stream),
     /// The spawner announced commands it started (or could not).
     Spawner,
-}
-
-/// A command handed to the spawner and not yet announced: what the node asked of it meanwhile.
-#[derive(Debug)]
-struct Starting {
-    program: String,
-    tokens: (Token, Token),
-    /// The node killed it before it started: kill it as soon as it does.
-    killed: bool,
-    /// The node paused its output: adopt it unwatched.
-    paused: bool,
 }
 
 #[derive(Debug)]
@@ -82,10 +70,8 @@ pub struct NodeDriver {
     unflushed: BTreeSet<ConnId>,
     /// Records the node handed out, kept together once it yields nothing more (group commit).
     ready: Vec<(PersistId, Record)>,
-    children: BTreeMap<ChildId, RunningChild>,
-    starting: BTreeMap<ChildId, Starting>,
     /// Started before any socket, so the commands it starts copy a small descriptor table.
-    spawner: Spawner,
+    commands: Commands,
     sources: BTreeMap<Token, Source>,
     next_token: usize,
     next_inbound: u64,
@@ -124,9 +110,7 @@ impl NodeDriver {
             sockets: BTreeMap::new(),
             unflushed: BTreeSet::new(),
             ready: Vec::new(),
-            children: BTreeMap::new(),
-            starting: BTreeMap::new(),
-            spawner: Spawner::start()?,
+            commands: Commands::start()?,
             sources: BTreeMap::new(),
             next_token: 1,
             next_inbound: 1,
@@ -135,7 +119,7 @@ impl NodeDriver {
             metrics_published: None,
         };
         let token = driver.token(Source::Spawner);
-        if let Some(news) = driver.spawner.news() {
+        if let Some(news) = driver.commands.news() {
             driver.slot.registry().register(news, token, Interest::READABLE)?;
         }
         driver.settle()?;
@@ -237,51 +221,20 @@ impl NodeDriver {
             // the spawner announces it: the loop goes on meanwhile.
             Output::Spawn { child, argv, run_as, env, stdin } => {
                 let run_as = run_as.or_else(current_user).unwrap_or_default();
-                let tokens = (
-                    self.token(Source::Pipe(child, Stream::Stdout)),
-                    self.token(Source::Pipe(child, Stream::Stderr)),
-                );
-                let program = argv.first().cloned().unwrap_or_default();
-                let starting = Starting { program, tokens, killed: false, paused: false };
-                match self.spawner.submit(child, SpawnRequest { argv, run_as, env, stdin }) {
-                    Ok(()) => {
-                        self.starting.insert(child, starting);
-                    }
-                    Err(e) => {
-                        self.forget_tokens(tokens);
-                        self.feed(Input::ChildFailed { child, reason: e.to_string() });
-                    }
+                let tokens = (self.slot.token(self.next_token), self.slot.token(self.next_token + 1));
+                self.next_token += 2;
+                let request = SpawnRequest { argv, run_as, env, stdin };
+                if let Some(failed) = self.commands.spawn(child, request, tokens) {
+                    self.feed(failed);
                 }
             }
             Output::Kill { child } => {
-                if let Some(starting) = self.starting.get_mut(&child) {
-                    starting.killed = true;
-                } else if let Some(mut running) = self.children.remove(&child) {
-                    self.forget_tokens((running.stdout_token, running.stderr_token));
-                    match running.kill_group() {
-                        Ok(status) => self.feed(Input::ChildExited { child, end: process_end(status) }),
-                        Err(e) => warn!(error = %e, "kill failed"),
-                    }
+                if let Some(exited) = self.commands.kill(child) {
+                    self.feed(exited);
                 }
             }
-            Output::PauseChild { child } => {
-                if let Some(starting) = self.starting.get_mut(&child) {
-                    starting.paused = true;
-                } else if let Some(running) = self.children.get_mut(&child)
-                    && let Err(e) = running.pause(self.slot.registry())
-                {
-                    warn!(error = %e, "could not pause a command's output");
-                }
-            }
-            Output::ResumeChild { child } => {
-                if let Some(starting) = self.starting.get_mut(&child) {
-                    starting.paused = false;
-                } else if let Some(running) = self.children.get_mut(&child)
-                    && let Err(e) = running.resume(self.slot.registry())
-                {
-                    warn!(error = %e, "could not resume a command's output");
-                }
-            }
+            Output::PauseChild { child } => self.commands.pause(child, self.slot.registry()),
+            Output::ResumeChild { child } => self.commands.resume(child, self.slot.registry()),
             Output::Log(event) => match event.level() {
                 Level::Warn => warn!(node = self.name, "{event}"),
                 Level::Info => info!(node = self.name, "{event}"),
@@ -387,71 +340,23 @@ impl NodeDriver {
     }
 
     fn read_pipe(&mut self, child: ChildId, stream: Stream) {
-        let Some(running) = self.children.get_mut(&child) else { return };
-        match running.read(stream, READ_BUDGET) {
-            Ok(Some(bytes)) => {
-                let stderr = stream == Stream::Stderr;
-                self.feed(Input::ChildOutput { child, stderr, bytes });
-            }
-            Ok(None) => {}
-            Err(e) => debug!(error = %e, "pipe read failed"),
+        if let Some(output) = self.commands.read(child, stream, READ_BUDGET) {
+            self.feed(output);
         }
         self.reap();
     }
 
-    /// Reports children whose output closed and who exited.
+    /// Reports the commands that exited.
     fn reap(&mut self) {
-        let done: Vec<(ChildId, ProcessEnd)> = self
-            .children
-            .iter_mut()
-            .filter(|(_, c)| c.output_closed())
-            .filter_map(|(id, c)| c.try_wait().ok().flatten().map(|status| (*id, process_end(status))))
-            .collect();
-        for (child, end) in done {
-            if let Some(running) = self.children.remove(&child) {
-                self.forget_tokens((running.stdout_token, running.stderr_token));
-            }
-            self.feed(Input::ChildExited { child, end });
+        for exited in self.commands.reap() {
+            self.feed(exited);
         }
     }
 
-    fn forget_tokens(&mut self, (stdout, stderr): (Token, Token)) {
-        self.sources.remove(&stdout);
-        self.sources.remove(&stderr);
-    }
-
-    /// Takes in every command the spawner announced: watched and reported started, killed at
-    /// once if the node killed it meanwhile, or reported failed.
+    /// Takes in what the spawner announced.
     fn take_started(&mut self) -> Result<(), NodeError> {
-        while let Some(Finished { id: child, outcome }) = self.spawner.next_finished()? {
-            let Some(starting) = self.starting.remove(&child) else { continue };
-            let adopted = outcome.and_then(|spawned| {
-                RunningChild::adopt(
-                    &starting.program,
-                    spawned,
-                    self.slot.registry(),
-                    starting.tokens,
-                    starting.paused,
-                )
-            });
-            match adopted {
-                Ok(mut running) => {
-                    self.feed(Input::ChildStarted { child });
-                    if starting.killed {
-                        self.forget_tokens(starting.tokens);
-                        match running.kill_group() {
-                            Ok(status) => self.feed(Input::ChildExited { child, end: process_end(status) }),
-                            Err(e) => warn!(error = %e, "kill failed"),
-                        }
-                    } else {
-                        self.children.insert(child, running);
-                    }
-                }
-                Err(e) => {
-                    self.forget_tokens(starting.tokens);
-                    self.feed(Input::ChildFailed { child, reason: e.to_string() });
-                }
-            }
+        for heard in self.commands.take_started(self.slot.registry())? {
+            self.feed(heard);
         }
         Ok(())
     }
@@ -527,15 +432,6 @@ impl NodeDriver {
 
 const METRICS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
-fn process_end(status: std::process::ExitStatus) -> ProcessEnd {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(code), _) => ProcessEnd::Exited(code),
-        (None, Some(signal)) => ProcessEnd::Signalled(signal),
-        (None, None) => ProcessEnd::Exited(-1),
-    }
-}
-
 fn parse_addr(what: &'static str, addr: &str) -> Result<SocketAddr, NodeError> {
     addr.parse().map_err(|_| NodeError::Bind {
         what,
@@ -566,7 +462,7 @@ impl Role for NodeDriver {
     fn next_wake(&self) -> Option<std::time::Instant> {
         let deadline = self.node.poll_timeout().map(|d| self.clock.wake_at(d));
         // Children whose pipes closed may not have exited yet: look again soon.
-        if self.children.values().any(RunningChild::output_closed) {
+        if self.commands.awaiting_exit() {
             let soon = std::time::Instant::now() + std::time::Duration::from_millis(10);
             return Some(deadline.map_or(soon, |d| d.min(soon)));
         }
@@ -593,7 +489,6 @@ impl Role for NodeDriver {
                     }
                 }
             }
-            Some(Source::Pipe(child, stream)) => self.read_pipe(child, stream),
             Some(Source::Spawner) => self.take_started()?,
             Some(Source::Web) => {
                 let inputs = self.web.as_mut().map(WebFront::take_inputs).unwrap_or_default();
@@ -601,7 +496,11 @@ impl Role for NodeDriver {
                     self.feed(input);
                 }
             }
-            None => {}
+            None => {
+                if let Some((child, stream)) = self.commands.pipe(event.token()) {
+                    self.read_pipe(child, stream);
+                }
+            }
         }
         Ok(())
     }
@@ -626,9 +525,7 @@ impl Role for NodeDriver {
         if let Some(front) = &mut self.web {
             front.stop();
         }
-        for running in self.children.values_mut() {
-            let _ = running.kill_group();
-        }
+        self.commands.stop();
         info!(node = self.name, "stopped");
     }
 }

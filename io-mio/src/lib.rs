@@ -6,6 +6,7 @@ pub mod admin_client;
 pub mod channel_client;
 pub mod child;
 pub mod clock;
+pub mod commands;
 pub mod driver;
 pub mod entropy;
 pub mod error;
