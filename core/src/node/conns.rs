@@ -5,7 +5,7 @@
 //! holds for a peer that does not read. It never interprets a message: whole messages go to the
 //! owner, with the authenticated peer.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use super::io::{ConnId, Event, ListenerId, Output};
@@ -134,6 +134,8 @@ struct Conn {
     done: bool,
     /// The driver's error for a connection that ended on one.
     error: Option<String>,
+    /// Its entry in the table's deadlines.
+    filed: Option<Instant>,
 }
 
 impl Conn {
@@ -156,6 +158,10 @@ impl Conn {
 pub struct Connections {
     listeners: BTreeMap<ListenerId, Listener>,
     conns: BTreeMap<ConnId, Conn>,
+    /// Every connection's next deadline, earliest first, so the next wake-up is found without
+    /// asking each of thousands; kept current by [`Connections::pump`], which follows every
+    /// change to a connection.
+    deadlines: BTreeSet<(Instant, ConnId)>,
     rng: SeededRng,
     next_outbound: u64,
     /// The time of the input being handled: when a message counts as heard.
@@ -169,6 +175,7 @@ impl Connections {
         Connections {
             listeners: BTreeMap::new(),
             conns: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
             rng,
             next_outbound: 1,
             now: Instant::ZERO,
@@ -233,6 +240,7 @@ impl Connections {
             congested: false,
             done: false,
             error: None,
+            filed: None,
         };
         self.conns.insert(conn, fresh);
         self.pump(conn);
@@ -312,7 +320,7 @@ impl Connections {
         c.channel.handle(now, ChannelInput::PeerClosed);
         self.pump(conn);
         // The driver's side is gone: nothing to close there.
-        if let Some(c) = self.conns.remove(&conn)
+        if let Some(c) = self.remove(conn)
             && !c.done
         {
             self.events.push_back(ConnEvent::Gone { conn, owner: c.owner, error: c.error });
@@ -360,17 +368,14 @@ impl Connections {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.values().filter_map(Conn::deadline).min()
+        self.deadlines.first().map(|(at, _)| *at)
     }
 
     pub fn handle_timeout(&mut self, now: Now) {
         self.now = now.mono;
-        let due: Vec<ConnId> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.deadline().is_some_and(|d| d <= now.mono))
-            .map(|(id, _)| *id)
-            .collect();
+        // In connection order, whatever their deadlines' order.
+        let due: BTreeSet<ConnId> =
+            self.deadlines.iter().take_while(|(at, _)| *at <= now.mono).map(|(_, conn)| *conn).collect();
         for conn in due {
             let Some(c) = self.conns.get_mut(&conn) else { continue };
             c.channel.handle(now, ChannelInput::Timeout);
@@ -386,8 +391,32 @@ impl Connections {
         }
     }
 
-    /// Moves one channel's outputs: bytes to the driver, the rest to the owner.
+    /// Moves one channel's outputs (bytes to the driver, the rest to the owner), then files the
+    /// connection's deadline anew. Called after every change to a connection.
     fn pump(&mut self, conn: ConnId) {
+        self.pump_outputs(conn);
+        let Some(c) = self.conns.get_mut(&conn) else { return };
+        let next = c.deadline();
+        if next != c.filed {
+            if let Some(at) = std::mem::replace(&mut c.filed, next) {
+                self.deadlines.remove(&(at, conn));
+            }
+            if let Some(at) = next {
+                self.deadlines.insert((at, conn));
+            }
+        }
+    }
+
+    /// Takes `conn` out of the table, with its deadline.
+    fn remove(&mut self, conn: ConnId) -> Option<Conn> {
+        let c = self.conns.remove(&conn)?;
+        if let Some(at) = c.filed {
+            self.deadlines.remove(&(at, conn));
+        }
+        Some(c)
+    }
+
+    fn pump_outputs(&mut self, conn: ConnId) {
         while let Some(out) = self.conns.get_mut(&conn).and_then(|c| c.channel.poll_output()) {
             let Some(c) = self.conns.get_mut(&conn) else { return };
             match out {
@@ -440,7 +469,7 @@ impl Connections {
                     let owner = c.owner;
                     self.outputs.push_back(Output::Close { conn });
                     self.events.push_back(ConnEvent::Gone { conn, owner, error });
-                    self.conns.remove(&conn);
+                    self.remove(conn);
                     return;
                 }
             }
@@ -530,5 +559,29 @@ mod tests {
         let last_transmit = outputs.iter().rposition(|o| matches!(o, Output::Transmit { .. }));
         let drop = outputs.iter().position(|o| matches!(o, Output::Log(Event::NotReading { .. })));
         assert!(last_transmit < drop);
+    }
+
+    /// The filed deadlines always give what asking every connection would.
+    #[test]
+    fn the_next_deadline_is_what_a_scan_of_every_connection_gives() {
+        let scan = |t: &Connections| t.conns.values().filter_map(Conn::deadline).min();
+        let limits = ConnLimits { idle: Some(Duration::from_secs(7)), ..ConnLimits::default() };
+        let (mut a, mut b, cb) = connected(limits);
+        let ca = ConnId::inbound(1);
+        assert!(a.poll_timeout().is_some());
+        assert_eq!((a.poll_timeout(), b.poll_timeout()), (scan(&a), scan(&b)));
+        // A message heard later moves the idle deadline on.
+        let later = Now { mono: Instant::ZERO + Duration::from_secs(3), ..Now::ZERO };
+        b.send(cb, b"hello");
+        shuttle(later, &mut b, &mut a, (cb, ca), true);
+        assert_eq!(a.poll_timeout(), Some(later.mono + Duration::from_secs(7)));
+        assert_eq!((a.poll_timeout(), b.poll_timeout()), (scan(&a), scan(&b)));
+        // Past the idle limit: closed, and its deadline gone with it.
+        let idle = Now { mono: later.mono + Duration::from_secs(8), ..Now::ZERO };
+        a.handle_timeout(idle);
+        assert_eq!(a.open(), 0);
+        assert_eq!((a.poll_timeout(), a.deadlines.len()), (None, 0));
+        b.closed(idle, cb, None);
+        assert_eq!((b.poll_timeout(), b.deadlines.len()), (None, 0));
     }
 }

@@ -29,11 +29,13 @@ use crate::rng::SeededRng;
 use crate::time::{Instant, Now};
 use crate::wire;
 
+mod daemons;
 mod gateway_slot;
 mod host_channels;
 mod kdc_slot;
 mod web_slot;
 
+use daemons::{Daemons, Host};
 use gateway_slot::GatewaySlot;
 use kdc_slot::KdcSlot;
 pub use web_slot::{PolicyMaster, WebRole};
@@ -89,16 +91,10 @@ const MAX_AUDIT_QUEUE: usize = 10_000;
 const AUDIT_LINK_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Debug)]
-struct Host {
-    daemon: ExecDaemon,
-    listener: ListenerId,
-}
-
-#[derive(Debug)]
 pub(super) struct ExecHost {
     gateway: Option<GatewaySlot>,
     kdc: Option<KdcSlot>,
-    hosts: Vec<Host>,
+    hosts: Daemons,
     /// The link to the collector, and each record in flight on it: link ack → (host, token).
     audit_link: Option<usize>,
     in_flight: BTreeMap<u64, (usize, u64)>,
@@ -153,6 +149,7 @@ impl ExecHost {
             })
             .collect::<Vec<_>>();
         let by_listener = hosts.iter().enumerate().map(|(i, h)| (h.listener, i)).collect();
+        let hosts = Daemons::new(hosts);
         let audit_link = audit.filter(|_| !hosts.is_empty()).map(|a| {
             // The collector acknowledges every record at once: a link that hears nothing for this
             // long is dead (a cut without a reset), and is closed and redialled when needed.
@@ -253,9 +250,10 @@ impl ExecHost {
             k.operators = directory.operators.clone();
             fx.conns.set_trust(k.listener, k.trust());
         }
-        for h in &mut self.hosts {
-            let listed = directory.lists(h.daemon.host(), &h.daemon.identity());
-            h.daemon.handle(now, DaemonInput::Directory { acl: directory.acl.clone(), listed });
+        let listed: Vec<bool> =
+            self.hosts.iter().map(|h| directory.lists(h.daemon.host(), &h.daemon.identity())).collect();
+        for (i, listed) in listed.into_iter().enumerate() {
+            self.hosts.handle(i, now, DaemonInput::Directory { acl: directory.acl.clone(), listed });
         }
         if let Some(g) = &mut self.gateway {
             g.collector.handle(now, CollectorInput::Signers(audit_signers(&directory, g.keys.public())));
@@ -267,8 +265,7 @@ impl ExecHost {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let gateway = self.gateway.as_ref().and_then(|g| g.gateway.poll_timeout());
         let channels = self.gateway.as_ref().and_then(|g| g.hosts.poll_timeout());
-        let daemons = self.hosts.iter().filter_map(|h| h.daemon.poll_timeout());
-        gateway.into_iter().chain(channels).chain(daemons).min()
+        gateway.into_iter().chain(channels).chain(self.hosts.poll_timeout()).min()
     }
 
     pub fn handle_timeout(&mut self, now: Now, fx: &mut Effects<'_>) {
@@ -282,11 +279,7 @@ impl ExecHost {
         {
             g.hosts.handle_timeout(now, fx);
         }
-        for h in &mut self.hosts {
-            if h.daemon.poll_timeout().is_some_and(|t| t <= now.mono) {
-                h.daemon.handle(now, DaemonInput::Timeout);
-            }
-        }
+        self.hosts.handle_timeout(now);
         self.drain(now, fx);
     }
 
@@ -334,7 +327,7 @@ impl ExecHost {
                 g.gateway.handle(now, input);
             }
             (Owner::Listener(_), Some(i), _) => match wire::decode::<HostWire>(bytes) {
-                Ok(message) => self.hosts[i].daemon.handle(now, DaemonInput::Wire { conn: conn.0, message }),
+                Ok(message) => self.hosts.handle(i, now, DaemonInput::Wire { conn: conn.0, message }),
                 Err(e) => bad_message(fx, conn, format!("undecodable request: {e}")),
             },
             (Owner::Listener(_), None, Some(g)) => match wire::decode::<GatewayWire>(bytes) {
@@ -363,10 +356,8 @@ impl ExecHost {
             }
             (Owner::Link(_), _, _) => match wire::decode::<GatewayReply>(bytes) {
                 Ok(GatewayReply::AuditAck { ack }) => {
-                    if let Some((host, token)) = self.in_flight.remove(&ack)
-                        && let Some(h) = self.hosts.get_mut(host)
-                    {
-                        h.daemon.handle(now, DaemonInput::AuditAcked { token });
+                    if let Some((host, token)) = self.in_flight.remove(&ack) {
+                        self.hosts.handle(host, now, DaemonInput::AuditAcked { token });
                     }
                 }
                 Ok(GatewayReply::AuditRefused { ack, reason }) => {
@@ -405,9 +396,7 @@ impl ExecHost {
         }
         let host = self.host_of(owner);
         match (owner, host, &mut self.gateway) {
-            (Owner::Listener(_), Some(i), _) => {
-                self.hosts[i].daemon.handle(now, DaemonInput::Gone { conn: conn.0 })
-            }
+            (Owner::Listener(_), Some(i), _) => self.hosts.handle(i, now, DaemonInput::Gone { conn: conn.0 }),
             (Owner::Listener(_), None, Some(g)) => {
                 g.gateway.handle(now, GatewayInput::ClientGone { client: conn.0 });
                 g.acks.retain(|_, (c, _)| *c != conn);
@@ -438,9 +427,7 @@ impl ExecHost {
                 }
             }
             AfterPersist::LocalAudit { host, token } => {
-                if let Some(h) = self.hosts.get_mut(host) {
-                    h.daemon.handle(now, DaemonInput::AuditPersisted { token });
-                }
+                self.hosts.handle(host, now, DaemonInput::AuditPersisted { token });
             }
             AfterPersist::KdcAnswer(conn) => {
                 if let Some(k) = &mut self.kdc {
@@ -468,9 +455,7 @@ impl ExecHost {
                 DaemonInput::SpawnFailed { session, reason }
             }
         };
-        if let Some(h) = self.hosts.get_mut(host) {
-            h.daemon.handle(now, input);
-        }
+        self.hosts.handle(host, now, input);
         self.drain(now, fx);
         true
     }
@@ -489,9 +474,7 @@ impl ExecHost {
         fx: &mut Effects<'_>,
     ) {
         let Some((host, session, path)) = self.placing.remove(&id) else { return };
-        if let Some(h) = self.hosts.get_mut(host) {
-            h.daemon.handle(now, DaemonInput::Placed { session, path, outcome });
-        }
+        self.hosts.handle(host, now, DaemonInput::Placed { session, path, outcome });
         self.drain(now, fx);
     }
 
@@ -508,55 +491,51 @@ impl ExecHost {
 
     fn drain_hosts(&mut self, now: Now, fx: &mut Effects<'_>) -> bool {
         let mut moved = false;
-        for (i, h) in self.hosts.iter_mut().enumerate() {
-            while let Some(out) = h.daemon.poll_output() {
-                moved = true;
-                match out {
-                    DaemonOutput::PersistAudit { token, record } => fx.persist_then(
-                        Record::LocalAudit(record),
-                        AfterPersist::LocalAudit { host: i, token },
-                    ),
-                    DaemonOutput::SubmitAudit { token, record } => {
-                        let Some(link) = self.audit_link else { continue };
-                        let ack = self.next_link_ack;
-                        self.next_link_ack += 1;
-                        self.in_flight.insert(ack, (i, token));
-                        let bytes = encode(&GatewayWire::AuditSubmit { ack, record });
-                        fx.links.send(now, link, bytes, fx.conns);
+        while let Some((i, out)) = self.hosts.poll_output() {
+            moved = true;
+            match out {
+                DaemonOutput::PersistAudit { token, record } => {
+                    fx.persist_then(Record::LocalAudit(record), AfterPersist::LocalAudit { host: i, token })
+                }
+                DaemonOutput::SubmitAudit { token, record } => {
+                    let Some(link) = self.audit_link else { continue };
+                    let ack = self.next_link_ack;
+                    self.next_link_ack += 1;
+                    self.in_flight.insert(ack, (i, token));
+                    let bytes = encode(&GatewayWire::AuditSubmit { ack, record });
+                    fx.links.send(now, link, bytes, fx.conns);
+                }
+                DaemonOutput::Spawn { session, run_as, argv, env, stdin } => {
+                    let child = fx.ids.child();
+                    self.children.insert(child, (i, session));
+                    fx.out.push_back(Output::Spawn { child, argv, run_as: Some(run_as), env, stdin });
+                }
+                DaemonOutput::PlaceFile { session, owner, file } => {
+                    let id = fx.ids.file();
+                    self.placing.insert(id, (i, session, file.path.clone()));
+                    fx.out.push_back(Output::PlaceFile {
+                        id,
+                        path: file.path,
+                        contents: file.content,
+                        mode: file.mode,
+                        owner,
+                    });
+                }
+                DaemonOutput::Kill { session } => {
+                    let child = self.children.iter().find(|(_, s)| **s == (i, session)).map(|(c, _)| *c);
+                    if let Some(child) = child {
+                        fx.out.push_back(Output::Kill { child });
                     }
-                    DaemonOutput::Spawn { session, run_as, argv, env, stdin } => {
-                        let child = fx.ids.child();
-                        self.children.insert(child, (i, session));
-                        fx.out.push_back(Output::Spawn { child, argv, run_as: Some(run_as), env, stdin });
-                    }
-                    DaemonOutput::PlaceFile { session, owner, file } => {
-                        let id = fx.ids.file();
-                        self.placing.insert(id, (i, session, file.path.clone()));
-                        fx.out.push_back(Output::PlaceFile {
-                            id,
-                            path: file.path,
-                            contents: file.content,
-                            mode: file.mode,
-                            owner,
-                        });
-                    }
-                    DaemonOutput::Kill { session } => {
+                }
+                DaemonOutput::Reply { session, to, event } => {
+                    let conn = ConnId(to.conn);
+                    send(fx, conn, &HostFrame { session: to.session, event });
+                    // The gateway is not keeping up: the command waits instead of memory filling.
+                    if fx.conns.congested(conn) {
                         let child = self.children.iter().find(|(_, s)| **s == (i, session)).map(|(c, _)| *c);
-                        if let Some(child) = child {
-                            fx.out.push_back(Output::Kill { child });
-                        }
-                    }
-                    DaemonOutput::Reply { session, to, event } => {
-                        let conn = ConnId(to.conn);
-                        send(fx, conn, &HostFrame { session: to.session, event });
-                        // The gateway is not keeping up: the command waits instead of memory filling.
-                        if fx.conns.congested(conn) {
-                            let child =
-                                self.children.iter().find(|(_, s)| **s == (i, session)).map(|(c, _)| *c);
-                            if let Some(child) = child.filter(|c| !self.paused.contains_key(c)) {
-                                self.paused.insert(child, conn);
-                                fx.out.push_back(Output::PauseChild { child });
-                            }
+                        if let Some(child) = child.filter(|c| !self.paused.contains_key(c)) {
+                            self.paused.insert(child, conn);
+                            fx.out.push_back(Output::PauseChild { child });
                         }
                     }
                 }

@@ -67,6 +67,9 @@ pub(super) struct HostChannels {
     /// The channel new sessions to each host go on.
     current: BTreeMap<HostKey, u64>,
     routes: BTreeMap<u64, Route>,
+    /// Channels with no session, by the time they fell idle, earliest first: the next to close
+    /// is found without a scan.
+    idle: BTreeSet<(Instant, u64)>,
     next_channel: u64,
 }
 
@@ -78,6 +81,7 @@ impl HostChannels {
             channels: BTreeMap::new(),
             current: BTreeMap::new(),
             routes: BTreeMap::new(),
+            idle: BTreeSet::new(),
             next_channel: 1,
         }
     }
@@ -121,11 +125,11 @@ impl HostChannels {
                 }
             },
         };
+        self.set_idle(id, None);
         let (Some(channel), Some(route)) = (self.channels.get_mut(&id), self.routes.get_mut(&session)) else {
             return None;
         };
         channel.sessions.insert(session);
-        channel.idle_since = None;
         route.channel = id;
         route.on_open_channel = channel.established;
         if let Some(request) = route.request.clone() {
@@ -189,7 +193,7 @@ impl HostChannels {
         if channel.retired {
             self.close(id, fx);
         } else {
-            channel.idle_since = Some(now);
+            self.set_idle(id, Some(now));
         }
     }
 
@@ -200,8 +204,20 @@ impl HostChannels {
         }
     }
 
+    /// Channel `id` fell idle at `since`, or (`None`) carries a session again.
+    fn set_idle(&mut self, id: u64, since: Option<Instant>) {
+        let Some(channel) = self.channels.get_mut(&id) else { return };
+        if let Some(was) = std::mem::replace(&mut channel.idle_since, since) {
+            self.idle.remove(&(was, id));
+        }
+        if let Some(since) = since {
+            self.idle.insert((since, id));
+        }
+    }
+
     /// Forgets channel `id`, and that new sessions to its host go on it.
     fn remove(&mut self, id: u64) -> Option<Channel> {
+        self.set_idle(id, None);
         let channel = self.channels.remove(&id)?;
         let key = host_key(&channel.host);
         if self.current.get(&key) == Some(&id) {
@@ -283,16 +299,17 @@ impl HostChannels {
     }
 
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        self.channels.values().filter_map(|c| c.idle_since).min().map(|since| since + IDLE_CLOSE)
+        self.idle.first().map(|(since, _)| *since + IDLE_CLOSE)
     }
 
     /// Closes the channels idle for [`IDLE_CLOSE`].
     pub(super) fn handle_timeout(&mut self, now: Now, fx: &mut Effects<'_>) {
-        let idle: Vec<u64> = self
-            .channels
+        // In channel order, whatever the order they fell idle in.
+        let idle: BTreeSet<u64> = self
+            .idle
             .iter()
-            .filter(|(_, c)| c.idle_since.is_some_and(|since| since + IDLE_CLOSE <= now.mono))
-            .map(|(id, _)| *id)
+            .take_while(|(since, _)| *since + IDLE_CLOSE <= now.mono)
+            .map(|(_, id)| *id)
             .collect();
         for id in idle {
             self.close(id, fx);
