@@ -6,7 +6,7 @@ use core::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::identity::{NodeKeys, PublicIdentity, SignatureError};
+use crate::identity::{NodeKeys, PublicIdentity, SignatureError, Verifier};
 
 /// An Ed25519 signature (64 bytes; serde has no derive for arrays that long).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -71,6 +71,13 @@ impl<T: SignedKind> Signed<T> {
     pub fn verify(&self, signer: &PublicIdentity) -> Result<&T, SignatureError> {
         let bytes = signing_bytes(&self.body).map_err(|_| SignatureError::Invalid)?;
         signer.verify(&bytes, &self.signature.0)?;
+        Ok(&self.body)
+    }
+
+    /// Checks the signature against a signer's key decoded beforehand.
+    pub fn verify_by(&self, verifier: &Verifier) -> Result<&T, SignatureError> {
+        let bytes = signing_bytes(&self.body).map_err(|_| SignatureError::Invalid)?;
+        verifier.verify(&bytes, &self.signature.0)?;
         Ok(&self.body)
     }
 

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::task::{DataDigest, DataKind};
-use crate::identity::{NodeKeys, PublicIdentity};
+use crate::identity::{NodeKeys, PublicIdentity, Verifier};
 use crate::machine::Machine;
 use crate::signed::{Signature, Signed, SignedKind};
 use crate::time::{Instant, Now, WallClock};
@@ -280,6 +280,9 @@ pub struct AuditCollector {
     /// Signs checkpoints.
     keys: NodeKeys,
     signers: BTreeMap<String, PublicIdentity>,
+    /// The signers' keys decoded, each once: a record costs one verification, not a decode too.
+    /// A signer whose key does not decode has none, and its records are refused.
+    verifiers: BTreeMap<String, Verifier>,
     refused: u64,
     next_index: u64,
     last_hash: [u8; 32],
@@ -294,6 +297,7 @@ impl AuditCollector {
     pub fn new(last: Option<&ChainEntry>, signers: BTreeMap<String, PublicIdentity>, keys: NodeKeys) -> Self {
         AuditCollector {
             keys,
+            verifiers: decoded(&signers),
             signers,
             refused: 0,
             next_index: last.map_or(0, |e| e.index + 1),
@@ -318,10 +322,18 @@ impl AuditCollector {
 
     fn check(&self, record: &Signed<AuditRecord>) -> Result<(), AuditRefusal> {
         let host = &record.body.host;
-        let signer = self.signers.get(host).ok_or_else(|| AuditRefusal::UnknownHost(clip(host)))?;
-        record.verify(signer).map_err(|_| AuditRefusal::BadSignature(clip(host)))?;
+        if !self.signers.contains_key(host) {
+            return Err(AuditRefusal::UnknownHost(clip(host)));
+        }
+        let verifier = self.verifiers.get(host).ok_or_else(|| AuditRefusal::BadSignature(clip(host)))?;
+        record.verify_by(verifier).map_err(|_| AuditRefusal::BadSignature(clip(host)))?;
         Ok(())
     }
+}
+
+/// Each signer's key decoded, leaving out any that is not a curve point.
+fn decoded(signers: &BTreeMap<String, PublicIdentity>) -> BTreeMap<String, Verifier> {
+    signers.iter().filter_map(|(host, id)| Some((host.clone(), id.verifier().ok()?))).collect()
 }
 
 /// A host name from a record, cut short enough to log and send back.
@@ -335,7 +347,10 @@ impl Machine for AuditCollector {
 
     fn handle(&mut self, now: Now, input: CollectorInput) {
         match input {
-            CollectorInput::Signers(signers) => self.signers = signers,
+            CollectorInput::Signers(signers) => {
+                self.verifiers = decoded(&signers);
+                self.signers = signers;
+            }
             CollectorInput::Submit { ack, record } => {
                 if let Err(refusal) = self.check(&record) {
                     self.refused += 1;
@@ -454,6 +469,36 @@ mod tests {
             acks,
             vec![CollectorOutput::Ack { ack: 7, index: 0 }, CollectorOutput::Ack { ack: 8, index: 1 }]
         );
+    }
+
+    /// The collector decodes each signer's key once, when it hears the signers: a key swapped
+    /// in the configuration is the one records are checked against from then on, and a key that
+    /// is no curve point takes no record.
+    #[test]
+    fn records_are_checked_against_the_signers_current_keys() {
+        let mut collector = AuditCollector::new(None, signers(3), key(200));
+        let mut table = signers(3);
+        table.insert("h1".into(), key(101).public());
+        // The y coordinate 2 has no point on the curve.
+        let mut broken = key(2).public();
+        broken.signing = [0; 32];
+        broken.signing[0] = 2;
+        assert!(broken.verifier().is_err());
+        table.insert("h2".into(), broken);
+        collector.handle(Now::ZERO, CollectorInput::Signers(table));
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 1, record: Box::new(record(1)) });
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 2, record: Box::new(record(2)) });
+        let renewed = Signed::sign(body(1), &key(101)).expect("signs");
+        collector.handle(Now::ZERO, CollectorInput::Submit { ack: 3, record: Box::new(renewed) });
+        let outputs: Vec<_> = std::iter::from_fn(|| collector.poll_output()).collect();
+        assert_eq!(
+            outputs[..2],
+            [
+                CollectorOutput::Refused { ack: 1, refusal: AuditRefusal::BadSignature("h1".into()) },
+                CollectorOutput::Refused { ack: 2, refusal: AuditRefusal::BadSignature("h2".into()) },
+            ]
+        );
+        assert!(matches!(&outputs[2..], [CollectorOutput::Append { entry, .. }] if entry.record.host == "h1"));
     }
 
     #[test]
