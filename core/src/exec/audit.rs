@@ -498,7 +498,9 @@ mod tests {
                 CollectorOutput::Refused { ack: 2, refusal: AuditRefusal::BadSignature("h2".into()) },
             ]
         );
-        assert!(matches!(&outputs[2..], [CollectorOutput::Append { entry, .. }] if entry.record.host == "h1"));
+        assert!(
+            matches!(&outputs[2..], [CollectorOutput::Append { entry, .. }] if entry.record.host == "h1")
+        );
     }
 
     #[test]

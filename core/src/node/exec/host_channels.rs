@@ -316,3 +316,97 @@ impl HostChannels {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use super::super::super::conns::Connections;
+    use super::super::super::io::Output;
+    use super::super::super::links::Links;
+    use super::super::super::{AfterPersist, Ids};
+    use super::*;
+    use crate::exec::task::Task;
+    use crate::exec::ticket::{SealedAuthenticator, ServiceTicket};
+    use crate::rng::seeded;
+
+    fn request() -> Box<ExecRequest> {
+        Box::new(ExecRequest {
+            ticket: ServiceTicket { host: "h1".into(), nonce: [0; 24], ciphertext: Vec::new() },
+            authenticator: SealedAuthenticator { nonce: [0; 12], ciphertext: Vec::new() },
+            run_as: "alice".into(),
+            task: Task::Run { argv: vec!["true".into()], stdin: Vec::new(), env: Vec::new() },
+            max_output: 1024,
+        })
+    }
+
+    /// The pieces of a node a test lends as `Effects`.
+    struct Plumbing {
+        conns: Connections,
+        links: Links,
+        out: VecDeque<Output>,
+        ids: Ids,
+        after: BTreeMap<crate::node::io::PersistId, AfterPersist>,
+    }
+
+    impl Plumbing {
+        fn new() -> Plumbing {
+            Plumbing {
+                conns: Connections::new(seeded(1)),
+                links: Links::new(seeded(2)),
+                out: VecDeque::new(),
+                ids: Ids::default(),
+                after: BTreeMap::new(),
+            }
+        }
+
+        fn fx(&mut self) -> Effects<'_> {
+            Effects {
+                conns: &mut self.conns,
+                links: &mut self.links,
+                out: &mut self.out,
+                ids: &mut self.ids,
+                after: &mut self.after,
+            }
+        }
+
+        /// Connections asked for since the last call.
+        fn dialled(&mut self) -> usize {
+            std::iter::from_fn(|| self.conns.poll_output())
+                .filter(|o| matches!(o, Output::Connect { .. }))
+                .count()
+        }
+    }
+
+    /// One channel carries at most [`SESSIONS_PER_CHANNEL`] sessions; the next opens a second
+    /// channel to the same host, and a channel whose sessions all ended waits, idle, until
+    /// [`IDLE_CLOSE`] has passed, then closes.
+    #[test]
+    fn a_host_gets_a_second_channel_past_the_sessions_one_carries_and_idle_ones_close() {
+        let mut plumbing = Plumbing::new();
+        let host =
+            ManagedHost { address: "h1:7000".into(), identity: NodeKeys::generate(&mut seeded(4)).public() };
+        let mut channels = HostChannels::new(NodeKeys::generate(&mut seeded(3)), ConnLimits::default());
+        let now = Now::ZERO;
+        let cap = SESSIONS_PER_CHANNEL as u64;
+        for session in 0..cap {
+            assert_eq!(channels.start(now, session, host.clone(), request(), &mut plumbing.fx()), None);
+        }
+        assert_eq!((plumbing.dialled(), channels.counts()), (1, (1, 0)));
+        assert_eq!(channels.start(now, cap, host.clone(), request(), &mut plumbing.fx()), None);
+        assert_eq!((plumbing.dialled(), channels.counts()), (1, (2, 0)));
+        assert_eq!(channels.poll_timeout(), None, "no channel is idle");
+
+        // The second channel's one session ends: it falls idle, and closes after IDLE_CLOSE.
+        let ended =
+            wire::encode(&HostFrame { session: cap, event: HostEvent::Exited { code: 0 } }).expect("encodes");
+        let (owner, conn) = (Owner::HostChannel(2), ConnId(2));
+        let heard = channels.on_message(now, owner, conn, &ended, &mut plumbing.fx());
+        assert!(matches!(heard, Some(GatewayInput::Host { session, .. }) if session == cap));
+        assert_eq!(channels.counts(), (1, 1));
+        assert_eq!(channels.poll_timeout(), Some(now.mono + IDLE_CLOSE));
+        let later = Now { mono: now.mono + IDLE_CLOSE, ..now };
+        channels.handle_timeout(later, &mut plumbing.fx());
+        assert_eq!((channels.counts(), channels.poll_timeout()), ((1, 0), None));
+    }
+}
