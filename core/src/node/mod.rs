@@ -59,6 +59,7 @@ pub use io::{
     AuditRange, AuditReadId, AuditRows, ChildId, ConnId, Event, FileId, Input, Level, ListenerId, Output,
     PersistId, Record, RunningWork,
 };
+pub use lookup::{LocalRequest, parse_request};
 pub use member::MemberRole;
 pub use metrics::{ExecMetrics, MemberMetrics, NodeMetrics, PolicyMetrics};
 pub use policy::{PolicyAgentRole, PolicyServerRole};
