@@ -1,6 +1,7 @@
 //! Harnesses for the decoders that read what a peer, a file or a command line hands cohort:
 //! stream framing, chunk reassembly, every role's wire messages, node-set expressions, policy
-//! files and checks, and the local lookup protocol. Each must answer any bytes with a value or
+//! files and checks, the local lookup protocol, node key files, and the web console's cookies,
+//! forms and queries. Each must answer any bytes with a value or
 //! a typed error, never a panic, and what it accepts must survive being written out again.
 
 use cohort_core::admin::AdminRequest;
@@ -13,7 +14,9 @@ use cohort_core::node::parse_request;
 use cohort_core::policy::checks::Check;
 use cohort_core::policy::policy_file::PolicyFile;
 use cohort_core::policy::wire::PolicyWire;
+use cohort_core::web::{ConsoleKeys, Method, WebRequest};
 use cohort_core::wire::{self, Envelope};
+use cohort_core::{NodeKeys, WallClock};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -134,4 +137,41 @@ pub fn policy_check(data: &[u8]) {
 /// One line of the local lookup protocol.
 pub fn lookup_request(data: &[u8]) {
     let _ = parse_request(&String::from_utf8_lossy(data));
+}
+
+/// A node key file: keys or a typed error; keys read are written out and read back the same.
+pub fn key_file(data: &[u8]) {
+    let Ok(keys) = NodeKeys::from_key_file(&String::from_utf8_lossy(data)) else { return };
+    let written = keys.to_key_file();
+    let again = NodeKeys::from_key_file(&written).expect("a written key file reads");
+    assert_eq!(again.public(), keys.public(), "a key file read back names the same keys");
+}
+
+/// What a browser sends the console besides the path: the `Cookie` header, a form body and a
+/// query. No cookie the gateway did not seal ever opens: the fuzzer has no key, so an opened
+/// cookie would be a forgery.
+pub fn web_fields(data: &[u8]) {
+    let third = data.len() / 3;
+    let (cookie, rest) = data.split_at(third);
+    let (body, query) = rest.split_at(third);
+    let request = WebRequest {
+        method: Method::Post,
+        path: "/".into(),
+        query: String::from_utf8_lossy(query).into_owned(),
+        headers: vec![
+            ("cookie".into(), cookie.to_vec()),
+            ("content-type".into(), b"application/x-www-form-urlencoded".to_vec()),
+        ],
+        body: body.to_vec(),
+        peer: "192.0.2.1".into(),
+    };
+    let _ = request.form();
+    let _ = request.query_pairs();
+    let keys = ConsoleKeys::derive(&NodeKeys::from_secrets([1; 32], [2; 32]));
+    for name in [cohort_core::web::SESSION_COOKIE, cohort_core::web::LOGIN_COOKIE] {
+        if let Some(value) = request.cookie(name) {
+            assert!(keys.open(value, WallClock::from_unix_millis(0)).is_err(), "a forged cookie opened");
+        }
+    }
+    assert!(keys.open(&String::from_utf8_lossy(cookie), WallClock::from_unix_millis(0)).is_err());
 }

@@ -23,5 +23,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("policy_file", decoders::policy_file),
     ("policy_check", decoders::policy_check),
     ("lookup_request", decoders::lookup_request),
+    ("key_file", decoders::key_file),
+    ("web_fields", decoders::web_fields),
     ("node", node::node),
 ];

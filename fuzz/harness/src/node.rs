@@ -23,9 +23,10 @@ use cohort_core::exec::task::Task;
 use cohort_core::exec::wire::{ClientEvent, ClientRequest, ExecCommand, GatewayReply, GatewayWire};
 use cohort_core::node::{
     AuditLinkRole, AuditRows, ConnId, ConnLimits, ExecHostRole, GatewayRole, Input, KdcRole, ListenerId,
-    Node, NodeSetup, Output, PersistId, Record,
+    Node, NodeSetup, Output, PersistId, Record, WebRole,
 };
 use cohort_core::rng::{fork, seeded};
+use cohort_core::web::{Method, RequestId, WebLimits, WebRequest};
 use cohort_core::{Machine, NodeKeys, Now, PublicIdentity, WallClock};
 
 /// The password of the one principal, `alice`.
@@ -69,7 +70,48 @@ enum Step {
         which: u8,
         ok: bool,
     },
+    /// A browser's or script's request to the web console, as the HTTPS front parsed it.
+    Web(WebCall),
+    /// The front hands on, or loses, an answer it was given.
+    WebEnd {
+        which: u8,
+        gone: bool,
+    },
 }
+
+/// A web request: one of the console's paths (or any), any query, body and cookie, with the
+/// session cookie the last login set when `with_session`.
+#[derive(Arbitrary, Debug)]
+struct WebCall {
+    post: bool,
+    path: u8,
+    other_path: String,
+    query: String,
+    body: Vec<u8>,
+    form: bool,
+    cookie: Option<String>,
+    with_session: bool,
+}
+
+const WEB_PATHS: [&str; 17] = [
+    "/",
+    "/login",
+    "/logout",
+    "/status",
+    "/policy",
+    "/audit",
+    "/audit/verify",
+    "/cancel",
+    "/api/login",
+    "/api/exec",
+    "/api/expand",
+    "/api/status",
+    "/api/audit",
+    "/api/audit/verify",
+    "/api/policy",
+    "/api/policy/history",
+    "/api/runs/1",
+];
 
 #[derive(Arbitrary, Debug)]
 enum Message {
@@ -167,7 +209,11 @@ fn setup(cast: &Cast) -> NodeSetup {
             kdc: cast.kdc.public(),
             chain_tail: None,
             limits: ConnLimits::default(),
-            web: None,
+            web: Some(WebRole {
+                listen: "gw:8443".into(),
+                limits: WebLimits::default(),
+                policy_master: None,
+            }),
         }),
         exec_hosts: cast
             .hosts
@@ -222,6 +268,11 @@ struct World {
     files: Vec<cohort_core::node::FileId>,
     spawned: usize,
     credential: Option<cohort_core::signed::Signed<cohort_core::exec::ticket::Credential>>,
+    /// Web requests handed in, and answered but not yet sent or lost.
+    next_request: u64,
+    answering: Vec<RequestId>,
+    /// The last session cookie a web answer set (`name=value`).
+    session: Option<String>,
     rng: cohort_core::rng::SeededRng,
     /// Every output, written out: what two runs are compared by.
     log: Vec<String>,
@@ -247,6 +298,9 @@ fn run(steps: &[Step]) -> World {
         files: Vec::new(),
         spawned: 0,
         credential: None,
+        next_request: 1,
+        answering: Vec::new(),
+        session: None,
         rng: seeded(10),
         log: Vec::new(),
     };
@@ -329,6 +383,21 @@ impl World {
                 };
                 self.inputs.push_back(input);
             }
+            Step::Web(call) => {
+                let request = RequestId(self.next_request);
+                self.next_request += 1;
+                let web = self.web_request(call);
+                self.inputs.push_back(Input::WebRequest { request, web: Box::new(web) });
+            }
+            Step::WebEnd { which, gone } => {
+                let Some(i) = index(self.answering.len(), *which) else { return };
+                let request = self.answering.remove(i);
+                self.inputs.push_back(if *gone {
+                    Input::WebGone { request }
+                } else {
+                    Input::WebSent { request, bytes: 1024 }
+                });
+            }
             Step::FileDone { which, ok } => {
                 let Some(i) = index(self.files.len(), *which) else { return };
                 let id = self.files.remove(i);
@@ -373,6 +442,30 @@ impl World {
             }
         };
         cohort_core::wire::encode(&GatewayWire::Client(request)).expect("a client request encodes")
+    }
+
+    fn web_request(&self, call: &WebCall) -> WebRequest {
+        let path = match WEB_PATHS.get(usize::from(call.path)) {
+            Some(path) => (*path).to_owned(),
+            None => call.other_path.clone(),
+        };
+        let mut headers = Vec::new();
+        if call.form {
+            headers.push(("content-type".to_owned(), b"application/x-www-form-urlencoded".to_vec()));
+        }
+        let session = self.session.as_deref().filter(|_| call.with_session);
+        let cookies: Vec<&str> = [call.cookie.as_deref(), session].into_iter().flatten().collect();
+        if !cookies.is_empty() {
+            headers.push(("cookie".to_owned(), cookies.join("; ").into_bytes()));
+        }
+        WebRequest {
+            method: if call.post { Method::Post } else { Method::Get },
+            path,
+            query: call.query.clone(),
+            headers,
+            body: call.body.clone(),
+            peer: "192.0.2.1".into(),
+        }
     }
 
     fn inbound(&mut self) -> ConnId {
@@ -493,9 +586,16 @@ impl World {
                 let rows = AuditRows { rows: Vec::new(), checkpoints: Vec::new() };
                 self.inputs.push_back(Input::AuditRead { read, rows: Ok(rows) });
             }
+            Output::WebRespond { request, response } => {
+                let set = response.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("set-cookie"));
+                if let Some(cookie) = set.filter_map(|(_, v)| v.split(';').next()).find(|c| !c.ends_with('='))
+                {
+                    self.session = Some(cookie.to_owned());
+                }
+                self.answering.push(request);
+            }
             Output::ListenLocal { .. }
             | Output::ListenWeb { .. }
-            | Output::WebRespond { .. }
             | Output::WebChunk { .. }
             | Output::Inspect { .. }
             | Output::PauseChild { .. }
@@ -550,5 +650,25 @@ mod tests {
         ];
         steps.extend((0..8).flat_map(|_| [Step::Persist, Step::Wait { ms: 10 }]));
         assert_eq!(run(&steps).spawned, 0);
+    }
+
+    /// Web requests reach the console and are answered, with or without a cookie.
+    #[test]
+    fn web_requests_are_answered() {
+        let call = |path: u8, cookie: Option<&str>| {
+            Step::Web(WebCall {
+                post: false,
+                path,
+                other_path: String::new(),
+                query: String::new(),
+                body: Vec::new(),
+                form: false,
+                cookie: cookie.map(str::to_owned),
+                with_session: false,
+            })
+        };
+        let steps = [call(0, None), call(3, Some("cohort_session=forged")), call(200, None)];
+        let world = run(&steps);
+        assert_eq!(world.answering.len(), 3, "{:#?}", world.log);
     }
 }
