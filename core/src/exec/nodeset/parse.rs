@@ -91,6 +91,10 @@ fn amend_trailing_digits(outer: &str, inner: &str) -> Result<(String, String), N
         return Err(NodeSetError::StepThenDigits(outer.to_owned()));
     }
     let digits = &outer[..outer.len() - stripped.len()];
+    // Checked before the digits join the bounds: `[-19]1` must not become `[1-191/10]`.
+    if let Some(elem) = inner.split(',').find(|elem| elem.split('-').any(|bound| bound.trim().is_empty())) {
+        return Err(NodeSetError::BadRange(elem.trim().to_owned(), "a range needs both bounds"));
+    }
     let inner = inner
         .split(',')
         .map(|elem| {

@@ -48,6 +48,11 @@ fn bad_sets_are_errors_not_panics_or_huge_allocations() {
     assert!(matches!(expand("h]", &no_groups), Err(NodeSetError::Unopened(_))));
     assert!(matches!(expand("h[a-b]", &no_groups), Err(NodeSetError::BadRange(..))));
     assert!(matches!(expand("h[5-1]", &no_groups), Err(NodeSetError::Backwards(_))));
+    // A missing bound stays an error when digits follow the bracket (found by fuzzing: `[-19]1`
+    // read as `[1-191/10]`).
+    for missing in ["n[-19]1", "[-19]1", "n[5-]0", "n[1,-3]2"] {
+        assert!(matches!(expand(missing, &no_groups), Err(NodeSetError::BadRange(..))), "{missing}");
+    }
     assert!(matches!(expand("h[1-5/0]", &no_groups), Err(NodeSetError::BadStep(_))));
     assert!(matches!(expand("h[01-100]", &no_groups), Err(NodeSetError::PaddingMismatch(_))));
     assert!(matches!(expand("a,", &no_groups), Err(NodeSetError::MissingOperand { op: ',', .. })));
