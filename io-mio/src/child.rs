@@ -141,7 +141,7 @@ mod tests {
     use mio::{Events, Poll};
 
     use crate::launch::{SpawnRequest, account_of, current_user};
-    use crate::spawner::{Finished, Spawner};
+    use crate::spawner::Spawner;
 
     fn me() -> String {
         current_user().expect("a passwd entry")
@@ -151,8 +151,16 @@ mod tests {
         ChildEnvironment::Inherit { vars: Vec::new() }
     }
 
-    /// Starts `argv` as this test's user through a spawner and watches its output on `poll`
-    /// under `tokens`.
+    /// Starts `argv` as this test's user through a spawner.
+    fn spawned(argv: &[&str], env: ChildEnvironment, stdin: &[u8]) -> Spawned {
+        let mut spawner = Spawner::start().expect("the thread starts");
+        let argv = argv.iter().map(|w| (*w).to_owned()).collect();
+        let request = SpawnRequest { argv, run_as: Some(me()), env, stdin: stdin.to_vec() };
+        spawner.submit(ChildId(1), request).expect("handed over");
+        spawner.wait_finished().outcome.expect("spawns")
+    }
+
+    /// Starts `argv` and watches its output on `poll` under `tokens`.
     fn started(
         poll: &Poll,
         tokens: (Token, Token),
@@ -160,20 +168,8 @@ mod tests {
         env: ChildEnvironment,
         stdin: &[u8],
     ) -> RunningChild {
-        let mut spawner = Spawner::start().expect("the thread starts");
-        let argv: Vec<String> = argv.iter().map(|w| (*w).to_owned()).collect();
-        let program = argv[0].clone();
-        let request = SpawnRequest { argv, run_as: me(), env, stdin: stdin.to_vec() };
-        spawner.submit(ChildId(1), request).expect("handed over");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let spawned = loop {
-            if let Some(Finished { outcome, .. }) = spawner.next_finished().expect("reads") {
-                break outcome.expect("spawns");
-            }
-            assert!(Instant::now() < deadline, "the spawner announced nothing");
-            std::thread::sleep(Duration::from_millis(2));
-        };
-        RunningChild::adopt(&program, spawned, poll.registry(), tokens, false).expect("watched")
+        let spawned = spawned(argv, env, stdin);
+        RunningChild::adopt(argv[0], spawned, poll.registry(), tokens, false).expect("watched")
     }
 
     /// Waits for events up to `timeout`. Other tests in this process raise signals: an
@@ -245,22 +241,7 @@ mod tests {
     #[test]
     fn a_command_adopted_paused_is_read_only_once_resumed() {
         let mut poll = Poll::new().expect("poll");
-        let mut spawner = Spawner::start().expect("the thread starts");
-        let request = SpawnRequest {
-            argv: vec!["echo".into(), "held".into()],
-            run_as: me(),
-            env: inherit(),
-            stdin: vec![],
-        };
-        spawner.submit(ChildId(7), request).expect("handed over");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let spawned = loop {
-            if let Some(Finished { outcome, .. }) = spawner.next_finished().expect("reads") {
-                break outcome.expect("spawns");
-            }
-            assert!(Instant::now() < deadline, "the spawner announced nothing");
-            std::thread::sleep(Duration::from_millis(2));
-        };
+        let spawned = spawned(&["echo", "held"], inherit(), &[]);
         let mut child = RunningChild::adopt("echo", spawned, poll.registry(), TOKENS, true).expect("adopted");
         let mut events = Events::with_capacity(8);
         let quiet_until = Instant::now() + Duration::from_millis(200);

@@ -225,14 +225,12 @@ mod tests {
     use cohort_core::child_env::ChildEnvironment;
     use mio::{Events, Interest, Poll};
 
-    use crate::launch::current_user;
-
     const NEWS: Token = Token(0);
 
     fn request(argv: &[&str]) -> SpawnRequest {
         SpawnRequest {
             argv: argv.iter().map(|w| (*w).to_owned()).collect(),
-            run_as: current_user().expect("a passwd entry"),
+            run_as: None,
             env: ChildEnvironment::Inherit { vars: Vec::new() },
             stdin: Vec::new(),
         }

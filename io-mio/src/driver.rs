@@ -23,7 +23,7 @@ use crate::child::Stream;
 use crate::clock::Clock;
 use crate::commands::Commands;
 use crate::error::NodeError;
-use crate::launch::{SpawnRequest, current_user};
+use crate::launch::SpawnRequest;
 use crate::place::place_file;
 use crate::reactor::{Role, Slot};
 use crate::store::Store;
@@ -220,7 +220,6 @@ impl NodeDriver {
             // filled in with is looked up by the spawner. The node hears `ChildStarted` when
             // the spawner announces it: the loop goes on meanwhile.
             Output::Spawn { child, argv, run_as, env, stdin } => {
-                let run_as = run_as.or_else(current_user).unwrap_or_default();
                 let tokens = (self.slot.token(self.next_token), self.slot.token(self.next_token + 1));
                 self.next_token += 2;
                 let request = SpawnRequest { argv, run_as, env, stdin };

@@ -66,7 +66,8 @@ pub(crate) fn account_of(user: &str) -> Result<Account, ChildError> {
 #[derive(Debug, Clone)]
 pub struct SpawnRequest {
     pub argv: Vec<String>,
-    pub run_as: String,
+    /// `None`: the user this process runs as.
+    pub run_as: Option<String>,
     pub env: ChildEnvironment,
     pub stdin: Vec<u8>,
 }
@@ -85,8 +86,15 @@ impl SpawnRequest {
     /// instead of spawning without copying it.
     pub fn command(&self) -> Result<Command, ChildError> {
         let (program, args) = self.argv.split_first().ok_or(ChildError::EmptyCommand)?;
-        let ids = resolve_run_as(&self.run_as)?;
-        let resolved = self.env.resolve(&account_of(&self.run_as)?);
+        let run_as = match &self.run_as {
+            Some(user) => user.clone(),
+            None => current_user().ok_or_else(|| ChildError::RunAs {
+                user: String::new(),
+                reason: "the daemon's own user has no passwd entry".into(),
+            })?,
+        };
+        let ids = resolve_run_as(&run_as)?;
+        let resolved = self.env.resolve(&account_of(&run_as)?);
         let path_var = resolved.vars.iter().find(|(k, _)| k == "PATH").map(|(_, v)| OsString::from(v));
         // What the child would search: its own PATH, which is this process's unless cleared.
         let search = if resolved.clear { path_var } else { path_var.or_else(|| std::env::var_os("PATH")) };
@@ -175,7 +183,7 @@ mod tests {
     fn the_command_keeps_the_name_as_typed_in_argv_zero() {
         let request = SpawnRequest {
             argv: vec!["true".into(), "x".into()],
-            run_as: current_user().expect("a passwd entry"),
+            run_as: None,
             env: ChildEnvironment::Reset { vars: Vec::new() },
             stdin: Vec::new(),
         };
@@ -188,7 +196,7 @@ mod tests {
     fn another_user_needs_root_or_is_refused() {
         let request = SpawnRequest {
             argv: vec!["true".into()],
-            run_as: "no-such-user-here".into(),
+            run_as: Some("no-such-user-here".into()),
             env: ChildEnvironment::Inherit { vars: Vec::new() },
             stdin: Vec::new(),
         };
@@ -199,7 +207,7 @@ mod tests {
     fn an_empty_command_is_refused() {
         let request = SpawnRequest {
             argv: Vec::new(),
-            run_as: current_user().expect("a passwd entry"),
+            run_as: None,
             env: ChildEnvironment::Inherit { vars: Vec::new() },
             stdin: Vec::new(),
         };

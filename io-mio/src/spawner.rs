@@ -297,6 +297,21 @@ fn receive_news<S: AsFd>(socket: &S) -> io::Result<Option<(ChildId, Option<Outpu
 }
 
 #[cfg(test)]
+impl Spawner {
+    /// The next outcome announced, waited for (up to ten seconds): for tests, which have no loop.
+    pub(crate) fn wait_finished(&mut self) -> Finished {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(finished) = self.next_finished().expect("the announcement reads") {
+                return finished;
+            }
+            assert!(std::time::Instant::now() < deadline, "the spawner announced nothing");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
@@ -304,32 +319,18 @@ mod tests {
 
     use cohort_core::child_env::ChildEnvironment;
 
-    use crate::launch::current_user;
-
     fn request(argv: &[&str], stdin: &[u8]) -> SpawnRequest {
         SpawnRequest {
             argv: argv.iter().map(|w| (*w).to_owned()).collect(),
-            run_as: current_user().expect("a passwd entry"),
+            run_as: None,
             env: ChildEnvironment::Inherit { vars: Vec::new() },
             stdin: stdin.to_vec(),
         }
     }
 
-    /// The next outcome the spawner announces, waiting for it up to ten seconds.
-    fn next(spawner: &mut Spawner) -> Finished {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(finished) = spawner.next_finished().expect("the announcement reads") {
-                return finished;
-            }
-            assert!(Instant::now() < deadline, "the spawner announced nothing");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
     fn run(spawner: &mut Spawner, argv: &[&str], stdin: &[u8]) -> Result<Spawned, ChildError> {
         spawner.submit(ChildId(1), request(argv, stdin)).expect("handed over");
-        let Finished { id, outcome } = next(spawner);
+        let Finished { id, outcome } = spawner.wait_finished();
         assert_eq!(id, ChildId(1));
         outcome
     }
@@ -383,7 +384,7 @@ mod tests {
             spawner.submit(ChildId(100 + n), request(&["echo", &word], &[])).expect("handed over");
         }
         for n in 0..40 {
-            let Finished { id, outcome } = next(&mut spawner);
+            let Finished { id, outcome } = spawner.wait_finished();
             assert_eq!(id, ChildId(100 + n));
             let (out, _, code) = output(outcome.expect("spawns"));
             assert_eq!((String::from_utf8_lossy(&out).trim(), code), (format!("{n}").as_str(), Some(0)));
