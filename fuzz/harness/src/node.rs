@@ -617,19 +617,25 @@ fn pick<T>(items: &[T], choice: u8) -> Option<&T> {
 mod tests {
     use super::*;
 
-    /// The harness reaches the deepest path there is: an operator logs in, runs a command on a
-    /// host, and the host spawns it once its record is durable here and in the chain.
-    #[test]
-    fn a_login_and_a_run_reach_a_spawn_under_every_check() {
+    /// An operator logs in, then (on a new connection: the gateway answers one request per
+    /// connection) runs `command` on `hosts`, with records made durable as time passes.
+    fn login_then_run(command: u8, hosts: u8) -> Vec<Step> {
         let mut steps = vec![
             Step::Dial { listener: 0, key: 0 },
             Step::Send { peer: 0, message: Message::Login { right_password: true } },
             Step::Persist,
-            // The gateway answers one request per connection.
             Step::Dial { listener: 0, key: 0 },
-            Step::Send { peer: 0, message: Message::Exec { command: 0, hosts: 0 } },
+            Step::Send { peer: 0, message: Message::Exec { command, hosts } },
         ];
         steps.extend((0..8).flat_map(|_| [Step::Persist, Step::Wait { ms: 10 }]));
+        steps
+    }
+
+    /// The harness reaches the deepest path there is: an operator logs in, runs a command on a
+    /// host, and the host spawns it once its record is durable here and in the chain.
+    #[test]
+    fn a_login_and_a_run_reach_a_spawn_under_every_check() {
+        let mut steps = login_then_run(0, 0);
         let ran = run(&steps);
         assert_eq!(ran.spawned, 1, "{:#?}", ran.log);
         steps.push(Step::Child { which: 0, event: ChildStep::Exited(0) });
@@ -641,15 +647,7 @@ mod tests {
     /// A run the ACL does not grant is refused before anything spawns.
     #[test]
     fn a_denied_command_never_spawns() {
-        let mut steps = vec![
-            Step::Dial { listener: 0, key: 0 },
-            Step::Send { peer: 0, message: Message::Login { right_password: true } },
-            Step::Persist,
-            Step::Dial { listener: 0, key: 0 },
-            Step::Send { peer: 0, message: Message::Exec { command: 2, hosts: 2 } },
-        ];
-        steps.extend((0..8).flat_map(|_| [Step::Persist, Step::Wait { ms: 10 }]));
-        assert_eq!(run(&steps).spawned, 0);
+        assert_eq!(run(&login_then_run(2, 2)).spawned, 0);
     }
 
     /// Web requests reach the console and are answered, with or without a cookie.
