@@ -9,33 +9,14 @@
 use std::time::Duration;
 
 use cohort_core::NodeKeys;
-use cohort_core::admin::{AdminRequest, AdminResponse, LookupReply};
-use cohort_core::member::{Change, ChangeError, MemberMessage, Status, Version};
+use cohort_core::admin::{AdminRequest, LookupReply};
+use cohort_core::member::{Change, ChangeError, MemberMessage, Status};
 use cohort_core::rng::seeded;
 use cohort_core::signed::Signed;
 use cohort_io_sim::member_site::{CLUSTER_ID, MemberSite, SiteResult};
+use cohort_tests::admin::{accepted, rejected, set};
 
 const HEARTBEAT: Duration = Duration::from_secs(1);
-
-fn set(key: &str, value: &str) -> Vec<Change> {
-    vec![Change::Set { key: key.into(), value: value.into() }]
-}
-
-/// The version the operator was told its change was accepted as.
-fn accepted(answer: AdminResponse) -> Version {
-    match answer {
-        AdminResponse::ChangeAccepted { version } => version,
-        other => panic!("the change was not accepted: {other:?}"),
-    }
-}
-
-/// Why the operator was told its change was rejected.
-fn rejected(answer: AdminResponse) -> String {
-    match answer {
-        AdminResponse::ChangeRejected { reason } => reason,
-        other => panic!("the change was not rejected: {other:?}"),
-    }
-}
 
 /// A Status in member `from`'s name, as it would send one now with sequence number `seq`, signed
 /// by `signer` and then adjusted by `edit` (before signing), as one datagram.

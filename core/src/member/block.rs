@@ -313,6 +313,7 @@ mod tests {
             operators: [(op.id(), op.clone())].into_iter().collect(),
             settings: [("k".to_owned(), "v".to_owned())].into_iter().collect(),
             sections: BTreeMap::new(),
+            applied_requests: Vec::new(),
         };
         let trusted = TrustedAuthors {
             members: config.members.iter().map(|(id, m)| (*id, m.identity)).collect(),

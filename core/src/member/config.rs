@@ -94,6 +94,12 @@ pub struct ClusterConfig {
     /// Each member's own settings, every value sealed to that member alone (see
     /// [`super::section`]): authors carry them from version to version without reading them.
     pub sections: BTreeMap<NodeId, BTreeMap<String, SealedBox>>,
+    /// The digests of the operators' change requests this version applied on top of the version
+    /// that was active when its author took them (a staged version replaced by a later change
+    /// carries the earlier ones forward). A member holding it refuses the same signed request
+    /// again, so a request replayed before its change installs cannot apply twice; once it
+    /// installs, the request's base is older than the active version and it is stale.
+    pub applied_requests: Vec<[u8; 32]>,
 }
 
 /// One edit an operator requests.
@@ -164,6 +170,8 @@ pub const MAX_KEY_LEN: usize = 128;
 pub const MAX_VALUE_LEN: usize = MAX_ENCODED_CONFIG;
 pub const MAX_NAME_LEN: usize = 128;
 pub const MAX_CHANGES: usize = 256;
+/// Change requests one staged version may carry forward before it installs.
+pub const MAX_APPLIED_REQUESTS: usize = 1024;
 /// The largest configuration, encoded. A fetch reply carries it whole (chunked on the channel),
 /// so the member message limit leaves room above it for the header and entries.
 pub const MAX_ENCODED_CONFIG: usize = 16 * 1024 * 1024;
@@ -235,6 +243,7 @@ impl ClusterConfig {
             ("members", self.members.len(), MAX_MEMBERS),
             ("operators", self.operators.len(), MAX_OPERATORS),
             ("settings", self.settings.len(), MAX_SETTINGS),
+            ("change requests since the active version", self.applied_requests.len(), MAX_APPLIED_REQUESTS),
         ] {
             if count > limit {
                 return Err(ConfigError::TooMany { what, limit });
@@ -398,6 +407,7 @@ mod tests {
             operators: [(op.id(), op)].into_iter().collect(),
             settings: BTreeMap::new(),
             sections: BTreeMap::new(),
+            applied_requests: Vec::new(),
         }
     }
 

@@ -26,6 +26,7 @@ pub fn genesis_config(
         operators: [(op.id(), op)].into_iter().collect(),
         settings,
         sections: BTreeMap::new(),
+        applied_requests: Vec::new(),
     }
 }
 

@@ -183,13 +183,15 @@ pub enum DropReason {
     StaleReply(Version),
     #[error("message claims to be from {claimed} but came on {peer}'s channel")]
     WrongPeer { claimed: NodeId, peer: NodeId },
+    #[error("{0} asked again for the block it was just sent (a replayed fetch)")]
+    RepeatedFetch(NodeId),
 }
 
 impl DropReason {
     /// A stable name for counting.
     /// Every kind [`DropReason::kind`] names, so a count can be shown as zero before the
     /// first drop of its kind.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "undecodable",
         "wrong-cluster",
         "unknown-sender",
@@ -199,6 +201,7 @@ impl DropReason {
         "bad-block",
         "stale-reply",
         "wrong-peer",
+        "repeated-fetch",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -212,6 +215,7 @@ impl DropReason {
             DropReason::BadBlock { .. } => "bad-block",
             DropReason::StaleReply(_) => "stale-reply",
             DropReason::WrongPeer { .. } => "wrong-peer",
+            DropReason::RepeatedFetch(_) => "repeated-fetch",
         }
     }
 }
@@ -226,6 +230,10 @@ pub enum ChangeError {
     BadSignature,
     #[error("request is based on {base}, but {active} is already active; read the configuration again")]
     Stale { base: Version, active: Version },
+    #[error(
+        "this request was already applied, in version {0}: a signed request changes the configuration once"
+    )]
+    Replayed(Version),
     #[error("this member is syncing to a newer configuration; retry after {retry_after:?}")]
     Syncing { retry_after: Duration },
     #[error("this node is not a member of its active configuration and cannot author a change")]

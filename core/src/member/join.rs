@@ -78,6 +78,7 @@ impl JoinAnchor {
             operators,
             settings: BTreeMap::new(),
             sections: BTreeMap::new(),
+            applied_requests: Vec::new(),
         };
         // The anchor holds no body and no entries: this node serves nothing from it.
         let block = ConfigBlock { header: self.header.clone(), body: Vec::new(), entries: BTreeMap::new() };

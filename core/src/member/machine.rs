@@ -5,6 +5,7 @@
 //! answers [`MemberInput::Persisted`]; drivers must answer persists in the order they were asked.
 //! It never trusts a message it has not verified against its own configuration.
 
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 
 use super::block::{Author, ConfigBlock, TrustedAuthors};
@@ -18,7 +19,7 @@ use super::section::open_section;
 use crate::identity::{KeyDigest, NodeId, NodeKeys};
 use crate::machine::Machine;
 use crate::rng::SeededRng;
-use crate::signed::Signed;
+use crate::signed::{Signed, signing_bytes};
 use crate::time::{Instant, Now};
 use crate::wire::WireError;
 
@@ -62,6 +63,9 @@ pub struct Member {
     drops: BTreeMap<&'static str, u64>,
     /// Status messages (heartbeats) accepted.
     heard: u64,
+    /// The block last served to each member, and when: the same fetch again sooner than a
+    /// requester retries is a replay, and is not answered with the whole block again.
+    served: BTreeMap<NodeId, (Version, Instant)>,
 }
 
 impl std::fmt::Debug for Member {
@@ -109,6 +113,7 @@ impl Member {
             outputs: VecDeque::new(),
             drops: BTreeMap::new(),
             heard: 0,
+            served: BTreeMap::new(),
         };
         member.intended.boot_epoch = member.intended.boot_epoch.saturating_add(1);
         member.persist(now, Effect::Boot);
@@ -410,7 +415,20 @@ impl Member {
         if self.fetch.is_some() {
             return Err(ChangeError::Syncing { retry_after: self.settings.heartbeat });
         }
-        let base = self.intended.staged.as_ref().unwrap_or(&self.intended.active).config.clone();
+        let digest: [u8; 32] =
+            Sha256::digest(signing_bytes(request).map_err(|_| ChangeError::BadSignature)?).into();
+        // A staged version (this member's own or another's) names every request it applied.
+        let staged = [self.intended.staged.as_ref(), self.durable.staged.as_ref()];
+        if let Some(held) = staged.into_iter().flatten().find(|s| s.config.applied_requests.contains(&digest))
+        {
+            return Err(ChangeError::Replayed(held.version()));
+        }
+        let staged = self.intended.staged.as_ref();
+        let mut base = staged.unwrap_or(&self.intended.active).config.clone();
+        if staged.is_none() {
+            base.applied_requests.clear();
+        }
+        base.applied_requests.push(digest);
         let counter = self.highest_seen.max(self.newest_intended()).counter.saturating_add(1);
         let version = Version { counter, author: self.id };
         let config = base.with_changes(&request.changes, version)?;
@@ -454,7 +472,7 @@ impl Member {
         match decoded {
             Err(e) => self.drop_message(DropReason::Undecodable(e)),
             Ok(MemberMessage::Status(status)) => self.handle_status(now, from, status),
-            Ok(MemberMessage::Fetch(request)) => self.handle_fetch(from, request),
+            Ok(MemberMessage::Fetch(request)) => self.handle_fetch(now, from, request),
             Ok(MemberMessage::FetchReply { block }) => self.handle_fetch_reply(now, from, *block),
             Ok(MemberMessage::FetchRefused { version }) => self.handle_fetch_refused(now, version),
             Ok(MemberMessage::NotInVersion { header }) => self.handle_not_in_version(header),

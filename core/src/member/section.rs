@@ -93,6 +93,7 @@ mod tests {
             operators: [(op.id(), op.clone())].into_iter().collect(),
             settings: [("shared".to_owned(), "everyone".to_owned())].into_iter().collect(),
             sections: BTreeMap::new(),
+            applied_requests: Vec::new(),
         };
         let secret = seal_value("c1", &m2.public(), "db.password", "m2-only", &mut rng).expect("seals");
         let v2 = Version { counter: 2, author: op.id() };

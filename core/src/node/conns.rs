@@ -200,9 +200,24 @@ impl Connections {
     }
 
     /// Replaces whom a listener admits (a configuration changed); open channels stay.
+    /// Replaces what `listener` admits. A connection already open from a peer the new set does
+    /// not name is closed: a removed member or a replaced key must not keep talking on the
+    /// channel it opened while it was trusted.
     pub fn set_trust(&mut self, listener: ListenerId, trust: TrustSet) {
-        if let Some(l) = self.listeners.get_mut(&listener) {
-            l.trust = trust;
+        let Some(l) = self.listeners.get_mut(&listener) else { return };
+        let name = l.name;
+        let revoked: Vec<(ConnId, PublicIdentity)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.owner == Owner::Listener(listener) && !c.done)
+            .filter_map(|(id, c)| c.peer.map(|p| (*id, p)))
+            .filter(|(_, peer)| trust.lookup(&peer.agreement) != Some(*peer))
+            .collect();
+        l.trust = trust;
+        for (conn, peer) in revoked {
+            let peer = peer.node_id().to_string();
+            self.outputs.push_back(Output::Log(Event::NoLongerTrusted { listener: name, conn, peer }));
+            self.close(conn);
         }
     }
 

@@ -265,6 +265,13 @@ pub enum Event {
         conn: ConnId,
         error: String,
     },
+    /// The peer's key is no longer one this listener trusts (a removed member, a swapped key):
+    /// its open connection was closed.
+    NoLongerTrusted {
+        listener: &'static str,
+        conn: ConnId,
+        peer: String,
+    },
     /// An inbound connection said nothing in time and was closed.
     Silent {
         conn: ConnId,
@@ -393,6 +400,7 @@ impl Event {
         match self {
             Event::Refused { .. }
             | Event::PerPeerLimit { .. }
+            | Event::NoLongerTrusted { .. }
             | Event::NotReading { .. }
             | Event::BadMessage { .. }
             | Event::PolicyRejected(_)
@@ -434,6 +442,9 @@ impl fmt::Display for Event {
                 write!(f, "connection {conn} closed: {peer} has too many connections open")
             }
             Event::ConnFailed { conn, error } => write!(f, "connection {conn} failed: {error}"),
+            Event::NoLongerTrusted { listener, conn, peer } => {
+                write!(f, "{listener} connection {conn} closed: {peer}'s key is no longer trusted here")
+            }
             Event::Silent { conn } => write!(f, "connection {conn} closed: it sent nothing in time"),
             Event::NotReading { conn, backlog } => {
                 write!(f, "connection {conn} dropped: the peer is not reading ({backlog} bytes waiting)")

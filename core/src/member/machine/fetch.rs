@@ -64,7 +64,7 @@ impl Member {
         });
     }
 
-    pub(super) fn handle_fetch(&mut self, from: NodeId, signed: Signed<FetchRequest>) {
+    pub(super) fn handle_fetch(&mut self, now: Instant, from: NodeId, signed: Signed<FetchRequest>) {
         let request = &signed.body;
         if request.requester != from {
             return self.drop_message(DropReason::WrongPeer { claimed: request.requester, peer: from });
@@ -88,7 +88,19 @@ impl Member {
             Some(s) if !s.block.lists(&digest) => {
                 MemberMessage::NotInVersion { header: s.block.header.clone() }
             }
-            Some(s) => MemberMessage::FetchReply { block: Box::new(s.block.clone()) },
+            Some(s) => {
+                // A requester asks one source again only after its retry interval; half of it
+                // leaves room for one message arriving late and the next early.
+                let window = self.settings.fetch_retry / 2;
+                if let Some((version, at)) = self.served.get(&request.requester)
+                    && *version == request.version
+                    && now < *at + window
+                {
+                    return self.drop_message(DropReason::RepeatedFetch(request.requester));
+                }
+                self.served.insert(request.requester, (request.version, now));
+                MemberMessage::FetchReply { block: Box::new(s.block.clone()) }
+            }
             None => MemberMessage::FetchRefused { version: request.version },
         };
         self.outputs.push_back(MemberOutput::Send {
