@@ -236,6 +236,7 @@ fn bad_input_is_refused_counted_and_never_stored() {
     let sync = SyncRequest {
         from: "rogue".into(),
         cycle: 1,
+        at: fleet.wall(),
         versions: Default::default(),
         aggregate: Default::default(),
     };
@@ -339,6 +340,7 @@ fn a_message_on_a_channel_whose_peer_is_not_its_sender_is_refused() {
     let sync = SyncRequest {
         from: local_name(0),
         cycle: 99,
+        at: fleet.wall(),
         versions: Default::default(),
         aggregate: Default::default(),
     };

@@ -164,6 +164,7 @@ fn run(seed: u64, cut: Option<Cut>) -> (Trace, SharedFiles, bool, Vec<String>) {
         let sync = SyncRequest {
             from: "local-b".into(),
             cycle: 1,
+            at: now().wall,
             versions: BTreeMap::new(),
             aggregate: Default::default(),
         };

@@ -294,6 +294,9 @@ pub enum PolicyWire {
 pub struct SyncRequest {
     pub from: String,
     pub cycle: u64,
+    /// When the child signed it: its parent takes only a sync newer than the last it took
+    /// from that child, so a captured one cannot be played again.
+    pub at: WallClock,
     /// The rank of every policy version the child holds, by id.
     pub versions: BTreeMap<String, PolicyRank>,
     /// Statistics consolidated since the child's last sync.

@@ -14,5 +14,12 @@
 //! | removed member still talking | `adversarial::member::a_removed_member_is_cut_off_and_cannot_open_a_channel_again` |
 //! | forged heartbeat, block | `member_rules::rule2_…`, `member_rules::rule4_…` |
 //! | swapped key under a member's name | `member_rules::rule2_…` (no channel), `core::member::config` (`a_member_listed_under_the_wrong_id_is_refused`) |
+//! | replayed agent report (the policy tier's heartbeat) | `adversarial::policy::a_replayed_agent_report_is_refused_and_the_newer_one_kept` |
+//! | replayed sync from a local | `adversarial::policy::a_replayed_sync_is_refused_and_adds_no_history` |
+//! | replayed operator change to a policy server | `adversarial::policy::a_replayed_change_from_the_operator_is_refused_and_a_later_edit_stands` |
+//! | rollback to an older policy version | `adversarial::policy::an_older_policy_version_offered_again_is_refused_and_the_newer_kept` |
+//! | forged or unsigned policy, unknown signer, oversized report | `policy_fleet::bad_input_is_refused_counted_and_never_stored` |
+//! | a policy message on another peer's channel (swapped key) | `policy_fleet::a_message_on_a_channel_whose_peer_is_not_its_sender_is_refused` |
 
 mod member;
+mod policy;

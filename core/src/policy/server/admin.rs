@@ -6,14 +6,20 @@
 
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+
 use super::query::ReplyTo;
 use super::{PolicyServer, RejectKind, ServerOutput, TierQuery};
 use crate::policy::document::Policy;
 use crate::policy::wire::{
     ADMIN_FRESHNESS_MS, MAX_HISTORY_REPLY, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest,
 };
-use crate::signed::Signed;
+use crate::signed::{Signed, signing_bytes};
 use crate::time::{Instant, WallClock};
+
+/// Change requests a server remembers inside one freshness window; more are refused until the
+/// oldest age out, so a flood of signed requests cannot grow the memory of them without end.
+const MAX_ADMIN_TAKEN: usize = 4096;
 
 impl PolicyServer {
     /// An admin request: signed by an operator this server lists (or, for a read-only request, a
@@ -47,6 +53,24 @@ impl PolicyServer {
         if wall.distance(signed.body.at) > Duration::from_millis(ADMIN_FRESHNESS_MS) {
             let text = "the request is stale or from the future; check the clock and retry";
             return refuse(self, RejectKind::AdminStale, text);
+        }
+        if !signed.body.request.read_only() {
+            // A change taken once must not be taken again while it is still fresh enough to be.
+            let window = ADMIN_FRESHNESS_MS;
+            self.admin_taken.retain(|(at, _)| at.0.saturating_add(window) >= wall.0);
+            let Ok(bytes) = signing_bytes(&signed.body) else {
+                return refuse(self, RejectKind::AdminInvalid, "the request could not be encoded");
+            };
+            let taken = (signed.body.at, Sha256::digest(bytes).into());
+            if self.admin_taken.contains(&taken) {
+                let text = "this signed request was carried out already; sign a new one to do it again";
+                return refuse(self, RejectKind::AdminReplayed, text);
+            }
+            if self.admin_taken.len() >= MAX_ADMIN_TAKEN {
+                let text = "too many changes in the last five minutes; retry in a minute";
+                return refuse(self, RejectKind::AdminInvalid, text);
+            }
+            self.admin_taken.insert(taken);
         }
         match signed.body.request {
             PolicyAdmin::Create(policy) => {

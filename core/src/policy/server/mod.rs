@@ -8,7 +8,7 @@
 //! it could not verify, never takes a tier message from a channel peer other than the server or
 //! agent the message names, and never sends raw reports upward.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use super::alerts::{Alert, AlertBook, AlertRules};
@@ -135,6 +135,11 @@ pub struct PolicyServer {
     started: Option<WallClock>,
     next_sync: Option<Instant>,
     cycle: u64,
+    /// When each child signed the last sync taken from it.
+    child_syncs: BTreeMap<String, WallClock>,
+    /// Change requests taken from operators, by when they were signed and their digest, kept
+    /// while they are fresh enough to be taken: the same one again is a replay.
+    admin_taken: BTreeSet<(WallClock, [u8; 32])>,
     /// Questions to the tier below waiting on answers, and the number the next one takes.
     pending: Vec<PendingQuery>,
     next_query: u64,
@@ -158,6 +163,8 @@ impl PolicyServer {
             started: None,
             next_sync,
             cycle: 0,
+            child_syncs: BTreeMap::new(),
+            admin_taken: BTreeSet::new(),
             pending: Vec::new(),
             next_query: 1,
             outputs: VecDeque::new(),
@@ -295,7 +302,16 @@ impl PolicyServer {
     fn accept_policy(&mut self, signed: SignedPolicy) -> bool {
         // Held already, or an older version number: nothing it could change, so nothing to verify.
         let held = self.held.get(&signed.body.id);
-        if held.is_some_and(|h| *h == signed || h.body.version > signed.body.version) {
+        if held.is_some_and(|h| *h == signed) {
+            return false;
+        }
+        if let Some(newer) = held.map(|h| h.body.version).filter(|v| *v > signed.body.version) {
+            let detail = format!(
+                "policy `{}` version {} is older than version {newer} held here; kept {newer}",
+                signed.body.id.chars().take(64).collect::<String>(),
+                signed.body.version
+            );
+            self.reject(RejectKind::OlderPolicy, detail);
             return false;
         }
         match self.verify_policy(&signed) {
@@ -401,7 +417,16 @@ impl PolicyServer {
                     return self
                         .reject(RejectKind::BadSignature, format!("sync from `{from}` has a bad signature"));
                 }
-                let SyncRequest { versions, aggregate, .. } = signed.body;
+                if let Some(last) = self.child_syncs.get(&from)
+                    && signed.body.at <= *last
+                {
+                    return self.reject(
+                        RejectKind::StaleSync,
+                        format!("sync from `{from}` is not newer than the last one taken (a replay)"),
+                    );
+                }
+                let SyncRequest { versions, aggregate, at, .. } = signed.body;
+                self.child_syncs.insert(from.clone(), at);
                 self.syncs_received += 1;
                 if self.setup.parent.is_none() {
                     self.record_history(HistoryPoint::of(&from, wall, &aggregate));

@@ -22,13 +22,21 @@ pub enum RejectKind {
     /// A message whose named sender is not the peer its channel authenticated.
     WrongPeer,
     OversizedReport,
+    /// A report not newer than the one held from its agent: a replay.
+    StaleReport,
+    /// A sync not newer than the last one taken from its child: a replay.
+    StaleSync,
     Unexpected,
     PolicyUnknownSigner,
     PolicyBadSignature,
     PolicyInvalid,
+    /// A policy version older than the one held (a rollback, or a copy that crossed a newer one).
+    OlderPolicy,
     StoredPolicyInvalid,
     AdminNotOperator,
     AdminStale,
+    /// A change request taken already (inside its freshness window): a replay.
+    AdminReplayed,
     AdminInvalid,
     /// A viewer (read-only) asked for something other than status or history.
     AdminNotAllowed,
@@ -43,13 +51,17 @@ impl RejectKind {
             RejectKind::BadSignature => "bad-signature",
             RejectKind::WrongPeer => "wrong-peer",
             RejectKind::OversizedReport => "oversized-report",
+            RejectKind::StaleReport => "stale-report",
+            RejectKind::StaleSync => "stale-sync",
             RejectKind::Unexpected => "unexpected",
             RejectKind::PolicyUnknownSigner => "policy-unknown-signer",
             RejectKind::PolicyBadSignature => "policy-bad-signature",
             RejectKind::PolicyInvalid => "policy-invalid",
+            RejectKind::OlderPolicy => "older-policy",
             RejectKind::StoredPolicyInvalid => "stored-policy-invalid",
             RejectKind::AdminNotOperator => "admin-not-operator",
             RejectKind::AdminStale => "admin-stale",
+            RejectKind::AdminReplayed => "admin-replayed",
             RejectKind::AdminInvalid => "admin-invalid",
             RejectKind::AdminNotAllowed => "admin-not-allowed",
         }

@@ -75,6 +75,7 @@ impl PolicyServer {
         let request = SyncRequest {
             from: self.setup.name.clone(),
             cycle: self.cycle,
+            at: wall,
             versions: self.held.ranks(),
             aggregate: self.sync_aggregate(wall),
         };
@@ -111,6 +112,14 @@ impl PolicyServer {
             return self.reject(
                 RejectKind::OversizedReport,
                 format!("report from `{agent}` has {} checks", signed.body.checks.len()),
+            );
+        }
+        if let Some(held) = self.reports.get(&agent)
+            && signed.body.at <= held.report.at
+        {
+            return self.reject(
+                RejectKind::StaleReport,
+                format!("report from `{agent}` is not newer than the one held (a replay); kept the newer"),
             );
         }
         let platform = signed.body.platform.clone();

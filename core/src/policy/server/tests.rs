@@ -70,6 +70,8 @@ struct Master {
     viewer: NodeKeys,
     local: NodeKeys,
     next_request: u64,
+    /// The local's own clock, which only moves on (whatever the master's does).
+    local_clock: u64,
 }
 
 /// The wall clock every request and sync below is made at (unless a test says otherwise).
@@ -99,7 +101,7 @@ impl Master {
             alerts: crate::policy::alerts::AlertRules::default(),
         };
         let server = PolicyServer::new(Instant::ZERO, setup, seeded(8));
-        Master { server, operator, viewer, local, next_request: 1 }
+        Master { server, operator, viewer, local, next_request: 1, local_clock: 0 }
     }
 
     fn drain(&mut self) -> Vec<ServerOutput> {
@@ -128,7 +130,10 @@ impl Master {
 
     /// A sync from `local-00`, received at `at`, whose aggregate is `aggregate`.
     fn sync(&mut self, at: WallClock, aggregate: Aggregate) {
-        let body = SyncRequest { from: "local-00".into(), cycle: 1, versions: BTreeMap::new(), aggregate };
+        self.local_clock += 1;
+        let signed_at = WallClock(self.local_clock);
+        let versions = BTreeMap::new();
+        let body = SyncRequest { from: "local-00".into(), cycle: 1, at: signed_at, versions, aggregate };
         let message = PolicyMessage::Sync(Signed::sign(body, &self.local).expect("signs"));
         let input = ServerInput::Received { from: self.local.public(), message, size: 100 };
         self.server.handle(Now { mono: Instant::ZERO, wall: at }, input);
