@@ -379,6 +379,10 @@ pub enum Event {
         request: RequestId,
         unread: usize,
     },
+    /// A web console cookie for a session its user logged out was presented again.
+    WebSessionLoggedOut {
+        principal: String,
+    },
     /// The node began to drain, with this much still running.
     Draining {
         work: RunningWork,
@@ -412,6 +416,7 @@ impl Event {
             | Event::PolicyAlert { .. }
             | Event::AlertHookFailed { .. }
             | Event::WebNotReading { .. }
+            | Event::WebSessionLoggedOut { .. }
             | Event::OutsideRoster { .. } => Level::Warn,
             Event::LinkDown { .. }
             | Event::Staged { .. }
@@ -514,6 +519,10 @@ impl fmt::Display for Event {
             Event::WebNotReading { request, unread } => {
                 write!(f, "{request}: run ended: the browser left {unread} bytes of results unread")
             }
+            Event::WebSessionLoggedOut { principal } => write!(
+                f,
+                "web console: a cookie for {principal}'s logged-out session was presented again and refused"
+            ),
         }
     }
 }

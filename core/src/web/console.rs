@@ -33,6 +33,9 @@ const LOGIN_FORM_SECS: u64 = 3600;
 /// Gateway client ids of the console's requests: bit 62, apart from connection ids (bit 63 for
 /// inbound, small numbers for outbound).
 const WEB_CLIENT: u64 = 1 << 62;
+/// Logged-out sessions remembered until they expire; past this, a logout ends every session
+/// issued before it (see [`WebConsole::end_session`]).
+const MAX_LOGGED_OUT: usize = 65_536;
 
 /// What the console asks of the driver or the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +52,8 @@ pub enum ConsoleOutput {
     /// Ask the policy tier's master `request`, signed with the gateway's key, on a channel of
     /// its own; the answer comes back to [`WebConsole::handle_policy_reply`] with the same `ask`.
     AskPolicy { ask: u64, request: PolicyAdmin },
+    /// A session cookie that opened was refused all the same: its session was logged out.
+    LoggedOutSessionRefused { principal: String },
 }
 
 /// What the console reads from the rest of the node to answer a request.
@@ -99,6 +104,12 @@ pub struct WebConsole {
     pub(super) policy_master: bool,
     /// Requests waiting on the master, by ask.
     pub(super) policy_asks: BTreeMap<u64, PolicyAsk>,
+    /// Sessions ended by a logout before they expire, by credential id, with when each expires:
+    /// a copy of the cookie kept elsewhere opens no more than the browser's own did.
+    logged_out: BTreeMap<[u8; 16], WallClock>,
+    /// With the table full, every session issued before this time counts as logged out: a
+    /// logout always ends its session, at worst it ends others with it.
+    logged_out_before: WallClock,
     outputs: VecDeque<ConsoleOutput>,
 }
 
@@ -124,6 +135,8 @@ impl WebConsole {
             verifying: false,
             policy_master: false,
             policy_asks: BTreeMap::new(),
+            logged_out: BTreeMap::new(),
+            logged_out_before: WallClock(0),
             outputs: VecDeque::new(),
         }
     }
@@ -169,13 +182,32 @@ impl WebConsole {
         self.outputs.push_back(ConsoleOutput::Chunk { request, bytes, last });
     }
 
-    fn session(&self, request: &WebRequest, wall: WallClock) -> Session {
+    fn session(&mut self, request: &WebRequest, wall: WallClock) -> Session {
         match request.cookie(SESSION_COOKIE).filter(|c| !c.is_empty()) {
             None => Session::None,
             Some(sealed) => match self.keys.open(sealed, wall) {
+                Ok(credential)
+                    if credential.body.issued < self.logged_out_before
+                        || self.logged_out.contains_key(&credential.body.id) =>
+                {
+                    let principal = credential.body.principal.chars().take(64).collect();
+                    self.outputs.push_back(ConsoleOutput::LoggedOutSessionRefused { principal });
+                    Session::Refused(CookieError::LoggedOut)
+                }
                 Ok(credential) => Session::Valid(Box::new(credential)),
                 Err(e) => Session::Refused(e),
             },
+        }
+    }
+
+    /// Ends `credential`'s session here for good, not only in the browser that asked.
+    fn end_session(&mut self, credential: &Credential, wall: WallClock) {
+        self.logged_out.retain(|_, expires| *expires > wall);
+        if self.logged_out.len() >= MAX_LOGGED_OUT {
+            self.logged_out.clear();
+            self.logged_out_before = wall;
+        } else {
+            self.logged_out.insert(credential.id, credential.expires);
         }
     }
 
@@ -246,7 +278,11 @@ impl WebConsole {
 
     /// The session of a page request: none or a bad one sends the browser to the login form.
     /// A POST must carry the page's CSRF token in its form.
-    pub(super) fn page_session(&self, now: Now, web: &WebRequest) -> Result<Signed<Credential>, WebResponse> {
+    pub(super) fn page_session(
+        &mut self,
+        now: Now,
+        web: &WebRequest,
+    ) -> Result<Signed<Credential>, WebResponse> {
         let credential = match self.session(web, now.wall) {
             Session::Valid(credential) => *credential,
             Session::None => return Err(WebResponse::see_other("/login")),
@@ -355,12 +391,17 @@ impl WebConsole {
                     pages::problem("Forbidden", "The form was stale; reload the page."),
                 );
             }
+            self.end_session(&credential.body, now.wall);
         }
         WebResponse::see_other("/login").set_cookie(clear_cookie(SESSION_COOKIE))
     }
 
     /// The session of an API request, with its CSRF token checked for a POST.
-    pub(super) fn api_session(&self, now: Now, web: &WebRequest) -> Result<Signed<Credential>, WebResponse> {
+    pub(super) fn api_session(
+        &mut self,
+        now: Now,
+        web: &WebRequest,
+    ) -> Result<Signed<Credential>, WebResponse> {
         let credential = match self.session(web, now.wall) {
             Session::Valid(credential) => *credential,
             Session::None => {
@@ -381,7 +422,7 @@ impl WebConsole {
         Ok(credential)
     }
 
-    fn expand(&self, now: Now, web: &WebRequest, gateway: &Gateway) -> WebResponse {
+    fn expand(&mut self, now: Now, web: &WebRequest, gateway: &Gateway) -> WebResponse {
         if let Err(refused) = self.api_session(now, web) {
             return refused;
         }
@@ -574,6 +615,7 @@ impl RunView {
 fn why_text(why: &str) -> Option<&'static str> {
     match why {
         "expired" => Some("Your session has expired; log in again."),
+        "logged-out" => Some("That session was logged out; log in again."),
         "tampered" => {
             Some("Your session cookie could not be read (altered, or from another gateway); log in again.")
         }

@@ -34,6 +34,8 @@ pub enum CookieError {
     Tampered,
     #[error("your session has expired; log in again")]
     Expired,
+    #[error("this session was logged out; log in again")]
+    LoggedOut,
 }
 
 impl CookieError {
@@ -42,6 +44,7 @@ impl CookieError {
         match self {
             CookieError::Tampered => "tampered",
             CookieError::Expired => "expired",
+            CookieError::LoggedOut => "logged-out",
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::time::Now;
 
 impl WebConsole {
     /// `GET /status`.
-    pub(super) fn status_page(&self, now: Now, web: &WebRequest, sources: Sources<'_>) -> WebResponse {
+    pub(super) fn status_page(&mut self, now: Now, web: &WebRequest, sources: Sources<'_>) -> WebResponse {
         let credential = match self.page_session(now, web) {
             Ok(credential) => credential,
             Err(refused) => return refused,
@@ -27,7 +27,7 @@ impl WebConsole {
     }
 
     /// `GET /api/status`: `cluster` is null on a gateway that is not a member.
-    pub(super) fn status_json(&self, now: Now, web: &WebRequest, sources: Sources<'_>) -> WebResponse {
+    pub(super) fn status_json(&mut self, now: Now, web: &WebRequest, sources: Sources<'_>) -> WebResponse {
         if let Err(refused) = self.api_session(now, web) {
             return refused;
         }

@@ -20,6 +20,9 @@
 //! | rollback to an older policy version | `adversarial::policy::an_older_policy_version_offered_again_is_refused_and_the_newer_kept` |
 //! | forged or unsigned policy, unknown signer, oversized report | `policy_fleet::bad_input_is_refused_counted_and_never_stored` |
 //! | a policy message on another peer's channel (swapped key) | `policy_fleet::a_message_on_a_channel_whose_peer_is_not_its_sender_is_refused` |
+//! | replayed cookie (kept after logout) | `adversarial::web::a_cookie_replayed_after_logout_is_refused_logged_and_runs_nothing` |
+//! | altered or foreign cookie | `sim_web::an_altered_cookie_goes_back_to_the_login_form_and_runs_nothing` |
 
 mod member;
 mod policy;
+mod web;

@@ -151,6 +151,9 @@ impl WebSlot {
     ) -> Option<GatewayInput> {
         match out {
             ConsoleOutput::Gateway(input) => return Some(input),
+            ConsoleOutput::LoggedOutSessionRefused { principal } => {
+                fx.log(Event::WebSessionLoggedOut { principal });
+            }
             ConsoleOutput::AskPolicy { ask, request } => self.ask_master(now, ask, request, fx),
             ConsoleOutput::ReadAudit { read, range } => {
                 fx.out.push_back(Output::ReadAudit { read: AuditReadId(read), range });
