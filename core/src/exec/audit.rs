@@ -6,7 +6,7 @@
 //! verification of a whole trail. It never rewrites or drops an entry, and never appends a record
 //! it could not verify.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -263,6 +263,10 @@ pub enum CollectorOutput {
     Ack { ack: u64, index: u64 },
     /// The record was not appended: tell the submitter why.
     Refused { ack: u64, refusal: AuditRefusal },
+    /// The record is one the chain holds already, at `index` (a submission whose answer was
+    /// lost, or a replay): it is not appended again; the submitter hears `Ack` once `index` is
+    /// durable.
+    Duplicate { host: String, index: u64 },
 }
 
 /// Why the collector would not append a record.
@@ -272,7 +276,16 @@ pub enum AuditRefusal {
     UnknownHost(String),
     #[error("the record for `{0}` is not signed by that host's key")]
     BadSignature(String),
+    #[error(
+        "the record for `{host}` was made before the oldest record the collector still remembers \
+         ({floor} ms), so it cannot be told from a replay; it stays in the host's own trail"
+    )]
+    TooOld { host: String, floor: u64 },
 }
+
+/// Records the collector remembers, to know one it appended already when it comes again. Past
+/// this, the oldest are forgotten and a record made before them is refused as too old.
+pub const REMEMBERED_RECORDS: usize = 131_072;
 
 /// The audit collector: appends in arrival order and acknowledges only what is durable.
 #[derive(Debug)]
@@ -286,8 +299,17 @@ pub struct AuditCollector {
     refused: u64,
     next_index: u64,
     last_hash: [u8; 32],
-    /// Appended and not yet durable: (index, ack, hash).
+    /// Appended and not yet durable: (index, ack), in the order the answers are due.
     waiting: VecDeque<(u64, u64)>,
+    /// Records appended since start, by digest of the signed record: the index each went to.
+    remembered: BTreeMap<[u8; 32], u64>,
+    /// The same, oldest first by the time the record was made, to forget the oldest.
+    remembered_by_age: BTreeSet<(WallClock, [u8; 32])>,
+    /// The newest time of a record forgotten: one made at or before it may be a replay.
+    forgotten_before: Option<WallClock>,
+    /// How many records it remembers ([`REMEMBERED_RECORDS`]; tests lower it).
+    remember_limit: usize,
+    duplicates: u64,
     outputs: VecDeque<CollectorOutput>,
 }
 
@@ -303,7 +325,32 @@ impl AuditCollector {
             next_index: last.map_or(0, |e| e.index + 1),
             last_hash: last.map_or(GENESIS_HASH, |e| e.hash),
             waiting: VecDeque::new(),
+            remembered: BTreeMap::new(),
+            remembered_by_age: BTreeSet::new(),
+            forgotten_before: None,
+            remember_limit: REMEMBERED_RECORDS,
+            duplicates: 0,
             outputs: VecDeque::new(),
+        }
+    }
+
+    /// Records submitted again and not appended (lost answers and replays).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// The chain index of a record appended already, if it is one.
+    fn appended(&self, digest: &[u8; 32]) -> Option<u64> {
+        self.remembered.get(digest).copied()
+    }
+
+    fn remember(&mut self, at: WallClock, digest: [u8; 32], index: u64) {
+        self.remembered.insert(digest, index);
+        self.remembered_by_age.insert((at, digest));
+        while self.remembered.len() > self.remember_limit {
+            let Some((at, oldest)) = self.remembered_by_age.pop_first() else { break };
+            self.remembered.remove(&oldest);
+            self.forgotten_before = self.forgotten_before.max(Some(at));
         }
     }
 
@@ -327,8 +374,21 @@ impl AuditCollector {
         }
         let verifier = self.verifiers.get(host).ok_or_else(|| AuditRefusal::BadSignature(clip(host)))?;
         record.verify_by(verifier).map_err(|_| AuditRefusal::BadSignature(clip(host)))?;
+        if let Some(floor) = self.forgotten_before
+            && record.body.at <= floor
+            && self.appended(&record_digest(record)).is_none()
+        {
+            return Err(AuditRefusal::TooOld { host: clip(host), floor: floor.0 });
+        }
         Ok(())
     }
+}
+
+/// What tells one signed record from another: the digest of its encoding, signature included
+/// (Ed25519 signs deterministically, so a record submitted again has the same one).
+fn record_digest(record: &Signed<AuditRecord>) -> [u8; 32] {
+    let bytes = postcard::to_allocvec(record).unwrap_or_default();
+    Sha256::digest(bytes).into()
 }
 
 /// Each signer's key decoded, leaving out any that is not a curve point.
@@ -357,8 +417,23 @@ impl Machine for AuditCollector {
                     self.outputs.push_back(CollectorOutput::Refused { ack, refusal });
                     return;
                 }
+                let digest = record_digest(&record);
+                if let Some(index) = self.appended(&digest) {
+                    self.duplicates += 1;
+                    self.outputs
+                        .push_back(CollectorOutput::Duplicate { host: clip(&record.body.host), index });
+                    let durable = self.waiting.iter().all(|(i, _)| *i != index);
+                    if durable {
+                        self.outputs.push_back(CollectorOutput::Ack { ack, index });
+                    } else {
+                        // Answered with the first copy's append, once it is durable.
+                        self.waiting.push_back((index, ack));
+                    }
+                    return;
+                }
                 let Signed { body: record, signature } = *record;
                 let index = self.next_index;
+                self.remember(record.at, digest, index);
                 let Some(signer) = self.signers.get(&record.host).copied() else { return };
                 let hash = entry_hash(index, &self.last_hash, &record, &signature, &signer);
                 let entry = ChainEntry { index, prev_hash: self.last_hash, record, signature, signer, hash };

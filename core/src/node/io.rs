@@ -325,6 +325,11 @@ pub enum Event {
     AuditRefused {
         reason: String,
     },
+    /// A record the chain holds already came again (a lost answer, or a replay): not appended.
+    AuditDuplicate {
+        host: String,
+        index: u64,
+    },
     /// A setting of the installed configuration the exec roles could not read; left out.
     BadSetting {
         error: String,
@@ -409,6 +414,7 @@ impl Event {
             | Event::BadMessage { .. }
             | Event::PolicyRejected(_)
             | Event::AuditRefused { .. }
+            | Event::AuditDuplicate { .. }
             | Event::BadSetting { .. }
             | Event::PolicyApplyFailed { .. }
             | Event::PolicyServerUnreachable { .. }
@@ -481,6 +487,10 @@ impl fmt::Display for Event {
             Event::ChangeAccepted { version } => write!(f, "operator change accepted as {version}"),
             Event::ChangeRejected { reason } => write!(f, "operator change rejected: {reason}"),
             Event::AuditRefused { reason } => write!(f, "audit record refused: {reason}"),
+            Event::AuditDuplicate { host, index } => write!(
+                f,
+                "audit record from `{host}` came again (a lost answer or a replay); the chain holds it at {index}, not appended twice"
+            ),
             Event::BadSetting { error } => write!(f, "configuration setting left out: {error}"),
             Event::PolicyStored { id, version } => write!(f, "policy {id} v{version} stored"),
             Event::PolicyAlert { id, kind, detail } => write!(f, "policy alert {id} ({kind}): {detail}"),

@@ -22,7 +22,21 @@
 //! | a policy message on another peer's channel (swapped key) | `policy_fleet::a_message_on_a_channel_whose_peer_is_not_its_sender_is_refused` |
 //! | replayed cookie (kept after logout) | `adversarial::web::a_cookie_replayed_after_logout_is_refused_logged_and_runs_nothing` |
 //! | altered or foreign cookie | `sim_web::an_altered_cookie_goes_back_to_the_login_form_and_runs_nothing` |
+//! | replayed audit record | `adversarial::exec::an_audit_record_submitted_again_is_not_appended_twice_and_is_logged`, `core::exec::audit` (`a_record_older_than_every_one_remembered_is_refused_as_too_old`) |
+//! | forged audit record (another host's name) | `exec_security::an_audit_record_not_signed_by_the_host_it_names_is_refused_and_counted` |
+//! | replayed authenticator | `exec_security::a_replayed_authenticator_is_refused_and_audited` |
+//! | replayed ticket (for another host, expired, not sealed by the KDC) | `exec_security::a_ticket_for_another_host_is_refused_and_audited`, `…an_expired_ticket…`, `…a_ticket_not_sealed_by_the_kdc…` |
+//! | forged credential, or one used from another client key | `exec_security::the_gateway_refuses_to_act_without_a_valid_credential` |
+//! | removed exec host still asked to run | `exec_directory::a_daemon_whose_configuration_no_longer_lists_its_host_refuses_and_audits_it` |
+//! | swapped key under a host's name | `core::exec::kdc` (`a_host_listed_under_a_new_key_gets_tickets_only_it_can_open`), `core::exec::audit` (`records_are_checked_against_the_signers_current_keys`) |
+//! | injection through an environment variable | `exec_security::a_variable_the_acl_does_not_list_or_the_authenticator_does_not_cover_is_refused_by_the_host` |
+//! | injection through `%h` or a host name | `exec_security::percent_h_becomes_each_hosts_name`, `core::exec::nodeset` (`bad_sets_are_errors_not_panics_or_huge_allocations`), `io-mio::child` (`argv_is_not_interpreted_by_a_shell`) |
+//! | path traversal in copy destinations | `exec_copy::a_path_outside_the_copy_prefixes_is_refused_everywhere_and_placed_nowhere` |
+//! | oversized message | `channel::an_oversized_length_prefix_is_rejected_before_allocating`, `cli/tests/node_hostile.rs` (4 GiB prefix), `policy_fleet::bad_input_is_refused_counted_and_never_stored` |
+//! | half-open flood, slow handshake | `cli/tests/node_hostile.rs::hostile_clients_are_dropped_and_the_node_goes_on_serving` |
+//! | slow web client | `cli/tests/web_slow_clients.rs` |
 
+mod exec;
 mod member;
 mod policy;
 mod web;

@@ -230,3 +230,61 @@ fn a_whole_trail_verifies_and_each_kind_of_tampering_is_named() {
         Err(ChainError::CheckpointSignature { index: 15 })
     );
 }
+
+/// Everything the collector said, in order.
+fn drain(collector: &mut AuditCollector) -> Vec<CollectorOutput> {
+    std::iter::from_fn(|| collector.poll_output()).collect()
+}
+
+#[test]
+fn a_record_submitted_again_is_not_appended_twice_and_is_acknowledged_once_durable() {
+    let mut collector = AuditCollector::new(None, signers(3), key(200));
+    collector.handle(Now::ZERO, CollectorInput::Submit { ack: 1, record: Box::new(record(1)) });
+    // Again before the first copy is durable (its answer is not lost yet; a replay).
+    collector.handle(Now::ZERO, CollectorInput::Submit { ack: 2, record: Box::new(record(1)) });
+    let outputs = drain(&mut collector);
+    assert!(matches!(&outputs[0], CollectorOutput::Append { entry, .. } if entry.index == 0));
+    assert_eq!(outputs[1..], [CollectorOutput::Duplicate { host: "h1".into(), index: 0 }]);
+    collector.handle(Now::ZERO, CollectorInput::Persisted { index: 0 });
+    let acks = drain(&mut collector);
+    assert_eq!(acks, [CollectorOutput::Ack { ack: 1, index: 0 }, CollectorOutput::Ack { ack: 2, index: 0 }]);
+    // And again once durable: answered at once, nothing appended.
+    collector.handle(Now::ZERO, CollectorInput::Submit { ack: 3, record: Box::new(record(1)) });
+    let outputs = drain(&mut collector);
+    assert_eq!(
+        outputs,
+        [
+            CollectorOutput::Duplicate { host: "h1".into(), index: 0 },
+            CollectorOutput::Ack { ack: 3, index: 0 }
+        ]
+    );
+    assert_eq!((collector.len(), collector.duplicates()), (1, 2));
+}
+
+#[test]
+fn a_record_older_than_every_one_remembered_is_refused_as_too_old() {
+    let mut collector = AuditCollector::new(None, signers(4), key(200));
+    collector.remember_limit = 2;
+    for n in 1..4 {
+        collector
+            .handle(Now::ZERO, CollectorInput::Submit { ack: u64::from(n), record: Box::new(record(n)) });
+    }
+    drain(&mut collector);
+    // Three appended, two remembered: h1's (made at 1) was forgotten, so anything made at or
+    // before 1 may be a replay of it.
+    collector.handle(Now::ZERO, CollectorInput::Submit { ack: 9, record: Box::new(record(1)) });
+    collector.handle(Now::ZERO, CollectorInput::Submit { ack: 10, record: Box::new(record(0)) });
+    let outputs = drain(&mut collector);
+    let too_old = |host: &str| AuditRefusal::TooOld { host: host.into(), floor: 1 };
+    assert_eq!(
+        outputs,
+        [
+            CollectorOutput::Refused { ack: 9, refusal: too_old("h1") },
+            CollectorOutput::Refused { ack: 10, refusal: too_old("h0") },
+        ]
+    );
+    assert_eq!(collector.len(), 3);
+    // A record remembered is still known for what it is.
+    collector.handle(Now::ZERO, CollectorInput::Submit { ack: 11, record: Box::new(record(3)) });
+    assert!(drain(&mut collector).contains(&CollectorOutput::Duplicate { host: "h3".into(), index: 2 }));
+}

@@ -114,6 +114,9 @@ impl GatewaySlot {
                             send(fx, conn, &GatewayReply::AuditAck { ack: remote });
                         }
                     }
+                    CollectorOutput::Duplicate { host, index } => {
+                        fx.log(Event::AuditDuplicate { host, index });
+                    }
                     CollectorOutput::Refused { ack, refusal } => {
                         let reason = refusal.to_string();
                         fx.log(Event::AuditRefused { reason: reason.clone() });
