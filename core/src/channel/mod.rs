@@ -190,6 +190,8 @@ pub struct Channel {
     handshake_deadline: Option<Instant>,
     peer: Option<PublicIdentity>,
     scratch: Vec<u8>,
+    /// Whole frames read so far: whether bytes that arrived finished one.
+    frames_read: u64,
 }
 
 impl std::fmt::Debug for Channel {
@@ -243,6 +245,7 @@ impl Channel {
             handshake_deadline: Some(now + config.handshake_timeout),
             peer: None,
             scratch: vec![0; MAX_FRAME_LEN],
+            frames_read: 0,
         }
     }
 
@@ -292,6 +295,16 @@ impl Channel {
         matches!(self.state, State::Closed)
     }
 
+    /// Whole frames read so far.
+    pub fn frames_read(&self) -> u64 {
+        self.frames_read
+    }
+
+    /// Whether part of a frame has arrived and the rest has not.
+    pub fn partial_frame(&self) -> bool {
+        self.frames.buffered() > 0
+    }
+
     fn handle_received(&mut self, bytes: &[u8]) {
         self.frames.push(bytes);
         loop {
@@ -303,6 +316,7 @@ impl Channel {
                 Ok(None) => return,
                 Err(e) => return self.fail(e.into()),
             };
+            self.frames_read += 1;
             let step = match self.state {
                 State::Handshake(_) => self.read_handshake(&frame),
                 State::Transport(_) => self.read_transport(&frame),

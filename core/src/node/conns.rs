@@ -35,6 +35,9 @@ pub struct ConnLimits {
     pub first_message: Duration,
     /// A connection with no message received for this long is closed (`None`: never).
     pub idle: Option<Duration>,
+    /// A frame begun must be whole this soon (a frame is at most 64 KiB, so this asks a peer
+    /// for a couple of kilobytes a second): one byte at a time holds no connection open.
+    pub frame_timeout: Duration,
     /// Largest message either way.
     pub max_message: usize,
     /// Bytes given to the driver and not yet written before the peer counts as not reading.
@@ -50,6 +53,7 @@ impl Default for ConnLimits {
             handshake_timeout: Duration::from_secs(5),
             first_message: Duration::from_secs(30),
             idle: None,
+            frame_timeout: Duration::from_secs(30),
             max_message: 4 * 1024 * 1024,
             max_backlog: 16 * 1024 * 1024,
         }
@@ -127,6 +131,8 @@ struct Conn {
     /// When bytes last arrived once the first message was whole: a large message in transit
     /// keeps a connection from counting as idle.
     last_bytes: Option<Instant>,
+    /// When the frame now arriving began (`None`: no frame half-read).
+    frame_started: Option<Instant>,
     backlog: usize,
     /// Over the high-water mark since it last drained: its producer should wait.
     congested: bool,
@@ -149,7 +155,8 @@ impl Conn {
             _ => None,
         };
         let idle = self.limits.idle.map(|idle| self.last_heard() + idle);
-        [first, idle, self.channel.poll_timeout()].into_iter().flatten().min()
+        let frame = self.frame_started.map(|at| at + self.limits.frame_timeout);
+        [first, idle, frame, self.channel.poll_timeout()].into_iter().flatten().min()
     }
 }
 
@@ -251,6 +258,7 @@ impl Connections {
             opened: now.mono,
             last_message: None,
             last_bytes: None,
+            frame_started: None,
             backlog: 0,
             congested: false,
             done: false,
@@ -302,7 +310,14 @@ impl Connections {
             if c.last_message.is_some() {
                 c.last_bytes = Some(now.mono);
             }
+            let read = c.channel.frames_read();
             c.channel.handle(now, ChannelInput::Received(bytes));
+            // The clock runs from the first byte of the frame still unfinished.
+            c.frame_started = match (c.channel.partial_frame(), c.channel.frames_read() != read) {
+                (false, _) => None,
+                (true, true) => Some(now.mono),
+                (true, false) => c.frame_started.or(Some(now.mono)),
+            };
             self.pump(conn);
         }
     }
@@ -398,8 +413,14 @@ impl Connections {
                 && matches!(c.owner, Owner::Listener(_))
                 && now.mono >= c.opened + c.limits.first_message;
             let idle = c.limits.idle.is_some_and(|i| now.mono >= c.last_heard() + i);
+            let slow = c.frame_started.is_some_and(|at| now.mono >= at + c.limits.frame_timeout);
             if (silent || idle) && !c.channel.is_closed() {
                 self.outputs.push_back(Output::Log(Event::Silent { conn }));
+                c.channel.close();
+            } else if slow && !c.channel.is_closed() {
+                let timeout_ms = u64::try_from(c.limits.frame_timeout.as_millis()).unwrap_or(u64::MAX);
+                self.outputs.push_back(Output::Log(Event::SlowFrame { conn, timeout_ms }));
+                c.frame_started = None;
                 c.channel.close();
             }
             self.pump(conn);
@@ -574,6 +595,66 @@ mod tests {
         let last_transmit = outputs.iter().rposition(|o| matches!(o, Output::Transmit { .. }));
         let drop = outputs.iter().position(|o| matches!(o, Output::Log(Event::NotReading { .. })));
         assert!(last_transmit < drop);
+    }
+
+    /// What `b` transmits for one message `len` bytes long, whole.
+    fn wire_bytes(b: &mut Connections, cb: ConnId, len: usize) -> Vec<u8> {
+        b.send(cb, &vec![5; len]);
+        let mut bytes = Vec::new();
+        while let Some(out) = b.poll_output() {
+            if let Output::Transmit { bytes: more, .. } = out {
+                bytes.extend(more);
+            }
+        }
+        bytes
+    }
+
+    /// Feeds `bytes` to `a`'s end `piece` bytes a second, up to `for_secs`; the time it closed.
+    fn trickle(a: &mut Connections, bytes: &[u8], piece: usize, for_secs: u64) -> Option<(u64, Vec<Output>)> {
+        let ca = ConnId::inbound(1);
+        for (second, chunk) in bytes.chunks(piece).enumerate().take(usize::try_from(for_secs).unwrap_or(0)) {
+            let second = u64::try_from(second).unwrap_or(u64::MAX);
+            let now = Now::ZERO.after(Duration::from_secs(second));
+            if a.poll_timeout().is_some_and(|at| at <= now.mono) {
+                a.handle_timeout(now);
+            }
+            let outputs: Vec<Output> = std::iter::from_fn(|| a.poll_output()).collect();
+            if outputs.contains(&Output::Close { conn: ca }) {
+                return Some((second, outputs));
+            }
+            a.received(now, ca, chunk.to_vec());
+        }
+        None
+    }
+
+    /// `b` says hello, whole, so `a` counts it as a peer that spoke in time.
+    fn greeted(a: &mut Connections, b: &mut Connections, cb: ConnId) {
+        let hello = wire_bytes(b, cb, 16);
+        a.received(Now::ZERO, ConnId::inbound(1), hello);
+        assert!(std::iter::from_fn(|| a.poll_event()).any(|e| matches!(e, ConnEvent::Message { .. })));
+    }
+
+    #[test]
+    fn a_peer_sending_a_byte_a_second_is_closed_when_its_frame_is_not_whole_in_time() {
+        let (mut a, mut b, cb) = connected(ConnLimits::default());
+        greeted(&mut a, &mut b, cb);
+        let bytes = wire_bytes(&mut b, cb, 200);
+        let (second, outputs) = trickle(&mut a, &bytes, 1, 120).expect("closed");
+        assert_eq!(second, 30, "thirty seconds after its first byte");
+        let log = Event::SlowFrame { conn: ConnId::inbound(1), timeout_ms: 30_000 };
+        assert!(outputs.contains(&Output::Log(log)), "{outputs:?}");
+    }
+
+    #[test]
+    fn a_long_message_arriving_steadily_is_never_cut_for_slowness() {
+        let (mut a, mut b, cb) = connected(ConnLimits::default());
+        greeted(&mut a, &mut b, cb);
+        // 4 MiB at 40 KiB a second: a frame is always half-read, and each is whole in two seconds.
+        let bytes = wire_bytes(&mut b, cb, 4 * 1024 * 1024);
+        assert_eq!(trickle(&mut a, &bytes, 40 * 1024, 200), None);
+        let whole = std::iter::from_fn(|| a.poll_event())
+            .any(|e| matches!(e, ConnEvent::Message { bytes, .. } if bytes.len() == 4 * 1024 * 1024));
+        assert!(whole, "the message arrived");
     }
 
     /// The filed deadlines always give what asking every connection would.

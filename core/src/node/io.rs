@@ -272,6 +272,11 @@ pub enum Event {
         conn: ConnId,
         peer: String,
     },
+    /// A frame begun was not whole in time (a peer sending a byte at a time): closed.
+    SlowFrame {
+        conn: ConnId,
+        timeout_ms: u64,
+    },
     /// An inbound connection said nothing in time and was closed.
     Silent {
         conn: ConnId,
@@ -410,6 +415,7 @@ impl Event {
             Event::Refused { .. }
             | Event::PerPeerLimit { .. }
             | Event::NoLongerTrusted { .. }
+            | Event::SlowFrame { .. }
             | Event::NotReading { .. }
             | Event::BadMessage { .. }
             | Event::PolicyRejected(_)
@@ -457,6 +463,10 @@ impl fmt::Display for Event {
                 write!(f, "{listener} connection {conn} closed: {peer}'s key is no longer trusted here")
             }
             Event::Silent { conn } => write!(f, "connection {conn} closed: it sent nothing in time"),
+            Event::SlowFrame { conn, timeout_ms } => write!(
+                f,
+                "connection {conn} closed: a frame it began was not whole within {timeout_ms} ms (too slow)"
+            ),
             Event::NotReading { conn, backlog } => {
                 write!(f, "connection {conn} dropped: the peer is not reading ({backlog} bytes waiting)")
             }

@@ -35,6 +35,7 @@
 //! | oversized message | `channel::an_oversized_length_prefix_is_rejected_before_allocating`, `cli/tests/node_hostile.rs` (4 GiB prefix), `policy_fleet::bad_input_is_refused_counted_and_never_stored` |
 //! | half-open flood, slow handshake | `cli/tests/node_hostile.rs::hostile_clients_are_dropped_and_the_node_goes_on_serving` |
 //! | slow web client | `cli/tests/web_slow_clients.rs` |
+//! | slow client on a channel (a byte a second, after the handshake) | `core::node::conns` (`a_peer_sending_a_byte_a_second_is_closed_when_its_frame_is_not_whole_in_time`, and `a_long_message_arriving_steadily_is_never_cut_for_slowness`) |
 
 mod exec;
 mod member;
