@@ -11,6 +11,10 @@
 //! - every command the client saw run has its host's `run` record in the collector's trail,
 //!   and the trail verifies from its first entry.
 //!
+//! The policy tier's own fifty seeds kill its master or its local while operators set policies
+//! at either and the local syncs every second: a policy a server answered as stored is listed
+//! there after the restart, and reaches the other once they have synced.
+//!
 //! A seed's failure names the seed, the node and the moment, so it can be run again alone
 //! (`COHORT_CRASH_SEEDS=FROM..TO`).
 
@@ -187,5 +191,103 @@ fn fifty_seeded_kill_9s_lose_nothing_acknowledged() {
         runs.len(),
         attempts.1,
         configurations.len()
+    );
+}
+
+/// The policy tier's processes, by index; the first two are the ones a seed kills.
+const TIER: [&str; 3] = ["policy/master", "policy/local-00", "policy/agents"];
+
+/// `cohort policy ARGS… --tier … --key …`.
+fn policy(root: &std::path::Path, args: &[&str]) -> Output {
+    let tier = root.join("policy/tier.toml");
+    let key = root.join("operator.key");
+    let mut all = vec!["policy"];
+    all.extend(args);
+    all.extend(["--tier", path_str(&tier), "--key", path_str(&key)]);
+    cohort(&all)
+}
+
+/// What `server` lists, if it answers.
+fn listed(root: &std::path::Path, server: &str) -> Option<String> {
+    let out = policy(root, &["list", "--server", server]);
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[test]
+fn fifty_seeded_kill_9s_of_policy_servers_lose_no_stored_policy() {
+    let port = common::free_base_port(2).to_string();
+    let args = [
+        "--members",
+        "1",
+        "--policy-locals",
+        "1",
+        "--policy-agents",
+        "2",
+        "--policy-port",
+        &port,
+        "--policy-sync-s",
+        "1",
+        "--policy-poll-s",
+        "1",
+    ];
+    let mut tier = TestCluster::init_with(&args, 1, TIER.iter().map(|p| (*p).to_owned()).collect());
+    tier.start_all();
+    let root = tier.root();
+    tier.wait_for("both servers answer", Duration::from_secs(30), |_| {
+        listed(&root, "master").is_some() && listed(&root, "local-00").is_some()
+    });
+
+    // Each policy a server answered as stored, with the server that stored it.
+    let mut stored: Vec<(String, &str)> = Vec::new();
+    let mut tried = 0usize;
+    let mut killed = [0u32; 2];
+    let range = seeds();
+    for seed in range.clone() {
+        let victim = usize::try_from(mix(seed ^ 0x5eed) % 2).expect("small");
+        let delay = Duration::from_millis(mix(seed ^ 0xfeed) % 700);
+        let what = format!("seed {seed}: kill -9 of {} after {delay:?}", TIER[victim]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let setting = {
+            let (stop, root) = (stop.clone(), root.clone());
+            std::thread::spawn(move || {
+                let server = |n: u32| if n % 2 == 0 { "master" } else { "local-00" };
+                let (acked, tried) = until_stopped(&stop, |n| {
+                    let id = format!("p{seed}-{n}");
+                    policy(&root, &["set", &id, &format!("crash.seed=s{seed}"), "--server", server(n)])
+                });
+                (acked.into_iter().map(|n| (format!("p{seed}-{n}"), server(n))).collect::<Vec<_>>(), tried)
+            })
+        };
+        std::thread::sleep(delay);
+        tier.kill(victim);
+        killed[victim] += 1;
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::Relaxed);
+        let (acked, n) = setting.join().expect("the policy thread");
+        stored.extend(acked);
+        tried += n;
+        tier.start(victim);
+
+        // What each server stored, it holds; and once they have synced, the other holds it too.
+        tier.wait_for(
+            &format!("{what}: every stored policy on both servers"),
+            Duration::from_secs(30),
+            |_| {
+                let (Some(master), Some(local)) = (listed(&root, "master"), listed(&root, "local-00")) else {
+                    return false;
+                };
+                let holds = |list: &str, id: &str| list.lines().any(|l| l.starts_with(&format!("{id} v")));
+                stored.iter().all(|(id, _)| holds(&master, id) && holds(&local, id))
+            },
+        );
+    }
+    let seeds = range.end - range.start;
+    println!("| policy server killed | times |\n|---|---:|");
+    for (node, n) in TIER.iter().zip(killed) {
+        println!("| {node} | {n} |");
+    }
+    println!(
+        "{seeds} of {seeds} seeds: no stored policy lost ({} of {tried} sets acknowledged)",
+        stored.len()
     );
 }
