@@ -62,9 +62,10 @@ for t in $(seq 1 "$seconds"); do
   sleep 1
   echo "| $t | $(mib "$local_pid" VmRSS) | $(fds "$local_pid") | $(mib "$agents_pid" VmRSS) | $(fds "$agents_pid") |"
 done
-status=$("$cohort" status --global --current --json "${tier[@]}" 2>/dev/null || true)
-counted=$(sed -n 's/.*"agents":\([0-9]*\).*/\1/p' <<<"$status" | head -1)
-silent=$(sed -n 's/.*"not_reporting":\([0-9]*\).*/\1/p' <<<"$status" | head -1)
+# "global status (current): N agents reporting, M agents not reporting"
+status=$("$cohort" status --global --current "${tier[@]}" 2>/dev/null | head -1 || true)
+counted=$(sed -n 's/.*: \([0-9]*\) agents reporting.*/\1/p' <<<"$status")
+silent=$(sed -n 's/.*, \([0-9]*\) agents not reporting.*/\1/p' <<<"$status")
 refused=$(grep -c "connection refused: too many open" "$work/local-00.log" || true)
 echo
 echo "peak resident: local $(mib "$local_pid" VmHWM) MiB, agents node $(mib "$agents_pid" VmHWM) MiB"

@@ -5,7 +5,7 @@
 use super::frame::MAX_FRAME_LEN;
 
 /// snow's AEAD tag on every transport message.
-const TAG_LEN: usize = 16;
+pub(super) const TAG_LEN: usize = 16;
 /// One marker byte opens every chunk's plaintext.
 const MARKER_LEN: usize = 1;
 /// Application bytes that fit in one chunk.

@@ -11,6 +11,7 @@ pub mod chunk;
 pub mod frame;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use snow::{HandshakeState, TransportState};
@@ -19,7 +20,7 @@ use crate::identity::{KeyDigest, NodeKeys, PublicIdentity};
 use crate::machine::Machine;
 use crate::rng::{SeededResolver, SeededRng};
 use crate::time::{Instant, Now};
-use chunk::{ChunkError, Reassembler};
+use chunk::{ChunkError, Reassembler, TAG_LEN};
 use frame::{FrameDecoder, FrameError, MAX_FRAME_LEN, encode_frame};
 
 /// Both sides send their static key (encrypted) and check the other's against their trust set.
@@ -27,10 +28,12 @@ const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
 /// Binds every handshake to this protocol and version: a peer speaking anything else fails.
 const PROLOGUE: &[u8] = b"cohort channel v1";
 
-/// The peers a channel will accept, by their X25519 static key.
+/// The peers a channel will accept, by their X25519 static key. Every connection a listener
+/// accepts holds its set: shared, not copied, or a server with thousands of peers would hold
+/// thousands of copies of a table of thousands.
 #[derive(Debug, Clone, Default)]
 pub struct TrustSet {
-    by_agreement_key: BTreeMap<[u8; 32], PublicIdentity>,
+    by_agreement_key: Arc<BTreeMap<[u8; 32], PublicIdentity>>,
     /// Accept any static key (a gateway facing clients, an exec daemon facing gateways): the
     /// peer is then authenticated by what it presents (a credential, a ticket), and its key is
     /// only a channel binding. The Established identity carries the key and a zero signing key.
@@ -44,11 +47,11 @@ impl TrustSet {
 
     /// A trust set that accepts every peer key; see the field's note for when that is right.
     pub fn any_peer() -> Self {
-        TrustSet { by_agreement_key: BTreeMap::new(), any: true }
+        TrustSet { by_agreement_key: Arc::default(), any: true }
     }
 
     pub fn insert(&mut self, peer: PublicIdentity) {
-        self.by_agreement_key.insert(peer.agreement, peer);
+        Arc::make_mut(&mut self.by_agreement_key).insert(peer.agreement, peer);
     }
 
     pub fn lookup(&self, agreement_key: &[u8]) -> Option<PublicIdentity> {
@@ -244,7 +247,7 @@ impl Channel {
             queued_bytes: 0,
             handshake_deadline: Some(now + config.handshake_timeout),
             peer: None,
-            scratch: vec![0; MAX_FRAME_LEN],
+            scratch: Vec::new(),
             frames_read: 0,
         }
     }
@@ -330,7 +333,7 @@ impl Channel {
 
     fn read_handshake(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
         let State::Handshake(handshake) = &mut self.state else { return Ok(()) };
-        let payload_len = handshake.read_message(frame, &mut self.scratch)?;
+        let payload_len = handshake.read_message(frame, grown(&mut self.scratch, frame.len()))?;
         if payload_len != 0 {
             return Err(ChannelError::UnexpectedHandshakePayload);
         }
@@ -356,7 +359,7 @@ impl Channel {
 
     fn write_handshake(&mut self) {
         let State::Handshake(handshake) = &mut self.state else { return };
-        match handshake.write_message(&[], &mut self.scratch) {
+        match handshake.write_message(&[], grown(&mut self.scratch, HANDSHAKE_MESSAGE_MAX)) {
             Ok(len) => {
                 let mut wire = Vec::new();
                 encode_frame(&self.scratch[..len], &mut wire);
@@ -390,7 +393,7 @@ impl Channel {
 
     fn read_transport(&mut self, frame: &[u8]) -> Result<(), ChannelError> {
         let State::Transport(transport) = &mut self.state else { return Ok(()) };
-        let len = transport.read_message(frame, &mut self.scratch)?;
+        let len = transport.read_message(frame, grown(&mut self.scratch, frame.len()))?;
         if let Some(message) = self.reassembler.push(&self.scratch[..len])? {
             self.outputs.push_back(ChannelOutput::Message(message));
         }
@@ -401,7 +404,7 @@ impl Channel {
         let State::Transport(transport) = &mut self.state else { return };
         let mut wire = Vec::with_capacity(message.len() + message.len() / 64 + 64);
         for chunk in chunk::split(message) {
-            match transport.write_message(&chunk, &mut self.scratch) {
+            match transport.write_message(&chunk, grown(&mut self.scratch, chunk.len() + TAG_LEN)) {
                 Ok(len) => encode_frame(&self.scratch[..len], &mut wire),
                 Err(e) => return self.fail(ChannelError::from(e)),
             }
@@ -462,6 +465,19 @@ impl Machine for Channel {
     fn poll_timeout(&self) -> Option<Instant> {
         self.handshake_deadline
     }
+}
+
+/// The largest handshake message this pattern writes (two keys, a tag each, no payload).
+const HANDSHAKE_MESSAGE_MAX: usize = 256;
+
+/// `scratch`, at least `len` bytes long. It grows to the largest frame a channel has carried and
+/// stays there, so a channel that only ever carries small messages costs little memory: with
+/// thousands of agents on one server, a frame-sized buffer each would be most of its memory.
+fn grown(scratch: &mut Vec<u8>, len: usize) -> &mut [u8] {
+    if scratch.len() < len {
+        scratch.resize(len.min(MAX_FRAME_LEN), 0);
+    }
+    scratch
 }
 
 enum Side {
