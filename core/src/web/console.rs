@@ -14,13 +14,15 @@ use super::forms::{DEFAULT_FANOUT, exec_command, read_fields};
 use super::http::{Method, RequestId, WebRequest, WebResponse, field};
 use super::limiter::LoginLimiter;
 use super::pages::{self, Viewer};
-use super::session::{ConsoleKeys, CookieError, LOGIN_COOKIE, SESSION_COOKIE, clear_cookie, cookie};
+use super::run_view::RunView;
+use super::session::{
+    ConsoleKeys, CookieError, LOGIN_COOKIE, LoggedOut, SESSION_COOKIE, clear_cookie, cookie,
+};
 use super::waiting::{AuditAsk, PolicyAsk};
 use crate::exec::audit_view::AuditRange;
 use crate::exec::gateway::{ClientEvent, ClientRequest, Gateway, GatewayInput};
-use crate::exec::report::{host_json, outcome_text, output_digest, summary_of};
+use crate::exec::report::{host_json, summary_of};
 use crate::exec::ticket::Credential;
-use crate::exec::wire::{HostOutcome, HostResult};
 use crate::identity::{NodeKeys, PublicIdentity};
 use crate::member::Member;
 use crate::policy::wire::PolicyAdmin;
@@ -33,9 +35,6 @@ const LOGIN_FORM_SECS: u64 = 3600;
 /// Gateway client ids of the console's requests: bit 62, apart from connection ids (bit 63 for
 /// inbound, small numbers for outbound).
 const WEB_CLIENT: u64 = 1 << 62;
-/// Logged-out sessions remembered until they expire; past this, a logout ends every session
-/// issued before it (see [`WebConsole::end_session`]).
-const MAX_LOGGED_OUT: usize = 65_536;
 
 /// What the console asks of the driver or the gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,17 +71,6 @@ enum Waiting {
     Run(Box<RunView>),
 }
 
-/// A run streaming to a browser: only each host's end and output digest is kept, so the final
-/// grouping costs no output memory (the browser holds the output it was sent).
-#[derive(Debug)]
-struct RunView {
-    request: RequestId,
-    principal: String,
-    accepted: bool,
-    ends: Vec<(String, HostOutcome)>,
-    groups: BTreeMap<[u8; 32], Vec<String>>,
-}
-
 /// The console. See the module docs.
 #[derive(Debug)]
 pub struct WebConsole {
@@ -104,12 +92,9 @@ pub struct WebConsole {
     pub(super) policy_master: bool,
     /// Requests waiting on the master, by ask.
     pub(super) policy_asks: BTreeMap<u64, PolicyAsk>,
-    /// Sessions ended by a logout before they expire, by credential id, with when each expires:
-    /// a copy of the cookie kept elsewhere opens no more than the browser's own did.
-    logged_out: BTreeMap<[u8; 16], WallClock>,
-    /// With the table full, every session issued before this time counts as logged out: a
-    /// logout always ends its session, at worst it ends others with it.
-    logged_out_before: WallClock,
+    /// Sessions ended by a logout before they expire: a copy of the cookie kept elsewhere
+    /// opens no more than the browser's own did.
+    logged_out: LoggedOut,
     outputs: VecDeque<ConsoleOutput>,
 }
 
@@ -135,8 +120,7 @@ impl WebConsole {
             verifying: false,
             policy_master: false,
             policy_asks: BTreeMap::new(),
-            logged_out: BTreeMap::new(),
-            logged_out_before: WallClock(0),
+            logged_out: LoggedOut::default(),
             outputs: VecDeque::new(),
         }
     }
@@ -186,10 +170,7 @@ impl WebConsole {
         match request.cookie(SESSION_COOKIE).filter(|c| !c.is_empty()) {
             None => Session::None,
             Some(sealed) => match self.keys.open(sealed, wall) {
-                Ok(credential)
-                    if credential.body.issued < self.logged_out_before
-                        || self.logged_out.contains_key(&credential.body.id) =>
-                {
+                Ok(credential) if self.logged_out.ended(&credential.body) => {
                     let principal = credential.body.principal.chars().take(64).collect();
                     self.outputs.push_back(ConsoleOutput::LoggedOutSessionRefused { principal });
                     Session::Refused(CookieError::LoggedOut)
@@ -197,17 +178,6 @@ impl WebConsole {
                 Ok(credential) => Session::Valid(Box::new(credential)),
                 Err(e) => Session::Refused(e),
             },
-        }
-    }
-
-    /// Ends `credential`'s session here for good, not only in the browser that asked.
-    fn end_session(&mut self, credential: &Credential, wall: WallClock) {
-        self.logged_out.retain(|_, expires| *expires > wall);
-        if self.logged_out.len() >= MAX_LOGGED_OUT {
-            self.logged_out.clear();
-            self.logged_out_before = wall;
-        } else {
-            self.logged_out.insert(credential.id, credential.expires);
         }
     }
 
@@ -391,7 +361,7 @@ impl WebConsole {
                     pages::problem("Forbidden", "The form was stale; reload the page."),
                 );
             }
-            self.end_session(&credential.body, now.wall);
+            self.logged_out.end(&credential.body, now.wall);
         }
         WebResponse::see_other("/login").set_cookie(clear_cookie(SESSION_COOKIE))
     }
@@ -580,33 +550,6 @@ impl WebConsole {
                 WebResponse::json(200, &body).set_cookie(session)
             }
         }
-    }
-}
-
-impl RunView {
-    fn record(&mut self, result: &HostResult) {
-        self.ends.push((result.host.clone(), result.outcome.clone()));
-        self.groups.entry(output_digest(result)).or_default().push(result.host.clone());
-    }
-
-    /// The last event: the summary and every group under its folded host list, largest first.
-    fn finished(&self) -> serde_json::Value {
-        let mut groups: Vec<&Vec<String>> = self.groups.values().collect();
-        groups.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
-        let groups: Vec<serde_json::Value> = groups
-            .into_iter()
-            .map(|hosts| {
-                let outcome = self.ends.iter().find(|(h, _)| *h == hosts[0]).map(|(_, o)| outcome_text(o));
-                json!({
-                    "hosts": crate::exec::nodeset::fold(hosts),
-                    "names": hosts,
-                    "example": hosts[0],
-                    "outcome": outcome,
-                })
-            })
-            .collect();
-        let summary = summary_of(self.ends.iter().map(|(h, o)| (h.as_str(), o)));
-        json!({ "event": "finished", "summary": summary, "groups": groups })
     }
 }
 

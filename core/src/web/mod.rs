@@ -10,6 +10,7 @@ mod http;
 mod limiter;
 mod pages;
 mod policy_page;
+mod run_view;
 mod session;
 mod status_page;
 #[cfg(test)]

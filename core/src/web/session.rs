@@ -4,6 +4,8 @@
 //! and the CSRF token each form must bring back, derived from the credential it goes with. Owns
 //! the cookie's format and checks; it never decides what the credential allows.
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -132,6 +134,40 @@ impl ConsoleKeys {
         use subtle::ConstantTimeEq;
         presented
             .is_some_and(|p| p.len() == expected.len() && bool::from(p.as_bytes().ct_eq(expected.as_bytes())))
+    }
+}
+
+/// Logged-out sessions remembered until they expire; past this, a logout ends every session
+/// issued before it.
+const MAX_LOGGED_OUT: usize = 65_536;
+
+/// Sessions ended by a logout before they expire, by credential id. The cookie itself is the
+/// session (the gateway keeps no table of them), so a copy kept elsewhere would open until it
+/// expired; this is what the gateway remembers to refuse it. A restart forgets it.
+#[derive(Debug, Default)]
+pub struct LoggedOut {
+    /// Each ended session's credential id, with when the credential expires.
+    ended: BTreeMap<[u8; 16], WallClock>,
+    /// With the table full, every session issued before this time counts as ended: a logout
+    /// always ends its own session, at worst it ends others with it.
+    before: WallClock,
+}
+
+impl LoggedOut {
+    /// Ends `credential`'s session at the gateway, not only in the browser that asked.
+    pub fn end(&mut self, credential: &Credential, now: WallClock) {
+        self.ended.retain(|_, expires| *expires > now);
+        if self.ended.len() >= MAX_LOGGED_OUT {
+            self.ended.clear();
+            self.before = now;
+        } else {
+            self.ended.insert(credential.id, credential.expires);
+        }
+    }
+
+    /// Whether `credential`'s session was logged out.
+    pub fn ended(&self, credential: &Credential) -> bool {
+        credential.issued < self.before || self.ended.contains_key(&credential.id)
     }
 }
 
