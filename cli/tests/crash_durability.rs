@@ -62,6 +62,32 @@ fn settled(cluster: &TestCluster) -> Option<String> {
     one.then_some(version)
 }
 
+/// Waits for the cluster to settle; if it does not within 60 s, fails with what each member
+/// says of itself and the end of its log.
+fn settle(cluster: &TestCluster, what: &str) {
+    let started = std::time::Instant::now();
+    while settled(cluster).is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let views: Vec<String> = (0..4)
+                .map(|i| {
+                    let status = cluster.status(i).map_or("no answer".to_owned(), |s| {
+                        format!("active {:?}, staged {:?}, state {}", active(&s), staged(&s), s["state"])
+                    });
+                    let log = cluster.log_text(i);
+                    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                    format!(
+                        "{}: {status}\n{}",
+                        cluster.names[i],
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .collect();
+            panic!("{what}: the cluster did not settle in 60 s:\n{}", views.join("\n\n"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The collector's trail as JSON records.
 fn trail(cluster: &TestCluster) -> Vec<serde_json::Value> {
     let out = cohort(&["audit", "export", "--config", path_str(&cluster.config(0)), "--json"]);
@@ -149,9 +175,7 @@ fn fifty_seeded_kill_9s_lose_nothing_acknowledged() {
         runs.extend(acked.into_iter().map(|n| format!("crash-{seed}.{n}")));
         attempts.1 += tried;
         cluster.start(victim);
-        cluster.wait_for(&format!("{what}: the cluster to settle"), Duration::from_secs(30), |c| {
-            settled(c).is_some()
-        });
+        settle(&cluster, &what);
 
         // Every acknowledged change, on every member, under one version.
         let version = settled(&cluster).expect("settled");
