@@ -5,6 +5,7 @@
 use core::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
 
 use crate::identity::{NodeKeys, PublicIdentity, SignatureError, Verifier};
 
@@ -79,6 +80,12 @@ impl<T: SignedKind> Signed<T> {
         let bytes = signing_bytes(&self.body).map_err(|_| SignatureError::Invalid)?;
         verifier.verify(&bytes, &self.signature.0)?;
         Ok(&self.body)
+    }
+
+    /// SHA-256 of the bytes the signature covers: what names one signed request, to know it when
+    /// it comes again (the same body, however it was signed).
+    pub fn body_digest(&self) -> Result<[u8; 32], postcard::Error> {
+        Ok(Sha256::digest(signing_bytes(&self.body)?).into())
     }
 
     /// Checks the signature against a bare Ed25519 key (operators have no X25519 key on file).

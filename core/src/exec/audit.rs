@@ -367,7 +367,7 @@ impl AuditCollector {
         self.refused
     }
 
-    fn check(&self, record: &Signed<AuditRecord>) -> Result<(), AuditRefusal> {
+    fn check(&self, record: &Signed<AuditRecord>, digest: &[u8; 32]) -> Result<(), AuditRefusal> {
         let host = &record.body.host;
         if !self.signers.contains_key(host) {
             return Err(AuditRefusal::UnknownHost(clip(host)));
@@ -376,7 +376,7 @@ impl AuditCollector {
         record.verify_by(verifier).map_err(|_| AuditRefusal::BadSignature(clip(host)))?;
         if let Some(floor) = self.forgotten_before
             && record.body.at <= floor
-            && self.appended(&record_digest(record)).is_none()
+            && self.appended(digest).is_none()
         {
             return Err(AuditRefusal::TooOld { host: clip(host), floor: floor.0 });
         }
@@ -412,12 +412,12 @@ impl Machine for AuditCollector {
                 self.signers = signers;
             }
             CollectorInput::Submit { ack, record } => {
-                if let Err(refusal) = self.check(&record) {
+                let digest = record_digest(&record);
+                if let Err(refusal) = self.check(&record, &digest) {
                     self.refused += 1;
                     self.outputs.push_back(CollectorOutput::Refused { ack, refusal });
                     return;
                 }
-                let digest = record_digest(&record);
                 if let Some(index) = self.appended(&digest) {
                     self.duplicates += 1;
                     self.outputs
@@ -433,8 +433,8 @@ impl Machine for AuditCollector {
                 }
                 let Signed { body: record, signature } = *record;
                 let index = self.next_index;
-                self.remember(record.at, digest, index);
                 let Some(signer) = self.signers.get(&record.host).copied() else { return };
+                self.remember(record.at, digest, index);
                 let hash = entry_hash(index, &self.last_hash, &record, &signature, &signer);
                 let entry = ChainEntry { index, prev_hash: self.last_hash, record, signature, signer, hash };
                 self.next_index += 1;

@@ -5,7 +5,6 @@
 //! answers [`MemberInput::Persisted`]; drivers must answer persists in the order they were asked.
 //! It never trusts a message it has not verified against its own configuration.
 
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
 
 use super::block::{Author, ConfigBlock, TrustedAuthors};
@@ -19,7 +18,7 @@ use super::section::open_section;
 use crate::identity::{KeyDigest, NodeId, NodeKeys};
 use crate::machine::Machine;
 use crate::rng::SeededRng;
-use crate::signed::{Signed, signing_bytes};
+use crate::signed::Signed;
 use crate::time::{Instant, Now};
 use crate::wire::WireError;
 
@@ -415,8 +414,8 @@ impl Member {
         if self.fetch.is_some() {
             return Err(ChangeError::Syncing { retry_after: self.settings.heartbeat });
         }
-        let digest: [u8; 32] =
-            Sha256::digest(signing_bytes(request).map_err(|_| ChangeError::BadSignature)?).into();
+        // Encodes as it did to verify just above.
+        let digest = signed.body_digest().map_err(|_| ChangeError::BadSignature)?;
         // A staged version (this member's own or another's) names every request it applied.
         let staged = [self.intended.staged.as_ref(), self.durable.staged.as_ref()];
         if let Some(held) = staged.into_iter().flatten().find(|s| s.config.applied_requests.contains(&digest))

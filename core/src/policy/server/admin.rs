@@ -6,15 +6,13 @@
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::query::ReplyTo;
 use super::{PolicyServer, RejectKind, ServerOutput, TierQuery};
 use crate::policy::document::Policy;
 use crate::policy::wire::{
     ADMIN_FRESHNESS_MS, MAX_HISTORY_REPLY, PolicyAdmin, PolicyAdminReply, PolicyAdminRequest,
 };
-use crate::signed::{Signed, signing_bytes};
+use crate::signed::Signed;
 use crate::time::{Instant, WallClock};
 
 /// Change requests a server remembers inside one freshness window; more are refused until the
@@ -58,10 +56,10 @@ impl PolicyServer {
             // A change taken once must not be taken again while it is still fresh enough to be.
             let window = ADMIN_FRESHNESS_MS;
             self.admin_taken.retain(|(at, _)| at.0.saturating_add(window) >= wall.0);
-            let Ok(bytes) = signing_bytes(&signed.body) else {
+            let Ok(digest) = signed.body_digest() else {
                 return refuse(self, RejectKind::AdminInvalid, "the request could not be encoded");
             };
-            let taken = (signed.body.at, Sha256::digest(bytes).into());
+            let taken = (signed.body.at, digest);
             if self.admin_taken.contains(&taken) {
                 let text = "this signed request was carried out already; sign a new one to do it again";
                 return refuse(self, RejectKind::AdminReplayed, text);
