@@ -169,6 +169,22 @@ impl SimBrowser {
         self.send(Method::Post, path, &headers, body.into_bytes()).await
     }
 
+    /// Logs in through the form as a person would; the console page's CSRF token.
+    pub async fn log_in(&self, principal: &str, password: &str) -> Result<String, String> {
+        let form = self.get("/login").await?;
+        let token = form.form_value("csrf").ok_or("the login form carries a CSRF token")?;
+        let fields = [("csrf", token.as_str()), ("principal", principal), ("password", password)];
+        let answer = self.post_form("/login", &fields).await?;
+        if answer.status != 303 || answer.header("location") != Some("/") {
+            return Err(format!("login answered {} {}", answer.status, answer.text()));
+        }
+        let page = self.get("/").await?;
+        if page.status != 200 || !page.text().contains(principal) {
+            return Err(format!("the console page answered {}", page.status));
+        }
+        page.form_value("cohort-csrf").ok_or_else(|| "the console page carries its CSRF token".into())
+    }
+
     /// Posts JSON with the CSRF header, as the page's script and the API's scripts do.
     pub async fn post_json(&self, path: &str, csrf: &str, body: &serde_json::Value) -> Result<Page, String> {
         let headers = [("content-type", "application/json"), ("x-cohort-csrf", csrf)];

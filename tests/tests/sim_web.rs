@@ -15,22 +15,6 @@ fn spec(hosts: usize, seed: u64) -> SiteSpec {
     SiteSpec { web: true, ..SiteSpec::new(hosts, seed) }
 }
 
-/// Logs in through the form as a person would; the console page's CSRF token.
-async fn log_in(browser: &SimBrowser, principal: &str) -> Result<String, String> {
-    let form = browser.get("/login").await?;
-    let token = form.form_value("csrf").ok_or("the login form carries a CSRF token")?;
-    let fields = [("csrf", token.as_str()), ("principal", principal), ("password", PASSWORD)];
-    let answer = browser.post_form("/login", &fields).await?;
-    if answer.status != 303 || answer.header("location") != Some("/") {
-        return Err(format!("login answered {} {}", answer.status, answer.text()));
-    }
-    let page = browser.get("/").await?;
-    if page.status != 200 || !page.text().contains(principal) {
-        return Err(format!("the console page answered {}", page.status));
-    }
-    page.form_value("cohort-csrf").ok_or_else(|| "the console page carries its CSRF token".into())
-}
-
 async fn exec(browser: &SimBrowser, csrf: &str, nodes: &str, command: &str) -> Result<Page, String> {
     browser
         .post_json("/api/exec", csrf, &json!({ "nodes": nodes, "command": command, "run_as": "alice" }))
@@ -51,7 +35,7 @@ fn finished(page: &Page) -> Result<Value, String> {
 fn a_browser_logs_in_and_sees_identical_output_in_one_group_and_different_output_apart() {
     let run = Site::run_checked(&spec(6, 301), |client| async move {
         let browser = client.browser("192.0.2.10")?;
-        let csrf = log_in(&browser, "alice").await?;
+        let csrf = browser.log_in("alice", PASSWORD).await?;
         let same = exec(&browser, &csrf, "h[01-06]", "/usr/bin/uname -r").await?;
         let end = finished(&same)?;
         let groups = end["groups"].as_array().ok_or("groups")?;
@@ -85,7 +69,7 @@ fn a_request_without_its_csrf_token_or_from_a_stale_form_runs_nothing() {
         if forged.status != 403 || browser.cookie("cohort_session").is_some() {
             return Err(format!("a forged login form is refused: {}", forged.status));
         }
-        let csrf = log_in(&browser, "alice").await?;
+        let csrf = browser.log_in("alice", PASSWORD).await?;
         for token in ["", "0123", &csrf[..csrf.len() - 1]] {
             let refused = exec(&browser, token, "h[01-03]", "/usr/bin/echo hi").await?;
             if refused.status != 403 {
@@ -103,7 +87,7 @@ fn an_expired_session_goes_back_to_the_login_form_and_runs_nothing() {
     spec.kdc.credential_lifetime = Duration::from_secs(20);
     let run = Site::run_checked(&spec, |client| async move {
         let browser = client.browser("192.0.2.12")?;
-        let csrf = log_in(&browser, "alice").await?;
+        let csrf = browser.log_in("alice", PASSWORD).await?;
         tokio::time::sleep(Duration::from_secs(25)).await;
         let sealed = browser.cookie("cohort_session").ok_or("a session cookie")?;
         let refused = exec(&browser, &csrf, "h[01-03]", "/usr/bin/echo hi").await?;
@@ -132,7 +116,7 @@ fn an_expired_session_goes_back_to_the_login_form_and_runs_nothing() {
 fn an_altered_cookie_goes_back_to_the_login_form_and_runs_nothing() {
     let run = Site::run_checked(&spec(3, 304), |client| async move {
         let browser = client.browser("192.0.2.13")?;
-        let csrf = log_in(&browser, "alice").await?;
+        let csrf = browser.log_in("alice", PASSWORD).await?;
         let sealed = browser.cookie("cohort_session").ok_or("a session cookie")?;
         let flipped = if sealed.ends_with('A') { 'B' } else { 'A' };
         browser.set_cookie("cohort_session", &format!("{}{flipped}", &sealed[..sealed.len() - 1]));
@@ -161,7 +145,7 @@ fn a_session_outlives_a_gateway_restart_between_login_and_command() {
     spec.gateway_outage = Some((Duration::from_secs(5), Duration::from_secs(3)));
     let run = Site::run_checked(&spec, |client| async move {
         let browser = client.browser("192.0.2.14")?;
-        let csrf = log_in(&browser, "alice").await?;
+        let csrf = browser.log_in("alice", PASSWORD).await?;
         // The gateway crashes at 5 s and is back at 8 s: it kept nothing of the session.
         tokio::time::sleep(Duration::from_secs(10)).await;
         let page = exec(&browser, &csrf, "h[01-03]", "/usr/bin/echo after the restart").await?;
@@ -178,7 +162,7 @@ fn a_session_outlives_a_gateway_restart_between_login_and_command() {
 fn a_principal_the_acl_does_not_name_runs_nothing_and_the_refusal_is_audited() {
     let run = Site::run_checked(&spec(3, 306), |client| async move {
         let browser = client.browser("192.0.2.15")?;
-        let csrf = log_in(&browser, "bob").await?;
+        let csrf = browser.log_in("bob", PASSWORD).await?;
         let page = exec(&browser, &csrf, "h[01-03]", "/usr/bin/echo hi").await?;
         let refused = page.status == 403 || page.json_lines().iter().any(|l| l["event"] == "refused");
         let denied = page.json_lines().iter().filter(|l| l["event"] == "host").count();
@@ -194,7 +178,7 @@ fn a_principal_the_acl_does_not_name_runs_nothing_and_the_refusal_is_audited() {
 fn a_browser_that_leaves_mid_run_cancels_it_on_the_hosts() {
     let run = Site::run_checked(&spec(3, 307), |client| async move {
         let browser = client.browser("192.0.2.16")?;
-        let csrf = log_in(&browser, "alice").await?;
+        let csrf = browser.log_in("alice", PASSWORD).await?;
         let body =
             json!({ "nodes": "h[01-03]", "command": "/usr/bin/sleep 60", "run_as": "alice" }).to_string();
         let headers = [("content-type", "application/json"), ("x-cohort-csrf", csrf.as_str())];
@@ -214,7 +198,7 @@ fn a_browser_that_leaves_mid_run_cancels_it_on_the_hosts() {
 fn a_cancelled_run_kills_the_commands_on_the_hosts_and_ends_its_stream() {
     let run = Site::run_checked(&spec(3, 308), |client| async move {
         let browser = client.browser("192.0.2.17")?;
-        let csrf = log_in(&browser, "alice").await?;
+        let csrf = browser.log_in("alice", PASSWORD).await?;
         let body =
             json!({ "nodes": "h[01-03]", "command": "/usr/bin/sleep 60", "run_as": "alice" }).to_string();
         let headers = [("content-type", "application/json"), ("x-cohort-csrf", csrf.as_str())];
@@ -254,10 +238,10 @@ fn a_cancelled_run_kills_the_commands_on_the_hosts_and_ends_its_stream() {
 fn the_audit_trail_through_the_console_shows_ones_own_records_newest_first_and_verifies() {
     Site::run_checked(&spec(3, 309), |client| async move {
         let bob = client.browser("192.0.2.18")?;
-        let bob_csrf = log_in(&bob, "bob").await?;
+        let bob_csrf = bob.log_in("bob", PASSWORD).await?;
         exec(&bob, &bob_csrf, "h[01-03]", "/usr/bin/echo bob").await?;
         let alice = client.browser("192.0.2.19")?;
-        let csrf = log_in(&alice, "alice").await?;
+        let csrf = alice.log_in("alice", PASSWORD).await?;
         finished(&exec(&alice, &csrf, "h[01-03]", "/usr/bin/echo hi").await?)?;
         // A host reports its command's end as it writes the `ended` record: the record reaches
         // the collector a moment after the result reaches the browser.

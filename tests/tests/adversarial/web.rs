@@ -10,15 +10,7 @@ fn a_cookie_replayed_after_logout_is_refused_logged_and_runs_nothing() {
     let spec = SiteSpec { web: true, ..SiteSpec::new(2, 351) };
     let run = Site::run_checked(&spec, |client| async move {
         let browser = client.browser("192.0.2.30")?;
-        let form = browser.get("/login").await?;
-        let token = form.form_value("csrf").ok_or("the login form carries a CSRF token")?;
-        let fields = [("csrf", token.as_str()), ("principal", "alice"), ("password", PASSWORD)];
-        let answer = browser.post_form("/login", &fields).await?;
-        if answer.status != 303 {
-            return Err(format!("login answered {}", answer.status));
-        }
-        let page = browser.get("/").await?;
-        let csrf = page.form_value("cohort-csrf").ok_or("the console page carries its CSRF token")?;
+        let csrf = browser.log_in("alice", PASSWORD).await?;
         // Someone copies the cookie (a shared machine, a proxy's log) before the user logs out.
         let copied = browser.cookie("cohort_session").ok_or("a session cookie")?;
         let out = browser.post_form("/logout", &[("csrf", csrf.as_str())]).await?;
