@@ -98,20 +98,45 @@ fn trail(cluster: &TestCluster) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Calls `attempt` with 0, 1, 2, … until `stop` is set; the numbers that succeeded, and how many
-/// were tried. A failure (the node it needs is down) waits a little before the next.
-fn until_stopped(stop: &AtomicBool, mut attempt: impl FnMut(u32) -> Output) -> (Vec<u32>, usize) {
-    let mut acked = Vec::new();
-    let mut n = 0;
-    while !stop.load(Ordering::Relaxed) {
-        if attempt(n).status.success() {
-            acked.push(n);
-        } else {
-            std::thread::sleep(Duration::from_millis(50));
+/// What a stream of attempts came to: the numbers that succeeded, and how many were tried.
+type Streamed = (Vec<u32>, usize);
+
+/// Calls `attempt` with 0, 1, 2, … on a thread of its own until `stop` is set. A failure (the
+/// node it needs is down) waits a little before the next.
+fn stream(
+    stop: &Arc<AtomicBool>,
+    mut attempt: impl FnMut(u32) -> Output + Send + 'static,
+) -> std::thread::JoinHandle<Streamed> {
+    let stop = stop.clone();
+    std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut n = 0;
+        while !stop.load(Ordering::Relaxed) {
+            if attempt(n).status.success() {
+                acked.push(n);
+            } else {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            n += 1;
         }
-        n += 1;
-    }
-    (acked, usize::try_from(n).unwrap_or(usize::MAX))
+        (acked, usize::try_from(n).unwrap_or(usize::MAX))
+    })
+}
+
+/// Kills node `victim` with SIGKILL `delay` into `streams`, lets them go on 300 ms past the
+/// kill, then stops them and gives what each came to, in order.
+fn kill_amid(
+    cluster: &mut TestCluster,
+    victim: usize,
+    delay: Duration,
+    stop: &AtomicBool,
+    streams: Vec<std::thread::JoinHandle<Streamed>>,
+) -> Vec<Streamed> {
+    std::thread::sleep(delay);
+    cluster.kill(victim);
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    streams.into_iter().map(|s| s.join().expect("a stream's thread")).collect()
 }
 
 fn text(out: &Output) -> String {
@@ -142,38 +167,22 @@ fn fifty_seeded_kill_9s_lose_nothing_acknowledged() {
         let via = cluster.names[(victim + 1) % 3].clone();
         let operator = cluster.operator_args(&via);
         let stop = Arc::new(AtomicBool::new(false));
-        let changing = {
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                until_stopped(&stop, |n| {
-                    let mut change = vec!["admin".to_owned(), "set".into(), format!("crash{seed}.{n}=v")];
-                    change.extend(operator.iter().cloned());
-                    cohort(&change.iter().map(String::as_str).collect::<Vec<_>>())
-                })
-            })
-        };
-        let running = {
-            let (stop, client) = (stop.clone(), state.clone());
-            std::thread::spawn(move || {
-                until_stopped(&stop, |n| {
-                    exec(
-                        &client,
-                        &["-w", "h[01-02]", "-t", "5", "--", "/bin/echo", &format!("crash-{seed}.{n}")],
-                    )
-                })
-            })
-        };
-        std::thread::sleep(delay);
-        cluster.kill(victim);
+        let changing = stream(&stop, move |n| {
+            let mut change = vec!["admin".to_owned(), "set".into(), format!("crash{seed}.{n}=v")];
+            change.extend(operator.iter().cloned());
+            cohort(&change.iter().map(String::as_str).collect::<Vec<_>>())
+        });
+        let client = state.clone();
+        let running = stream(&stop, move |n| {
+            exec(&client, &["-w", "h[01-02]", "-t", "5", "--", "/bin/echo", &format!("crash-{seed}.{n}")])
+        });
+        let streamed = kill_amid(&mut cluster, victim, delay, &stop, vec![changing, running]);
         killed[victim] += 1;
-        std::thread::sleep(Duration::from_millis(300));
-        stop.store(true, Ordering::Relaxed);
-        let (acked, tried) = changing.join().expect("the change thread");
-        changes.extend(acked.into_iter().map(|n| format!("crash{seed}.{n}=v")));
-        attempts.0 += tried;
-        let (acked, tried) = running.join().expect("the exec thread");
-        runs.extend(acked.into_iter().map(|n| format!("crash-{seed}.{n}")));
-        attempts.1 += tried;
+        let [(changed, tried_changes), (ran, tried_runs)] = <[Streamed; 2]>::try_from(streamed).expect("two");
+        changes.extend(changed.into_iter().map(|n| format!("crash{seed}.{n}=v")));
+        runs.extend(ran.into_iter().map(|n| format!("crash-{seed}.{n}")));
+        attempts.0 += tried_changes;
+        attempts.1 += tried_runs;
         cluster.start(victim);
         settle(&cluster, &what);
 
@@ -271,25 +280,20 @@ fn fifty_seeded_kill_9s_of_policy_servers_lose_no_stored_policy() {
         let delay = Duration::from_millis(mix(seed ^ 0xfeed) % 700);
         let what = format!("seed {seed}: kill -9 of {} after {delay:?}", TIER[victim]);
         let stop = Arc::new(AtomicBool::new(false));
-        let setting = {
-            let (stop, root) = (stop.clone(), root.clone());
-            std::thread::spawn(move || {
-                let server = |n: u32| if n % 2 == 0 { "master" } else { "local-00" };
-                let (acked, tried) = until_stopped(&stop, |n| {
-                    let id = format!("p{seed}-{n}");
-                    policy(&root, &["set", &id, &format!("crash.seed=s{seed}"), "--server", server(n)])
-                });
-                (acked.into_iter().map(|n| (format!("p{seed}-{n}"), server(n))).collect::<Vec<_>>(), tried)
-            })
-        };
-        std::thread::sleep(delay);
-        tier.kill(victim);
+        let server = |n: u32| if n % 2 == 0 { "master" } else { "local-00" };
+        let at = root.clone();
+        let setting = stream(&stop, move |n| {
+            policy(
+                &at,
+                &["set", &format!("p{seed}-{n}"), &format!("crash.seed=s{seed}"), "--server", server(n)],
+            )
+        });
+        let streamed = kill_amid(&mut tier, victim, delay, &stop, vec![setting]);
         killed[victim] += 1;
-        std::thread::sleep(Duration::from_millis(300));
-        stop.store(true, Ordering::Relaxed);
-        let (acked, n) = setting.join().expect("the policy thread");
-        stored.extend(acked);
-        tried += n;
+        for (acked, n) in streamed {
+            stored.extend(acked.into_iter().map(|n| (format!("p{seed}-{n}"), server(n))));
+            tried += n;
+        }
         tier.start(victim);
 
         // What each server stored, it holds; and once they have synced, the other holds it too.
